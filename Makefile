@@ -1,0 +1,47 @@
+# The two commands of the README: `make run` and `make test`.
+# Both install what they need with apt (as root) and build out of tree.
+
+JOBS ?= $(shell nproc)
+CONFIG ?= etc/natter.yaml
+FUZZ_SECONDS ?= 60
+
+.PHONY: all run test deps-build deps-test build build-asan build-fuzz \
+	unit integration fuzz clean
+
+all: build
+
+deps-build:
+	@scripts/install-deps.sh deps-build.txt
+
+deps-test: deps-build
+	@scripts/install-deps.sh deps-test.txt
+
+build: deps-build
+	@cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build build -j $(JOBS)
+
+build-asan: deps-test
+	@cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DNATTER_SANITIZE=ON >/dev/null
+	@cmake --build build-asan -j $(JOBS)
+
+build-fuzz: deps-test
+	@CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DNATTER_SANITIZE=ON -DNATTER_FUZZ=ON >/dev/null
+	@cmake --build build-fuzz -j $(JOBS) --target fuzz_xml
+
+run: build
+	./build/natterd -c $(CONFIG)
+
+unit: build build-asan
+	cd build && ctest --output-on-failure
+	cd build-asan && ctest --output-on-failure
+
+integration: build-asan
+	NATTER_BUILD=$(CURDIR)/build-asan /usr/bin/python3 -m pytest -q tests/integration
+
+fuzz: build-fuzz
+	scripts/run-fuzz.sh build-fuzz/fuzz_xml $(FUZZ_SECONDS)
+
+test: deps-test unit integration fuzz
+
+clean:
+	rm -rf build build-asan build-fuzz

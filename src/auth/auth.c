@@ -1,0 +1,245 @@
+#include "auth/auth.h"
+
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "core/server.h"
+#include "jid/jid.h"
+#include "storage/storage.h"
+#include "tls/tls.h"
+
+static const char *const scram_mechs[] = { "SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS",
+					   "SCRAM-SHA-256", "SCRAM-SHA-1" };
+
+static bool mech_is_plus(const char *mech)
+{
+	size_t n = strlen(mech);
+	return n > 5 && strcmp(mech + n - 5, "-PLUS") == 0;
+}
+
+static bool cb_available(SSL *ssl)
+{
+	char tmp[128];
+	return tls_cb_exporter(ssl, tmp, sizeof tmp) == 0;
+}
+
+void auth_write_mechanisms(struct buf *out, SSL *ssl, bool allow_plain)
+{
+	bool plus = cb_available(ssl);
+	for (size_t i = 0; i < sizeof scram_mechs / sizeof *scram_mechs; i++) {
+		if (!plus && mech_is_plus(scram_mechs[i]))
+			continue;
+		buf_printf(out, "<mechanism>%s</mechanism>", scram_mechs[i]);
+	}
+	if (allow_plain)
+		buf_puts(out, "<mechanism>PLAIN</mechanism>");
+}
+
+void auth_write_cb_types(struct buf *out, SSL *ssl)
+{
+	char tmp[128];
+	buf_puts(out, "<sasl-channel-binding xmlns='urn:xmpp:sasl-cb:0'>");
+	if (tls_cb_exporter(ssl, tmp, sizeof tmp) == 0)
+		buf_puts(out, "<channel-binding type='tls-exporter'/>");
+	if (tls_cb_unique(ssl, tmp, sizeof tmp) == 0)
+		buf_puts(out, "<channel-binding type='tls-unique'/>");
+	buf_puts(out, "</sasl-channel-binding>");
+}
+
+/* Fetches the account's secrets once per exchange. Returns 0, or -1 when
+ * the account does not exist or the store failed (as->store_error). */
+static int load_credentials(struct auth_session *as, Gsasl_session *gs,
+			    struct user_credentials *cred)
+{
+	const char *authid = gsasl_property_fast(gs, GSASL_AUTHID);
+	if (authid == NULL)
+		return -1;
+	if (jid_prep_local(authid, strlen(authid), as->authid, sizeof as->authid) < 0)
+		return -1;
+	const struct storage_driver *drv = as->loop->srv->storage;
+	int rc = drv->user_get(as->loop->store, as->domain, as->authid, cred);
+	if (rc < 0)
+		as->store_error = true;
+	return rc == 0 ? 0 : -1;
+}
+
+/* The store keeps keys as hex; gsasl 2.2's SCRAM server decodes these two
+ * properties as base64, whatever its header comment says. */
+static int hex_to_base64(const char *hex, char *out, size_t cap)
+{
+	unsigned char raw[64];
+	size_t n = strlen(hex) / 2;
+	if (n > sizeof raw || strlen(hex) % 2 != 0 || cap < 4 * ((n + 2) / 3) + 1)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		unsigned v;
+		if (sscanf(hex + 2 * i, "%2x", &v) != 1)
+			return -1;
+		raw[i] = (unsigned char)v;
+	}
+	EVP_EncodeBlock((unsigned char *)out, raw, (int)n);
+	return 0;
+}
+
+static int on_property(Gsasl *ctx, Gsasl_session *gs, Gsasl_property prop)
+{
+	(void)ctx;
+	struct auth_session *as = gsasl_session_hook_get(gs);
+	struct user_credentials cred;
+	const struct scram_secret *sec;
+	log_debug("SASL %s asks for property %d", as->mech, (int)prop);
+	switch (prop) {
+	case GSASL_SCRAM_ITER:
+	case GSASL_SCRAM_SALT:
+	case GSASL_SCRAM_STOREDKEY:
+	case GSASL_SCRAM_SERVERKEY: {
+		if (load_credentials(as, gs, &cred) != 0)
+			return GSASL_AUTHENTICATION_ERROR;
+		sec = strncmp(as->mech, "SCRAM-SHA-256", 13) == 0 ? &cred.sha256 : &cred.sha1;
+		char iter[16];
+		snprintf(iter, sizeof iter, "%u", sec->iterations);
+		gsasl_property_set(gs, GSASL_SCRAM_ITER, iter);
+		gsasl_property_set(gs, GSASL_SCRAM_SALT, sec->salt);
+		char stored[96], server[96];
+		if (hex_to_base64(sec->stored_key, stored, sizeof stored) != 0 ||
+		    hex_to_base64(sec->server_key, server, sizeof server) != 0)
+			return GSASL_AUTHENTICATION_ERROR;
+		gsasl_property_set(gs, GSASL_SCRAM_STOREDKEY, stored);
+		gsasl_property_set(gs, GSASL_SCRAM_SERVERKEY, server);
+		return GSASL_OK;
+	}
+	case GSASL_VALIDATE_SIMPLE: {
+		const char *password = gsasl_property_fast(gs, GSASL_PASSWORD);
+		if (password == NULL || load_credentials(as, gs, &cred) != 0)
+			return GSASL_AUTHENTICATION_ERROR;
+		/* PBKDF2 on the loop: a few milliseconds; PLAIN is the rare path
+		 * (SCRAM costs only HMACs here). */
+		return storage_credentials_check(&cred, password) == 1
+			       ? GSASL_OK
+			       : GSASL_AUTHENTICATION_ERROR;
+	}
+	default:
+		return GSASL_NO_CALLBACK;
+	}
+}
+
+int auth_init(Gsasl **ctx)
+{
+	if (gsasl_init(ctx) != GSASL_OK)
+		return -1;
+	gsasl_callback_set(*ctx, on_property);
+	return 0;
+}
+
+void auth_done(Gsasl *ctx) { gsasl_done(ctx); }
+
+static bool mech_offered(const char *mech, SSL *ssl, bool allow_plain)
+{
+	if (strcmp(mech, "PLAIN") == 0)
+		return allow_plain;
+	for (size_t i = 0; i < sizeof scram_mechs / sizeof *scram_mechs; i++)
+		if (strcmp(mech, scram_mechs[i]) == 0)
+			return !mech_is_plus(mech) || cb_available(ssl);
+	return false;
+}
+
+/* A client that supports channel binding but saw no -PLUS offer says so
+ * with gs2 flag 'y'; since we do offer -PLUS, that means someone stripped
+ * it from our features (RFC 5802 §6): refuse. Only where we offer
+ * tls-unique too (TLS 1.2): every channel-binding client knows that type.
+ * On TLS 1.3 we offer only tls-exporter (RFC 9266), and a client that
+ * knows only tls-unique rightly says 'y' (XEP-0440 §5). */
+static bool downgrade_detected(SSL *ssl, const char *mech, const char *initial)
+{
+	char tmp[128];
+	if (mech_is_plus(mech) || strncmp(mech, "SCRAM-", 6) != 0 ||
+	    tls_cb_unique(ssl, tmp, sizeof tmp) != 0)
+		return false;
+	unsigned char first[4] = { 0 };
+	char head[8] = { 0 };
+	snprintf(head, sizeof head, "%.4s", initial);
+	if (strlen(head) < 4)
+		return false;
+	if (EVP_DecodeBlock(first, (const unsigned char *)head, 4) < 1)
+		return false;
+	return first[0] == 'y';
+}
+
+static enum auth_result step(struct auth_session *as, const char *input, struct buf *out)
+{
+	char *output = NULL;
+	int rc = gsasl_step64(as->gs, input, &output);
+	if (output != NULL) {
+		buf_puts(out, output);
+		gsasl_free(output);
+	}
+	if (rc == GSASL_NEEDS_MORE)
+		return AUTH_CONTINUE;
+	if (rc != GSASL_OK) {
+		log_debug("SASL %s for '%s': %s", as->mech, as->authid, gsasl_strerror(rc));
+		if (as->store_error)
+			return AUTH_TEMPORARY;
+		if (rc == GSASL_MECHANISM_PARSE_ERROR || rc == GSASL_BASE64_ERROR)
+			return AUTH_MALFORMED;
+		return AUTH_FAILURE;
+	}
+	if (as->authid[0] == '\0')
+		return AUTH_FAILURE;
+	const char *authzid = gsasl_property_fast(as->gs, GSASL_AUTHZID);
+	/* An authzid naming the same account (as its bare JID, or as the bare
+	 * username some clients send) is no request for another identity. */
+	if (authzid != NULL && authzid[0] != '\0' && strcmp(authzid, as->authid) != 0) {
+		struct jid want;
+		if (jid_parse(&want, authzid, strlen(authzid)) != 0 || want.resource[0] ||
+		    strcmp(want.local, as->authid) != 0 || strcmp(want.domain, as->domain) != 0) {
+			log_info("SASL %s: authzid '%s' is not the account of '%s'", as->mech, authzid,
+				 as->authid);
+			return AUTH_BAD_AUTHZID;
+		}
+	}
+	return AUTH_SUCCESS;
+}
+
+enum auth_result auth_start(struct auth_session *as, Gsasl *ctx, SSL *ssl, bool allow_plain,
+			    const char *mech, const char *initial, struct buf *out)
+{
+	snprintf(as->mech, sizeof as->mech, "%s", mech);
+	as->authid[0] = '\0';
+	as->store_error = false;
+	if (!mech_offered(mech, ssl, allow_plain))
+		return AUTH_INVALID_MECH;
+	if (downgrade_detected(ssl, mech, initial))
+		return AUTH_FAILURE;
+	if (gsasl_server_start(ctx, mech, &as->gs) != GSASL_OK)
+		return AUTH_INVALID_MECH;
+	gsasl_session_hook_set(as->gs, as);
+	gsasl_property_set(as->gs, GSASL_SERVICE, "xmpp");
+	gsasl_property_set(as->gs, GSASL_HOSTNAME, as->domain);
+	/* Channel-binding data only for -PLUS: gsasl refuses a 'y' client
+	 * whenever it has some, and downgrade_detected decides that case. */
+	char cb[128];
+	if (mech_is_plus(mech) && tls_cb_exporter(ssl, cb, sizeof cb) == 0)
+		gsasl_property_set(as->gs, GSASL_CB_TLS_EXPORTER, cb);
+	if (mech_is_plus(mech) && tls_cb_unique(ssl, cb, sizeof cb) == 0)
+		gsasl_property_set(as->gs, GSASL_CB_TLS_UNIQUE, cb);
+	/* "=" is XMPP's way of sending an empty initial response. */
+	if (strcmp(initial, "=") == 0)
+		initial = "";
+	return step(as, initial, out);
+}
+
+enum auth_result auth_step(struct auth_session *as, const char *input, struct buf *out)
+{
+	if (as->gs == NULL)
+		return AUTH_MALFORMED;
+	return step(as, input, out);
+}
+
+void auth_end(struct auth_session *as)
+{
+	if (as->gs != NULL)
+		gsasl_finish(as->gs);
+	as->gs = NULL;
+}

@@ -1,0 +1,671 @@
+#include "c2s/c2s.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "auth/auth.h"
+#include "auth/authfail.h"
+#include "core/log.h"
+#include "core/server.h"
+#include "core/util.h"
+#include "jid/jid.h"
+#include "router/deliver.h"
+#include "router/router.h"
+#include "stream/conn.h"
+#include "xml/xml_stream.h"
+
+enum c2s_state {
+	C2S_HEADER,   /* waiting for the stream header */
+	C2S_STARTTLS, /* TLS required: waiting for <starttls/> */
+	C2S_TLS,      /* TLS handshake running */
+	C2S_AUTH,     /* TLS up: waiting for <auth/> */
+	C2S_SASL,     /* SASL exchange running */
+	C2S_SASL_FAIL,/* failure answer delayed */
+	C2S_BIND,     /* authenticated: waiting for resource binding */
+	C2S_ACTIVE,   /* bound session */
+	C2S_CLOSED
+};
+
+struct c2s {
+	struct conn *conn;
+	struct loop *loop;
+	enum c2s_state state;
+	bool direct;         /* direct TLS port */
+	bool secure;         /* TLS established */
+	bool authenticated;
+	bool header_sent;
+	bool registered;     /* in the router */
+	bool available;
+	bool ping_pending;
+	int priority;
+	int sasl_failures;
+	struct xml_stream *xs;
+	const char *domain;  /* the virtual host (points into the config) */
+	char stream_id[33];
+	struct auth_session auth;
+	struct jid jid;      /* full JID once bound */
+	char bare[2 * JID_PART_MAX + 2];
+	uv_timer_t timer;    /* auth timeout, idle ping, SASL failure delay */
+	unsigned long long last_input;
+	unsigned long long ping_sent;
+};
+
+static void c2s_stanza(void *ud, struct xml_node *st, struct arena *a);
+static void c2s_open(void *ud, const struct xml_node *root, const char *default_ns);
+static void c2s_close_stream(void *ud);
+
+static const struct xml_stream_handlers stream_handlers = {
+	.open = c2s_open,
+	.stanza = c2s_stanza,
+	.close = c2s_close_stream,
+};
+
+static const struct config *cfg_of(struct c2s *s) { return s->loop->srv->cfg; }
+
+static void send_str(struct c2s *s, const char *str) { conn_write(s->conn, str, strlen(str)); }
+
+static void send_header(struct c2s *s, const char *from)
+{
+	struct buf b;
+	buf_init(&b);
+	random_hex(s->stream_id, 16);
+	buf_puts(&b, "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
+		     "xmlns:stream='http://etherx.jabber.org/streams' xml:lang='en' version='1.0' id='");
+	buf_puts(&b, s->stream_id);
+	buf_puts(&b, "' from='");
+	buf_append_escaped(&b, from, strlen(from));
+	buf_puts(&b, "'>");
+	conn_write(s->conn, b.data, b.len);
+	buf_free(&b);
+	s->header_sent = true;
+}
+
+/* Sends a stream error and closes: RFC 6120 §4.9. */
+static void stream_error(struct c2s *s, const char *condition)
+{
+	if (s->state == C2S_CLOSED)
+		return;
+	if (!s->header_sent)
+		send_header(s, s->domain ? s->domain : cfg_of(s)->hosts[0].domain);
+	log_info("c2s %llu (%s): stream error <%s/>", (unsigned long long)s->conn->id,
+		 s->conn->peer, condition);
+	struct buf b;
+	buf_init(&b);
+	buf_printf(&b,
+		   "<stream:error><%s xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>"
+		   "</stream:stream>",
+		   condition);
+	conn_write(s->conn, b.data, b.len);
+	buf_free(&b);
+	s->state = C2S_CLOSED;
+	if (s->xs)
+		xml_stream_stop(s->xs);
+	conn_close(s->conn);
+}
+
+static void send_features(struct c2s *s)
+{
+	struct buf b;
+	buf_init(&b);
+	buf_puts(&b, "<stream:features>");
+	if (!s->secure) {
+		buf_puts(&b, "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls>");
+	} else if (!s->authenticated) {
+		buf_puts(&b, "<mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>");
+		auth_write_mechanisms(&b, s->conn->ssl, cfg_of(s)->allow_plain);
+		buf_puts(&b, "</mechanisms>");
+		auth_write_cb_types(&b, s->conn->ssl);
+	} else {
+		buf_puts(&b, "<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>"
+			     "<session xmlns='urn:ietf:params:xml:ns:xmpp-session'><optional/></session>"
+			     "<ping xmlns='urn:xmpp:ping'/>");
+	}
+	buf_puts(&b, "</stream:features>");
+	conn_write(s->conn, b.data, b.len);
+	buf_free(&b);
+}
+
+static void c2s_open(void *ud, const struct xml_node *root, const char *default_ns)
+{
+	struct c2s *s = ud;
+	const char *to = xml_attr(root, "to");
+	char domain[JID_PART_MAX + 1];
+	const struct config_host *host = NULL;
+	if (to != NULL && jid_prep_domain(to, strlen(to), domain, sizeof domain) >= 0)
+		host = config_find_host(cfg_of(s), domain);
+	if (s->domain == NULL && host != NULL)
+		s->domain = host->domain;
+	send_header(s, host ? host->domain : (s->domain ? s->domain : cfg_of(s)->hosts[0].domain));
+	if (!xml_is(root, NS_STREAMS, "stream") || strcmp(default_ns, NS_CLIENT) != 0) {
+		stream_error(s, "invalid-namespace");
+		return;
+	}
+	if (to == NULL || host == NULL) {
+		stream_error(s, "host-unknown");
+		return;
+	}
+	if (s->domain != host->domain) {
+		/* A restarted stream must stay on the same host. */
+		stream_error(s, "host-unknown");
+		return;
+	}
+	const char *version = xml_attr(root, "version");
+	if (version == NULL || strtol(version, NULL, 10) < 1) {
+		stream_error(s, "unsupported-version");
+		return;
+	}
+	s->state = !s->secure ? C2S_STARTTLS : !s->authenticated ? C2S_AUTH : C2S_BIND;
+	send_features(s);
+}
+
+static void c2s_close_stream(void *ud)
+{
+	struct c2s *s = ud;
+	if (s->state == C2S_CLOSED)
+		return;
+	send_str(s, "</stream:stream>");
+	s->state = C2S_CLOSED;
+	xml_stream_stop(s->xs);
+	conn_close(s->conn);
+}
+
+/* --- STARTTLS and SASL --- */
+
+static void handle_starttls(struct c2s *s, struct xml_node *st)
+{
+	if (!xml_is(st, NS_TLS, "starttls") || s->secure) {
+		stream_error(s, s->secure ? "policy-violation" : "not-authorized");
+		return;
+	}
+	send_str(s, "<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+	xml_stream_restart(s->xs);
+	if (conn_start_tls(s->conn, false) != 0) {
+		stream_error(s, "internal-server-error");
+		return;
+	}
+	s->state = C2S_TLS;
+}
+
+static void sasl_failure(struct c2s *s, const char *condition)
+{
+	struct buf b;
+	buf_init(&b);
+	buf_printf(&b, "<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><%s/></failure>",
+		   condition);
+	conn_write(s->conn, b.data, b.len);
+	buf_free(&b);
+}
+
+static void on_fail_delay(uv_timer_t *t);
+static void arm_idle(struct c2s *s);
+
+static void sasl_result(struct c2s *s, enum auth_result r, struct buf *out)
+{
+	switch (r) {
+	case AUTH_CONTINUE:
+		send_str(s, "<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>");
+		if (out->len == 0)
+			send_str(s, "=");
+		conn_write(s->conn, out->data, out->len);
+		send_str(s, "</challenge>");
+		s->state = C2S_SASL;
+		return;
+	case AUTH_SUCCESS:
+		auth_end(&s->auth);
+		snprintf(s->jid.local, sizeof s->jid.local, "%s", s->auth.authid);
+		snprintf(s->jid.domain, sizeof s->jid.domain, "%s", s->domain);
+		jid_format_bare(&s->jid, s->bare, sizeof s->bare);
+		authfail_success(s->loop->srv->authfail, s->conn->peer);
+		log_info("c2s %llu (%s): authenticated as %s with %s", (unsigned long long)s->conn->id,
+			 s->conn->peer, s->bare, s->auth.mech);
+		send_str(s, "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>");
+		conn_write(s->conn, out->data, out->len);
+		send_str(s, "</success>");
+		s->authenticated = true;
+		s->state = C2S_HEADER;
+		xml_stream_restart(s->xs);
+		arm_idle(s);
+		return;
+	case AUTH_FAILURE: {
+		auth_end(&s->auth);
+		log_info("c2s %llu (%s): authentication failed for '%s' with %s",
+			 (unsigned long long)s->conn->id, s->conn->peer, s->auth.authid, s->auth.mech);
+		/* The answer waits a little, longer for an address that keeps
+		 * failing, so guessing passwords is slow. */
+		unsigned delay = authfail_record(s->loop->srv->authfail, s->conn->peer);
+		s->sasl_failures++;
+		s->state = C2S_SASL_FAIL;
+		uv_timer_start(&s->timer, on_fail_delay, delay, 0);
+		return;
+	}
+	case AUTH_INVALID_MECH:
+		sasl_failure(s, "invalid-mechanism");
+		break;
+	case AUTH_MALFORMED:
+		sasl_failure(s, "malformed-request");
+		break;
+	case AUTH_BAD_AUTHZID:
+		sasl_failure(s, "invalid-authzid");
+		break;
+	case AUTH_TEMPORARY:
+		sasl_failure(s, "temporary-auth-failure");
+		break;
+	}
+	auth_end(&s->auth);
+	s->state = C2S_AUTH;
+}
+
+static void on_fail_delay(uv_timer_t *t)
+{
+	struct c2s *s = t->data;
+	if (s->state != C2S_SASL_FAIL)
+		return;
+	sasl_failure(s, "not-authorized");
+	s->state = C2S_AUTH;
+	if (s->sasl_failures >= 5) {
+		stream_error(s, "policy-violation");
+		return;
+	}
+	uv_timer_start(&s->timer, on_fail_delay, (uint64_t)cfg_of(s)->limits.auth_timeout * 1000,
+		       0);
+}
+
+static void handle_auth(struct c2s *s, struct xml_node *st, struct arena *a)
+{
+	struct buf out;
+	buf_init(&out);
+	if (xml_is(st, NS_SASL, "auth") && s->state == C2S_AUTH) {
+		const char *mech = xml_attr(st, "mechanism");
+		s->auth.loop = s->loop;
+		s->auth.domain = s->domain;
+		sasl_result(s,
+			    mech ? auth_start(&s->auth, s->loop->srv->gsasl, s->conn->ssl,
+					      cfg_of(s)->allow_plain, mech, xml_text(a, st), &out)
+				 : AUTH_INVALID_MECH,
+			    &out);
+	} else if (xml_is(st, NS_SASL, "response") && s->state == C2S_SASL) {
+		sasl_result(s, auth_step(&s->auth, xml_text(a, st), &out), &out);
+	} else if (xml_is(st, NS_SASL, "abort")) {
+		auth_end(&s->auth);
+		sasl_failure(s, "aborted");
+		s->state = C2S_AUTH;
+	} else if (xml_is(st, NS_TLS, "starttls")) {
+		stream_error(s, "policy-violation");
+	} else if (xml_is(st, NS_SASL, NULL)) {
+		sasl_failure(s, "malformed-request");
+	} else {
+		stream_error(s, "not-authorized");
+	}
+	buf_free(&out);
+}
+
+/* --- the bound session --- */
+
+static void iq_error(struct c2s *s, struct xml_node *st, struct arena *a, const char *type,
+		     const char *cond)
+{
+	xml_set_attr(a, st, "to", NULL);
+	xml_set_attr(a, st, "from", NULL);
+	xml_set_attr(a, st, "type", "error");
+	struct xml_node *err = xml_add_child(a, st, NS_CLIENT, "error");
+	xml_set_attr(a, err, "type", type);
+	xml_add_child(a, err, NS_STANZA_ERRORS, cond);
+	struct buf b;
+	buf_init(&b);
+	xml_serialize(st, NS_CLIENT, &b);
+	conn_write(s->conn, b.data, b.len);
+	buf_free(&b);
+}
+
+static void handle_bind(struct c2s *s, struct xml_node *st, struct arena *a)
+{
+	const char *id = xml_attr(st, "id");
+	const char *type = xml_attr(st, "type");
+	struct xml_node *bind = xml_child(st, NS_BIND, "bind");
+	if (!xml_is(st, NS_CLIENT, "iq") || bind == NULL || type == NULL ||
+	    strcmp(type, "set") != 0 || id == NULL) {
+		stream_error(s, "not-authorized");
+		return;
+	}
+	struct xml_node *res = xml_child(bind, NS_BIND, "resource");
+	const char *want = res ? xml_text(a, res) : "";
+	if (want[0] != '\0') {
+		if (jid_prep_resource(want, strlen(want), s->jid.resource, sizeof s->jid.resource) <
+		    0) {
+			iq_error(s, st, a, "modify", "bad-request");
+			return;
+		}
+	} else {
+		random_hex(s->jid.resource, 8);
+	}
+	struct router_target old;
+	if (router_bind(s->loop->srv->router, s->bare, s->jid.resource, s->conn->id,
+			s->loop->index, &old) == 1) {
+		/* RFC 6120 §7.7.2.2: the new session wins; the old one ends. */
+		if (old.loop == s->loop->index) {
+			c2s_conflict(s->loop, old.session);
+		} else {
+			struct inbox_item *item = xcalloc(1, sizeof *item);
+			item->kind = INBOX_CONFLICT;
+			item->session = old.session;
+			loop_post(&s->loop->srv->loops[old.loop], item);
+		}
+	}
+	s->registered = true;
+	s->state = C2S_ACTIVE;
+	char full[3 * JID_PART_MAX + 3];
+	jid_format(&s->jid, full, sizeof full);
+	log_info("c2s %llu (%s): bound %s", (unsigned long long)s->conn->id, s->conn->peer, full);
+	struct buf b;
+	buf_init(&b);
+	buf_puts(&b, "<iq type='result' id='");
+	buf_append_escaped(&b, id, strlen(id));
+	buf_puts(&b, "'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><jid>");
+	buf_append_escaped(&b, full, strlen(full));
+	buf_puts(&b, "</jid></bind></iq>");
+	conn_write(s->conn, b.data, b.len);
+	buf_free(&b);
+}
+
+/* Broadcast presence (no 'to'): availability and priority for routing,
+ * and a copy to the account's other available resources. */
+static void broadcast_presence(struct c2s *s, struct xml_node *st, struct arena *a)
+{
+	const char *type = xml_attr(st, "type");
+	if (type != NULL && strcmp(type, "unavailable") != 0)
+		return; /* subscriptions and probes need a 'to' */
+	bool available = type == NULL;
+	int priority = 0;
+	struct xml_node *p = xml_child(st, NS_CLIENT, "priority");
+	if (p != NULL) {
+		long v = strtol(xml_text(a, p), NULL, 10);
+		priority = v < -128 ? -128 : v > 127 ? 127 : (int)v;
+	}
+	s->available = available;
+	s->priority = priority;
+	router_set_presence(s->loop->srv->router, s->bare, s->jid.resource, s->conn->id, available,
+			    priority);
+	struct router_target t[ROUTER_MAX_TARGETS];
+	int n = router_find_available(s->loop->srv->router, s->bare, t, ROUTER_MAX_TARGETS);
+	struct refbuf *bytes = NULL;
+	for (int i = 0; i < n; i++) {
+		if (t[i].session == s->conn->id)
+			continue;
+		if (bytes == NULL) {
+			xml_set_attr(a, st, "to", s->bare);
+			struct buf b;
+			buf_init(&b);
+			xml_serialize(st, NS_CLIENT, &b);
+			bytes = refbuf_new(b.data, b.len);
+			buf_free(&b);
+		}
+		deliver_to_session(s->loop, &t[i], bytes);
+	}
+	refbuf_release(bytes);
+}
+
+static bool is_our_ping_answer(struct c2s *s, struct xml_node *st)
+{
+	const char *id = xml_attr(st, "id");
+	const char *type = xml_attr(st, "type");
+	const char *to = xml_attr(st, "to");
+	return strcmp(st->name, "iq") == 0 && id && type && strncmp(id, "natter-ping-", 12) == 0 &&
+	       (strcmp(type, "result") == 0 || strcmp(type, "error") == 0) &&
+	       (to == NULL || strcmp(to, s->domain) == 0);
+}
+
+static void handle_active(struct c2s *s, struct xml_node *st, struct arena *a)
+{
+	if (!xml_is(st, NS_CLIENT, "message") && !xml_is(st, NS_CLIENT, "presence") &&
+	    !xml_is(st, NS_CLIENT, "iq")) {
+		stream_error(s, "unsupported-stanza-type");
+		return;
+	}
+	if (is_our_ping_answer(s, st))
+		return;
+	const char *type = xml_attr(st, "type");
+	bool is_iq = strcmp(st->name, "iq") == 0;
+	if (is_iq) {
+		/* RFC 6120 §8.2.3: get/set carry exactly one payload. */
+		if (xml_attr(st, "id") == NULL || type == NULL ||
+		    ((strcmp(type, "get") == 0 || strcmp(type, "set") == 0) &&
+		     xml_element_count(st) != 1) ||
+		    (strcmp(type, "get") != 0 && strcmp(type, "set") != 0 &&
+		     strcmp(type, "result") != 0 && strcmp(type, "error") != 0)) {
+			iq_error(s, st, a, "modify", "bad-request");
+			return;
+		}
+		struct xml_node *payload = xml_first_element(st);
+		if (payload && xml_is(payload, NS_SESSION, "session") && strcmp(type, "set") == 0 &&
+		    xml_attr(st, "to") == NULL) {
+			/* RFC 3921 session establishment, kept for old clients. */
+			const char *id = xml_attr(st, "id");
+			struct buf b;
+			buf_init(&b);
+			buf_puts(&b, "<iq type='result' id='");
+			buf_append_escaped(&b, id, strlen(id));
+			buf_puts(&b, "'/>");
+			conn_write(s->conn, b.data, b.len);
+			buf_free(&b);
+			return;
+		}
+	}
+	/* The server stamps 'from' with the session's full JID (RFC 6120
+	 * §8.1.2.1), whatever the client wrote there. */
+	char full[3 * JID_PART_MAX + 3];
+	jid_format(&s->jid, full, sizeof full);
+	xml_set_attr(a, st, "from", full);
+	const char *to_str = xml_attr(st, "to");
+	struct jid to;
+	if (to_str != NULL && jid_parse(&to, to_str, strlen(to_str)) != 0) {
+		if (type == NULL || strcmp(type, "error") != 0) {
+			xml_set_attr(a, st, "to", NULL);
+			xml_set_attr(a, st, "type", "error");
+			struct xml_node *err = xml_add_child(a, st, NS_CLIENT, "error");
+			xml_set_attr(a, err, "type", "modify");
+			xml_add_child(a, err, NS_STANZA_ERRORS, "jid-malformed");
+			xml_set_attr(a, st, "from", NULL);
+			struct buf b;
+			buf_init(&b);
+			xml_serialize(st, NS_CLIENT, &b);
+			conn_write(s->conn, b.data, b.len);
+			buf_free(&b);
+		}
+		return;
+	}
+	if (to_str != NULL) {
+		/* Forward the normalised address. */
+		char norm[3 * JID_PART_MAX + 3];
+		jid_format(&to, norm, sizeof norm);
+		xml_set_attr(a, st, "to", norm);
+	}
+	if (strcmp(st->name, "presence") == 0 && to_str == NULL) {
+		broadcast_presence(s, st, a);
+		return;
+	}
+	deliver_stanza(s->loop, st, a, &s->jid, to_str ? &to : NULL);
+}
+
+static void c2s_stanza(void *ud, struct xml_node *st, struct arena *a)
+{
+	struct c2s *s = ud;
+	switch (s->state) {
+	case C2S_STARTTLS:
+		handle_starttls(s, st);
+		break;
+	case C2S_AUTH:
+	case C2S_SASL:
+	case C2S_SASL_FAIL:
+		handle_auth(s, st, a);
+		break;
+	case C2S_BIND:
+		handle_bind(s, st, a);
+		break;
+	case C2S_ACTIVE:
+		handle_active(s, st, a);
+		break;
+	default:
+		stream_error(s, "not-authorized");
+		break;
+	}
+}
+
+/* --- connection events --- */
+
+static void on_data(struct conn *c, const char *data, size_t len)
+{
+	struct c2s *s = c->owner;
+	if (s->state == C2S_CLOSED)
+		return;
+	s->last_input = now_ms();
+	s->ping_pending = false;
+	switch (xml_stream_feed(s->xs, data, len)) {
+	case XS_OK:
+	case XS_STOPPED:
+		break;
+	case XS_NOT_WELL_FORMED:
+		log_debug("c2s %llu: %s", (unsigned long long)c->id, xml_stream_error_text(s->xs));
+		stream_error(s, "not-well-formed");
+		break;
+	case XS_RESTRICTED:
+		stream_error(s, "restricted-xml");
+		break;
+	case XS_POLICY:
+		stream_error(s, "policy-violation");
+		break;
+	case XS_BAD_FORMAT:
+		stream_error(s, "bad-format");
+		break;
+	}
+}
+
+static void on_tls_ready(struct conn *c)
+{
+	struct c2s *s = c->owner;
+	s->secure = true;
+	if (s->state == C2S_TLS)
+		s->state = C2S_HEADER;
+	log_debug("c2s %llu: %s established", (unsigned long long)c->id, SSL_get_version(c->ssl));
+}
+
+static void free_c2s(uv_handle_t *h)
+{
+	struct c2s *s = h->data;
+	xml_stream_free(s->xs);
+	free(s);
+}
+
+static void on_closed(struct conn *c)
+{
+	struct c2s *s = c->owner;
+	if (s->registered) {
+		router_unbind(s->loop->srv->router, s->bare, s->jid.resource, c->id);
+		log_info("c2s %llu: %s/%s disconnected", (unsigned long long)c->id, s->bare,
+			 s->jid.resource);
+	}
+	auth_end(&s->auth);
+	s->state = C2S_CLOSED;
+	uv_timer_stop(&s->timer);
+	uv_close((uv_handle_t *)&s->timer, free_c2s);
+}
+
+static const struct conn_ops c2s_ops = {
+	.data = on_data,
+	.tls_ready = on_tls_ready,
+	.closed = on_closed,
+};
+
+/* --- timers: authentication deadline, then idle detection --- */
+
+static void on_auth_timeout(uv_timer_t *t)
+{
+	struct c2s *s = t->data;
+	if (!s->authenticated)
+		stream_error(s, "connection-timeout");
+}
+
+static void on_idle(uv_timer_t *t)
+{
+	struct c2s *s = t->data;
+	const struct config_limits *lim = &cfg_of(s)->limits;
+	unsigned long long now = now_ms();
+	if (s->ping_pending) {
+		if (now - s->ping_sent >= (unsigned long long)lim->ping_timeout * 1000) {
+			stream_error(s, "connection-timeout");
+			return;
+		}
+		uv_timer_start(t, on_idle, (uint64_t)lim->ping_timeout * 1000 - (now - s->ping_sent), 0);
+		return;
+	}
+	unsigned long long idle_ms = (unsigned long long)lim->idle_timeout * 1000;
+	if (now - s->last_input < idle_ms) {
+		uv_timer_start(t, on_idle, idle_ms - (now - s->last_input), 0);
+		return;
+	}
+	/* Silent too long: ask (XEP-0199); no answer in time ends it. */
+	char id[24];
+	random_hex(id, 4);
+	struct buf b;
+	buf_init(&b);
+	buf_printf(&b, "<iq type='get' from='%s' id='natter-ping-%s'><ping xmlns='urn:xmpp:ping'/></iq>",
+		   s->domain, id);
+	if (s->state != C2S_ACTIVE)
+		b.len = 0, buf_puts(&b, " "); /* not bound: a whitespace probe */
+	conn_write(s->conn, b.data, b.len);
+	buf_free(&b);
+	s->ping_pending = true;
+	s->ping_sent = now;
+	uv_timer_start(t, on_idle, (uint64_t)lim->ping_timeout * 1000, 0);
+}
+
+static void arm_idle(struct c2s *s)
+{
+	uv_timer_start(&s->timer, on_idle, (uint64_t)cfg_of(s)->limits.idle_timeout * 1000, 0);
+}
+
+void c2s_accept(struct loop *l, uv_stream_t *listener, bool direct)
+{
+	struct conn *c = conn_accept(l, listener, &c2s_ops);
+	if (c == NULL)
+		return;
+	struct c2s *s = xcalloc(1, sizeof *s);
+	s->conn = c;
+	s->loop = l;
+	s->direct = direct;
+	s->state = C2S_HEADER;
+	s->last_input = now_ms();
+	c->owner = s;
+	const struct config_limits *lim = &l->srv->cfg->limits;
+	struct xml_stream_limits xl = { lim->max_stanza_size, lim->max_depth, lim->max_attributes };
+	s->xs = xml_stream_new(&xl, &stream_handlers, s);
+	uv_timer_init(&l->uv, &s->timer);
+	s->timer.data = s;
+	uv_timer_start(&s->timer, on_auth_timeout, (uint64_t)lim->auth_timeout * 1000, 0);
+	if (direct && conn_start_tls(c, true) != 0)
+		conn_close(c);
+	log_debug("c2s %llu: connection from %s%s", (unsigned long long)c->id, c->peer,
+		  direct ? " (direct TLS)" : "");
+}
+
+int c2s_deliver(struct loop *l, uint64_t session, const char *data, size_t len)
+{
+	struct conn *c = conn_find(l, session);
+	if (c == NULL || c->ops != &c2s_ops)
+		return -1;
+	struct c2s *s = c->owner;
+	if (s->state != C2S_ACTIVE)
+		return -1;
+	conn_write(c, data, len);
+	return 0;
+}
+
+void c2s_conflict(struct loop *l, uint64_t session)
+{
+	struct conn *c = conn_find(l, session);
+	if (c == NULL || c->ops != &c2s_ops)
+		return;
+	struct c2s *s = c->owner;
+	/* Already replaced in the registry: don't unbind the new session. */
+	s->registered = false;
+	stream_error(s, "conflict");
+}

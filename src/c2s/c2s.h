@@ -1,0 +1,27 @@
+/* Client-to-server sessions (RFC 6120): stream negotiation (STARTTLS, SASL,
+ * resource binding) and the authenticated session's stanza intake. */
+#ifndef NATTER_C2S_H
+#define NATTER_C2S_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "core/buf.h"
+
+struct loop;
+
+/* Accepts one pending connection on a c2s listener of loop l. direct is
+ * true for a direct TLS (XEP-0368) listener. */
+void c2s_accept(struct loop *l, uv_stream_t *listener, bool direct);
+
+/* Writes serialised stanza bytes to the session with that connection id on
+ * loop l, if it is still there. Returns 0, or -1 when it is gone. */
+int c2s_deliver(struct loop *l, uint64_t session, const char *data, size_t len);
+
+/* Closes that session with a <conflict/> stream error (it was replaced by a
+ * new session with the same full JID). */
+void c2s_conflict(struct loop *l, uint64_t session);
+
+#endif

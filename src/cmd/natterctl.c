@@ -1,0 +1,348 @@
+/* natterctl: the admin tool. For now it manages accounts straight in the
+ * store (SQLite lets it write while natterd runs); commands that need the
+ * running server will go over its control socket.
+ *
+ *   natterctl [-c CONFIG] user add JID [--password-file FILE]
+ *   natterctl [-c CONFIG] user passwd JID [--password-file FILE]
+ *   natterctl [-c CONFIG] user del JID
+ *   natterctl [-c CONFIG] user list [DOMAIN]
+ *
+ * Exit status 0 on success, 1 on any error (message on stderr). */
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include "core/config.h"
+#include "core/log.h"
+#include "jid/jid.h"
+#include "storage/storage.h"
+
+/* Longest password accepted, in bytes. */
+#define NATTERCTL_PASSWORD_MAX 1023
+
+struct natterctl {
+	struct config cfg;
+	const char *password_file; /* NULL: stdin or the terminal */
+	struct storage *st;        /* opened by natterctl_open() */
+	const struct storage_driver *driver;
+};
+
+static void natterctl_usage(FILE *out)
+{
+	fputs("usage: natterctl [-c CONFIG] COMMAND\n"
+	      "\n"
+	      "commands:\n"
+	      "  user add JID [--password-file FILE]     create an account\n"
+	      "  user passwd JID [--password-file FILE]  set an account's password\n"
+	      "  user del JID                            delete an account\n"
+	      "  user list [DOMAIN]                      list accounts (of one domain)\n"
+	      "\n"
+	      "options:\n"
+	      "  -c, --config CONFIG  configuration file (default: built-in defaults)\n"
+	      "  -h, --help           show this help\n"
+	      "\n"
+	      "JID is a bare address, local@domain, of a configured host. The password\n"
+	      "is read from the first line of FILE, else from one line of standard\n"
+	      "input when it is not a terminal, else asked for twice without echo.\n",
+	      out);
+}
+
+__attribute__((format(printf, 1, 2)))
+static int natterctl_error(const char *fmt, ...)
+{
+	va_list ap;
+	fputs("natterctl: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	return 1;
+}
+
+/* Splits and normalises a bare JID of a configured host into local and
+ * domain (each JID_PART_MAX + 1 bytes). Returns 0 or 1 (message printed). */
+static int natterctl_jid(const struct config *cfg, const char *arg, char *local, char *domain)
+{
+	const char *at = strchr(arg, '@');
+	if (!at || strchr(arg, '/'))
+		return natterctl_error("'%s' is not a bare JID (local@domain)", arg);
+	if (jid_prep_local(arg, (size_t)(at - arg), local, JID_PART_MAX + 1) <= 0)
+		return natterctl_error("'%s': invalid localpart", arg);
+	if (jid_prep_domain(at + 1, strlen(at + 1), domain, JID_PART_MAX + 1) <= 0)
+		return natterctl_error("'%s': invalid domain", arg);
+	if (!config_find_host(cfg, domain))
+		return natterctl_error("%s is not a configured host", domain);
+	return 0;
+}
+
+/* Reads one line into buf without its line end. Returns 0, or 1 (message
+ * printed) on EOF before any byte, error, or a line too long. */
+static int natterctl_read_line(FILE *f, const char *what, char *buf, size_t cap)
+{
+	if (!fgets(buf, (int)cap, f))
+		return natterctl_error("cannot read password from %s: %s", what,
+				       ferror(f) ? strerror(errno) : "no input");
+	size_t n = strlen(buf);
+	if (n > 0 && buf[n - 1] == '\n')
+		buf[--n] = '\0';
+	else if (n == cap - 1 && !feof(f))
+		return natterctl_error("password from %s is too long", what);
+	if (n > 0 && buf[n - 1] == '\r')
+		buf[--n] = '\0';
+	return 0;
+}
+
+/* Asks on the terminal with echo off. The signals that would stop us with
+ * echo still off are held until the terminal is restored; a ^C then takes
+ * effect as usual. */
+static int natterctl_prompt(const char *prompt, char *buf, size_t cap)
+{
+	struct termios saved, quiet;
+	sigset_t hold, old;
+	int rc;
+
+	if (tcgetattr(STDIN_FILENO, &saved) < 0)
+		return natterctl_error("cannot read the terminal: %s", strerror(errno));
+	sigemptyset(&hold);
+	sigaddset(&hold, SIGINT);
+	sigaddset(&hold, SIGQUIT);
+	sigaddset(&hold, SIGTSTP);
+	sigaddset(&hold, SIGTERM);
+	sigaddset(&hold, SIGHUP);
+	sigprocmask(SIG_BLOCK, &hold, &old);
+	quiet = saved;
+	quiet.c_lflag &= ~(tcflag_t)ECHO;
+	quiet.c_lflag |= ECHONL;
+	fputs(prompt, stderr);
+	fflush(stderr);
+	tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
+	rc = natterctl_read_line(stdin, "the terminal", buf, cap);
+	tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved);
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	return rc;
+}
+
+/* Gets the new password into buf (cap bytes). Returns 0 or 1. */
+static int natterctl_password(const struct natterctl *ctl, char *buf, size_t cap)
+{
+	int rc;
+
+	if (ctl->password_file) {
+		FILE *f = fopen(ctl->password_file, "r");
+		if (!f)
+			return natterctl_error("%s: %s", ctl->password_file, strerror(errno));
+		rc = natterctl_read_line(f, ctl->password_file, buf, cap);
+		fclose(f);
+	} else if (!isatty(STDIN_FILENO)) {
+		rc = natterctl_read_line(stdin, "standard input", buf, cap);
+	} else {
+		char again[NATTERCTL_PASSWORD_MAX + 2];
+		rc = natterctl_prompt("Password: ", buf, cap);
+		if (rc == 0)
+			rc = natterctl_prompt("Password (again): ", again, sizeof again);
+		if (rc == 0 && strcmp(buf, again) != 0)
+			rc = natterctl_error("passwords do not match");
+		explicit_bzero(again, sizeof again);
+	}
+	if (rc == 0 && buf[0] == '\0')
+		rc = natterctl_error("empty password refused");
+	return rc;
+}
+
+static int natterctl_open(struct natterctl *ctl)
+{
+	char err[512];
+
+	ctl->driver = storage_driver_find(ctl->cfg.storage);
+	if (!ctl->driver)
+		return natterctl_error("unknown storage driver '%s'", ctl->cfg.storage);
+	ctl->st = ctl->driver->open(ctl->cfg.data_dir, err, sizeof err);
+	if (!ctl->st)
+		return natterctl_error("cannot open storage: %s", err);
+	return 0;
+}
+
+/* Derives the secrets of a new password and stores them for local@domain. */
+static int natterctl_set_password(struct natterctl *ctl, const char *local, const char *domain)
+{
+	char password[NATTERCTL_PASSWORD_MAX + 2];
+	struct user_credentials cred;
+	int rc = natterctl_password(ctl, password, sizeof password);
+
+	if (rc == 0 && storage_credentials_from_password(
+			       password, (unsigned)ctl->cfg.scram_iterations, &cred) < 0)
+		rc = natterctl_error("cannot derive keys: the password is not valid "
+				     "(control characters?)");
+	explicit_bzero(password, sizeof password);
+	if (rc == 0 && ctl->driver->user_put(ctl->st, domain, local, &cred) < 0)
+		rc = natterctl_error("cannot store %s@%s", local, domain);
+	explicit_bzero(&cred, sizeof cred);
+	return rc;
+}
+
+/* add refuses an existing account, passwd a missing one. */
+static int natterctl_user_set(struct natterctl *ctl, const char *jid, int create)
+{
+	char local[JID_PART_MAX + 1], domain[JID_PART_MAX + 1];
+	struct user_credentials cred;
+
+	if (natterctl_jid(&ctl->cfg, jid, local, domain) || natterctl_open(ctl))
+		return 1;
+	int found = ctl->driver->user_get(ctl->st, domain, local, &cred);
+	explicit_bzero(&cred, sizeof cred);
+	if (found < 0)
+		return natterctl_error("cannot read %s@%s", local, domain);
+	if (create && found == 0)
+		return natterctl_error("user %s@%s already exists", local, domain);
+	if (!create && found == 1)
+		return natterctl_error("no such user %s@%s", local, domain);
+	return natterctl_set_password(ctl, local, domain);
+}
+
+static int natterctl_user_del(struct natterctl *ctl, const char *jid)
+{
+	char local[JID_PART_MAX + 1], domain[JID_PART_MAX + 1];
+
+	if (natterctl_jid(&ctl->cfg, jid, local, domain) || natterctl_open(ctl))
+		return 1;
+	int rc = ctl->driver->user_del(ctl->st, domain, local);
+	if (rc < 0)
+		return natterctl_error("cannot delete %s@%s", local, domain);
+	if (rc == 1)
+		return natterctl_error("no such user %s@%s", local, domain);
+	return 0;
+}
+
+static void natterctl_print_user(void *arg, const char *domain, const char *local)
+{
+	(void)arg;
+	printf("%s@%s\n", local, domain);
+}
+
+/* Any domain may be listed, configured or not: accounts of a host removed
+ * from the config stay in the store. */
+static int natterctl_user_list(struct natterctl *ctl, const char *arg)
+{
+	char domain[JID_PART_MAX + 1];
+
+	if (arg && jid_prep_domain(arg, strlen(arg), domain, sizeof domain) <= 0)
+		return natterctl_error("'%s': invalid domain", arg);
+	if (natterctl_open(ctl))
+		return 1;
+	if (ctl->driver->user_list(ctl->st, arg ? domain : NULL, natterctl_print_user, NULL) < 0)
+		return natterctl_error("cannot list users");
+	if (fflush(stdout) != 0)
+		return natterctl_error("stdout: %s", strerror(errno));
+	return 0;
+}
+
+/* Runs "user SUB ARGS..." (argv starts at SUB). */
+static int natterctl_user(struct natterctl *ctl, int argc, char **argv)
+{
+	const char *args[2];
+	int nargs = 0;
+
+	if (argc < 1) {
+		natterctl_usage(stderr);
+		return 1;
+	}
+	const char *sub = argv[0];
+	int takes_password = strcmp(sub, "add") == 0 || strcmp(sub, "passwd") == 0;
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		if (takes_password && strcmp(a, "--password-file") == 0) {
+			if (++i == argc)
+				return natterctl_error("--password-file needs a FILE");
+			ctl->password_file = argv[i];
+		} else if (takes_password && strncmp(a, "--password-file=", 16) == 0) {
+			ctl->password_file = a + 16;
+		} else if (a[0] == '-' && a[1] != '\0') {
+			return natterctl_error("user %s: unknown option '%s'", sub, a);
+		} else if (nargs == 2) {
+			return natterctl_error("user %s: too many arguments", sub);
+		} else {
+			args[nargs++] = a;
+		}
+	}
+
+	if (takes_password) {
+		if (nargs != 1)
+			return natterctl_error("usage: natterctl user %s JID [--password-file FILE]",
+					       sub);
+		return natterctl_user_set(ctl, args[0], strcmp(sub, "add") == 0);
+	}
+	if (strcmp(sub, "del") == 0) {
+		if (nargs != 1)
+			return natterctl_error("usage: natterctl user del JID");
+		return natterctl_user_del(ctl, args[0]);
+	}
+	if (strcmp(sub, "list") == 0) {
+		if (nargs > 1)
+			return natterctl_error("usage: natterctl user list [DOMAIN]");
+		return natterctl_user_list(ctl, nargs ? args[0] : NULL);
+	}
+	return natterctl_error("unknown command 'user %s' (try --help)", sub);
+}
+
+int main(int argc, char **argv)
+{
+	struct natterctl ctl = { 0 };
+	const char *config_path = NULL;
+	char err[1024];
+	int i, rc;
+
+	for (i = 1; i < argc && argv[i][0] == '-'; i++) {
+		const char *a = argv[i];
+		if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+			natterctl_usage(stdout);
+			return 0;
+		} else if (strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0) {
+			if (++i == argc)
+				return natterctl_error("%s needs a CONFIG file", a);
+			config_path = argv[i];
+		} else if (strncmp(a, "--config=", 9) == 0) {
+			config_path = a + 9;
+		} else if (strcmp(a, "--") == 0) {
+			i++;
+			break;
+		} else {
+			natterctl_error("unknown option '%s'", a);
+			natterctl_usage(stderr);
+			return 1;
+		}
+	}
+	for (int j = i; j < argc; j++) {
+		if (strcmp(argv[j], "-h") == 0 || strcmp(argv[j], "--help") == 0) {
+			natterctl_usage(stdout);
+			return 0;
+		}
+	}
+	if (i == argc) {
+		natterctl_usage(stderr);
+		return 1;
+	}
+
+	/* Storage may log; a tool's output is its result, so only problems. */
+	log_set_level(LOG_WARN);
+	if (config_path) {
+		if (config_load(&ctl.cfg, config_path, err, sizeof err) < 0)
+			return natterctl_error("%s", err);
+	} else {
+		config_defaults(&ctl.cfg);
+	}
+
+	if (strcmp(argv[i], "user") == 0) {
+		rc = natterctl_user(&ctl, argc - i - 1, argv + i + 1);
+	} else {
+		rc = natterctl_error("unknown command '%s' (try --help)", argv[i]);
+	}
+	if (ctl.st)
+		ctl.driver->close(ctl.st);
+	config_free(&ctl.cfg);
+	return rc;
+}

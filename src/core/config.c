@@ -1,0 +1,815 @@
+/* The server configuration (config.h).
+ *
+ * Every key is declared once, in the tables below: its name, type, where it
+ * is stored, its default (written as it would be in the file), its limits
+ * and one line of documentation. The same code reads the defaults and the
+ * file, so a default can never be a value the file would refuse.
+ *
+ * The file is read with libyaml's event API rather than its document API:
+ * each event carries the line it started on, which is what every error
+ * message needs, and nothing larger than one scalar is ever held. Aliases
+ * are refused, so an alias bomb cannot expand.
+ *
+ * Relative paths (data_dir, tls_cert, tls_key) are kept as written, i.e.
+ * relative to the working directory of the process that reads the file. */
+#include "core/config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <yaml.h>
+
+#include "jid/jid.h"
+
+/* Enum values are stored through an int; both enums must be int-sized. */
+_Static_assert(sizeof(enum log_level) == sizeof(int), "enum log_level is not int-sized");
+_Static_assert(sizeof(enum listener_type) == sizeof(int), "enum listener_type is not int-sized");
+
+enum key_type {
+	KEY_STRING,  /* any non-empty scalar; char * */
+	KEY_FILE,    /* path of a file readable now; char * */
+	KEY_DOMAIN,  /* domain normalised by jid_prep_domain(); char * */
+	KEY_ADDRESS, /* numeric IPv4 or IPv6 address; char * */
+	KEY_CHOICE,  /* one of values; char * */
+	KEY_ENUM,    /* one of values, stored as its index; int-sized enum */
+	KEY_INT,     /* plain integer in [min, max]; int */
+	KEY_SIZE,    /* plain integer in [min, max]; size_t */
+	KEY_BOOL,    /* plain true/false (yes/no, on/off); int 0 or 1 */
+	KEY_MAP,     /* nested mapping; a struct described by section */
+	KEY_LIST     /* list of mappings; array pointer at offset, size_t
+		      * count at count_offset, items described by section */
+};
+
+struct config_parser;
+struct config_section;
+
+struct config_key {
+	const char *name;
+	enum key_type type;
+	size_t offset;              /* of the field in its section's struct */
+	const char *def;            /* default in file syntax; NULL = none */
+	long long min, max;         /* KEY_INT, KEY_SIZE */
+	const char *const *values;  /* KEY_CHOICE, KEY_ENUM; NULL-terminated */
+	const struct config_section *section; /* KEY_MAP, KEY_LIST */
+	size_t count_offset;        /* KEY_LIST */
+	bool required;              /* must be given in its mapping */
+	const char *doc;
+};
+
+struct config_section {
+	const char *what;             /* names the mapping in messages */
+	const struct config_key *keys;
+	size_t n_keys;
+	size_t size;                  /* of the struct the keys live in */
+	/* Checks that span keys, after one mapping was read. items is the
+	 * array (the struct itself outside lists), idx the item just read,
+	 * lines[k] the line key k was given on (0 = absent), line the line
+	 * the mapping started on. Returns 0, or -1 after config_fail(). */
+	int (*check)(struct config_parser *p, void *items, size_t idx,
+		     const size_t *lines, size_t line);
+};
+
+struct config_parser {
+	yaml_parser_t yaml;
+	const char *path; /* for messages */
+	char *err;
+	size_t errlen;
+};
+
+/* Keys per mapping are few; lines[] is sized by this. */
+#define CONFIG_MAX_KEYS 16
+
+static int config_check_host(struct config_parser *p, void *items, size_t idx,
+			     const size_t *lines, size_t line);
+static int config_check_listener(struct config_parser *p, void *items, size_t idx,
+				 const size_t *lines, size_t line);
+
+/* Same order as enum log_level and enum listener_type. */
+static const char *const config_log_levels[] = { "error", "warn", "info", "debug", NULL };
+static const char *const config_listener_types[] = { "c2s", "c2s_tls", NULL };
+/* The storage drivers storage_driver_find() knows. */
+static const char *const config_storage_drivers[] = { "sqlite", NULL };
+
+static const struct config_key config_host_keys[] = {
+	{ .name = "domain", .type = KEY_DOMAIN, .required = true,
+	  .offset = offsetof(struct config_host, domain),
+	  .doc = "the domain served (JID domainpart); normalised (IDNA2008, lower case)" },
+	{ .name = "tls_cert", .type = KEY_FILE,
+	  .offset = offsetof(struct config_host, tls_cert),
+	  .doc = "PEM certificate chain; with tls_key, or neither (self-signed in data_dir)" },
+	{ .name = "tls_key", .type = KEY_FILE,
+	  .offset = offsetof(struct config_host, tls_key),
+	  .doc = "PEM private key of tls_cert" },
+};
+
+static const struct config_section config_host_section = {
+	.what = "a hosts entry",
+	.keys = config_host_keys,
+	.n_keys = sizeof config_host_keys / sizeof config_host_keys[0],
+	.size = sizeof(struct config_host),
+	.check = config_check_host,
+};
+
+static const struct config_key config_listener_keys[] = {
+	{ .name = "type", .type = KEY_ENUM, .required = true,
+	  .values = config_listener_types,
+	  .offset = offsetof(struct config_listener, type),
+	  .doc = "c2s (STARTTLS, RFC 6120) or c2s_tls (direct TLS, XEP-0368)" },
+	{ .name = "address", .type = KEY_ADDRESS, .def = "127.0.0.1",
+	  .offset = offsetof(struct config_listener, address),
+	  .doc = "numeric IPv4 or IPv6 address to listen on" },
+	{ .name = "port", .type = KEY_INT, .min = 1, .max = 65535,
+	  .offset = offsetof(struct config_listener, port),
+	  .doc = "TCP port; default 5222 for c2s, 5223 for c2s_tls" },
+};
+
+static const struct config_section config_listener_section = {
+	.what = "a listeners entry",
+	.keys = config_listener_keys,
+	.n_keys = sizeof config_listener_keys / sizeof config_listener_keys[0],
+	.size = sizeof(struct config_listener),
+	.check = config_check_listener,
+};
+
+static const struct config_key config_limits_keys[] = {
+	/* RFC 6120 §13.12: a server must accept stanzas of at least 10000 bytes. */
+	{ .name = "max_stanza_size", .type = KEY_SIZE, .def = "262144",
+	  .min = 10000, .max = 16 * 1024 * 1024,
+	  .offset = offsetof(struct config_limits, max_stanza_size),
+	  .doc = "largest stanza in bytes; a larger one closes the stream (policy-violation)" },
+	{ .name = "max_depth", .type = KEY_INT, .def = "64", .min = 2, .max = 1024,
+	  .offset = offsetof(struct config_limits, max_depth),
+	  .doc = "deepest element nesting below the stream root" },
+	{ .name = "max_attributes", .type = KEY_INT, .def = "64", .min = 4, .max = 1024,
+	  .offset = offsetof(struct config_limits, max_attributes),
+	  .doc = "most attributes on one element" },
+	{ .name = "auth_timeout", .type = KEY_INT, .def = "30", .min = 1, .max = 3600,
+	  .offset = offsetof(struct config_limits, auth_timeout),
+	  .doc = "seconds from connect to authenticated" },
+	{ .name = "idle_timeout", .type = KEY_INT, .def = "300", .min = 1, .max = 86400,
+	  .offset = offsetof(struct config_limits, idle_timeout),
+	  .doc = "seconds of silence before the server pings the client" },
+	{ .name = "ping_timeout", .type = KEY_INT, .def = "30", .min = 1, .max = 3600,
+	  .offset = offsetof(struct config_limits, ping_timeout),
+	  .doc = "seconds the client has to answer that ping" },
+	{ .name = "max_roster_items", .type = KEY_INT, .def = "1000", .min = 1, .max = 1000000,
+	  .offset = offsetof(struct config_limits, max_roster_items),
+	  .doc = "most contacts in one roster" },
+};
+
+static const struct config_section config_limits_section = {
+	.what = "limits",
+	.keys = config_limits_keys,
+	.n_keys = sizeof config_limits_keys / sizeof config_limits_keys[0],
+	.size = sizeof(struct config_limits),
+};
+
+static const struct config_key config_top_keys[] = {
+	{ .name = "log_level", .type = KEY_ENUM, .def = "info", .values = config_log_levels,
+	  .offset = offsetof(struct config, log_level),
+	  .doc = "error, warn, info or debug" },
+	{ .name = "data_dir", .type = KEY_STRING, .def = "./natter-data",
+	  .offset = offsetof(struct config, data_dir),
+	  .doc = "directory of the database and generated certificates; created 0700" },
+	{ .name = "storage", .type = KEY_CHOICE, .def = "sqlite", .values = config_storage_drivers,
+	  .offset = offsetof(struct config, storage),
+	  .doc = "storage driver" },
+	{ .name = "workers", .type = KEY_INT, .def = "0", .min = 0, .max = 1024,
+	  .offset = offsetof(struct config, workers),
+	  .doc = "event loops; 0 = one per core" },
+	{ .name = "allow_plain", .type = KEY_BOOL, .def = "true",
+	  .offset = offsetof(struct config, allow_plain),
+	  .doc = "offer SASL PLAIN (only ever after TLS)" },
+	{ .name = "scram_iterations", .type = KEY_INT, .def = "4096", .min = 4096, .max = 10000000,
+	  .offset = offsetof(struct config, scram_iterations),
+	  .doc = "PBKDF2 iterations for passwords set from now on" },
+	{ .name = "hosts", .type = KEY_LIST, .section = &config_host_section,
+	  .def = "[{domain: localhost}]",
+	  .offset = offsetof(struct config, hosts),
+	  .count_offset = offsetof(struct config, n_hosts),
+	  .doc = "the domains served; at least one" },
+	{ .name = "listeners", .type = KEY_LIST, .section = &config_listener_section,
+	  .def = "[{type: c2s, address: 127.0.0.1, port: 5222},"
+		 " {type: c2s_tls, address: 127.0.0.1, port: 5223}]",
+	  .offset = offsetof(struct config, listeners),
+	  .count_offset = offsetof(struct config, n_listeners),
+	  .doc = "client listeners; at least one" },
+	{ .name = "limits", .type = KEY_MAP, .section = &config_limits_section,
+	  .offset = offsetof(struct config, limits),
+	  .doc = "limits on what one peer may do" },
+};
+
+static const struct config_section config_top_section = {
+	.what = "the top level",
+	.keys = config_top_keys,
+	.n_keys = sizeof config_top_keys / sizeof config_top_keys[0],
+	.size = sizeof(struct config),
+};
+
+static void *config_field(void *obj, size_t offset)
+{
+	return (char *)obj + offset;
+}
+
+/* Writes "path:line: message" into the caller's buffer; returns -1 so a
+ * caller can `return config_fail(...)`. */
+__attribute__((format(printf, 3, 4)))
+static int config_fail(struct config_parser *p, size_t line, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	snprintf(p->err, p->errlen, "%s:%zu: %s", p->path, line, msg);
+	return -1;
+}
+
+static size_t config_line(const yaml_event_t *ev)
+{
+	return ev->start_mark.line + 1;
+}
+
+/* Reads the next event. YAML errors and aliases become -1 with a message;
+ * on success the caller owns *ev and deletes it. */
+static int config_next(struct config_parser *p, yaml_event_t *ev)
+{
+	if (!yaml_parser_parse(&p->yaml, ev)) {
+		const yaml_parser_t *y = &p->yaml;
+		yaml_mark_t mark = y->error == YAML_READER_ERROR ? y->mark : y->problem_mark;
+		const char *problem = y->problem ? y->problem : "out of memory";
+		if (!y->context)
+			return config_fail(p, mark.line + 1, "YAML syntax error: %s", problem);
+		if (y->context_mark.line == mark.line)
+			return config_fail(p, mark.line + 1, "YAML syntax error: %s %s", problem,
+					   y->context);
+		/* e.g. an unclosed quote: say where the construct began */
+		return config_fail(p, mark.line + 1, "YAML syntax error: %s %s (from line %zu)",
+				   problem, y->context, y->context_mark.line + 1);
+	}
+	if (ev->type == YAML_ALIAS_EVENT) {
+		size_t line = config_line(ev);
+		yaml_event_delete(ev);
+		return config_fail(p, line, "YAML aliases are not supported");
+	}
+	return 0;
+}
+
+static bool config_is_null(const char *v, bool plain)
+{
+	return v[0] == '\0' ||
+	       (plain && (strcmp(v, "~") == 0 || strcmp(v, "null") == 0 ||
+			  strcmp(v, "Null") == 0 || strcmp(v, "NULL") == 0));
+}
+
+static bool config_word_in(const char *v, const char *const *words)
+{
+	for (; *words; words++)
+		if (strcmp(v, *words) == 0)
+			return true;
+	return false;
+}
+
+static void config_join(const char *const *values, char *out, size_t cap)
+{
+	size_t n = 0;
+	out[0] = '\0';
+	for (const char *const *v = values; *v && n < cap; v++) {
+		int m = snprintf(out + n, cap - n, "%s%s", v == values ? "" : ", ", *v);
+		if (m < 0)
+			break;
+		n += (size_t)m;
+	}
+}
+
+/* Describes what a key accepts, as in "'workers' must be an integer". */
+static void config_type_error(const struct config_key *k, char *why, size_t whylen)
+{
+	char list[128];
+	switch (k->type) {
+	case KEY_INT:
+	case KEY_SIZE:
+		snprintf(why, whylen, "'%s' must be an integer", k->name);
+		break;
+	case KEY_BOOL:
+		snprintf(why, whylen, "'%s' must be true or false", k->name);
+		break;
+	case KEY_CHOICE:
+	case KEY_ENUM:
+		config_join(k->values, list, sizeof list);
+		snprintf(why, whylen, "'%s' must be one of: %s", k->name, list);
+		break;
+	case KEY_MAP:
+		snprintf(why, whylen, "'%s' must be a mapping of keys", k->name);
+		break;
+	case KEY_LIST:
+		snprintf(why, whylen, "'%s' must be a list", k->name);
+		break;
+	default:
+		snprintf(why, whylen, "'%s' must be a string", k->name);
+		break;
+	}
+}
+
+static int config_set_string(void *field, const char *v)
+{
+	char *copy = strdup(v);
+	if (!copy)
+		return -1;
+	char **slot = field;
+	free(*slot);
+	*slot = copy;
+	return 0;
+}
+
+/* Parses one decimal integer, all of v. */
+static bool config_parse_integer(const char *v, long long *out)
+{
+	const char *d = (v[0] == '-' || v[0] == '+') ? v + 1 : v;
+	if (*d < '0' || *d > '9')
+		return false;
+	errno = 0;
+	char *end;
+	long long n = strtoll(v, &end, 10);
+	if (errno || *end != '\0')
+		return false;
+	*out = n;
+	return true;
+}
+
+/* Sets the scalar key k of obj from its text v; plain says whether it was
+ * written unquoted (only plain scalars are numbers, booleans or null).
+ * Returns 0, or -1 with the reason (without file:line) in why. */
+static int config_set(const struct config_key *k, void *obj, const char *v, bool plain,
+		      char *why, size_t whylen)
+{
+	static const char *const yes[] = { "true", "True", "TRUE", "yes", "Yes", "YES",
+					   "on", "On", "ON", NULL };
+	static const char *const no[] = { "false", "False", "FALSE", "no", "No", "NO",
+					  "off", "Off", "OFF", NULL };
+	void *field = config_field(obj, k->offset);
+	char dom[JID_PART_MAX + 1];
+	char list[128];
+	long long n;
+
+	switch (k->type) {
+	case KEY_INT:
+	case KEY_SIZE:
+		if (!plain || !config_parse_integer(v, &n)) {
+			config_type_error(k, why, whylen);
+			return -1;
+		}
+		if (n < k->min || n > k->max) {
+			snprintf(why, whylen, "'%s' must be between %lld and %lld", k->name,
+				 k->min, k->max);
+			return -1;
+		}
+		if (k->type == KEY_INT)
+			*(int *)field = (int)n;
+		else
+			*(size_t *)field = (size_t)n;
+		return 0;
+	case KEY_BOOL:
+		if (plain && config_word_in(v, yes)) {
+			*(int *)field = 1;
+			return 0;
+		}
+		if (plain && config_word_in(v, no)) {
+			*(int *)field = 0;
+			return 0;
+		}
+		config_type_error(k, why, whylen);
+		return -1;
+	case KEY_ENUM:
+	case KEY_CHOICE:
+		for (int i = 0; k->values[i]; i++) {
+			if (strcmp(v, k->values[i]) != 0)
+				continue;
+			if (k->type == KEY_ENUM) {
+				memcpy(field, &i, sizeof i);
+				return 0;
+			}
+			goto string;
+		}
+		config_join(k->values, list, sizeof list);
+		snprintf(why, whylen, "unknown %s '%s' (allowed: %s)", k->name, v, list);
+		return -1;
+	default:
+		break;
+	}
+
+	if (config_is_null(v, plain)) {
+		snprintf(why, whylen, "'%s' must not be empty", k->name);
+		return -1;
+	}
+	if (k->type == KEY_FILE) {
+		int fd = open(v, O_RDONLY | O_CLOEXEC);
+		if (fd < 0) {
+			snprintf(why, whylen, "cannot read %s '%s': %s", k->name, v, strerror(errno));
+			return -1;
+		}
+		close(fd);
+	} else if (k->type == KEY_ADDRESS) {
+		unsigned char addr[sizeof(struct in6_addr)];
+		if (inet_pton(AF_INET, v, addr) != 1 && inet_pton(AF_INET6, v, addr) != 1) {
+			snprintf(why, whylen, "'%s' must be a numeric IPv4 or IPv6 address, not '%s'",
+				 k->name, v);
+			return -1;
+		}
+	} else if (k->type == KEY_DOMAIN) {
+		if (jid_prep_domain(v, strlen(v), dom, sizeof dom) < 0) {
+			snprintf(why, whylen, "'%s' is not a valid domain name", v);
+			return -1;
+		}
+		v = dom;
+	}
+string:
+	if (config_set_string(field, v) < 0) {
+		snprintf(why, whylen, "out of memory");
+		return -1;
+	}
+	return 0;
+}
+
+static void config_apply_defaults(const struct config_section *s, void *obj);
+static int config_parse_value(struct config_parser *p, const struct config_key *k, void *obj);
+
+/* Reads the rest of a mapping whose MAPPING_START (on line) was consumed,
+ * into item idx of items (items itself outside lists). */
+static int config_parse_mapping(struct config_parser *p, const struct config_section *s,
+				void *items, size_t idx, size_t line)
+{
+	size_t lines[CONFIG_MAX_KEYS] = { 0 };
+	void *obj = (char *)items + idx * s->size;
+
+	for (;;) {
+		yaml_event_t ev;
+		if (config_next(p, &ev) < 0)
+			return -1;
+		size_t kline = config_line(&ev);
+		if (ev.type == YAML_MAPPING_END_EVENT) {
+			yaml_event_delete(&ev);
+			break;
+		}
+		if (ev.type != YAML_SCALAR_EVENT) {
+			yaml_event_delete(&ev);
+			return config_fail(p, kline, "keys must be plain names");
+		}
+		const char *name = (const char *)ev.data.scalar.value;
+		size_t i;
+		for (i = 0; i < s->n_keys; i++)
+			if (strcmp(name, s->keys[i].name) == 0)
+				break;
+		if (i == s->n_keys) {
+			if (s == &config_top_section)
+				config_fail(p, kline, "unknown key '%s'", name);
+			else
+				config_fail(p, kline, "unknown key '%s' in %s", name, s->what);
+			yaml_event_delete(&ev);
+			return -1;
+		}
+		yaml_event_delete(&ev);
+		if (lines[i])
+			return config_fail(p, kline, "duplicate key '%s' (first on line %zu)",
+					   s->keys[i].name, lines[i]);
+		lines[i] = kline;
+		if (config_parse_value(p, &s->keys[i], obj) < 0)
+			return -1;
+	}
+
+	for (size_t i = 0; i < s->n_keys; i++)
+		if (s->keys[i].required && !lines[i])
+			return config_fail(p, line, "%s needs a '%s'", s->what, s->keys[i].name);
+	return s->check ? s->check(p, items, idx, lines, line) : 0;
+}
+
+static void config_free_section(const struct config_section *s, void *obj);
+
+static void config_free_list(const struct config_key *k, void *obj)
+{
+	char *items;
+	size_t *count = config_field(obj, k->count_offset);
+	memcpy(&items, config_field(obj, k->offset), sizeof items);
+	for (size_t i = 0; items && i < *count; i++)
+		config_free_section(k->section, items + i * k->section->size);
+	free(items);
+	items = NULL;
+	memcpy(config_field(obj, k->offset), &items, sizeof items);
+	*count = 0;
+}
+
+/* Reads a list of mappings whose SEQUENCE_START (on line) was consumed. It
+ * replaces the list held so far (the default), it does not extend it. */
+static int config_parse_list(struct config_parser *p, const struct config_key *k, void *obj,
+			     size_t line)
+{
+	const struct config_section *s = k->section;
+	size_t *count = config_field(obj, k->count_offset);
+
+	config_free_list(k, obj);
+	for (;;) {
+		yaml_event_t ev;
+		if (config_next(p, &ev) < 0)
+			return -1;
+		size_t iline = config_line(&ev);
+		yaml_event_type_t type = ev.type;
+		yaml_event_delete(&ev);
+		if (type == YAML_SEQUENCE_END_EVENT)
+			break;
+		if (type != YAML_MAPPING_START_EVENT)
+			return config_fail(p, iline, "each entry of '%s' must be a mapping of keys",
+					   k->name);
+
+		char *items;
+		memcpy(&items, config_field(obj, k->offset), sizeof items);
+		char *grown = realloc(items, (*count + 1) * s->size);
+		if (!grown)
+			return config_fail(p, iline, "out of memory");
+		memcpy(config_field(obj, k->offset), &grown, sizeof grown);
+		memset(grown + *count * s->size, 0, s->size);
+		config_apply_defaults(s, grown + *count * s->size);
+		(*count)++;
+		if (config_parse_mapping(p, s, grown, *count - 1, iline) < 0)
+			return -1;
+	}
+	if (*count == 0)
+		return config_fail(p, line, "'%s' must list at least one entry", k->name);
+	return 0;
+}
+
+/* Reads the value of key k (its name was just consumed) into obj. */
+static int config_parse_value(struct config_parser *p, const struct config_key *k, void *obj)
+{
+	yaml_event_t ev;
+	char why[512];
+
+	if (config_next(p, &ev) < 0)
+		return -1;
+	size_t line = config_line(&ev);
+	yaml_event_type_t type = ev.type;
+
+	if (k->type == KEY_MAP && type == YAML_MAPPING_START_EVENT) {
+		yaml_event_delete(&ev);
+		return config_parse_mapping(p, k->section, config_field(obj, k->offset), 0, line);
+	}
+	if (k->type == KEY_LIST && type == YAML_SEQUENCE_START_EVENT) {
+		yaml_event_delete(&ev);
+		return config_parse_list(p, k, obj, line);
+	}
+	if (k->type == KEY_MAP || k->type == KEY_LIST || type != YAML_SCALAR_EVENT) {
+		yaml_event_delete(&ev);
+		config_type_error(k, why, sizeof why);
+		return config_fail(p, line, "%s", why);
+	}
+	int rc = config_set(k, obj, (const char *)ev.data.scalar.value,
+			    ev.data.scalar.style == YAML_PLAIN_SCALAR_STYLE, why, sizeof why);
+	yaml_event_delete(&ev);
+	if (rc < 0)
+		return config_fail(p, line, "%s", why);
+	return 0;
+}
+
+/* Reads the whole file once for YAML syntax alone, so that a syntax error
+ * is reported where it is, not as a type error of a value read before it
+ * (e.g. "workers: 1" followed by a badly indented line). */
+static int config_check_syntax(struct config_parser *p)
+{
+	for (;;) {
+		yaml_event_t ev;
+		if (config_next(p, &ev) < 0)
+			return -1;
+		yaml_event_type_t type = ev.type;
+		yaml_event_delete(&ev);
+		if (type == YAML_STREAM_END_EVENT)
+			return 0;
+	}
+}
+
+/* Reads one document: a mapping of the top-level keys, or nothing. */
+static int config_parse_stream(struct config_parser *p, struct config *cfg)
+{
+	yaml_event_t ev;
+	yaml_event_type_t type;
+	size_t line;
+
+	for (int step = 0;; step++) {
+		if (config_next(p, &ev) < 0)
+			return -1;
+		type = ev.type;
+		line = config_line(&ev);
+		bool null_doc = type == YAML_SCALAR_EVENT &&
+				config_is_null((const char *)ev.data.scalar.value,
+					       ev.data.scalar.style == YAML_PLAIN_SCALAR_STYLE);
+		yaml_event_delete(&ev);
+		switch (step) {
+		case 0: /* STREAM_START is always first */
+			break;
+		case 1:
+			if (type == YAML_STREAM_END_EVENT)
+				return 0; /* no document at all: all defaults */
+			break;
+		case 2:
+			if (type == YAML_MAPPING_START_EVENT) {
+				if (config_parse_mapping(p, &config_top_section, cfg, 0, line) < 0)
+					return -1;
+			} else if (!null_doc) {
+				return config_fail(p, line, "the file must be a mapping of keys");
+			}
+			break;
+		case 3: /* DOCUMENT_END */
+			break;
+		default:
+			if (type == YAML_STREAM_END_EVENT)
+				return 0;
+			return config_fail(p, line, "only one YAML document is allowed");
+		}
+	}
+}
+
+/* Sets every key of s that has a default, in obj (zeroed by the caller).
+ * A default that does not parse is a bug in the tables above. */
+static void config_apply_defaults(const struct config_section *s, void *obj)
+{
+	for (size_t i = 0; i < s->n_keys; i++) {
+		const struct config_key *k = &s->keys[i];
+		char why[512];
+		if (k->type == KEY_MAP) {
+			config_apply_defaults(k->section, config_field(obj, k->offset));
+			continue;
+		}
+		if (!k->def)
+			continue;
+		if (k->type != KEY_LIST) {
+			if (config_set(k, obj, k->def, true, why, sizeof why) < 0)
+				goto fatal;
+			continue;
+		}
+		/* A list default is a YAML flow sequence read like the file. */
+		struct config_parser p = { .path = "<defaults>", .err = why, .errlen = sizeof why };
+		yaml_event_t ev;
+		if (!yaml_parser_initialize(&p.yaml))
+			goto fatal;
+		yaml_parser_set_input_string(&p.yaml, (const unsigned char *)k->def, strlen(k->def));
+		int rc = 0;
+		for (int j = 0; j < 2 && rc == 0; j++) { /* STREAM_START, DOCUMENT_START */
+			rc = config_next(&p, &ev);
+			if (rc == 0)
+				yaml_event_delete(&ev);
+		}
+		if (rc == 0)
+			rc = config_parse_value(&p, k, obj);
+		yaml_parser_delete(&p.yaml);
+		if (rc < 0)
+			goto fatal;
+		continue;
+fatal:
+		fprintf(stderr, "natter: bad built-in default for '%s': %s\n", k->name, why);
+		abort();
+	}
+}
+
+static void config_free_section(const struct config_section *s, void *obj)
+{
+	for (size_t i = 0; i < s->n_keys; i++) {
+		const struct config_key *k = &s->keys[i];
+		char **str;
+		switch (k->type) {
+		case KEY_STRING:
+		case KEY_FILE:
+		case KEY_DOMAIN:
+		case KEY_ADDRESS:
+		case KEY_CHOICE:
+			str = config_field(obj, k->offset);
+			free(*str);
+			*str = NULL;
+			break;
+		case KEY_MAP:
+			config_free_section(k->section, config_field(obj, k->offset));
+			break;
+		case KEY_LIST:
+			config_free_list(k, obj);
+			break;
+		default:
+			break;
+		}
+	}
+}
+
+/* tls_cert and tls_key come together; a domain is served once. */
+static int config_check_host(struct config_parser *p, void *items, size_t idx,
+			     const size_t *lines, size_t line)
+{
+	struct config_host *hosts = items, *h = &hosts[idx];
+	(void)line;
+	/* lines[] follows config_host_keys: domain, tls_cert, tls_key */
+	if (h->tls_cert && !h->tls_key)
+		return config_fail(p, lines[1], "tls_cert given without tls_key");
+	if (h->tls_key && !h->tls_cert)
+		return config_fail(p, lines[2], "tls_key given without tls_cert");
+	for (size_t i = 0; i < idx; i++)
+		if (strcmp(hosts[i].domain, h->domain) == 0)
+			return config_fail(p, lines[0], "duplicate domain '%s'", h->domain);
+	return 0;
+}
+
+static bool config_same_address(const char *a, const char *b)
+{
+	unsigned char x[sizeof(struct in6_addr)] = { 0 }, y[sizeof(struct in6_addr)] = { 0 };
+	int fx = strchr(a, ':') ? AF_INET6 : AF_INET;
+	int fy = strchr(b, ':') ? AF_INET6 : AF_INET;
+	return fx == fy && inet_pton(fx, a, x) == 1 && inet_pton(fy, b, y) == 1 &&
+	       memcmp(x, y, sizeof x) == 0;
+}
+
+/* The port defaults by type; one address:port is bound once. */
+static int config_check_listener(struct config_parser *p, void *items, size_t idx,
+				 const size_t *lines, size_t line)
+{
+	struct config_listener *ls = items, *l = &ls[idx];
+	if (l->port == 0)
+		l->port = l->type == LISTENER_C2S_TLS ? 5223 : 5222;
+	/* lines[] follows config_listener_keys: type, address, port */
+	size_t at = lines[2] ? lines[2] : line;
+	for (size_t i = 0; i < idx; i++)
+		if (ls[i].port == l->port && config_same_address(ls[i].address, l->address))
+			return config_fail(p, at, "duplicate listener %s port %d", l->address,
+					   l->port);
+	return 0;
+}
+
+/* Called once at start by natterd and natterctl, and by config_load()
+ * before it reads the file. Every default comes from the tables above. */
+void config_defaults(struct config *cfg)
+{
+	memset(cfg, 0, sizeof *cfg);
+	config_apply_defaults(&config_top_section, cfg);
+}
+
+/* Called at start and on SIGHUP (into a fresh struct, swapped in only on
+ * success). The caller owns *cfg afterwards and frees it with config_free();
+ * on -1 it is already freed and err says "file:line: message". */
+int config_load(struct config *cfg, const char *path, char *err, size_t errlen)
+{
+	struct config_parser p = { .path = path, .err = err, .errlen = errlen };
+	int rc = -1;
+
+	config_defaults(cfg);
+	cfg->path = strdup(path);
+	FILE *f = fopen(path, "rb");
+	if (!f) {
+		snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+		goto out;
+	}
+	if (!cfg->path || !yaml_parser_initialize(&p.yaml)) {
+		snprintf(err, errlen, "%s: out of memory", path);
+		fclose(f);
+		goto out;
+	}
+	yaml_parser_set_input_file(&p.yaml, f);
+	rc = config_check_syntax(&p);
+	yaml_parser_delete(&p.yaml);
+	if (rc == 0) {
+		rewind(f);
+		if (!yaml_parser_initialize(&p.yaml)) {
+			snprintf(err, errlen, "%s: out of memory", path);
+			rc = -1;
+		} else {
+			yaml_parser_set_input_file(&p.yaml, f);
+			rc = config_parse_stream(&p, cfg);
+			yaml_parser_delete(&p.yaml);
+		}
+	}
+	fclose(f);
+out:
+	if (rc < 0)
+		config_free(cfg);
+	return rc;
+}
+
+/* Frees every string and list of *cfg, walking the same tables, and zeroes
+ * it, so freeing twice is harmless. */
+void config_free(struct config *cfg)
+{
+	config_free_section(&config_top_section, cfg);
+	free(cfg->path);
+	memset(cfg, 0, sizeof *cfg);
+}
+
+/* domain must already be normalised (jid_prep_domain), as the stored
+ * domains are. The result lives as long as *cfg. */
+const struct config_host *config_find_host(const struct config *cfg, const char *domain)
+{
+	for (size_t i = 0; i < cfg->n_hosts; i++)
+		if (strcmp(cfg->hosts[i].domain, domain) == 0)
+			return &cfg->hosts[i];
+	return NULL;
+}

@@ -1,0 +1,275 @@
+#include "core/server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "auth/auth.h"
+#include "auth/authfail.h"
+#include "c2s/c2s.h"
+#include "core/log.h"
+#include "core/util.h"
+#include "router/router.h"
+#include "stream/conn.h"
+
+struct listener_data {
+	struct loop *loop;
+	const struct config_listener *cfg;
+};
+
+uint64_t server_new_conn_id(struct server *srv)
+{
+	return __atomic_add_fetch(&srv->next_conn_id, 1, __ATOMIC_RELAXED);
+}
+
+void loop_post(struct loop *to, struct inbox_item *item)
+{
+	item->next = NULL;
+	pthread_mutex_lock(&to->inbox_lock);
+	if (to->stopping) {
+		pthread_mutex_unlock(&to->inbox_lock);
+		refbuf_release(item->bytes);
+		free(item);
+		return;
+	}
+	if (to->inbox_tail)
+		to->inbox_tail->next = item;
+	else
+		to->inbox_head = item;
+	to->inbox_tail = item;
+	pthread_mutex_unlock(&to->inbox_lock);
+	uv_async_send(&to->wake);
+}
+
+static void close_handle(uv_handle_t *h, void *arg)
+{
+	(void)arg;
+	if (!uv_is_closing(h))
+		uv_close(h, NULL);
+}
+
+static void on_wake(uv_async_t *a)
+{
+	struct loop *l = a->data;
+	pthread_mutex_lock(&l->inbox_lock);
+	struct inbox_item *item = l->inbox_head;
+	l->inbox_head = l->inbox_tail = NULL;
+	bool stopping = l->stopping;
+	pthread_mutex_unlock(&l->inbox_lock);
+	while (item != NULL) {
+		struct inbox_item *next = item->next;
+		if (!stopping) {
+			if (item->kind == INBOX_DELIVER) {
+				if (c2s_deliver(l, item->session, item->bytes->data, item->bytes->len) != 0)
+					log_debug("loop %d: session %llu gone before delivery", l->index,
+						  (unsigned long long)item->session);
+			} else if (item->kind == INBOX_CONFLICT) {
+				c2s_conflict(l, item->session);
+			}
+		}
+		refbuf_release(item->bytes);
+		free(item);
+		item = next;
+	}
+	if (stopping) {
+		conn_close_all(l);
+		/* The remaining handles (listeners, timers, wake, check) close
+		 * here; free_c2s and friends run as their close callbacks. */
+		uv_walk(&l->uv, close_handle, NULL);
+	}
+}
+
+static void on_check(uv_check_t *c)
+{
+	conn_flush_dirty(c->data);
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+	struct listener_data *ld = server->data;
+	if (status < 0) {
+		log_warn("accept on port %d: %s", ld->cfg->port, uv_strerror(status));
+		return;
+	}
+	c2s_accept(ld->loop, server, ld->cfg->type == LISTENER_C2S_TLS);
+}
+
+static int open_listener(struct loop *l, const struct config_listener *cl, uv_tcp_t *h,
+			 char *err, size_t errlen)
+{
+	struct sockaddr_storage ss;
+	int family = strchr(cl->address, ':') ? AF_INET6 : AF_INET;
+	if (family == AF_INET6)
+		uv_ip6_addr(cl->address, cl->port, (struct sockaddr_in6 *)&ss);
+	else
+		uv_ip4_addr(cl->address, cl->port, (struct sockaddr_in *)&ss);
+	int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	int one = 1;
+	if (fd < 0)
+		goto fail;
+	/* Each loop has its own socket on the same port; the kernel spreads
+	 * new connections across them. */
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+	setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+	if (family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+	socklen_t len = family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+	if (bind(fd, (struct sockaddr *)&ss, len) != 0)
+		goto fail;
+	uv_tcp_init(&l->uv, h);
+	if (uv_tcp_open(h, fd) != 0) {
+		uv_close((uv_handle_t *)h, NULL);
+		goto fail;
+	}
+	struct listener_data *ld = &((struct listener_data *)l->listener_data)[h - l->listeners];
+	ld->loop = l;
+	ld->cfg = cl;
+	h->data = ld;
+	int rc = uv_listen((uv_stream_t *)h, 1024, on_connection);
+	if (rc != 0) {
+		snprintf(err, errlen, "listen on %s:%d: %s", cl->address, cl->port, uv_strerror(rc));
+		return -1;
+	}
+	return 0;
+fail:
+	snprintf(err, errlen, "cannot listen on %s:%d: %s", cl->address, cl->port, strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	return -1;
+}
+
+static int loop_init(struct server *srv, struct loop *l, int index, char *err, size_t errlen)
+{
+	l->srv = srv;
+	l->index = index;
+	uv_loop_init(&l->uv);
+	pthread_mutex_init(&l->inbox_lock, NULL);
+	uv_async_init(&l->uv, &l->wake, on_wake);
+	l->wake.data = l;
+	uv_check_init(&l->uv, &l->flush);
+	l->flush.data = l;
+	uv_check_start(&l->flush, on_check);
+	l->store = srv->storage->open(srv->cfg->data_dir, err, errlen);
+	if (l->store == NULL)
+		return -1;
+	l->n_listeners = srv->cfg->n_listeners;
+	l->listeners = xcalloc(l->n_listeners, sizeof *l->listeners);
+	l->listener_data = xcalloc(l->n_listeners, sizeof(struct listener_data));
+	for (size_t i = 0; i < l->n_listeners; i++)
+		if (open_listener(l, &srv->cfg->listeners[i], &l->listeners[i], err, errlen) != 0)
+			return -1;
+	return 0;
+}
+
+static void loop_free(struct loop *l)
+{
+	if (l->srv == NULL)
+		return;
+	/* Close whatever is still open (an aborted start) and let callbacks run. */
+	uv_walk(&l->uv, close_handle, NULL);
+	uv_run(&l->uv, UV_RUN_DEFAULT);
+	uv_loop_close(&l->uv);
+	if (l->store)
+		l->srv->storage->close(l->store);
+	free(l->listeners);
+	free(l->listener_data);
+	free(l->conns.slots);
+	pthread_mutex_destroy(&l->inbox_lock);
+}
+
+static void loop_thread(void *arg)
+{
+	struct loop *l = arg;
+	uv_run(&l->uv, UV_RUN_DEFAULT);
+}
+
+static void on_signal(uv_signal_t *sig, int signum)
+{
+	struct server *srv = sig->data;
+	if (signum == SIGHUP) {
+		log_info("SIGHUP: configuration reload is not supported yet; restart to apply changes");
+		return;
+	}
+	log_info("signal %d: shutting down", signum);
+	for (int i = 0; i < srv->n_loops; i++) {
+		struct loop *l = &srv->loops[i];
+		pthread_mutex_lock(&l->inbox_lock);
+		l->stopping = true;
+		pthread_mutex_unlock(&l->inbox_lock);
+		uv_async_send(&l->wake);
+	}
+	uv_stop(sig->loop);
+}
+
+int server_run(struct config *cfg)
+{
+	struct server srv;
+	memset(&srv, 0, sizeof srv);
+	srv.cfg = cfg;
+	char err[1024];
+	int rc = 1;
+	signal(SIGPIPE, SIG_IGN);
+	srv.storage = storage_driver_find(cfg->storage);
+	if (srv.storage == NULL) {
+		log_error("unknown storage driver '%s'", cfg->storage);
+		return 1;
+	}
+	if (auth_init(&srv.gsasl) != 0) {
+		log_error("cannot initialise GNU SASL");
+		return 1;
+	}
+	if (tls_init(&srv.tls, cfg, err, sizeof err) != 0) {
+		log_error("%s", err);
+		auth_done(srv.gsasl);
+		return 1;
+	}
+	srv.router = router_new();
+	srv.authfail = authfail_new();
+	srv.n_loops = cfg->workers > 0 ? cfg->workers : (int)uv_available_parallelism();
+	srv.loops = xcalloc((size_t)srv.n_loops, sizeof *srv.loops);
+	for (int i = 0; i < srv.n_loops; i++) {
+		if (loop_init(&srv, &srv.loops[i], i, err, sizeof err) != 0) {
+			log_error("%s", err);
+			goto out;
+		}
+	}
+	uv_loop_t main_loop;
+	uv_loop_init(&main_loop);
+	uv_signal_t sigs[3];
+	int signums[3] = { SIGINT, SIGTERM, SIGHUP };
+	for (int i = 0; i < 3; i++) {
+		uv_signal_init(&main_loop, &sigs[i]);
+		sigs[i].data = &srv;
+		uv_signal_start(&sigs[i], on_signal, signums[i]);
+	}
+	for (int i = 0; i < srv.n_loops; i++)
+		uv_thread_create(&srv.loops[i].thread, loop_thread, &srv.loops[i]);
+	for (size_t i = 0; i < cfg->n_listeners; i++)
+		log_info("listening on %s:%d (%s)", cfg->listeners[i].address, cfg->listeners[i].port,
+			 cfg->listeners[i].type == LISTENER_C2S ? "c2s, STARTTLS" : "c2s, direct TLS");
+	log_info("natterd ready: %zu host(s), %d event loop(s), data in %s", cfg->n_hosts,
+		 srv.n_loops, cfg->data_dir);
+	uv_run(&main_loop, UV_RUN_DEFAULT);
+	for (int i = 0; i < srv.n_loops; i++)
+		uv_thread_join(&srv.loops[i].thread);
+	for (int i = 0; i < 3; i++)
+		uv_close((uv_handle_t *)&sigs[i], NULL);
+	uv_run(&main_loop, UV_RUN_DEFAULT);
+	uv_loop_close(&main_loop);
+	rc = 0;
+out:
+	for (int i = 0; i < srv.n_loops; i++)
+		loop_free(&srv.loops[i]);
+	free(srv.loops);
+	router_free(srv.router);
+	authfail_free(srv.authfail);
+	tls_free(&srv.tls);
+	auth_done(srv.gsasl);
+	log_info("natterd stopped");
+	return rc;
+}

@@ -1,0 +1,92 @@
+/* The server context and its event loops.
+ *
+ * One process, one event loop per core (DESIGN.md). Each loop owns the
+ * connections it accepted (SO_REUSEPORT gives every loop its own listening
+ * sockets) and the sessions on them; nothing of a connection is touched by
+ * another thread. A stanza for a session on another loop crosses by that
+ * loop's inbox and a uv_async wake-up ("deliver to owner"). */
+#ifndef NATTER_SERVER_H
+#define NATTER_SERVER_H
+
+#include <gsasl.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "core/buf.h"
+#include "core/config.h"
+#include "storage/storage.h"
+#include "tls/tls.h"
+
+struct conn;
+struct router;
+struct authfail;
+
+enum inbox_kind {
+	INBOX_DELIVER,  /* write bytes to the session */
+	INBOX_CONFLICT  /* the session was replaced: close it with <conflict/> */
+};
+
+struct inbox_item {
+	enum inbox_kind kind;
+	uint64_t session;       /* connection id of the target */
+	struct refbuf *bytes;   /* INBOX_DELIVER: owned by the item */
+	struct inbox_item *next;
+};
+
+/* Connection ids are kept in a per-loop open-addressing table. */
+struct conn_table {
+	struct conn **slots;
+	size_t cap;   /* power of two */
+	size_t count;
+};
+
+struct loop {
+	struct server *srv;
+	int index;
+	uv_loop_t uv;
+	uv_thread_t thread;
+	uv_async_t wake;          /* inbox and stop requests */
+	uv_check_t flush;         /* writes batched per loop iteration */
+	pthread_mutex_t inbox_lock;
+	struct inbox_item *inbox_head, *inbox_tail;
+	bool stopping;            /* set under inbox_lock */
+	struct storage *store;    /* this loop's own storage handle */
+	uv_tcp_t *listeners;
+	void *listener_data;      /* per listener: its config (server.c) */
+	size_t n_listeners;
+	struct conn_table conns;  /* every live connection of this loop */
+	struct conn *dirty;       /* connections with output to flush */
+	/* Scratch buffers for reads: a read is handled to completion before
+	 * the next begins, so no connection holds a buffer while idle. */
+	char readbuf[65536];
+	char plainbuf[65536];
+};
+
+struct server {
+	struct config *cfg;
+	struct tls tls;
+	Gsasl *gsasl;
+	struct router *router;
+	struct authfail *authfail;
+	const struct storage_driver *storage;
+	struct loop *loops;
+	int n_loops;
+	uint64_t next_conn_id;     /* atomically incremented */
+	char caps_ver[64];
+};
+
+/* Builds everything from cfg (TLS contexts, storage, listeners) and runs
+ * the loops until SIGINT/SIGTERM. Returns the process exit code. */
+int server_run(struct config *cfg);
+
+/* Queues an item for the loop that owns the session; wakes it. Takes
+ * ownership of item. Safe from any thread. */
+void loop_post(struct loop *to, struct inbox_item *item);
+
+/* The loop running the calling thread's code is always passed explicitly;
+ * this is for code that has only a connection. */
+uint64_t server_new_conn_id(struct server *srv);
+
+#endif

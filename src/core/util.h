@@ -1,0 +1,23 @@
+/* Small helpers used everywhere. */
+#ifndef NATTER_UTIL_H
+#define NATTER_UTIL_H
+
+#include <stddef.h>
+
+/* Allocation that never returns NULL: out of memory is fatal (abort with a
+ * log line), since no caller could recover meaningfully. */
+void *xmalloc(size_t n);
+void *xcalloc(size_t n, size_t size);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+
+/* Logs and aborts: for impossible states only. */
+_Noreturn void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Monotonic milliseconds. */
+unsigned long long now_ms(void);
+
+/* Fills out with n random bytes as 2n lower-case hex digits plus NUL. */
+void random_hex(char *out, size_t n);
+
+#endif

@@ -1,0 +1,60 @@
+#include <string.h>
+
+#include "core/server.h"
+#include "modules/module.h"
+#include "router/deliver.h"
+
+extern const struct module mod_ping;
+extern const struct module mod_disco;
+
+const struct module *const modules_all[] = { &mod_disco, &mod_ping, NULL };
+
+enum status module_dispatch_iq(struct iq_ctx *c)
+{
+	const char *type = xml_attr(c->iq, "type");
+	if (c->payload == NULL || type == NULL)
+		return DECLINED;
+	unsigned target = c->to_account ? IQ_ACCOUNT : IQ_SERVER;
+	for (const struct module *const *m = modules_all; *m; m++) {
+		for (const struct module_iq *h = (*m)->iqs; h && h->type; h++) {
+			if ((h->targets & target) && strcmp(h->type, type) == 0 &&
+			    xml_is(c->payload, h->ns, h->name)) {
+				enum status st = h->handle(c);
+				if (st != DECLINED)
+					return OK;
+			}
+		}
+	}
+	return DECLINED;
+}
+
+static void reply_from(struct iq_ctx *c, struct xml_node *reply)
+{
+	char to_str[3 * JID_PART_MAX + 3];
+	if (c->to_account)
+		jid_format_bare(c->to, to_str, sizeof to_str);
+	else
+		jid_format(c->to, to_str, sizeof to_str);
+	xml_set_attr(c->a, reply, "from", to_str);
+}
+
+void module_reply(struct iq_ctx *c, struct xml_node *payload)
+{
+	struct xml_node *r = xml_new(c->a, NS_CLIENT, "iq");
+	const char *id = xml_attr(c->iq, "id");
+	xml_set_attr(c->a, r, "type", "result");
+	if (id)
+		xml_set_attr(c->a, r, "id", id);
+	reply_from(c, r);
+	xml_set_attr(c->a, r, "to", xml_attr(c->iq, "from"));
+	if (payload != NULL) {
+		payload->parent = r;
+		r->children = r->last = payload;
+	}
+	deliver_to_jid(c->loop, r, c->from);
+}
+
+void module_error(struct iq_ctx *c, const char *type, const char *condition)
+{
+	deliver_error(c->loop, c->iq, c->a, type, condition);
+}

@@ -1,0 +1,217 @@
+#include "router/deliver.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "c2s/c2s.h"
+#include "core/log.h"
+#include "core/server.h"
+#include "core/util.h"
+#include "modules/module.h"
+
+static bool is_local_domain(struct loop *l, const char *domain)
+{
+	return config_find_host(l->srv->cfg, domain) != NULL;
+}
+
+/* 1 exists, 0 does not, -1 store error. Accounts with a session exist. */
+static int account_exists(struct loop *l, const struct jid *j, const char *bare)
+{
+	struct router_target t[1];
+	int n_sessions = 0;
+	router_find_bare_message(l->srv->router, bare, t, 1, &n_sessions);
+	if (n_sessions > 0)
+		return 1;
+	struct user_credentials cred;
+	int rc = l->srv->storage->user_get(l->store, j->domain, j->local, &cred);
+	return rc == 0 ? 1 : rc == 1 ? 0 : -1;
+}
+
+void deliver_to_session(struct loop *l, const struct router_target *t, struct refbuf *bytes)
+{
+	if (t->loop == l->index) {
+		c2s_deliver(l, t->session, bytes->data, bytes->len);
+		return;
+	}
+	struct inbox_item *item = xcalloc(1, sizeof *item);
+	item->kind = INBOX_DELIVER;
+	item->session = t->session;
+	item->bytes = refbuf_ref(bytes);
+	loop_post(&l->srv->loops[t->loop], item);
+}
+
+static struct refbuf *serialize(struct xml_node *st)
+{
+	struct buf b;
+	buf_init(&b);
+	xml_serialize(st, NS_CLIENT, &b);
+	struct refbuf *r = refbuf_new(b.data, b.len);
+	buf_free(&b);
+	return r;
+}
+
+static void send_to_targets(struct loop *l, struct xml_node *st, const struct router_target *t,
+			    int n)
+{
+	if (n == 0)
+		return;
+	struct refbuf *bytes = serialize(st);
+	for (int i = 0; i < n; i++)
+		deliver_to_session(l, &t[i], bytes);
+	refbuf_release(bytes);
+}
+
+void deliver_to_jid(struct loop *l, struct xml_node *st, const struct jid *to)
+{
+	char bare[2 * JID_PART_MAX + 2];
+	struct router_target t;
+	if (jid_format_bare(to, bare, sizeof bare) < 0)
+		return;
+	if (router_find_full(l->srv->router, bare, to->resource, &t) == 0)
+		send_to_targets(l, st, &t, 1);
+}
+
+void deliver_error(struct loop *l, struct xml_node *st, struct arena *a, const char *type,
+		   const char *condition)
+{
+	const char *st_type = xml_attr(st, "type");
+	if (st_type != NULL && strcmp(st_type, "error") == 0)
+		return;
+	const char *from = xml_attr(st, "from");
+	const char *to = xml_attr(st, "to");
+	struct jid sender;
+	if (from == NULL || jid_parse(&sender, from, strlen(from)) != 0)
+		return;
+	xml_set_attr(a, st, "from", to);
+	xml_set_attr(a, st, "to", from);
+	xml_set_attr(a, st, "type", "error");
+	struct xml_node *err = xml_add_child(a, st, st->ns, "error");
+	xml_set_attr(a, err, "type", type);
+	xml_add_child(a, err, NS_STANZA_ERRORS, condition);
+	deliver_to_jid(l, st, &sender);
+}
+
+static bool type_is(const struct xml_node *st, const char *type)
+{
+	const char *t = xml_attr(st, "type");
+	if (t == NULL)
+		t = strcmp(st->name, "message") == 0 ? "normal" : "";
+	return strcmp(t, type) == 0;
+}
+
+static void handle_iq(struct loop *l, struct xml_node *st, struct arena *a,
+		      const struct jid *from, const struct jid *to, bool to_account)
+{
+	if (!type_is(st, "get") && !type_is(st, "set"))
+		return; /* results and errors to the server end here */
+	struct iq_ctx c = { .loop = l, .iq = st, .a = a, .from = from, .to = to,
+			    .to_account = to_account };
+	c.payload = xml_first_element(st);
+	if (module_dispatch_iq(&c) != OK)
+		deliver_error(l, st, a, "cancel", "service-unavailable");
+}
+
+/* RFC 6121 §8.5.2: a message to the bare JID of a local account. */
+static void message_to_bare(struct loop *l, struct xml_node *st, struct arena *a,
+			    const struct jid *to, const char *bare)
+{
+	struct router_target t[ROUTER_MAX_TARGETS];
+	int n_sessions;
+	int n = router_find_bare_message(l->srv->router, bare, t, ROUTER_MAX_TARGETS, &n_sessions);
+	if (type_is(st, "error")) {
+		send_to_targets(l, st, t, n);
+		return;
+	}
+	if (n > 0 && !type_is(st, "groupchat")) {
+		send_to_targets(l, st, t, n);
+		return;
+	}
+	if (type_is(st, "headline"))
+		return;
+	int exists = n_sessions > 0 ? 1 : account_exists(l, to, bare);
+	if (exists < 0) {
+		deliver_error(l, st, a, "wait", "internal-server-error");
+		return;
+	}
+	/* No offline storage yet: chat/normal to an existing account without
+	 * an available resource bounce too, as RFC 6121 §8.5.2.2.1 allows. */
+	deliver_error(l, st, a, "cancel", "service-unavailable");
+}
+
+static void presence_to_bare(struct loop *l, struct xml_node *st, const char *bare)
+{
+	struct router_target t[ROUTER_MAX_TARGETS];
+	int n = router_find_available(l->srv->router, bare, t, ROUTER_MAX_TARGETS);
+	send_to_targets(l, st, t, n);
+}
+
+void deliver_stanza(struct loop *l, struct xml_node *st, struct arena *a, const struct jid *from,
+		    const struct jid *to)
+{
+	const char *kind = st->name;
+	struct jid self;
+	if (to == NULL) {
+		/* No 'to': the stanza is for the sender's own account. */
+		memcpy(self.local, from->local, sizeof self.local);
+		memcpy(self.domain, from->domain, sizeof self.domain);
+		self.resource[0] = '\0';
+		to = &self;
+	}
+	if (!is_local_domain(l, to->domain)) {
+		if (strcmp(kind, "presence") == 0 || type_is(st, "error") || type_is(st, "result"))
+			return;
+		/* Federation is not enabled (s2s comes later). */
+		deliver_error(l, st, a, "cancel", "remote-server-not-found");
+		return;
+	}
+	if (to->local[0] == '\0') {
+		if (strcmp(kind, "iq") == 0 && to->resource[0] == '\0')
+			handle_iq(l, st, a, from, to, false);
+		else if (strcmp(kind, "iq") == 0 && (type_is(st, "get") || type_is(st, "set")))
+			deliver_error(l, st, a, "cancel", "service-unavailable");
+		return;
+	}
+	char bare[2 * JID_PART_MAX + 2];
+	jid_format_bare(to, bare, sizeof bare);
+	if (to->resource[0] != '\0') {
+		struct router_target t;
+		if (router_find_full(l->srv->router, bare, to->resource, &t) == 0) {
+			send_to_targets(l, st, &t, 1);
+			return;
+		}
+		/* RFC 6121 §8.5.3.2: no such resource. */
+		if (strcmp(kind, "message") == 0) {
+			if (type_is(st, "chat") || type_is(st, "normal")) {
+				message_to_bare(l, st, a, to, bare);
+				return;
+			}
+			if (type_is(st, "groupchat")) {
+				deliver_error(l, st, a, "cancel", "service-unavailable");
+				return;
+			}
+			return;
+		}
+		if (strcmp(kind, "iq") == 0) {
+			if (type_is(st, "get") || type_is(st, "set"))
+				deliver_error(l, st, a, "cancel", "service-unavailable");
+			return;
+		}
+		return; /* presence to an unavailable resource is dropped */
+	}
+	if (strcmp(kind, "message") == 0) {
+		message_to_bare(l, st, a, to, bare);
+		return;
+	}
+	if (strcmp(kind, "presence") == 0) {
+		presence_to_bare(l, st, bare);
+		return;
+	}
+	/* iq to a bare JID: answered by the server on the account's behalf. */
+	int exists = account_exists(l, to, bare);
+	if (exists == 0) {
+		if (type_is(st, "get") || type_is(st, "set"))
+			deliver_error(l, st, a, "cancel", "service-unavailable");
+		return;
+	}
+	handle_iq(l, st, a, from, to, true);
+}

@@ -1,0 +1,33 @@
+/* Delivery rules for stanzas from local sessions: RFC 6120 §10 and
+ * RFC 6121 §8, applied to the registry in router.c. */
+#ifndef NATTER_DELIVER_H
+#define NATTER_DELIVER_H
+
+#include "core/arena.h"
+#include "core/buf.h"
+#include "jid/jid.h"
+#include "router/router.h"
+#include "xml/xml.h"
+
+struct loop;
+
+/* Routes a stanza whose 'from' the sending session has stamped (from is its
+ * full JID) and whose 'to', if any, parsed as *to (NULL: none). Runs on the
+ * sender's loop; st and a belong to the caller. */
+void deliver_stanza(struct loop *l, struct xml_node *st, struct arena *a, const struct jid *from,
+		    const struct jid *to);
+
+/* Writes bytes to one session: directly when it is on loop l, else through
+ * its owner's inbox. Takes a reference of its own. */
+void deliver_to_session(struct loop *l, const struct router_target *t, struct refbuf *bytes);
+
+/* Answers st to its sender with a stanza error (RFC 6120 §8.3): type is
+ * "cancel", "modify", "auth", "wait"; condition is the element name.
+ * Stanzas of type error are never answered. */
+void deliver_error(struct loop *l, struct xml_node *st, struct arena *a, const char *type,
+		   const char *condition);
+
+/* Serialises st once and sends it to the full JID to (a local session). */
+void deliver_to_jid(struct loop *l, struct xml_node *st, const struct jid *to);
+
+#endif

@@ -1,0 +1,251 @@
+#include "router/router.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/util.h"
+
+#define SHARDS 64
+
+struct rsession {
+	struct router_target t;
+	struct rsession *next;
+	char resource[]; /* normalised resourcepart */
+};
+
+struct raccount {
+	struct raccount *next;    /* hash chain */
+	struct rsession *sessions;
+	char bare[];              /* normalised bare JID */
+};
+
+struct shard {
+	pthread_mutex_t lock;
+	struct raccount **buckets;
+	size_t cap;   /* power of two */
+	size_t count; /* accounts */
+};
+
+struct router {
+	struct shard shards[SHARDS];
+};
+
+static uint64_t hash_str(const char *s)
+{
+	uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+	for (; *s; s++) {
+		h ^= (unsigned char)*s;
+		h *= 1099511628211ULL;
+	}
+	return h;
+}
+
+struct router *router_new(void)
+{
+	struct router *r = xcalloc(1, sizeof *r);
+	for (int i = 0; i < SHARDS; i++) {
+		pthread_mutex_init(&r->shards[i].lock, NULL);
+		r->shards[i].cap = 16;
+		r->shards[i].buckets = xcalloc(16, sizeof(struct raccount *));
+	}
+	return r;
+}
+
+void router_free(struct router *r)
+{
+	if (r == NULL)
+		return;
+	for (int i = 0; i < SHARDS; i++) {
+		struct shard *s = &r->shards[i];
+		for (size_t b = 0; b < s->cap; b++) {
+			struct raccount *a = s->buckets[b];
+			while (a) {
+				struct raccount *na = a->next;
+				struct rsession *rs = a->sessions;
+				while (rs) {
+					struct rsession *nrs = rs->next;
+					free(rs);
+					rs = nrs;
+				}
+				free(a);
+				a = na;
+			}
+		}
+		free(s->buckets);
+		pthread_mutex_destroy(&s->lock);
+	}
+	free(r);
+}
+
+static struct shard *shard_of(struct router *r, const char *bare, uint64_t *h)
+{
+	*h = hash_str(bare);
+	return &r->shards[*h % SHARDS];
+}
+
+/* Caller holds the shard lock. */
+static struct raccount **find_account(struct shard *s, uint64_t h, const char *bare)
+{
+	struct raccount **pp = &s->buckets[(h / SHARDS) & (s->cap - 1)];
+	while (*pp && strcmp((*pp)->bare, bare) != 0)
+		pp = &(*pp)->next;
+	return pp;
+}
+
+static void grow(struct shard *s)
+{
+	size_t cap = s->cap * 2;
+	struct raccount **nb = xcalloc(cap, sizeof *nb);
+	for (size_t i = 0; i < s->cap; i++) {
+		struct raccount *a = s->buckets[i];
+		while (a) {
+			struct raccount *next = a->next;
+			size_t j = (hash_str(a->bare) / SHARDS) & (cap - 1);
+			a->next = nb[j];
+			nb[j] = a;
+			a = next;
+		}
+	}
+	free(s->buckets);
+	s->buckets = nb;
+	s->cap = cap;
+}
+
+int router_bind(struct router *r, const char *bare, const char *resource, uint64_t session,
+		int loop, struct router_target *replaced)
+{
+	uint64_t h;
+	struct shard *s = shard_of(r, bare, &h);
+	int result = 0;
+	pthread_mutex_lock(&s->lock);
+	struct raccount **pp = find_account(s, h, bare);
+	if (*pp == NULL) {
+		if (s->count + 1 > s->cap) {
+			grow(s);
+			pp = find_account(s, h, bare);
+		}
+		size_t n = strlen(bare) + 1;
+		struct raccount *a = xcalloc(1, sizeof *a + n);
+		memcpy(a->bare, bare, n);
+		*pp = a;
+		s->count++;
+	}
+	struct raccount *a = *pp;
+	for (struct rsession **sp = &a->sessions; *sp; sp = &(*sp)->next) {
+		if (strcmp((*sp)->resource, resource) == 0) {
+			struct rsession *old = *sp;
+			*replaced = old->t;
+			*sp = old->next;
+			free(old);
+			result = 1;
+			break;
+		}
+	}
+	size_t n = strlen(resource) + 1;
+	struct rsession *rs = xcalloc(1, sizeof *rs + n);
+	memcpy(rs->resource, resource, n);
+	rs->t.session = session;
+	rs->t.loop = loop;
+	rs->next = a->sessions;
+	a->sessions = rs;
+	pthread_mutex_unlock(&s->lock);
+	return result;
+}
+
+void router_unbind(struct router *r, const char *bare, const char *resource, uint64_t session)
+{
+	uint64_t h;
+	struct shard *s = shard_of(r, bare, &h);
+	pthread_mutex_lock(&s->lock);
+	struct raccount **pp = find_account(s, h, bare);
+	if (*pp != NULL) {
+		struct raccount *a = *pp;
+		for (struct rsession **sp = &a->sessions; *sp; sp = &(*sp)->next) {
+			if ((*sp)->t.session == session && strcmp((*sp)->resource, resource) == 0) {
+				struct rsession *old = *sp;
+				*sp = old->next;
+				free(old);
+				break;
+			}
+		}
+		if (a->sessions == NULL) {
+			*pp = a->next;
+			free(a);
+			s->count--;
+		}
+	}
+	pthread_mutex_unlock(&s->lock);
+}
+
+void router_set_presence(struct router *r, const char *bare, const char *resource,
+			 uint64_t session, bool available, int priority)
+{
+	uint64_t h;
+	struct shard *s = shard_of(r, bare, &h);
+	pthread_mutex_lock(&s->lock);
+	struct raccount *a = *find_account(s, h, bare);
+	for (struct rsession *rs = a ? a->sessions : NULL; rs; rs = rs->next) {
+		if (rs->t.session == session && strcmp(rs->resource, resource) == 0) {
+			rs->t.available = available;
+			rs->t.priority = priority;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&s->lock);
+}
+
+int router_find_full(struct router *r, const char *bare, const char *resource,
+		     struct router_target *out)
+{
+	uint64_t h;
+	struct shard *s = shard_of(r, bare, &h);
+	int rc = -1;
+	pthread_mutex_lock(&s->lock);
+	struct raccount *a = *find_account(s, h, bare);
+	for (struct rsession *rs = a ? a->sessions : NULL; rs; rs = rs->next) {
+		if (strcmp(rs->resource, resource) == 0) {
+			*out = rs->t;
+			rc = 0;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&s->lock);
+	return rc;
+}
+
+int router_find_bare_message(struct router *r, const char *bare, struct router_target *out,
+			     int max, int *n_sessions)
+{
+	uint64_t h;
+	struct shard *s = shard_of(r, bare, &h);
+	int n = 0, total = 0, best = -1;
+	pthread_mutex_lock(&s->lock);
+	struct raccount *a = *find_account(s, h, bare);
+	for (struct rsession *rs = a ? a->sessions : NULL; rs; rs = rs->next) {
+		total++;
+		if (rs->t.available && rs->t.priority > best)
+			best = rs->t.priority;
+	}
+	for (struct rsession *rs = a ? a->sessions : NULL; rs && best >= 0; rs = rs->next)
+		if (rs->t.available && rs->t.priority == best && n < max)
+			out[n++] = rs->t;
+	pthread_mutex_unlock(&s->lock);
+	*n_sessions = total;
+	return n;
+}
+
+int router_find_available(struct router *r, const char *bare, struct router_target *out,
+			  int max)
+{
+	uint64_t h;
+	struct shard *s = shard_of(r, bare, &h);
+	int n = 0;
+	pthread_mutex_lock(&s->lock);
+	struct raccount *a = *find_account(s, h, bare);
+	for (struct rsession *rs = a ? a->sessions : NULL; rs; rs = rs->next)
+		if (rs->t.available && n < max)
+			out[n++] = rs->t;
+	pthread_mutex_unlock(&s->lock);
+	return n;
+}

@@ -1,0 +1,58 @@
+/* The session registry: which sessions each account has, on which loop,
+ * with what presence. Shared by all loops, sharded by account with a lock
+ * per shard; entries are small copies, never pointers into a loop's
+ * connections, so a reader on any thread can use what it got after the lock
+ * is released. Delivery then goes to the owner loop by session id.
+ *
+ * The same interface is what a cluster backend will implement for many
+ * nodes ("deliver to owner"). */
+#ifndef NATTER_ROUTER_H
+#define NATTER_ROUTER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define ROUTER_MAX_TARGETS 64
+
+struct router;
+
+struct router_target {
+	uint64_t session; /* connection id */
+	int loop;         /* owner loop index */
+	int priority;
+	bool available;
+};
+
+struct router *router_new(void);
+void router_free(struct router *r);
+
+/* Registers a bound session as bare/resource. If a session with the same
+ * full JID exists it is removed from the registry and returned in *replaced
+ * (return 1) so the caller can close it with <conflict/>; 0 otherwise.
+ * A new session starts unavailable with priority 0. */
+int router_bind(struct router *r, const char *bare, const char *resource, uint64_t session,
+		int loop, struct router_target *replaced);
+
+/* Removes the session if it is still registered under that id. */
+void router_unbind(struct router *r, const char *bare, const char *resource, uint64_t session);
+
+/* Records broadcast presence (available or not, and its priority). */
+void router_set_presence(struct router *r, const char *bare, const char *resource,
+			 uint64_t session, bool available, int priority);
+
+/* The session bound as bare/resource; returns 0 found, -1 none. */
+int router_find_full(struct router *r, const char *bare, const char *resource,
+		     struct router_target *out);
+
+/* Sessions for a message to the bare JID (RFC 6121 §8.5.2.1.1): the
+ * available ones with the highest non-negative priority (all that tie).
+ * Returns how many were written to out (at most max). *n_sessions gets how
+ * many sessions the account has at all. */
+int router_find_bare_message(struct router *r, const char *bare, struct router_target *out,
+			     int max, int *n_sessions);
+
+/* Every available session of the account (presence/iq fan-out). */
+int router_find_available(struct router *r, const char *bare, struct router_target *out,
+			  int max);
+
+#endif

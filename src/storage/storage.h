@@ -1,0 +1,63 @@
+/* The storage interface: a table of functions chosen by driver name
+ * (STYLE.md habit 3). Every driver passes tests/unit/test_storage.c.
+ *
+ * A handle is used by one thread at a time; each event loop and each tool
+ * opens its own. All strings are normalised JID parts (UTF-8). */
+#ifndef NATTER_STORAGE_H
+#define NATTER_STORAGE_H
+
+#include <stddef.h>
+
+/* SCRAM secrets for one hash (RFC 5802): never the password itself. */
+struct scram_secret {
+	char salt[64];       /* base64 salt, NUL terminated */
+	unsigned iterations;
+	char stored_key[129];/* hex StoredKey, NUL terminated */
+	char server_key[129];/* hex ServerKey, NUL terminated */
+};
+
+struct user_credentials {
+	struct scram_secret sha1;   /* SCRAM-SHA-1 */
+	struct scram_secret sha256; /* SCRAM-SHA-256 */
+};
+
+struct storage;
+
+struct storage_driver {
+	const char *name;
+	/* Opens (and on first use creates and migrates) the store under
+	 * data_dir. Returns NULL and writes a message into err on failure. */
+	struct storage *(*open)(const char *data_dir, char *err, size_t errlen);
+	void (*close)(struct storage *st);
+	/* Returns 0 found, 1 not found, -1 error. */
+	int (*user_get)(struct storage *st, const char *domain, const char *local,
+			struct user_credentials *out);
+	/* Creates or replaces. Returns 0 or -1. */
+	int (*user_put)(struct storage *st, const char *domain, const char *local,
+			const struct user_credentials *cred);
+	/* Returns 0 deleted, 1 not found, -1 error. */
+	int (*user_del)(struct storage *st, const char *domain, const char *local);
+	/* Calls fn for each account of domain (all domains if domain is NULL),
+	 * sorted by domain then localpart. Returns 0 or -1. */
+	int (*user_list)(struct storage *st, const char *domain,
+			 void (*fn)(void *arg, const char *domain, const char *local),
+			 void *arg);
+};
+
+/* The drivers, each in src/storage/storage_<name>.c. */
+extern const struct storage_driver storage_sqlite_driver;
+
+/* Returns the driver of that name ("sqlite"), or NULL. */
+const struct storage_driver *storage_driver_find(const char *name);
+
+/* Derives the SCRAM secrets of password for SHA-1 and SHA-256 with a fresh
+ * random salt each. Runs PBKDF2 (slow by design): call it from a worker, not
+ * an event loop. Returns 0 or -1. */
+int storage_credentials_from_password(const char *password, unsigned iterations,
+				      struct user_credentials *out);
+
+/* Checks password against the stored SCRAM-SHA-256 secret (PBKDF2 again).
+ * Returns 1 match, 0 mismatch, -1 error. Worker thread only. */
+int storage_credentials_check(const struct user_credentials *cred, const char *password);
+
+#endif

@@ -1,0 +1,360 @@
+#include "stream/conn.h"
+
+#include <openssl/err.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "core/util.h"
+
+struct write_req {
+	uv_write_t req;
+	struct conn *conn;
+	size_t len;
+	char data[];
+};
+
+/* --- the id table: open addressing with linear probing --- */
+
+static size_t id_hash(uint64_t id, size_t cap)
+{
+	id ^= id >> 33;
+	id *= 0xff51afd7ed558ccdULL;
+	id ^= id >> 33;
+	return (size_t)id & (cap - 1);
+}
+
+static void table_insert(struct conn_table *t, struct conn *c);
+
+static void table_grow(struct conn_table *t)
+{
+	struct conn **old = t->slots;
+	size_t old_cap = t->cap;
+	t->cap = old_cap ? old_cap * 2 : 64;
+	t->slots = xcalloc(t->cap, sizeof *t->slots);
+	t->count = 0;
+	for (size_t i = 0; i < old_cap; i++)
+		if (old[i] != NULL)
+			table_insert(t, old[i]);
+	free(old);
+}
+
+static void table_insert(struct conn_table *t, struct conn *c)
+{
+	if ((t->count + 1) * 2 > t->cap)
+		table_grow(t);
+	size_t i = id_hash(c->id, t->cap);
+	while (t->slots[i] != NULL)
+		i = (i + 1) & (t->cap - 1);
+	t->slots[i] = c;
+	t->count++;
+}
+
+static void table_remove(struct conn_table *t, uint64_t id)
+{
+	if (t->cap == 0)
+		return;
+	size_t i = id_hash(id, t->cap);
+	while (t->slots[i] != NULL && t->slots[i]->id != id)
+		i = (i + 1) & (t->cap - 1);
+	if (t->slots[i] == NULL)
+		return;
+	t->slots[i] = NULL;
+	t->count--;
+	/* Re-insert the rest of the cluster so probing still finds them. */
+	for (size_t j = (i + 1) & (t->cap - 1); t->slots[j] != NULL; j = (j + 1) & (t->cap - 1)) {
+		struct conn *c = t->slots[j];
+		t->slots[j] = NULL;
+		t->count--;
+		table_insert(t, c);
+	}
+}
+
+struct conn *conn_find(struct loop *l, uint64_t id)
+{
+	struct conn_table *t = &l->conns;
+	if (t->cap == 0)
+		return NULL;
+	for (size_t i = id_hash(id, t->cap); t->slots[i] != NULL; i = (i + 1) & (t->cap - 1))
+		if (t->slots[i]->id == id)
+			return t->slots[i]->closed ? NULL : t->slots[i];
+	return NULL;
+}
+
+/* --- output --- */
+
+static void mark_dirty(struct conn *c)
+{
+	if (c->dirty || c->closed)
+		return;
+	c->dirty = true;
+	c->next_dirty = c->loop->dirty;
+	c->loop->dirty = c;
+}
+
+void conn_write(struct conn *c, const void *data, size_t len)
+{
+	if (c->closed)
+		return;
+	buf_append(&c->out, data, len);
+	mark_dirty(c);
+}
+
+static void on_closed(uv_handle_t *h)
+{
+	struct conn *c = h->data;
+	table_remove(&c->loop->conns, c->id);
+	if (c->ssl)
+		SSL_free(c->ssl); /* frees both BIOs */
+	buf_free(&c->out);
+	free(c);
+}
+
+static void really_close(struct conn *c)
+{
+	if (c->closed)
+		return;
+	c->closed = true;
+	c->ops->closed(c);
+	uv_close((uv_handle_t *)&c->tcp, on_closed);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+	(void)status;
+	struct conn *c = req->data;
+	free(req);
+	really_close(c);
+}
+
+static void maybe_finish_close(struct conn *c)
+{
+	if (!c->closing || c->closed || c->queued > 0 || c->out.len > 0)
+		return;
+	uv_shutdown_t *req = xmalloc(sizeof *req);
+	req->data = c;
+	if (uv_shutdown(req, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
+		free(req);
+		really_close(c);
+	}
+}
+
+static void on_written(uv_write_t *req, int status)
+{
+	struct write_req *w = (struct write_req *)req;
+	struct conn *c = w->conn;
+	c->queued -= w->len;
+	free(w);
+	if (status < 0 && !c->closed) {
+		log_debug("conn %llu: write failed: %s", (unsigned long long)c->id,
+			  uv_strerror(status));
+		really_close(c);
+		return;
+	}
+	maybe_finish_close(c);
+}
+
+static void send_raw(struct conn *c, const char *data, size_t len)
+{
+	if (len == 0 || c->closed)
+		return;
+	struct write_req *w = xmalloc(sizeof *w + len);
+	w->conn = c;
+	w->len = len;
+	memcpy(w->data, data, len);
+	uv_buf_t b = uv_buf_init(w->data, (unsigned)len);
+	c->queued += len;
+	if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_written) != 0) {
+		c->queued -= len;
+		free(w);
+		really_close(c);
+	}
+}
+
+/* Moves whatever the TLS engine produced to the socket. */
+static void drain_tls(struct conn *c)
+{
+	size_t pending = BIO_ctrl_pending(c->wbio);
+	if (pending == 0)
+		return;
+	struct write_req *w = xmalloc(sizeof *w + pending);
+	int n = BIO_read(c->wbio, w->data, (int)pending);
+	if (n <= 0) {
+		free(w);
+		return;
+	}
+	w->conn = c;
+	w->len = (size_t)n;
+	uv_buf_t b = uv_buf_init(w->data, (unsigned)n);
+	c->queued += (size_t)n;
+	if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_written) != 0) {
+		c->queued -= (size_t)n;
+		free(w);
+		really_close(c);
+	}
+}
+
+void conn_flush(struct conn *c)
+{
+	if (c->closed)
+		return;
+	if (c->ssl == NULL) {
+		send_raw(c, c->out.data, c->out.len);
+		c->out.len = 0;
+	} else {
+		if (c->tls_ready && c->out.len > 0) {
+			int n = SSL_write(c->ssl, c->out.data, (int)c->out.len);
+			if (n > 0)
+				buf_consume(&c->out, (size_t)n);
+			else
+				c->out.len = 0; /* a broken TLS session: nothing can be sent */
+		}
+		if (c->closing && c->tls_ready && c->out.len == 0 && !c->tls_shutdown) {
+			c->tls_shutdown = true;
+			SSL_shutdown(c->ssl); /* queues close_notify */
+		}
+		drain_tls(c);
+	}
+	maybe_finish_close(c);
+}
+
+void conn_flush_dirty(struct loop *l)
+{
+	while (l->dirty != NULL) {
+		struct conn *c = l->dirty;
+		l->dirty = c->next_dirty;
+		c->dirty = false;
+		c->next_dirty = NULL;
+		conn_flush(c);
+		/* An idle connection keeps no output buffer. */
+		if (c->out.len == 0 && c->out.cap > 16384)
+			buf_free(&c->out);
+	}
+}
+
+/* --- input --- */
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+{
+	(void)suggested;
+	struct conn *c = h->data;
+	*b = uv_buf_init(c->loop->readbuf, sizeof c->loop->readbuf);
+}
+
+static void tls_input(struct conn *c, const char *data, size_t len)
+{
+	BIO_write(c->rbio, data, (int)len);
+	for (;;) {
+		if (c->closing || c->closed)
+			break;
+		int n = SSL_read(c->ssl, c->loop->plainbuf, sizeof c->loop->plainbuf);
+		if (!c->tls_ready && SSL_is_init_finished(c->ssl)) {
+			c->tls_ready = true;
+			c->ops->tls_ready(c);
+			if (c->out.len > 0)
+				mark_dirty(c);
+		}
+		if (n > 0) {
+			c->ops->data(c, c->loop->plainbuf, (size_t)n);
+			continue;
+		}
+		int err = SSL_get_error(c->ssl, n);
+		if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE)
+			break;
+		if (err == SSL_ERROR_ZERO_RETURN) {
+			log_debug("conn %llu: TLS closed by peer", (unsigned long long)c->id);
+		} else {
+			char e[200];
+			unsigned long code = ERR_get_error();
+			ERR_error_string_n(code, e, sizeof e);
+			log_info("conn %llu (%s): TLS failed: %s", (unsigned long long)c->id, c->peer,
+				 code ? e : "connection error");
+			ERR_clear_error();
+		}
+		c->closing = true;
+		uv_read_stop((uv_stream_t *)&c->tcp);
+		drain_tls(c);
+		maybe_finish_close(c);
+		return;
+	}
+	/* Handshake records and alerts go out with the next flush. */
+	if (BIO_ctrl_pending(c->wbio) > 0)
+		mark_dirty(c);
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+{
+	struct conn *c = s->data;
+	if (n == 0 || c->closed)
+		return;
+	if (n < 0) {
+		if (n != UV_EOF)
+			log_debug("conn %llu: read: %s", (unsigned long long)c->id, uv_strerror((int)n));
+		really_close(c);
+		return;
+	}
+	if (c->closing)
+		return;
+	if (c->ssl != NULL)
+		tls_input(c, b->base, (size_t)n);
+	else
+		c->ops->data(c, b->base, (size_t)n);
+}
+
+struct conn *conn_accept(struct loop *l, uv_stream_t *listener, const struct conn_ops *ops)
+{
+	struct conn *c = xcalloc(1, sizeof *c);
+	c->loop = l;
+	c->ops = ops;
+	c->id = server_new_conn_id(l->srv);
+	buf_init(&c->out);
+	uv_tcp_init(&l->uv, &c->tcp);
+	c->tcp.data = c;
+	if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0) {
+		uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
+		return NULL;
+	}
+	uv_tcp_nodelay(&c->tcp, 1);
+	struct sockaddr_storage ss;
+	int len = sizeof ss;
+	if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
+		if (ss.ss_family == AF_INET6)
+			uv_ip6_name((struct sockaddr_in6 *)&ss, c->peer, sizeof c->peer);
+		else
+			uv_ip4_name((struct sockaddr_in *)&ss, c->peer, sizeof c->peer);
+	}
+	table_insert(&l->conns, c);
+	uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+	return c;
+}
+
+int conn_start_tls(struct conn *c, bool direct)
+{
+	conn_flush(c);
+	c->ssl = tls_new_server(&c->loop->srv->tls, direct);
+	if (c->ssl == NULL)
+		return -1;
+	c->rbio = BIO_new(BIO_s_mem());
+	c->wbio = BIO_new(BIO_s_mem());
+	BIO_set_mem_eof_return(c->rbio, -1);
+	SSL_set_bio(c->ssl, c->rbio, c->wbio);
+	return 0;
+}
+
+void conn_close(struct conn *c)
+{
+	if (c->closing || c->closed)
+		return;
+	c->closing = true;
+	uv_read_stop((uv_stream_t *)&c->tcp);
+	mark_dirty(c);
+}
+
+void conn_close_all(struct loop *l)
+{
+	for (size_t i = 0; i < l->conns.cap; i++) {
+		struct conn *c = l->conns.slots[i];
+		if (c != NULL && !c->closed)
+			really_close(c);
+	}
+}

@@ -1,0 +1,77 @@
+/* A network connection: TCP through libuv, optional TLS through OpenSSL
+ * memory BIOs, and batched output. Protocol code (c2s, later s2s) sits on
+ * top through struct conn_ops and never touches sockets or TLS records.
+ *
+ * Lifetime: a connection belongs to the loop that accepted it. conn_close
+ * starts closing; the memory is freed by libuv's close callback on a later
+ * loop iteration, so a conn pointer stays valid for the rest of the current
+ * callback even after conn_close. */
+#ifndef NATTER_CONN_H
+#define NATTER_CONN_H
+
+#include <openssl/ssl.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "core/buf.h"
+#include "core/server.h"
+
+struct conn;
+
+struct conn_ops {
+	/* Plaintext bytes from the peer. */
+	void (*data)(struct conn *c, const char *data, size_t len);
+	/* The TLS handshake finished (STARTTLS or direct TLS). */
+	void (*tls_ready)(struct conn *c);
+	/* The peer went away or the connection failed; the protocol layer
+	 * releases its state. Called exactly once, before the memory goes. */
+	void (*closed)(struct conn *c);
+};
+
+struct conn {
+	uint64_t id;
+	struct loop *loop;
+	uv_tcp_t tcp;
+	const struct conn_ops *ops;
+	void *owner;              /* the protocol session (struct c2s *) */
+	SSL *ssl;                 /* NULL until TLS starts */
+	BIO *rbio, *wbio;         /* network side of the TLS engine */
+	struct buf out;           /* plaintext waiting for the next flush */
+	struct conn *next_dirty;
+	bool dirty;
+	bool tls_ready;
+	bool closing;             /* no more input; close once output is written */
+	bool closed;              /* uv_close called */
+	bool tls_shutdown;        /* close_notify queued */
+	size_t queued;            /* bytes handed to libuv, not yet written */
+	char peer[64];            /* peer address, for logs and rate limits */
+};
+
+/* Accepts a pending connection on listener into a new conn. */
+struct conn *conn_accept(struct loop *l, uv_stream_t *listener, const struct conn_ops *ops);
+
+/* Queues bytes; they go out when the loop finishes this iteration. */
+void conn_write(struct conn *c, const void *data, size_t len);
+
+/* Writes whatever is queued now (used before switching to TLS). */
+void conn_flush(struct conn *c);
+
+/* Begins TLS as server on this connection. Queued plaintext is sent in the
+ * clear first. direct is true on a direct TLS port. Returns 0 or -1. */
+int conn_start_tls(struct conn *c, bool direct);
+
+/* Stops reading; closes after queued output is written. */
+void conn_close(struct conn *c);
+
+/* Flushes every dirty connection of the loop (called by the loop's check
+ * handle, once per iteration). */
+void conn_flush_dirty(struct loop *l);
+
+/* Looks up a live connection of loop l by id; NULL when gone. */
+struct conn *conn_find(struct loop *l, uint64_t id);
+
+/* Closes every connection of the loop (shutdown). */
+void conn_close_all(struct loop *l);
+
+#endif

@@ -1,0 +1,269 @@
+#include "tls/tls.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "core/util.h"
+
+static int host_index = -1; /* ex_data slot of struct tls_host on SSL_CTX */
+
+/* ALPN protocol list in wire format: length byte, then the name. */
+static const unsigned char alpn_client[] = "\x0bxmpp-client";
+
+static void ssl_error_string(char *out, size_t cap)
+{
+	unsigned long e = ERR_get_error();
+	if (e == 0)
+		snprintf(out, cap, "unknown TLS error");
+	else
+		ERR_error_string_n(e, out, cap);
+	ERR_clear_error();
+}
+
+static int mkdir_p(const char *path)
+{
+	char tmp[1024];
+	snprintf(tmp, sizeof tmp, "%s", path);
+	for (char *p = tmp + 1; *p; p++) {
+		if (*p == '/') {
+			*p = '\0';
+			if (mkdir(tmp, 0700) != 0 && errno != EEXIST)
+				return -1;
+			*p = '/';
+		}
+	}
+	if (mkdir(tmp, 0700) != 0 && errno != EEXIST)
+		return -1;
+	return 0;
+}
+
+/* Writes a self-signed certificate and key for domain. */
+static int generate_self_signed(const char *domain, const char *cert_path, const char *key_path,
+				char *err, size_t errlen)
+{
+	int rc = -1;
+	EVP_PKEY *key = EVP_EC_gen("P-256");
+	X509 *x = X509_new();
+	FILE *f = NULL;
+	if (key == NULL || x == NULL)
+		goto out;
+	X509_set_version(x, 2);
+	unsigned char serial[16];
+	char hex[33];
+	random_hex(hex, sizeof serial);
+	BIGNUM *bn = NULL;
+	BN_hex2bn(&bn, hex);
+	BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(x));
+	BN_free(bn);
+	X509_gmtime_adj(X509_getm_notBefore(x), -3600);
+	X509_gmtime_adj(X509_getm_notAfter(x), 10L * 365 * 24 * 3600);
+	X509_set_pubkey(x, key);
+	X509_NAME *name = X509_get_subject_name(x);
+	X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)domain, -1,
+				   -1, 0);
+	X509_set_issuer_name(x, name);
+	char san[1100];
+	snprintf(san, sizeof san, "DNS:%s", domain);
+	X509V3_CTX v3;
+	X509V3_set_ctx_nodb(&v3);
+	X509V3_set_ctx(&v3, x, x, NULL, NULL, 0);
+	X509_EXTENSION *ext = X509V3_EXT_conf_nid(NULL, &v3, NID_subject_alt_name, san);
+	if (ext == NULL)
+		goto out;
+	X509_add_ext(x, ext, -1);
+	X509_EXTENSION_free(ext);
+	if (X509_sign(x, key, EVP_sha256()) == 0)
+		goto out;
+	int fd = open(key_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	if (fd < 0 || (f = fdopen(fd, "w")) == NULL)
+		goto out;
+	if (!PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL))
+		goto out;
+	fclose(f);
+	f = fopen(cert_path, "w");
+	if (f == NULL || !PEM_write_X509(f, x))
+		goto out;
+	rc = 0;
+out:
+	if (f)
+		fclose(f);
+	if (rc != 0)
+		snprintf(err, errlen, "cannot create a self-signed certificate for %s in %s: %s",
+			 domain, cert_path, errno ? strerror(errno) : "OpenSSL error");
+	X509_free(x);
+	EVP_PKEY_free(key);
+	return rc;
+}
+
+static int on_servername(SSL *ssl, int *alert, void *arg)
+{
+	struct tls *t = arg;
+	(void)alert;
+	const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+	if (name == NULL)
+		return SSL_TLSEXT_ERR_NOACK;
+	for (size_t i = 0; i < t->n_hosts; i++) {
+		if (strcasecmp(t->hosts[i].domain, name) == 0) {
+			SSL_set_SSL_CTX(ssl, t->hosts[i].ctx);
+			return SSL_TLSEXT_ERR_OK;
+		}
+	}
+	/* Unknown name: keep the default certificate; the stream header's
+	 * 'to' decides, and gets <host-unknown/> if it is not ours. */
+	return SSL_TLSEXT_ERR_NOACK;
+}
+
+static int on_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+		   const unsigned char *in, unsigned int inlen, void *arg)
+{
+	(void)arg;
+	if (SSL_get_app_data(ssl) == NULL) /* not a direct TLS port */
+		return SSL_TLSEXT_ERR_NOACK;
+	unsigned char *sel;
+	if (SSL_select_next_proto(&sel, outlen, alpn_client, sizeof alpn_client - 1, in, inlen) !=
+	    OPENSSL_NPN_NEGOTIATED)
+		return SSL_TLSEXT_ERR_NOACK;
+	*out = sel;
+	return SSL_TLSEXT_ERR_OK;
+}
+
+static SSL_CTX *make_ctx(struct tls *t, struct tls_host *h, const char *cert, const char *key,
+			 char *err, size_t errlen)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+	if (ctx == NULL)
+		goto fail;
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+				      SSL_MODE_ENABLE_PARTIAL_WRITE);
+	if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1)
+		goto fail;
+	if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1)
+		goto fail;
+	if (SSL_CTX_check_private_key(ctx) != 1)
+		goto fail;
+	SSL_CTX_set_tlsext_servername_callback(ctx, on_servername);
+	SSL_CTX_set_tlsext_servername_arg(ctx, t);
+	SSL_CTX_set_alpn_select_cb(ctx, on_alpn, NULL);
+	SSL_CTX_set_ex_data(ctx, host_index, h);
+	return ctx;
+fail: {
+	char e[256];
+	ssl_error_string(e, sizeof e);
+	snprintf(err, errlen, "TLS for %s (%s, %s): %s", h->domain, cert, key, e);
+	SSL_CTX_free(ctx);
+	return NULL;
+}
+}
+
+int tls_init(struct tls *t, const struct config *cfg, char *err, size_t errlen)
+{
+	if (host_index < 0)
+		host_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+	t->n_hosts = cfg->n_hosts;
+	t->hosts = xcalloc(cfg->n_hosts, sizeof *t->hosts);
+	for (size_t i = 0; i < cfg->n_hosts; i++) {
+		const struct config_host *ch = &cfg->hosts[i];
+		struct tls_host *h = &t->hosts[i];
+		h->domain = xstrdup(ch->domain);
+		char cert[1100], key[1100];
+		if (ch->tls_cert != NULL) {
+			snprintf(cert, sizeof cert, "%s", ch->tls_cert);
+			snprintf(key, sizeof key, "%s", ch->tls_key);
+		} else {
+			char dir[1024];
+			snprintf(dir, sizeof dir, "%s/certs", cfg->data_dir);
+			if (mkdir_p(dir) != 0) {
+				snprintf(err, errlen, "cannot create %s: %s", dir, strerror(errno));
+				tls_free(t);
+				return -1;
+			}
+			snprintf(cert, sizeof cert, "%s/%s.crt", dir, ch->domain);
+			snprintf(key, sizeof key, "%s/%s.key", dir, ch->domain);
+			if (access(cert, R_OK) != 0 || access(key, R_OK) != 0) {
+				if (generate_self_signed(ch->domain, cert, key, err, errlen) != 0) {
+					tls_free(t);
+					return -1;
+				}
+				log_info("created a self-signed certificate for %s in %s", ch->domain,
+					 cert);
+			}
+		}
+		h->ctx = make_ctx(t, h, cert, key, err, errlen);
+		if (h->ctx == NULL) {
+			tls_free(t);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+void tls_free(struct tls *t)
+{
+	for (size_t i = 0; i < t->n_hosts; i++) {
+		free(t->hosts[i].domain);
+		SSL_CTX_free(t->hosts[i].ctx);
+	}
+	free(t->hosts);
+	t->hosts = NULL;
+	t->n_hosts = 0;
+}
+
+SSL *tls_new_server(struct tls *t, bool direct)
+{
+	SSL *ssl = SSL_new(t->hosts[0].ctx);
+	if (ssl == NULL)
+		return NULL;
+	/* app_data marks a direct TLS connection for the ALPN callback. */
+	SSL_set_app_data(ssl, direct ? (void *)1 : NULL);
+	SSL_set_accept_state(ssl);
+	return ssl;
+}
+
+const char *tls_domain(SSL *ssl)
+{
+	struct tls_host *h = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), host_index);
+	return h ? h->domain : NULL;
+}
+
+static int base64(const unsigned char *in, size_t n, char *out, size_t cap)
+{
+	if (cap < 4 * ((n + 2) / 3) + 1)
+		return -1;
+	EVP_EncodeBlock((unsigned char *)out, in, (int)n);
+	return 0;
+}
+
+int tls_cb_exporter(SSL *ssl, char *out, size_t cap)
+{
+	unsigned char km[32];
+	static const char label[] = "EXPORTER-Channel-Binding";
+	if (SSL_export_keying_material(ssl, km, sizeof km, label, sizeof label - 1, NULL, 0, 0) !=
+	    1)
+		return -1;
+	return base64(km, sizeof km, out, cap);
+}
+
+int tls_cb_unique(SSL *ssl, char *out, size_t cap)
+{
+	if (SSL_version(ssl) >= TLS1_3_VERSION)
+		return -1;
+	unsigned char fin[EVP_MAX_MD_SIZE];
+	/* tls-unique is the first Finished message of the handshake: the
+	 * client's in a full handshake, ours in a resumed one (RFC 5929). */
+	size_t n = SSL_session_reused(ssl) ? SSL_get_finished(ssl, fin, sizeof fin)
+					   : SSL_get_peer_finished(ssl, fin, sizeof fin);
+	if (n == 0)
+		return -1;
+	return base64(fin, n, out, cap);
+}

@@ -1,0 +1,43 @@
+/* TLS contexts: one per virtual host, chosen by SNI; ALPN for XEP-0368;
+ * channel-binding data for SASL -PLUS. Only this file and the connection
+ * code touch OpenSSL objects; private keys are read here and nowhere else. */
+#ifndef NATTER_TLS_H
+#define NATTER_TLS_H
+
+#include <openssl/ssl.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "core/config.h"
+
+struct tls_host {
+	char *domain;
+	SSL_CTX *ctx;
+};
+
+struct tls {
+	struct tls_host *hosts;
+	size_t n_hosts;
+};
+
+/* Builds a context per configured host. A host without tls_cert/tls_key
+ * gets a self-signed ECDSA P-256 certificate, generated once and kept in
+ * <data_dir>/certs/. Returns 0, or -1 with a message in err. */
+int tls_init(struct tls *t, const struct config *cfg, char *err, size_t errlen);
+void tls_free(struct tls *t);
+
+/* A new server-side SSL object for one connection, in accept state, on the
+ * first host's context until SNI picks another. direct is true on a direct
+ * TLS port, where ALPN "xmpp-client" is selected when offered. */
+SSL *tls_new_server(struct tls *t, bool direct);
+
+/* The domain whose context the connection ended up on (after SNI). */
+const char *tls_domain(SSL *ssl);
+
+/* Channel binding data, base64 encoded into out (NUL terminated).
+ * Return 0, or -1 when the type is not available on this connection
+ * (tls-unique exists only up to TLS 1.2). */
+int tls_cb_exporter(SSL *ssl, char *out, size_t cap);
+int tls_cb_unique(SSL *ssl, char *out, size_t cap);
+
+#endif

@@ -1,0 +1,283 @@
+#include "xml/xml_stream.h"
+
+#include <expat.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/util.h"
+
+/* Expat joins namespace and local name with this; a space can appear in
+ * neither a valid URI nor a name, and we split at the last one. */
+#define NS_SEP ' '
+
+struct xml_stream {
+	XML_Parser parser;
+	struct xml_stream_limits limits;
+	const struct xml_stream_handlers *h;
+	void *ud;
+
+	struct arena arena;       /* the current stanza's tree */
+	struct xml_node *stanza;  /* root of the stanza being built */
+	struct xml_node *current; /* innermost open element */
+	struct buf text;          /* pending character data of current */
+	int level;                /* 0 outside the root, 1 inside it, 2+ in a stanza */
+	char default_ns[256];     /* default namespace declared on the root */
+
+	long long fed;            /* bytes fed since the last (re)start */
+	long long boundary;       /* end of the last stanza or inter-stanza text */
+	enum xml_stream_result result;
+	bool restart;
+	bool stop;
+	bool closed;
+};
+
+static void split_name(struct arena *a, const char *qname, const char **ns, const char **local)
+{
+	const char *sep = strrchr(qname, NS_SEP);
+	if (sep == NULL) {
+		*ns = "";
+		*local = arena_strdup(a, qname);
+	} else {
+		*ns = arena_strndup(a, qname, (size_t)(sep - qname));
+		*local = arena_strdup(a, sep + 1);
+	}
+}
+
+static void fail(struct xml_stream *s, enum xml_stream_result r)
+{
+	if (s->result == XS_OK)
+		s->result = r;
+	XML_StopParser(s->parser, XML_FALSE);
+}
+
+static long long event_end(struct xml_stream *s)
+{
+	return (long long)XML_GetCurrentByteIndex(s->parser) + XML_GetCurrentByteCount(s->parser);
+}
+
+static void flush_text(struct xml_stream *s)
+{
+	if (s->text.len > 0 && s->current != NULL)
+		xml_add_text(&s->arena, s->current, s->text.data, s->text.len);
+	s->text.len = 0;
+}
+
+static void on_start(void *ud, const XML_Char *name, const XML_Char **atts)
+{
+	struct xml_stream *s = ud;
+	if (s->stop || s->result != XS_OK)
+		return;
+	int n_atts = 0;
+	while (atts[n_atts * 2] != NULL)
+		n_atts++;
+	if (n_atts > s->limits.max_attributes || s->level > s->limits.max_depth) {
+		fail(s, XS_POLICY);
+		return;
+	}
+	if (s->level >= 1 && event_end(s) - s->boundary > (long long)s->limits.max_stanza_size) {
+		fail(s, XS_POLICY);
+		return;
+	}
+	flush_text(s);
+	const char *ns, *local;
+	split_name(&s->arena, name, &ns, &local);
+	struct xml_node *n = s->level <= 1 ? xml_new(&s->arena, ns, local)
+					   : xml_add_child(&s->arena, s->current, ns, local);
+	for (int i = 0; i < n_atts; i++) {
+		const char *ans, *alocal;
+		split_name(&s->arena, atts[i * 2], &ans, &alocal);
+		xml_set_attr_ns(&s->arena, n, ans, alocal, atts[i * 2 + 1]);
+	}
+	if (s->level == 0) {
+		s->level = 1;
+		s->boundary = event_end(s);
+		s->h->open(s->ud, n, s->default_ns);
+		arena_reset(&s->arena);
+		return;
+	}
+	if (s->level == 1)
+		s->stanza = n;
+	s->current = n;
+	s->level++;
+}
+
+static void on_end(void *ud, const XML_Char *name)
+{
+	struct xml_stream *s = ud;
+	(void)name;
+	if (s->stop || s->result != XS_OK)
+		return;
+	if (s->level == 1) {
+		s->level = 0;
+		s->closed = true;
+		s->h->close(s->ud);
+		return;
+	}
+	flush_text(s);
+	s->level--;
+	if (s->level > 1) {
+		s->current = s->current->parent;
+		return;
+	}
+	/* A whole stanza. */
+	long long end = event_end(s);
+	if (end - s->boundary > (long long)s->limits.max_stanza_size) {
+		fail(s, XS_POLICY);
+		return;
+	}
+	s->boundary = end;
+	struct xml_node *stanza = s->stanza;
+	s->stanza = s->current = NULL;
+	s->h->stanza(s->ud, stanza, &s->arena);
+	arena_reset(&s->arena);
+	if (s->restart || s->stop)
+		XML_StopParser(s->parser, XML_FALSE);
+}
+
+static void on_text(void *ud, const XML_Char *data, int len)
+{
+	struct xml_stream *s = ud;
+	if (s->stop || s->result != XS_OK)
+		return;
+	if (s->level <= 1) {
+		/* Between stanzas: whitespace keep-alives. They move the boundary
+		 * so that a long-lived stream never trips the size limit. */
+		s->boundary = event_end(s);
+		return;
+	}
+	buf_append(&s->text, data, (size_t)len);
+}
+
+static void on_ns_start(void *ud, const XML_Char *prefix, const XML_Char *uri)
+{
+	struct xml_stream *s = ud;
+	if (s->level == 0 && prefix == NULL) {
+		size_t n = strlen(uri);
+		if (n >= sizeof s->default_ns)
+			n = sizeof s->default_ns - 1;
+		memcpy(s->default_ns, uri, n);
+		s->default_ns[n] = '\0';
+	}
+}
+
+static void on_restricted_doctype(void *ud, const XML_Char *name, const XML_Char *sysid,
+				  const XML_Char *pubid, int has_internal)
+{
+	(void)name, (void)sysid, (void)pubid, (void)has_internal;
+	fail(ud, XS_RESTRICTED);
+}
+
+static void on_restricted_entity(void *ud, const XML_Char *name, int is_param,
+				 const XML_Char *value, int value_len, const XML_Char *base,
+				 const XML_Char *sysid, const XML_Char *pubid,
+				 const XML_Char *notation)
+{
+	(void)name, (void)is_param, (void)value, (void)value_len, (void)base, (void)sysid,
+		(void)pubid, (void)notation;
+	fail(ud, XS_RESTRICTED);
+}
+
+static void on_restricted_pi(void *ud, const XML_Char *target, const XML_Char *data)
+{
+	(void)target, (void)data;
+	fail(ud, XS_RESTRICTED);
+}
+
+static void on_restricted_comment(void *ud, const XML_Char *data)
+{
+	(void)data;
+	fail(ud, XS_RESTRICTED);
+}
+
+static void setup_parser(struct xml_stream *s)
+{
+	XML_SetUserData(s->parser, s);
+	XML_SetElementHandler(s->parser, on_start, on_end);
+	XML_SetCharacterDataHandler(s->parser, on_text);
+	XML_SetStartNamespaceDeclHandler(s->parser, on_ns_start);
+	XML_SetStartDoctypeDeclHandler(s->parser, on_restricted_doctype);
+	XML_SetEntityDeclHandler(s->parser, on_restricted_entity);
+	XML_SetProcessingInstructionHandler(s->parser, on_restricted_pi);
+	XML_SetCommentHandler(s->parser, on_restricted_comment);
+	XML_SetParamEntityParsing(s->parser, XML_PARAM_ENTITY_PARSING_NEVER);
+}
+
+static void reset_state(struct xml_stream *s)
+{
+	arena_reset(&s->arena);
+	s->stanza = s->current = NULL;
+	s->text.len = 0;
+	s->level = 0;
+	s->default_ns[0] = '\0';
+	s->fed = s->boundary = 0;
+	s->restart = s->stop = s->closed = false;
+	s->result = XS_OK;
+}
+
+struct xml_stream *xml_stream_new(const struct xml_stream_limits *limits,
+				  const struct xml_stream_handlers *h, void *ud)
+{
+	struct xml_stream *s = xcalloc(1, sizeof *s);
+	s->limits = *limits;
+	s->h = h;
+	s->ud = ud;
+	arena_init(&s->arena);
+	buf_init(&s->text);
+	/* Forcing UTF-8 makes expat refuse any other declared encoding. */
+	s->parser = XML_ParserCreateNS("UTF-8", NS_SEP);
+	if (s->parser == NULL)
+		fatal("XML_ParserCreateNS failed");
+	setup_parser(s);
+	reset_state(s);
+	return s;
+}
+
+void xml_stream_free(struct xml_stream *s)
+{
+	if (s == NULL)
+		return;
+	XML_ParserFree(s->parser);
+	arena_reset(&s->arena);
+	buf_free(&s->text);
+	free(s);
+}
+
+void xml_stream_restart(struct xml_stream *s) { s->restart = true; }
+
+void xml_stream_stop(struct xml_stream *s) { s->stop = true; }
+
+const char *xml_stream_error_text(const struct xml_stream *s)
+{
+	return XML_ErrorString(XML_GetErrorCode(s->parser));
+}
+
+enum xml_stream_result xml_stream_feed(struct xml_stream *s, const char *data, size_t len)
+{
+	if (s->closed && len > 0)
+		return XS_BAD_FORMAT;
+	/* Expat takes an int length: feed very large inputs in slices. */
+	while (len > 0) {
+		int n = len > (1 << 20) ? (1 << 20) : (int)len;
+		s->fed += n;
+		enum XML_Status st = XML_Parse(s->parser, data, n, XML_FALSE);
+		if (s->restart) {
+			XML_ParserReset(s->parser, "UTF-8");
+			setup_parser(s);
+			reset_state(s);
+			return XS_OK;
+		}
+		if (s->stop)
+			return XS_STOPPED;
+		if (s->result != XS_OK)
+			return s->result;
+		if (st != XML_STATUS_OK)
+			return XS_NOT_WELL_FORMED;
+		/* Expat buffers an unfinished token internally: bound it too. */
+		if (s->fed - s->boundary > (long long)s->limits.max_stanza_size)
+			return XS_POLICY;
+		data += n;
+		len -= (size_t)n;
+	}
+	return XS_OK;
+}

@@ -1,0 +1,108 @@
+"""pytest fixtures for natter's integration tests.
+
+Fixtures:
+  natter_factory  start(**overrides) -> NatterServer; every server started
+                  is stopped at teardown, and the test fails if it crashed,
+                  exited early or printed a sanitizer report.
+  natter          one server with the default configuration, or with the
+                  overrides of @pytest.mark.natter_config(**overrides).
+  net             connects clients (slixmpp and raw) to a server and closes
+                  them when the test ends; see natterlib.Net.
+
+Tests written as `async def` run in a fresh asyncio event loop of their own
+(see pytest_pyfunc_call below), bounded by TEST_TIMEOUT.
+"""
+
+import asyncio
+import inspect
+import os
+
+import pytest
+
+from natterlib import NatterServer, Net
+
+TEST_TIMEOUT = float(os.environ.get("NATTER_TEST_TIMEOUT", 120))
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "natter_config(**overrides): configuration overrides for the "
+        "`natter` fixture (nested dicts merge into the defaults)")
+
+
+@pytest.fixture
+def natter_factory():
+    servers = []
+
+    def start(start=True, **overrides):
+        server = NatterServer(overrides)
+        servers.append(server)
+        if start:
+            server.start()
+        return server
+
+    yield start
+
+    problems = []
+    logs = []
+    for server in servers:
+        found = server.stop()
+        if found:
+            problems.extend(found)
+            logs.append(server.log)
+        server.cleanup()
+    if problems:
+        pytest.fail("natterd: %s\n---- log ----\n%s"
+                    % ("; ".join(problems), "\n----\n".join(logs)),
+                    pytrace=False)
+
+
+@pytest.fixture
+def natter(request, natter_factory):
+    marker = request.node.get_closest_marker("natter_config")
+    overrides = dict(marker.kwargs) if marker else {}
+    return natter_factory(**overrides)
+
+
+@pytest.fixture
+def net():
+    # Connections are closed inside the test's own event loop, by
+    # pytest_pyfunc_call, because they belong to it.
+    return Net()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem):
+    """Runs `async def` tests in a new event loop with a timeout."""
+    func = pyfuncitem.obj
+    if not inspect.iscoroutinefunction(func):
+        return None
+    argnames = pyfuncitem._fixtureinfo.argnames
+    kwargs = {name: pyfuncitem.funcargs[name] for name in argnames}
+    net = pyfuncitem.funcargs.get("net")
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        async def run():
+            try:
+                await asyncio.wait_for(func(**kwargs), TEST_TIMEOUT)
+            except asyncio.TimeoutError:
+                raise AssertionError("test did not finish within %.0fs"
+                                     % TEST_TIMEOUT) from None
+            finally:
+                if net is not None:
+                    await net.aclose()
+        loop.run_until_complete(run())
+    finally:
+        pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            loop.run_until_complete(
+                asyncio.gather(*pending, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.run_until_complete(loop.shutdown_default_executor())
+        asyncio.set_event_loop(None)
+        loop.close()
+    return True
