@@ -42,9 +42,10 @@ struct c2s {
 	struct xml_stream *xs;
 	const char *domain;  /* the virtual host (points into the config) */
 	char stream_id[33];
-	struct auth_session auth;
-	struct jid jid;      /* full JID once bound */
-	char bare[2 * JID_PART_MAX + 2];
+	struct auth_session *auth; /* only while a SASL exchange runs */
+	char *bare;          /* "local@domain" once authenticated (heap) */
+	char *full;          /* "local@domain/resource" once bound (heap) */
+	const char *resource;/* points into full */
 	uv_timer_t timer;    /* auth timeout, idle ping, SASL failure delay */
 	unsigned long long last_input;
 	unsigned long long ping_sent;
@@ -61,6 +62,25 @@ static const struct xml_stream_handlers stream_handlers = {
 };
 
 static const struct config *cfg_of(struct c2s *s) { return s->loop->srv->cfg; }
+
+static void end_auth(struct c2s *s)
+{
+	if (s->auth == NULL)
+		return;
+	auth_end(s->auth);
+	free(s->auth);
+	s->auth = NULL;
+}
+
+/* The bound session's address as parts, built on demand so the session
+ * itself keeps only the string. */
+static void session_jid(const struct c2s *s, struct jid *out)
+{
+	const char *at = strchr(s->bare, '@');
+	snprintf(out->local, sizeof out->local, "%.*s", (int)(at - s->bare), s->bare);
+	snprintf(out->domain, sizeof out->domain, "%s", at + 1);
+	snprintf(out->resource, sizeof out->resource, "%s", s->resource);
+}
 
 static void send_str(struct c2s *s, const char *str) { conn_write(s->conn, str, strlen(str)); }
 
@@ -171,10 +191,25 @@ static void c2s_close_stream(void *ud)
 
 /* --- STARTTLS and SASL --- */
 
+static void sasl_failure(struct c2s *s, const char *condition)
+{
+	struct buf b;
+	buf_init(&b);
+	buf_printf(&b, "<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><%s/></failure>",
+		   condition);
+	conn_write(s->conn, b.data, b.len);
+	buf_free(&b);
+}
+
 static void handle_starttls(struct c2s *s, struct xml_node *st)
 {
-	if (!xml_is(st, NS_TLS, "starttls") || s->secure) {
-		stream_error(s, s->secure ? "policy-violation" : "not-authorized");
+	if (xml_is(st, NS_SASL, "auth")) {
+		/* No mechanism was offered before TLS (RFC 6120 §6.4.5). */
+		sasl_failure(s, "encryption-required");
+		return;
+	}
+	if (!xml_is(st, NS_TLS, "starttls")) {
+		stream_error(s, "not-authorized");
 		return;
 	}
 	send_str(s, "<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
@@ -184,16 +219,6 @@ static void handle_starttls(struct c2s *s, struct xml_node *st)
 		return;
 	}
 	s->state = C2S_TLS;
-}
-
-static void sasl_failure(struct c2s *s, const char *condition)
-{
-	struct buf b;
-	buf_init(&b);
-	buf_printf(&b, "<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><%s/></failure>",
-		   condition);
-	conn_write(s->conn, b.data, b.len);
-	buf_free(&b);
 }
 
 static void on_fail_delay(uv_timer_t *t);
@@ -211,13 +236,12 @@ static void sasl_result(struct c2s *s, enum auth_result r, struct buf *out)
 		s->state = C2S_SASL;
 		return;
 	case AUTH_SUCCESS:
-		auth_end(&s->auth);
-		snprintf(s->jid.local, sizeof s->jid.local, "%s", s->auth.authid);
-		snprintf(s->jid.domain, sizeof s->jid.domain, "%s", s->domain);
-		jid_format_bare(&s->jid, s->bare, sizeof s->bare);
+		s->bare = xmalloc(strlen(s->auth->authid) + strlen(s->domain) + 2);
+		sprintf(s->bare, "%s@%s", s->auth->authid, s->domain);
 		authfail_success(s->loop->srv->authfail, s->conn->peer);
 		log_info("c2s %llu (%s): authenticated as %s with %s", (unsigned long long)s->conn->id,
-			 s->conn->peer, s->bare, s->auth.mech);
+			 s->conn->peer, s->bare, s->auth->mech);
+		end_auth(s);
 		send_str(s, "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>");
 		conn_write(s->conn, out->data, out->len);
 		send_str(s, "</success>");
@@ -227,9 +251,9 @@ static void sasl_result(struct c2s *s, enum auth_result r, struct buf *out)
 		arm_idle(s);
 		return;
 	case AUTH_FAILURE: {
-		auth_end(&s->auth);
 		log_info("c2s %llu (%s): authentication failed for '%s' with %s",
-			 (unsigned long long)s->conn->id, s->conn->peer, s->auth.authid, s->auth.mech);
+			 (unsigned long long)s->conn->id, s->conn->peer, s->auth->authid, s->auth->mech);
+		end_auth(s);
 		/* The answer waits a little, longer for an address that keeps
 		 * failing, so guessing passwords is slow. */
 		unsigned delay = authfail_record(s->loop->srv->authfail, s->conn->peer);
@@ -251,7 +275,7 @@ static void sasl_result(struct c2s *s, enum auth_result r, struct buf *out)
 		sasl_failure(s, "temporary-auth-failure");
 		break;
 	}
-	auth_end(&s->auth);
+	end_auth(s);
 	s->state = C2S_AUTH;
 }
 
@@ -276,17 +300,19 @@ static void handle_auth(struct c2s *s, struct xml_node *st, struct arena *a)
 	buf_init(&out);
 	if (xml_is(st, NS_SASL, "auth") && s->state == C2S_AUTH) {
 		const char *mech = xml_attr(st, "mechanism");
-		s->auth.loop = s->loop;
-		s->auth.domain = s->domain;
+		end_auth(s);
+		s->auth = xcalloc(1, sizeof *s->auth);
+		s->auth->loop = s->loop;
+		s->auth->domain = s->domain;
 		sasl_result(s,
-			    mech ? auth_start(&s->auth, s->loop->srv->gsasl, s->conn->ssl,
+			    mech ? auth_start(s->auth, s->loop->srv->gsasl, s->conn->ssl,
 					      cfg_of(s)->allow_plain, mech, xml_text(a, st), &out)
 				 : AUTH_INVALID_MECH,
 			    &out);
 	} else if (xml_is(st, NS_SASL, "response") && s->state == C2S_SASL) {
-		sasl_result(s, auth_step(&s->auth, xml_text(a, st), &out), &out);
+		sasl_result(s, auth_step(s->auth, xml_text(a, st), &out), &out);
 	} else if (xml_is(st, NS_SASL, "abort")) {
-		auth_end(&s->auth);
+		end_auth(s);
 		sasl_failure(s, "aborted");
 		s->state = C2S_AUTH;
 	} else if (xml_is(st, NS_TLS, "starttls")) {
@@ -329,17 +355,21 @@ static void handle_bind(struct c2s *s, struct xml_node *st, struct arena *a)
 	}
 	struct xml_node *res = xml_child(bind, NS_BIND, "resource");
 	const char *want = res ? xml_text(a, res) : "";
+	char resource[JID_PART_MAX + 1];
 	if (want[0] != '\0') {
-		if (jid_prep_resource(want, strlen(want), s->jid.resource, sizeof s->jid.resource) <
-		    0) {
+		if (jid_prep_resource(want, strlen(want), resource, sizeof resource) < 0) {
 			iq_error(s, st, a, "modify", "bad-request");
 			return;
 		}
 	} else {
-		random_hex(s->jid.resource, 8);
+		random_hex(resource, 8);
 	}
+	size_t bare_len = strlen(s->bare);
+	s->full = xmalloc(bare_len + strlen(resource) + 2);
+	sprintf(s->full, "%s/%s", s->bare, resource);
+	s->resource = s->full + bare_len + 1;
 	struct router_target old;
-	if (router_bind(s->loop->srv->router, s->bare, s->jid.resource, s->conn->id,
+	if (router_bind(s->loop->srv->router, s->bare, s->resource, s->conn->id,
 			s->loop->index, &old) == 1) {
 		/* RFC 6120 §7.7.2.2: the new session wins; the old one ends. */
 		if (old.loop == s->loop->index) {
@@ -353,8 +383,7 @@ static void handle_bind(struct c2s *s, struct xml_node *st, struct arena *a)
 	}
 	s->registered = true;
 	s->state = C2S_ACTIVE;
-	char full[3 * JID_PART_MAX + 3];
-	jid_format(&s->jid, full, sizeof full);
+	const char *full = s->full;
 	log_info("c2s %llu (%s): bound %s", (unsigned long long)s->conn->id, s->conn->peer, full);
 	struct buf b;
 	buf_init(&b);
@@ -383,7 +412,7 @@ static void broadcast_presence(struct c2s *s, struct xml_node *st, struct arena 
 	}
 	s->available = available;
 	s->priority = priority;
-	router_set_presence(s->loop->srv->router, s->bare, s->jid.resource, s->conn->id, available,
+	router_set_presence(s->loop->srv->router, s->bare, s->resource, s->conn->id, available,
 			    priority);
 	struct router_target t[ROUTER_MAX_TARGETS];
 	int n = router_find_available(s->loop->srv->router, s->bare, t, ROUTER_MAX_TARGETS);
@@ -452,9 +481,7 @@ static void handle_active(struct c2s *s, struct xml_node *st, struct arena *a)
 	}
 	/* The server stamps 'from' with the session's full JID (RFC 6120
 	 * §8.1.2.1), whatever the client wrote there. */
-	char full[3 * JID_PART_MAX + 3];
-	jid_format(&s->jid, full, sizeof full);
-	xml_set_attr(a, st, "from", full);
+	xml_set_attr(a, st, "from", s->full);
 	const char *to_str = xml_attr(st, "to");
 	struct jid to;
 	if (to_str != NULL && jid_parse(&to, to_str, strlen(to_str)) != 0) {
@@ -483,7 +510,9 @@ static void handle_active(struct c2s *s, struct xml_node *st, struct arena *a)
 		broadcast_presence(s, st, a);
 		return;
 	}
-	deliver_stanza(s->loop, st, a, &s->jid, to_str ? &to : NULL);
+	struct jid from;
+	session_jid(s, &from);
+	deliver_stanza(s->loop, st, a, &from, to_str ? &to : NULL);
 }
 
 static void c2s_stanza(void *ud, struct xml_node *st, struct arena *a)
@@ -552,6 +581,8 @@ static void free_c2s(uv_handle_t *h)
 {
 	struct c2s *s = h->data;
 	xml_stream_free(s->xs);
+	free(s->bare);
+	free(s->full);
 	free(s);
 }
 
@@ -559,11 +590,10 @@ static void on_closed(struct conn *c)
 {
 	struct c2s *s = c->owner;
 	if (s->registered) {
-		router_unbind(s->loop->srv->router, s->bare, s->jid.resource, c->id);
-		log_info("c2s %llu: %s/%s disconnected", (unsigned long long)c->id, s->bare,
-			 s->jid.resource);
+		router_unbind(s->loop->srv->router, s->bare, s->resource, c->id);
+		log_info("c2s %llu: %s disconnected", (unsigned long long)c->id, s->full);
 	}
-	auth_end(&s->auth);
+	end_auth(s);
 	s->state = C2S_CLOSED;
 	uv_timer_stop(&s->timer);
 	uv_close((uv_handle_t *)&s->timer, free_c2s);

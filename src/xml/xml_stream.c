@@ -4,6 +4,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "core/util.h"
 
@@ -153,12 +154,25 @@ static void on_ns_start(void *ud, const XML_Char *prefix, const XML_Char *uri)
 {
 	struct xml_stream *s = ud;
 	if (s->level == 0 && prefix == NULL) {
+		/* Expat passes NULL for xmlns='' (no default namespace). */
+		if (uri == NULL)
+			uri = "";
 		size_t n = strlen(uri);
 		if (n >= sizeof s->default_ns)
 			n = sizeof s->default_ns - 1;
 		memcpy(s->default_ns, uri, n);
 		s->default_ns[n] = '\0';
 	}
+}
+
+/* A forced parser encoding makes expat ignore the declared one, so a
+ * declaration of anything but UTF-8 is refused here (RFC 6120 §11.6). */
+static void on_xml_decl(void *ud, const XML_Char *version, const XML_Char *encoding,
+			int standalone)
+{
+	(void)version, (void)standalone;
+	if (encoding != NULL && strcasecmp(encoding, "UTF-8") != 0)
+		fail(ud, XS_BAD_FORMAT);
 }
 
 static void on_restricted_doctype(void *ud, const XML_Char *name, const XML_Char *sysid,
@@ -196,6 +210,7 @@ static void setup_parser(struct xml_stream *s)
 	XML_SetElementHandler(s->parser, on_start, on_end);
 	XML_SetCharacterDataHandler(s->parser, on_text);
 	XML_SetStartNamespaceDeclHandler(s->parser, on_ns_start);
+	XML_SetXmlDeclHandler(s->parser, on_xml_decl);
 	XML_SetStartDoctypeDeclHandler(s->parser, on_restricted_doctype);
 	XML_SetEntityDeclHandler(s->parser, on_restricted_entity);
 	XML_SetProcessingInstructionHandler(s->parser, on_restricted_pi);
@@ -224,7 +239,8 @@ struct xml_stream *xml_stream_new(const struct xml_stream_limits *limits,
 	s->ud = ud;
 	arena_init(&s->arena);
 	buf_init(&s->text);
-	/* Forcing UTF-8 makes expat refuse any other declared encoding. */
+	/* Forcing UTF-8 stops expat from switching to a declared encoding;
+	 * on_xml_decl refuses the declaration itself. */
 	s->parser = XML_ParserCreateNS("UTF-8", NS_SEP);
 	if (s->parser == NULL)
 		fatal("XML_ParserCreateNS failed");
