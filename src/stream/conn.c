@@ -194,10 +194,20 @@ static void drain_tls(struct conn *c)
 	}
 }
 
+/* A peer that stops reading must not make us buffer without end. */
+#define CONN_MAX_QUEUED (8u << 20)
+
 void conn_flush(struct conn *c)
 {
 	if (c->closed)
 		return;
+	if (c->queued > CONN_MAX_QUEUED) {
+		log_info("conn %llu (%s): peer does not read; %zu bytes queued, closing",
+			 (unsigned long long)c->id, c->peer, c->queued);
+		c->out.len = 0;
+		really_close(c);
+		return;
+	}
 	if (c->ssl == NULL) {
 		send_raw(c, c->out.data, c->out.len);
 		c->out.len = 0;

@@ -1,5 +1,6 @@
 #include "xml/xml.h"
 
+#include <stdbool.h>
 #include <string.h>
 
 struct xml_node *xml_new(struct arena *a, const char *ns, const char *name)
@@ -121,6 +122,22 @@ const char *xml_text(struct arena *a, const struct xml_node *n)
 	return out;
 }
 
+/* buf_append_escaped leaves whitespace alone, but a parser turns a literal
+ * CR in text into LF, and TAB, LF and CR in attribute values into spaces:
+ * those are written as character references so they read back the same. */
+static void append_escaped(struct buf *out, const char *s, size_t n, bool attr)
+{
+	size_t start = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] != '\r' && !(attr && (s[i] == '\t' || s[i] == '\n')))
+			continue;
+		buf_append_escaped(out, s + start, i - start);
+		buf_printf(out, "&#%d;", s[i]);
+		start = i + 1;
+	}
+	buf_append_escaped(out, s + start, n - start);
+}
+
 static void serialize_attrs(const struct xml_node *n, struct buf *out)
 {
 	int prefix_no = 0;
@@ -134,12 +151,12 @@ static void serialize_attrs(const struct xml_node *n, struct buf *out)
 		} else {
 			/* A qualified attribute gets a prefix declared right here. */
 			buf_printf(out, "xmlns:a%d='", prefix_no);
-			buf_append_escaped(out, at->ns, strlen(at->ns));
+			append_escaped(out, at->ns, strlen(at->ns), true);
 			buf_printf(out, "' a%d:%s", prefix_no, at->name);
 			prefix_no++;
 		}
 		buf_puts(out, "='");
-		buf_append_escaped(out, at->value, strlen(at->value));
+		append_escaped(out, at->value, strlen(at->value), true);
 		buf_puts(out, "'");
 	}
 }
@@ -147,14 +164,14 @@ static void serialize_attrs(const struct xml_node *n, struct buf *out)
 void xml_serialize(const struct xml_node *n, const char *context_ns, struct buf *out)
 {
 	if (n->name == NULL) {
-		buf_append_escaped(out, n->text, n->text_len);
+		append_escaped(out, n->text, n->text_len, false);
 		return;
 	}
 	buf_puts(out, "<");
 	buf_puts(out, n->name);
 	if (strcmp(n->ns, context_ns) != 0) {
 		buf_puts(out, " xmlns='");
-		buf_append_escaped(out, n->ns, strlen(n->ns));
+		append_escaped(out, n->ns, strlen(n->ns), true);
 		buf_puts(out, "'");
 	}
 	serialize_attrs(n, out);

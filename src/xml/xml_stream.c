@@ -26,6 +26,7 @@ struct xml_stream {
 	char default_ns[256];     /* default namespace declared on the root */
 
 	long long fed;            /* bytes fed since the last (re)start */
+	unsigned char lead[2];    /* the first two of those bytes */
 	long long boundary;       /* end of the last stanza or inter-stanza text */
 	enum xml_stream_result result;
 	bool restart;
@@ -76,7 +77,8 @@ static void on_start(void *ud, const XML_Char *name, const XML_Char **atts)
 		fail(s, XS_POLICY);
 		return;
 	}
-	if (s->level >= 1 && event_end(s) - s->boundary > (long long)s->limits.max_stanza_size) {
+	/* The stream header is bounded like a stanza, however it was split. */
+	if (event_end(s) - s->boundary > (long long)s->limits.max_stanza_size) {
 		fail(s, XS_POLICY);
 		return;
 	}
@@ -95,6 +97,8 @@ static void on_start(void *ud, const XML_Char *name, const XML_Char **atts)
 		s->boundary = event_end(s);
 		s->h->open(s->ud, n, s->default_ns);
 		arena_reset(&s->arena);
+		if (s->restart || s->stop)
+			XML_StopParser(s->parser, XML_FALSE);
 		return;
 	}
 	if (s->level == 1)
@@ -113,6 +117,8 @@ static void on_end(void *ud, const XML_Char *name)
 		s->level = 0;
 		s->closed = true;
 		s->h->close(s->ud);
+		if (s->restart || s->stop)
+			XML_StopParser(s->parser, XML_FALSE);
 		return;
 	}
 	flush_text(s);
@@ -216,6 +222,12 @@ static void setup_parser(struct xml_stream *s)
 	XML_SetProcessingInstructionHandler(s->parser, on_restricted_pi);
 	XML_SetCommentHandler(s->parser, on_restricted_comment);
 	XML_SetParamEntityParsing(s->parser, XML_PARAM_ENTITY_PARSING_NEVER);
+	/* Expat >= 2.6 (and Debian's patched 2.5) holds back a token that
+	 * arrived in several pieces until the data waiting has doubled: a
+	 * complete header or stanza could wait forever for bytes the peer will
+	 * not send before it gets an answer. Reparsing is bounded instead by
+	 * max_stanza_size, which xml_stream_feed applies to unfinished tokens. */
+	XML_SetReparseDeferralEnabled(s->parser, XML_FALSE);
 }
 
 static void reset_state(struct xml_stream *s)
@@ -268,6 +280,20 @@ const char *xml_stream_error_text(const struct xml_stream *s)
 	return XML_ErrorString(XML_GetErrorCode(s->parser));
 }
 
+/* Expat switches to UTF-16 on a byte order mark or a NUL among the first
+ * two bytes of a document, whatever encoding it was told to use. Records
+ * those bytes as they arrive (n more of them in data) and says whether
+ * they announce UTF-16. */
+static bool utf16_lead(struct xml_stream *s, const char *data, int n)
+{
+	for (int i = 0; i < n && s->fed + i < 2; i++)
+		s->lead[s->fed + i] = (unsigned char)data[i];
+	if (s->fed + n < 2)
+		return false;
+	unsigned bom = (unsigned)s->lead[0] << 8 | s->lead[1];
+	return s->lead[0] == 0 || s->lead[1] == 0 || bom == 0xFEFF || bom == 0xFFFE;
+}
+
 enum xml_stream_result xml_stream_feed(struct xml_stream *s, const char *data, size_t len)
 {
 	if (s->closed && len > 0)
@@ -275,6 +301,10 @@ enum xml_stream_result xml_stream_feed(struct xml_stream *s, const char *data, s
 	/* Expat takes an int length: feed very large inputs in slices. */
 	while (len > 0) {
 		int n = len > (1 << 20) ? (1 << 20) : (int)len;
+		if (s->fed < 2 && utf16_lead(s, data, n)) {
+			s->result = XS_BAD_FORMAT;
+			return s->result;
+		}
 		s->fed += n;
 		enum XML_Status st = XML_Parse(s->parser, data, n, XML_FALSE);
 		if (s->restart) {
