@@ -192,12 +192,20 @@ static int storage_sqlite_prepare_files(const char *data_dir, const char *path, 
 		storage_sqlite_err(err, errlen, "cannot create %s: %s", data_dir, strerror(errno));
 		return -1;
 	}
-	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (fd < 0) {
+	/* Only ever create: closing any descriptor of a database file drops
+	 * every POSIX lock this process holds on it, including those of
+	 * connections already open (another loop's), which then read stale
+	 * data and let other processes checkpoint the WAL under them. */
+	struct stat sb;
+	if (stat(path, &sb) == 0)
+		return 0;
+	int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0 && errno != EEXIST) {
 		storage_sqlite_err(err, errlen, "cannot open %s: %s", path, strerror(errno));
 		return -1;
 	}
-	close(fd);
+	if (fd >= 0)
+		close(fd);
 	return 0;
 }
 
