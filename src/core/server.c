@@ -86,7 +86,9 @@ static void on_wake(uv_async_t *a)
 
 static void on_check(uv_check_t *c)
 {
-	conn_flush_dirty(c->data);
+	struct loop *l = c->data;
+	conn_flush_dirty(l);
+	uv_idle_stop(&l->kick);
 }
 
 static void on_connection(uv_stream_t *server, int status)
@@ -154,6 +156,7 @@ static int loop_init(struct server *srv, struct loop *l, int index, char *err, s
 	uv_check_init(&l->uv, &l->flush);
 	l->flush.data = l;
 	uv_check_start(&l->flush, on_check);
+	uv_idle_init(&l->uv, &l->kick);
 	l->store = srv->storage->open(srv->cfg->data_dir, err, errlen);
 	if (l->store == NULL)
 		return -1;

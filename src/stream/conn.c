@@ -83,10 +83,17 @@ struct conn *conn_find(struct loop *l, uint64_t id)
 
 /* --- output --- */
 
+static void on_kick(uv_idle_t *idle) { (void)idle; }
+
 static void mark_dirty(struct conn *c)
 {
 	if (c->dirty || c->closed)
 		return;
+	/* Output queued from a timer would otherwise wait for the next I/O
+	 * event: an active idle handle makes this iteration's poll return at
+	 * once, and the check handle then flushes. */
+	if (c->loop->dirty == NULL)
+		uv_idle_start(&c->loop->kick, on_kick);
 	c->dirty = true;
 	c->next_dirty = c->loop->dirty;
 	c->loop->dirty = c;
