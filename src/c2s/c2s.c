@@ -9,6 +9,7 @@
 #include "core/server.h"
 #include "core/util.h"
 #include "jid/jid.h"
+#include "modules/presence.h"
 #include "router/deliver.h"
 #include "router/router.h"
 #include "stream/conn.h"
@@ -47,11 +48,14 @@ struct c2s {
 	char *full;          /* "local@domain/resource" once bound (heap) */
 	const char *resource;/* points into full */
 	uv_timer_t timer;    /* auth timeout, idle ping, SASL failure delay */
+	char **directed;     /* JIDs sent directed available presence (heap) */
+	int n_directed;
 	unsigned long long last_input;
 	unsigned long long ping_sent;
 };
 
 static void c2s_stanza(void *ud, struct xml_node *st, struct arena *a);
+static void send_directed_unavailable(struct c2s *s);
 static void c2s_open(void *ud, const struct xml_node *root, const char *default_ns);
 static void c2s_close_stream(void *ud);
 
@@ -404,6 +408,7 @@ static void broadcast_presence(struct c2s *s, struct xml_node *st, struct arena 
 	if (type != NULL && strcmp(type, "unavailable") != 0)
 		return; /* subscriptions and probes need a 'to' */
 	bool available = type == NULL;
+	bool was_available = s->available;
 	int priority = 0;
 	struct xml_node *p = xml_child(st, NS_CLIENT, "priority");
 	if (p != NULL) {
@@ -414,23 +419,11 @@ static void broadcast_presence(struct c2s *s, struct xml_node *st, struct arena 
 	s->priority = priority;
 	router_set_presence(s->loop->srv->router, s->bare, s->resource, s->conn->id, available,
 			    priority);
-	struct router_target t[ROUTER_MAX_TARGETS];
-	int n = router_find_available(s->loop->srv->router, s->bare, t, ROUTER_MAX_TARGETS);
-	struct refbuf *bytes = NULL;
-	for (int i = 0; i < n; i++) {
-		if (t[i].session == s->conn->id)
-			continue;
-		if (bytes == NULL) {
-			xml_set_attr(a, st, "to", s->bare);
-			struct buf b;
-			buf_init(&b);
-			xml_serialize(st, NS_CLIENT, &b);
-			bytes = refbuf_new(b.data, b.len);
-			buf_free(&b);
-		}
-		deliver_to_session(s->loop, &t[i], bytes);
-	}
-	refbuf_release(bytes);
+	struct jid from;
+	session_jid(s, &from);
+	presence_broadcast(s->loop, s->conn->id, &from, st, a, was_available);
+	if (!available)
+		send_directed_unavailable(s);
 }
 
 static bool is_our_ping_answer(struct c2s *s, struct xml_node *st)
@@ -441,6 +434,48 @@ static bool is_our_ping_answer(struct c2s *s, struct xml_node *st)
 	return strcmp(st->name, "iq") == 0 && id && type && strncmp(id, "natter-ping-", 12) == 0 &&
 	       (strcmp(type, "result") == 0 || strcmp(type, "error") == 0) &&
 	       (to == NULL || strcmp(to, s->domain) == 0);
+}
+
+/* RFC 6121 §4.6: who got directed presence gets unavailable when the
+ * session goes away or becomes unavailable. */
+static void note_directed(struct c2s *s, const char *to, bool available)
+{
+	for (int i = 0; i < s->n_directed; i++) {
+		if (strcmp(s->directed[i], to) == 0) {
+			if (!available) {
+				free(s->directed[i]);
+				s->directed[i] = s->directed[--s->n_directed];
+			}
+			return;
+		}
+	}
+	if (!available || s->n_directed >= 64)
+		return;
+	s->directed = xrealloc(s->directed, (size_t)(s->n_directed + 1) * sizeof *s->directed);
+	s->directed[s->n_directed++] = xstrdup(to);
+}
+
+static void send_directed_unavailable(struct c2s *s)
+{
+	struct arena a;
+	arena_init(&a);
+	struct jid from;
+	session_jid(s, &from);
+	for (int i = 0; i < s->n_directed; i++) {
+		struct jid to;
+		if (jid_parse(&to, s->directed[i], strlen(s->directed[i])) == 0) {
+			struct xml_node *p = xml_new(&a, NS_CLIENT, "presence");
+			xml_set_attr(&a, p, "type", "unavailable");
+			xml_set_attr(&a, p, "from", s->full);
+			xml_set_attr(&a, p, "to", s->directed[i]);
+			presence_outbound(s->loop, p, &a, &from, &to);
+		}
+		free(s->directed[i]);
+	}
+	free(s->directed);
+	s->directed = NULL;
+	s->n_directed = 0;
+	arena_reset(&a);
 }
 
 static void handle_active(struct c2s *s, struct xml_node *st, struct arena *a)
@@ -510,6 +545,8 @@ static void handle_active(struct c2s *s, struct xml_node *st, struct arena *a)
 		broadcast_presence(s, st, a);
 		return;
 	}
+	if (strcmp(st->name, "presence") == 0 && (type == NULL || strcmp(type, "unavailable") == 0))
+		note_directed(s, xml_attr(st, "to"), type == NULL);
 	struct jid from;
 	session_jid(s, &from);
 	deliver_stanza(s->loop, st, a, &from, to_str ? &to : NULL);
@@ -565,6 +602,9 @@ static void on_data(struct conn *c, const char *data, size_t len)
 	case XS_BAD_FORMAT:
 		stream_error(s, "bad-format");
 		break;
+	case XS_UNSUPPORTED_ENCODING:
+		stream_error(s, "unsupported-encoding");
+		break;
 	}
 }
 
@@ -581,6 +621,9 @@ static void free_c2s(uv_handle_t *h)
 {
 	struct c2s *s = h->data;
 	xml_stream_free(s->xs);
+	for (int i = 0; i < s->n_directed; i++)
+		free(s->directed[i]);
+	free(s->directed);
 	free(s->bare);
 	free(s->full);
 	free(s);
@@ -592,6 +635,10 @@ static void on_closed(struct conn *c)
 	if (s->registered) {
 		router_unbind(s->loop->srv->router, s->bare, s->resource, c->id);
 		log_info("c2s %llu: %s disconnected", (unsigned long long)c->id, s->full);
+		struct jid full;
+		session_jid(s, &full);
+		presence_session_ended(s->loop, &full, s->available);
+		send_directed_unavailable(s);
 	}
 	end_auth(s);
 	s->state = C2S_CLOSED;

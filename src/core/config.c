@@ -164,6 +164,9 @@ static const struct config_key config_limits_keys[] = {
 	{ .name = "max_roster_items", .type = KEY_INT, .def = "1000", .min = 1, .max = 1000000,
 	  .offset = offsetof(struct config_limits, max_roster_items),
 	  .doc = "most contacts in one roster" },
+	{ .name = "max_offline_messages", .type = KEY_INT, .def = "500", .min = 0, .max = 1000000,
+	  .offset = offsetof(struct config_limits, max_offline_messages),
+	  .doc = "messages kept for one account while it is offline" },
 };
 
 static const struct config_section config_limits_section = {

@@ -31,7 +31,8 @@ struct config_limits {
 	int auth_timeout;            /* seconds from connect to authenticated */
 	int idle_timeout;            /* seconds of silence before a ping */
 	int ping_timeout;            /* seconds to answer that ping */
-	int max_roster_items;        /* reserved for the roster module */
+	int max_roster_items;        /* contacts per roster */
+	int max_offline_messages;    /* offline store quota per account */
 };
 
 struct config {

@@ -6,8 +6,9 @@
 
 extern const struct module mod_ping;
 extern const struct module mod_disco;
+extern const struct module mod_roster;
 
-const struct module *const modules_all[] = { &mod_disco, &mod_ping, NULL };
+const struct module *const modules_all[] = { &mod_disco, &mod_ping, &mod_roster, NULL };
 
 enum status module_dispatch_iq(struct iq_ctx *c)
 {

@@ -1,5 +1,6 @@
 #include "router/deliver.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -8,23 +9,32 @@
 #include "core/server.h"
 #include "core/util.h"
 #include "modules/module.h"
+#include "modules/offline.h"
+#include "modules/presence.h"
 
 static bool is_local_domain(struct loop *l, const char *domain)
 {
 	return config_find_host(l->srv->cfg, domain) != NULL;
 }
 
-/* 1 exists, 0 does not, -1 store error. Accounts with a session exist. */
-static int account_exists(struct loop *l, const struct jid *j, const char *bare)
+int deliver_account_exists(struct loop *l, const char *domain, const char *local)
 {
 	struct router_target t[1];
 	int n_sessions = 0;
+	char bare[2 * JID_PART_MAX + 2];
+	snprintf(bare, sizeof bare, "%s@%s", local, domain);
 	router_find_bare_message(l->srv->router, bare, t, 1, &n_sessions);
 	if (n_sessions > 0)
 		return 1;
 	struct user_credentials cred;
-	int rc = l->srv->storage->user_get(l->store, j->domain, j->local, &cred);
+	int rc = l->srv->storage->user_get(l->store, domain, local, &cred);
 	return rc == 0 ? 1 : rc == 1 ? 0 : -1;
+}
+
+static int account_exists(struct loop *l, const struct jid *j, const char *bare)
+{
+	(void)bare;
+	return deliver_account_exists(l, j->domain, j->local);
 }
 
 void deliver_to_session(struct loop *l, const struct router_target *t, struct refbuf *bytes)
@@ -133,16 +143,22 @@ static void message_to_bare(struct loop *l, struct xml_node *st, struct arena *a
 		deliver_error(l, st, a, "wait", "internal-server-error");
 		return;
 	}
-	/* No offline storage yet: chat/normal to an existing account without
-	 * an available resource bounce too, as RFC 6121 §8.5.2.2.1 allows. */
-	deliver_error(l, st, a, "cancel", "service-unavailable");
-}
-
-static void presence_to_bare(struct loop *l, struct xml_node *st, const char *bare)
-{
-	struct router_target t[ROUTER_MAX_TARGETS];
-	int n = router_find_available(l->srv->router, bare, t, ROUTER_MAX_TARGETS);
-	send_to_targets(l, st, t, n);
+	if (exists == 0 || type_is(st, "groupchat")) {
+		deliver_error(l, st, a, "cancel", "service-unavailable");
+		return;
+	}
+	/* chat and normal: kept for the next login (XEP-0160); over the
+	 * quota the sender hears so (RFC 6121 §8.5.2.2.1). */
+	switch (offline_store(l, to, st)) {
+	case 0:
+		break;
+	case 1:
+		deliver_error(l, st, a, "cancel", "service-unavailable");
+		break;
+	default:
+		deliver_error(l, st, a, "wait", "internal-server-error");
+		break;
+	}
 }
 
 void deliver_stanza(struct loop *l, struct xml_node *st, struct arena *a, const struct jid *from,
@@ -156,6 +172,10 @@ void deliver_stanza(struct loop *l, struct xml_node *st, struct arena *a, const 
 		memcpy(self.domain, from->domain, sizeof self.domain);
 		self.resource[0] = '\0';
 		to = &self;
+	}
+	if (strcmp(kind, "presence") == 0) {
+		presence_outbound(l, st, a, from, to);
+		return;
 	}
 	if (!is_local_domain(l, to->domain)) {
 		if (strcmp(kind, "presence") == 0 || type_is(st, "error") || type_is(st, "result"))
@@ -200,10 +220,6 @@ void deliver_stanza(struct loop *l, struct xml_node *st, struct arena *a, const 
 	}
 	if (strcmp(kind, "message") == 0) {
 		message_to_bare(l, st, a, to, bare);
-		return;
-	}
-	if (strcmp(kind, "presence") == 0) {
-		presence_to_bare(l, st, bare);
 		return;
 	}
 	/* iq to a bare JID: answered by the server on the account's behalf. */

@@ -27,6 +27,10 @@ void deliver_to_session(struct loop *l, const struct router_target *t, struct re
 void deliver_error(struct loop *l, struct xml_node *st, struct arena *a, const char *type,
 		   const char *condition);
 
+/* Whether the local account exists: 1 yes, 0 no, -1 store error. An
+ * account with a session exists without asking the store. */
+int deliver_account_exists(struct loop *l, const char *domain, const char *local);
+
 /* Serialises st once and sends it to the full JID to (a local session). */
 void deliver_to_jid(struct loop *l, struct xml_node *st, const struct jid *to);
 

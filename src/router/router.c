@@ -10,6 +10,8 @@
 
 struct rsession {
 	struct router_target t;
+	struct refbuf *presence; /* last broadcast presence; NULL if none */
+	bool interested;         /* fetched the roster */
 	struct rsession *next;
 	char resource[]; /* normalised resourcepart */
 };
@@ -65,6 +67,7 @@ void router_free(struct router *r)
 				struct rsession *rs = a->sessions;
 				while (rs) {
 					struct rsession *nrs = rs->next;
+					refbuf_release(rs->presence);
 					free(rs);
 					rs = nrs;
 				}
@@ -137,6 +140,7 @@ int router_bind(struct router *r, const char *bare, const char *resource, uint64
 			struct rsession *old = *sp;
 			*replaced = old->t;
 			*sp = old->next;
+			refbuf_release(old->presence);
 			free(old);
 			result = 1;
 			break;
@@ -165,6 +169,7 @@ void router_unbind(struct router *r, const char *bare, const char *resource, uin
 			if ((*sp)->t.session == session && strcmp((*sp)->resource, resource) == 0) {
 				struct rsession *old = *sp;
 				*sp = old->next;
+				refbuf_release(old->presence);
 				free(old);
 				break;
 			}
@@ -245,6 +250,76 @@ int router_find_available(struct router *r, const char *bare, struct router_targ
 	struct raccount *a = *find_account(s, h, bare);
 	for (struct rsession *rs = a ? a->sessions : NULL; rs; rs = rs->next)
 		if (rs->t.available && n < max)
+			out[n++] = rs->t;
+	pthread_mutex_unlock(&s->lock);
+	return n;
+}
+
+/* Calls fn on the session under the shard lock. */
+static void with_session(struct router *r, const char *bare, const char *resource,
+			 uint64_t session, void (*fn)(struct rsession *rs, void *arg), void *arg)
+{
+	uint64_t h;
+	struct shard *s = shard_of(r, bare, &h);
+	pthread_mutex_lock(&s->lock);
+	struct raccount *a = *find_account(s, h, bare);
+	for (struct rsession *rs = a ? a->sessions : NULL; rs; rs = rs->next) {
+		if (rs->t.session == session && strcmp(rs->resource, resource) == 0) {
+			fn(rs, arg);
+			break;
+		}
+	}
+	pthread_mutex_unlock(&s->lock);
+}
+
+static void store_presence(struct rsession *rs, void *arg)
+{
+	refbuf_release(rs->presence);
+	rs->presence = arg ? refbuf_ref(arg) : NULL;
+}
+
+void router_set_presence_stanza(struct router *r, const char *bare, const char *resource,
+				uint64_t session, struct refbuf *presence)
+{
+	with_session(r, bare, resource, session, store_presence, presence);
+}
+
+static void mark_interested(struct rsession *rs, void *arg)
+{
+	(void)arg;
+	rs->interested = true;
+}
+
+void router_set_interested(struct router *r, const char *bare, const char *resource,
+			   uint64_t session)
+{
+	with_session(r, bare, resource, session, mark_interested, NULL);
+}
+
+int router_get_presences(struct router *r, const char *bare, struct refbuf **out, int max)
+{
+	uint64_t h;
+	struct shard *s = shard_of(r, bare, &h);
+	int n = 0;
+	pthread_mutex_lock(&s->lock);
+	struct raccount *a = *find_account(s, h, bare);
+	for (struct rsession *rs = a ? a->sessions : NULL; rs; rs = rs->next)
+		if (rs->t.available && rs->presence != NULL && n < max)
+			out[n++] = refbuf_ref(rs->presence);
+	pthread_mutex_unlock(&s->lock);
+	return n;
+}
+
+int router_find_interested(struct router *r, const char *bare, struct router_target *out,
+			   int max)
+{
+	uint64_t h;
+	struct shard *s = shard_of(r, bare, &h);
+	int n = 0;
+	pthread_mutex_lock(&s->lock);
+	struct raccount *a = *find_account(s, h, bare);
+	for (struct rsession *rs = a ? a->sessions : NULL; rs; rs = rs->next)
+		if (rs->interested && n < max)
 			out[n++] = rs->t;
 	pthread_mutex_unlock(&s->lock);
 	return n;

@@ -12,6 +12,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "core/buf.h"
+
 #define ROUTER_MAX_TARGETS 64
 
 struct router;
@@ -54,5 +56,23 @@ int router_find_bare_message(struct router *r, const char *bare, struct router_t
 /* Every available session of the account (presence/iq fan-out). */
 int router_find_available(struct router *r, const char *bare, struct router_target *out,
 			  int max);
+
+/* Keeps the session's last broadcast presence (serialised, without 'to')
+ * so probes from contacts can be answered from any loop. Takes a reference
+ * of its own; NULL forgets it. */
+void router_set_presence_stanza(struct router *r, const char *bare, const char *resource,
+				uint64_t session, struct refbuf *presence);
+
+/* The last presence of every available session of the account: a new
+ * reference each, which the caller releases. Returns how many. */
+int router_get_presences(struct router *r, const char *bare, struct refbuf **out, int max);
+
+/* Marks a session as interested in roster pushes (it fetched the roster). */
+void router_set_interested(struct router *r, const char *bare, const char *resource,
+			   uint64_t session);
+
+/* The sessions that fetched the roster (roster pushes go there). */
+int router_find_interested(struct router *r, const char *bare, struct router_target *out,
+			   int max);
 
 #endif

@@ -8,6 +8,8 @@
 
 #include <stddef.h>
 
+#include "core/buf.h"
+
 /* SCRAM secrets for one hash (RFC 5802): never the password itself. */
 struct scram_secret {
 	char salt[64];       /* base64 salt, NUL terminated */
@@ -35,13 +37,57 @@ struct storage_driver {
 	/* Creates or replaces. Returns 0 or -1. */
 	int (*user_put)(struct storage *st, const char *domain, const char *local,
 			const struct user_credentials *cred);
-	/* Returns 0 deleted, 1 not found, -1 error. */
+	/* Returns 0 deleted, 1 not found, -1 error. Deletes the account's
+	 * map and list stores with it. */
 	int (*user_del)(struct storage *st, const char *domain, const char *local);
 	/* Calls fn for each account of domain (all domains if domain is NULL),
 	 * sorted by domain then localpart. Returns 0 or -1. */
 	int (*user_list)(struct storage *st, const char *domain,
 			 void (*fn)(void *arg, const char *domain, const char *local),
 			 void *arg);
+
+	/* Map stores: per account and store name, values by key (roster
+	 * items by contact JID, the vCard, private XML by namespace, ...).
+	 * Values are opaque bytes (modules keep serialised XML). A write
+	 * is committed when the call returns. */
+
+	/* Returns 0 found (out replaced with the value), 1 not found, -1 error. */
+	int (*map_get)(struct storage *st, const char *domain, const char *local,
+		       const char *store, const char *key, struct buf *out);
+	/* Creates or replaces. Returns 0 or -1. */
+	int (*map_put)(struct storage *st, const char *domain, const char *local,
+		       const char *store, const char *key, const void *value, size_t len);
+	/* Deletes one key, or every key of the store when key is NULL.
+	 * Returns 0 deleted (something), 1 nothing there, -1 error. */
+	int (*map_del)(struct storage *st, const char *domain, const char *local,
+		       const char *store, const char *key);
+	/* Calls fn for each key of the store, sorted by key. fn must not
+	 * write to this handle. Returns the number of entries, or -1. */
+	int (*map_list)(struct storage *st, const char *domain, const char *local,
+			const char *store,
+			void (*fn)(void *arg, const char *key, const void *value, size_t len),
+			void *arg);
+
+	/* List stores: per account and store name, an ordered queue (offline
+	 * messages). Each item gets an increasing id and the time it was
+	 * stored (seconds since the epoch). */
+
+	/* Appends. Returns 0 (and the new id in *id if id is not NULL) or -1. */
+	int (*list_push)(struct storage *st, const char *domain, const char *local,
+			 const char *store, const void *value, size_t len, long long *id);
+	/* Calls fn for each item, oldest first. fn must not write to this
+	 * handle. Returns the number of items, or -1. */
+	int (*list_fetch)(struct storage *st, const char *domain, const char *local,
+			  const char *store,
+			  void (*fn)(void *arg, long long id, long long stamp, const void *value,
+				     size_t len),
+			  void *arg);
+	/* Deletes the items with id <= max_id. Returns 0 or -1. */
+	int (*list_trim)(struct storage *st, const char *domain, const char *local,
+			 const char *store, long long max_id);
+	/* Returns the number of items, or -1. */
+	int (*list_count)(struct storage *st, const char *domain, const char *local,
+			  const char *store);
 };
 
 /* The drivers, each in src/storage/storage_<name>.c. */

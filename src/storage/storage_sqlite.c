@@ -5,7 +5,11 @@
  * a second process wait for the write lock instead of failing, so the admin
  * tool can write while the server runs. The schema is versioned: open runs
  * every migration the file has not seen yet, each in its own transaction.
- * All SQL is parameterised; the statements are prepared once per handle. */
+ * All SQL is parameterised; the statements are prepared once per handle.
+ *
+ * Map and list stores hang off an account by (domain, local) without a
+ * foreign key: user_del removes them in its own transaction, and a store
+ * may be written for an account that only an external auth backend knows. */
 #include "storage/storage.h"
 
 #include <errno.h>
@@ -13,6 +17,7 @@
 #include <limits.h>
 #include <sqlite3.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,18 +48,54 @@ static const char *const storage_sqlite_migrations[] = {
 	" created INTEGER NOT NULL,"
 	" PRIMARY KEY (domain, local)"
 	") WITHOUT ROWID;",
+	/* 1 -> 2: map stores (values by key) and list stores (queues) per
+	 * account. AUTOINCREMENT keeps list ids increasing even after a
+	 * queue was trimmed empty, so a client's last seen id stays valid. */
+	"CREATE TABLE map ("
+	" domain TEXT NOT NULL,"
+	" local TEXT NOT NULL,"
+	" store TEXT NOT NULL,"
+	" key TEXT NOT NULL,"
+	" value BLOB NOT NULL,"
+	" PRIMARY KEY (domain, local, store, key)"
+	") WITHOUT ROWID;"
+	"CREATE TABLE list ("
+	" id INTEGER PRIMARY KEY AUTOINCREMENT,"
+	" domain TEXT NOT NULL,"
+	" local TEXT NOT NULL,"
+	" store TEXT NOT NULL,"
+	" stamp INTEGER NOT NULL,"
+	" value BLOB NOT NULL"
+	");"
+	"CREATE INDEX list_owner ON list (domain, local, store, id);",
 };
 
 #define STORAGE_SQLITE_VERSION \
 	(sizeof storage_sqlite_migrations / sizeof storage_sqlite_migrations[0])
 
+/* Every statement is listed in storage_sqlite_statements below, which
+ * prepares and finalizes them. */
 struct storage {
 	sqlite3 *db;
+	sqlite3_stmt *begin;            /* BEGIN IMMEDIATE */
+	sqlite3_stmt *commit;
+	sqlite3_stmt *rollback;
 	sqlite3_stmt *user_get;
 	sqlite3_stmt *user_put;
 	sqlite3_stmt *user_del;
 	sqlite3_stmt *user_list_all;
 	sqlite3_stmt *user_list_domain;
+	sqlite3_stmt *map_get;
+	sqlite3_stmt *map_put;
+	sqlite3_stmt *map_del;
+	sqlite3_stmt *map_del_store;    /* map_del with key NULL */
+	sqlite3_stmt *map_del_user;     /* user_del's part */
+	sqlite3_stmt *map_list;
+	sqlite3_stmt *list_push;
+	sqlite3_stmt *list_fetch;
+	sqlite3_stmt *list_trim;
+	sqlite3_stmt *list_count;
+	sqlite3_stmt *list_del_user;    /* user_del's part */
 };
 
 static const char storage_sqlite_sql_get[] =
@@ -81,6 +122,76 @@ static const char storage_sqlite_sql_list_all[] =
 
 static const char storage_sqlite_sql_list_domain[] =
 	"SELECT domain, local FROM users WHERE domain = ?1 ORDER BY local";
+
+static const char storage_sqlite_sql_map_get[] =
+	"SELECT value FROM map WHERE domain = ?1 AND local = ?2 AND store = ?3 AND key = ?4";
+
+static const char storage_sqlite_sql_map_put[] =
+	"INSERT INTO map (domain, local, store, key, value) VALUES (?1, ?2, ?3, ?4, ?5)"
+	" ON CONFLICT (domain, local, store, key) DO UPDATE SET value = excluded.value";
+
+static const char storage_sqlite_sql_map_del[] =
+	"DELETE FROM map WHERE domain = ?1 AND local = ?2 AND store = ?3 AND key = ?4";
+
+static const char storage_sqlite_sql_map_del_store[] =
+	"DELETE FROM map WHERE domain = ?1 AND local = ?2 AND store = ?3";
+
+static const char storage_sqlite_sql_map_del_user[] =
+	"DELETE FROM map WHERE domain = ?1 AND local = ?2";
+
+static const char storage_sqlite_sql_map_list[] =
+	"SELECT key, value FROM map WHERE domain = ?1 AND local = ?2 AND store = ?3"
+	" ORDER BY key";
+
+static const char storage_sqlite_sql_list_push[] =
+	"INSERT INTO list (domain, local, store, stamp, value) VALUES (?1, ?2, ?3, ?4, ?5)";
+
+static const char storage_sqlite_sql_list_fetch[] =
+	"SELECT id, stamp, value FROM list WHERE domain = ?1 AND local = ?2 AND store = ?3"
+	" ORDER BY id";
+
+static const char storage_sqlite_sql_list_trim[] =
+	"DELETE FROM list WHERE domain = ?1 AND local = ?2 AND store = ?3 AND id <= ?4";
+
+static const char storage_sqlite_sql_list_count[] =
+	"SELECT count(*) FROM list WHERE domain = ?1 AND local = ?2 AND store = ?3";
+
+static const char storage_sqlite_sql_list_del_user[] =
+	"DELETE FROM list WHERE domain = ?1 AND local = ?2";
+
+#define STORAGE_SQLITE_STMT(field, sql) { offsetof(struct storage, field), sql }
+
+/* The statements of a handle: where each lives in struct storage, and its
+ * SQL. One table for open and close so that none is left unfinalized. */
+static const struct {
+	size_t offset;
+	const char *sql;
+} storage_sqlite_statements[] = {
+	STORAGE_SQLITE_STMT(begin, "BEGIN IMMEDIATE"),
+	STORAGE_SQLITE_STMT(commit, "COMMIT"),
+	STORAGE_SQLITE_STMT(rollback, "ROLLBACK"),
+	STORAGE_SQLITE_STMT(user_get, storage_sqlite_sql_get),
+	STORAGE_SQLITE_STMT(user_put, storage_sqlite_sql_put),
+	STORAGE_SQLITE_STMT(user_del, storage_sqlite_sql_del),
+	STORAGE_SQLITE_STMT(user_list_all, storage_sqlite_sql_list_all),
+	STORAGE_SQLITE_STMT(user_list_domain, storage_sqlite_sql_list_domain),
+	STORAGE_SQLITE_STMT(map_get, storage_sqlite_sql_map_get),
+	STORAGE_SQLITE_STMT(map_put, storage_sqlite_sql_map_put),
+	STORAGE_SQLITE_STMT(map_del, storage_sqlite_sql_map_del),
+	STORAGE_SQLITE_STMT(map_del_store, storage_sqlite_sql_map_del_store),
+	STORAGE_SQLITE_STMT(map_del_user, storage_sqlite_sql_map_del_user),
+	STORAGE_SQLITE_STMT(map_list, storage_sqlite_sql_map_list),
+	STORAGE_SQLITE_STMT(list_push, storage_sqlite_sql_list_push),
+	STORAGE_SQLITE_STMT(list_fetch, storage_sqlite_sql_list_fetch),
+	STORAGE_SQLITE_STMT(list_trim, storage_sqlite_sql_list_trim),
+	STORAGE_SQLITE_STMT(list_count, storage_sqlite_sql_list_count),
+	STORAGE_SQLITE_STMT(list_del_user, storage_sqlite_sql_list_del_user),
+};
+
+static sqlite3_stmt **storage_sqlite_stmt(struct storage *st, size_t i)
+{
+	return (sqlite3_stmt **)((char *)st + storage_sqlite_statements[i].offset);
+}
 
 __attribute__((format(printf, 3, 4)))
 static void storage_sqlite_err(char *err, size_t errlen, const char *fmt, ...)
@@ -236,21 +347,15 @@ static void storage_sqlite_close(struct storage *st)
 {
 	if (!st)
 		return;
-	sqlite3_finalize(st->user_get);
-	sqlite3_finalize(st->user_put);
-	sqlite3_finalize(st->user_del);
-	sqlite3_finalize(st->user_list_all);
-	sqlite3_finalize(st->user_list_domain);
+	for (size_t i = 0; i < sizeof storage_sqlite_statements / sizeof storage_sqlite_statements[0];
+	     i++)
+		sqlite3_finalize(*storage_sqlite_stmt(st, i));
 	sqlite3_close(st->db);
 	free(st);
 }
 
 static struct storage *storage_sqlite_open(const char *data_dir, char *err, size_t errlen)
 {
-	struct {
-		sqlite3_stmt **stmt;
-		const char *sql;
-	} prepare[5];
 	char path[4096];
 	struct storage *st = NULL;
 
@@ -280,14 +385,11 @@ static struct storage *storage_sqlite_open(const char *data_dir, char *err, size
 	    storage_sqlite_migrate(st->db, err, errlen) < 0)
 		goto fail_path;
 
-	prepare[0].stmt = &st->user_get, prepare[0].sql = storage_sqlite_sql_get;
-	prepare[1].stmt = &st->user_put, prepare[1].sql = storage_sqlite_sql_put;
-	prepare[2].stmt = &st->user_del, prepare[2].sql = storage_sqlite_sql_del;
-	prepare[3].stmt = &st->user_list_all, prepare[3].sql = storage_sqlite_sql_list_all;
-	prepare[4].stmt = &st->user_list_domain, prepare[4].sql = storage_sqlite_sql_list_domain;
-	for (size_t i = 0; i < sizeof prepare / sizeof prepare[0]; i++) {
-		if (sqlite3_prepare_v3(st->db, prepare[i].sql, -1, SQLITE_PREPARE_PERSISTENT,
-				       prepare[i].stmt, NULL) != SQLITE_OK) {
+	for (size_t i = 0; i < sizeof storage_sqlite_statements / sizeof storage_sqlite_statements[0];
+	     i++) {
+		if (sqlite3_prepare_v3(st->db, storage_sqlite_statements[i].sql, -1,
+				       SQLITE_PREPARE_PERSISTENT, storage_sqlite_stmt(st, i),
+				       NULL) != SQLITE_OK) {
 			storage_sqlite_err(err, errlen, "%s", sqlite3_errmsg(st->db));
 			goto fail_path;
 		}
@@ -396,20 +498,49 @@ static int storage_sqlite_user_put(struct storage *st, const char *domain, const
 	return ret;
 }
 
-static int storage_sqlite_user_del(struct storage *st, const char *domain, const char *local)
+/* Steps a statement that returns no rows (BEGIN, COMMIT, ...) and resets
+ * it. Returns 0 or -1 (logged). */
+static int storage_sqlite_run(struct storage *st, sqlite3_stmt *stmt, const char *what)
 {
-	sqlite3_stmt *stmt = st->user_del;
-	int ret = -1;
-
-	if (storage_sqlite_bind_text(stmt, 1, domain) < 0 ||
-	    storage_sqlite_bind_text(stmt, 2, local) < 0)
-		storage_sqlite_fail(st, "user_del");
-	else if (sqlite3_step(stmt) != SQLITE_DONE)
-		storage_sqlite_fail(st, "user_del");
-	else
-		ret = sqlite3_changes(st->db) > 0 ? 0 : 1;
+	int ret = 0;
+	if (sqlite3_step(stmt) != SQLITE_DONE)
+		ret = storage_sqlite_fail(st, what);
 	storage_sqlite_done(stmt);
 	return ret;
+}
+
+/* The account row and its stores go in one transaction: a crash or an
+ * error never leaves an account without its roster, nor a roster that a
+ * new account of the same name would inherit. */
+static int storage_sqlite_user_del(struct storage *st, const char *domain, const char *local)
+{
+	sqlite3_stmt *const steps[] = { st->user_del, st->map_del_user, st->list_del_user };
+	int found = 0;
+
+	if (storage_sqlite_run(st, st->begin, "user_del: begin") < 0)
+		return -1;
+	for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
+		sqlite3_stmt *stmt = steps[i];
+		if (storage_sqlite_bind_text(stmt, 1, domain) < 0 ||
+		    storage_sqlite_bind_text(stmt, 2, local) < 0 ||
+		    sqlite3_step(stmt) != SQLITE_DONE) {
+			storage_sqlite_fail(st, "user_del");
+			storage_sqlite_done(stmt);
+			goto rollback;
+		}
+		if (stmt == st->user_del)
+			found = sqlite3_changes(st->db) > 0;
+		storage_sqlite_done(stmt);
+	}
+	if (storage_sqlite_run(st, st->commit, "user_del: commit") < 0)
+		goto rollback;
+	return found ? 0 : 1;
+
+rollback:
+	/* A failed COMMIT may already have ended the transaction. */
+	if (!sqlite3_get_autocommit(st->db))
+		storage_sqlite_run(st, st->rollback, "user_del: rollback");
+	return -1;
 }
 
 /* fn runs while the statement is open: it must not write to this handle. */
@@ -433,6 +564,222 @@ static int storage_sqlite_user_list(struct storage *st, const char *domain,
 	return rc == SQLITE_DONE ? 0 : -1;
 }
 
+/* Binds the store's owner and name to ?1, ?2, ?3, as every map and list
+ * statement takes them. */
+static int storage_sqlite_bind_store(sqlite3_stmt *stmt, const char *domain, const char *local,
+				     const char *store)
+{
+	if (storage_sqlite_bind_text(stmt, 1, domain) < 0 ||
+	    storage_sqlite_bind_text(stmt, 2, local) < 0 ||
+	    storage_sqlite_bind_text(stmt, 3, store) < 0)
+		return -1;
+	return 0;
+}
+
+/* SQLite binds NULL for a NULL pointer whatever the length, and value is
+ * NOT NULL: an empty value goes in as a zero-length blob. */
+static int storage_sqlite_bind_blob(sqlite3_stmt *stmt, int idx, const void *value, size_t len)
+{
+	int rc = len == 0 ? sqlite3_bind_zeroblob(stmt, idx, 0)
+			  : sqlite3_bind_blob64(stmt, idx, value, len, SQLITE_STATIC);
+	return rc == SQLITE_OK ? 0 : -1;
+}
+
+/* Reads a value column. SQLite returns NULL for an empty blob; callers get
+ * "" instead, so that they may hand it to memcpy. Returns 0, or -1 when
+ * SQLite ran out of memory. */
+static int storage_sqlite_column_blob(sqlite3_stmt *stmt, int col, const void **value,
+				      size_t *len)
+{
+	const void *v = sqlite3_column_blob(stmt, col);
+	int n = sqlite3_column_bytes(stmt, col);
+	if (!v && sqlite3_errcode(sqlite3_db_handle(stmt)) == SQLITE_NOMEM)
+		return -1;
+	if (n < 0 || (!v && n > 0))
+		return -1;
+	*value = v ? v : "";
+	*len = (size_t)n;
+	return 0;
+}
+
+static int storage_sqlite_map_get(struct storage *st, const char *domain, const char *local,
+				  const char *store, const char *key, struct buf *out)
+{
+	sqlite3_stmt *stmt = st->map_get;
+	const void *value;
+	size_t len;
+	int ret = -1;
+
+	if (storage_sqlite_bind_store(stmt, domain, local, store) < 0 ||
+	    storage_sqlite_bind_text(stmt, 4, key) < 0) {
+		storage_sqlite_fail(st, "map_get");
+		goto out;
+	}
+	int rc = sqlite3_step(stmt);
+	if (rc == SQLITE_DONE) {
+		ret = 1;
+	} else if (rc != SQLITE_ROW || storage_sqlite_column_blob(stmt, 0, &value, &len) < 0) {
+		storage_sqlite_fail(st, "map_get");
+	} else {
+		out->len = 0;
+		buf_append(out, value, len);
+		ret = 0;
+	}
+out:
+	storage_sqlite_done(stmt);
+	return ret;
+}
+
+static int storage_sqlite_map_put(struct storage *st, const char *domain, const char *local,
+				  const char *store, const char *key, const void *value, size_t len)
+{
+	sqlite3_stmt *stmt = st->map_put;
+	int ret = -1;
+
+	if (storage_sqlite_bind_store(stmt, domain, local, store) < 0 ||
+	    storage_sqlite_bind_text(stmt, 4, key) < 0 ||
+	    storage_sqlite_bind_blob(stmt, 5, value, len) < 0)
+		storage_sqlite_fail(st, "map_put");
+	else if (sqlite3_step(stmt) != SQLITE_DONE)
+		storage_sqlite_fail(st, "map_put");
+	else
+		ret = 0;
+	storage_sqlite_done(stmt);
+	return ret;
+}
+
+static int storage_sqlite_map_del(struct storage *st, const char *domain, const char *local,
+				  const char *store, const char *key)
+{
+	sqlite3_stmt *stmt = key ? st->map_del : st->map_del_store;
+	int ret = -1;
+
+	if (storage_sqlite_bind_store(stmt, domain, local, store) < 0 ||
+	    (key && storage_sqlite_bind_text(stmt, 4, key) < 0))
+		storage_sqlite_fail(st, "map_del");
+	else if (sqlite3_step(stmt) != SQLITE_DONE)
+		storage_sqlite_fail(st, "map_del");
+	else
+		ret = sqlite3_changes(st->db) > 0 ? 0 : 1;
+	storage_sqlite_done(stmt);
+	return ret;
+}
+
+/* fn runs while the statement is open: it must not write to this handle,
+ * nor list the same kind of store again (the statement is shared). */
+static int storage_sqlite_map_list(struct storage *st, const char *domain, const char *local,
+				   const char *store,
+				   void (*fn)(void *arg, const char *key, const void *value,
+					      size_t len),
+				   void *arg)
+{
+	sqlite3_stmt *stmt = st->map_list;
+	const void *value;
+	size_t len;
+	int n = 0, rc;
+
+	if (storage_sqlite_bind_store(stmt, domain, local, store) < 0) {
+		storage_sqlite_done(stmt);
+		return storage_sqlite_fail(st, "map_list");
+	}
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		const char *key = (const char *)sqlite3_column_text(stmt, 0);
+		if (!key || storage_sqlite_column_blob(stmt, 1, &value, &len) < 0)
+			break;
+		fn(arg, key, value, len);
+		n++;
+	}
+	if (rc != SQLITE_DONE)
+		n = storage_sqlite_fail(st, "map_list");
+	storage_sqlite_done(stmt);
+	return n;
+}
+
+static int storage_sqlite_list_push(struct storage *st, const char *domain, const char *local,
+				    const char *store, const void *value, size_t len,
+				    long long *id)
+{
+	sqlite3_stmt *stmt = st->list_push;
+	int ret = -1;
+
+	if (storage_sqlite_bind_store(stmt, domain, local, store) < 0 ||
+	    sqlite3_bind_int64(stmt, 4, (sqlite3_int64)time(NULL)) != SQLITE_OK ||
+	    storage_sqlite_bind_blob(stmt, 5, value, len) < 0) {
+		storage_sqlite_fail(st, "list_push");
+	} else if (sqlite3_step(stmt) != SQLITE_DONE) {
+		storage_sqlite_fail(st, "list_push");
+	} else {
+		/* Per connection, and this handle is used by one thread. */
+		if (id)
+			*id = sqlite3_last_insert_rowid(st->db);
+		ret = 0;
+	}
+	storage_sqlite_done(stmt);
+	return ret;
+}
+
+/* fn runs while the statement is open, as for map_list. */
+static int storage_sqlite_list_fetch(struct storage *st, const char *domain, const char *local,
+				     const char *store,
+				     void (*fn)(void *arg, long long id, long long stamp,
+						const void *value, size_t len),
+				     void *arg)
+{
+	sqlite3_stmt *stmt = st->list_fetch;
+	const void *value;
+	size_t len;
+	int n = 0, rc;
+
+	if (storage_sqlite_bind_store(stmt, domain, local, store) < 0) {
+		storage_sqlite_done(stmt);
+		return storage_sqlite_fail(st, "list_fetch");
+	}
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		if (storage_sqlite_column_blob(stmt, 2, &value, &len) < 0)
+			break;
+		fn(arg, sqlite3_column_int64(stmt, 0), sqlite3_column_int64(stmt, 1), value, len);
+		n++;
+	}
+	if (rc != SQLITE_DONE)
+		n = storage_sqlite_fail(st, "list_fetch");
+	storage_sqlite_done(stmt);
+	return n;
+}
+
+static int storage_sqlite_list_trim(struct storage *st, const char *domain, const char *local,
+				    const char *store, long long max_id)
+{
+	sqlite3_stmt *stmt = st->list_trim;
+	int ret = -1;
+
+	if (storage_sqlite_bind_store(stmt, domain, local, store) < 0 ||
+	    sqlite3_bind_int64(stmt, 4, (sqlite3_int64)max_id) != SQLITE_OK)
+		storage_sqlite_fail(st, "list_trim");
+	else if (sqlite3_step(stmt) != SQLITE_DONE)
+		storage_sqlite_fail(st, "list_trim");
+	else
+		ret = 0;
+	storage_sqlite_done(stmt);
+	return ret;
+}
+
+static int storage_sqlite_list_count(struct storage *st, const char *domain, const char *local,
+				     const char *store)
+{
+	sqlite3_stmt *stmt = st->list_count;
+	int ret = -1;
+
+	if (storage_sqlite_bind_store(stmt, domain, local, store) < 0 ||
+	    sqlite3_step(stmt) != SQLITE_ROW) {
+		storage_sqlite_fail(st, "list_count");
+	} else {
+		sqlite3_int64 count = sqlite3_column_int64(stmt, 0);
+		ret = count > INT_MAX ? INT_MAX : (int)count;
+	}
+	storage_sqlite_done(stmt);
+	return ret;
+}
+
 const struct storage_driver storage_sqlite_driver = {
 	.name = "sqlite",
 	.open = storage_sqlite_open,
@@ -441,4 +788,12 @@ const struct storage_driver storage_sqlite_driver = {
 	.user_put = storage_sqlite_user_put,
 	.user_del = storage_sqlite_user_del,
 	.user_list = storage_sqlite_user_list,
+	.map_get = storage_sqlite_map_get,
+	.map_put = storage_sqlite_map_put,
+	.map_del = storage_sqlite_map_del,
+	.map_list = storage_sqlite_map_list,
+	.list_push = storage_sqlite_list_push,
+	.list_fetch = storage_sqlite_list_fetch,
+	.list_trim = storage_sqlite_list_trim,
+	.list_count = storage_sqlite_list_count,
 };

@@ -12,6 +12,10 @@
  * neither a valid URI nor a name, and we split at the last one. */
 #define NS_SEP ' '
 
+/* Longest unfinished token that is reparsed on every feed; see
+ * xml_stream_feed. No legitimate XMPP tag comes near it. */
+#define REPARSE_EVERY_FEED 8192
+
 struct xml_stream {
 	XML_Parser parser;
 	struct xml_stream_limits limits;
@@ -28,6 +32,7 @@ struct xml_stream {
 	long long fed;            /* bytes fed since the last (re)start */
 	unsigned char lead[2];    /* the first two of those bytes */
 	long long boundary;       /* end of the last stanza or inter-stanza text */
+	long long last_event;     /* end of the last event expat reported */
 	enum xml_stream_result result;
 	bool restart;
 	bool stop;
@@ -58,6 +63,11 @@ static long long event_end(struct xml_stream *s)
 	return (long long)XML_GetCurrentByteIndex(s->parser) + XML_GetCurrentByteCount(s->parser);
 }
 
+static void mark_event(struct xml_stream *s)
+{
+	s->last_event = event_end(s);
+}
+
 static void flush_text(struct xml_stream *s)
 {
 	if (s->text.len > 0 && s->current != NULL)
@@ -70,6 +80,7 @@ static void on_start(void *ud, const XML_Char *name, const XML_Char **atts)
 	struct xml_stream *s = ud;
 	if (s->stop || s->result != XS_OK)
 		return;
+	mark_event(s);
 	int n_atts = 0;
 	while (atts[n_atts * 2] != NULL)
 		n_atts++;
@@ -113,6 +124,7 @@ static void on_end(void *ud, const XML_Char *name)
 	(void)name;
 	if (s->stop || s->result != XS_OK)
 		return;
+	mark_event(s);
 	if (s->level == 1) {
 		s->level = 0;
 		s->closed = true;
@@ -147,6 +159,7 @@ static void on_text(void *ud, const XML_Char *data, int len)
 	struct xml_stream *s = ud;
 	if (s->stop || s->result != XS_OK)
 		return;
+	mark_event(s);
 	if (s->level <= 1) {
 		/* Between stanzas: whitespace keep-alives. They move the boundary
 		 * so that a long-lived stream never trips the size limit. */
@@ -177,8 +190,9 @@ static void on_xml_decl(void *ud, const XML_Char *version, const XML_Char *encod
 			int standalone)
 {
 	(void)version, (void)standalone;
+	mark_event(ud);
 	if (encoding != NULL && strcasecmp(encoding, "UTF-8") != 0)
-		fail(ud, XS_BAD_FORMAT);
+		fail(ud, XS_UNSUPPORTED_ENCODING);
 }
 
 static void on_restricted_doctype(void *ud, const XML_Char *name, const XML_Char *sysid,
@@ -222,12 +236,6 @@ static void setup_parser(struct xml_stream *s)
 	XML_SetProcessingInstructionHandler(s->parser, on_restricted_pi);
 	XML_SetCommentHandler(s->parser, on_restricted_comment);
 	XML_SetParamEntityParsing(s->parser, XML_PARAM_ENTITY_PARSING_NEVER);
-	/* Expat >= 2.6 (and Debian's patched 2.5) holds back a token that
-	 * arrived in several pieces until the data waiting has doubled: a
-	 * complete header or stanza could wait forever for bytes the peer will
-	 * not send before it gets an answer. Reparsing is bounded instead by
-	 * max_stanza_size, which xml_stream_feed applies to unfinished tokens. */
-	XML_SetReparseDeferralEnabled(s->parser, XML_FALSE);
 }
 
 static void reset_state(struct xml_stream *s)
@@ -237,7 +245,7 @@ static void reset_state(struct xml_stream *s)
 	s->text.len = 0;
 	s->level = 0;
 	s->default_ns[0] = '\0';
-	s->fed = s->boundary = 0;
+	s->fed = s->boundary = s->last_event = 0;
 	s->restart = s->stop = s->closed = false;
 	s->result = XS_OK;
 }
@@ -302,9 +310,19 @@ enum xml_stream_result xml_stream_feed(struct xml_stream *s, const char *data, s
 	while (len > 0) {
 		int n = len > (1 << 20) ? (1 << 20) : (int)len;
 		if (s->fed < 2 && utf16_lead(s, data, n)) {
-			s->result = XS_BAD_FORMAT;
+			s->result = XS_UNSUPPORTED_ENCODING;
 			return s->result;
 		}
+		/* Expat >= 2.6 (and Debian's patched 2.5) defers reparsing a
+		 * token that arrived in several pieces until the bytes waiting
+		 * have doubled. That keeps a token fed in tiny pieces linear,
+		 * but can hold back a complete header or stanza for bytes the
+		 * peer will not send before it gets an answer. So deferral is
+		 * off while the unfinished part is small, which bounds the cost
+		 * of reparsing it, and on only for a token already too long for
+		 * any legitimate tag. */
+		XML_SetReparseDeferralEnabled(s->parser,
+					      s->fed - s->last_event > REPARSE_EVERY_FEED);
 		s->fed += n;
 		enum XML_Status st = XML_Parse(s->parser, data, n, XML_FALSE);
 		if (s->restart) {

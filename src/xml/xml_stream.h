@@ -15,7 +15,8 @@ enum xml_stream_result {
 	XS_NOT_WELL_FORMED,   /* <not-well-formed/> */
 	XS_RESTRICTED,        /* DTD, entity declaration, PI, comment: <restricted-xml/> */
 	XS_POLICY,            /* stanza size, depth or attribute limit: <policy-violation/> */
-	XS_BAD_FORMAT         /* e.g. text after the stream's end */
+	XS_BAD_FORMAT,        /* e.g. text after the stream's end */
+	XS_UNSUPPORTED_ENCODING /* not UTF-8 (RFC 6120 §11.6) */
 };
 
 struct xml_stream_limits {

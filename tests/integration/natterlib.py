@@ -27,7 +27,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import slixmpp
-from slixmpp.exceptions import IqError, IqTimeout
+from slixmpp.exceptions import IqTimeout
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
@@ -779,6 +779,13 @@ class XmppClient(slixmpp.ClientXMPP):
             raise AssertionError("%s: no message within %.0fs"
                                  % (self.boundjid, timeout)) from None
 
+    async def next_server_ping(self, timeout=IO_TIMEOUT):
+        try:
+            return await asyncio.wait_for(self.server_pings.get(), timeout)
+        except asyncio.TimeoutError:
+            raise AssertionError("%s: not pinged within %.0fs"
+                                 % (self.boundjid, timeout)) from None
+
     async def next_stream_error(self, timeout=IO_TIMEOUT):
         try:
             return await asyncio.wait_for(self.stream_errors.get(), timeout)
@@ -876,8 +883,14 @@ class Net:
                     **kwargs):
         """A slixmpp session on server's c2s port (or c2s_tls port)."""
         port = server.tls_port if direct_tls else server.c2s_port
-        return await login(port, jid, password, direct_tls=direct_tls,
-                           registry=self._open, **kwargs)
+        try:
+            return await login(port, jid, password, direct_tls=direct_tls,
+                               registry=self._open, **kwargs)
+        except AssertionError as e:
+            state = "running" if server.alive() else "NOT RUNNING"
+            tail = "".join(server.log.splitlines(True)[-40:])
+            raise AssertionError("%s\nnatterd is %s; its log ends:\n%s"
+                                 % (e, state, tail)) from None
 
     async def raw(self, server, *, port=None, tls_context=None,
                   server_hostname=None):

@@ -41,6 +41,7 @@ async def expect_marker(client, marker_id):
 
 async def test_two_accounts_exchange_messages(accounts, net):
     alice = await net.login(accounts, ALICE + "/a", ALICE_PW)
+    await alice.available()
     bob = await net.login(accounts, BOB + "/b", BOB_PW)
 
     send(alice, BOB + "/b", "hello bob", "m1")
@@ -205,11 +206,11 @@ async def test_ping_server(accounts, net):
 @pytest.mark.natter_config(limits={"idle_timeout": 1, "ping_timeout": 2})
 async def test_server_pings_idle_client_that_answers(accounts, net):
     alice = await net.login(accounts, ALICE + "/a", ALICE_PW)
-    first = await alice.server_pings.get()
+    first = await alice.next_server_ping()
     assert first["from"].full in ("", "localhost")
     # A second ping means the answer to the first kept the session; a
     # session closed for not answering would not be pinged again.
-    await alice.server_pings.get()
+    await alice.next_server_ping()
     assert not alice.closed
     assert (await alice.ping())["type"] == "result"
 

@@ -10,7 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/log.h"
@@ -246,6 +248,401 @@ static void test_credentials_roundtrip_through_store(void **state)
 	assert_int_equal(storage_credentials_check(&out, "battery staple"), 0);
 }
 
+/* Map and list stores. */
+
+/* Appends "key=value;" to a listing, bytes outside printable ASCII as \xx. */
+static void collect_entry(void *arg, const char *key, const void *value, size_t len)
+{
+	struct listing *l = arg;
+	const unsigned char *v = value;
+	size_t n = strlen(l->text);
+	n += (size_t)snprintf(l->text + n, sizeof l->text - n, "%s=", key);
+	for (size_t i = 0; i < len && n < sizeof l->text; i++) {
+		if (v[i] >= 0x20 && v[i] < 0x7f)
+			n += (size_t)snprintf(l->text + n, sizeof l->text - n, "%c", v[i]);
+		else
+			n += (size_t)snprintf(l->text + n, sizeof l->text - n, "\\%02x", v[i]);
+	}
+	if (n < sizeof l->text)
+		snprintf(l->text + n, sizeof l->text - n, ";");
+}
+
+static int map_put_str(struct fixture *f, const char *local, const char *store, const char *key,
+		       const char *value)
+{
+	return f->drv->map_put(f->st, "localhost", local, store, key, value, strlen(value));
+}
+
+/* Gets a value as a string ("" when not found) and returns map_get's code. */
+static int map_get_str(struct fixture *f, struct storage *st, const char *local,
+		       const char *store, const char *key, char *out, size_t cap)
+{
+	struct buf b;
+	buf_init(&b);
+	int rc = f->drv->map_get(st, "localhost", local, store, key, &b);
+	snprintf(out, cap, "%.*s", (int)b.len, b.len ? b.data : "");
+	buf_free(&b);
+	return rc;
+}
+
+static void test_map_put_get(void **state)
+{
+	struct fixture *f = *state;
+	struct buf b;
+	assert_int_equal(map_put_str(f, "alice", "roster", "bob@localhost", "<item/>"), 0);
+
+	/* out is replaced, not appended to. */
+	buf_init(&b);
+	buf_puts(&b, "old contents");
+	assert_int_equal(f->drv->map_get(f->st, "localhost", "alice", "roster", "bob@localhost",
+					 &b), 0);
+	assert_int_equal(b.len, 7);
+	assert_memory_equal(b.data, "<item/>", 7);
+	/* Not found leaves out alone. */
+	assert_int_equal(f->drv->map_get(f->st, "localhost", "alice", "roster", "carol@localhost",
+					 &b), 1);
+	assert_int_equal(b.len, 7);
+	buf_free(&b);
+}
+
+static void test_map_put_replaces(void **state)
+{
+	struct fixture *f = *state;
+	struct listing l = { "" };
+	char v[64];
+	assert_int_equal(map_put_str(f, "alice", "roster", "bob@localhost", "first"), 0);
+	assert_int_equal(map_put_str(f, "alice", "roster", "bob@localhost", "second, longer"), 0);
+	assert_int_equal(map_get_str(f, f->st, "alice", "roster", "bob@localhost", v, sizeof v), 0);
+	assert_string_equal(v, "second, longer");
+	assert_int_equal(f->drv->map_list(f->st, "localhost", "alice", "roster", collect_entry, &l),
+			 1);
+	assert_string_equal(l.text, "bob@localhost=second, longer;");
+}
+
+static void test_map_del_one(void **state)
+{
+	struct fixture *f = *state;
+	char v[64];
+	assert_int_equal(map_put_str(f, "alice", "roster", "bob@localhost", "b"), 0);
+	assert_int_equal(map_put_str(f, "alice", "roster", "carol@localhost", "c"), 0);
+	assert_int_equal(f->drv->map_del(f->st, "localhost", "alice", "roster", "bob@localhost"), 0);
+	assert_int_equal(map_get_str(f, f->st, "alice", "roster", "bob@localhost", v, sizeof v), 1);
+	assert_int_equal(f->drv->map_del(f->st, "localhost", "alice", "roster", "bob@localhost"), 1);
+	assert_int_equal(map_get_str(f, f->st, "alice", "roster", "carol@localhost", v, sizeof v), 0);
+	assert_string_equal(v, "c");
+}
+
+static void test_map_del_store(void **state)
+{
+	struct fixture *f = *state;
+	struct listing l = { "" };
+	char v[64];
+	assert_int_equal(map_put_str(f, "alice", "roster", "bob@localhost", "b"), 0);
+	assert_int_equal(map_put_str(f, "alice", "roster", "carol@localhost", "c"), 0);
+	assert_int_equal(map_put_str(f, "alice", "vcard", "", "<vCard/>"), 0);
+	assert_int_equal(map_put_str(f, "bob", "roster", "alice@localhost", "a"), 0);
+	assert_int_equal(f->drv->map_del(f->st, "localhost", "alice", "roster", NULL), 0);
+	assert_int_equal(f->drv->map_list(f->st, "localhost", "alice", "roster", collect_entry, &l),
+			 0);
+	assert_string_equal(l.text, "");
+	assert_int_equal(f->drv->map_del(f->st, "localhost", "alice", "roster", NULL), 1);
+	/* Other stores and other accounts keep theirs. */
+	assert_int_equal(map_get_str(f, f->st, "alice", "vcard", "", v, sizeof v), 0);
+	assert_string_equal(v, "<vCard/>");
+	assert_int_equal(map_get_str(f, f->st, "bob", "roster", "alice@localhost", v, sizeof v), 0);
+	assert_string_equal(v, "a");
+}
+
+static void test_map_list_sorted(void **state)
+{
+	struct fixture *f = *state;
+	struct listing l = { "" }, none = { "" };
+	const char *keys[] = { "zed@localhost", "amy@example.org", "o'hara; DROP TABLE map",
+			       "Bob@localhost", "amy@example.com" };
+	for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+		assert_int_equal(map_put_str(f, "alice", "roster", keys[i], "x"), 0);
+	assert_int_equal(f->drv->map_list(f->st, "localhost", "alice", "roster", collect_entry, &l),
+			 5);
+	/* Byte order: upper case before lower case. */
+	assert_string_equal(l.text, "Bob@localhost=x;amy@example.com=x;amy@example.org=x;"
+				    "o'hara; DROP TABLE map=x;zed@localhost=x;");
+	assert_int_equal(f->drv->map_list(f->st, "localhost", "alice", "nosuch", collect_entry,
+					  &none), 0);
+	assert_string_equal(none.text, "");
+}
+
+static void test_map_isolated(void **state)
+{
+	struct fixture *f = *state;
+	char v[64];
+	struct buf b;
+	/* The same store and key under different accounts and stores. */
+	assert_int_equal(f->drv->map_put(f->st, "localhost", "alice", "roster", "k", "1", 1), 0);
+	assert_int_equal(f->drv->map_put(f->st, "localhost", "bob", "roster", "k", "2", 1), 0);
+	assert_int_equal(f->drv->map_put(f->st, "example.org", "alice", "roster", "k", "3", 1), 0);
+	assert_int_equal(f->drv->map_put(f->st, "localhost", "alice", "private", "k", "4", 1), 0);
+	assert_int_equal(map_get_str(f, f->st, "alice", "roster", "k", v, sizeof v), 0);
+	assert_string_equal(v, "1");
+	assert_int_equal(map_get_str(f, f->st, "bob", "roster", "k", v, sizeof v), 0);
+	assert_string_equal(v, "2");
+	assert_int_equal(map_get_str(f, f->st, "alice", "private", "k", v, sizeof v), 0);
+	assert_string_equal(v, "4");
+	buf_init(&b);
+	assert_int_equal(f->drv->map_get(f->st, "example.org", "alice", "roster", "k", &b), 0);
+	assert_int_equal(b.len, 1);
+	assert_memory_equal(b.data, "3", 1);
+	buf_free(&b);
+	assert_int_equal(map_get_str(f, f->st, "carol", "roster", "k", v, sizeof v), 1);
+
+	/* Deleting one store of one account touches nothing else. */
+	assert_int_equal(f->drv->map_del(f->st, "localhost", "alice", "roster", NULL), 0);
+	assert_int_equal(map_get_str(f, f->st, "bob", "roster", "k", v, sizeof v), 0);
+	assert_int_equal(map_get_str(f, f->st, "alice", "private", "k", v, sizeof v), 0);
+	assert_int_equal(f->drv->map_del(f->st, "localhost", "bob", "roster", "k"), 0);
+	buf_init(&b);
+	assert_int_equal(f->drv->map_get(f->st, "example.org", "alice", "roster", "k", &b), 0);
+	buf_free(&b);
+}
+
+static void test_map_binary_and_empty(void **state)
+{
+	struct fixture *f = *state;
+	static const char bin[] = { 'a', '\0', 'b', '\0', '\0', (char)0xff, 'c' };
+	struct listing l = { "" };
+	struct buf b;
+	assert_int_equal(f->drv->map_put(f->st, "localhost", "alice", "s", "bin", bin, sizeof bin),
+			 0);
+	assert_int_equal(f->drv->map_put(f->st, "localhost", "alice", "s", "empty", "", 0), 0);
+	/* A NULL pointer with length 0 is an empty value too. */
+	assert_int_equal(f->drv->map_put(f->st, "localhost", "alice", "s", "null", NULL, 0), 0);
+
+	buf_init(&b);
+	assert_int_equal(f->drv->map_get(f->st, "localhost", "alice", "s", "bin", &b), 0);
+	assert_int_equal(b.len, sizeof bin);
+	assert_memory_equal(b.data, bin, sizeof bin);
+	assert_int_equal(f->drv->map_get(f->st, "localhost", "alice", "s", "empty", &b), 0);
+	assert_int_equal(b.len, 0);
+	buf_puts(&b, "x");
+	assert_int_equal(f->drv->map_get(f->st, "localhost", "alice", "s", "null", &b), 0);
+	assert_int_equal(b.len, 0);
+	buf_free(&b);
+
+	assert_int_equal(f->drv->map_list(f->st, "localhost", "alice", "s", collect_entry, &l), 3);
+	assert_string_equal(l.text, "bin=a\\00b\\00\\00\\ffc;empty=;null=;");
+}
+
+struct items {
+	int n;
+	long long id[8];
+	long long stamp[8];
+	size_t len[8];
+	char value[8][32];
+};
+
+static void collect_item(void *arg, long long id, long long stamp, const void *value, size_t len)
+{
+	struct items *it = arg;
+	assert_true(it->n < 8);
+	assert_true(len <= sizeof it->value[0]);
+	assert_non_null(value);
+	it->id[it->n] = id;
+	it->stamp[it->n] = stamp;
+	it->len[it->n] = len;
+	memcpy(it->value[it->n], value, len);
+	it->n++;
+}
+
+static void push_str(struct fixture *f, const char *local, const char *store, const char *value,
+		     long long *id)
+{
+	assert_int_equal(f->drv->list_push(f->st, "localhost", local, store, value, strlen(value),
+					   id), 0);
+}
+
+static void test_list_push_fetch(void **state)
+{
+	struct fixture *f = *state;
+	struct items it = { 0 };
+	long long id[3];
+	long long before = (long long)time(NULL);
+	push_str(f, "alice", "offline", "one", &id[0]);
+	push_str(f, "alice", "offline", "two", &id[1]);
+	push_str(f, "alice", "offline", "three", &id[2]);
+	assert_int_equal(f->drv->list_push(f->st, "localhost", "alice", "offline", "four", 4, NULL),
+			 0);
+	long long after = (long long)time(NULL);
+	assert_true(id[0] < id[1]);
+	assert_true(id[1] < id[2]);
+
+	assert_int_equal(f->drv->list_fetch(f->st, "localhost", "alice", "offline", collect_item,
+					    &it), 4);
+	assert_int_equal(it.n, 4);
+	const char *want[] = { "one", "two", "three", "four" };
+	for (int i = 0; i < 4; i++) {
+		if (i < 3)
+			assert_int_equal(it.id[i], id[i]);
+		else
+			assert_true(it.id[i] > id[2]);
+		assert_true(it.stamp[i] >= before && it.stamp[i] <= after);
+		assert_int_equal(it.len[i], strlen(want[i]));
+		assert_memory_equal(it.value[i], want[i], it.len[i]);
+	}
+}
+
+static void test_list_trim(void **state)
+{
+	struct fixture *f = *state;
+	struct items it = { 0 };
+	long long id[4], next;
+	push_str(f, "alice", "offline", "a", &id[0]);
+	push_str(f, "alice", "offline", "b", &id[1]);
+	push_str(f, "alice", "offline", "c", &id[2]);
+	push_str(f, "bob", "offline", "x", &id[3]);
+
+	assert_int_equal(f->drv->list_trim(f->st, "localhost", "alice", "offline", id[1]), 0);
+	assert_int_equal(f->drv->list_fetch(f->st, "localhost", "alice", "offline", collect_item,
+					    &it), 1);
+	assert_int_equal(it.id[0], id[2]);
+	assert_memory_equal(it.value[0], "c", 1);
+	/* Below every id: nothing goes. Bob's item has a higher id than
+	 * alice's, and stays when alice's queue is trimmed past it. */
+	assert_int_equal(f->drv->list_trim(f->st, "localhost", "alice", "offline", 0), 0);
+	assert_int_equal(f->drv->list_count(f->st, "localhost", "alice", "offline"), 1);
+	assert_int_equal(f->drv->list_trim(f->st, "localhost", "alice", "offline", id[3] + 10), 0);
+	assert_int_equal(f->drv->list_count(f->st, "localhost", "alice", "offline"), 0);
+	assert_int_equal(f->drv->list_count(f->st, "localhost", "bob", "offline"), 1);
+	/* Trimming an empty queue is not an error. */
+	assert_int_equal(f->drv->list_trim(f->st, "localhost", "alice", "offline", id[3]), 0);
+
+	/* Ids keep increasing after a queue was emptied. */
+	assert_int_equal(f->drv->list_trim(f->st, "localhost", "bob", "offline", id[3]), 0);
+	push_str(f, "alice", "offline", "d", &next);
+	assert_true(next > id[3]);
+}
+
+static void test_list_count_isolated(void **state)
+{
+	struct fixture *f = *state;
+	struct items it = { 0 };
+	assert_int_equal(f->drv->list_count(f->st, "localhost", "alice", "offline"), 0);
+	push_str(f, "alice", "offline", "1", NULL);
+	push_str(f, "alice", "offline", "2", NULL);
+	push_str(f, "alice", "archive", "3", NULL);
+	push_str(f, "bob", "offline", "4", NULL);
+	assert_int_equal(f->drv->list_push(f->st, "example.org", "alice", "offline", "5", 1, NULL),
+			 0);
+	assert_int_equal(f->drv->list_count(f->st, "localhost", "alice", "offline"), 2);
+	assert_int_equal(f->drv->list_count(f->st, "localhost", "alice", "archive"), 1);
+	assert_int_equal(f->drv->list_count(f->st, "localhost", "bob", "offline"), 1);
+	assert_int_equal(f->drv->list_count(f->st, "example.org", "alice", "offline"), 1);
+	assert_int_equal(f->drv->list_count(f->st, "localhost", "carol", "offline"), 0);
+	assert_int_equal(f->drv->list_fetch(f->st, "localhost", "alice", "archive", collect_item,
+					    &it), 1);
+	assert_memory_equal(it.value[0], "3", 1);
+	it.n = 0;
+	assert_int_equal(f->drv->list_fetch(f->st, "localhost", "carol", "offline", collect_item,
+					    &it), 0);
+	assert_int_equal(it.n, 0);
+}
+
+static void test_list_binary_and_empty(void **state)
+{
+	struct fixture *f = *state;
+	static const char bin[] = { '\0', 'x', '\0', (char)0x80 };
+	struct items it = { 0 };
+	assert_int_equal(f->drv->list_push(f->st, "localhost", "alice", "q", bin, sizeof bin, NULL),
+			 0);
+	assert_int_equal(f->drv->list_push(f->st, "localhost", "alice", "q", NULL, 0, NULL), 0);
+	assert_int_equal(f->drv->list_fetch(f->st, "localhost", "alice", "q", collect_item, &it), 2);
+	assert_int_equal(it.len[0], sizeof bin);
+	assert_memory_equal(it.value[0], bin, sizeof bin);
+	assert_int_equal(it.len[1], 0);
+}
+
+static void test_user_del_removes_stores(void **state)
+{
+	struct fixture *f = *state;
+	struct user_credentials c, out;
+	struct listing l = { "" };
+	char v[64];
+	fake_credentials(&c, "x");
+	assert_int_equal(f->drv->user_put(f->st, "localhost", "alice", &c), 0);
+	assert_int_equal(f->drv->user_put(f->st, "localhost", "bob", &c), 0);
+	assert_int_equal(map_put_str(f, "alice", "roster", "bob@localhost", "b"), 0);
+	assert_int_equal(map_put_str(f, "alice", "vcard", "", "v"), 0);
+	assert_int_equal(map_put_str(f, "bob", "roster", "alice@localhost", "a"), 0);
+	push_str(f, "alice", "offline", "m1", NULL);
+	push_str(f, "alice", "offline", "m2", NULL);
+	push_str(f, "bob", "offline", "m3", NULL);
+	/* The same localpart on another domain is another account. */
+	assert_int_equal(f->drv->map_put(f->st, "example.org", "alice", "roster", "k", "o", 1), 0);
+
+	assert_int_equal(f->drv->user_del(f->st, "localhost", "alice"), 0);
+	assert_int_equal(f->drv->user_get(f->st, "localhost", "alice", &out), 1);
+	assert_int_equal(f->drv->map_list(f->st, "localhost", "alice", "roster", collect_entry, &l),
+			 0);
+	assert_int_equal(f->drv->map_list(f->st, "localhost", "alice", "vcard", collect_entry, &l),
+			 0);
+	assert_string_equal(l.text, "");
+	assert_int_equal(f->drv->list_count(f->st, "localhost", "alice", "offline"), 0);
+
+	assert_int_equal(f->drv->user_get(f->st, "localhost", "bob", &out), 0);
+	assert_int_equal(map_get_str(f, f->st, "bob", "roster", "alice@localhost", v, sizeof v), 0);
+	assert_int_equal(f->drv->list_count(f->st, "localhost", "bob", "offline"), 1);
+	assert_int_equal(f->drv->map_list(f->st, "example.org", "alice", "roster", collect_entry,
+					  &l), 1);
+
+	/* Not found still clears stores left without an account. */
+	assert_int_equal(map_put_str(f, "ghost", "roster", "k", "v"), 0);
+	assert_int_equal(f->drv->user_del(f->st, "localhost", "ghost"), 1);
+	assert_int_equal(map_get_str(f, f->st, "ghost", "roster", "k", v, sizeof v), 1);
+	/* The handle is usable after the transaction. */
+	assert_int_equal(f->drv->user_del(f->st, "localhost", "bob"), 0);
+	assert_int_equal(f->drv->list_count(f->st, "localhost", "bob", "offline"), 0);
+}
+
+/* Two event loops each hold a handle: a write through one is seen by the
+ * next read through the other. */
+static void test_two_handles_stores(void **state)
+{
+	struct fixture *f = *state;
+	struct items it = { 0 };
+	char v[64], err[512];
+	long long id;
+	struct storage *other = f->drv->open(f->data_dir, err, sizeof err);
+	if (!other)
+		fail_msg("second open: %s", err);
+
+	/* Read first, so that both handles have statements that ran. */
+	assert_int_equal(map_get_str(f, other, "alice", "roster", "bob@localhost", v, sizeof v), 1);
+	assert_int_equal(f->drv->list_count(other, "localhost", "alice", "offline"), 0);
+
+	assert_int_equal(map_put_str(f, "alice", "roster", "bob@localhost", "one"), 0);
+	assert_int_equal(map_get_str(f, other, "alice", "roster", "bob@localhost", v, sizeof v), 0);
+	assert_string_equal(v, "one");
+	assert_int_equal(f->drv->map_put(other, "localhost", "alice", "roster", "bob@localhost",
+					 "two", 3), 0);
+	assert_int_equal(map_get_str(f, f->st, "alice", "roster", "bob@localhost", v, sizeof v), 0);
+	assert_string_equal(v, "two");
+	assert_int_equal(f->drv->map_del(other, "localhost", "alice", "roster", NULL), 0);
+	assert_int_equal(map_get_str(f, f->st, "alice", "roster", "bob@localhost", v, sizeof v), 1);
+
+	push_str(f, "alice", "offline", "m1", &id);
+	assert_int_equal(f->drv->list_count(other, "localhost", "alice", "offline"), 1);
+	assert_int_equal(f->drv->list_fetch(other, "localhost", "alice", "offline", collect_item,
+					    &it), 1);
+	assert_int_equal(it.id[0], id);
+	assert_int_equal(f->drv->list_trim(other, "localhost", "alice", "offline", id), 0);
+	assert_int_equal(f->drv->list_count(f->st, "localhost", "alice", "offline"), 0);
+	/* Ids stay increasing across handles. */
+	long long id2;
+	assert_int_equal(f->drv->list_push(other, "localhost", "alice", "offline", "m2", 2, &id2),
+			 0);
+	assert_true(id2 > id);
+	assert_int_equal(f->drv->list_count(f->st, "localhost", "alice", "offline"), 1);
+	f->drv->close(other);
+}
+
 /* sqlite only: the schema version is recorded, and a file from a newer
  * natter is refused rather than written with the old schema. */
 static void test_sqlite_schema_version(void **state)
@@ -261,7 +658,7 @@ static void test_sqlite_schema_version(void **state)
 	assert_int_equal(sqlite3_prepare_v2(db, "SELECT version FROM schema_version", -1,
 					    &stmt, NULL), SQLITE_OK);
 	assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
-	assert_int_equal(sqlite3_column_int(stmt, 0), 1);
+	assert_int_equal(sqlite3_column_int(stmt, 0), 2);
 	assert_int_equal(sqlite3_step(stmt), SQLITE_DONE);
 	sqlite3_finalize(stmt);
 	assert_int_equal(sqlite3_exec(db, "UPDATE schema_version SET version = 99", NULL, NULL,
@@ -269,6 +666,103 @@ static void test_sqlite_schema_version(void **state)
 	sqlite3_close(db);
 	assert_null(f->drv->open(f->data_dir, err, sizeof err));
 	assert_non_null(strstr(err, "schema version 99 is newer"));
+}
+
+/* sqlite only: a file written by the version-1 driver (accounts only) is
+ * migrated on open, keeping its accounts. The file is made the way that
+ * driver made it: created 0600, WAL, then migration 0 -> 1 in a
+ * transaction. No connection is open in this process meanwhile. */
+static void test_sqlite_migrate_from_v1(void **state)
+{
+	struct fixture *f = *state;
+	static const char *const files[] = { "natter.db", "natter.db-wal", "natter.db-shm" };
+	char path[256], err[512];
+	struct user_credentials c, out;
+	struct items it = { 0 };
+	sqlite3 *db;
+	sqlite3_stmt *stmt;
+	char v[64];
+
+	f->drv->close(f->st);
+	f->st = NULL;
+	for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+		snprintf(path, sizeof path, "%s/%s", f->data_dir, files[i]);
+		unlink(path);
+	}
+	snprintf(path, sizeof path, "%s/natter.db", f->data_dir);
+	int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	assert_true(fd >= 0);
+	close(fd);
+	assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db,
+		"PRAGMA journal_mode = WAL;"
+		"CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);"
+		"BEGIN IMMEDIATE;"
+		"CREATE TABLE users ("
+		" domain TEXT NOT NULL,"
+		" local TEXT NOT NULL,"
+		" sha1_salt TEXT NOT NULL,"
+		" sha1_iter INTEGER NOT NULL,"
+		" sha1_stored TEXT NOT NULL,"
+		" sha1_server TEXT NOT NULL,"
+		" sha256_salt TEXT NOT NULL,"
+		" sha256_iter INTEGER NOT NULL,"
+		" sha256_stored TEXT NOT NULL,"
+		" sha256_server TEXT NOT NULL,"
+		" created INTEGER NOT NULL,"
+		" PRIMARY KEY (domain, local)"
+		") WITHOUT ROWID;"
+		"DELETE FROM schema_version;"
+		"INSERT INTO schema_version (version) VALUES (1);"
+		"COMMIT;", NULL, NULL, NULL), SQLITE_OK);
+	fake_credentials(&c, "v1");
+	assert_int_equal(sqlite3_prepare_v2(db,
+		"INSERT INTO users VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)", -1,
+		&stmt, NULL), SQLITE_OK);
+	sqlite3_bind_text(stmt, 1, "localhost", -1, SQLITE_STATIC);
+	sqlite3_bind_text(stmt, 2, "alice", -1, SQLITE_STATIC);
+	sqlite3_bind_text(stmt, 3, c.sha1.salt, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(stmt, 4, c.sha1.iterations);
+	sqlite3_bind_text(stmt, 5, c.sha1.stored_key, -1, SQLITE_STATIC);
+	sqlite3_bind_text(stmt, 6, c.sha1.server_key, -1, SQLITE_STATIC);
+	sqlite3_bind_text(stmt, 7, c.sha256.salt, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(stmt, 8, c.sha256.iterations);
+	sqlite3_bind_text(stmt, 9, c.sha256.stored_key, -1, SQLITE_STATIC);
+	sqlite3_bind_text(stmt, 10, c.sha256.server_key, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(stmt, 11, 1700000000);
+	assert_int_equal(sqlite3_step(stmt), SQLITE_DONE);
+	sqlite3_finalize(stmt);
+	assert_int_equal(sqlite3_close(db), SQLITE_OK);
+
+	f->st = f->drv->open(f->data_dir, err, sizeof err);
+	if (!f->st)
+		fail_msg("open v1: %s", err);
+	assert_int_equal(f->drv->user_get(f->st, "localhost", "alice", &out), 0);
+	assert_same_credentials(&c, &out);
+	assert_int_equal(map_put_str(f, "alice", "roster", "bob@localhost", "b"), 0);
+	assert_int_equal(map_get_str(f, f->st, "alice", "roster", "bob@localhost", v, sizeof v), 0);
+	push_str(f, "alice", "offline", "m", NULL);
+	assert_int_equal(f->drv->list_fetch(f->st, "localhost", "alice", "offline", collect_item,
+					    &it), 1);
+	f->drv->close(f->st);
+	f->st = NULL;
+
+	/* Version 2 recorded, once; a second open migrates nothing. */
+	assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_prepare_v2(db, "SELECT version FROM schema_version", -1, &stmt,
+					    NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
+	assert_int_equal(sqlite3_column_int(stmt, 0), 2);
+	assert_int_equal(sqlite3_step(stmt), SQLITE_DONE);
+	sqlite3_finalize(stmt);
+	assert_int_equal(sqlite3_close(db), SQLITE_OK);
+	f->st = f->drv->open(f->data_dir, err, sizeof err);
+	if (!f->st)
+		fail_msg("reopen v2: %s", err);
+	assert_int_equal(f->drv->user_get(f->st, "localhost", "alice", &out), 0);
+	assert_int_equal(map_get_str(f, f->st, "alice", "roster", "bob@localhost", v, sizeof v), 0);
+	assert_string_equal(v, "b");
+	assert_int_equal(f->drv->list_count(f->st, "localhost", "alice", "offline"), 1);
 }
 
 static void assert_lower_hex(const char *s, size_t len)
@@ -351,7 +845,21 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_two_handles, setup_sqlite, teardown),
 		cmocka_unit_test_setup_teardown(test_credentials_roundtrip_through_store,
 						setup_sqlite, teardown),
+		cmocka_unit_test_setup_teardown(test_map_put_get, setup_sqlite, teardown),
+		cmocka_unit_test_setup_teardown(test_map_put_replaces, setup_sqlite, teardown),
+		cmocka_unit_test_setup_teardown(test_map_del_one, setup_sqlite, teardown),
+		cmocka_unit_test_setup_teardown(test_map_del_store, setup_sqlite, teardown),
+		cmocka_unit_test_setup_teardown(test_map_list_sorted, setup_sqlite, teardown),
+		cmocka_unit_test_setup_teardown(test_map_isolated, setup_sqlite, teardown),
+		cmocka_unit_test_setup_teardown(test_map_binary_and_empty, setup_sqlite, teardown),
+		cmocka_unit_test_setup_teardown(test_list_push_fetch, setup_sqlite, teardown),
+		cmocka_unit_test_setup_teardown(test_list_trim, setup_sqlite, teardown),
+		cmocka_unit_test_setup_teardown(test_list_count_isolated, setup_sqlite, teardown),
+		cmocka_unit_test_setup_teardown(test_list_binary_and_empty, setup_sqlite, teardown),
+		cmocka_unit_test_setup_teardown(test_user_del_removes_stores, setup_sqlite, teardown),
+		cmocka_unit_test_setup_teardown(test_two_handles_stores, setup_sqlite, teardown),
 		cmocka_unit_test_setup_teardown(test_sqlite_schema_version, setup_sqlite, teardown),
+		cmocka_unit_test_setup_teardown(test_sqlite_migrate_from_v1, setup_sqlite, teardown),
 	};
 	log_set_level(LOG_WARN);
 	int failed = cmocka_run_group_tests_name("storage", common, NULL, NULL);

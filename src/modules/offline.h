@@ -1,0 +1,24 @@
+/* Offline messages (XEP-0160): kept durably for an account with no
+ * available resource, delivered with XEP-0203 delay stamps at its next
+ * initial presence with non-negative priority. */
+#ifndef NATTER_OFFLINE_H
+#define NATTER_OFFLINE_H
+
+#include <stdint.h>
+
+#include "core/arena.h"
+#include "jid/jid.h"
+#include "xml/xml.h"
+
+struct loop;
+
+/* Stores message st for the account to (bare or full JID). Returns 0 when
+ * it is committed to the store, 1 when the account's quota is full, -1 on
+ * a store error. */
+int offline_store(struct loop *l, const struct jid *to, struct xml_node *st);
+
+/* Sends every stored message of owner (bare JID) to the session on loop l
+ * and removes them. */
+void offline_deliver(struct loop *l, const char *owner, uint64_t session);
+
+#endif

@@ -1,0 +1,509 @@
+#include "modules/presence.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/log.h"
+#include "core/server.h"
+#include "modules/offline.h"
+#include "router/deliver.h"
+#include "router/router.h"
+#include "xml/xml_parse.h"
+
+#define STORE_SUB_IN "sub_in"   /* pending inbound requests, by contact */
+#define STORE_ACCOUNT "account" /* "last": logout time and status */
+
+enum sub_type { SUBSCRIBE, SUBSCRIBED, UNSUBSCRIBE, UNSUBSCRIBED };
+static const char *const sub_names[] = { "subscribe", "subscribed", "unsubscribe",
+					 "unsubscribed" };
+
+static void inbound_sub(struct loop *l, const char *owner, const char *contact,
+			enum sub_type type, struct arena *a);
+
+static bool is_local(struct loop *l, const char *bare)
+{
+	const char *at = strchr(bare, '@');
+	return config_find_host(l->srv->cfg, at ? at + 1 : bare) != NULL;
+}
+
+static void split(const char *bare, char *local, size_t lcap, const char **domain)
+{
+	const char *at = strchr(bare, '@');
+	size_t n = at ? (size_t)(at - bare) : 0;
+	if (n >= lcap)
+		n = lcap - 1;
+	memcpy(local, bare, n);
+	local[n] = '\0';
+	*domain = at ? at + 1 : bare;
+}
+
+/* A copy of presence bytes P ("<presence ...") with a 'to' attribute:
+ * fan-out serialises once and only splices the address in. */
+static struct refbuf *with_to(const char *p, size_t len, const char *to)
+{
+	static const char head[] = "<presence";
+	struct buf b;
+	buf_init(&b);
+	if (len < sizeof head - 1 || memcmp(p, head, sizeof head - 1) != 0)
+		return refbuf_new(p, len);
+	buf_puts(&b, "<presence to='");
+	buf_append_escaped(&b, to, strlen(to));
+	buf_puts(&b, "'");
+	buf_append(&b, p + sizeof head - 1, len - (sizeof head - 1));
+	struct refbuf *r = refbuf_new(b.data, b.len);
+	buf_free(&b);
+	return r;
+}
+
+/* Sends P (with to=recipient) to every available session of recipient,
+ * except the session skip. */
+static void send_to_available(struct loop *l, const char *recipient, const char *p, size_t len,
+			      uint64_t skip)
+{
+	struct router_target t[ROUTER_MAX_TARGETS];
+	int n = router_find_available(l->srv->router, recipient, t, ROUTER_MAX_TARGETS);
+	struct refbuf *bytes = NULL;
+	for (int i = 0; i < n; i++) {
+		if (t[i].session == skip)
+			continue;
+		if (bytes == NULL)
+			bytes = with_to(p, len, recipient);
+		deliver_to_session(l, &t[i], bytes);
+	}
+	refbuf_release(bytes);
+}
+
+/* A subscription stanza from contact, delivered to owner's available
+ * sessions. */
+static void deliver_sub_stanza(struct loop *l, const char *owner, const char *contact,
+			       enum sub_type type)
+{
+	struct buf b;
+	buf_init(&b);
+	buf_printf(&b, "<presence type='%s' from='", sub_names[type]);
+	buf_append_escaped(&b, contact, strlen(contact));
+	buf_puts(&b, "'/>");
+	send_to_available(l, owner, b.data, b.len, 0);
+	buf_free(&b);
+}
+
+/* The current presence of every available session of from_bare goes to
+ * recipient's sessions; with unavailable set, an unavailable presence from
+ * each of those resources instead. */
+static void send_presences(struct loop *l, const char *from_bare, const char *recipient,
+			   bool unavailable, struct arena *a)
+{
+	if (!is_local(l, recipient))
+		return; /* federation comes with s2s */
+	struct refbuf *p[ROUTER_MAX_TARGETS];
+	int n = router_get_presences(l->srv->router, from_bare, p, ROUTER_MAX_TARGETS);
+	for (int i = 0; i < n; i++) {
+		if (!unavailable) {
+			send_to_available(l, recipient, p[i]->data, p[i]->len, 0);
+		} else {
+			struct xml_node *pres = xml_parse_element(a, p[i]->data, p[i]->len);
+			const char *from = pres ? xml_attr(pres, "from") : NULL;
+			if (from != NULL) {
+				struct buf b;
+				buf_init(&b);
+				buf_puts(&b, "<presence type='unavailable' from='");
+				buf_append_escaped(&b, from, strlen(from));
+				buf_puts(&b, "'/>");
+				send_to_available(l, recipient, b.data, b.len, 0);
+				buf_free(&b);
+			}
+		}
+		refbuf_release(p[i]);
+	}
+}
+
+static int sub_in_get(struct loop *l, const char *owner, const char *contact)
+{
+	char local[JID_PART_MAX + 1];
+	const char *domain;
+	split(owner, local, sizeof local, &domain);
+	struct buf b;
+	buf_init(&b);
+	int rc = l->srv->storage->map_get(l->store, domain, local, STORE_SUB_IN, contact, &b);
+	buf_free(&b);
+	return rc == 0;
+}
+
+static void sub_in_set(struct loop *l, const char *owner, const char *contact, bool on)
+{
+	char local[JID_PART_MAX + 1];
+	const char *domain;
+	split(owner, local, sizeof local, &domain);
+	if (on)
+		l->srv->storage->map_put(l->store, domain, local, STORE_SUB_IN, contact, "", 0);
+	else
+		l->srv->storage->map_del(l->store, domain, local, STORE_SUB_IN, contact);
+}
+
+/* Hands a subscription stanza from owner to contact's side. */
+static void route_sub(struct loop *l, const char *owner, const char *contact,
+		      enum sub_type type, struct arena *a)
+{
+	if (is_local(l, contact))
+		inbound_sub(l, contact, owner, type, a);
+	/* Remote contacts: the s2s layer will carry it from here. */
+}
+
+/* RFC 6121 §3: the user's side of a subscription stanza it sends. */
+static void outbound_sub(struct loop *l, const char *owner, const char *contact,
+			 enum sub_type type, struct arena *a)
+{
+	struct roster_item it;
+	int found = roster_load(l, owner, contact, a, &it);
+	if (found < 0)
+		return;
+	switch (type) {
+	case SUBSCRIBE:
+		if (!found)
+			roster_new_item(a, contact, &it);
+		if (!(it.sub & SUB_TO) && !it.ask) {
+			it.ask = true;
+			roster_save(l, owner, &it, a);
+		}
+		route_sub(l, owner, contact, SUBSCRIBE, a);
+		break;
+	case SUBSCRIBED:
+		if (sub_in_get(l, owner, contact)) {
+			sub_in_set(l, owner, contact, false);
+			if (!found)
+				roster_new_item(a, contact, &it);
+			it.sub |= SUB_FROM;
+			it.approved = false;
+			roster_save(l, owner, &it, a);
+			route_sub(l, owner, contact, SUBSCRIBED, a);
+			send_presences(l, owner, contact, false, a);
+		} else if (!found || !(it.sub & SUB_FROM)) {
+			/* Pre-approval (RFC 6121 §3.4). */
+			if (!found)
+				roster_new_item(a, contact, &it);
+			if (!it.approved) {
+				it.approved = true;
+				roster_save(l, owner, &it, a);
+			}
+		}
+		break;
+	case UNSUBSCRIBE:
+		if (found && ((it.sub & SUB_TO) || it.ask)) {
+			it.sub &= ~SUB_TO;
+			it.ask = false;
+			roster_save(l, owner, &it, a);
+		}
+		route_sub(l, owner, contact, UNSUBSCRIBE, a);
+		break;
+	case UNSUBSCRIBED: {
+		bool pending = sub_in_get(l, owner, contact);
+		bool had_from = found && (it.sub & SUB_FROM);
+		if (pending)
+			sub_in_set(l, owner, contact, false);
+		if (found && (had_from || it.approved)) {
+			it.sub &= ~SUB_FROM;
+			it.approved = false;
+			roster_save(l, owner, &it, a);
+		}
+		if (pending || had_from) {
+			route_sub(l, owner, contact, UNSUBSCRIBED, a);
+			send_presences(l, owner, contact, true, a);
+		}
+		break;
+	}
+	}
+}
+
+/* RFC 6121 §3: the contact's side, for a local owner receiving a
+ * subscription stanza from contact. */
+static void inbound_sub(struct loop *l, const char *owner, const char *contact,
+			enum sub_type type, struct arena *a)
+{
+	char local[JID_PART_MAX + 1];
+	const char *domain;
+	split(owner, local, sizeof local, &domain);
+	if (deliver_account_exists(l, domain, local) != 1) {
+		/* No such account: the request is refused (RFC 6121 §3.1.3). */
+		if (type == SUBSCRIBE && is_local(l, contact))
+			inbound_sub(l, contact, owner, UNSUBSCRIBED, a);
+		return;
+	}
+	struct roster_item it;
+	int found = roster_load(l, owner, contact, a, &it);
+	if (found < 0)
+		return;
+	switch (type) {
+	case SUBSCRIBE:
+		if (found && (it.sub & SUB_FROM)) {
+			/* Already subscribed: answer for the owner. */
+			route_sub(l, owner, contact, SUBSCRIBED, a);
+			send_presences(l, owner, contact, false, a);
+		} else if (found && it.approved) {
+			it.sub |= SUB_FROM;
+			it.approved = false;
+			roster_save(l, owner, &it, a);
+			route_sub(l, owner, contact, SUBSCRIBED, a);
+			send_presences(l, owner, contact, false, a);
+		} else {
+			/* Kept until answered, and shown again at each login. */
+			sub_in_set(l, owner, contact, true);
+			deliver_sub_stanza(l, owner, contact, SUBSCRIBE);
+		}
+		break;
+	case SUBSCRIBED:
+		if (found && it.ask) {
+			it.ask = false;
+			it.sub |= SUB_TO;
+			roster_save(l, owner, &it, a);
+			deliver_sub_stanza(l, owner, contact, SUBSCRIBED);
+		}
+		break;
+	case UNSUBSCRIBE:
+		sub_in_set(l, owner, contact, false);
+		if (found && (it.sub & SUB_FROM)) {
+			it.sub &= ~SUB_FROM;
+			roster_save(l, owner, &it, a);
+			deliver_sub_stanza(l, owner, contact, UNSUBSCRIBE);
+			send_presences(l, owner, contact, true, a);
+		}
+		break;
+	case UNSUBSCRIBED:
+		if (found && ((it.sub & SUB_TO) || it.ask)) {
+			it.sub &= ~SUB_TO;
+			it.ask = false;
+			roster_save(l, owner, &it, a);
+			deliver_sub_stanza(l, owner, contact, UNSUBSCRIBED);
+			send_presences(l, contact, owner, true, a);
+		}
+		break;
+	}
+}
+
+static int sub_type_of(const char *type)
+{
+	for (int i = 0; i < 4; i++)
+		if (type != NULL && strcmp(type, sub_names[i]) == 0)
+			return i;
+	return -1;
+}
+
+/* --- broadcast --- */
+
+struct contacts {
+	struct arena *a;
+	const char **from; /* contacts subscribed to us: they get our presence */
+	const char **to;   /* contacts we are subscribed to: we probe them */
+	int n_from, n_to, cap;
+};
+
+static void collect(void *arg, struct roster_item *it)
+{
+	struct contacts *c = arg;
+	if (c->n_from == c->cap || c->n_to == c->cap) {
+		int cap = c->cap ? c->cap * 2 : 32;
+		const char **f = arena_alloc(c->a, (size_t)cap * sizeof *f);
+		const char **t = arena_alloc(c->a, (size_t)cap * sizeof *t);
+		if (c->n_from)
+			memcpy(f, c->from, (size_t)c->n_from * sizeof *f);
+		if (c->n_to)
+			memcpy(t, c->to, (size_t)c->n_to * sizeof *t);
+		c->from = f;
+		c->to = t;
+		c->cap = cap;
+	}
+	if (it->sub & SUB_FROM)
+		c->from[c->n_from++] = it->jid;
+	if (it->sub & SUB_TO)
+		c->to[c->n_to++] = it->jid;
+}
+
+struct pending_ctx {
+	struct loop *l;
+	const char *owner;
+	uint64_t session;
+};
+
+static void send_pending(void *arg, const char *key, const void *value, size_t len)
+{
+	struct pending_ctx *c = arg;
+	(void)value, (void)len;
+	struct buf b;
+	buf_init(&b);
+	buf_puts(&b, "<presence type='subscribe' to='");
+	buf_append_escaped(&b, c->owner, strlen(c->owner));
+	buf_puts(&b, "' from='");
+	buf_append_escaped(&b, key, strlen(key));
+	buf_puts(&b, "'/>");
+	struct refbuf *r = refbuf_new(b.data, b.len);
+	struct router_target t = { .session = c->session, .loop = c->l->index };
+	deliver_to_session(c->l, &t, r);
+	refbuf_release(r);
+	buf_free(&b);
+}
+
+/* What a session gets when it becomes available: the presence of the
+ * contacts it is subscribed to, of its own other resources, the requests
+ * waiting for an answer, and (priority >= 0) the offline messages. */
+static void initial_presence(struct loop *l, uint64_t session, const struct jid *from,
+			     const char *owner, struct contacts *c, int priority)
+{
+	char full[3 * JID_PART_MAX + 3];
+	jid_format(from, full, sizeof full);
+	struct router_target self = { .session = session, .loop = l->index };
+	for (int i = -1; i < c->n_to; i++) {
+		const char *contact = i < 0 ? owner : c->to[i];
+		if (!is_local(l, contact))
+			continue;
+		struct refbuf *p[ROUTER_MAX_TARGETS];
+		int n = router_get_presences(l->srv->router, contact, p, ROUTER_MAX_TARGETS);
+		for (int k = 0; k < n; k++) {
+			struct refbuf *r = with_to(p[k]->data, p[k]->len, full);
+			/* Our own presence, just stored, is not echoed back. */
+			bool own = i < 0 && strstr(p[k]->data, full) != NULL;
+			if (!own)
+				deliver_to_session(l, &self, r);
+			refbuf_release(r);
+			refbuf_release(p[k]);
+		}
+	}
+	char local[JID_PART_MAX + 1];
+	const char *domain;
+	split(owner, local, sizeof local, &domain);
+	struct pending_ctx pc = { l, owner, session };
+	l->srv->storage->map_list(l->store, domain, local, STORE_SUB_IN, send_pending, &pc);
+	if (priority >= 0)
+		offline_deliver(l, owner, session);
+}
+
+void presence_broadcast(struct loop *l, uint64_t session, const struct jid *from,
+			struct xml_node *st, struct arena *a, bool was_available)
+{
+	const char *type = xml_attr(st, "type");
+	bool available = type == NULL;
+	char owner[2 * JID_PART_MAX + 2];
+	jid_format_bare(from, owner, sizeof owner);
+	int priority = 0;
+	struct xml_node *pr = xml_child(st, NS_CLIENT, "priority");
+	if (pr != NULL)
+		priority = atoi(xml_text(a, pr));
+	xml_set_attr(a, st, "to", NULL);
+	struct buf b;
+	buf_init(&b);
+	xml_serialize(st, NS_CLIENT, &b);
+	struct refbuf *p = refbuf_new(b.data, b.len);
+	buf_free(&b);
+	router_set_presence_stanza(l->srv->router, owner, from->resource, session,
+				   available ? p : NULL);
+	if (!available && !was_available) {
+		refbuf_release(p);
+		return; /* nothing was announced, so there is nothing to withdraw */
+	}
+	struct contacts c = { .a = a };
+	roster_each(l, owner, a, collect, &c);
+	for (int i = 0; i < c.n_from; i++)
+		if (is_local(l, c.from[i]))
+			send_to_available(l, c.from[i], p->data, p->len, 0);
+	send_to_available(l, owner, p->data, p->len, session);
+	refbuf_release(p);
+	if (available && !was_available)
+		initial_presence(l, session, from, owner, &c, priority);
+}
+
+void presence_session_ended(struct loop *l, const struct jid *full, bool was_available)
+{
+	char owner[2 * JID_PART_MAX + 2];
+	char full_str[3 * JID_PART_MAX + 3];
+	jid_format_bare(full, owner, sizeof owner);
+	jid_format(full, full_str, sizeof full_str);
+	struct arena a;
+	arena_init(&a);
+	if (was_available) {
+		struct buf b;
+		buf_init(&b);
+		buf_puts(&b, "<presence type='unavailable' from='");
+		buf_append_escaped(&b, full_str, strlen(full_str));
+		buf_puts(&b, "'/>");
+		struct contacts c = { .a = &a };
+		roster_each(l, owner, &a, collect, &c);
+		for (int i = 0; i < c.n_from; i++)
+			if (is_local(l, c.from[i]))
+				send_to_available(l, c.from[i], b.data, b.len, 0);
+		send_to_available(l, owner, b.data, b.len, 0);
+		buf_free(&b);
+	}
+	/* Last activity (XEP-0012) reads this. */
+	char stamp[32];
+	int n = snprintf(stamp, sizeof stamp, "%lld", (long long)time(NULL));
+	l->srv->storage->map_put(l->store, full->domain, full->local, STORE_ACCOUNT, "last", stamp,
+				 (size_t)n);
+	arena_reset(&a);
+}
+
+void presence_mark_interested(struct loop *l, const struct jid *full)
+{
+	char owner[2 * JID_PART_MAX + 2];
+	struct router_target t;
+	jid_format_bare(full, owner, sizeof owner);
+	if (router_find_full(l->srv->router, owner, full->resource, &t) == 0)
+		router_set_interested(l->srv->router, owner, full->resource, t.session);
+}
+
+void presence_outbound(struct loop *l, struct xml_node *st, struct arena *a,
+		       const struct jid *from, const struct jid *to)
+{
+	const char *type = xml_attr(st, "type");
+	char owner[2 * JID_PART_MAX + 2], contact[2 * JID_PART_MAX + 2];
+	jid_format_bare(from, owner, sizeof owner);
+	jid_format_bare(to, contact, sizeof contact);
+	int sub = sub_type_of(type);
+	if (sub >= 0) {
+		if (to->local[0] == '\0' || strcmp(owner, contact) == 0)
+			return; /* no subscriptions to servers or to oneself */
+		outbound_sub(l, owner, contact, (enum sub_type)sub, a);
+		return;
+	}
+	if (type != NULL && strcmp(type, "probe") == 0) {
+		struct roster_item it;
+		if (roster_load(l, owner, contact, a, &it) == 1 && (it.sub & SUB_TO))
+			send_presences(l, contact, owner, false, a);
+		return;
+	}
+	if (type != NULL && strcmp(type, "unavailable") != 0 && strcmp(type, "error") != 0)
+		return; /* unknown presence type */
+	/* Directed presence (RFC 6121 §4.6) and presence errors. */
+	if (!is_local(l, contact))
+		return;
+	struct buf b;
+	buf_init(&b);
+	xml_serialize(st, NS_CLIENT, &b);
+	struct refbuf *r = refbuf_new(b.data, b.len);
+	buf_free(&b);
+	if (to->resource[0] != '\0') {
+		struct router_target t;
+		if (router_find_full(l->srv->router, contact, to->resource, &t) == 0)
+			deliver_to_session(l, &t, r);
+	} else {
+		struct router_target t[ROUTER_MAX_TARGETS];
+		int n = router_find_available(l->srv->router, contact, t, ROUTER_MAX_TARGETS);
+		for (int i = 0; i < n; i++)
+			deliver_to_session(l, &t[i], r);
+	}
+	refbuf_release(r);
+}
+
+void presence_roster_removed(struct loop *l, const struct jid *owner, struct roster_item *it,
+			     struct arena *a)
+{
+	char o[2 * JID_PART_MAX + 2];
+	jid_format_bare(owner, o, sizeof o);
+	bool pending = sub_in_get(l, o, it->jid);
+	if ((it->sub & SUB_TO) || it->ask)
+		route_sub(l, o, it->jid, UNSUBSCRIBE, a);
+	if ((it->sub & SUB_FROM) || pending) {
+		sub_in_set(l, o, it->jid, false);
+		route_sub(l, o, it->jid, UNSUBSCRIBED, a);
+		send_presences(l, o, it->jid, true, a);
+	}
+}

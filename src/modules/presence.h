@@ -1,0 +1,44 @@
+/* Presence (RFC 6121 §4) and subscriptions (RFC 6121 §3): broadcast to
+ * subscribers, probes answered from the registry, directed presence,
+ * unavailable on logout, and the subscription state machine on both the
+ * user's and the contact's side. Offline messages go out at initial
+ * presence. */
+#ifndef NATTER_PRESENCE_H
+#define NATTER_PRESENCE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/arena.h"
+#include "jid/jid.h"
+#include "modules/roster.h"
+#include "xml/xml.h"
+
+struct loop;
+
+/* A session (full JID from, connection id session) sent presence without
+ * 'to'. st has 'from' stamped. was_available tells whether the session had
+ * sent available presence before: the first available one is "initial"
+ * (probes, pending requests, offline messages follow). */
+void presence_broadcast(struct loop *l, uint64_t session, const struct jid *from,
+			struct xml_node *st, struct arena *a, bool was_available);
+
+/* The session ended: unavailable to subscribers and own resources if it
+ * was available, and the time is kept for last activity (XEP-0012). */
+void presence_session_ended(struct loop *l, const struct jid *full, bool was_available);
+
+/* Presence with a 'to' from a local session (from is its full JID):
+ * subscription types go through the state machine, probes are answered,
+ * directed presence is delivered. */
+void presence_outbound(struct loop *l, struct xml_node *st, struct arena *a,
+		       const struct jid *from, const struct jid *to);
+
+/* The session fetched its roster: it gets roster pushes from now on. */
+void presence_mark_interested(struct loop *l, const struct jid *full);
+
+/* The user removes contact from the roster (RFC 6121 §2.5.2): cancel the
+ * subscriptions both ways, as far as they exist. */
+void presence_roster_removed(struct loop *l, const struct jid *owner, struct roster_item *it,
+			     struct arena *a);
+
+#endif

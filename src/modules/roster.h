@@ -1,0 +1,50 @@
+/* Rosters (RFC 6121 §2) and roster versioning (XEP-0237): the stored
+ * items, the jabber:iq:roster handler, and pushes. The subscription state
+ * machine that changes items lives in presence.c. */
+#ifndef NATTER_ROSTER_H
+#define NATTER_ROSTER_H
+
+#include <stdbool.h>
+
+#include "core/arena.h"
+#include "xml/xml.h"
+
+#define NS_ROSTER "jabber:iq:roster"
+
+struct loop;
+
+enum { SUB_TO = 1, SUB_FROM = 2 };
+
+/* A roster item as stored: the jabber:iq:roster <item/>. Everything lives
+ * in the arena given to roster_load. (Pending-in requests are kept apart,
+ * by presence.c: a contact who asked is not in the roster until the user
+ * adds them.) */
+struct roster_item {
+	struct xml_node *node; /* <item jid name subscription ask approved><group/>... */
+	const char *jid;       /* contact's bare JID */
+	unsigned sub;          /* SUB_TO | SUB_FROM */
+	bool ask;              /* we asked for their presence (pending-out) */
+	bool approved;         /* pre-approved (RFC 6121 §3.4) */
+};
+
+/* Loads owner's item for contact (bare JIDs). Returns 1 found, 0 none,
+ * -1 store error. */
+int roster_load(struct loop *l, const char *owner, const char *contact, struct arena *a,
+		struct roster_item *out);
+
+/* A fresh item (subscription none) for contact. */
+void roster_new_item(struct arena *a, const char *contact, struct roster_item *out);
+
+/* Stores the item (its flags written into the node), bumps the roster
+ * version and pushes the item to owner's interested sessions. Returns 0
+ * or -1. */
+int roster_save(struct loop *l, const char *owner, struct roster_item *it, struct arena *a);
+
+/* Removes the item, bumps the version, pushes subscription='remove'. */
+int roster_remove(struct loop *l, const char *owner, const char *contact, struct arena *a);
+
+/* Calls fn for every item of owner's roster. Returns the count or -1. */
+int roster_each(struct loop *l, const char *owner, struct arena *a,
+		void (*fn)(void *arg, struct roster_item *it), void *arg);
+
+#endif
