@@ -9,6 +9,7 @@
 #include "core/server.h"
 #include "core/util.h"
 #include "jid/jid.h"
+#include "modules/module.h"
 #include "modules/presence.h"
 #include "router/deliver.h"
 #include "router/router.h"
@@ -142,8 +143,12 @@ static void send_features(struct c2s *s)
 	} else {
 		buf_puts(&b, "<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>"
 			     "<session xmlns='urn:ietf:params:xml:ns:xmpp-session'><optional/></session>"
-			     "<ping xmlns='urn:xmpp:ping'/>");
+			     "<ver xmlns='urn:xmpp:features:rosterver'/>"
+			     "<sub xmlns='urn:xmpp:features:pre-approval'/>");
 	}
+	if (s->secure)
+		buf_printf(&b, "<c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='%s' ver='%s'/>",
+			   DISCO_CAPS_NODE, s->loop->srv->caps_ver);
 	buf_puts(&b, "</stream:features>");
 	conn_write(s->conn, b.data, b.len);
 	buf_free(&b);

@@ -14,6 +14,7 @@
 #include "c2s/c2s.h"
 #include "core/log.h"
 #include "core/util.h"
+#include "modules/module.h"
 #include "router/router.h"
 #include "stream/conn.h"
 
@@ -231,6 +232,7 @@ int server_run(struct config *cfg)
 		auth_done(srv.gsasl);
 		return 1;
 	}
+	disco_caps_ver(srv.caps_ver, sizeof srv.caps_ver);
 	srv.router = router_new();
 	srv.authfail = authfail_new();
 	srv.n_loops = cfg->workers > 0 ? cfg->workers : (int)uv_available_parallelism();

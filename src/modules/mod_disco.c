@@ -1,5 +1,11 @@
 /* XEP-0030: Service Discovery. The server's identity and the features of
  * every compiled-in module; accounts answer with their own identity. */
+#include <openssl/evp.h>
+#include <openssl/sha.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include "core/server.h"
 #include "modules/module.h"
 
@@ -12,13 +18,54 @@ static void add_feature(struct iq_ctx *c, struct xml_node *q, const char *var)
 	xml_set_attr(c->a, f, "var", var);
 }
 
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* XEP-0115 §5.1: the verification string over identity and features. */
+void disco_caps_ver(char *out, size_t cap)
+{
+	const char *features[256];
+	size_t n = 0;
+	for (const struct module *const *m = modules_all; *m; m++)
+		for (const char *const *f = (*m)->features; f && *f && n < 256; f++)
+			features[n++] = *f;
+	qsort(features, n, sizeof *features, cmp_str);
+	struct buf b;
+	buf_init(&b);
+	buf_puts(&b, "server/im//natter<");
+	for (size_t i = 0; i < n; i++) {
+		if (i > 0 && strcmp(features[i], features[i - 1]) == 0)
+			continue;
+		buf_puts(&b, features[i]);
+		buf_puts(&b, "<");
+	}
+	unsigned char md[SHA_DIGEST_LENGTH];
+	SHA1((const unsigned char *)b.data, b.len, md);
+	buf_free(&b);
+	if (cap >= 29)
+		EVP_EncodeBlock((unsigned char *)out, md, sizeof md);
+	else if (cap > 0)
+		out[0] = '\0';
+}
+
 static enum status info(struct iq_ctx *c)
 {
-	if (xml_attr(c->payload, "node") != NULL) {
-		module_error(c, "cancel", "item-not-found");
-		return OK;
+	const char *node = xml_attr(c->payload, "node");
+	if (node != NULL) {
+		/* Only the caps node of the server itself is known. */
+		char ver[64], want[128];
+		disco_caps_ver(ver, sizeof ver);
+		snprintf(want, sizeof want, "%s#%s", DISCO_CAPS_NODE, ver);
+		if (c->to_account || strcmp(node, want) != 0) {
+			module_error(c, "cancel", "item-not-found");
+			return OK;
+		}
 	}
 	struct xml_node *q = xml_new(c->a, NS_DISCO_INFO, "query");
+	if (node != NULL)
+		xml_set_attr(c->a, q, "node", node);
 	struct xml_node *id = xml_add_child(c->a, q, NS_DISCO_INFO, "identity");
 	if (c->to_account) {
 		xml_set_attr(c->a, id, "category", "account");

@@ -49,6 +49,13 @@ extern const struct module *const modules_all[];
  * DECLINED if none matched (the caller answers service-unavailable). */
 enum status module_dispatch_iq(struct iq_ctx *c);
 
+/* The node the server's entity capabilities (XEP-0115) are published under. */
+#define DISCO_CAPS_NODE "https://natter.chat"
+
+/* Writes the server's XEP-0115 verification string (base64 SHA-1 over its
+ * disco identity and the features of every module) into out (>= 29 bytes). */
+void disco_caps_ver(char *out, size_t cap);
+
 /* Sends <iq type='result'/> for c->iq with payload (may be NULL). */
 void module_reply(struct iq_ctx *c, struct xml_node *payload);
 /* Sends an error reply with a stanza error condition. */

@@ -91,12 +91,12 @@ static void deliver_sub_stanza(struct loop *l, const char *owner, const char *co
 
 /* The current presence of every available session of from_bare goes to
  * recipient's sessions; with unavailable set, an unavailable presence from
- * each of those resources instead. */
-static void send_presences(struct loop *l, const char *from_bare, const char *recipient,
-			   bool unavailable, struct arena *a)
+ * each of those resources instead. Returns how many resources that was. */
+static int send_presences(struct loop *l, const char *from_bare, const char *recipient,
+			  bool unavailable, struct arena *a)
 {
 	if (!is_local(l, recipient))
-		return; /* federation comes with s2s */
+		return 0; /* federation comes with s2s */
 	struct refbuf *p[ROUTER_MAX_TARGETS];
 	int n = router_get_presences(l->srv->router, from_bare, p, ROUTER_MAX_TARGETS);
 	for (int i = 0; i < n; i++) {
@@ -117,6 +117,7 @@ static void send_presences(struct loop *l, const char *from_bare, const char *re
 		}
 		refbuf_release(p[i]);
 	}
+	return n;
 }
 
 static int sub_in_get(struct loop *l, const char *owner, const char *contact)
@@ -466,8 +467,18 @@ void presence_outbound(struct loop *l, struct xml_node *st, struct arena *a,
 	}
 	if (type != NULL && strcmp(type, "probe") == 0) {
 		struct roster_item it;
-		if (roster_load(l, owner, contact, a, &it) == 1 && (it.sub & SUB_TO))
-			send_presences(l, contact, owner, false, a);
+		if (roster_load(l, owner, contact, a, &it) == 1 && (it.sub & SUB_TO) &&
+		    send_presences(l, contact, owner, false, a) == 0) {
+			/* RFC 6121 §4.3.2: a contact with no available resource
+			 * is reported unavailable. */
+			struct buf b;
+			buf_init(&b);
+			buf_puts(&b, "<presence type='unavailable' from='");
+			buf_append_escaped(&b, contact, strlen(contact));
+			buf_puts(&b, "'/>");
+			send_to_available(l, owner, b.data, b.len, 0);
+			buf_free(&b);
+		}
 		return;
 	}
 	if (type != NULL && strcmp(type, "unavailable") != 0 && strcmp(type, "error") != 0)
