@@ -195,6 +195,18 @@ static const struct config_key config_top_keys[] = {
 	{ .name = "scram_iterations", .type = KEY_INT, .def = "4096", .min = 4096, .max = 10000000,
 	  .offset = offsetof(struct config, scram_iterations),
 	  .doc = "PBKDF2 iterations for passwords set from now on" },
+	{ .name = "hide_version", .type = KEY_BOOL, .def = "false",
+	  .offset = offsetof(struct config, hide_version),
+	  .doc = "answer software version queries (XEP-0092) with service-unavailable" },
+	{ .name = "hide_os_version", .type = KEY_BOOL, .def = "false",
+	  .offset = offsetof(struct config, hide_os_version),
+	  .doc = "leave the operating system out of software version answers" },
+	{ .name = "allow_registration", .type = KEY_BOOL, .def = "false",
+	  .offset = offsetof(struct config, allow_registration),
+	  .doc = "let anyone create an account in-band before login (XEP-0077)" },
+	{ .name = "registration_interval", .type = KEY_INT, .def = "60", .min = 0, .max = 604800,
+	  .offset = offsetof(struct config, registration_interval),
+	  .doc = "seconds between two registrations from one address; 0 = no limit" },
 	{ .name = "hosts", .type = KEY_LIST, .section = &config_host_section,
 	  .def = "[{domain: localhost}]",
 	  .offset = offsetof(struct config, hosts),
@@ -210,6 +222,10 @@ static const struct config_key config_top_keys[] = {
 	  .offset = offsetof(struct config, limits),
 	  .doc = "limits on what one peer may do" },
 };
+
+/* config_parse_mapping() keeps one line number per key of a mapping. */
+_Static_assert(sizeof config_top_keys / sizeof config_top_keys[0] <= CONFIG_MAX_KEYS,
+	       "more top-level keys than CONFIG_MAX_KEYS");
 
 static const struct config_section config_top_section = {
 	.what = "the top level",

@@ -43,6 +43,11 @@ struct config {
 	int workers;         /* event loops; 0 = one per core */
 	int allow_plain;     /* offer SASL PLAIN (always only after TLS) */
 	int scram_iterations;/* PBKDF2 iterations for new passwords */
+	int hide_version;    /* jabber:iq:version answers service-unavailable */
+	int hide_os_version; /* jabber:iq:version leaves out the <os/> */
+	int allow_registration;    /* in-band registration (XEP-0077) before login */
+	int registration_interval; /* seconds between two registrations from one
+				    * address (IPv6: one /64); 0 = no limit */
 	struct config_host *hosts;
 	size_t n_hosts;
 	struct config_listener *listeners;

@@ -7,8 +7,17 @@
 extern const struct module mod_ping;
 extern const struct module mod_disco;
 extern const struct module mod_roster;
+extern const struct module mod_blocking;
+extern const struct module mod_version;
+extern const struct module mod_time;
+extern const struct module mod_last;
+extern const struct module mod_vcard;
+extern const struct module mod_private;
+extern const struct module mod_register;
 
-const struct module *const modules_all[] = { &mod_disco, &mod_ping, &mod_roster, NULL };
+const struct module *const modules_all[] = { &mod_disco, &mod_ping, &mod_roster, &mod_blocking,
+					      &mod_version, &mod_time, &mod_last, &mod_vcard,
+					      &mod_private, &mod_register, NULL };
 
 enum status module_dispatch_iq(struct iq_ctx *c)
 {

@@ -7,6 +7,7 @@
 
 #include "core/log.h"
 #include "core/server.h"
+#include "modules/blocking.h"
 #include "modules/offline.h"
 #include "router/deliver.h"
 #include "router/router.h"
@@ -282,6 +283,30 @@ static void inbound_sub(struct loop *l, const char *owner, const char *contact,
 	}
 }
 
+static void jid_from_bare(struct jid *j, const char *bare)
+{
+	const char *at = strchr(bare, '@');
+	size_t n = at ? (size_t)(at - bare) : 0;
+	memcpy(j->local, bare, n);
+	j->local[n] = '\0';
+	snprintf(j->domain, sizeof j->domain, "%s", at ? at + 1 : bare);
+	j->resource[0] = '\0';
+}
+
+/* XEP-0191: no presence either way between an account and whom it blocks,
+ * nor towards an account that blocks the sender. */
+static bool presence_blocked(struct loop *l, const char *a_bare, const char *b_bare)
+{
+	struct jid j;
+	jid_from_bare(&j, b_bare);
+	if (blocking_blocks(l, a_bare, &j))
+		return true;
+	if (!is_local(l, b_bare))
+		return false;
+	jid_from_bare(&j, a_bare);
+	return blocking_blocks(l, b_bare, &j);
+}
+
 static int sub_type_of(const char *type)
 {
 	for (int i = 0; i < 4; i++)
@@ -353,22 +378,29 @@ static void initial_presence(struct loop *l, uint64_t session, const struct jid 
 	char full[3 * JID_PART_MAX + 3];
 	jid_format(from, full, sizeof full);
 	struct router_target self = { .session = session, .loop = l->index };
+	struct buf own_from;
+	buf_init(&own_from);
+	buf_puts(&own_from, "from='");
+	buf_append_escaped(&own_from, full, strlen(full));
+	buf_puts(&own_from, "'");
 	for (int i = -1; i < c->n_to; i++) {
 		const char *contact = i < 0 ? owner : c->to[i];
-		if (!is_local(l, contact))
+		if (!is_local(l, contact) || (i >= 0 && presence_blocked(l, owner, contact)))
 			continue;
 		struct refbuf *p[ROUTER_MAX_TARGETS];
 		int n = router_get_presences(l->srv->router, contact, p, ROUTER_MAX_TARGETS);
 		for (int k = 0; k < n; k++) {
 			struct refbuf *r = with_to(p[k]->data, p[k]->len, full);
 			/* Our own presence, just stored, is not echoed back. */
-			bool own = i < 0 && strstr(p[k]->data, full) != NULL;
+			bool own = i < 0 && memmem(p[k]->data, p[k]->len, own_from.data,
+						   own_from.len) != NULL;
 			if (!own)
 				deliver_to_session(l, &self, r);
 			refbuf_release(r);
 			refbuf_release(p[k]);
 		}
 	}
+	buf_free(&own_from);
 	char local[JID_PART_MAX + 1];
 	const char *domain;
 	split(owner, local, sizeof local, &domain);
@@ -404,7 +436,7 @@ void presence_broadcast(struct loop *l, uint64_t session, const struct jid *from
 	struct contacts c = { .a = a };
 	roster_each(l, owner, a, collect, &c);
 	for (int i = 0; i < c.n_from; i++)
-		if (is_local(l, c.from[i]))
+		if (is_local(l, c.from[i]) && !presence_blocked(l, owner, c.from[i]))
 			send_to_available(l, c.from[i], p->data, p->len, 0);
 	send_to_available(l, owner, p->data, p->len, session);
 	refbuf_release(p);
@@ -429,7 +461,7 @@ void presence_session_ended(struct loop *l, const struct jid *full, bool was_ava
 		struct contacts c = { .a = &a };
 		roster_each(l, owner, &a, collect, &c);
 		for (int i = 0; i < c.n_from; i++)
-			if (is_local(l, c.from[i]))
+			if (is_local(l, c.from[i]) && !presence_blocked(l, owner, c.from[i]))
 				send_to_available(l, c.from[i], b.data, b.len, 0);
 		send_to_available(l, owner, b.data, b.len, 0);
 		buf_free(&b);
@@ -458,6 +490,9 @@ void presence_outbound(struct loop *l, struct xml_node *st, struct arena *a,
 	char owner[2 * JID_PART_MAX + 2], contact[2 * JID_PART_MAX + 2];
 	jid_format_bare(from, owner, sizeof owner);
 	jid_format_bare(to, contact, sizeof contact);
+	if (strcmp(owner, contact) != 0 && (blocking_blocks(l, owner, to) ||
+					     (is_local(l, contact) && blocking_blocks(l, contact, from))))
+		return; /* XEP-0191: presence is dropped both ways */
 	int sub = sub_type_of(type);
 	if (sub >= 0) {
 		if (to->local[0] == '\0' || strcmp(owner, contact) == 0)

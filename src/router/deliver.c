@@ -8,6 +8,7 @@
 #include "core/log.h"
 #include "core/server.h"
 #include "core/util.h"
+#include "modules/blocking.h"
 #include "modules/module.h"
 #include "modules/offline.h"
 #include "modules/presence.h"
@@ -84,6 +85,12 @@ void deliver_to_jid(struct loop *l, struct xml_node *st, const struct jid *to)
 void deliver_error(struct loop *l, struct xml_node *st, struct arena *a, const char *type,
 		   const char *condition)
 {
+	deliver_error_app(l, st, a, type, condition, NULL, NULL);
+}
+
+void deliver_error_app(struct loop *l, struct xml_node *st, struct arena *a, const char *type,
+		       const char *condition, const char *app_ns, const char *app_name)
+{
 	const char *st_type = xml_attr(st, "type");
 	if (st_type != NULL && strcmp(st_type, "error") == 0)
 		return;
@@ -98,6 +105,8 @@ void deliver_error(struct loop *l, struct xml_node *st, struct arena *a, const c
 	struct xml_node *err = xml_add_child(a, st, st->ns, "error");
 	xml_set_attr(a, err, "type", type);
 	xml_add_child(a, err, NS_STANZA_ERRORS, condition);
+	if (app_ns != NULL)
+		xml_add_child(a, err, app_ns, app_name);
 	deliver_to_jid(l, st, &sender);
 }
 
@@ -161,6 +170,33 @@ static void message_to_bare(struct loop *l, struct xml_node *st, struct arena *a
 	}
 }
 
+/* XEP-0191 in both directions. Returns true when the stanza stops here
+ * (answered with an error where the XEP says so). */
+static bool blocked(struct loop *l, struct xml_node *st, struct arena *a, const struct jid *from,
+		    const struct jid *to)
+{
+	char from_bare[2 * JID_PART_MAX + 2], to_bare[2 * JID_PART_MAX + 2];
+	jid_format_bare(from, from_bare, sizeof from_bare);
+	jid_format_bare(to, to_bare, sizeof to_bare);
+	if (strcmp(from_bare, to_bare) == 0)
+		return false;
+	bool answer = !type_is(st, "error") && !type_is(st, "result") &&
+		      !type_is(st, "groupchat") && !type_is(st, "headline");
+	if (blocking_blocks(l, from_bare, to)) {
+		if (answer)
+			deliver_error_app(l, st, a, "cancel", "not-acceptable", NS_BLOCKING_ERRORS,
+					  "blocked");
+		return true;
+	}
+	if (to->local[0] != '\0' && is_local_domain(l, to->domain) &&
+	    blocking_blocks(l, to_bare, from)) {
+		if (answer)
+			deliver_error(l, st, a, "cancel", "service-unavailable");
+		return true;
+	}
+	return false;
+}
+
 void deliver_stanza(struct loop *l, struct xml_node *st, struct arena *a, const struct jid *from,
 		    const struct jid *to)
 {
@@ -177,6 +213,8 @@ void deliver_stanza(struct loop *l, struct xml_node *st, struct arena *a, const 
 		presence_outbound(l, st, a, from, to);
 		return;
 	}
+	if (blocked(l, st, a, from, to))
+		return;
 	if (!is_local_domain(l, to->domain)) {
 		if (strcmp(kind, "presence") == 0 || type_is(st, "error") || type_is(st, "result"))
 			return;

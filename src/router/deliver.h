@@ -31,6 +31,11 @@ void deliver_error(struct loop *l, struct xml_node *st, struct arena *a, const c
  * account with a session exists without asking the store. */
 int deliver_account_exists(struct loop *l, const char *domain, const char *local);
 
+/* Same, with an application-specific condition element app_ns/app_name
+ * beside the defined one (e.g. XEP-0191's <blocked/>). */
+void deliver_error_app(struct loop *l, struct xml_node *st, struct arena *a, const char *type,
+		       const char *condition, const char *app_ns, const char *app_name);
+
 /* Serialises st once and sends it to the full JID to (a local session). */
 void deliver_to_jid(struct loop *l, struct xml_node *st, const struct jid *to);
 

@@ -1,5 +1,6 @@
 #include "stream/conn.h"
 
+#include <limits.h>
 #include <openssl/err.h>
 #include <stdlib.h>
 #include <string.h>
@@ -219,13 +220,19 @@ void conn_flush(struct conn *c)
 		send_raw(c, c->out.data, c->out.len);
 		c->out.len = 0;
 	} else {
-		if (c->tls_ready && c->out.len > 0) {
-			int n = SSL_write(c->ssl, c->out.data, (int)c->out.len);
-			if (n > 0)
-				buf_consume(&c->out, (size_t)n);
-			else
-				c->out.len = 0; /* a broken TLS session: nothing can be sent */
+		/* Partial writes are on: each call writes at most one record. The
+		 * memory BIO takes everything, so loop until all is encrypted. */
+		size_t done = 0;
+		while (c->tls_ready && done < c->out.len) {
+			size_t chunk = c->out.len - done;
+			int n = SSL_write(c->ssl, c->out.data + done, chunk > INT_MAX ? INT_MAX : (int)chunk);
+			if (n <= 0) {
+				done = c->out.len; /* a broken TLS session: nothing can be sent */
+				break;
+			}
+			done += (size_t)n;
 		}
+		buf_consume(&c->out, done);
 		if (c->closing && c->tls_ready && c->out.len == 0 && !c->tls_shutdown) {
 			c->tls_shutdown = true;
 			SSL_shutdown(c->ssl); /* queues close_notify */

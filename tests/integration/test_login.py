@@ -70,13 +70,25 @@ async def test_non_ascii_password(natter, net, mechanism):
 async def test_scram_y_flag_refused_when_plus_is_offered(natter, net):
     """RFC 5802 section 6: a client saying "I support channel binding but
     think you don't" (gs2 flag y) to a server that offers -PLUS has been
-    downgraded by someone in the middle; the server must refuse."""
+    downgraded by someone in the middle; the server must refuse. On TLS 1.2
+    natter offers tls-unique, which every channel-binding client knows."""
     natter.add_user(ALICE, ALICE_PASSWORD)
     with pytest.raises(LoginFailed) as failed:
         await net.login(natter, ALICE, ALICE_PASSWORD,
-                        mechanism="SCRAM-SHA-256", channel_binding=True)
+                        mechanism="SCRAM-SHA-256", channel_binding=True,
+                        tls_max=ssl.TLSVersion.TLSv1_2)
     assert failed.value.condition == "not-authorized"
     await net.assert_served(natter)
+
+
+async def test_scram_y_flag_accepted_on_tls13(natter, net):
+    """On TLS 1.3 only tls-exporter is offered (RFC 9266); a client that
+    knows only tls-unique (slixmpp 1.8) rightly says 'y' (XEP-0440) and
+    must still get in."""
+    natter.add_user(ALICE, ALICE_PASSWORD)
+    client = await net.login(natter, ALICE, ALICE_PASSWORD,
+                             mechanism="SCRAM-SHA-256", channel_binding=True)
+    assert client.boundjid.bare == ALICE
 
 
 async def test_mechanisms_and_channel_bindings_after_tls(natter, net):

@@ -63,6 +63,10 @@ static void assert_defaults_except_path(const struct config *cfg)
 	assert_int_equal(cfg->workers, 0);
 	assert_int_equal(cfg->allow_plain, 1);
 	assert_int_equal(cfg->scram_iterations, 4096);
+	assert_int_equal(cfg->hide_version, 0);
+	assert_int_equal(cfg->hide_os_version, 0);
+	assert_int_equal(cfg->allow_registration, 0);
+	assert_int_equal(cfg->registration_interval, 60);
 	assert_int_equal(cfg->n_hosts, 1);
 	assert_string_equal(cfg->hosts[0].domain, "localhost");
 	assert_null(cfg->hosts[0].tls_cert);
@@ -122,6 +126,10 @@ static void test_full_file(void **state)
 		 "workers: 4\n"
 		 "allow_plain: false\n"
 		 "scram_iterations: 10000\n"
+		 "hide_version: true\n"
+		 "hide_os_version: yes\n"
+		 "allow_registration: on\n"
+		 "registration_interval: 0\n"
 		 "hosts:\n"
 		 "  - domain: Example.COM\n"
 		 "    tls_cert: %s\n"
@@ -153,6 +161,10 @@ static void test_full_file(void **state)
 	assert_int_equal(cfg.workers, 4);
 	assert_int_equal(cfg.allow_plain, 0);
 	assert_int_equal(cfg.scram_iterations, 10000);
+	assert_int_equal(cfg.hide_version, 1);
+	assert_int_equal(cfg.hide_os_version, 1);
+	assert_int_equal(cfg.allow_registration, 1);
+	assert_int_equal(cfg.registration_interval, 0);
 
 	assert_int_equal(cfg.n_hosts, 2);
 	assert_string_equal(cfg.hosts[0].domain, "example.com");
@@ -266,6 +278,9 @@ static void test_wrong_types(void **state)
 	expect_error("workers: [4]\n", 1, "'workers' must be an integer");
 	expect_error("workers: 99999999999999999999999\n", 1, "'workers' must be an integer");
 	expect_error("allow_plain: maybe\n", 1, "'allow_plain' must be true or false");
+	expect_error("allow_registration: \"yes\"\n", 1,
+		     "'allow_registration' must be true or false");
+	expect_error("hide_version: 1\n", 1, "'hide_version' must be true or false");
 	expect_error("data_dir:\n  a: b\n", 2, "'data_dir' must be a string");
 	expect_error("data_dir:\n", 1, "'data_dir' must not be empty");
 	expect_error("hosts: localhost\n", 1, "'hosts' must be a list");
@@ -284,6 +299,8 @@ static void test_ranges(void **state)
 	expect_error("scram_iterations: 1000\n", 1,
 		     "'scram_iterations' must be between 4096 and 10000000");
 	expect_error("workers: -1\n", 1, "'workers' must be between 0 and 1024");
+	expect_error("registration_interval: -5\n", 1,
+		     "'registration_interval' must be between 0 and 604800");
 	expect_error("limits:\n  max_stanza_size: 100\n", 2,
 		     "'max_stanza_size' must be between 10000 and 16777216");
 }

@@ -1,0 +1,508 @@
+/* XEP-0191: Blocking Command. The block list is a map store per account
+ * ("blocklist": key = the normalised JID of the item, value empty); this
+ * file answers <blocklist/>, <block/> and <unblock/>, pushes every change
+ * to the account's interested sessions and tells subscribed contacts
+ * about it with presence (§3.3, §3.4, §3.5). Enforcement in the delivery
+ * path goes through blocking_blocks (blocking.h). */
+#include "modules/blocking.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/buf.h"
+#include "core/log.h"
+#include "core/server.h"
+#include "core/util.h"
+#include "modules/module.h"
+#include "modules/roster.h"
+#include "router/deliver.h"
+#include "router/router.h"
+#include "xml/xml_parse.h"
+
+#define STORE_BLOCKLIST "blocklist"
+/* Items per account; a block over it gets <resource-constraint/>. */
+#define BLOCKING_MAX_ITEMS 1000
+
+#define BARE_MAX (2 * JID_PART_MAX + 2)
+
+/* One item of a request, normalised; strings live in the stanza arena. */
+struct block_item {
+	const char *key;      /* jid_format of the item: the storage key */
+	const char *local;    /* "" when absent */
+	const char *domain;
+	const char *resource; /* "" when absent */
+};
+
+struct item_list {
+	struct block_item *v;
+	int n;
+};
+
+/* --- the enforcement check --- */
+
+/* Looks key up; 1 blocked, 0 not (or store error, logged). */
+static int blocking_lookup(struct loop *l, const char *domain, const char *local,
+			   struct buf *key, struct buf *val)
+{
+	buf_append(key, "", 1);
+	int rc = l->srv->storage->map_get(l->store, domain, local, STORE_BLOCKLIST, key->data,
+					  val);
+	if (rc < 0)
+		log_error("blocklist of %s@%s: store error, not enforced", local, domain);
+	key->len = 0;
+	return rc == 0;
+}
+
+bool blocking_blocks(struct loop *l, const char *owner_bare, const struct jid *other)
+{
+	const char *at = strchr(owner_bare, '@');
+	if (at == NULL || at == owner_bare || at - owner_bare > JID_PART_MAX)
+		return false;
+	char local[JID_PART_MAX + 1];
+	memcpy(local, owner_bare, (size_t)(at - owner_bare));
+	local[at - owner_bare] = '\0';
+	const char *domain = at + 1;
+	bool has_local = other->local[0] != '\0';
+	bool has_res = other->resource[0] != '\0';
+	/* The user's own resources talk to each other whatever the list says. */
+	if (has_local && strcmp(other->local, local) == 0 && strcmp(other->domain, domain) == 0)
+		return false;
+
+	struct buf key, val;
+	buf_init(&key);
+	buf_init(&val);
+	int hit = 0;
+	/* XEP-0016 §2.1 order: full, bare, domain/resource, domain. */
+	if (has_local && has_res) {
+		buf_printf(&key, "%s@%s/%s", other->local, other->domain, other->resource);
+		hit = blocking_lookup(l, domain, local, &key, &val);
+	}
+	if (!hit && has_local) {
+		buf_printf(&key, "%s@%s", other->local, other->domain);
+		hit = blocking_lookup(l, domain, local, &key, &val);
+	}
+	if (!hit && has_res) {
+		buf_printf(&key, "%s/%s", other->domain, other->resource);
+		hit = blocking_lookup(l, domain, local, &key, &val);
+	}
+	if (!hit) {
+		buf_puts(&key, other->domain);
+		hit = blocking_lookup(l, domain, local, &key, &val);
+	}
+	buf_free(&key);
+	buf_free(&val);
+	return hit;
+}
+
+/* --- request parsing --- */
+
+/* Only the account itself may read or change its block list. Answers
+ * <forbidden/> and returns false for anyone else. */
+static bool blocking_own_account(struct iq_ctx *c)
+{
+	if (c->to_account && (strcmp(c->to->local, c->from->local) != 0 ||
+			      strcmp(c->to->domain, c->from->domain) != 0)) {
+		module_error(c, "cancel", "forbidden");
+		return false;
+	}
+	return true;
+}
+
+/* Reads the <item jid/> children of c->payload into out, normalised and
+ * without duplicates. Returns 0, or -1 after answering the error. */
+static int blocking_parse_items(struct iq_ctx *c, struct item_list *out)
+{
+	int cap = xml_element_count(c->payload);
+	out->n = 0;
+	out->v = NULL;
+	if (cap > BLOCKING_MAX_ITEMS) {
+		module_error(c, "wait", "resource-constraint");
+		return -1;
+	}
+	if (cap == 0)
+		return 0;
+	out->v = arena_alloc(c->a, (size_t)cap * sizeof *out->v);
+	/* struct jid is 3 KiB: one on the heap, reused for every item. */
+	struct jid *j = xmalloc(sizeof *j);
+	char *key = xmalloc(3 * JID_PART_MAX + 3);
+	int rc = 0;
+	for (struct xml_node *n = c->payload->children; n; n = n->next) {
+		if (n->name == NULL)
+			continue;
+		const char *s = xml_is(n, NS_BLOCKING, "item") ? xml_attr(n, "jid") : NULL;
+		if (s == NULL) {
+			module_error(c, "modify", "bad-request");
+			rc = -1;
+			break;
+		}
+		if (jid_parse(j, s, strlen(s)) != 0 ||
+		    jid_format(j, key, 3 * JID_PART_MAX + 3) < 0) {
+			module_error(c, "modify", "jid-malformed");
+			rc = -1;
+			break;
+		}
+		bool dup = false;
+		for (int i = 0; i < out->n && !dup; i++)
+			dup = strcmp(out->v[i].key, key) == 0;
+		if (dup)
+			continue;
+		struct block_item *it = &out->v[out->n++];
+		it->key = arena_strdup(c->a, key);
+		it->local = arena_strdup(c->a, j->local);
+		it->domain = arena_strdup(c->a, j->domain);
+		it->resource = arena_strdup(c->a, j->resource);
+	}
+	free(key);
+	free(j);
+	return rc;
+}
+
+/* --- pushes and presence --- */
+
+/* XEP-0191 §3.3/§3.4: the change goes to every session that may hold a
+ * copy of the list. The registry knows one kind of interest, the roster
+ * fetch (RFC 6121 §2.1.6), and that is what is used. */
+static void blocking_push(struct iq_ctx *c, const char *what, const struct item_list *items)
+{
+	char owner[BARE_MAX];
+	struct router_target t[ROUTER_MAX_TARGETS];
+	jid_format_bare(c->from, owner, sizeof owner);
+	int n = router_find_interested(c->loop->srv->router, owner, t, ROUTER_MAX_TARGETS);
+	if (n == 0)
+		return;
+	struct xml_node *iq = xml_new(c->a, NS_CLIENT, "iq");
+	char id[24];
+	random_hex(id, 6);
+	xml_set_attr(c->a, iq, "type", "set");
+	xml_set_attr(c->a, iq, "id", id);
+	struct xml_node *cmd = xml_add_child(c->a, iq, NS_BLOCKING, what);
+	for (int i = 0; i < items->n; i++)
+		xml_set_attr(c->a, xml_add_child(c->a, cmd, NS_BLOCKING, "item"), "jid",
+			     items->v[i].key);
+	struct buf b;
+	buf_init(&b);
+	xml_serialize(iq, NS_CLIENT, &b);
+	struct refbuf *bytes = refbuf_new(b.data, b.len);
+	buf_free(&b);
+	for (int i = 0; i < n; i++)
+		deliver_to_session(c->loop, &t[i], bytes);
+	refbuf_release(bytes);
+}
+
+struct subscribers {
+	const char **jid; /* bare JIDs in the stanza arena */
+	int n, cap;
+};
+
+static void blocking_collect(void *arg, struct roster_item *it)
+{
+	struct subscribers *s = arg;
+	if (!(it->sub & SUB_FROM))
+		return;
+	if (s->n == s->cap) {
+		s->cap = s->cap ? 2 * s->cap : 32;
+		s->jid = xrealloc(s->jid, (size_t)s->cap * sizeof *s->jid);
+	}
+	s->jid[s->n++] = it->jid;
+}
+
+/* Whether item designates sessions of the subscriber sub_local@sub_domain;
+ * *resource gets the one resource it names ("" for all of them). */
+static bool blocking_item_hits(const struct block_item *it, const char *sub_local,
+			       const char *sub_domain, const char **resource)
+{
+	if (strcmp(it->domain, sub_domain) != 0)
+		return false;
+	if (it->local[0] != '\0' && strcmp(it->local, sub_local) != 0)
+		return false;
+	*resource = it->resource;
+	return true;
+}
+
+/* Whether an item of list designates the subscriber at all (want NULL),
+ * as a whole (want ""), or with the resource want (a whole hit counts). */
+static bool blocking_list_hits(const struct item_list *list, const char *sub_local,
+			       const char *sub_domain, const char *want)
+{
+	const char *res;
+	for (int k = 0; k < list->n; k++)
+		if (blocking_item_hits(&list->v[k], sub_local, sub_domain, &res) &&
+		    (want == NULL || res[0] == '\0' || strcmp(res, want) == 0))
+			return true;
+	return false;
+}
+
+/* Sends every presence in p, or an unavailable one from each of their
+ * senders, to the local sessions of contact (bare) or contact/resource. */
+static void blocking_send(struct iq_ctx *c, struct refbuf **p, int np, const char *contact,
+			  const char *resource, bool unavailable)
+{
+	struct loop *l = c->loop;
+	struct router_target t[ROUTER_MAX_TARGETS];
+	int n;
+	if (resource[0] != '\0')
+		n = router_find_full(l->srv->router, contact, resource, &t[0]) == 0 ? 1 : 0;
+	else
+		n = router_find_available(l->srv->router, contact, t, ROUTER_MAX_TARGETS);
+	if (n == 0)
+		return;
+	struct buf to;
+	buf_init(&to);
+	buf_puts(&to, contact);
+	if (resource[0] != '\0')
+		buf_printf(&to, "/%s", resource);
+	buf_append(&to, "", 1);
+	for (int i = 0; i < np; i++) {
+		struct xml_node *pres = xml_parse_element(c->a, p[i]->data, p[i]->len);
+		const char *from = pres ? xml_attr(pres, "from") : NULL;
+		if (from == NULL)
+			continue;
+		if (unavailable) {
+			pres = xml_new(c->a, NS_CLIENT, "presence");
+			xml_set_attr(c->a, pres, "type", "unavailable");
+			xml_set_attr(c->a, pres, "from", from);
+		}
+		xml_set_attr(c->a, pres, "to", to.data);
+		struct buf b;
+		buf_init(&b);
+		xml_serialize(pres, NS_CLIENT, &b);
+		struct refbuf *bytes = refbuf_new(b.data, b.len);
+		buf_free(&b);
+		for (int k = 0; k < n; k++)
+			deliver_to_session(l, &t[k], bytes);
+		refbuf_release(bytes);
+	}
+	buf_free(&to);
+}
+
+static void blocking_list_one(void *arg, const char *key, const void *value, size_t len);
+
+struct list_ctx {
+	struct arena *a;
+	struct xml_node *parent;   /* <blocklist/>, or NULL */
+	struct item_list *items;   /* or NULL */
+	int cap;
+};
+
+/* What one subscriber hears after the change: one stanza per recipient
+ * (an item for the bare JID covers every resource; two items may name
+ * the same resource). On unblock, whatever the remaining items rest
+ * still cover stays silent; when rest names some of the contact's
+ * resources, the bare JID is not told at all, since the registry cannot
+ * say which resource is which. */
+static void blocking_tell(struct iq_ctx *c, struct refbuf **p, int np, const char *contact,
+			  const struct item_list *items, const struct item_list *rest,
+			  bool blocked)
+{
+	const char *at = strchr(contact, '@');
+	if (at == NULL || at - contact > JID_PART_MAX)
+		return;
+	const char *sub_domain = at + 1;
+	char sub_local[JID_PART_MAX + 1];
+	memcpy(sub_local, contact, (size_t)(at - contact));
+	sub_local[at - contact] = '\0';
+	if (!blocking_list_hits(items, sub_local, sub_domain, NULL))
+		return;
+	if (config_find_host(c->loop->srv->cfg, sub_domain) == NULL)
+		return; /* federation is not built */
+	if (blocking_list_hits(items, sub_local, sub_domain, "")) {
+		if (blocked || !blocking_list_hits(rest, sub_local, sub_domain, NULL))
+			blocking_send(c, p, np, contact, "", blocked);
+		return;
+	}
+	for (int k = 0; k < items->n; k++) {
+		const char *res, *r2;
+		if (!blocking_item_hits(&items->v[k], sub_local, sub_domain, &res))
+			continue;
+		bool seen = false;
+		for (int m = 0; m < k && !seen; m++)
+			seen = blocking_item_hits(&items->v[m], sub_local, sub_domain, &r2) &&
+			       strcmp(r2, res) == 0;
+		if (seen || (!blocked && blocking_list_hits(rest, sub_local, sub_domain, res)))
+			continue;
+		blocking_send(c, p, np, contact, res, blocked);
+	}
+}
+
+/* After a block (blocked true) or unblock of items: subscribed contacts
+ * the items cover see the user go offline, or get the current presence
+ * back (XEP-0191 §3.3-§3.5). Only roster subscribers ('from' or 'both')
+ * are told: others were never entitled to presence, and the server does
+ * not track directed presence. Only local contacts are reached. */
+static void blocking_presence(struct iq_ctx *c, const struct item_list *items, bool blocked)
+{
+	struct loop *l = c->loop;
+	char owner[BARE_MAX];
+	jid_format_bare(c->from, owner, sizeof owner);
+	struct refbuf *p[ROUTER_MAX_TARGETS];
+	int np = router_get_presences(l->srv->router, owner, p, ROUTER_MAX_TARGETS);
+	struct subscribers s = { NULL, 0, 0 };
+	struct item_list rest = { NULL, 0 };
+	if (np == 0 || items->n == 0)
+		goto out;
+	if (!blocked) {
+		rest.v = arena_alloc(c->a, BLOCKING_MAX_ITEMS * sizeof *rest.v);
+		struct list_ctx x = { c->a, NULL, &rest, BLOCKING_MAX_ITEMS };
+		if (l->srv->storage->map_list(l->store, c->from->domain, c->from->local,
+					      STORE_BLOCKLIST, blocking_list_one, &x) < 0) {
+			log_error("blocklist of %s: unreadable, presence not sent", owner);
+			goto out;
+		}
+	}
+	if (roster_each(l, owner, c->a, blocking_collect, &s) < 0) {
+		log_error("blocklist of %s: roster unreadable, presence not sent", owner);
+		goto out;
+	}
+	for (int i = 0; i < s.n; i++)
+		blocking_tell(c, p, np, s.jid[i], items, &rest, blocked);
+out:
+	free(s.jid);
+	for (int i = 0; i < np; i++)
+		refbuf_release(p[i]);
+}
+
+/* --- the iq handlers --- */
+
+static void blocking_list_one(void *arg, const char *key, const void *value, size_t len)
+{
+	struct list_ctx *x = arg;
+	(void)value, (void)len;
+	if (x->parent != NULL)
+		xml_set_attr(x->a, xml_add_child(x->a, x->parent, NS_BLOCKING, "item"), "jid", key);
+	if (x->items == NULL || x->items->n == x->cap)
+		return;
+	/* Items stored by this module are normalised JIDs: split them back
+	 * (local and domain hold neither '@' nor '/', a resource may). */
+	struct block_item *it = &x->items->v[x->items->n++];
+	const char *slash = strchr(key, '/');
+	size_t head = slash ? (size_t)(slash - key) : strlen(key);
+	const char *at = memchr(key, '@', head);
+	it->key = arena_strdup(x->a, key);
+	it->local = at ? arena_strndup(x->a, key, (size_t)(at - key)) : "";
+	it->domain = at ? arena_strndup(x->a, at + 1, head - (size_t)(at + 1 - key))
+			: arena_strndup(x->a, key, head);
+	it->resource = slash ? arena_strdup(x->a, slash + 1) : "";
+}
+
+static void blocking_count_one(void *arg, const char *key, const void *value, size_t len)
+{
+	(void)key, (void)value, (void)len;
+	(*(int *)arg)++;
+}
+
+static enum status blocking_get(struct iq_ctx *c)
+{
+	if (!blocking_own_account(c))
+		return OK;
+	struct xml_node *list = xml_new(c->a, NS_BLOCKING, "blocklist");
+	struct list_ctx x = { c->a, list, NULL, 0 };
+	if (c->loop->srv->storage->map_list(c->loop->store, c->from->domain, c->from->local,
+					    STORE_BLOCKLIST, blocking_list_one, &x) < 0) {
+		module_error(c, "wait", "internal-server-error");
+		return OK;
+	}
+	module_reply(c, list);
+	return OK;
+}
+
+static enum status blocking_block(struct iq_ctx *c)
+{
+	const struct storage_driver *sd = c->loop->srv->storage;
+	struct storage *st = c->loop->store;
+	const char *domain = c->from->domain, *local = c->from->local;
+	if (!blocking_own_account(c))
+		return OK;
+	struct item_list items;
+	if (blocking_parse_items(c, &items) != 0)
+		return OK;
+	if (items.n == 0) {
+		module_error(c, "modify", "bad-request");
+		return OK;
+	}
+	for (int i = 0; i < items.n; i++) {
+		/* Blocking oneself would only cut the user's own resources off. */
+		if (strcmp(items.v[i].local, local) == 0 && strcmp(items.v[i].domain, domain) == 0) {
+			module_error(c, "modify", "not-acceptable");
+			return OK;
+		}
+	}
+	int have = 0;
+	if (sd->map_list(st, domain, local, STORE_BLOCKLIST, blocking_count_one, &have) < 0) {
+		module_error(c, "wait", "internal-server-error");
+		return OK;
+	}
+	struct buf val;
+	buf_init(&val);
+	int added = 0;
+	for (int i = 0; i < items.n; i++) {
+		int rc = sd->map_get(st, domain, local, STORE_BLOCKLIST, items.v[i].key, &val);
+		if (rc < 0) {
+			buf_free(&val);
+			module_error(c, "wait", "internal-server-error");
+			return OK;
+		}
+		added += rc == 1;
+	}
+	buf_free(&val);
+	if (have + added > BLOCKING_MAX_ITEMS) {
+		module_error(c, "wait", "resource-constraint");
+		return OK;
+	}
+	for (int i = 0; i < items.n; i++) {
+		if (sd->map_put(st, domain, local, STORE_BLOCKLIST, items.v[i].key, "", 0) != 0) {
+			/* No transaction: the items before this one stay blocked,
+			 * and the next <blocklist/> shows them. */
+			module_error(c, "wait", "internal-server-error");
+			return OK;
+		}
+	}
+	module_reply(c, NULL);
+	blocking_push(c, "block", &items);
+	blocking_presence(c, &items, true);
+	return OK;
+}
+
+static enum status blocking_unblock(struct iq_ctx *c)
+{
+	const struct storage_driver *sd = c->loop->srv->storage;
+	struct storage *st = c->loop->store;
+	const char *domain = c->from->domain, *local = c->from->local;
+	if (!blocking_own_account(c))
+		return OK;
+	struct item_list items;
+	if (blocking_parse_items(c, &items) != 0)
+		return OK;
+	struct item_list removed = items;
+	if (items.n == 0) {
+		/* §3.5: everything goes; keep what it was for the presence. */
+		removed.v = arena_alloc(c->a, BLOCKING_MAX_ITEMS * sizeof *removed.v);
+		struct list_ctx x = { c->a, NULL, &removed, BLOCKING_MAX_ITEMS };
+		if (sd->map_list(st, domain, local, STORE_BLOCKLIST, blocking_list_one, &x) < 0 ||
+		    sd->map_del(st, domain, local, STORE_BLOCKLIST, NULL) < 0) {
+			module_error(c, "wait", "internal-server-error");
+			return OK;
+		}
+	} else {
+		for (int i = 0; i < items.n; i++) {
+			if (sd->map_del(st, domain, local, STORE_BLOCKLIST, items.v[i].key) < 0) {
+				module_error(c, "wait", "internal-server-error");
+				return OK;
+			}
+		}
+	}
+	module_reply(c, NULL);
+	blocking_push(c, "unblock", &items);
+	blocking_presence(c, &removed, false);
+	return OK;
+}
+
+static const char *const features[] = { NS_BLOCKING, NULL };
+
+static const struct module_iq iqs[] = {
+	{ "get", NS_BLOCKING, "blocklist", IQ_ACCOUNT, blocking_get },
+	{ "set", NS_BLOCKING, "block", IQ_ACCOUNT, blocking_block },
+	{ "set", NS_BLOCKING, "unblock", IQ_ACCOUNT, blocking_unblock },
+	{ NULL, NULL, NULL, 0, NULL },
+};
+
+const struct module mod_blocking = { "blocking", features, iqs };

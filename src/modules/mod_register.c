@@ -1,0 +1,389 @@
+/* XEP-0077: In-Band Registration (register.h).
+ *
+ * After login, to the server or to the account itself: get says the
+ * account is registered, set changes its password or, with <remove/>,
+ * deletes it. Before login, register_preauth() creates accounts when the
+ * operator allows it (allow_registration), at most one per address per
+ * registration_interval.
+ *
+ * Passwords become SCRAM keys with storage_credentials_from_password(),
+ * PBKDF2 run here on the event loop. That blocks the loop for a few
+ * milliseconds per password; it moves to the worker pool with the rest of
+ * the blocking work. The rate limit bounds how often an unauthenticated
+ * peer can make the loop do it. */
+#include "modules/register.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "core/server.h"
+#include "core/util.h"
+#include "jid/jid.h"
+#include "modules/module.h"
+
+/* Longest password accepted, in bytes (as natterctl). */
+#define REGISTER_PASSWORD_MAX 1023
+
+/* Addresses remembered by the rate limit. */
+#define REGISTER_RATE_SLOTS 256
+
+struct register_slot {
+	unsigned char key[16]; /* IPv6 address, /64 prefix, or IPv4-mapped */
+	bool used;
+	unsigned long long at; /* now_ms() of the address's last registration */
+};
+
+/* What register_rate_take() changed, so a failed registration can give
+ * its turn back. */
+struct register_turn {
+	size_t slot;
+	unsigned long long at;
+	bool had;                /* the address was in the slot before */
+	unsigned long long prev; /* its time then */
+};
+
+/* The one piece of process-wide state in the modules, because the limit
+ * is per address across every loop and struct server has no place for
+ * module state. The table is fixed: when every slot is taken the address
+ * registered longest ago is forgotten, so memory never grows. The same
+ * lock makes "does the account exist, then create it" one step for all
+ * loops of this process. */
+static struct {
+	pthread_mutex_t lock;
+	struct register_slot slots[REGISTER_RATE_SLOTS];
+} register_state = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+/* The rate-limit key of a numeric address: IPv4 as IPv4-mapped IPv6, IPv6
+ * cut to its /64 (what one subscriber usually holds). Anything else (not
+ * expected from conn.c) is hashed (FNV-1a). */
+static void register_rate_key(const char *addr, unsigned char key[16])
+{
+	struct in_addr v4;
+	struct in6_addr v6;
+	memset(key, 0, 16);
+	if (inet_pton(AF_INET, addr, &v4) == 1) {
+		key[10] = key[11] = 0xff;
+		memcpy(key + 12, &v4, 4);
+	} else if (inet_pton(AF_INET6, addr, &v6) == 1) {
+		memcpy(key, &v6, 16);
+		if (!IN6_IS_ADDR_V4MAPPED(&v6))
+			memset(key + 8, 0, 8);
+	} else {
+		unsigned long long h = 14695981039346656037ULL;
+		for (const char *p = addr; *p; p++)
+			h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+		memcpy(key + 8, &h, sizeof h);
+		key[0] = 0xfe; /* no address starts so: never equal to one */
+	}
+}
+
+/* Takes the address's turn to register. Returns 0 (turn filled in) or -1
+ * when its last registration is less than interval_s seconds ago. */
+static int register_rate_take(const unsigned char key[16], int interval_s,
+			      struct register_turn *turn)
+{
+	unsigned long long now = now_ms();
+	pthread_mutex_lock(&register_state.lock);
+	struct register_slot *mine = NULL, *oldest = NULL;
+	for (size_t i = 0; i < REGISTER_RATE_SLOTS; i++) {
+		struct register_slot *s = &register_state.slots[i];
+		if (s->used && memcmp(s->key, key, 16) == 0)
+			mine = s;
+		if (oldest == NULL || (oldest->used && (!s->used || s->at < oldest->at)))
+			oldest = s;
+	}
+	if (mine != NULL && now - mine->at < (unsigned long long)interval_s * 1000) {
+		pthread_mutex_unlock(&register_state.lock);
+		return -1;
+	}
+	turn->had = mine != NULL;
+	turn->prev = mine != NULL ? mine->at : 0;
+	if (mine == NULL)
+		mine = oldest;
+	memcpy(mine->key, key, 16);
+	mine->used = true;
+	mine->at = now;
+	turn->slot = (size_t)(mine - register_state.slots);
+	turn->at = now;
+	pthread_mutex_unlock(&register_state.lock);
+	return 0;
+}
+
+/* A registration that failed after taking its turn does not count. */
+static void register_rate_give_back(const unsigned char key[16], const struct register_turn *turn)
+{
+	pthread_mutex_lock(&register_state.lock);
+	struct register_slot *s = &register_state.slots[turn->slot];
+	if (s->used && s->at == turn->at && memcmp(s->key, key, 16) == 0) {
+		s->used = turn->had;
+		s->at = turn->prev;
+	}
+	pthread_mutex_unlock(&register_state.lock);
+}
+
+/* Creates local@domain unless it exists, atomically for this process (the
+ * store's user_put replaces). Returns 0 created, 1 exists, -1 error. */
+static int register_create(struct loop *l, const char *domain, const char *local,
+			   const struct user_credentials *cred)
+{
+	const struct storage_driver *drv = l->srv->storage;
+	struct user_credentials old;
+	pthread_mutex_lock(&register_state.lock);
+	int rc = drv->user_get(l->store, domain, local, &old);
+	if (rc == 1)
+		rc = drv->user_put(l->store, domain, local, cred) == 0 ? 0 : -1;
+	else if (rc == 0)
+		rc = 1;
+	pthread_mutex_unlock(&register_state.lock);
+	explicit_bzero(&old, sizeof old);
+	return rc;
+}
+
+/* The text of q's child name, or NULL when absent or empty. */
+static const char *register_field(struct arena *a, const struct xml_node *q, const char *name)
+{
+	struct xml_node *n = xml_child(q, NS_REGISTER, name);
+	const char *text = n != NULL ? xml_text(a, n) : NULL;
+	return text != NULL && text[0] != '\0' ? text : NULL;
+}
+
+/* Wipes the arena copy xml_text() made of a password. */
+static void register_wipe(const char *text)
+{
+	if (text != NULL)
+		explicit_bzero((char *)text, strlen(text));
+}
+
+/* --- after login: jabber:iq:register handlers --- */
+
+/* Only the sender's own account: iq to its own domain or bare JID. */
+static bool register_own(const struct iq_ctx *c)
+{
+	if (strcmp(c->to->domain, c->from->domain) != 0)
+		return false;
+	return !c->to_account || strcmp(c->to->local, c->from->local) == 0;
+}
+
+static enum status register_get(struct iq_ctx *c)
+{
+	if (!register_own(c)) {
+		module_error(c, "auth", "forbidden");
+		return OK;
+	}
+	struct xml_node *q = xml_new(c->a, NS_REGISTER, "query");
+	xml_add_child(c->a, q, NS_REGISTER, "registered");
+	struct xml_node *u = xml_add_child(c->a, q, NS_REGISTER, "username");
+	xml_add_text(c->a, u, c->from->local, strlen(c->from->local));
+	xml_add_child(c->a, q, NS_REGISTER, "password");
+	module_reply(c, q);
+	return OK;
+}
+
+/* XEP-0077 §3.2. The result goes out before the account's sessions are
+ * closed (c2s does that: they no longer have an account). */
+static void register_remove(struct iq_ctx *c)
+{
+	if (xml_element_count(c->payload) != 1) {
+		module_error(c, "modify", "bad-request");
+		return;
+	}
+	struct loop *l = c->loop;
+	switch (l->srv->storage->user_del(l->store, c->from->domain, c->from->local)) {
+	case 0:
+		log_info("account %s@%s removed in-band", c->from->local, c->from->domain);
+		module_reply(c, NULL);
+		break;
+	case 1:
+		module_error(c, "cancel", "registration-required");
+		break;
+	default:
+		module_error(c, "wait", "internal-server-error");
+		break;
+	}
+}
+
+/* XEP-0077 §3.3: <username/> must name the sender's own account. */
+static void register_password(struct iq_ctx *c)
+{
+	const char *user = register_field(c->a, c->payload, "username");
+	const char *pass = register_field(c->a, c->payload, "password");
+	char local[JID_PART_MAX + 1];
+	struct user_credentials cred;
+	struct loop *l = c->loop;
+
+	if (user == NULL || pass == NULL || strlen(pass) > REGISTER_PASSWORD_MAX)
+		module_error(c, "modify", "bad-request");
+	else if (jid_prep_local(user, strlen(user), local, sizeof local) < 0 ||
+		 strcmp(local, c->from->local) != 0)
+		module_error(c, "auth", "forbidden");
+	else if (storage_credentials_from_password(pass, (unsigned)l->srv->cfg->scram_iterations,
+						   &cred) != 0)
+		module_error(c, "modify", "not-acceptable"); /* SASLprep refused it */
+	else if (l->srv->storage->user_put(l->store, c->from->domain, c->from->local, &cred) != 0)
+		module_error(c, "wait", "internal-server-error");
+	else {
+		log_info("account %s@%s changed its password in-band", c->from->local,
+			 c->from->domain);
+		module_reply(c, NULL);
+	}
+	register_wipe(pass);
+	explicit_bzero(&cred, sizeof cred);
+}
+
+static enum status register_set(struct iq_ctx *c)
+{
+	if (!register_own(c))
+		module_error(c, "auth", "forbidden");
+	else if (xml_child(c->payload, NS_REGISTER, "remove") != NULL)
+		register_remove(c);
+	else
+		register_password(c);
+	return OK;
+}
+
+/* --- before login --- */
+
+/* The reply iq: the request's id, no addresses (the stream has none yet). */
+static struct xml_node *preauth_iq(struct arena *a, const struct xml_node *req, const char *type)
+{
+	struct xml_node *r = xml_new(a, NS_CLIENT, "iq");
+	const char *id = xml_attr(req, "id");
+	xml_set_attr(a, r, "type", type);
+	if (id != NULL)
+		xml_set_attr(a, r, "id", id);
+	return r;
+}
+
+static void preauth_error(struct arena *a, const struct xml_node *req, const char *type,
+			  const char *condition, struct buf *reply)
+{
+	struct xml_node *r = preauth_iq(a, req, "error");
+	struct xml_node *err = xml_add_child(a, r, NS_CLIENT, "error");
+	xml_set_attr(a, err, "type", type);
+	xml_add_child(a, err, NS_STANZA_ERRORS, condition);
+	xml_serialize(r, NS_CLIENT, reply);
+}
+
+static void preauth_form(struct arena *a, const struct xml_node *req, const char *domain,
+			 struct buf *reply)
+{
+	struct xml_node *r = preauth_iq(a, req, "result");
+	struct xml_node *q = xml_add_child(a, r, NS_REGISTER, "query");
+	struct xml_node *ins = xml_add_child(a, q, NS_REGISTER, "instructions");
+	struct buf text;
+	buf_init(&text);
+	buf_printf(&text, "Choose a username and password for an account on %s.", domain);
+	xml_add_text(a, ins, text.data, text.len);
+	buf_free(&text);
+	xml_add_child(a, q, NS_REGISTER, "username");
+	xml_add_child(a, q, NS_REGISTER, "password");
+	xml_serialize(r, NS_CLIENT, reply);
+}
+
+/* XEP-0077 §3.1: creates the account. Returns the error condition to
+ * answer (its type in *etype), or NULL when the account was created. */
+static const char *preauth_create(struct loop *l, const char *peer_addr, const char *domain,
+				  struct xml_node *q, struct arena *a, const char **etype)
+{
+	const struct config *cfg = l->srv->cfg;
+	const char *user = register_field(a, q, "username");
+	const char *pass = register_field(a, q, "password");
+	const char *cond = NULL;
+	char local[JID_PART_MAX + 1];
+	unsigned char key[16];
+	struct register_turn turn = { 0 };
+	struct user_credentials cred;
+	bool took = false;
+	int rc;
+
+	*etype = "cancel";
+	memset(&cred, 0, sizeof cred);
+	if (xml_child(q, NS_REGISTER, "remove") != NULL) {
+		*etype = "auth";
+		cond = "not-authorized"; /* log in first */
+		goto out;
+	}
+	if (user == NULL || pass == NULL || strlen(pass) > REGISTER_PASSWORD_MAX ||
+	    jid_prep_local(user, strlen(user), local, sizeof local) < 0) {
+		*etype = "modify";
+		cond = "not-acceptable";
+		goto out;
+	}
+	/* A name already taken is refused without using the address's turn. */
+	rc = l->srv->storage->user_get(l->store, domain, local, &cred);
+	explicit_bzero(&cred, sizeof cred);
+	if (rc != 1) {
+		*etype = rc == 0 ? "cancel" : "wait";
+		cond = rc == 0 ? "conflict" : "internal-server-error";
+		goto out;
+	}
+	register_rate_key(peer_addr, key);
+	if (cfg->registration_interval > 0) {
+		if (register_rate_take(key, cfg->registration_interval, &turn) != 0) {
+			*etype = "wait";
+			cond = "resource-constraint";
+			goto out;
+		}
+		took = true;
+	}
+	if (storage_credentials_from_password(pass, (unsigned)cfg->scram_iterations, &cred) != 0) {
+		*etype = "modify";
+		cond = "not-acceptable"; /* SASLprep refused the password */
+		goto out;
+	}
+	rc = register_create(l, domain, local, &cred);
+	if (rc != 0) {
+		*etype = rc > 0 ? "cancel" : "wait";
+		cond = rc > 0 ? "conflict" : "internal-server-error";
+		goto out;
+	}
+	log_info("account %s@%s registered in-band from %s", local, domain, peer_addr);
+out:
+	if (cond != NULL && took)
+		register_rate_give_back(key, &turn);
+	register_wipe(pass);
+	explicit_bzero(&cred, sizeof cred);
+	return cond;
+}
+
+int register_preauth(struct loop *l, const char *peer_addr, const char *domain,
+		     struct xml_node *iq, struct arena *a, struct buf *reply)
+{
+	const struct config *cfg = l->srv->cfg;
+	const char *type = xml_attr(iq, "type");
+	bool get = type != NULL && strcmp(type, "get") == 0;
+	bool set = type != NULL && strcmp(type, "set") == 0;
+	if (!get && !set)
+		return 0; /* results and errors are never answered */
+	struct xml_node *q = xml_first_element(iq);
+	if (!cfg->allow_registration || config_find_host(cfg, domain) == NULL || q == NULL ||
+	    xml_element_count(iq) != 1 || !xml_is(q, NS_REGISTER, "query")) {
+		preauth_error(a, iq, "cancel", "service-unavailable", reply);
+		return 0;
+	}
+	if (get) {
+		preauth_form(a, iq, domain, reply);
+		return 0;
+	}
+	const char *etype;
+	const char *cond = preauth_create(l, peer_addr, domain, q, a, &etype);
+	if (cond != NULL)
+		preauth_error(a, iq, etype, cond, reply);
+	else
+		xml_serialize(preauth_iq(a, iq, "result"), NS_CLIENT, reply);
+	return 0;
+}
+
+static const char *const features[] = { NS_REGISTER, NULL };
+
+static const struct module_iq iqs[] = {
+	{ "get", NS_REGISTER, "query", IQ_SERVER | IQ_ACCOUNT, register_get },
+	{ "set", NS_REGISTER, "query", IQ_SERVER | IQ_ACCOUNT, register_set },
+	{ NULL, NULL, NULL, 0, NULL },
+};
+
+const struct module mod_register = { "register", features, iqs };
