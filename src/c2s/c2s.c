@@ -11,6 +11,7 @@
 #include "jid/jid.h"
 #include "modules/module.h"
 #include "modules/presence.h"
+#include "modules/register.h"
 #include "router/deliver.h"
 #include "router/router.h"
 #include "stream/conn.h"
@@ -140,6 +141,8 @@ static void send_features(struct c2s *s)
 		auth_write_mechanisms(&b, s->conn->ssl, cfg_of(s)->allow_plain);
 		buf_puts(&b, "</mechanisms>");
 		auth_write_cb_types(&b, s->conn->ssl);
+		if (cfg_of(s)->allow_registration)
+			buf_puts(&b, "<register xmlns='" NS_REGISTER_FEATURE "'/>");
 	} else {
 		buf_puts(&b, "<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>"
 			     "<session xmlns='urn:ietf:params:xml:ns:xmpp-session'><optional/></session>"
@@ -326,6 +329,11 @@ static void handle_auth(struct c2s *s, struct xml_node *st, struct arena *a)
 		s->state = C2S_AUTH;
 	} else if (xml_is(st, NS_TLS, "starttls")) {
 		stream_error(s, "policy-violation");
+	} else if (xml_is(st, NS_CLIENT, "iq") && s->state == C2S_AUTH) {
+		/* In-band registration (XEP-0077) is the one thing an
+		 * unauthenticated stream may ask; the module says no when off. */
+		register_preauth(s->loop, s->conn->peer, s->domain, st, a, &out);
+		conn_write(s->conn, out.data, out.len);
 	} else if (xml_is(st, NS_SASL, NULL)) {
 		sasl_failure(s, "malformed-request");
 	} else {
@@ -350,6 +358,19 @@ static void iq_error(struct c2s *s, struct xml_node *st, struct arena *a, const 
 	xml_serialize(st, NS_CLIENT, &b);
 	conn_write(s->conn, b.data, b.len);
 	buf_free(&b);
+}
+
+static void kick_target(struct loop *l, const struct router_target *t, const char *condition)
+{
+	if (t->loop == l->index) {
+		c2s_kick(l, t->session, condition);
+		return;
+	}
+	struct inbox_item *item = xcalloc(1, sizeof *item);
+	item->kind = INBOX_KICK;
+	item->session = t->session;
+	item->condition = condition;
+	loop_post(&l->srv->loops[t->loop], item);
 }
 
 static void handle_bind(struct c2s *s, struct xml_node *st, struct arena *a)
@@ -381,14 +402,7 @@ static void handle_bind(struct c2s *s, struct xml_node *st, struct arena *a)
 	if (router_bind(s->loop->srv->router, s->bare, s->resource, s->conn->id,
 			s->loop->index, &old) == 1) {
 		/* RFC 6120 §7.7.2.2: the new session wins; the old one ends. */
-		if (old.loop == s->loop->index) {
-			c2s_conflict(s->loop, old.session);
-		} else {
-			struct inbox_item *item = xcalloc(1, sizeof *item);
-			item->kind = INBOX_CONFLICT;
-			item->session = old.session;
-			loop_post(&s->loop->srv->loops[old.loop], item);
-		}
+		kick_target(s->loop, &old, "conflict");
 	}
 	s->registered = true;
 	s->state = C2S_ACTIVE;
@@ -741,13 +755,23 @@ int c2s_deliver(struct loop *l, uint64_t session, const char *data, size_t len)
 	return 0;
 }
 
-void c2s_conflict(struct loop *l, uint64_t session)
+void c2s_kick(struct loop *l, uint64_t session, const char *condition)
 {
 	struct conn *c = conn_find(l, session);
 	if (c == NULL || c->ops != &c2s_ops)
 		return;
 	struct c2s *s = c->owner;
-	/* Already replaced in the registry: don't unbind the new session. */
-	s->registered = false;
-	stream_error(s, "conflict");
+	/* A replaced session is already out of the registry: it must not
+	 * unbind (and announce unavailable for) the new one. */
+	if (strcmp(condition, "conflict") == 0)
+		s->registered = false;
+	stream_error(s, condition);
+}
+
+void c2s_kick_account(struct loop *l, const char *bare, const char *condition)
+{
+	struct router_target t[ROUTER_MAX_TARGETS];
+	int n = router_find_all(l->srv->router, bare, t, ROUTER_MAX_TARGETS);
+	for (int i = 0; i < n; i++)
+		kick_target(l, &t[i], condition);
 }

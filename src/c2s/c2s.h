@@ -20,8 +20,13 @@ void c2s_accept(struct loop *l, uv_stream_t *listener, bool direct);
  * loop l, if it is still there. Returns 0, or -1 when it is gone. */
 int c2s_deliver(struct loop *l, uint64_t session, const char *data, size_t len);
 
-/* Closes that session with a <conflict/> stream error (it was replaced by a
- * new session with the same full JID). */
-void c2s_conflict(struct loop *l, uint64_t session);
+/* Closes that session with a stream error: "conflict" when it was replaced
+ * by a new session with the same full JID (it is then already out of the
+ * registry), "not-authorized" when its account was removed. */
+void c2s_kick(struct loop *l, uint64_t session, const char *condition);
+
+/* Closes every session of the account bare, on whichever loop, with the
+ * stream error condition (a static string). */
+void c2s_kick_account(struct loop *l, const char *bare, const char *condition);
 
 #endif

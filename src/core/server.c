@@ -69,8 +69,8 @@ static void on_wake(uv_async_t *a)
 				if (c2s_deliver(l, item->session, item->bytes->data, item->bytes->len) != 0)
 					log_debug("loop %d: session %llu gone before delivery", l->index,
 						  (unsigned long long)item->session);
-			} else if (item->kind == INBOX_CONFLICT) {
-				c2s_conflict(l, item->session);
+			} else if (item->kind == INBOX_KICK) {
+				c2s_kick(l, item->session, item->condition);
 			}
 		}
 		refbuf_release(item->bytes);

@@ -25,13 +25,14 @@ struct authfail;
 
 enum inbox_kind {
 	INBOX_DELIVER,  /* write bytes to the session */
-	INBOX_CONFLICT  /* the session was replaced: close it with <conflict/> */
+	INBOX_KICK      /* close the session with the stream error 'condition' */
 };
 
 struct inbox_item {
 	enum inbox_kind kind;
 	uint64_t session;       /* connection id of the target */
 	struct refbuf *bytes;   /* INBOX_DELIVER: owned by the item */
+	const char *condition;  /* INBOX_KICK: a static string */
 	struct inbox_item *next;
 };
 

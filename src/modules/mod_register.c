@@ -19,6 +19,7 @@
 #include <stdbool.h>
 #include <string.h>
 
+#include "c2s/c2s.h"
 #include "core/log.h"
 #include "core/server.h"
 #include "core/util.h"
@@ -196,6 +197,11 @@ static void register_remove(struct iq_ctx *c)
 	case 0:
 		log_info("account %s@%s removed in-band", c->from->local, c->from->domain);
 		module_reply(c, NULL);
+		{
+			char bare[2 * JID_PART_MAX + 2];
+			jid_format_bare(c->from, bare, sizeof bare);
+			c2s_kick_account(l, bare, "not-authorized");
+		}
 		break;
 	case 1:
 		module_error(c, "cancel", "registration-required");

@@ -324,3 +324,17 @@ int router_find_interested(struct router *r, const char *bare, struct router_tar
 	pthread_mutex_unlock(&s->lock);
 	return n;
 }
+
+int router_find_all(struct router *r, const char *bare, struct router_target *out, int max)
+{
+	uint64_t h;
+	struct shard *s = shard_of(r, bare, &h);
+	int n = 0;
+	pthread_mutex_lock(&s->lock);
+	struct raccount *a = *find_account(s, h, bare);
+	for (struct rsession *rs = a ? a->sessions : NULL; rs; rs = rs->next)
+		if (n < max)
+			out[n++] = rs->t;
+	pthread_mutex_unlock(&s->lock);
+	return n;
+}

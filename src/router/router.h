@@ -57,6 +57,9 @@ int router_find_bare_message(struct router *r, const char *bare, struct router_t
 int router_find_available(struct router *r, const char *bare, struct router_target *out,
 			  int max);
 
+/* Every session of the account, available or not. */
+int router_find_all(struct router *r, const char *bare, struct router_target *out, int max);
+
 /* Keeps the session's last broadcast presence (serialised, without 'to')
  * so probes from contacts can be answered from any loop. Takes a reference
  * of its own; NULL forgets it. */
