@@ -28,8 +28,8 @@ static enum status vcard_get(struct iq_ctx *c)
 	if (rc == 0) {
 		v = xml_parse_element(c->a, b.data, b.len);
 		if (v == NULL || !xml_is(v, NS_VCARD, "vCard")) {
-			log_error("vcard of %s@%s: unreadable, answering an empty one", c->to->local,
-				  c->to->domain);
+			log_error("vcard of %s@%s: unreadable, answering an empty one",
+				  c->to->local, c->to->domain);
 			v = NULL;
 		}
 	}

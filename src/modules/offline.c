@@ -7,6 +7,7 @@
 #include "c2s/c2s.h"
 #include "core/log.h"
 #include "core/server.h"
+#include "modules/module.h"
 
 #define STORE_OFFLINE "offline"
 
@@ -88,3 +89,9 @@ void offline_deliver(struct loop *l, const char *owner, uint64_t session)
 	if (c.sent > 0)
 		log_info("delivered %d offline message(s) to %s", c.sent, owner);
 }
+
+/* Disco only: the behaviour lives in the delivery path (deliver.c) and at
+ * initial presence (presence.c). */
+static const char *const features[] = { "msgoffline", NULL };
+
+const struct module mod_offline = { "offline", features, NULL };

@@ -438,7 +438,8 @@ void presence_broadcast(struct loop *l, uint64_t session, const struct jid *from
 	for (int i = 0; i < c.n_from; i++)
 		if (is_local(l, c.from[i]) && !presence_blocked(l, owner, c.from[i]))
 			send_to_available(l, c.from[i], p->data, p->len, 0);
-	send_to_available(l, owner, p->data, p->len, session);
+	/* RFC 6121 §4.2.2: the sending resource gets its presence back too. */
+	send_to_available(l, owner, p->data, p->len, 0);
 	refbuf_release(p);
 	if (available && !was_available)
 		initial_presence(l, session, from, owner, &c, priority);
@@ -466,7 +467,12 @@ void presence_session_ended(struct loop *l, const struct jid *full, bool was_ava
 		send_to_available(l, owner, b.data, b.len, 0);
 		buf_free(&b);
 	}
-	/* Last activity (XEP-0012) reads this. */
+	/* Last activity (XEP-0012) reads this; a removed account keeps
+	 * nothing. */
+	if (deliver_account_exists(l, full->domain, full->local) != 1) {
+		arena_reset(&a);
+		return;
+	}
 	char stamp[32];
 	int n = snprintf(stamp, sizeof stamp, "%lld", (long long)time(NULL));
 	l->srv->storage->map_put(l->store, full->domain, full->local, STORE_ACCOUNT, "last", stamp,

@@ -77,7 +77,7 @@ const char *xml_attr(const struct xml_node *n, const char *name)
 
 bool xml_is(const struct xml_node *n, const char *ns, const char *name)
 {
-	return n->name != NULL && strcmp(n->name, name) == 0 &&
+	return n->name != NULL && (name == NULL || strcmp(n->name, name) == 0) &&
 	       (ns == NULL || strcmp(n->ns, ns) == 0);
 }
 

@@ -63,6 +63,7 @@ struct xml_node *xml_first_element(const struct xml_node *n);
 int xml_element_count(const struct xml_node *n);
 /* Concatenated text of the direct text children, copied into the arena. */
 const char *xml_text(struct arena *a, const struct xml_node *n);
+/* Whether n is an element with that namespace and name (NULL: any). */
 bool xml_is(const struct xml_node *n, const char *ns, const char *name);
 
 /* Appends the serialised form of n to out. context_ns is the default

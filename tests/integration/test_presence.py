@@ -370,6 +370,22 @@ async def test_probes_bring_contacts_presence(server, net):
         "alice is not subscribed to carol's presence"
 
 
+async def test_probe_of_offline_contact_is_answered_unavailable(server,
+                                                                 net):
+    # RFC 6121 4.3.2: a contact with no available resource is reported
+    # unavailable (from the bare JID) to the prober.
+    alice = await connect(net, server, "alice", roster=True, available=True)
+    carol = await connect(net, server, "carol", roster=True, available=True)
+    await subscribe(alice, carol)
+    await carol.close()
+    fresh = await connect(net, server, "alice", "fresh", roster=True)
+    await send_available(fresh)
+    got = await fresh.inbox.get(pres(frm_bare=CAROL, type="unavailable"),
+                                "carol reported unavailable")
+    assert got.xml.get("type") == "unavailable"
+    assert not fresh.inbox.find(pres(frm_bare=CAROL, type="available"))
+
+
 async def test_own_resources_see_each_other(server, net):
     one = await connect(net, server, "alice", "one", roster=True,
                         available=True)
