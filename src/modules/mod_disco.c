@@ -50,6 +50,20 @@ void disco_caps_ver(char *out, size_t cap)
 		out[0] = '\0';
 }
 
+/* An account lists what the server answers for accounts; the server lists
+ * everything but a hidden version. */
+static bool module_shown(const struct iq_ctx *c, const struct module *m)
+{
+	if (!c->to_account)
+		return !(strcmp(m->name, "version") == 0 && c->loop->srv->cfg->hide_version);
+	if (strcmp(m->name, "disco") == 0 || strcmp(m->name, "offline") == 0)
+		return true;
+	for (const struct module_iq *h = m->iqs; h && h->type; h++)
+		if (h->targets & IQ_ACCOUNT)
+			return true;
+	return false;
+}
+
 static enum status info(struct iq_ctx *c)
 {
 	const char *node = xml_attr(c->payload, "node");
@@ -75,9 +89,12 @@ static enum status info(struct iq_ctx *c)
 		xml_set_attr(c->a, id, "type", "im");
 		xml_set_attr(c->a, id, "name", "natter");
 	}
-	for (const struct module *const *m = modules_all; *m; m++)
+	for (const struct module *const *m = modules_all; *m; m++) {
+		if (!module_shown(c, *m))
+			continue;
 		for (const char *const *f = (*m)->features; f && *f; f++)
 			add_feature(c, q, *f);
+	}
 	module_reply(c, q);
 	return OK;
 }

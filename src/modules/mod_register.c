@@ -25,6 +25,7 @@
 #include "core/util.h"
 #include "jid/jid.h"
 #include "modules/module.h"
+#include "modules/presence.h"
 
 /* Longest password accepted, in bytes (as natterctl). */
 #define REGISTER_PASSWORD_MAX 1023
@@ -193,6 +194,7 @@ static void register_remove(struct iq_ctx *c)
 		return;
 	}
 	struct loop *l = c->loop;
+	presence_account_removed(l, c->from);
 	switch (l->srv->storage->user_del(l->store, c->from->domain, c->from->local)) {
 	case 0:
 		log_info("account %s@%s removed in-band", c->from->local, c->from->domain);

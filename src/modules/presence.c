@@ -545,6 +545,29 @@ void presence_outbound(struct loop *l, struct xml_node *st, struct arena *a,
 	refbuf_release(r);
 }
 
+struct removal_ctx {
+	struct loop *l;
+	const struct jid *owner;
+	struct arena *a;
+};
+
+static void cancel_item(void *arg, struct roster_item *it)
+{
+	struct removal_ctx *c = arg;
+	presence_roster_removed(c->l, c->owner, it, c->a);
+}
+
+void presence_account_removed(struct loop *l, const struct jid *owner)
+{
+	char o[2 * JID_PART_MAX + 2];
+	jid_format_bare(owner, o, sizeof o);
+	struct arena a;
+	arena_init(&a);
+	struct removal_ctx c = { l, owner, &a };
+	roster_each(l, o, &a, cancel_item, &c);
+	arena_reset(&a);
+}
+
 void presence_roster_removed(struct loop *l, const struct jid *owner, struct roster_item *it,
 			     struct arena *a)
 {

@@ -41,4 +41,8 @@ void presence_mark_interested(struct loop *l, const struct jid *full);
 void presence_roster_removed(struct loop *l, const struct jid *owner, struct roster_item *it,
 			     struct arena *a);
 
+/* The account is about to be deleted (XEP-0077 §3.2): every contact's
+ * subscription to and from it is cancelled as if each item were removed. */
+void presence_account_removed(struct loop *l, const struct jid *owner);
+
 #endif
