@@ -41,6 +41,10 @@ static void natterctl_usage(FILE *out)
 	      "  user passwd JID [--password-file FILE]  set an account's password\n"
 	      "  user del JID                            delete an account\n"
 	      "  user list [DOMAIN]                      list accounts (of one domain)\n"
+	      "  user add-bulk PREFIX COUNT DOMAIN [--password-file FILE]\n"
+	      "                                          create PREFIX1..PREFIXCOUNT@DOMAIN,\n"
+	      "                                          all with one password and one salt\n"
+	      "                                          (for benchmarks and tests only)\n"
 	      "\n"
 	      "options:\n"
 	      "  -c, --config CONFIG  configuration file (default: built-in defaults)\n"
@@ -241,10 +245,44 @@ static int natterctl_user_list(struct natterctl *ctl, const char *arg)
 	return 0;
 }
 
+/* Benchmarks need tens of thousands of accounts: the keys are derived once
+ * and shared, which a real deployment must never do (one salt for all). */
+static int natterctl_user_add_bulk(struct natterctl *ctl, const char *prefix, const char *count_s,
+				   const char *domain_arg)
+{
+	char domain[JID_PART_MAX + 1], local[JID_PART_MAX + 1];
+	char password[NATTERCTL_PASSWORD_MAX + 2];
+	struct user_credentials cred;
+	char *end;
+	long count = strtol(count_s, &end, 10);
+	if (*end != '\0' || count < 1 || count > 10000000)
+		return natterctl_error("add-bulk: COUNT must be 1..10000000");
+	if (jid_prep_domain(domain_arg, strlen(domain_arg), domain, sizeof domain) <= 0 ||
+	    config_find_host(&ctl->cfg, domain) == NULL)
+		return natterctl_error("add-bulk: '%s' is not a configured host", domain_arg);
+	if (natterctl_open(ctl) || natterctl_password(ctl, password, sizeof password))
+		return 1;
+	int rc = storage_credentials_from_password(password, (unsigned)ctl->cfg.scram_iterations,
+						   &cred);
+	explicit_bzero(password, sizeof password);
+	if (rc < 0)
+		return natterctl_error("cannot derive keys: the password is not valid");
+	for (long i = 1; i <= count; i++) {
+		char raw[JID_PART_MAX + 1];
+		snprintf(raw, sizeof raw, "%s%ld", prefix, i);
+		if (jid_prep_local(raw, strlen(raw), local, sizeof local) <= 0)
+			return natterctl_error("add-bulk: '%s' is not a valid localpart", raw);
+		if (ctl->driver->user_put(ctl->st, domain, local, &cred) < 0)
+			return natterctl_error("cannot store %s@%s", local, domain);
+	}
+	explicit_bzero(&cred, sizeof cred);
+	return 0;
+}
+
 /* Runs "user SUB ARGS..." (argv starts at SUB). */
 static int natterctl_user(struct natterctl *ctl, int argc, char **argv)
 {
-	const char *args[2];
+	const char *args[3];
 	int nargs = 0;
 
 	if (argc < 1) {
@@ -252,7 +290,8 @@ static int natterctl_user(struct natterctl *ctl, int argc, char **argv)
 		return 1;
 	}
 	const char *sub = argv[0];
-	int takes_password = strcmp(sub, "add") == 0 || strcmp(sub, "passwd") == 0;
+	int bulk = strcmp(sub, "add-bulk") == 0;
+	int takes_password = strcmp(sub, "add") == 0 || strcmp(sub, "passwd") == 0 || bulk;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
 		if (takes_password && strcmp(a, "--password-file") == 0) {
@@ -263,13 +302,19 @@ static int natterctl_user(struct natterctl *ctl, int argc, char **argv)
 			ctl->password_file = a + 16;
 		} else if (a[0] == '-' && a[1] != '\0') {
 			return natterctl_error("user %s: unknown option '%s'", sub, a);
-		} else if (nargs == 2) {
+		} else if (nargs == 3) {
 			return natterctl_error("user %s: too many arguments", sub);
 		} else {
 			args[nargs++] = a;
 		}
 	}
 
+	if (bulk) {
+		if (nargs != 3)
+			return natterctl_error("usage: natterctl user add-bulk PREFIX COUNT DOMAIN "
+					       "[--password-file FILE]");
+		return natterctl_user_add_bulk(ctl, args[0], args[1], args[2]);
+	}
 	if (takes_password) {
 		if (nargs != 1)
 			return natterctl_error("usage: natterctl user %s JID [--password-file FILE]",
@@ -281,6 +326,8 @@ static int natterctl_user(struct natterctl *ctl, int argc, char **argv)
 			return natterctl_error("usage: natterctl user del JID");
 		return natterctl_user_del(ctl, args[0]);
 	}
+	if (nargs > 2)
+		return natterctl_error("user %s: too many arguments", sub);
 	if (strcmp(sub, "list") == 0) {
 		if (nargs > 1)
 			return natterctl_error("usage: natterctl user list [DOMAIN]");

@@ -134,6 +134,26 @@ async def test_software_version(server, net):
     assert (query.findtext(q(NS_VERSION, "version")) or "").strip()
 
 
+@pytest.mark.natter_config(hide_version=True)
+async def test_software_version_can_be_hidden(server, net):
+    alice = await connect(net, server, "alice")
+    error = await iq_error(alice, "localhost", "<query xmlns='%s'/>"
+                           % NS_VERSION)
+    assert error_condition(error) == "service-unavailable"
+    assert NS_VERSION not in features_of(await disco_info(alice))
+
+
+@pytest.mark.parametrize("hide_os", [False, True])
+async def test_operating_system_can_be_left_out(natter_factory, net,
+                                                hide_os):
+    server = accounts(natter_factory(hide_os_version=hide_os), "alice")
+    alice = await connect(net, server, "alice")
+    result = await alice.iq("localhost", "<query xmlns='%s'/>" % NS_VERSION)
+    query = result.xml.find(q(NS_VERSION, "query"))
+    assert (query.find(q(NS_VERSION, "os")) is None) == hide_os
+    assert (query.findtext(q(NS_VERSION, "version")) or "").strip()
+
+
 async def test_version_set_is_refused(server, net):
     alice = await connect(net, server, "alice")
     error = await iq_error(alice, "localhost", "<query xmlns='%s'><name>x"
