@@ -14,6 +14,7 @@
 #include "core/server.h"
 #include "core/util.h"
 #include "modules/module.h"
+#include "modules/presence.h"
 #include "modules/roster.h"
 #include "router/deliver.h"
 #include "router/router.h"
@@ -167,7 +168,8 @@ static void blocking_push(struct iq_ctx *c, const char *what, const struct item_
 	char owner[BARE_MAX];
 	struct router_target t[ROUTER_MAX_TARGETS];
 	jid_format_bare(c->from, owner, sizeof owner);
-	int n = router_find_interested(c->loop->srv->router, owner, t, ROUTER_MAX_TARGETS);
+	int n = router_find_interested(c->loop->srv->router, owner, ROUTER_WANTS_BLOCKLIST, t,
+				       ROUTER_MAX_TARGETS);
 	if (n == 0)
 		return;
 	struct xml_node *iq = xml_new(c->a, NS_CLIENT, "iq");
@@ -394,6 +396,7 @@ static enum status blocking_get(struct iq_ctx *c)
 {
 	if (!blocking_own_account(c))
 		return OK;
+	presence_mark_interested(c->loop, c->from, ROUTER_WANTS_BLOCKLIST);
 	struct xml_node *list = xml_new(c->a, NS_BLOCKING, "blocklist");
 	struct list_ctx x = { c->a, list, NULL, 0 };
 	if (c->loop->srv->storage->map_list(c->loop->store, c->from->domain, c->from->local,

@@ -389,6 +389,21 @@ static void initial_presence(struct loop *l, uint64_t session, const struct jid 
 			continue;
 		struct refbuf *p[ROUTER_MAX_TARGETS];
 		int n = router_get_presences(l->srv->router, contact, p, ROUTER_MAX_TARGETS);
+		if (n == 0 && i >= 0) {
+			/* RFC 6121 §4.3.2: a contact with no available resource
+			 * answers the probe as unavailable, from its bare JID. */
+			struct buf b;
+			buf_init(&b);
+			buf_puts(&b, "<presence type='unavailable' to='");
+			buf_append_escaped(&b, full, strlen(full));
+			buf_puts(&b, "' from='");
+			buf_append_escaped(&b, contact, strlen(contact));
+			buf_puts(&b, "'/>");
+			struct refbuf *r = refbuf_new(b.data, b.len);
+			deliver_to_session(l, &self, r);
+			refbuf_release(r);
+			buf_free(&b);
+		}
 		for (int k = 0; k < n; k++) {
 			struct refbuf *r = with_to(p[k]->data, p[k]->len, full);
 			/* Our own presence, just stored, is not echoed back. */
@@ -480,13 +495,13 @@ void presence_session_ended(struct loop *l, const struct jid *full, bool was_ava
 	arena_reset(&a);
 }
 
-void presence_mark_interested(struct loop *l, const struct jid *full)
+void presence_mark_interested(struct loop *l, const struct jid *full, unsigned what)
 {
 	char owner[2 * JID_PART_MAX + 2];
 	struct router_target t;
 	jid_format_bare(full, owner, sizeof owner);
 	if (router_find_full(l->srv->router, owner, full->resource, &t) == 0)
-		router_set_interested(l->srv->router, owner, full->resource, t.session);
+		router_set_interested(l->srv->router, owner, full->resource, t.session, what);
 }
 
 void presence_outbound(struct loop *l, struct xml_node *st, struct arena *a,

@@ -33,8 +33,9 @@ void presence_session_ended(struct loop *l, const struct jid *full, bool was_ava
 void presence_outbound(struct loop *l, struct xml_node *st, struct arena *a,
 		       const struct jid *from, const struct jid *to);
 
-/* The session fetched its roster: it gets roster pushes from now on. */
-void presence_mark_interested(struct loop *l, const struct jid *full);
+/* The session fetched its roster or blocklist (ROUTER_WANTS_*): it gets
+ * those pushes from now on. */
+void presence_mark_interested(struct loop *l, const struct jid *full, unsigned what);
 
 /* The user removes contact from the roster (RFC 6121 §2.5.2): cancel the
  * subscriptions both ways, as far as they exist. */

@@ -128,7 +128,8 @@ static void push(struct loop *l, const char *owner, struct xml_node *item, long 
 		 struct arena *a)
 {
 	struct router_target t[ROUTER_MAX_TARGETS];
-	int n = router_find_interested(l->srv->router, owner, t, ROUTER_MAX_TARGETS);
+	int n = router_find_interested(l->srv->router, owner, ROUTER_WANTS_ROSTER, t,
+				       ROUTER_MAX_TARGETS);
 	if (n == 0)
 		return;
 	struct xml_node *iq = xml_new(a, NS_CLIENT, "iq");
@@ -238,7 +239,7 @@ static enum status roster_get(struct iq_ctx *c)
 		module_error(c, "cancel", "forbidden");
 		return OK;
 	}
-	presence_mark_interested(c->loop, c->from);
+	presence_mark_interested(c->loop, c->from, ROUTER_WANTS_ROSTER);
 	long long ver = current_version(c->loop, c->from->domain, c->from->local);
 	const char *have = xml_attr(c->payload, "ver");
 	char v[32];

@@ -11,7 +11,7 @@
 struct rsession {
 	struct router_target t;
 	struct refbuf *presence; /* last broadcast presence; NULL if none */
-	bool interested;         /* fetched the roster */
+	unsigned interest;       /* ROUTER_WANTS_* the session asked for */
 	struct rsession *next;
 	char resource[]; /* normalised resourcepart */
 };
@@ -286,14 +286,13 @@ void router_set_presence_stanza(struct router *r, const char *bare, const char *
 
 static void mark_interested(struct rsession *rs, void *arg)
 {
-	(void)arg;
-	rs->interested = true;
+	rs->interest |= *(unsigned *)arg;
 }
 
 void router_set_interested(struct router *r, const char *bare, const char *resource,
-			   uint64_t session)
+			   uint64_t session, unsigned what)
 {
-	with_session(r, bare, resource, session, mark_interested, NULL);
+	with_session(r, bare, resource, session, mark_interested, &what);
 }
 
 int router_get_presences(struct router *r, const char *bare, struct refbuf **out, int max)
@@ -310,8 +309,8 @@ int router_get_presences(struct router *r, const char *bare, struct refbuf **out
 	return n;
 }
 
-int router_find_interested(struct router *r, const char *bare, struct router_target *out,
-			   int max)
+int router_find_interested(struct router *r, const char *bare, unsigned what,
+			   struct router_target *out, int max)
 {
 	uint64_t h;
 	struct shard *s = shard_of(r, bare, &h);
@@ -319,7 +318,7 @@ int router_find_interested(struct router *r, const char *bare, struct router_tar
 	pthread_mutex_lock(&s->lock);
 	struct raccount *a = *find_account(s, h, bare);
 	for (struct rsession *rs = a ? a->sessions : NULL; rs; rs = rs->next)
-		if (rs->interested && n < max)
+		if ((rs->interest & what) && n < max)
 			out[n++] = rs->t;
 	pthread_mutex_unlock(&s->lock);
 	return n;

@@ -70,12 +70,16 @@ void router_set_presence_stanza(struct router *r, const char *bare, const char *
  * reference each, which the caller releases. Returns how many. */
 int router_get_presences(struct router *r, const char *bare, struct refbuf **out, int max);
 
-/* Marks a session as interested in roster pushes (it fetched the roster). */
-void router_set_interested(struct router *r, const char *bare, const char *resource,
-			   uint64_t session);
+/* What a session fetched, and so gets pushes of. */
+#define ROUTER_WANTS_ROSTER 1u    /* roster pushes (RFC 6121 §2.1.6) */
+#define ROUTER_WANTS_BLOCKLIST 2u /* blocklist pushes (XEP-0191 §3.3) */
 
-/* The sessions that fetched the roster (roster pushes go there). */
-int router_find_interested(struct router *r, const char *bare, struct router_target *out,
-			   int max);
+/* Marks the session as interested in what (ROUTER_WANTS_*). */
+void router_set_interested(struct router *r, const char *bare, const char *resource,
+			   uint64_t session, unsigned what);
+
+/* The sessions interested in any of what. */
+int router_find_interested(struct router *r, const char *bare, unsigned what,
+			   struct router_target *out, int max);
 
 #endif

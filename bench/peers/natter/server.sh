@@ -1,0 +1,93 @@
+#!/bin/bash
+# natterd (this repository's build) for the side-by-side benchmark, set up
+# the way the peers are: domain localhost, c2s with STARTTLS on its own
+# loopback port, the shared benchmark certificate, data in the scratch
+# directory. Subcommands and arguments: see ../common.sh.
+# NATTER_BUILD names the build directory (default: build/ of this repository).
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/../common.sh"
+
+cmd=${1:-}
+dir=${2:-}
+[ -n "$cmd" ] && [ -n "$dir" ] || die "usage: $0 start|users|pids|stop DIR ..."
+
+repo=$(cd "$here/../../.." && pwd)
+build=${NATTER_BUILD:-$repo/build}
+[ -x "$build/natterd" ] && [ -x "$build/natterctl" ] || die "no natterd/natterctl in $build (make build)"
+
+write_config() {
+	port=$1
+	mkdir -p "$dir/data"
+	peer_cert "$dir"
+	# workers: one event loop per core, as natter's default (0) also does;
+	# written out so the table shows what ran.
+	cat >"$dir/natter.yaml" <<EOF
+# Written by bench/peers/natter/server.sh; regenerated on every start.
+log_level: warn
+data_dir: $dir/data
+storage: sqlite
+workers: $(nproc)
+allow_plain: true
+scram_iterations: $BENCH_SCRAM_ITERATIONS
+allow_registration: false
+hosts:
+  - domain: $BENCH_DOMAIN
+    tls_cert: $dir/cert.pem
+    tls_key: $dir/key.pem
+listeners:
+  - type: c2s
+    address: 127.0.0.1
+    port: $port
+EOF
+}
+
+start() {
+	port=${1:?PORT}
+	write_config "$port"
+	"$build/natterd" -c "$dir/natter.yaml" --check-config >/dev/null ||
+		die "natterd rejects $dir/natter.yaml"
+	peer_raise_fds
+	"$build/natterd" -c "$dir/natter.yaml" >"$dir/natterd.log" 2>&1 &
+	echo $! >"$dir/server.pid"
+	if ! peer_wait_port "$port" 60 "$(cat "$dir/server.pid")"; then
+		cat "$dir/natterd.log" >&2
+		die "natterd did not start on port $port"
+	fi
+}
+
+# natterctl user add-bulk derives the SCRAM keys once and stores them for
+# every account, straight into the store (one salt for all, as for the
+# peers; the server's work per login does not depend on the salt).
+users() {
+	prefix=${1:?PREFIX}
+	count=${2:?COUNT}
+	password=${3:?PASSWORD}
+	printf '%s\n' "$password" >"$dir/password"
+	"$build/natterctl" -c "$dir/natter.yaml" user add-bulk "$prefix" "$count" "$BENCH_DOMAIN" \
+		--password-file "$dir/password"
+}
+
+pids() {
+	[ -s "$dir/server.pid" ] || return 0
+	pid=$(cat "$dir/server.pid")
+	kill -0 "$pid" 2>/dev/null || return 0
+	peer_descendants "$pid"
+}
+
+stop() {
+	[ -s "$dir/server.pid" ] || return 0
+	pid=$(cat "$dir/server.pid")
+	kill -TERM "$pid" 2>/dev/null || true
+	peer_wait_gone "$pid" 30
+	rm -f "$dir/server.pid"
+}
+
+shift 2
+case "$cmd" in
+start) start "$@" ;;
+users) users "$@" ;;
+pids) pids ;;
+stop) stop ;;
+*) die "unknown subcommand $cmd" ;;
+esac

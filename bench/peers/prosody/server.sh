@@ -1,0 +1,129 @@
+#!/bin/bash
+# Prosody 0.12 (Debian 12's prosody package) for the side-by-side benchmark.
+# Subcommands and arguments: see ../common.sh. What differs from Debian's
+# /etc/prosody/prosody.cfg.lua, and why, is written next to each setting in
+# the config below and in ../README.md.
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/../common.sh"
+
+cmd=${1:-}
+dir=${2:-}
+[ -n "$cmd" ] && [ -n "$dir" ] || die "usage: $0 start|users|pids|stop DIR ..."
+
+write_config() {
+	port=$1
+	mkdir -p "$dir/data" "$dir/certs"
+	peer_cert "$dir"
+	cat >"$dir/prosody.cfg.lua" <<EOF
+-- Written by bench/peers/prosody/server.sh; regenerated on every start.
+
+-- The benchmark runs as root, and the data directory is a scratch directory
+-- of root's: do not switch to the 'prosody' user (prosody itself would not;
+-- prosodyctl would, and then could not read this directory).
+run_as_root = true
+pidfile = "$dir/prosody.pid"
+data_path = "$dir/data"
+log = { { levels = { min = "warn" }, to = "file", filename = "$dir/prosody.log" } }
+
+-- Every listener on loopback only; c2s (STARTTLS) on its own port, no direct
+-- TLS, no s2s, no HTTP.
+interfaces = { "127.0.0.1" }
+c2s_ports = { $port }
+c2s_direct_tls_ports = { }
+legacy_ssl_ports = { }
+
+-- net.server_epoll is 0.12's default backend; named so no one wonders.
+network_backend = "epoll"
+
+-- What the load generator uses, and nothing else: TLS, SASL, roster, disco,
+-- ping. presence, message, iq, offline and c2s are always loaded.
+-- mod_limits (the c2s rate limiter) is not loaded, so there is no traffic
+-- shaping; it is also listed as disabled in case a global default enables it.
+modules_enabled = { "tls"; "saslauth"; "roster"; "disco"; "ping"; "posix" }
+modules_disabled = { "s2s"; "s2s_auth_certs"; "limits"; "bosh"; "websocket"; "http" }
+
+authentication = "internal_hashed"
+storage = "internal"
+allow_registration = false
+c2s_require_encryption = true
+default_iteration_count = $BENCH_SCRAM_ITERATIONS
+
+certificates = "$dir/certs"
+ssl = { certificate = "$dir/cert.pem"; key = "$dir/key.pem" }
+
+VirtualHost "$BENCH_DOMAIN"
+	ssl = { certificate = "$dir/cert.pem"; key = "$dir/key.pem" }
+EOF
+}
+
+start() {
+	port=${1:?PORT}
+	write_config "$port"
+	: >"$dir/prosody.log"
+	peer_raise_fds
+	# -F: stay in the foreground (as a child of this script, in the
+	# background of the shell), so $! is the server's PID.
+	prosody --config "$dir/prosody.cfg.lua" -F >"$dir/prosody.out" 2>&1 &
+	echo $! >"$dir/server.pid"
+	if ! peer_wait_port "$port" 60 "$(cat "$dir/server.pid")"; then
+		cat "$dir/prosody.out" "$dir/prosody.log" >&2
+		die "prosody did not start on port $port"
+	fi
+}
+
+# Accounts are written straight into Prosody's file store: one
+# data/localhost/accounts/<user>.dat per user, in the format
+# mod_auth_internal_hashed keeps (SCRAM-SHA-1 stored and server keys in hex,
+# salt, iteration count). prosodyctl adduser takes a second or so per user;
+# this takes a few seconds for 100,000. All accounts share one salt (the keys
+# are derived once): the server's work per login does not depend on the salt.
+users() {
+	prefix=${1:?PREFIX}
+	count=${2:?COUNT}
+	password=${3:?PASSWORD}
+	/usr/bin/python3 - "$dir/data/$BENCH_DOMAIN/accounts" "$prefix" "$count" "$password" \
+		"$BENCH_SCRAM_ITERATIONS" <<'EOF'
+import hashlib, hmac, os, sys, uuid
+path, prefix, count, password, iterations = sys.argv[1:]
+count, iterations = int(count), int(iterations)
+salt = str(uuid.uuid4())
+salted = hashlib.pbkdf2_hmac("sha1", password.encode(), salt.encode(), iterations)
+client_key = hmac.new(salted, b"Client Key", hashlib.sha1).digest()
+stored_key = hashlib.sha1(client_key).hexdigest()
+server_key = hmac.new(salted, b"Server Key", hashlib.sha1).hexdigest()
+body = ('return {\n\t["iteration_count"] = %d;\n\t["salt"] = "%s";\n'
+        '\t["server_key"] = "%s";\n\t["stored_key"] = "%s";\n};\n'
+        % (iterations, salt, server_key, stored_key)).encode()
+os.makedirs(path, exist_ok=True)
+for i in range(1, count + 1):
+    # Prosody percent-encodes every non-alphanumeric byte of a file name.
+    name = "".join(c if c.isalnum() else "%%%02x" % ord(c) for c in "%s%d" % (prefix, i))
+    with open(os.path.join(path, name + ".dat"), "wb") as f:
+        f.write(body)
+EOF
+}
+
+pids() {
+	[ -s "$dir/server.pid" ] || return 0
+	pid=$(cat "$dir/server.pid")
+	kill -0 "$pid" 2>/dev/null || return 0
+	peer_descendants "$pid"
+}
+
+stop() {
+	[ -s "$dir/server.pid" ] || return 0
+	pid=$(cat "$dir/server.pid")
+	kill -TERM "$pid" 2>/dev/null || true
+	peer_wait_gone "$pid" 30
+	rm -f "$dir/server.pid"
+}
+
+shift 2
+case "$cmd" in
+start) start "$@" ;;
+users) users "$@" ;;
+pids) pids ;;
+stop) stop ;;
+*) die "unknown subcommand $cmd" ;;
+esac
