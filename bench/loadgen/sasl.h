@@ -22,6 +22,7 @@ struct sasl_scram {
 	char cnonce[40];
 	unsigned char server_signature[20];
 	bool have_signature;
+	bool verified; /* the server's signature checked out */
 };
 
 /* Base64 of s (NUL-terminated, malloc'd; caller frees). */

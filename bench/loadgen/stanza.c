@@ -208,7 +208,8 @@ void stanza_parser_reset(struct stanza_parser *p)
 void stanza_parser_stop(struct stanza_parser *p)
 {
 	p->stopped = true;
-	XML_StopParser(p->xp, XML_FALSE);
+	if (p->xp)
+		XML_StopParser(p->xp, XML_FALSE);
 }
 
 int stanza_parser_feed(struct stanza_parser *p, const char *data, size_t len)

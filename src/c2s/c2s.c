@@ -768,6 +768,28 @@ void c2s_kick(struct loop *l, uint64_t session, const char *condition)
 	stream_error(s, condition);
 }
 
+/* A session silent this long gives back its parser and buffers. */
+#define C2S_IDLE_RELEASE_MS 2000
+
+static void sweep_one(struct conn *c, void *arg)
+{
+	unsigned long long now = *(unsigned long long *)arg;
+	if (c->ops != &c2s_ops)
+		return;
+	struct c2s *s = c->owner;
+	if (s->state == C2S_CLOSED || now - s->last_input < C2S_IDLE_RELEASE_MS)
+		return;
+	if (xml_stream_release(s->xs) == 0)
+		log_debug("c2s %llu: idle, parser released", (unsigned long long)c->id);
+	conn_trim(c);
+}
+
+void c2s_sweep(struct loop *l)
+{
+	unsigned long long now = now_ms();
+	conn_each(l, sweep_one, &now);
+}
+
 void c2s_kick_account(struct loop *l, const char *bare, const char *condition)
 {
 	struct router_target t[ROUTER_MAX_TARGETS];

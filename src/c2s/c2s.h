@@ -25,6 +25,10 @@ int c2s_deliver(struct loop *l, uint64_t session, const char *data, size_t len);
  * registry), "not-authorized" when its account was removed. */
 void c2s_kick(struct loop *l, uint64_t session, const char *condition);
 
+/* Releases what idle sessions of loop l hold only to be quick when busy
+ * (the XML parser, the output buffer). Called periodically. */
+void c2s_sweep(struct loop *l);
+
 /* Closes every session of the account bare, on whichever loop, with the
  * stream error condition (a static string). */
 void c2s_kick_account(struct loop *l, const char *bare, const char *condition);

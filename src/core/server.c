@@ -92,6 +92,11 @@ static void on_check(uv_check_t *c)
 	uv_idle_stop(&l->kick);
 }
 
+static void on_sweep(uv_timer_t *t)
+{
+	c2s_sweep(t->data);
+}
+
 static void on_connection(uv_stream_t *server, int status)
 {
 	struct listener_data *ld = server->data;
@@ -158,6 +163,9 @@ static int loop_init(struct server *srv, struct loop *l, int index, char *err, s
 	l->flush.data = l;
 	uv_check_start(&l->flush, on_check);
 	uv_idle_init(&l->uv, &l->kick);
+	uv_timer_init(&l->uv, &l->sweep);
+	l->sweep.data = l;
+	uv_timer_start(&l->sweep, on_sweep, 1000, 1000);
 	l->store = srv->storage->open(srv->cfg->data_dir, err, errlen);
 	if (l->store == NULL)
 		return -1;

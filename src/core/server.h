@@ -51,6 +51,7 @@ struct loop {
 	uv_async_t wake;          /* inbox and stop requests */
 	uv_check_t flush;         /* writes batched per loop iteration */
 	uv_idle_t kick;           /* active while output waits: no blocking poll */
+	uv_timer_t sweep;         /* releases idle sessions' memory */
 	pthread_mutex_t inbox_lock;
 	struct inbox_item *inbox_head, *inbox_tail;
 	bool stopping;            /* set under inbox_lock */

@@ -374,6 +374,21 @@ void conn_close(struct conn *c)
 	mark_dirty(c);
 }
 
+void conn_each(struct loop *l, void (*fn)(struct conn *c, void *arg), void *arg)
+{
+	for (size_t i = 0; i < l->conns.cap; i++) {
+		struct conn *c = l->conns.slots[i];
+		if (c != NULL && !c->closed)
+			fn(c, arg);
+	}
+}
+
+void conn_trim(struct conn *c)
+{
+	if (c->out.len == 0 && !c->dirty)
+		buf_free(&c->out);
+}
+
 void conn_close_all(struct loop *l)
 {
 	for (size_t i = 0; i < l->conns.cap; i++) {

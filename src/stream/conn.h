@@ -71,6 +71,13 @@ void conn_flush_dirty(struct loop *l);
 /* Looks up a live connection of loop l by id; NULL when gone. */
 struct conn *conn_find(struct loop *l, uint64_t id);
 
+/* Calls fn for every live connection of the loop. fn must not close
+ * connections. */
+void conn_each(struct loop *l, void (*fn)(struct conn *c, void *arg), void *arg);
+
+/* Frees the connection's output buffer if it holds nothing (idle). */
+void conn_trim(struct conn *c);
+
 /* Closes every connection of the loop (shutdown). */
 void conn_close_all(struct loop *l);
 

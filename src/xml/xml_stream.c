@@ -37,6 +37,8 @@ struct xml_stream {
 	bool restart;
 	bool stop;
 	bool closed;
+	bool resuming;            /* parsing our own copy of the header */
+	struct buf root_ns;       /* the root's declarations: "prefix\0uri\0"... */
 };
 
 static void split_name(struct arena *a, const char *qname, const char **ns, const char **local)
@@ -106,6 +108,12 @@ static void on_start(void *ud, const XML_Char *name, const XML_Char **atts)
 	if (s->level == 0) {
 		s->level = 1;
 		s->boundary = event_end(s);
+		if (s->resuming) {
+			/* Our own copy of the header: the peer sent it long ago. */
+			s->resuming = false;
+			arena_reset(&s->arena);
+			return;
+		}
 		s->h->open(s->ud, n, s->default_ns);
 		arena_reset(&s->arena);
 		if (s->restart || s->stop)
@@ -172,6 +180,10 @@ static void on_text(void *ud, const XML_Char *data, int len)
 static void on_ns_start(void *ud, const XML_Char *prefix, const XML_Char *uri)
 {
 	struct xml_stream *s = ud;
+	if (s->level == 0 && !s->resuming && s->root_ns.len < 4096) {
+		buf_append(&s->root_ns, prefix ? prefix : "", strlen(prefix ? prefix : "") + 1);
+		buf_append(&s->root_ns, uri ? uri : "", strlen(uri ? uri : "") + 1);
+	}
 	if (s->level == 0 && prefix == NULL) {
 		/* Expat passes NULL for xmlns='' (no default namespace). */
 		if (uri == NULL)
@@ -246,8 +258,9 @@ static void reset_state(struct xml_stream *s)
 	s->level = 0;
 	s->default_ns[0] = '\0';
 	s->fed = s->boundary = s->last_event = 0;
-	s->restart = s->stop = s->closed = false;
+	s->restart = s->stop = s->closed = s->resuming = false;
 	s->result = XS_OK;
+	s->root_ns.len = 0;
 }
 
 struct xml_stream *xml_stream_new(const struct xml_stream_limits *limits,
@@ -259,6 +272,7 @@ struct xml_stream *xml_stream_new(const struct xml_stream_limits *limits,
 	s->ud = ud;
 	arena_init(&s->arena);
 	buf_init(&s->text);
+	buf_init(&s->root_ns);
 	/* Forcing UTF-8 stops expat from switching to a declared encoding;
 	 * on_xml_decl refuses the declaration itself. */
 	s->parser = XML_ParserCreateNS("UTF-8", NS_SEP);
@@ -273,9 +287,11 @@ void xml_stream_free(struct xml_stream *s)
 {
 	if (s == NULL)
 		return;
-	XML_ParserFree(s->parser);
+	if (s->parser != NULL)
+		XML_ParserFree(s->parser);
 	arena_reset(&s->arena);
 	buf_free(&s->text);
+	buf_free(&s->root_ns);
 	free(s);
 }
 
@@ -285,7 +301,80 @@ void xml_stream_stop(struct xml_stream *s) { s->stop = true; }
 
 const char *xml_stream_error_text(const struct xml_stream *s)
 {
-	return XML_ErrorString(XML_GetErrorCode(s->parser));
+	return s->parser ? XML_ErrorString(XML_GetErrorCode(s->parser)) : "";
+}
+
+/* The root's qualified name as the peer wrote it, from its declarations:
+ * "stream" under the default namespace, else "PREFIX:stream" for the
+ * prefix bound to the streams namespace. Returns -1 if there is none. */
+static int root_qname(const struct xml_stream *s, struct buf *out)
+{
+	for (size_t i = 0; i < s->root_ns.len;) {
+		const char *prefix = s->root_ns.data + i;
+		const char *uri = prefix + strlen(prefix) + 1;
+		i = (size_t)(uri - s->root_ns.data) + strlen(uri) + 1;
+		if (strcmp(uri, "http://etherx.jabber.org/streams") != 0)
+			continue;
+		if (prefix[0] != '\0') {
+			buf_puts(out, prefix);
+			buf_puts(out, ":");
+		}
+		buf_puts(out, "stream");
+		return 0;
+	}
+	return -1;
+}
+
+int xml_stream_release(struct xml_stream *s)
+{
+	if (s->parser == NULL || s->level != 1 || s->closed || s->result != XS_OK ||
+	    s->fed != s->boundary || s->stanza != NULL || s->restart || s->stop)
+		return -1;
+	struct buf probe;
+	buf_init(&probe);
+	int ok = root_qname(s, &probe);
+	buf_free(&probe);
+	if (ok != 0)
+		return -1;
+	XML_ParserFree(s->parser);
+	s->parser = NULL;
+	buf_free(&s->text);
+	arena_reset(&s->arena);
+	return 0;
+}
+
+/* Makes a new parser and replays the stream header from what was kept,
+ * so the peer's next stanza parses as if the old parser had stayed. */
+static enum xml_stream_result resume(struct xml_stream *s)
+{
+	struct buf h;
+	buf_init(&h);
+	buf_puts(&h, "<");
+	root_qname(s, &h);
+	for (size_t i = 0; i < s->root_ns.len;) {
+		const char *prefix = s->root_ns.data + i;
+		const char *uri = prefix + strlen(prefix) + 1;
+		i = (size_t)(uri - s->root_ns.data) + strlen(uri) + 1;
+		buf_puts(&h, prefix[0] ? " xmlns:" : " xmlns");
+		buf_puts(&h, prefix);
+		buf_puts(&h, "='");
+		buf_append_escaped(&h, uri, strlen(uri));
+		buf_puts(&h, "'");
+	}
+	buf_puts(&h, ">");
+	s->parser = XML_ParserCreateNS("UTF-8", NS_SEP);
+	if (s->parser == NULL)
+		fatal("XML_ParserCreateNS failed");
+	setup_parser(s);
+	s->level = 0;
+	s->resuming = true;
+	s->fed = (long long)h.len;
+	s->boundary = s->last_event = 0;
+	enum XML_Status st = XML_Parse(s->parser, h.data, (int)h.len, XML_FALSE);
+	buf_free(&h);
+	if (st != XML_STATUS_OK || s->level != 1 || s->result != XS_OK)
+		return XS_NOT_WELL_FORMED; /* cannot happen: we wrote it */
+	return XS_OK;
 }
 
 /* Expat switches to UTF-16 on a byte order mark or a NUL among the first
@@ -306,6 +395,11 @@ enum xml_stream_result xml_stream_feed(struct xml_stream *s, const char *data, s
 {
 	if (s->closed && len > 0)
 		return XS_BAD_FORMAT;
+	if (s->parser == NULL && len > 0) {
+		enum xml_stream_result r = resume(s);
+		if (r != XS_OK)
+			return r;
+	}
 	/* Expat takes an int length: feed very large inputs in slices. */
 	while (len > 0) {
 		int n = len > (1 << 20) ? (1 << 20) : (int)len;

@@ -57,6 +57,13 @@ void xml_stream_restart(struct xml_stream *s);
 /* Called from a handler: stop parsing; xml_stream_feed returns XS_STOPPED. */
 void xml_stream_stop(struct xml_stream *s);
 
+/* Frees the parser between stanzas of an idle stream (it holds about
+ * 10 KiB); the next feed makes a new one and replays the stream header
+ * from the namespace declarations kept. Returns 0 when released, -1 when
+ * the stream is not at a stanza boundary (or is not a released-able
+ * stream: no header yet, closed, failed). */
+int xml_stream_release(struct xml_stream *s);
+
 /* Expat's description of the last parse error, for logs. */
 const char *xml_stream_error_text(const struct xml_stream *s);
 

@@ -1,3 +1,4 @@
+import asyncio
 """Routing between local sessions (RFC 6120 section 10, RFC 6121 section 8),
 'from' stamping, pings (XEP-0199) both ways and idle detection.
 
@@ -55,6 +56,23 @@ async def test_two_accounts_exchange_messages(accounts, net):
     msg = await alice.next_message()
     assert (msg["id"], msg["body"]) == ("m2", "hello alice")
     assert msg["from"].full == BOB + "/b"
+
+
+async def test_idle_sessions_still_served(accounts, net):
+    """An idle session gives its XML parser back after two seconds and gets
+    a new one, with its stream context, at its next stanza. The wait is the
+    behaviour under test (idleness), not synchronisation."""
+    alice = await net.login(accounts, ALICE + "/a", ALICE_PW)
+    await alice.available()
+    bob = await net.login(accounts, BOB + "/b", BOB_PW)
+    await asyncio.sleep(3.5)
+    assert "parser released" in accounts.log
+    send(bob, ALICE + "/a", "after a pause", "m3")
+    msg = await alice.next_message()
+    assert (msg["id"], msg["body"]) == ("m3", "after a pause")
+    send(alice, BOB + "/b", "and back", "m4")
+    msg = await bob.next_message()
+    assert (msg["id"], msg["body"]) == ("m4", "and back")
 
 
 async def test_same_full_jid_replaces_old_session(accounts, net):

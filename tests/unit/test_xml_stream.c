@@ -999,10 +999,60 @@ static void test_free_mid_stanza(void **state)
 
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 
+/* --- releasing the parser of an idle stream --- */
+
+static void test_release_and_resume(void **state)
+{
+	struct rec *r = *state;
+	assert_int_equal(feed(r, STREAM_OPEN "<message id='1'/>"), XS_OK);
+	assert_int_equal(xml_stream_release(r->xs), 0);
+	assert_int_equal(feed(r, "<message id='2'><body>b</body></message>"), XS_OK);
+	expect_log(r, "{jabber:client}message[id='1']\n"
+		      "{jabber:client}message[id='2']({jabber:client}body(\"b\"))\n");
+	assert_int_equal(r->opens, 1);
+	assert_int_equal(xml_stream_release(r->xs), 0);
+	assert_int_equal(feed(r, STREAM_CLOSE), XS_OK);
+	assert_int_equal(r->closes, 1);
+}
+
+static void test_release_keeps_prefixes(void **state)
+{
+	struct rec *r = *state;
+	assert_int_equal(feed(r, "<s:stream xmlns='jabber:client' xmlns:s='http://etherx.jabber.org/"
+				 "streams' xmlns:x='urn:x'>"),
+			 XS_OK);
+	assert_int_equal(xml_stream_release(r->xs), 0);
+	assert_int_equal(feed(r, "<x:y/>"), XS_OK);
+	expect_log(r, "{urn:x}y\n");
+	assert_int_equal(xml_stream_release(r->xs), 0);
+	assert_int_equal(feed(r, "</s:stream>"), XS_OK);
+	assert_int_equal(r->closes, 1);
+}
+
+static void test_release_refused_mid_stanza(void **state)
+{
+	struct rec *r = *state;
+	assert_int_equal(xml_stream_release(r->xs), -1); /* no header yet */
+	assert_int_equal(feed(r, STREAM_OPEN "<message id='1'><bo"), XS_OK);
+	assert_int_equal(xml_stream_release(r->xs), -1);
+	assert_int_equal(feed(r, "dy/></message>"), XS_OK);
+	assert_int_equal(xml_stream_release(r->xs), 0);
+	assert_int_equal(xml_stream_release(r->xs), -1); /* already */
+	/* Limits still hold on the new parser. */
+	char *big = repeat('x', 5000);
+	char *st = concat("<message><body>", big, "</body></message>", NULL);
+	assert_int_equal(feed(r, st), XS_POLICY);
+	free(st);
+	free(big);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		T(test_header_event),
+		T(test_release_and_resume),
+		T(test_release_keeps_prefixes),
+		T(test_release_refused_mid_stanza),
 		T(test_header_without_default_namespace),
 		T(test_header_empty_default_namespace),
 		T(test_header_split_byte_by_byte),

@@ -1,0 +1,106 @@
+/* One client connection and its login: TCP from a rotating loopback source
+ * address, stream header, STARTTLS (no verification), a new stream, SASL
+ * (SCRAM-SHA-1 or PLAIN), a new stream, resource binding, the legacy
+ * session if the server requires it, then roster get and initial presence
+ * sent together. The connection is online when the roster result arrives.
+ *
+ * A connection belongs to one worker and is used on its thread only. The
+ * scenario learns about it through struct conn_ops and may keep the
+ * pointer until its closed callback returns; the worker frees it then. */
+#ifndef LOADGEN_CONN_H
+#define LOADGEN_CONN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <openssl/ssl.h>
+#include <uv.h>
+
+#include "sasl.h"
+#include "stanza.h"
+#include "worker.h"
+
+enum conn_state {
+	CONN_CONNECTING,
+	CONN_STREAM1,   /* plain stream, waiting for features */
+	CONN_STARTTLS,  /* waiting for <proceed/> */
+	CONN_HANDSHAKE, /* TLS handshake */
+	CONN_STREAM2,   /* TLS stream, waiting for mechanisms */
+	CONN_SASL,
+	CONN_STREAM3,   /* authenticated stream, waiting for bind */
+	CONN_BIND,
+	CONN_SESSION,
+	CONN_ROSTER,    /* roster get and presence sent */
+	CONN_ONLINE,
+	CONN_CLOSING,   /* </stream:stream> sent, waiting for the server's */
+	CONN_CLOSED,    /* handle closing; no more callbacks but closed */
+};
+
+struct conn_ops {
+	/* Login complete. */
+	void (*online)(struct conn *c);
+	/* A stanza arrived after resource binding (pings and roster pushes
+	 * are already answered). */
+	void (*stanza)(struct conn *c, struct stanza *st);
+	/* The connection is gone; c->failed says whether it failed and
+	 * c->fail_kind how. Called once; c is freed afterwards. */
+	void (*closed)(struct conn *c);
+};
+
+struct conn {
+	struct worker *w;
+	const struct conn_ops *ops;
+	void *data;              /* the scenario's */
+	unsigned user;           /* account number: users_prefix + user */
+	enum conn_state state;
+	bool was_online;
+	bool failed;
+	enum fail_kind fail_kind;
+	bool restart;            /* stream restart pending after the parse */
+	bool session_required;
+	bool dirty;
+	uv_tcp_t tcp;
+	SSL *ssl;
+	BIO *rbio, *wbio;        /* network side of TLS, memory BIOs */
+	struct stanza_parser parser;
+	char *out;               /* plaintext waiting for the next flush */
+	size_t out_len, out_cap;
+	size_t unsent;           /* bytes handed to uv_write, not yet written */
+	struct sasl_scram *scram;
+	char *jid;               /* full JID from binding, malloc'd */
+	unsigned roster_items;   /* items in the login roster result */
+	unsigned roster_both;    /* ... with subscription='both' */
+	uint64_t t_start;        /* uv_hrtime() at open */
+	uint64_t t_online;
+	uint64_t deadline;       /* login or close deadline, uv_hrtime() */
+	struct conn *next, *prev;  /* worker's list */
+	struct conn *dirty_next;
+};
+
+/* Opens a connection for account `user` on w. Never NULL except out of
+ * memory; failures arrive later through ops->closed. */
+struct conn *conn_open(struct worker *w, unsigned user, const struct conn_ops *ops, void *data);
+/* Queues plaintext; written (encrypted) before the loop next sleeps. */
+void conn_send(struct conn *c, const char *data, size_t len);
+void conn_sendf(struct conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Bytes queued and not yet accepted by the kernel. */
+size_t conn_backlog(const struct conn *c);
+/* Ends the stream politely: </stream:stream>, then waits (at most 2 s)
+ * for the server's before closing the socket. Not a failure. */
+void conn_close(struct conn *c);
+/* Closes at once, counting a failure of the given kind. */
+void conn_fail(struct conn *c, enum fail_kind kind, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* Writes out every dirty connection of w (from the prepare/check hooks). */
+void conn_flush_all(struct worker *w);
+/* Enforces login and close deadlines (from the sweep timer). */
+void conn_sweep(struct worker *w, uint64_t now);
+/* Closes every connection of w politely (at exit). */
+void conn_close_all(struct worker *w);
+/* Closes every connection of w at once. */
+void conn_abort_all(struct worker *w);
+/* "user42" for account 42, into out. */
+void conn_username(const struct opts *o, unsigned user, char *out, size_t cap);
+
+#endif

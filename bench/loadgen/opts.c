@@ -1,0 +1,338 @@
+#include "opts.h"
+
+#include <arpa/inet.h>
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum {
+	OPT_HOST = 256, OPT_PORT, OPT_DOMAIN, OPT_DIRECT_TLS, OPT_USERS_PREFIX, OPT_FIRST_USER,
+	OPT_PASSWORD, OPT_MECH, OPT_RESOURCE, OPT_SRC_NET, OPT_SRC_COUNT, OPT_THREADS,
+	OPT_CONCURRENCY, OPT_DURATION, OPT_LOGIN_TIMEOUT, OPT_QUIET, OPT_CLIENTS, OPT_HOLD,
+	OPT_STDIN, OPT_LOGINS, OPT_USERS, OPT_PAIRS, OPT_RATES, OPT_STEP_SECONDS,
+	OPT_DRAIN_SECONDS, OPT_STOP_P99, OPT_BODY_SIZE, OPT_MAX_QUEUE, OPT_CONTACTS,
+	OPT_SETUP_ROSTERS, OPT_SETUP_ONLY, OPT_SECONDS, OPT_SERVER_PID, OPT_SMOKE, OPT_HELP,
+};
+
+static const struct option opts_table[] = {
+	{ "host", required_argument, NULL, OPT_HOST },
+	{ "port", required_argument, NULL, OPT_PORT },
+	{ "domain", required_argument, NULL, OPT_DOMAIN },
+	{ "direct-tls", no_argument, NULL, OPT_DIRECT_TLS },
+	{ "users-prefix", required_argument, NULL, OPT_USERS_PREFIX },
+	{ "first-user", required_argument, NULL, OPT_FIRST_USER },
+	{ "password", required_argument, NULL, OPT_PASSWORD },
+	{ "mech", required_argument, NULL, OPT_MECH },
+	{ "resource", required_argument, NULL, OPT_RESOURCE },
+	{ "src-net", required_argument, NULL, OPT_SRC_NET },
+	{ "src-count", required_argument, NULL, OPT_SRC_COUNT },
+	{ "threads", required_argument, NULL, OPT_THREADS },
+	{ "concurrency", required_argument, NULL, OPT_CONCURRENCY },
+	{ "duration", required_argument, NULL, OPT_DURATION },
+	{ "login-timeout", required_argument, NULL, OPT_LOGIN_TIMEOUT },
+	{ "quiet", no_argument, NULL, OPT_QUIET },
+	{ "clients", required_argument, NULL, OPT_CLIENTS },
+	{ "hold", required_argument, NULL, OPT_HOLD },
+	{ "stdin", no_argument, NULL, OPT_STDIN },
+	{ "logins", required_argument, NULL, OPT_LOGINS },
+	{ "users", required_argument, NULL, OPT_USERS },
+	{ "pairs", required_argument, NULL, OPT_PAIRS },
+	{ "rates", required_argument, NULL, OPT_RATES },
+	{ "step-seconds", required_argument, NULL, OPT_STEP_SECONDS },
+	{ "drain-seconds", required_argument, NULL, OPT_DRAIN_SECONDS },
+	{ "stop-p99-ms", required_argument, NULL, OPT_STOP_P99 },
+	{ "body-size", required_argument, NULL, OPT_BODY_SIZE },
+	{ "max-queue-kb", required_argument, NULL, OPT_MAX_QUEUE },
+	{ "contacts", required_argument, NULL, OPT_CONTACTS },
+	{ "setup-rosters", no_argument, NULL, OPT_SETUP_ROSTERS },
+	{ "setup-only", no_argument, NULL, OPT_SETUP_ONLY },
+	{ "seconds", required_argument, NULL, OPT_SECONDS },
+	{ "server-pid", required_argument, NULL, OPT_SERVER_PID },
+	{ "smoke", no_argument, NULL, OPT_SMOKE },
+	{ "help", no_argument, NULL, OPT_HELP },
+	{ NULL, 0, NULL, 0 },
+};
+
+void opts_usage(FILE *f)
+{
+	fputs(
+"usage: natter-load SCENARIO [OPTIONS]\n"
+"\n"
+"scenarios (each prints one JSON object on stdout, a summary on stderr):\n"
+"  idle      log in --clients K, hold them --hold S seconds (or until\n"
+"            SIGINT/SIGTERM, or stdin closes with --stdin); prints 'ready'\n"
+"  login     --logins L full logins (connect, login, close) by\n"
+"            --concurrency C connectors over --users K accounts\n"
+"  chat      --pairs P online pairs send ~--body-size byte messages at each\n"
+"            offered rate of --rates (msgs/s, aggregate) for --step-seconds\n"
+"  presence  --users U with --contacts R each log out and in again for\n"
+"            --seconds S; counts presence stanzas received per second\n"
+"\n"
+"server and accounts:\n"
+"  --host ADDR (127.0.0.1)  --port N (5222)  --domain D (localhost)\n"
+"  --direct-tls             TLS from the first byte (XEP-0368) instead of STARTTLS\n"
+"  --users-prefix P (user)  --first-user N (1): accounts are P<N>, P<N+1>, ...\n"
+"  --password PW (password) --mech scram|plain (scram = SCRAM-SHA-1)\n"
+"  --resource R (load)      resources are R-<thread>-<serial>\n"
+"\n"
+"generator:\n"
+"  --src-net CIDR (127.0.0.0/8)  --src-count N (256; 0 = do not bind)\n"
+"                           source addresses to rotate through\n"
+"  --threads T (1)          worker threads, each with its own event loop\n"
+"  --concurrency C (50)     logins in flight at once (all threads together)\n"
+"  --duration S (300)       hard cap on the whole run\n"
+"  --login-timeout S (30)   per connection, connect to roster result\n"
+"  --server-pid PID[,PID]   also report the server's CPU (from /proc)\n"
+"  --smoke                  tiny defaults for every scenario (seconds)\n"
+"  --quiet                  no progress lines on stderr\n"
+"\n"
+"idle:      --clients K (100) --hold S (10) --stdin\n"
+"login:     --logins L (1000) --users K (100)\n"
+"chat:      --pairs P (100) --rates R1,R2,.. (1000,2000,5000,10k,20k,50k,100k,200k)\n"
+"           --step-seconds S (5) --drain-seconds S (2) --stop-p99-ms MS (1000)\n"
+"           --body-size B (100) --max-queue-kb KB (256)\n"
+"presence:  --users U (100) --contacts R (10) --seconds S (10)\n"
+"           --setup-rosters  make every user a mutual contact of R neighbours\n"
+"           --setup-only     ... and stop there\n", f);
+}
+
+static int opts_uint(const char *name, const char *s, unsigned long max, unsigned *out)
+{
+	char *end;
+	double v = strtod(s, &end);
+	if (*end == 'k' || *end == 'K') {
+		v *= 1000;
+		end++;
+	} else if (*end == 'm' || *end == 'M') {
+		v *= 1000000;
+		end++;
+	}
+	if (end == s || *end || v < 0 || v > (double)max || v != (double)(unsigned long)v) {
+		fprintf(stderr, "natter-load: --%s: not a whole number up to %lu: %s\n", name, max, s);
+		return -1;
+	}
+	*out = (unsigned)v;
+	return 0;
+}
+
+static int opts_seconds(const char *name, const char *s, double *out)
+{
+	char *end;
+	double v = strtod(s, &end);
+	if (end == s || *end || !(v >= 0) || v > 86400 * 7) {
+		fprintf(stderr, "natter-load: --%s: not a number of seconds: %s\n", name, s);
+		return -1;
+	}
+	*out = v;
+	return 0;
+}
+
+static int opts_rates(struct opts *o, const char *s)
+{
+	char *copy = strdup(s);
+	o->nrates = 0;
+	for (char *save = NULL, *tok = strtok_r(copy, ",", &save); tok;
+	     tok = strtok_r(NULL, ",", &save)) {
+		if (o->nrates == OPTS_MAX_RATES || opts_uint("rates", tok, 100000000, &o->rates[o->nrates]) < 0 ||
+		    o->rates[o->nrates] == 0) {
+			fprintf(stderr, "natter-load: --rates: up to %d positive rates\n", OPTS_MAX_RATES);
+			free(copy);
+			return -1;
+		}
+		o->nrates++;
+	}
+	free(copy);
+	return o->nrates ? 0 : -1;
+}
+
+static int opts_pids(struct opts *o, const char *s)
+{
+	char *copy = strdup(s);
+	for (char *save = NULL, *tok = strtok_r(copy, ",", &save); tok;
+	     tok = strtok_r(NULL, ",", &save)) {
+		unsigned pid;
+		if (o->nserver_pids == OPTS_MAX_PIDS || opts_uint("server-pid", tok, 1u << 30, &pid) < 0) {
+			free(copy);
+			return -1;
+		}
+		o->server_pids[o->nserver_pids++] = (int)pid;
+	}
+	free(copy);
+	return 0;
+}
+
+/* CIDR a.b.c.d/len: addresses from network+1 to broadcast-1. */
+static int opts_src_net(struct opts *o, const char *s, uint32_t *usable)
+{
+	char addr[32];
+	const char *slash = strchr(s, '/');
+	unsigned len = 32;
+	size_t n = slash ? (size_t)(slash - s) : strlen(s);
+	struct in_addr in;
+	if (n >= sizeof addr)
+		goto bad;
+	memcpy(addr, s, n);
+	addr[n] = '\0';
+	if (inet_pton(AF_INET, addr, &in) != 1)
+		goto bad;
+	if (slash && (opts_uint("src-net", slash + 1, 32, &len) < 0))
+		goto bad;
+	uint32_t mask = len ? ~(uint32_t)0 << (32 - len) : 0;
+	uint32_t net = ntohl(in.s_addr) & mask;
+	if (len >= 31) {
+		o->src_base = ntohl(in.s_addr);
+		*usable = 1;
+	} else {
+		o->src_base = net + 1;
+		*usable = (uint32_t)((1ull << (32 - len)) - 2);
+	}
+	return 0;
+bad:
+	fprintf(stderr, "natter-load: --src-net: expected A.B.C.D/LEN: %s\n", s);
+	return -1;
+}
+
+static void opts_defaults(struct opts *o, bool smoke)
+{
+	memset(o, 0, sizeof *o);
+	o->host = "127.0.0.1";
+	o->port = 5222;
+	o->domain = "localhost";
+	o->users_prefix = "user";
+	o->first_user = 1;
+	o->password = "password";
+	o->mech = MECH_SCRAM_SHA1;
+	o->resource = "load";
+	o->src_base = (127u << 24) + 1;
+	o->src_count = 256;
+	o->threads = 1;
+	o->concurrency = 50;
+	o->duration = 300;
+	o->login_timeout = 30;
+	o->clients = 100;
+	o->hold = 10;
+	o->logins = 1000;
+	o->users = 100;
+	o->pairs = 100;
+	static const unsigned rates[] = { 1000, 2000, 5000, 10000, 20000, 50000, 100000, 200000 };
+	memcpy(o->rates, rates, sizeof rates);
+	o->nrates = sizeof rates / sizeof rates[0];
+	o->step_seconds = 5;
+	o->drain_seconds = 2;
+	o->stop_p99_ms = 1000;
+	o->body_size = 100;
+	o->max_queue_kb = 256;
+	o->contacts = 10;
+	o->seconds = 10;
+	if (smoke) {
+		o->concurrency = 5;
+		o->duration = 60;
+		o->login_timeout = 15;
+		o->clients = 10;
+		o->hold = 1;
+		o->logins = 20;
+		o->users = 10;
+		o->pairs = 5;
+		o->rates[0] = 50;
+		o->rates[1] = 100;
+		o->nrates = 2;
+		o->step_seconds = 1;
+		o->drain_seconds = 1;
+		o->contacts = 4;
+		o->seconds = 2;
+	}
+}
+
+int opts_parse(struct opts *o, int argc, char **argv)
+{
+	bool smoke = false;
+	for (int i = 1; i < argc; i++)
+		if (strcmp(argv[i], "--smoke") == 0)
+			smoke = true;
+	opts_defaults(o, smoke);
+	if (argc < 2 || argv[1][0] == '-') {
+		if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+			opts_usage(stdout);
+			return 1;
+		}
+		opts_usage(stderr);
+		return -1;
+	}
+	o->scenario = argv[1];
+	uint32_t usable = (1u << 24) - 2;
+	unsigned src_count = o->src_count;
+	int c;
+	optind = 2;
+	while ((c = getopt_long(argc, argv, "h", opts_table, NULL)) != -1) {
+		int rc = 0;
+		unsigned u;
+		switch (c) {
+		case OPT_HOST: o->host = optarg; break;
+		case OPT_PORT:
+			rc = opts_uint("port", optarg, 65535, &u);
+			o->port = (int)u;
+			break;
+		case OPT_DOMAIN: o->domain = optarg; break;
+		case OPT_DIRECT_TLS: o->direct_tls = true; break;
+		case OPT_USERS_PREFIX: o->users_prefix = optarg; break;
+		case OPT_FIRST_USER: rc = opts_uint("first-user", optarg, 1u << 30, &o->first_user); break;
+		case OPT_PASSWORD: o->password = optarg; break;
+		case OPT_MECH:
+			if (strcmp(optarg, "scram") == 0 || strcmp(optarg, "SCRAM-SHA-1") == 0) {
+				o->mech = MECH_SCRAM_SHA1;
+			} else if (strcmp(optarg, "plain") == 0 || strcmp(optarg, "PLAIN") == 0) {
+				o->mech = MECH_PLAIN;
+			} else {
+				fprintf(stderr, "natter-load: --mech: scram or plain\n");
+				rc = -1;
+			}
+			break;
+		case OPT_RESOURCE: o->resource = optarg; break;
+		case OPT_SRC_NET: rc = opts_src_net(o, optarg, &usable); break;
+		case OPT_SRC_COUNT: rc = opts_uint("src-count", optarg, 1u << 24, &src_count); break;
+		case OPT_THREADS: rc = opts_uint("threads", optarg, 256, &o->threads); break;
+		case OPT_CONCURRENCY: rc = opts_uint("concurrency", optarg, 1000000, &o->concurrency); break;
+		case OPT_DURATION: rc = opts_seconds("duration", optarg, &o->duration); break;
+		case OPT_LOGIN_TIMEOUT: rc = opts_seconds("login-timeout", optarg, &o->login_timeout); break;
+		case OPT_QUIET: o->quiet = true; break;
+		case OPT_CLIENTS: rc = opts_uint("clients", optarg, 10000000, &o->clients); break;
+		case OPT_HOLD: rc = opts_seconds("hold", optarg, &o->hold); break;
+		case OPT_STDIN: o->stdin_eof = true; break;
+		case OPT_LOGINS: rc = opts_uint("logins", optarg, 100000000, &o->logins); break;
+		case OPT_USERS: rc = opts_uint("users", optarg, 10000000, &o->users); break;
+		case OPT_PAIRS: rc = opts_uint("pairs", optarg, 5000000, &o->pairs); break;
+		case OPT_RATES: rc = opts_rates(o, optarg); break;
+		case OPT_STEP_SECONDS: rc = opts_seconds("step-seconds", optarg, &o->step_seconds); break;
+		case OPT_DRAIN_SECONDS: rc = opts_seconds("drain-seconds", optarg, &o->drain_seconds); break;
+		case OPT_STOP_P99: rc = opts_seconds("stop-p99-ms", optarg, &o->stop_p99_ms); break;
+		case OPT_BODY_SIZE: rc = opts_uint("body-size", optarg, 65536, &o->body_size); break;
+		case OPT_MAX_QUEUE: rc = opts_uint("max-queue-kb", optarg, 1u << 20, &o->max_queue_kb); break;
+		case OPT_CONTACTS: rc = opts_uint("contacts", optarg, 100000, &o->contacts); break;
+		case OPT_SETUP_ROSTERS: o->setup_rosters = true; break;
+		case OPT_SETUP_ONLY: o->setup_rosters = o->setup_only = true; break;
+		case OPT_SECONDS: rc = opts_seconds("seconds", optarg, &o->seconds); break;
+		case OPT_SERVER_PID: rc = opts_pids(o, optarg); break;
+		case OPT_SMOKE: break;
+		case 'h':
+		case OPT_HELP:
+			opts_usage(stdout);
+			return 1;
+		default:
+			return -1;
+		}
+		if (rc < 0)
+			return -1;
+	}
+	if (optind < argc) {
+		fprintf(stderr, "natter-load: unexpected argument: %s\n", argv[optind]);
+		return -1;
+	}
+	o->src_count = src_count < usable ? src_count : usable;
+	if (o->threads == 0 || o->concurrency == 0) {
+		fprintf(stderr, "natter-load: --threads and --concurrency must be at least 1\n");
+		return -1;
+	}
+	if (o->body_size < 32)
+		o->body_size = 32;
+	return 0;
+}

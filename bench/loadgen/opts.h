@@ -1,0 +1,76 @@
+/* natter-load's command line: one table of options shared by every
+ * scenario, parsed into struct opts. */
+#ifndef LOADGEN_OPTS_H
+#define LOADGEN_OPTS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define OPTS_MAX_RATES 64
+#define OPTS_MAX_PIDS 16
+
+enum opts_mech { MECH_SCRAM_SHA1, MECH_PLAIN };
+
+struct opts {
+	const char *scenario;
+
+	/* server */
+	const char *host;   /* numeric IPv4 */
+	int port;
+	const char *domain;
+	bool direct_tls;    /* TLS from the first byte (XEP-0368) */
+
+	/* accounts */
+	const char *users_prefix;
+	unsigned first_user;
+	const char *password;
+	enum opts_mech mech;
+	const char *resource;
+
+	/* sources */
+	uint32_t src_base;  /* host order, first address used */
+	uint32_t src_count; /* how many consecutive usable addresses */
+
+	/* generator */
+	unsigned threads;
+	unsigned concurrency;   /* logins in flight */
+	double duration;        /* hard cap of the whole run, seconds */
+	double login_timeout;   /* per connection, connect to roster result */
+	bool quiet;
+
+	/* idle */
+	unsigned clients;
+	double hold;
+	bool stdin_eof;         /* end the hold when stdin closes */
+
+	/* login */
+	unsigned logins;
+	unsigned users;         /* login: user pool; presence: U */
+
+	/* chat */
+	unsigned pairs;
+	unsigned rates[OPTS_MAX_RATES];
+	unsigned nrates;
+	double step_seconds;
+	double drain_seconds;
+	double stop_p99_ms;
+	unsigned body_size;
+	unsigned max_queue_kb;  /* per-connection unsent bytes before skipping */
+
+	/* presence */
+	unsigned contacts;
+	bool setup_rosters;
+	bool setup_only;
+	double seconds;         /* measured churn phase */
+
+	int server_pids[OPTS_MAX_PIDS];
+	unsigned nserver_pids;
+};
+
+/* Fills o from argv (argv[1] is the scenario). Returns 0, 1 when help was
+ * printed, or -1 after printing an error to stderr. */
+int opts_parse(struct opts *o, int argc, char **argv);
+void opts_usage(FILE *f);
+
+#endif

@@ -1,0 +1,53 @@
+#include "scenario.h"
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+
+void scenario_progress(struct run *r, const char *fmt, ...)
+{
+	double now = run_elapsed(r);
+	if (r->o->quiet || now - r->last_progress < 1.0)
+		return;
+	r->last_progress = now;
+	va_list ap;
+	va_start(ap, fmt);
+	fprintf(stderr, "[%6.1fs] ", now);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+uint64_t scenario_logins_done(struct run *r)
+{
+	return run_sum(r, offsetof(struct counters, logins)) +
+	       run_sum(r, offsetof(struct counters, login_failed));
+}
+
+bool scenario_wait_logins(struct run *r, uint64_t base_done, uint64_t expected)
+{
+	for (;;) {
+		uint64_t done = scenario_logins_done(r) - base_done;
+		if (done >= expected)
+			return true;
+		scenario_progress(r, "logging in: %llu of %llu done, %llu online, %llu failed",
+				  (unsigned long long)done, (unsigned long long)expected,
+				  (unsigned long long)run_sum(r, offsetof(struct counters, online)),
+				  (unsigned long long)run_sum(r, offsetof(struct counters, login_failed)));
+		if (!run_wait(r, 0.02))
+			return false;
+	}
+}
+
+void scenario_params(struct report *rp, const struct opts *o)
+{
+	report_str(rp, "host", o->host);
+	report_u64(rp, "port", (uint64_t)o->port);
+	report_str(rp, "domain", o->domain);
+	report_bool(rp, "direct_tls", o->direct_tls);
+	report_str(rp, "mech", o->mech == MECH_PLAIN ? "PLAIN" : "SCRAM-SHA-1");
+	report_u64(rp, "threads", o->threads);
+	report_u64(rp, "concurrency", o->concurrency);
+	report_u64(rp, "src_addresses", o->src_count);
+	report_num(rp, "duration_cap_s", o->duration);
+}
