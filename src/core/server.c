@@ -14,6 +14,7 @@
 #include "c2s/c2s.h"
 #include "core/log.h"
 #include "core/util.h"
+#include "modules/blocking.h"
 #include "modules/module.h"
 #include "router/router.h"
 #include "stream/conn.h"
@@ -243,6 +244,7 @@ int server_run(struct config *cfg)
 	disco_caps_ver(srv.caps_ver, sizeof srv.caps_ver);
 	srv.router = router_new();
 	srv.authfail = authfail_new();
+	srv.blocking_cache = blocking_cache_new();
 	srv.n_loops = cfg->workers > 0 ? cfg->workers : (int)uv_available_parallelism();
 	srv.loops = xcalloc((size_t)srv.n_loops, sizeof *srv.loops);
 	for (int i = 0; i < srv.n_loops; i++) {
@@ -281,6 +283,7 @@ out:
 	free(srv.loops);
 	router_free(srv.router);
 	authfail_free(srv.authfail);
+	blocking_cache_free(srv.blocking_cache);
 	tls_free(&srv.tls);
 	auth_done(srv.gsasl);
 	log_info("natterd stopped");

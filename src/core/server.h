@@ -73,6 +73,7 @@ struct server {
 	Gsasl *gsasl;
 	struct router *router;
 	struct authfail *authfail;
+	struct blocking_cache *blocking_cache; /* mod_blocking's, see blocking.h */
 	const struct storage_driver *storage;
 	struct loop *loops;
 	int n_loops;

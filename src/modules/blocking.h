@@ -34,4 +34,10 @@ struct loop;
  * logged: delivery fails open rather than silently dropping everything. */
 bool blocking_blocks(struct loop *l, const char *owner_bare, const struct jid *other);
 
+/* The server-wide cache of which accounts have an empty list (struct
+ * server's blocking_cache; made once at start, shared by all loops). */
+struct blocking_cache;
+struct blocking_cache *blocking_cache_new(void);
+void blocking_cache_free(struct blocking_cache *c);
+
 #endif

@@ -6,6 +6,8 @@
  * path goes through blocking_blocks (blocking.h). */
 #include "modules/blocking.h"
 
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,6 +41,138 @@ struct item_list {
 	int n;
 };
 
+/* --- which accounts have a block list at all ---
+ *
+ * Every stanza between two accounts asks blocking_blocks twice, and almost
+ * every account has an empty list: the answer "empty" is cached per
+ * account, server-wide, so the common case is one hash lookup instead of
+ * up to four store queries. Changes made here update the cache; a store
+ * shared by several nodes will need an invalidation message too. */
+
+#define CACHE_SHARDS 64
+
+enum list_state { LIST_UNKNOWN, LIST_EMPTY, LIST_NONEMPTY };
+
+struct cache_entry {
+	struct cache_entry *next;
+	enum list_state state;
+	char bare[];
+};
+
+struct cache_shard {
+	pthread_mutex_t lock;
+	struct cache_entry **buckets;
+	size_t cap, count;
+};
+
+struct blocking_cache {
+	struct cache_shard shards[CACHE_SHARDS];
+};
+
+struct blocking_cache *blocking_cache_new(void)
+{
+	struct blocking_cache *c = xcalloc(1, sizeof *c);
+	for (int i = 0; i < CACHE_SHARDS; i++) {
+		pthread_mutex_init(&c->shards[i].lock, NULL);
+		c->shards[i].cap = 64;
+		c->shards[i].buckets = xcalloc(64, sizeof(struct cache_entry *));
+	}
+	return c;
+}
+
+void blocking_cache_free(struct blocking_cache *c)
+{
+	if (c == NULL)
+		return;
+	for (int i = 0; i < CACHE_SHARDS; i++) {
+		struct cache_shard *sh = &c->shards[i];
+		for (size_t b = 0; b < sh->cap; b++) {
+			struct cache_entry *e = sh->buckets[b];
+			while (e) {
+				struct cache_entry *n = e->next;
+				free(e);
+				e = n;
+			}
+		}
+		free(sh->buckets);
+		pthread_mutex_destroy(&sh->lock);
+	}
+	free(c);
+}
+
+static uint64_t cache_hash(const char *s)
+{
+	uint64_t h = 1469598103934665603ULL;
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+	return h;
+}
+
+static enum list_state cache_get(struct blocking_cache *c, const char *bare)
+{
+	uint64_t h = cache_hash(bare);
+	struct cache_shard *sh = &c->shards[h % CACHE_SHARDS];
+	enum list_state st = LIST_UNKNOWN;
+	pthread_mutex_lock(&sh->lock);
+	for (struct cache_entry *e = sh->buckets[(h / CACHE_SHARDS) & (sh->cap - 1)]; e; e = e->next)
+		if (strcmp(e->bare, bare) == 0) {
+			st = e->state;
+			break;
+		}
+	pthread_mutex_unlock(&sh->lock);
+	return st;
+}
+
+/* Sets the state; with only_if_unknown, a state another loop set since
+ * (a block that raced with our count) wins. */
+static void cache_set(struct blocking_cache *c, const char *bare, enum list_state st,
+		      bool only_if_unknown)
+{
+	uint64_t h = cache_hash(bare);
+	struct cache_shard *sh = &c->shards[h % CACHE_SHARDS];
+	pthread_mutex_lock(&sh->lock);
+	struct cache_entry **pp = &sh->buckets[(h / CACHE_SHARDS) & (sh->cap - 1)];
+	while (*pp && strcmp((*pp)->bare, bare) != 0)
+		pp = &(*pp)->next;
+	if (*pp != NULL) {
+		if (!only_if_unknown || (*pp)->state == LIST_UNKNOWN)
+			(*pp)->state = st;
+	} else if (st != LIST_UNKNOWN) {
+		if (sh->count + 1 > sh->cap) {
+			size_t cap = sh->cap * 2;
+			struct cache_entry **nb = xcalloc(cap, sizeof *nb);
+			for (size_t b = 0; b < sh->cap; b++) {
+				struct cache_entry *e = sh->buckets[b];
+				while (e) {
+					struct cache_entry *n = e->next;
+					size_t j = (cache_hash(e->bare) / CACHE_SHARDS) & (cap - 1);
+					e->next = nb[j];
+					nb[j] = e;
+					e = n;
+				}
+			}
+			free(sh->buckets);
+			sh->buckets = nb;
+			sh->cap = cap;
+			pp = &sh->buckets[(h / CACHE_SHARDS) & (cap - 1)];
+		}
+		size_t n = strlen(bare) + 1;
+		struct cache_entry *e = xmalloc(sizeof *e + n);
+		e->state = st;
+		memcpy(e->bare, bare, n);
+		e->next = *pp;
+		*pp = e;
+		sh->count++;
+	}
+	pthread_mutex_unlock(&sh->lock);
+}
+
+static void count_item(void *arg, const char *key, const void *value, size_t len)
+{
+	(void)key, (void)value, (void)len;
+	(*(int *)arg)++;
+}
+
 /* --- the enforcement check --- */
 
 /* Looks key up; 1 blocked, 0 not (or store error, logged). */
@@ -68,6 +202,19 @@ bool blocking_blocks(struct loop *l, const char *owner_bare, const struct jid *o
 	/* The user's own resources talk to each other whatever the list says. */
 	if (has_local && strcmp(other->local, local) == 0 && strcmp(other->domain, domain) == 0)
 		return false;
+	struct blocking_cache *cache = l->srv->blocking_cache;
+	enum list_state st = cache ? cache_get(cache, owner_bare) : LIST_UNKNOWN;
+	if (st == LIST_EMPTY)
+		return false;
+	if (st == LIST_UNKNOWN && cache != NULL) {
+		int n = 0;
+		if (l->srv->storage->map_list(l->store, domain, local, STORE_BLOCKLIST, count_item,
+					      &n) < 0)
+			return false;
+		cache_set(cache, owner_bare, n == 0 ? LIST_EMPTY : LIST_NONEMPTY, true);
+		if (n == 0)
+			return false;
+	}
 
 	struct buf key, val;
 	buf_init(&key);
@@ -451,6 +598,10 @@ static enum status blocking_block(struct iq_ctx *c)
 		module_error(c, "wait", "resource-constraint");
 		return OK;
 	}
+	char owner[BARE_MAX];
+	snprintf(owner, sizeof owner, "%s@%s", local, domain);
+	if (c->loop->srv->blocking_cache)
+		cache_set(c->loop->srv->blocking_cache, owner, LIST_NONEMPTY, false);
 	for (int i = 0; i < items.n; i++) {
 		if (sd->map_put(st, domain, local, STORE_BLOCKLIST, items.v[i].key, "", 0) != 0) {
 			/* No transaction: the items before this one stay blocked,
@@ -493,6 +644,10 @@ static enum status blocking_unblock(struct iq_ctx *c)
 			}
 		}
 	}
+	char owner[BARE_MAX];
+	snprintf(owner, sizeof owner, "%s@%s", local, domain);
+	if (c->loop->srv->blocking_cache)
+		cache_set(c->loop->srv->blocking_cache, owner, LIST_UNKNOWN, false);
 	module_reply(c, NULL);
 	blocking_push(c, "unblock", &items);
 	blocking_presence(c, &removed, false);

@@ -1,0 +1,287 @@
+#!/bin/bash
+# `make bench`: natter against Prosody and ejabberd, side by side, on this
+# machine, over loopback only.
+#
+# For every scenario of the load generator (build/natter-load: idle, login,
+# chat, presence) and every server, in alternating order, this starts the
+# server fresh in a scratch directory (bench/peers/SERVER/server.sh), creates
+# the same accounts on it, checks one real login (slixmpp), runs the scenario,
+# measures the server from outside (RSS of all its processes, CPU from
+# /proc/PID/stat), and stops it. Results go to bench/results/ (one JSON file
+# per server and scenario, machine.json, summary.json, table.txt, and the
+# latency-vs-offered-rate plots chat-*.png); the table with natter/peer
+# ratios is printed at the end.
+#
+# Everything is bounded: each scenario has a hard time cap (natter-load
+# --duration), and every server is stopped on exit, even on error.
+#
+# Parameters (environment; defaults fit the 2-core, 24 GB CI-sized box and
+# its open-file limit of 20000 per process):
+#   SERVERS            servers to run, in order      natter prosody ejabberd
+#   SCENARIOS          scenarios to run              idle login chat presence
+#   ROUNDS             repetitions (order alternates between rounds)   1
+#   IDLE_CLIENTS       idle: authenticated clients held                10000
+#   IDLE_SETTLE        idle: seconds between "ready" and measuring RSS  3
+#   LOGINS             login: full logins                              20000
+#   LOGIN_USERS        login: accounts they cycle through              1000
+#   LOGIN_CONCURRENCY  login: connectors in flight                     100
+#   LOGIN_MECH         login: scram or plain                           scram
+#   CHAT_PAIRS         chat: online pairs                              1000
+#   RATES              chat: offered rates, msgs/s, comma-separated
+#                      1000,2000,5000,10000,20000,50000,100000,150000,200000
+#   STEP_SECONDS       chat: seconds per rate step                     5
+#   STOP_P99_MS        chat: stop stepping once p99 exceeds this       1000
+#   PRESENCE_USERS     presence: users                                 2000
+#   CONTACTS           presence: mutual contacts per user              20
+#   PRESENCE_SECONDS   presence: measured churn phase                  15
+#   LOAD_THREADS       natter-load worker threads                      2
+#   SCENARIO_TIMEOUT   hard cap per scenario run, seconds              300
+#   NATTER_BUILD       natter's build directory                        build
+#   RESULTS            output directory                    bench/results
+#   BENCH_CERT_TYPE    certificate key for all servers: ec | rsa       ec
+set -eu
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/.." && pwd)
+peers=$here/peers
+
+SERVERS=${SERVERS:-natter prosody ejabberd}
+SCENARIOS=${SCENARIOS:-idle login chat presence}
+ROUNDS=${ROUNDS:-1}
+IDLE_CLIENTS=${IDLE_CLIENTS:-10000}
+IDLE_SETTLE=${IDLE_SETTLE:-3}
+LOGINS=${LOGINS:-20000}
+LOGIN_USERS=${LOGIN_USERS:-1000}
+LOGIN_CONCURRENCY=${LOGIN_CONCURRENCY:-100}
+LOGIN_MECH=${LOGIN_MECH:-scram}
+CHAT_PAIRS=${CHAT_PAIRS:-1000}
+RATES=${RATES:-1000,2000,5000,10000,20000,50000,100000,150000,200000}
+STEP_SECONDS=${STEP_SECONDS:-5}
+STOP_P99_MS=${STOP_P99_MS:-1000}
+PRESENCE_USERS=${PRESENCE_USERS:-2000}
+CONTACTS=${CONTACTS:-20}
+PRESENCE_SECONDS=${PRESENCE_SECONDS:-15}
+LOAD_THREADS=${LOAD_THREADS:-2}
+SCENARIO_TIMEOUT=${SCENARIO_TIMEOUT:-300}
+NATTER_BUILD=${NATTER_BUILD:-$repo/build}
+RESULTS=${RESULTS:-$repo/bench/results}
+export NATTER_BUILD BENCH_CERT_TYPE=${BENCH_CERT_TYPE:-ec}
+
+LOAD=${NATTER_LOAD:-$NATTER_BUILD/natter-load}
+PREFIX=u
+PASSWORD=benchpass
+
+port_of() {
+	case "$1" in
+	natter) echo 15222 ;;
+	prosody) echo 15322 ;;
+	ejabberd) echo 15422 ;;
+	*) echo "unknown server $1" >&2; return 1 ;;
+	esac
+}
+
+log() { echo "bench: $*" >&2; }
+
+[ -x "$LOAD" ] || { log "no load generator at $LOAD (make build)"; exit 1; }
+for s in $SERVERS; do
+	port_of "$s" >/dev/null
+	[ -x "$peers/$s/server.sh" ] || { log "no $peers/$s/server.sh"; exit 1; }
+done
+
+max() { m=0; for v in "$@"; do [ "$v" -gt "$m" ] && m=$v; done; echo "$m"; }
+USERS=$(max "$IDLE_CLIENTS" "$LOGIN_USERS" $((2 * CHAT_PAIRS)) "$PRESENCE_USERS")
+
+work=$(mktemp -d /tmp/natter-bench.XXXXXX)
+current=""   # server running now, stopped by cleanup
+cleanup() {
+	if [ -n "$current" ]; then
+		"$peers/$current/server.sh" stop "$work/$current" >/dev/null 2>&1 || true
+	fi
+	# A load generator still running (interrupted run) is ours: stop it.
+	if [ -n "${load_pid:-}" ] && kill -0 "$load_pid" 2>/dev/null; then
+		kill -TERM "$load_pid" 2>/dev/null || true
+	fi
+	rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+mkdir -p "$RESULTS"
+rm -f "$RESULTS"/*.json "$RESULTS"/*.dat "$RESULTS"/*.png "$RESULTS"/table.txt
+
+# One certificate for every server, so TLS costs the same everywhere.
+. "$peers/common.sh"
+peer_make_cert "$work/cert.pem" "$work/key.pem"
+export BENCH_CERT="$work/cert.pem" BENCH_KEY="$work/key.pem"
+
+# The load generator opens as many sockets as the server does.
+peer_raise_fds
+
+# server_pids SERVER: comma-separated PIDs of the running server.
+server_pids() {
+	"$peers/$1/server.sh" pids "$work/$1" | paste -sd, -
+}
+
+# rss_kib PIDS: summed VmRSS (KiB) of the comma-separated PIDs.
+rss_kib() {
+	t=0
+	for p in ${1//,/ }; do
+		v=$(awk '/^VmRSS:/ { print $2 }' "/proc/$p/status" 2>/dev/null || true)
+		t=$((t + ${v:-0}))
+	done
+	echo "$t"
+}
+
+# cpu_ticks PIDS: summed utime+stime (clock ticks) of the PIDs.
+cpu_ticks() {
+	t=0
+	for p in ${1//,/ }; do
+		# Fields 14 and 15 after the ")" that closes the command name.
+		v=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk '{ print $12 + $13 }' || true)
+		t=$((t + ${v:-0}))
+	done
+	echo "$t"
+}
+
+CLK_TCK=$(getconf CLK_TCK)
+
+# start_server SERVER: fresh scratch dir, start, accounts, one real login.
+start_server() {
+	s=$1
+	d=$work/$s
+	rm -rf "$d"
+	mkdir -p "$d"
+	current=$s
+	"$peers/$s/server.sh" start "$d" "$(port_of "$s")"
+	t0=$(date +%s.%N)
+	"$peers/$s/server.sh" users "$d" "$PREFIX" "$USERS" "$PASSWORD" >/dev/null
+	log "$s: $USERS accounts in $(echo "$(date +%s.%N) - $t0" | bc | xargs printf '%.1f') s"
+	timeout 60 /usr/bin/python3 "$peers/check_login.py" "$(port_of "$s")" \
+		"${PREFIX}1@localhost" "$PASSWORD" >&2 || { log "$s: login check failed"; return 1; }
+}
+
+stop_server() {
+	"$peers/$1/server.sh" stop "$work/$1"
+	current=""
+}
+
+# run_scenario SERVER SCENARIO ROUND: one measured run; writes
+# $RESULTS/SERVER-SCENARIO[-rROUND].json.
+run_scenario() {
+	s=$1 sc=$2 round=$3
+	out=$RESULTS/$s-$sc.json
+	[ "$ROUNDS" -gt 1 ] && out=$RESULTS/$s-$sc-r$round.json
+	start_server "$s"
+	sleep 1
+	pids=$(server_pids "$s")
+	rss0=$(rss_kib "$pids")
+	cpu0=$(cpu_ticks "$pids")
+	t0=$(date +%s.%N)
+	common=(--port "$(port_of "$s")" --domain localhost --users-prefix "$PREFIX"
+		--password "$PASSWORD" --threads "$LOAD_THREADS" --duration "$SCENARIO_TIMEOUT"
+		--server-pid "$pids" --quiet)
+	raw=$work/load.json
+	err=$work/load.err
+	rss1=""
+	case "$sc" in
+	idle)
+		# Hold the clients until we have measured, then close stdin.
+		rm -f "$work/hold"
+		mkfifo "$work/hold"
+		"$LOAD" idle "${common[@]}" --clients "$IDLE_CLIENTS" \
+			--concurrency "$LOGIN_CONCURRENCY" --hold "$SCENARIO_TIMEOUT" --stdin \
+			<"$work/hold" >"$raw" 2>"$err" &
+		load_pid=$!
+		exec 3>"$work/hold"
+		waited=0
+		while ! grep -q '^ready' "$err" && kill -0 "$load_pid" 2>/dev/null &&
+			[ $waited -lt $((SCENARIO_TIMEOUT * 10)) ]; do
+			sleep 0.1
+			waited=$((waited + 1))
+		done
+		sleep "$IDLE_SETTLE"
+		rss1=$(rss_kib "$pids")
+		exec 3>&-
+		wait "$load_pid" || true
+		;;
+	login)
+		"$LOAD" login "${common[@]}" --logins "$LOGINS" --users "$LOGIN_USERS" \
+			--concurrency "$LOGIN_CONCURRENCY" --mech "$LOGIN_MECH" >"$raw" 2>"$err" &
+		load_pid=$!
+		wait "$load_pid" || true
+		;;
+	chat)
+		"$LOAD" chat "${common[@]}" --pairs "$CHAT_PAIRS" --rates "$RATES" \
+			--step-seconds "$STEP_SECONDS" --stop-p99-ms "$STOP_P99_MS" \
+			--concurrency "$LOGIN_CONCURRENCY" >"$raw" 2>"$err" &
+		load_pid=$!
+		rss1=""
+		wait "$load_pid" || true
+		;;
+	presence)
+		"$LOAD" presence "${common[@]}" --users "$PRESENCE_USERS" --contacts "$CONTACTS" \
+			--setup-rosters --seconds "$PRESENCE_SECONDS" \
+			--concurrency "$LOGIN_CONCURRENCY" >"$raw" 2>"$err" &
+		load_pid=$!
+		wait "$load_pid" || true
+		;;
+	*)
+		log "unknown scenario $sc"
+		return 1
+		;;
+	esac
+	load_pid=""
+	t1=$(date +%s.%N)
+	cpu1=$(cpu_ticks "$pids")
+	[ -n "$rss1" ] || rss1=$(rss_kib "$pids")
+	alive=1
+	for p in ${pids//,/ }; do kill -0 "$p" 2>/dev/null || alive=0; done
+	stop_server "$s"
+	grep -v '^ready' "$err" | sed "s/^/  $s $sc: /" >&2 || true
+	/usr/bin/python3 "$peers/report.py" record --out "$out" --server "$s" --scenario "$sc" \
+		--round "$round" --load-json "$raw" --rss-before "$rss0" --rss-after "$rss1" \
+		--cpu-s "$(echo "($cpu1 - $cpu0) / $CLK_TCK" | bc -l)" \
+		--wall-s "$(echo "$t1 - $t0" | bc -l)" --alive "$alive" --version "$(version_of "$s")"
+}
+
+version_of() {
+	case "$1" in
+	natter) (cd "$repo" && git rev-parse --short HEAD 2>/dev/null) || echo unknown ;;
+	*) dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo unknown ;;
+	esac
+}
+
+/usr/bin/python3 "$peers/report.py" machine --out "$RESULTS/machine.json" \
+	--servers "$SERVERS" --fd-limit "$(ulimit -n)" \
+	--params "IDLE_CLIENTS=$IDLE_CLIENTS LOGINS=$LOGINS LOGIN_USERS=$LOGIN_USERS LOGIN_CONCURRENCY=$LOGIN_CONCURRENCY LOGIN_MECH=$LOGIN_MECH CHAT_PAIRS=$CHAT_PAIRS RATES=$RATES STEP_SECONDS=$STEP_SECONDS PRESENCE_USERS=$PRESENCE_USERS CONTACTS=$CONTACTS PRESENCE_SECONDS=$PRESENCE_SECONDS LOAD_THREADS=$LOAD_THREADS ROUNDS=$ROUNDS BENCH_CERT_TYPE=$BENCH_CERT_TYPE"
+
+# Alternate: each scenario runs against every server before the next
+# scenario starts, and each round reverses the order of the servers, so
+# neither drift of the machine nor a warm page cache favours one of them.
+for round in $(seq 1 "$ROUNDS"); do
+	order=$SERVERS
+	if [ $((round % 2)) -eq 0 ]; then
+		order=$(echo "$SERVERS" | tr ' ' '\n' | tac | paste -sd' ' -)
+	fi
+	for sc in $SCENARIOS; do
+		for s in $order; do
+			log "round $round: $sc on $s"
+			run_scenario "$s" "$sc" "$round" || log "$s $sc: failed (see above)"
+		done
+	done
+done
+
+/usr/bin/python3 "$peers/report.py" summarize --results "$RESULTS" --servers "$SERVERS"
+if command -v gnuplot >/dev/null; then
+	for dat in "$RESULTS"/chat-*.dat; do
+		[ -e "$dat" ] || continue
+		name=$(basename "$dat" .dat)
+		gnuplot -c "$here/plot.gp" "$RESULTS/$name.png" "chat latency vs offered rate: ${name#chat-}" "$dat"
+	done
+	all=$(ls "$RESULTS"/chat-*.dat 2>/dev/null | head -8 || true)
+	if [ -n "$all" ]; then
+		# shellcheck disable=SC2086
+		gnuplot -c "$here/plot.gp" "$RESULTS/chat-p99.png" "chat p99 latency vs offered rate" $all
+	fi
+fi
+cat "$RESULTS/table.txt"
