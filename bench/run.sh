@@ -76,6 +76,7 @@ port_of() {
 	natter) echo 15222 ;;
 	prosody) echo 15322 ;;
 	ejabberd) echo 15422 ;;
+	jabberd2) echo 15522 ;;
 	*) echo "unknown server $1" >&2; return 1 ;;
 	esac
 }
@@ -152,9 +153,10 @@ start_server() {
 	rm -rf "$d"
 	mkdir -p "$d"
 	current=$s
-	"$peers/$s/server.sh" start "$d" "$(port_of "$s")"
+	# (Called in a condition, so set -e is off here: every step is checked.)
+	"$peers/$s/server.sh" start "$d" "$(port_of "$s")" || return 1
 	t0=$(date +%s.%N)
-	"$peers/$s/server.sh" users "$d" "$PREFIX" "$USERS" "$PASSWORD" >/dev/null
+	"$peers/$s/server.sh" users "$d" "$PREFIX" "$USERS" "$PASSWORD" >/dev/null || return 1
 	log "$s: $USERS accounts in $(echo "$(date +%s.%N) - $t0" | bc | xargs printf '%.1f') s"
 	timeout 60 /usr/bin/python3 "$peers/check_login.py" "$(port_of "$s")" \
 		"${PREFIX}1@localhost" "$PASSWORD" >&2 || { log "$s: login check failed"; return 1; }
@@ -171,7 +173,10 @@ run_scenario() {
 	s=$1 sc=$2 round=$3
 	out=$RESULTS/$s-$sc.json
 	[ "$ROUNDS" -gt 1 ] && out=$RESULTS/$s-$sc-r$round.json
-	start_server "$s"
+	if ! start_server "$s"; then
+		stop_server "$s"
+		return 1
+	fi
 	sleep 1
 	pids=$(server_pids "$s")
 	rss0=$(rss_kib "$pids")

@@ -199,7 +199,7 @@ void conn_fail(struct conn *c, enum fail_kind kind, const char *fmt, ...)
 		conn_shut(c);
 		return;
 	}
-	char msg[128], full[160];
+	char msg[128], full[256];
 	va_list ap;
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof msg, fmt, ap);
@@ -762,6 +762,10 @@ static void conn_roster_result(struct conn *c, struct stanza *st)
 		if (conn_attr_is(it, "subscription", "both"))
 			c->roster_both++;
 	}
+	if (c->ops->roster)
+		c->ops->roster(c, q);
+	if (c->state == CONN_CLOSED)
+		return;
 	c->state = CONN_ONLINE;
 	c->was_online = true;
 	c->t_online = uv_hrtime();

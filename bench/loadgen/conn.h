@@ -38,6 +38,9 @@ enum conn_state {
 };
 
 struct conn_ops {
+	/* The roster result of the login (query may be NULL), just before
+	 * online. */
+	void (*roster)(struct conn *c, struct stanza *query);
 	/* Login complete. */
 	void (*online)(struct conn *c);
 	/* A stanza arrived after resource binding (pings and roster pushes

@@ -81,7 +81,7 @@ struct run {
 	bool stdin_open;
 	bool stopped;              /* workers joined */
 	double last_progress;      /* run_elapsed() of the last progress line */
-	char first_error[160];
+	char first_error[256];
 };
 
 struct worker {
@@ -103,7 +103,7 @@ struct worker {
 	struct counters ctr;
 	void *scen;           /* the scenario's per-worker state */
 	_Atomic bool error_set;
-	char error[160];      /* first failure seen, for the summary */
+	char error[256];      /* first failure seen, for the summary */
 	char rbuf[65536];     /* socket reads (used synchronously) */
 	char pbuf[65536];     /* decrypted bytes */
 	char wbuf[65536];     /* encrypted bytes on their way out */

@@ -132,6 +132,19 @@ def _steps(load):
 def _chat_metrics(load):
     steps = _steps(load)
     m = {"steps": len(steps)}
+    if "max_rate_p99_under_100ms" in load:
+        # natter-load judges each step itself (chat_step_ok: p99 under the
+        # bound, nothing lost, the offered rate actually sent); use that.
+        for bound in P99_BOUNDS_MS:
+            rate = load.get("max_rate_p99_under_%gms" % bound, 0)
+            m["rate_p99_under_%gms" % bound] = round(
+                load.get("delivered_per_s_p99_under_%gms" % bound, 0) or 0)
+            m["offered_p99_under_%gms" % bound] = rate
+            if bound == P99_BOUNDS_MS[0]:
+                for offered, delivered, _p50, _p99, cores in steps:
+                    if offered == rate and cores is not None and delivered > 0:
+                        m["server_cpu_us_per_msg"] = round(cores * 1e6 / delivered, 2)
+        return m, steps
     for bound in P99_BOUNDS_MS:
         best = None
         for offered, delivered, _p50, p99, cores in steps:

@@ -565,9 +565,88 @@ static int precis_enforce(enum precis_class cls, const char *in, size_t n,
  * Called by jid_parse and by code that builds a JID from a bare username
  * (SASL authzid, registration). in need not be NUL terminated; out receives
  * a NUL-terminated string owned by the caller. Returns its length, or -1. */
+/* Fast paths for all-ASCII parts, by far the common case on the stanza
+ * path. They give exactly what the full PRECIS/IDNA code gives for such
+ * input, and return -2 ("ask the full code") for anything they do not
+ * cover. */
+
+/* IdentifierClass allows every printable ASCII character; the
+ * UsernameCaseMapped profile lower-cases; RFC 7622 §3.3.1 excludes these. */
+static int ascii_local(const char *in, size_t n, char *out, size_t cap)
+{
+	if (n == 0 || n > JID_PART_MAX || n + 1 > cap)
+		return -2;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)in[i];
+		if (ch < 0x21 || ch > 0x7e)
+			return -2;
+		if (strchr("\"&'/:<>@", ch) != NULL)
+			return -1;
+		out[i] = (char)(ch >= 'A' && ch <= 'Z' ? ch + 32 : ch);
+	}
+	out[n] = '\0';
+	return (int)n;
+}
+
+/* FreeformClass allows space and every printable ASCII character;
+ * OpaqueString maps nothing for them. */
+static int ascii_resource(const char *in, size_t n, char *out, size_t cap)
+{
+	if (n == 0 || n > JID_PART_MAX || n + 1 > cap)
+		return -2;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)in[i];
+		if (ch < 0x20 || ch > 0x7e)
+			return -2;
+	}
+	memcpy(out, in, n);
+	out[n] = '\0';
+	return (int)n;
+}
+
+/* LDH host names without A-labels: lower-cased, checked label by label.
+ * Anything else (IDNs, A-labels, IP literals, numeric names) goes the full
+ * way. */
+static int ascii_domain(const char *in, size_t n, char *out, size_t cap)
+{
+	if (n > 0 && in[n - 1] == '.')
+		n--;
+	if (n == 0 || n > 253 || n + 1 > cap || (in[0] >= '0' && in[0] <= '9'))
+		return -2; /* a leading digit may be an address in disguise (0x7f000001) */
+	size_t label = 0;
+	bool letter = false;
+	for (size_t i = 0; i <= n; i++) {
+		unsigned char ch = i < n ? (unsigned char)in[i] : '.';
+		if (ch == '.') {
+			if (label == 0 || label > 63 || out[i - 1] == '-' || out[i - label] == '-')
+				return -2;
+			if (label >= 4 && memcmp(out + i - label + 2, "--", 2) == 0)
+				return -2; /* xn-- and other reserved forms */
+			if (i == n && !letter)
+				return -2; /* an all-numeric last label */
+			if (i < n)
+				out[i] = '.';
+			label = 0;
+			letter = false;
+			continue;
+		}
+		if (ch >= 'A' && ch <= 'Z')
+			ch += 32;
+		if (ch >= 'a' && ch <= 'z')
+			letter = true;
+		else if (!(ch >= '0' && ch <= '9') && ch != '-')
+			return -2;
+		out[i] = (char)ch;
+		label++;
+	}
+	out[n] = '\0';
+	return (int)n;
+}
+
 int jid_prep_local(const char *in, size_t n, char *out, size_t cap)
 {
-	return precis_enforce(PRECIS_IDENTIFIER, in, n, out, cap);
+	int r = ascii_local(in, n, out, cap);
+	return r != -2 ? r : precis_enforce(PRECIS_IDENTIFIER, in, n, out, cap);
 }
 
 /* Prepares and enforces a resourcepart: PRECIS OpaqueString (RFC 8265
@@ -576,7 +655,8 @@ int jid_prep_local(const char *in, size_t n, char *out, size_t cap)
  * Same ownership and return value as jid_prep_local. */
 int jid_prep_resource(const char *in, size_t n, char *out, size_t cap)
 {
-	return precis_enforce(PRECIS_FREEFORM, in, n, out, cap);
+	int r = ascii_resource(in, n, out, cap);
+	return r != -2 ? r : precis_enforce(PRECIS_FREEFORM, in, n, out, cap);
 }
 
 /* "[IPv6]" or a dotted-quad IPv4 address; s is NUL terminated, n bytes. */
@@ -651,9 +731,12 @@ int jid_prep_domain(const char *in, size_t n, char *out, size_t cap)
 
 	if (!raw_part_ok(in, n, out, cap))
 		return -1;
-	if (in[n - 1] == '.')
+	int fast = ascii_domain(in, n, out, cap);
+	if (fast != -2)
+		return fast;
+	if (n > 0 && in[n - 1] == '.')
 		n--;
-	if (n == 0)
+	if (n == 0 || n > JID_RAW_MAX)
 		return -1;
 	memcpy(buf, in, n);
 	buf[n] = '\0';
