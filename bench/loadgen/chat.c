@@ -28,7 +28,8 @@ enum { CMD_CHAT_START = CMD_SCENARIO, CMD_CHAT_STEP };
 struct chat_step {
 	_Atomic uint64_t sent;
 	_Atomic uint64_t received;         /* of this step's messages, whenever */
-	_Atomic uint64_t skipped;          /* due but not sent */
+	_Atomic uint64_t skipped;          /* due but not sent: backlog over --max-queue-kb or partner offline */
+	_Atomic uint64_t behind;           /* due but not sent: the generator fell behind */
 	_Atomic uint64_t errors;           /* bounced (type='error') */
 	_Atomic uint64_t delivered_window; /* any message received during the step */
 	struct hist lat;
@@ -174,7 +175,7 @@ static void chat_on_tick(uv_timer_t *t)
 		uint64_t n = due - cw->accounted;
 		uint64_t burst = (uint64_t)(cw->rate / 100.0) + 1;
 		if (n > burst) {
-			worker_count(&s->skipped, (int64_t)(n - burst));
+			worker_count(&s->behind, (int64_t)(n - burst));
 			cw->accounted += n - burst;
 			n = burst;
 		}
@@ -219,7 +220,7 @@ static const struct scenario_hooks chat_hooks = { .command = chat_command };
 /* One step, all workers merged. */
 struct chat_result {
 	unsigned offered;
-	uint64_t sent, received, skipped, errors, window;
+	uint64_t sent, received, skipped, behind, errors, window;
 	double seconds;
 	double p50, p90, p99, p999, max, mean; /* ms */
 	double gen_cores, server_cores;
@@ -245,6 +246,7 @@ static void chat_collect(struct run *r, int step, struct chat_result *res, struc
 	res->sent = chat_sum(r, step, offsetof(struct chat_step, sent));
 	res->received = chat_sum(r, step, offsetof(struct chat_step, received));
 	res->skipped = chat_sum(r, step, offsetof(struct chat_step, skipped));
+	res->behind = chat_sum(r, step, offsetof(struct chat_step, behind));
 	res->errors = chat_sum(r, step, offsetof(struct chat_step, errors));
 	res->window = chat_sum(r, step, offsetof(struct chat_step, delivered_window));
 	res->p50 = hist_quantile_us(h, 0.5) / 1000.0;
@@ -279,7 +281,8 @@ static void chat_report_step(struct report *rp, const struct chat_result *s)
 	report_u64(rp, "delivered", s->received);
 	report_num(rp, "delivered_per_s", s->seconds > 0 ? (double)s->window / s->seconds : 0);
 	report_u64(rp, "lost", chat_lost(s));
-	report_u64(rp, "skipped", s->skipped);
+	report_u64(rp, "skipped_backlog", s->skipped);
+	report_u64(rp, "skipped_generator_behind", s->behind);
 	report_u64(rp, "errors", s->errors);
 	report_obj(rp, "latency_ms");
 	report_num(rp, "mean", s->mean);
@@ -370,12 +373,12 @@ int chat_run(const struct opts *o)
 		}
 		chat_collect(&r, (int)i, s, h);
 		nsteps = i + 1;
-		fprintf(stderr, "chat: offered %7u/s sent %9.0f/s delivered %9.0f/s lost %llu "
-				"skipped %llu  p50 %7.2f ms  p99 %7.2f ms  max %7.2f ms  gen CPU %3.0f%%",
+		fprintf(stderr, "chat: offered %7u/s sent %8.0f/s delivered %8.0f/s lost %llu "
+				"skipped %llu+%llu  p50 %7.2f ms  p99 %7.2f ms  max %7.2f ms  gen CPU %3.0f%%",
 			s->offered, s->seconds > 0 ? (double)s->sent / s->seconds : 0,
 			s->seconds > 0 ? (double)s->window / s->seconds : 0,
-			(unsigned long long)chat_lost(s), (unsigned long long)s->skipped, s->p50, s->p99,
-			s->max, 100 * s->gen_cores);
+			(unsigned long long)chat_lost(s), (unsigned long long)s->skipped,
+			(unsigned long long)s->behind, s->p50, s->p99, s->max, 100 * s->gen_cores);
 		if (s->server_cores >= 0)
 			fprintf(stderr, "  server CPU %3.0f%%", 100 * s->server_cores);
 		fputc('\n', stderr);

@@ -13,7 +13,6 @@
 #include "modules/presence.h"
 #include "router/deliver.h"
 #include "router/router.h"
-#include "xml/xml_parse.h"
 
 #define STORE_ROSTER "roster"
 #define STORE_META "roster_meta"
@@ -30,38 +29,66 @@ static int split_bare(const char *bare, char *local, char *domain)
 	return 0;
 }
 
-static void item_from_node(struct xml_node *n, struct roster_item *out)
+/* Stored form, cheap to read on every presence broadcast (no XML):
+ * three flag characters (subscription 0-3, ask 0/1, approved 0/1), then
+ * the name and each group, each NUL terminated (an empty name is none). */
+static void item_encode(const struct roster_item *it, struct buf *out)
 {
-	const char *sub = xml_attr(n, "subscription");
-	const char *ask = xml_attr(n, "ask");
-	const char *approved = xml_attr(n, "approved");
-	out->node = n;
-	out->jid = xml_attr(n, "jid");
-	out->sub = 0;
-	if (sub && (strcmp(sub, "to") == 0 || strcmp(sub, "both") == 0))
-		out->sub |= SUB_TO;
-	if (sub && (strcmp(sub, "from") == 0 || strcmp(sub, "both") == 0))
-		out->sub |= SUB_FROM;
-	out->ask = ask && strcmp(ask, "subscribe") == 0;
-	out->approved = approved && strcmp(approved, "true") == 0;
+	char flags[3] = { (char)('0' + (it->sub & 3)), it->ask ? '1' : '0',
+			  it->approved ? '1' : '0' };
+	buf_append(out, flags, 3);
+	const char *name = it->name ? it->name : "";
+	buf_append(out, name, strlen(name) + 1);
+	for (int i = 0; i < it->n_groups; i++)
+		buf_append(out, it->groups[i], strlen(it->groups[i]) + 1);
 }
 
-static void item_to_node(struct arena *a, struct roster_item *it)
+static int item_decode(struct arena *a, const char *jid, const char *v, size_t len,
+		       struct roster_item *out)
+{
+	if (len < 4 || v[len - 1] != '\0' || v[0] < '0' || v[0] > '3')
+		return -1;
+	memset(out, 0, sizeof *out);
+	out->jid = arena_strdup(a, jid);
+	out->sub = (unsigned)(v[0] - '0');
+	out->ask = v[1] == '1';
+	out->approved = v[2] == '1';
+	size_t off = 3;
+	size_t n = strlen(v + off);
+	if (n > 0)
+		out->name = arena_strndup(a, v + off, n);
+	off += n + 1;
+	int count = 0;
+	for (size_t p = off; p < len; p += strlen(v + p) + 1)
+		count++;
+	out->groups = arena_alloc(a, (size_t)(count ? count : 1) * sizeof *out->groups);
+	for (; off < len; off += strlen(v + off) + 1)
+		out->groups[out->n_groups++] = arena_strdup(a, v + off);
+	return 0;
+}
+
+struct xml_node *roster_item_node(struct arena *a, const struct roster_item *it)
 {
 	static const char *const subs[] = { "none", "to", "from", "both" };
-	xml_set_attr(a, it->node, "subscription", subs[it->sub & 3]);
-	xml_set_attr(a, it->node, "ask", it->ask ? "subscribe" : NULL);
-	xml_set_attr(a, it->node, "approved", it->approved ? "true" : NULL);
+	struct xml_node *n = xml_new(a, NS_ROSTER, "item");
+	xml_set_attr(a, n, "jid", it->jid);
+	if (it->name != NULL)
+		xml_set_attr(a, n, "name", it->name);
+	xml_set_attr(a, n, "subscription", subs[it->sub & 3]);
+	if (it->ask)
+		xml_set_attr(a, n, "ask", "subscribe");
+	if (it->approved)
+		xml_set_attr(a, n, "approved", "true");
+	for (int i = 0; i < it->n_groups; i++)
+		xml_add_text(a, xml_add_child(a, n, NS_ROSTER, "group"), it->groups[i],
+			     strlen(it->groups[i]));
+	return n;
 }
 
 void roster_new_item(struct arena *a, const char *contact, struct roster_item *out)
 {
-	struct xml_node *n = xml_new(a, NS_ROSTER, "item");
-	xml_set_attr(a, n, "jid", contact);
 	memset(out, 0, sizeof *out);
-	out->node = n;
-	out->jid = xml_attr(n, "jid");
-	item_to_node(a, out);
+	out->jid = arena_strdup(a, contact);
 }
 
 int roster_load(struct loop *l, const char *owner, const char *contact, struct arena *a,
@@ -75,25 +102,16 @@ int roster_load(struct loop *l, const char *owner, const char *contact, struct a
 	int rc = l->srv->storage->map_get(l->store, domain, local, STORE_ROSTER, contact, &b);
 	int result = rc < 0 ? -1 : 0;
 	if (rc == 0) {
-		struct xml_node *n = xml_parse_element(a, b.data, b.len);
-		if (n != NULL) {
-			item_from_node(n, out);
+		if (item_decode(a, contact, b.data, b.len, out) == 0)
 			result = 1;
-		} else {
+		else
 			log_error("roster of %s: unreadable item for %s", owner, contact);
-		}
 	}
 	buf_free(&b);
 	return result;
 }
 
-/* The item as clients see it (a copy: the caller's tree stays intact). */
-static struct xml_node *client_item(struct arena *a, const struct xml_node *n)
-{
-	return xml_copy(a, n);
-}
-
-static long long bump_version(struct loop *l, const char *domain, const char *local)
+static long long read_version(struct loop *l, const char *domain, const char *local)
 {
 	struct buf b;
 	buf_init(&b);
@@ -102,24 +120,16 @@ static long long bump_version(struct loop *l, const char *domain, const char *lo
 		buf_append(&b, "", 1);
 		ver = atoll(b.data);
 	}
-	ver++;
-	char s[32];
-	int n = snprintf(s, sizeof s, "%lld", ver);
-	l->srv->storage->map_put(l->store, domain, local, STORE_META, "ver", s, (size_t)n);
 	buf_free(&b);
 	return ver;
 }
 
-static long long current_version(struct loop *l, const char *domain, const char *local)
+static long long bump_version(struct loop *l, const char *domain, const char *local)
 {
-	struct buf b;
-	buf_init(&b);
-	long long ver = 0;
-	if (l->srv->storage->map_get(l->store, domain, local, STORE_META, "ver", &b) == 0) {
-		buf_append(&b, "", 1);
-		ver = atoll(b.data);
-	}
-	buf_free(&b);
+	long long ver = read_version(l, domain, local) + 1;
+	char s[32];
+	int n = snprintf(s, sizeof s, "%lld", ver);
+	l->srv->storage->map_put(l->store, domain, local, STORE_META, "ver", s, (size_t)n);
 	return ver;
 }
 
@@ -141,9 +151,9 @@ static void push(struct loop *l, const char *owner, struct xml_node *item, long 
 	char v[32];
 	snprintf(v, sizeof v, "%lld", ver);
 	xml_set_attr(a, q, "ver", v);
-	struct xml_node *c = client_item(a, item);
-	c->parent = q;
-	q->children = q->last = c;
+	item->parent = q;
+	item->next = NULL;
+	q->children = q->last = item;
 	struct buf b;
 	buf_init(&b);
 	xml_serialize(iq, NS_CLIENT, &b);
@@ -159,17 +169,15 @@ int roster_save(struct loop *l, const char *owner, struct roster_item *it, struc
 	char local[JID_PART_MAX + 1], domain[JID_PART_MAX + 1];
 	if (split_bare(owner, local, domain) != 0)
 		return -1;
-	item_to_node(a, it);
 	struct buf b;
 	buf_init(&b);
-	/* Stored with its namespace: xml_parse_element reads in jabber:client. */
-	xml_serialize(it->node, NS_CLIENT, &b);
+	item_encode(it, &b);
 	int rc = l->srv->storage->map_put(l->store, domain, local, STORE_ROSTER, it->jid, b.data,
 					  b.len);
 	buf_free(&b);
 	if (rc != 0)
 		return -1;
-	push(l, owner, it->node, bump_version(l, domain, local), a);
+	push(l, owner, roster_item_node(a, it), bump_version(l, domain, local), a);
 	return 0;
 }
 
@@ -196,13 +204,8 @@ struct each_ctx {
 static void each_entry(void *arg, const char *key, const void *value, size_t len)
 {
 	struct each_ctx *c = arg;
-	(void)key;
-	struct xml_node *n = xml_parse_element(c->a, value, len);
-	if (n == NULL)
-		return;
 	struct roster_item it;
-	item_from_node(n, &it);
-	if (it.jid != NULL)
+	if (item_decode(c->a, key, value, len, &it) == 0)
 		c->fn(c->arg, &it);
 }
 
@@ -222,7 +225,7 @@ static void add_to_result(void *arg, struct roster_item *it)
 {
 	struct iq_ctx *c = ((void **)arg)[0];
 	struct xml_node *q = ((void **)arg)[1];
-	struct xml_node *item = client_item(c->a, it->node);
+	struct xml_node *item = roster_item_node(c->a, it);
 	item->parent = q;
 	if (q->last)
 		q->last->next = item;
@@ -240,7 +243,7 @@ static enum status roster_get(struct iq_ctx *c)
 		return OK;
 	}
 	presence_mark_interested(c->loop, c->from, ROUTER_WANTS_ROSTER);
-	long long ver = current_version(c->loop, c->from->domain, c->from->local);
+	long long ver = read_version(c->loop, c->from->domain, c->from->local);
 	const char *have = xml_attr(c->payload, "ver");
 	char v[32];
 	snprintf(v, sizeof v, "%lld", ver);
@@ -329,11 +332,10 @@ static enum status roster_set(struct iq_ctx *c)
 		roster_new_item(c->a, cbare, &it);
 	}
 	/* The client sets name and groups; subscription state is ours. */
-	struct xml_node *n = xml_new(c->a, NS_ROSTER, "item");
-	xml_set_attr(c->a, n, "jid", cbare);
 	const char *name = xml_attr(req, "name");
-	if (name != NULL && name[0] != '\0')
-		xml_set_attr(c->a, n, "name", name);
+	it.name = name != NULL && name[0] != '\0' ? name : NULL;
+	it.n_groups = 0;
+	it.groups = arena_alloc(c->a, (size_t)(xml_element_count(req) + 1) * sizeof *it.groups);
 	for (struct xml_node *g = req->children; g; g = g->next) {
 		if (g->name == NULL)
 			continue;
@@ -346,17 +348,15 @@ static enum status roster_set(struct iq_ctx *c)
 			module_error(c, "modify", "not-acceptable");
 			return OK;
 		}
-		for (struct xml_node *o = n->children; o; o = o->next) {
-			if (strcmp(xml_text(c->a, o), gname) == 0) {
+		for (int k = 0; k < it.n_groups; k++) {
+			if (strcmp(it.groups[k], gname) == 0) {
 				module_error(c, "modify", "bad-request");
 				return OK;
 			}
 		}
-		xml_add_text(c->a, xml_add_child(c->a, n, NS_ROSTER, "group"), gname, strlen(gname));
+		it.groups[it.n_groups++] = gname;
 	}
 	struct roster_item updated = it;
-	updated.node = n;
-	updated.jid = xml_attr(n, "jid");
 	if (roster_save(c->loop, owner, &updated, c->a) != 0) {
 		module_error(c, "wait", "internal-server-error");
 		return OK;

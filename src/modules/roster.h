@@ -20,8 +20,10 @@ enum { SUB_TO = 1, SUB_FROM = 2 };
  * by presence.c: a contact who asked is not in the roster until the user
  * adds them.) */
 struct roster_item {
-	struct xml_node *node; /* <item jid name subscription ask approved><group/>... */
 	const char *jid;       /* contact's bare JID */
+	const char *name;      /* NULL: none */
+	const char **groups;
+	int n_groups;
 	unsigned sub;          /* SUB_TO | SUB_FROM */
 	bool ask;              /* we asked for their presence (pending-out) */
 	bool approved;         /* pre-approved (RFC 6121 §3.4) */
@@ -35,7 +37,10 @@ int roster_load(struct loop *l, const char *owner, const char *contact, struct a
 /* A fresh item (subscription none) for contact. */
 void roster_new_item(struct arena *a, const char *contact, struct roster_item *out);
 
-/* Stores the item (its flags written into the node), bumps the roster
+/* The item as a jabber:iq:roster <item/> element, allocated in a. */
+struct xml_node *roster_item_node(struct arena *a, const struct roster_item *it);
+
+/* Stores the item, bumps the roster
  * version and pushes the item to owner's interested sessions. Returns 0
  * or -1. */
 int roster_save(struct loop *l, const char *owner, struct roster_item *it, struct arena *a);
