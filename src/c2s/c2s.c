@@ -1,5 +1,6 @@
 #include "c2s/c2s.h"
 
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -771,23 +772,34 @@ void c2s_kick(struct loop *l, uint64_t session, const char *condition)
 /* A session silent this long gives back its parser and buffers. */
 #define C2S_IDLE_RELEASE_MS 2000
 
+struct sweep {
+	unsigned long long now;
+	int released;
+};
+
 static void sweep_one(struct conn *c, void *arg)
 {
-	unsigned long long now = *(unsigned long long *)arg;
+	struct sweep *sw = arg;
 	if (c->ops != &c2s_ops)
 		return;
 	struct c2s *s = c->owner;
-	if (s->state == C2S_CLOSED || now - s->last_input < C2S_IDLE_RELEASE_MS)
+	if (s->state == C2S_CLOSED || sw->now - s->last_input < C2S_IDLE_RELEASE_MS)
 		return;
-	if (xml_stream_release(s->xs) == 0)
+	if (xml_stream_release(s->xs) == 0) {
 		log_debug("c2s %llu: idle, parser released", (unsigned long long)c->id);
+		sw->released++;
+	}
 	conn_trim(c);
 }
 
 void c2s_sweep(struct loop *l)
 {
-	unsigned long long now = now_ms();
-	conn_each(l, sweep_one, &now);
+	struct sweep sw = { now_ms(), 0 };
+	conn_each(l, sweep_one, &sw);
+	/* Parsers are freed in bulk when a crowd goes idle: hand the pages
+	 * back to the system rather than keep them as free heap. */
+	if (sw.released >= 64)
+		malloc_trim(0);
 }
 
 void c2s_kick_account(struct loop *l, const char *bare, const char *condition)

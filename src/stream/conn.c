@@ -2,6 +2,7 @@
 
 #include <limits.h>
 #include <openssl/err.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -113,8 +114,9 @@ static void on_closed(uv_handle_t *h)
 	struct conn *c = h->data;
 	table_remove(&c->loop->conns, c->id);
 	if (c->ssl)
-		SSL_free(c->ssl); /* frees both BIOs */
+		SSL_free(c->ssl); /* frees the BIO */
 	buf_free(&c->out);
+	buf_free(&c->tls_out);
 	free(c);
 }
 
@@ -179,18 +181,78 @@ static void send_raw(struct conn *c, const char *data, size_t len)
 	}
 }
 
+/* The TLS engine talks to the network through this BIO: reads take from
+ * the slice of the loop's read buffer being handled, writes append to the
+ * connection's tls_out. Nothing is buffered in OpenSSL's memory BIOs, so
+ * an idle connection keeps no ciphertext buffers at all. */
+static int bio_conn_write(BIO *b, const char *data, int len)
+{
+	struct conn *c = BIO_get_data(b);
+	BIO_clear_retry_flags(b);
+	buf_append(&c->tls_out, data, (size_t)len);
+	return len;
+}
+
+static int bio_conn_read(BIO *b, char *out, int len)
+{
+	struct conn *c = BIO_get_data(b);
+	BIO_clear_retry_flags(b);
+	if (c->tls_in_len == 0) {
+		BIO_set_retry_read(b);
+		return -1;
+	}
+	size_t n = c->tls_in_len < (size_t)len ? c->tls_in_len : (size_t)len;
+	memcpy(out, c->tls_in, n);
+	c->tls_in += n;
+	c->tls_in_len -= n;
+	return (int)n;
+}
+
+static long bio_conn_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+	(void)b, (void)num, (void)ptr;
+	return cmd == BIO_CTRL_FLUSH ? 1 : 0;
+}
+
+static int bio_conn_create(BIO *b)
+{
+	BIO_set_init(b, 1);
+	return 1;
+}
+
+/* The method table is made once per process and never changes after, like
+ * OpenSSL's own BIO_s_mem(). */
+static BIO_METHOD *bio_conn_table;
+static pthread_once_t bio_conn_once = PTHREAD_ONCE_INIT;
+
+static void bio_conn_method_init(void)
+{
+	BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "natter conn");
+	if (m == NULL)
+		fatal("BIO_meth_new failed");
+	BIO_meth_set_write(m, bio_conn_write);
+	BIO_meth_set_read(m, bio_conn_read);
+	BIO_meth_set_ctrl(m, bio_conn_ctrl);
+	BIO_meth_set_create(m, bio_conn_create);
+	bio_conn_table = m;
+}
+
+static BIO_METHOD *bio_conn_method(void)
+{
+	pthread_once(&bio_conn_once, bio_conn_method_init);
+	return bio_conn_table;
+}
+
 /* Moves whatever the TLS engine produced to the socket. */
 static void drain_tls(struct conn *c)
 {
-	size_t pending = BIO_ctrl_pending(c->wbio);
+	size_t pending = c->tls_out.len;
 	if (pending == 0)
 		return;
 	struct write_req *w = xmalloc(sizeof *w + pending);
-	int n = BIO_read(c->wbio, w->data, (int)pending);
-	if (n <= 0) {
-		free(w);
-		return;
-	}
+	memcpy(w->data, c->tls_out.data, pending);
+	c->tls_out.len = 0;
+	int n = (int)pending;
 	w->conn = c;
 	w->len = (size_t)n;
 	uv_buf_t b = uv_buf_init(w->data, (unsigned)n);
@@ -267,11 +329,15 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
 
 static void tls_input(struct conn *c, const char *data, size_t len)
 {
-	BIO_write(c->rbio, data, (int)len);
+	c->tls_in = data;
+	c->tls_in_len = len;
 	for (;;) {
 		if (c->closing || c->closed)
 			break;
 		int n = SSL_read(c->ssl, c->loop->plainbuf, sizeof c->loop->plainbuf);
+		/* Handshake records, tickets, alerts: out before anything else
+		 * can touch this connection. */
+		drain_tls(c);
 		if (!c->tls_ready && SSL_is_init_finished(c->ssl)) {
 			c->tls_ready = true;
 			c->ops->tls_ready(c);
@@ -297,13 +363,14 @@ static void tls_input(struct conn *c, const char *data, size_t len)
 		}
 		c->closing = true;
 		uv_read_stop((uv_stream_t *)&c->tcp);
+		c->tls_in_len = 0;
 		drain_tls(c);
 		maybe_finish_close(c);
 		return;
 	}
-	/* Handshake records and alerts go out with the next flush. */
-	if (BIO_ctrl_pending(c->wbio) > 0)
-		mark_dirty(c);
+	/* Whatever was not taken belongs to a record OpenSSL already buffered
+	 * or to a connection that is closing: the slice goes with this read. */
+	c->tls_in_len = 0;
 }
 
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
@@ -358,10 +425,14 @@ int conn_start_tls(struct conn *c, bool direct)
 	c->ssl = tls_new_server(&c->loop->srv->tls, direct);
 	if (c->ssl == NULL)
 		return -1;
-	c->rbio = BIO_new(BIO_s_mem());
-	c->wbio = BIO_new(BIO_s_mem());
-	BIO_set_mem_eof_return(c->rbio, -1);
-	SSL_set_bio(c->ssl, c->rbio, c->wbio);
+	BIO *bio = BIO_new(bio_conn_method());
+	if (bio == NULL) {
+		SSL_free(c->ssl);
+		c->ssl = NULL;
+		return -1;
+	}
+	BIO_set_data(bio, c);
+	SSL_set_bio(c->ssl, bio, bio);
 	return 0;
 }
 
@@ -387,6 +458,8 @@ void conn_trim(struct conn *c)
 {
 	if (c->out.len == 0 && !c->dirty)
 		buf_free(&c->out);
+	if (c->tls_out.len == 0)
+		buf_free(&c->tls_out);
 }
 
 void conn_close_all(struct loop *l)

@@ -36,7 +36,9 @@ struct conn {
 	const struct conn_ops *ops;
 	void *owner;              /* the protocol session (struct c2s *) */
 	SSL *ssl;                 /* NULL until TLS starts */
-	BIO *rbio, *wbio;         /* network side of the TLS engine */
+	const char *tls_in;       /* ciphertext not yet taken by the TLS engine */
+	size_t tls_in_len;        /* (points into the loop's read buffer) */
+	struct buf tls_out;       /* ciphertext the engine produced, to send */
 	struct buf out;           /* plaintext waiting for the next flush */
 	struct conn *next_dirty;
 	bool dirty;
