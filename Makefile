@@ -6,7 +6,7 @@ CONFIG ?= etc/natter.yaml
 FUZZ_SECONDS ?= 60
 
 .PHONY: all run test deps-build deps-test build build-asan build-fuzz \
-	unit integration fuzz clean
+	unit integration fuzz bench-smoke bench clean
 
 all: build
 
@@ -41,7 +41,15 @@ integration: build-asan
 fuzz: build-fuzz
 	scripts/run-fuzz.sh build-fuzz/fuzz_xml $(FUZZ_SECONDS)
 
-test: deps-test unit integration fuzz
+# A tiny run of every benchmark scenario, so the harness cannot rot.
+bench-smoke: build
+	NATTER_BUILD=$(CURDIR)/build bench/loadgen/smoke.sh
+
+# Not part of `make test`: natter against Prosody and ejabberd (docs/performance.md).
+bench: build
+	bash bench/run.sh
+
+test: deps-test unit integration bench-smoke fuzz
 
 clean:
 	rm -rf build build-asan build-fuzz
