@@ -39,11 +39,23 @@
 #   NATTER_BUILD       natter's build directory                        build
 #   RESULTS            output directory                    bench/results
 #   BENCH_CERT_TYPE    certificate key for all servers: ec | rsa       ec
+#   SMOKE=1            tiny values for all of the above (a minute or two),
+#                      to check that the harness and every server still work
+#
+# Servers: natter, prosody, ejabberd; jabberd2 too when SERVERS names it
+# (see bench/peers/README.md for what works there).
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 peers=$here/peers
+
+if [ "${SMOKE:-0}" = 1 ]; then
+	: "${IDLE_CLIENTS:=20}" "${IDLE_SETTLE:=0.5}" "${LOGINS:=50}" "${LOGIN_USERS:=10}"
+	: "${LOGIN_CONCURRENCY:=5}" "${CHAT_PAIRS:=5}" "${RATES:=100,200}" "${STEP_SECONDS:=1}"
+	: "${PRESENCE_USERS:=20}" "${CONTACTS:=4}" "${PRESENCE_SECONDS:=2}"
+	: "${SCENARIO_TIMEOUT:=60}" "${LOAD_THREADS:=1}"
+fi
 
 SERVERS=${SERVERS:-natter prosody ejabberd}
 SCENARIOS=${SCENARIOS:-idle login chat presence}
@@ -83,6 +95,9 @@ port_of() {
 
 log() { echo "bench: $*" >&2; }
 
+# Debian's prosody, ejabberd, gnuplot... (no-op when all are installed).
+"$peers/install.sh"
+
 [ -x "$LOAD" ] || { log "no load generator at $LOAD (make build)"; exit 1; }
 for s in $SERVERS; do
 	port_of "$s" >/dev/null
@@ -118,9 +133,10 @@ export BENCH_CERT="$work/cert.pem" BENCH_KEY="$work/key.pem"
 # The load generator opens as many sockets as the server does.
 peer_raise_fds
 
-# server_pids SERVER: comma-separated PIDs of the running server.
+# server_pids SERVER: comma-separated PIDs of the running server (at most
+# 16, what natter-load --server-pid takes).
 server_pids() {
-	"$peers/$1/server.sh" pids "$work/$1" | paste -sd, -
+	"$peers/$1/server.sh" pids "$work/$1" | head -n 16 | paste -sd, -
 }
 
 # rss_kib PIDS: summed VmRSS (KiB) of the comma-separated PIDs.
@@ -157,7 +173,7 @@ start_server() {
 	"$peers/$s/server.sh" start "$d" "$(port_of "$s")" || return 1
 	t0=$(date +%s.%N)
 	"$peers/$s/server.sh" users "$d" "$PREFIX" "$USERS" "$PASSWORD" >/dev/null || return 1
-	log "$s: $USERS accounts in $(echo "$(date +%s.%N) - $t0" | bc | xargs printf '%.1f') s"
+	log "$s: $USERS accounts in $(echo "$(date +%s.%N) - $t0" | bc | xargs printf '%.1f') s (pids $(server_pids "$s"))"
 	timeout 60 /usr/bin/python3 "$peers/check_login.py" "$(port_of "$s")" \
 		"${PREFIX}1@localhost" "$PASSWORD" >&2 || { log "$s: login check failed"; return 1; }
 }

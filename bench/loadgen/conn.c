@@ -17,6 +17,8 @@
 #endif
 
 #define CLOSE_WAIT_NS 2000000000ull
+/* An online connection silent this long gives back its XML parser. */
+#define PARSER_IDLE_NS 1000000000ull
 #define ID_BIND "lg-bind"
 #define ID_SESSION "lg-sess"
 #define ID_ROSTER "lg-roster"
@@ -83,7 +85,8 @@ static void conn_unmark_dirty(struct conn *c)
 
 void conn_send(struct conn *c, const char *data, size_t len)
 {
-	if (c->state == CONN_CLOSED || len == 0)
+	/* Nothing may follow our </stream:stream>. */
+	if (c->state == CONN_CLOSED || c->state == CONN_CLOSING || len == 0)
 		return;
 	if (c->out_cap - c->out_len < len) {
 		size_t cap = c->out_cap ? c->out_cap : 512;
@@ -336,6 +339,8 @@ static void conn_handshake(struct conn *c)
 	int r = SSL_do_handshake(c->ssl);
 	conn_mark_dirty(c);
 	if (r == 1) {
+		if (SSL_session_reused(c->ssl))
+			worker_count(&c->w->ctr.tls_resumed, 1);
 		c->state = CONN_STREAM2;
 		stanza_parser_reset(&c->parser);
 		conn_send_header(c);
@@ -367,6 +372,8 @@ static void conn_tls_begin(struct conn *c)
 	SSL_set_bio(c->ssl, c->rbio, c->wbio);
 	SSL_set_connect_state(c->ssl);
 	SSL_set_tlsext_host_name(c->ssl, o->domain);
+	if (o->tls_resume && c->w->session)
+		SSL_set_session(c->ssl, c->w->session);
 	c->state = CONN_HANDSHAKE;
 	conn_handshake(c);
 }
@@ -394,7 +401,11 @@ static void conn_feed(struct conn *c, const char *data, size_t len)
 static void conn_read_tls(struct conn *c)
 {
 	struct worker *w = c->w;
-	while (c->state != CONN_CLOSED) {
+	/* Only while input is waiting: an SSL_read that finds none has
+	 * already set up its 16 KiB record buffer again, and it would stay
+	 * allocated for as long as the connection idles. */
+	while (c->state != CONN_CLOSED &&
+	       (BIO_ctrl_pending(c->rbio) > 0 || SSL_pending(c->ssl) > 0)) {
 		ERR_clear_error();
 		int r = SSL_read(c->ssl, w->pbuf, sizeof w->pbuf);
 		if (r > 0) {
@@ -436,6 +447,7 @@ static void conn_on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 			  n == UV_EOF ? "end of file" : uv_strerror((int)n));
 		return;
 	}
+	c->t_last_read = uv_hrtime();
 	if (!c->ssl) {
 		conn_feed(c, b->base, (size_t)n);
 		return;
@@ -633,11 +645,8 @@ static void conn_sasl(struct conn *c, struct stanza *st)
 {
 	const struct opts *o = c->w->run->o;
 	if (stanza_is(st, NS_SASL " challenge") && c->scram && !c->scram->have_signature) {
-		char user[64];
 		const char *err;
-		conn_username(o, c->user, user, sizeof user);
-		char *final = sasl_scram_final(c->scram, c->w->run->cache, user, o->password,
-					       st->text, &err);
+		char *final = sasl_scram_final(c->scram, c->w->run->cache, o->password, st->text, &err);
 		if (!final) {
 			conn_fail(c, FAIL_AUTH, "SCRAM: %s", err);
 			return;
@@ -762,6 +771,17 @@ static void conn_roster_result(struct conn *c, struct stanza *st)
 		if (conn_attr_is(it, "subscription", "both"))
 			c->roster_both++;
 	}
+	/* By now the server's TLS 1.3 tickets have arrived. */
+	if (w->run->o->tls_resume) {
+		SSL_SESSION *sess = SSL_get1_session(c->ssl);
+		if (sess && SSL_SESSION_is_resumable(sess)) {
+			if (w->session)
+				SSL_SESSION_free(w->session);
+			w->session = sess;
+		} else if (sess) {
+			SSL_SESSION_free(sess);
+		}
+	}
 	if (c->ops->roster)
 		c->ops->roster(c, q);
 	if (c->state == CONN_CLOSED)
@@ -785,8 +805,10 @@ static void conn_answer_iq(struct conn *c, struct stanza *st)
 		return;
 	const char *id = stanza_attr(st, "id");
 	const char *from = stanza_attr(st, "from");
-	bool known = (strcmp(type, "get") == 0 && stanza_child(st, NS_PING " ping")) ||
-		     (strcmp(type, "set") == 0 && stanza_child(st, NS_ROSTER " query"));
+	bool ping = strcmp(type, "get") == 0 && stanza_child(st, NS_PING " ping");
+	bool known = ping || (strcmp(type, "set") == 0 && stanza_child(st, NS_ROSTER " query"));
+	if (ping)
+		worker_count(&c->w->ctr.pings, 1);
 	conn_send(c, "<iq type='", 10);
 	conn_send(c, known ? "result" : "error", known ? 6 : 5);
 	conn_send(c, "' id='", 6);
@@ -824,8 +846,16 @@ static void conn_on_open(void *ud, const char **attrs)
 static void conn_on_element(void *ud, struct stanza *st)
 {
 	struct conn *c = ud;
-	if (c->state == CONN_CLOSED || c->state == CONN_CLOSING)
+	if (c->state == CONN_CLOSED)
 		return;
+	/* After our </stream:stream> the server may still deliver what was on
+	 * its way (the presence of a contact, say): it did the work, so the
+	 * scenario still counts it, but nothing is answered any more. */
+	if (c->state == CONN_CLOSING) {
+		if (c->was_online && c->ops->stanza && !stanza_is(st, NS_STREAM " error"))
+			c->ops->stanza(c, st);
+		return;
+	}
 	if (stanza_is(st, NS_STREAM " error")) {
 		conn_fail(c, FAIL_STREAM, "stream error: %s", conn_condition(st));
 		return;
@@ -874,6 +904,9 @@ static void conn_on_close(void *ud)
 void conn_sweep(struct worker *w, uint64_t now)
 {
 	for (struct conn *c = w->conns; c; c = c->next) {
+		if (c->state == CONN_ONLINE && !c->parser.released &&
+		    now - c->t_last_read > PARSER_IDLE_NS)
+			stanza_parser_release(&c->parser);
 		if (c->state == CONN_CLOSED || now < c->deadline)
 			continue;
 		if (c->state == CONN_CLOSING)

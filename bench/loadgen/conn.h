@@ -77,6 +77,7 @@ struct conn {
 	uint64_t t_start;        /* uv_hrtime() at open */
 	uint64_t t_online;
 	uint64_t deadline;       /* login or close deadline, uv_hrtime() */
+	uint64_t t_last_read;    /* uv_hrtime() of the last bytes received */
 	struct conn *next, *prev;  /* worker's list */
 	struct conn *dirty_next;
 };
@@ -84,7 +85,8 @@ struct conn {
 /* Opens a connection for account `user` on w. Never NULL except out of
  * memory; failures arrive later through ops->closed. */
 struct conn *conn_open(struct worker *w, unsigned user, const struct conn_ops *ops, void *data);
-/* Queues plaintext; written (encrypted) before the loop next sleeps. */
+/* Queues plaintext; written (encrypted) before the loop next sleeps.
+ * Ignored once the stream is closing. */
 void conn_send(struct conn *c, const char *data, size_t len);
 void conn_sendf(struct conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Bytes queued and not yet accepted by the kernel. */
@@ -97,7 +99,8 @@ void conn_fail(struct conn *c, enum fail_kind kind, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 /* Writes out every dirty connection of w (from the prepare/check hooks). */
 void conn_flush_all(struct worker *w);
-/* Enforces login and close deadlines (from the sweep timer). */
+/* Enforces login and close deadlines and releases the XML parsers of idle
+ * connections (from the sweep timer). */
 void conn_sweep(struct worker *w, uint64_t now);
 /* Closes every connection of w politely (at exit). */
 void conn_close_all(struct worker *w);

@@ -6,12 +6,12 @@
 #include <string.h>
 
 enum {
-	OPT_HOST = 256, OPT_PORT, OPT_DOMAIN, OPT_DIRECT_TLS, OPT_USERS_PREFIX, OPT_FIRST_USER,
+	OPT_HOST = 256, OPT_PORT, OPT_DOMAIN, OPT_DIRECT_TLS, OPT_TLS_RESUME, OPT_USERS_PREFIX, OPT_FIRST_USER,
 	OPT_PASSWORD, OPT_MECH, OPT_RESOURCE, OPT_SRC_NET, OPT_SRC_COUNT, OPT_THREADS,
 	OPT_CONCURRENCY, OPT_DURATION, OPT_LOGIN_TIMEOUT, OPT_QUIET, OPT_CLIENTS, OPT_HOLD,
 	OPT_STDIN, OPT_LOGINS, OPT_USERS, OPT_PAIRS, OPT_RATES, OPT_STEP_SECONDS,
 	OPT_DRAIN_SECONDS, OPT_STOP_P99, OPT_BODY_SIZE, OPT_MAX_QUEUE, OPT_CONTACTS,
-	OPT_SETUP_ROSTERS, OPT_SETUP_ONLY, OPT_SECONDS, OPT_SERVER_PID, OPT_SMOKE, OPT_HELP,
+	OPT_SETUP_ROSTERS, OPT_SETUP_ONLY, OPT_SECONDS, OPT_CHURN, OPT_SERVER_PID, OPT_SMOKE, OPT_HELP,
 };
 
 static const struct option opts_table[] = {
@@ -19,6 +19,7 @@ static const struct option opts_table[] = {
 	{ "port", required_argument, NULL, OPT_PORT },
 	{ "domain", required_argument, NULL, OPT_DOMAIN },
 	{ "direct-tls", no_argument, NULL, OPT_DIRECT_TLS },
+	{ "tls-resume", no_argument, NULL, OPT_TLS_RESUME },
 	{ "users-prefix", required_argument, NULL, OPT_USERS_PREFIX },
 	{ "first-user", required_argument, NULL, OPT_FIRST_USER },
 	{ "password", required_argument, NULL, OPT_PASSWORD },
@@ -47,6 +48,7 @@ static const struct option opts_table[] = {
 	{ "setup-rosters", no_argument, NULL, OPT_SETUP_ROSTERS },
 	{ "setup-only", no_argument, NULL, OPT_SETUP_ONLY },
 	{ "seconds", required_argument, NULL, OPT_SECONDS },
+	{ "churn", required_argument, NULL, OPT_CHURN },
 	{ "server-pid", required_argument, NULL, OPT_SERVER_PID },
 	{ "smoke", no_argument, NULL, OPT_SMOKE },
 	{ "help", no_argument, NULL, OPT_HELP },
@@ -71,6 +73,7 @@ void opts_usage(FILE *f)
 "server and accounts:\n"
 "  --host ADDR (127.0.0.1)  --port N (5222)  --domain D (localhost)\n"
 "  --direct-tls             TLS from the first byte (XEP-0368) instead of STARTTLS\n"
+"  --tls-resume             resume TLS sessions (tickets) instead of full handshakes\n"
 "  --users-prefix P (user)  --first-user N (1): accounts are P<N>, P<N+1>, ...\n"
 "  --password PW (password) --mech scram|plain (scram = SCRAM-SHA-1)\n"
 "  --resource R (load)      resources are R-<thread>-<serial>\n"
@@ -92,6 +95,7 @@ void opts_usage(FILE *f)
 "           --step-seconds S (5) --drain-seconds S (2) --stop-p99-ms MS (1000)\n"
 "           --body-size B (100) --max-queue-kb KB (256)\n"
 "presence:  --users U (100) --contacts R (10) --seconds S (10)\n"
+"           --churn N (U/10)  users logging out and in again at any moment\n"
 "           --setup-rosters  make every user a mutual contact of R neighbours\n"
 "           --setup-only     ... and stop there\n", f);
 }
@@ -274,6 +278,7 @@ int opts_parse(struct opts *o, int argc, char **argv)
 			break;
 		case OPT_DOMAIN: o->domain = optarg; break;
 		case OPT_DIRECT_TLS: o->direct_tls = true; break;
+		case OPT_TLS_RESUME: o->tls_resume = true; break;
 		case OPT_USERS_PREFIX: o->users_prefix = optarg; break;
 		case OPT_FIRST_USER: rc = opts_uint("first-user", optarg, 1u << 30, &o->first_user); break;
 		case OPT_PASSWORD: o->password = optarg; break;
@@ -311,6 +316,7 @@ int opts_parse(struct opts *o, int argc, char **argv)
 		case OPT_SETUP_ROSTERS: o->setup_rosters = true; break;
 		case OPT_SETUP_ONLY: o->setup_rosters = o->setup_only = true; break;
 		case OPT_SECONDS: rc = opts_seconds("seconds", optarg, &o->seconds); break;
+		case OPT_CHURN: rc = opts_uint("churn", optarg, 10000000, &o->churn); break;
 		case OPT_SERVER_PID: rc = opts_pids(o, optarg); break;
 		case OPT_SMOKE: break;
 		case 'h':

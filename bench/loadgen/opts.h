@@ -20,6 +20,7 @@ struct opts {
 	int port;
 	const char *domain;
 	bool direct_tls;    /* TLS from the first byte (XEP-0368) */
+	bool tls_resume;    /* resume the worker's last TLS session */
 
 	/* accounts */
 	const char *users_prefix;
@@ -63,6 +64,7 @@ struct opts {
 	bool setup_rosters;
 	bool setup_only;
 	double seconds;         /* measured churn phase */
+	unsigned churn;         /* users in a logout/login cycle at once; 0 = U/10 */
 
 	int server_pids[OPTS_MAX_PIDS];
 	unsigned nserver_pids;

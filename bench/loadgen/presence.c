@@ -1,6 +1,7 @@
 /* presence: U users, each a mutual contact (subscription 'both') of its R
  * neighbours on a ring (u±1 .. u±R/2), all log in; then for --seconds,
- * C users at a time log out and straight back in, and every presence
+ * --churn users at a time (a tenth by default) log out and straight back
+ * in, and every presence
  * stanza received anywhere is counted. Logging out sends 'unavailable' to
  * the online contacts, logging in sends 'available' to them and probes
  * them, so one cycle fans out to about 3R stanzas.
@@ -21,6 +22,7 @@
 enum {
 	CMD_PRES_LOGIN = CMD_SCENARIO, /* log every user in */
 	CMD_PRES_SUBSCRIBE,            /* setup: subscribe to the neighbours */
+	CMD_PRES_RETRY,                /* setup: ask again where no answer came */
 	CMD_PRES_LOGOUT,               /* log every user out */
 	CMD_PRES_CHURN,                /* start cycling */
 	CMD_PRES_CALM,                 /* stop starting cycles */
@@ -28,6 +30,8 @@ enum {
 
 #define PRES_SETUP_TICK_MS 10
 #define PRES_STALL_SECONDS 10.0
+#define PRES_RETRY_SECONDS 2.0
+#define PRES_RETRIES 3
 
 enum pres_state { P_IDLE, P_LOGIN, P_ONLINE, P_CYCLE_OUT, P_CYCLE_IN };
 
@@ -42,18 +46,21 @@ struct pres_user {
 };
 
 struct pres_worker {
+	_Atomic bool *done;    /* shared: done[u] when user u's setup is complete */
 	unsigned nusers;
 	struct pres_user *users;
 	unsigned next;         /* login: next user to open */
 	unsigned inflight, conc;
+	unsigned churn;        /* its share of --churn */
 	bool setup;            /* approve requests, track 'both' */
-	bool churn;
+	bool churning;
 	unsigned rr;           /* next user to consider for a cycle */
 	unsigned cycling;
 	unsigned sub_next;     /* setup: next user to send requests for */
 	uv_timer_t timer;
 	bool timer_ready;
 	_Atomic uint64_t complete;     /* users whose setup is complete */
+	_Atomic uint64_t resent;       /* setup: subscription requests repeated */
 	_Atomic uint64_t available;    /* presence stanzas received */
 	_Atomic uint64_t unavailable;
 	_Atomic uint64_t subscription; /* subscribe, subscribed, ... */
@@ -117,6 +124,7 @@ static void pres_mark(struct worker *w, struct pres_user *p, const char *jid, co
 	p->got[k / 8] |= (uint8_t)(1u << (k % 8));
 	if (++p->got_count == pres_contacts(o)) {
 		p->complete = true;
+		atomic_store_explicit(&pw->done[p->idx], true, memory_order_relaxed);
 		worker_count(&pw->complete, 1);
 	}
 }
@@ -234,9 +242,9 @@ static void pres_fill(struct worker *w)
 static void pres_cycle_more(struct worker *w)
 {
 	struct pres_worker *pw = w->scen;
-	if (w->exiting || !pw->churn)
+	if (w->exiting || !pw->churning)
 		return;
-	for (unsigned looked = 0; pw->cycling < pw->conc && looked < pw->nusers; looked++) {
+	for (unsigned looked = 0; pw->cycling < pw->churn && looked < pw->nusers; looked++) {
 		struct pres_user *p = &pw->users[pw->rr++ % pw->nusers];
 		if (p->state != P_ONLINE || !p->c)
 			continue;
@@ -277,6 +285,34 @@ static void pres_on_setup_tick(uv_timer_t *t)
 		uv_timer_stop(t);
 }
 
+/* Setup: where no 'both' came in time, ask again, in both directions: the
+ * incomplete user asks its missing contacts, and every neighbour of an
+ * incomplete user asks it. A repeated request the contact has already
+ * approved is answered by the server (RFC 6121 3.1.3); one the server has
+ * lost track of reaches the contact, which approves it. Either repairs a
+ * roster whose update the server lost. */
+static void pres_retry(struct worker *w)
+{
+	struct pres_worker *pw = w->scen;
+	const struct opts *o = w->run->o;
+	unsigned r = pres_contacts(o);
+	for (unsigned i = 0; i < pw->nusers; i++) {
+		struct pres_user *p = &pw->users[i];
+		if (!p->c || p->state != P_ONLINE || !p->subscribed)
+			continue;
+		for (unsigned k = 0; k < r; k++) {
+			unsigned v = pres_neighbour(o, p->idx, k);
+			bool mine = !p->complete && !(p->got[k / 8] & (1u << (k % 8)));
+			if (!mine && atomic_load_explicit(&pw->done[v], memory_order_relaxed))
+				continue;
+			char user[64];
+			conn_username(o, o->first_user + v, user, sizeof user);
+			conn_sendf(p->c, "<presence to='%s@%s' type='subscribe'/>", user, o->domain);
+			worker_count(&pw->resent, 1);
+		}
+	}
+}
+
 static void pres_command(struct worker *w, int cmd)
 {
 	struct pres_worker *pw = w->scen;
@@ -294,6 +330,9 @@ static void pres_command(struct worker *w, int cmd)
 		pw->sub_next = 0;
 		uv_timer_start(&pw->timer, pres_on_setup_tick, PRES_SETUP_TICK_MS, PRES_SETUP_TICK_MS);
 		break;
+	case CMD_PRES_RETRY:
+		pres_retry(w);
+		break;
 	case CMD_PRES_LOGOUT:
 		uv_timer_stop(&pw->timer);
 		pw->setup = false;
@@ -302,14 +341,14 @@ static void pres_command(struct worker *w, int cmd)
 				conn_close(pw->users[i].c);
 		break;
 	case CMD_PRES_CHURN:
-		pw->churn = true;
+		pw->churning = true;
 		pres_cycle_more(w);
 		break;
 	case CMD_PRES_CALM:
-		pw->churn = false;
+		pw->churning = false;
 		break;
 	case CMD_EXIT:
-		pw->churn = false;
+		pw->churning = false;
 		if (pw->timer_ready)
 			uv_close((uv_handle_t *)&pw->timer, NULL);
 		break;
@@ -350,13 +389,13 @@ static void pres_settle(struct run *r, double quiet, double cap)
 	}
 }
 
-/* Logs everyone out and waits (bounded) until they are. */
+/* Logs everyone out and waits (bounded) until every connection is closed. */
 static void pres_logout(struct run *r)
 {
 	run_command(r, CMD_PRES_LOGOUT);
 	double t_end = run_elapsed(r) + 5;
-	while (run_sum(r, offsetof(struct counters, online)) > 0 && run_elapsed(r) < t_end &&
-	       run_wait(r, 0.02))
+	while (run_sum(r, offsetof(struct counters, started)) > run_sum(r, offsetof(struct counters, closed)) &&
+	       run_elapsed(r) < t_end && run_wait(r, 0.02))
 		;
 }
 
@@ -372,14 +411,20 @@ static uint64_t pres_setup(struct run *r, struct pres_worker *pws, double *secs)
 	scenario_wait_logins(r, base, o->users);
 	run_command(r, CMD_PRES_SUBSCRIBE);
 	uint64_t last = 0;
-	double t_change = run_elapsed(r);
+	double t_change = run_elapsed(r), t_retry = t_change;
+	unsigned retries = 0;
 	for (;;) {
 		uint64_t done = PRES_SUM(r, complete);
 		if (done >= o->users)
 			break;
 		if (done != last) {
 			last = done;
-			t_change = run_elapsed(r);
+			t_change = t_retry = run_elapsed(r);
+		}
+		if (run_elapsed(r) - t_retry > PRES_RETRY_SECONDS && retries < PRES_RETRIES) {
+			run_command(r, CMD_PRES_RETRY);
+			retries++;
+			t_retry = run_elapsed(r);
 		}
 		if (run_elapsed(r) - t_change > PRES_STALL_SECONDS) {
 			fprintf(stderr, "presence: roster setup stalled at %llu of %u users\n",
@@ -394,8 +439,9 @@ static uint64_t pres_setup(struct run *r, struct pres_worker *pws, double *secs)
 	uint64_t complete = PRES_SUM(r, complete);
 	*secs = run_elapsed(r) - t0;
 	fprintf(stderr, "presence: rosters of %llu of %u users complete (%u contacts each, "
-			"subscription both) in %.2f s\n",
-		(unsigned long long)complete, o->users, pres_contacts(o), *secs);
+			"subscription both) in %.2f s; %llu requests repeated\n",
+		(unsigned long long)complete, o->users, pres_contacts(o), *secs,
+		(unsigned long long)PRES_SUM(r, resent));
 	pres_logout(r);
 	return complete;
 }
@@ -405,6 +451,7 @@ int presence_run(const struct opts *o)
 	struct run r;
 	struct cpu_mark m0, m1, mc0, mc1;
 	unsigned contacts = pres_contacts(o);
+	unsigned churn = o->churn ? o->churn : (o->users / 10 ? o->users / 10 : 1);
 	if (contacts == 0) {
 		fprintf(stderr, "natter-load: presence needs --users of at least 3 and --contacts of at least 1\n");
 		return 1;
@@ -414,12 +461,17 @@ int presence_run(const struct opts *o)
 		return 1;
 	}
 	struct pres_worker *pws = calloc(r.nw, sizeof *pws);
+	_Atomic bool *done = calloc(o->users, sizeof *done);
 	for (unsigned i = 0; i < r.nw; i++) {
 		struct pres_worker *pw = &pws[i];
+		pw->done = done;
 		pw->nusers = run_share(&r, o->users, i);
 		pw->conc = run_share(&r, o->concurrency, i);
 		if (pw->conc == 0)
 			pw->conc = 1;
+		pw->churn = run_share(&r, churn, i);
+		if (pw->churn == 0)
+			pw->churn = 1;
 		pw->users = calloc(pw->nusers + 1, sizeof *pw->users);
 		for (unsigned k = 0; k < pw->nusers; k++) {
 			pw->users[k].idx = i + r.nw * k;
@@ -495,12 +547,14 @@ int presence_run(const struct opts *o)
 	report_u64(&rp, "users", o->users);
 	report_u64(&rp, "contacts", contacts);
 	report_num(&rp, "seconds", o->seconds);
+	report_u64(&rp, "churn", churn);
 	report_bool(&rp, "setup_rosters", o->setup_rosters);
 	report_end(&rp, '}');
 	if (o->setup_rosters) {
 		report_obj(&rp, "setup");
 		report_u64(&rp, "users_complete", setup_complete);
 		report_num(&rp, "seconds", setup_s);
+		report_u64(&rp, "requests_repeated", PRES_SUM(&r, resent));
 		report_end(&rp, '}');
 	}
 	report_u64(&rp, "online", logins);
@@ -517,8 +571,14 @@ int presence_run(const struct opts *o)
 	report_num(&rp, "presence_per_s", rx_rate);
 	report_num(&rp, "presence_per_cycle", cycles ? (double)got / (double)cycles : 0);
 	report_num(&rp, "churn_generator_cpu_cores", cpu_cores(&mc0, &mc1));
-	if (cpu_server_cores(&mc0, &mc1) >= 0)
+	if (cpu_server_cores(&mc0, &mc1) >= 0) {
+		double server_s = mc1.server - mc0.server;
 		report_num(&rp, "churn_server_cpu_cores", cpu_server_cores(&mc0, &mc1));
+		/* The rate depends on how fast each cycle turns around (a server
+		 * that answers </stream:stream> late slows it); per CPU second is
+		 * the cost. */
+		report_num(&rp, "presence_per_server_cpu_s", server_s > 0 ? (double)got / server_s : 0);
+	}
 	report_common(&rp, &r, &m0, &m1);
 	report_close(&rp);
 
@@ -537,5 +597,6 @@ int presence_run(const struct opts *o)
 		free(pws[i].users);
 	}
 	free(pws);
+	free(done);
 	return 0;
 }

@@ -208,6 +208,8 @@ void report_common(struct report *rp, struct run *r, const struct cpu_mark *star
 	report_u64(rp, "opened", run_sum(r, offsetof(struct counters, started)));
 	report_u64(rp, "logins", run_sum(r, offsetof(struct counters, logins)));
 	report_u64(rp, "login_failed", run_sum(r, offsetof(struct counters, login_failed)));
+	report_u64(rp, "tls_resumed", run_sum(r, offsetof(struct counters, tls_resumed)));
+	report_u64(rp, "pings_answered", run_sum(r, offsetof(struct counters, pings)));
 	report_u64(rp, "failed", run_failures(r));
 	report_end(rp, '}');
 	report_obj(rp, "errors");

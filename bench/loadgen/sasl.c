@@ -22,7 +22,7 @@ struct sasl_cache_entry {
 	unsigned char stored_key[SHA1_LEN];
 	unsigned char server_key[SHA1_LEN];
 	size_t key_len;
-	char key[]; /* user \0 password \0 salt */
+	char key[]; /* password \0 salt */
 };
 
 struct sasl_cache {
@@ -208,21 +208,23 @@ static void hmac_sha1(const unsigned char *key, size_t keylen, const void *msg, 
 	HMAC(EVP_sha1(), key, (int)keylen, msg, len, out, &n);
 }
 
-/* Finds or computes the keys of (user, password, salt, iterations). The
- * PBKDF2 runs outside the lock; two threads missing at once both compute
- * and one entry wins, which is harmless. */
-static const struct sasl_cache_entry *scram_keys(struct sasl_cache *c, const char *user,
-						 const char *password, const unsigned char *salt,
-						 size_t salt_len, unsigned iterations)
+/* Finds or computes the keys of (password, salt, iterations). They are a
+ * function of exactly these, so clients of accounts that share a password
+ * and salt (bulk-created benchmark accounts) share an entry; a client that
+ * logged in before would have them at hand either way. The PBKDF2 runs
+ * outside the lock; two threads missing at once both compute and one entry
+ * wins, which is harmless. */
+static const struct sasl_cache_entry *scram_keys(struct sasl_cache *c, const char *password,
+						 const unsigned char *salt, size_t salt_len,
+						 unsigned iterations)
 {
-	size_t ul = strlen(user), pl = strlen(password);
-	size_t klen = ul + 1 + pl + 1 + salt_len;
+	size_t pl = strlen(password);
+	size_t klen = pl + 1 + salt_len;
 	char *key = malloc(klen);
 	if (!key)
 		return NULL;
-	memcpy(key, user, ul + 1);
-	memcpy(key + ul + 1, password, pl + 1);
-	memcpy(key + ul + 1 + pl + 1, salt, salt_len);
+	memcpy(key, password, pl + 1);
+	memcpy(key + pl + 1, salt, salt_len);
 	uint64_t h = fnv1a(key, klen, 1469598103934665603ull) ^ iterations;
 	size_t b = h % CACHE_BUCKETS;
 
@@ -266,8 +268,8 @@ static const struct sasl_cache_entry *scram_keys(struct sasl_cache *c, const cha
 	return e;
 }
 
-char *sasl_scram_final(struct sasl_scram *s, struct sasl_cache *cache, const char *user,
-		       const char *password, const char *challenge_b64, const char **err)
+char *sasl_scram_final(struct sasl_scram *s, struct sasl_cache *cache, const char *password,
+		       const char *challenge_b64, const char **err)
 {
 	size_t sf_len;
 	unsigned char *server_first = sasl_b64_decode(challenge_b64, &sf_len);
@@ -295,7 +297,7 @@ char *sasl_scram_final(struct sasl_scram *s, struct sasl_cache *cache, const cha
 	if (!salt)
 		goto done;
 	const struct sasl_cache_entry *k =
-		scram_keys(cache, user, password, salt, salt_len, (unsigned)iterations);
+		scram_keys(cache, password, salt, salt_len, (unsigned)iterations);
 	if (!k) {
 		*err = "key derivation failed";
 		goto done;

@@ -1,8 +1,9 @@
 /* The client side of SASL PLAIN and SCRAM-SHA-1 (RFC 5802), on OpenSSL.
  *
  * Like real clients, SCRAM keeps the keys derived from the salted password
- * per (user, password, salt, iterations) in a cache shared by every worker
- * thread, so a user logging in again costs two HMACs, not a PBKDF2. */
+ * (per password, salt and iteration count, which is all they depend on) in
+ * a cache shared by every worker thread, so a user logging in again costs
+ * two HMACs, not a PBKDF2. */
 #ifndef LOADGEN_SASL_H
 #define LOADGEN_SASL_H
 
@@ -39,8 +40,8 @@ char *sasl_scram_start(struct sasl_scram *s, const char *user);
 /* Given the server-first message (base64 challenge text), returns the
  * base64 client-final message (caller frees), or NULL with *err set to a
  * static reason. */
-char *sasl_scram_final(struct sasl_scram *s, struct sasl_cache *cache, const char *user,
-		       const char *password, const char *challenge_b64, const char **err);
+char *sasl_scram_final(struct sasl_scram *s, struct sasl_cache *cache, const char *password,
+		       const char *challenge_b64, const char **err);
 /* Checks the server-final message ("v=..." in base64) against the signature
  * computed by sasl_scram_final. */
 bool sasl_scram_verify(const struct sasl_scram *s, const char *final_b64);

@@ -55,6 +55,15 @@ struct stanza_parser {
 	struct stanza_arena_chunk *arena;
 	char *text; /* pending character data of the open elements */
 	size_t text_len, text_cap;
+	/* Releasing the expat parser of an idle stream (it is some 10 KiB):
+	 * the stream header's namespace declarations are kept, and a new
+	 * parser is primed with an equivalent header when data arrives. */
+	char *ns_decls;     /* " xmlns='...' xmlns:p='...'" of the header */
+	size_t ns_len;
+	unsigned long long fed;     /* bytes given to the current expat parser */
+	unsigned long long idle_at; /* where the last top-level element ended */
+	bool released;
+	bool priming;
 };
 
 int stanza_parser_init(struct stanza_parser *p, const struct stanza_handlers *h, void *ud);
@@ -69,6 +78,10 @@ void stanza_parser_stop(struct stanza_parser *p);
 /* Parses len bytes. Returns 0, 1 if a handler stopped the parser, or -1
  * for malformed XML. */
 int stanza_parser_feed(struct stanza_parser *p, const char *data, size_t len);
+/* Frees the expat parser if the stream sits between stanzas with nothing
+ * half-parsed; the next stanza_parser_feed makes a new one. Returns true if
+ * it did. Not from a handler. */
+bool stanza_parser_release(struct stanza_parser *p);
 const char *stanza_parser_error(struct stanza_parser *p);
 
 /* The first child named name ("ns local"), or NULL. */

@@ -43,6 +43,8 @@ struct counters {
 	_Atomic uint64_t online;    /* connections online now */
 	_Atomic uint64_t logins;    /* logins completed */
 	_Atomic uint64_t login_failed; /* connections that failed before online */
+	_Atomic uint64_t tls_resumed;  /* handshakes that resumed a session */
+	_Atomic uint64_t pings;        /* server pings (XEP-0199) answered */
 	_Atomic uint64_t closed;    /* connections fully closed */
 	_Atomic uint64_t fail[FAIL_KINDS];
 	struct hist login_us;       /* connect to roster result */
@@ -108,6 +110,7 @@ struct worker {
 	char pbuf[65536];     /* decrypted bytes */
 	char wbuf[65536];     /* encrypted bytes on their way out */
 	unsigned serial;      /* for unique resources */
+	SSL_SESSION *session; /* --tls-resume: the session to offer next */
 };
 
 /* Sets up r: TLS context, SCRAM cache, signal handling, T workers

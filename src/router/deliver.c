@@ -9,6 +9,7 @@
 #include "core/server.h"
 #include "core/util.h"
 #include "modules/blocking.h"
+#include "modules/carbons.h"
 #include "modules/module.h"
 #include "modules/offline.h"
 #include "modules/presence.h"
@@ -143,6 +144,7 @@ static void message_to_bare(struct loop *l, struct xml_node *st, struct arena *a
 	}
 	if (n > 0 && !type_is(st, "groupchat")) {
 		send_to_targets(l, st, t, n);
+		carbons_copy(l, st, bare, "received", 0, t, n);
 		return;
 	}
 	if (type_is(st, "headline"))
@@ -215,6 +217,14 @@ void deliver_stanza(struct loop *l, struct xml_node *st, struct arena *a, const 
 	}
 	if (blocked(l, st, a, from, to))
 		return;
+	if (strcmp(kind, "message") == 0) {
+		/* The sender's other resources see what it sent (XEP-0280). */
+		char from_bare[2 * JID_PART_MAX + 2];
+		struct router_target self;
+		jid_format_bare(from, from_bare, sizeof from_bare);
+		if (router_find_full(l->srv->router, from_bare, from->resource, &self) == 0)
+			carbons_copy(l, st, from_bare, "sent", self.session, NULL, 0);
+	}
 	if (!is_local_domain(l, to->domain)) {
 		if (strcmp(kind, "presence") == 0 || type_is(st, "error") || type_is(st, "result"))
 			return;
@@ -235,6 +245,8 @@ void deliver_stanza(struct loop *l, struct xml_node *st, struct arena *a, const 
 		struct router_target t;
 		if (router_find_full(l->srv->router, bare, to->resource, &t) == 0) {
 			send_to_targets(l, st, &t, 1);
+			if (strcmp(kind, "message") == 0)
+				carbons_copy(l, st, bare, "received", 0, &t, 1);
 			return;
 		}
 		/* RFC 6121 §8.5.3.2: no such resource. */

@@ -289,6 +289,17 @@ static void mark_interested(struct rsession *rs, void *arg)
 	rs->interest |= *(unsigned *)arg;
 }
 
+static void unmark_interested(struct rsession *rs, void *arg)
+{
+	rs->interest &= ~*(unsigned *)arg;
+}
+
+void router_clear_interested(struct router *r, const char *bare, const char *resource,
+			     uint64_t session, unsigned what)
+{
+	with_session(r, bare, resource, session, unmark_interested, &what);
+}
+
 void router_set_interested(struct router *r, const char *bare, const char *resource,
 			   uint64_t session, unsigned what)
 {

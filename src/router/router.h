@@ -73,10 +73,15 @@ int router_get_presences(struct router *r, const char *bare, struct refbuf **out
 /* What a session fetched, and so gets pushes of. */
 #define ROUTER_WANTS_ROSTER 1u    /* roster pushes (RFC 6121 §2.1.6) */
 #define ROUTER_WANTS_BLOCKLIST 2u /* blocklist pushes (XEP-0191 §3.3) */
+#define ROUTER_WANTS_CARBONS 4u   /* message carbons (XEP-0280) */
 
 /* Marks the session as interested in what (ROUTER_WANTS_*). */
 void router_set_interested(struct router *r, const char *bare, const char *resource,
 			   uint64_t session, unsigned what);
+
+/* Clears what (ROUTER_WANTS_*) for the session. */
+void router_clear_interested(struct router *r, const char *bare, const char *resource,
+			     uint64_t session, unsigned what);
 
 /* The sessions interested in any of what. */
 int router_find_interested(struct router *r, const char *bare, unsigned what,

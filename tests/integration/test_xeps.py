@@ -15,6 +15,7 @@ import pytest
 from slixmpp.exceptions import IqError
 
 from imlib import (
+    send_marker,
     NS_CAPS, NS_CHATSTATES, NS_DISCO_INFO, NS_DISCO_ITEMS, NS_LAST,
     NS_PRIVATE, NS_RECEIPTS, NS_REGISTER, NS_REGISTER_FEATURE, NS_TIME,
     NS_VCARD, NS_VERSION, accounts, caps_ver, connect, error_condition,
@@ -495,3 +496,66 @@ async def test_receipt_request_survives_offline_storage(server, net):
     got = await bob.inbox.get(msg(id="off-rcpt"), "the stored message")
     assert got.xml.find(q(NS_RECEIPTS, "request")) is not None
     assert got.xml.find(q(NS_CHATSTATES, "active")) is not None
+
+
+# ------------------------------------------------------ message carbons ---
+
+NS_CARBONS = "urn:xmpp:carbons:2"
+NS_FORWARD = "urn:xmpp:forward:0"
+
+
+async def test_server_advertises_carbons(server, net):
+    alice = await connect(net, server, "alice")
+    assert NS_CARBONS in features_of(await disco_info(alice))
+
+
+async def test_carbons_copy_received_and_sent(server, net):
+    """XEP-0280: with carbons enabled, a resource sees what another resource
+    of its account received and sent; without, it sees neither."""
+    phone = await connect(net, server, "alice", "phone", available=True)
+    desk = await connect(net, server, "alice", "desk", available=True)
+    quiet = await connect(net, server, "alice", "quiet", available=True)
+    bob = await connect(net, server, "bob", available=True)
+    await desk.iq(None, "<enable xmlns='%s'/>" % NS_CARBONS, "set")
+
+    bob.send_raw("<message to='%s/phone' id='c-in' type='chat'><body>to phone"
+                 "</body></message>" % ALICE)
+    assert (await phone.inbox.get(msg(id="c-in"), "the message")) is not None
+    copy = await desk.inbox.get(
+        lambda s: s.xml.find(q(NS_CARBONS, "received")) is not None,
+        "the received carbon")
+    assert copy.xml.get("from") == ALICE
+    inner = copy.xml.find("%s/%s/%s" % (q(NS_CARBONS, "received"),
+                                        q(NS_FORWARD, "forwarded"),
+                                        q("jabber:client", "message")))
+    assert inner is not None and inner.get("id") == "c-in"
+    assert inner.get("from") == BOB + "/r"
+
+    phone.send_raw("<message to='%s/r' id='c-out' type='chat'><body>from phone"
+                   "</body></message>" % BOB)
+    assert (await bob.inbox.get(msg(id="c-out"), "the message")) is not None
+    copy = await desk.inbox.get(
+        lambda s: s.xml.find(q(NS_CARBONS, "sent")) is not None,
+        "the sent carbon")
+    inner = copy.xml.find("%s/%s/%s" % (q(NS_CARBONS, "sent"),
+                                        q(NS_FORWARD, "forwarded"),
+                                        q("jabber:client", "message")))
+    assert inner is not None and inner.get("id") == "c-out"
+    assert inner.get("from") == ALICE + "/phone"
+
+    # A private message is not copied, nor anything after disable; a marker
+    # from bob, sent last, shows nothing came before it.
+    bob.send_raw("<message to='%s/phone' id='c-priv' type='chat'><body>p</body>"
+                 "<private xmlns='%s'/></message>" % (ALICE, NS_CARBONS))
+    await phone.inbox.get(msg(id="c-priv"), "the private message")
+    await desk.iq(None, "<disable xmlns='%s'/>" % NS_CARBONS, "set")
+    bob.send_raw("<message to='%s/phone' id='c-after' type='chat'><body>x"
+                 "</body></message>" % ALICE)
+    await phone.inbox.get(msg(id="c-after"), "the message")
+    for session, resource in ((desk, "desk"), (quiet, "quiet")):
+        send_marker(bob, "%s/%s" % (ALICE, resource), "mk-" + resource)
+        before = await session.inbox.before_marker("mk-" + resource)
+        assert not [s for s in before
+                    if s.xml.find(q(NS_CARBONS, "received")) is not None
+                    or s.xml.find(q(NS_CARBONS, "sent")) is not None], \
+            session.inbox.describe(before)

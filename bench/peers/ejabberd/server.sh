@@ -120,7 +120,8 @@ start() {
 	# ejabberd started by hand keeps a soft limit of 1024, accept() fails
 	# with EMFILE at ~1000 clients and the listener (then the node) stops.
 	# ERL_MAX_PORTS: one Erlang port per socket; ejabberdctl sets 32000, we
-	# allow as many as descriptors. +P: processes (two or three per client).
+	# allow as many as descriptors. +P 250000 processes (two or three per
+	# client), as ejabberdctl sets it.
 	# +K true: kernel poll (epoll), as ejabberdctl does.
 	fds=$(ulimit -n)
 	[ "$fds" = unlimited ] && fds=1048576
@@ -135,7 +136,7 @@ start() {
 		CONTRIB_MODULES_PATH="$dir/contrib" \
 		erl -sname "$NODE" $(erl_common) \
 		-kernel inet_dist_use_interface '{127,0,0,1}' \
-		+K true +P 2000000 \
+		+K true +P 250000 \
 		-mnesia dir "\"$dir/spool\"" -s ejabberd -noinput \
 		>"$dir/log/erl.out" 2>&1 &
 	echo $! >"$dir/server.pid"

@@ -13,8 +13,10 @@
 #     limit (Debian: 1024, which caps the number of clients).
 #   - require-starttls and the benchmark certificate on the host; SASL
 #     PLAIN and SCRAM-SHA-1 offered only once TLS is up.
-#   - storage and auth in one SQLite file in DIR (Debian: /var/lib/jabberd2),
-#     synchronous=NORMAL as Debian sets it.
+#   - storage (sm.db) and auth (auth.db) in two SQLite files in DIR (Debian:
+#     one /var/lib/jabberd2/sqlite.db): with one file, sm's writes at session
+#     start lock out c2s's password reads and concurrent logins fail with
+#     internal-server-error. synchronous=NORMAL as Debian sets it.
 #   - sm modules: Debian's chains, less the ones that need LDAP or that the
 #     load generator never touches (vacation, announce, amp, help, echo,
 #     roster-publish, template-roster).
@@ -81,7 +83,7 @@ EOF
     <path>$LIB</path>
     <driver>sqlite</driver>
     <sqlite>
-      <dbname>$dir/sqlite.db</dbname>
+      <dbname>$dir/sm.db</dbname>
       <sql>PRAGMA synchronous = NORMAL;</sql>
       <busy-timeout>2000</busy-timeout>
     </sqlite>
@@ -160,7 +162,7 @@ EOF
       <sasl><plain/><scram-sha-1/></sasl>
     </ssl-mechanisms>
     <sqlite>
-      <dbname>$dir/sqlite.db</dbname>
+      <dbname>$dir/auth.db</dbname>
       <sql>PRAGMA synchronous = NORMAL;</sql>
       <busy-timeout>2000</busy-timeout>
       <password_type><plaintext/></password_type>
@@ -168,12 +170,13 @@ EOF
   </authreg>
 </c2s>
 EOF
-	if [ ! -s "$dir/sqlite.db" ]; then
+	for db in sm auth; do
+		[ -s "$dir/$db.db" ] && continue
 		[ -r "$SCHEMA" ] || die "no $SCHEMA (is jabberd2 installed with its documentation?)"
 		zcat "$SCHEMA" | /usr/bin/python3 -c '
 import sqlite3, sys
-sqlite3.connect(sys.argv[1]).executescript(sys.stdin.read())' "$dir/sqlite.db"
-	fi
+sqlite3.connect(sys.argv[1]).executescript(sys.stdin.read())' "$dir/$db.db"
+	done
 }
 
 start() {
@@ -200,20 +203,20 @@ start() {
 }
 
 # Accounts: rows in c2s's authreg table (plain-text passwords, as jabberd2
-# keeps them) and in sm's active table (else sm refuses the session), in one
-# SQLite transaction.
+# keeps them) and in sm's active table (else sm refuses the session), one
+# SQLite transaction each.
 users() {
 	prefix=${1:?PREFIX}
 	count=${2:?COUNT}
 	password=${3:?PASSWORD}
-	/usr/bin/python3 - "$dir/sqlite.db" "$prefix" "$count" "$password" "$BENCH_DOMAIN" <<'EOF'
+	/usr/bin/python3 - "$dir" "$prefix" "$count" "$password" "$BENCH_DOMAIN" <<'EOF'
 import sqlite3, sys, time
-db, prefix, count, password, domain = sys.argv[1:]
-c = sqlite3.connect(db, timeout=30)
+d, prefix, count, password, domain = sys.argv[1:]
 names = ["%s%d" % (prefix, i) for i in range(1, int(count) + 1)]
-with c:
+with sqlite3.connect(d + "/auth.db", timeout=30) as c:
     c.executemany('INSERT INTO "authreg" ("username", "realm", "password") VALUES (?, ?, ?)',
                   ((n, domain, password) for n in names))
+with sqlite3.connect(d + "/sm.db", timeout=30) as c:
     c.executemany('INSERT INTO "active" ("collection-owner", "time") VALUES (?, ?)',
                   (("%s@%s" % (n, domain), int(time.time())) for n in names))
 EOF

@@ -1,0 +1,160 @@
+#!/bin/sh
+# Smoke test of natter-load: every scenario, tiny, against a natterd of its
+# own, so the harness cannot rot. Takes a few seconds.
+#
+#   NATTER_BUILD=build bench/loadgen/smoke.sh
+#
+# NATTER_BUILD is the build directory holding natterd, natterctl and
+# natter-load (default: build). The server gets a temporary directory,
+# free loopback ports and 20 accounts (user1..user20, password on stdin to
+# natterctl); each scenario's JSON is checked for sane numbers. Prints one
+# line per check and "N passed, M failed"; exits non-zero on any failure.
+set -u
+
+here=$(cd "$(dirname "$0")" && pwd)
+build=${NATTER_BUILD:-$here/../../build}
+build=$(cd "$build" && pwd) || exit 2
+natterd=$build/natterd
+natterctl=$build/natterctl
+load=$build/natter-load
+for bin in "$natterd" "$natterctl" "$load"; do
+	if [ ! -x "$bin" ]; then
+		echo "smoke: $bin is missing; build natter first (cmake --build build)" >&2
+		exit 2
+	fi
+done
+command -v python3 >/dev/null || { echo "smoke: needs python3" >&2; exit 2; }
+
+# Short, under /tmp: natterd's control socket lives in data_dir and
+# sun_path is small.
+tmp=$(mktemp -d /tmp/nload.XXXXXX) || exit 2
+server_pid=
+cleanup() {
+	if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
+		kill -TERM "$server_pid" 2>/dev/null
+		i=0
+		while kill -0 "$server_pid" 2>/dev/null && [ $i -lt 100 ]; do
+			sleep 0.1
+			i=$((i + 1))
+		done
+		kill -KILL "$server_pid" 2>/dev/null
+	fi
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Two distinct free ports. natterd listens with SO_REUSEPORT, so a port
+# that another natterd holds would silently be shared: ask the kernel.
+set -- $(python3 -c '
+import socket
+socks = [socket.socket() for _ in range(2)]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+')
+port=$1
+tls_port=$2
+password=smoke-pw
+
+mkdir "$tmp/data"
+cat >"$tmp/natter.yaml" <<EOF
+log_level: info
+data_dir: $tmp/data
+workers: 2
+hosts:
+  - domain: localhost
+listeners:
+  - type: c2s
+    address: 127.0.0.1
+    port: $port
+  - type: c2s_tls
+    address: 127.0.0.1
+    port: $tls_port
+EOF
+
+i=1
+while [ $i -le 20 ]; do
+	if ! printf '%s\n' "$password" |
+		"$natterctl" -c "$tmp/natter.yaml" user add "user$i@localhost" >"$tmp/ctl.log" 2>&1; then
+		echo "smoke: natterctl user add user$i failed:" >&2
+		cat "$tmp/ctl.log" >&2
+		exit 2
+	fi
+	i=$((i + 1))
+done
+
+"$natterd" -c "$tmp/natter.yaml" >"$tmp/natterd.log" 2>&1 </dev/null &
+server_pid=$!
+i=0
+until grep -q "natterd ready" "$tmp/natterd.log"; do
+	if ! kill -0 "$server_pid" 2>/dev/null || [ $i -ge 300 ]; then
+		echo "smoke: natterd did not start:" >&2
+		cat "$tmp/natterd.log" >&2
+		exit 2
+	fi
+	sleep 0.1
+	i=$((i + 1))
+done
+
+passed=0
+failed=0
+common="--port $port --domain localhost --password $password --smoke --quiet --duration 60 --server-pid $server_pid"
+
+# check NAME PYTHON-CONDITION -- natter-load ARGS...: runs natter-load and
+# evaluates the condition with the JSON result bound to d.
+check() {
+	name=$1
+	cond=$2
+	shift 3
+	if timeout 90 "$load" "$@" $common >"$tmp/$name.json" 2>"$tmp/$name.err" &&
+		python3 - "$tmp/$name.json" "$cond" <<'EOF'
+import json, sys
+d = json.load(open(sys.argv[1]))
+sys.exit(0 if eval(sys.argv[2], {"d": d}) else 1)
+EOF
+	then
+		passed=$((passed + 1))
+		echo "ok   $name: $(tail -n 2 "$tmp/$name.err" | head -n 1)"
+	else
+		failed=$((failed + 1))
+		echo "FAIL $name (want $cond)"
+		sed 's/^/    /' "$tmp/$name.err"
+		sed 's/^/    /' "$tmp/$name.json"
+	fi
+}
+
+check idle 'd["logged_in"] == 10 and d["online_at_end"] == 10 and d["connections"]["failed"] == 0' \
+	-- idle --clients 10 --hold 1
+check login 'd["logins"] == 20 and d["login_failed"] == 0 and d["logins_per_s"] > 0 and d["p99_ms"] > 0' \
+	-- login --logins 20 --users 10 --concurrency 4
+check login-plain 'd["logins"] == 10 and d["login_failed"] == 0 and d["params"]["mech"] == "PLAIN"' \
+	-- login --logins 10 --users 10 --mech plain --threads 2
+check chat 'd["online"] == 10 and len(d["steps"]) == 2 and all(s["delivered"] > 0 and s["lost"] == 0 and s["latency_ms"]["p50"] > 0 for s in d["steps"]) and d["max_rate_p99_under_100ms"] > 0' \
+	-- chat --pairs 5 --rates 50,100 --step-seconds 1
+check presence 'd["setup"]["users_complete"] == 10 and d["online"] == 10 and d["roster_both_avg"] == 4 and d["cycles"] > 0 and d["presence_received"] > 0' \
+	-- presence --users 10 --first-user 11 --contacts 4 --setup-rosters --seconds 2
+
+# The server must have survived all of it and stop cleanly, without a
+# sanitizer report (when built with them).
+if ! kill -0 "$server_pid" 2>/dev/null; then
+	failed=$((failed + 1))
+	echo "FAIL natterd exited during the smoke run:"
+	tail -n 20 "$tmp/natterd.log" | sed 's/^/    /'
+else
+	kill -TERM "$server_pid"
+	wait "$server_pid"
+	status=$?
+	server_pid=
+	if [ "$status" -ne 0 ] && [ "$status" -ne 143 ]; then
+		failed=$((failed + 1))
+		echo "FAIL natterd exited with status $status after SIGTERM"
+		tail -n 20 "$tmp/natterd.log" | sed 's/^/    /'
+	fi
+fi
+if grep -l -E "ERROR: (Address|Leak)Sanitizer|runtime error:" "$tmp"/*.err "$tmp/natterd.log" >"$tmp/san" 2>/dev/null; then
+	failed=$((failed + 1))
+	echo "FAIL sanitizer report in: $(cat "$tmp/san" | xargs -n1 basename | tr '\n' ' ')"
+fi
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
