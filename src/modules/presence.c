@@ -22,6 +22,7 @@ static const char *const sub_names[] = { "subscribe", "subscribed", "unsubscribe
 
 static void inbound_sub(struct loop *l, const char *owner, const char *contact,
 			enum sub_type type, struct arena *a);
+static void note_last_activity(struct loop *l, const struct jid *who);
 
 static bool is_local(struct loop *l, const char *bare)
 {
@@ -448,6 +449,8 @@ void presence_broadcast(struct loop *l, uint64_t session, const struct jid *from
 		refbuf_release(p);
 		return; /* nothing was announced, so there is nothing to withdraw */
 	}
+	if (!available)
+		note_last_activity(l, from);
 	struct contacts c = { .a = a };
 	roster_each(l, owner, a, collect, &c);
 	for (int i = 0; i < c.n_from; i++)
@@ -458,6 +461,17 @@ void presence_broadcast(struct loop *l, uint64_t session, const struct jid *from
 	refbuf_release(p);
 	if (available && !was_available)
 		initial_presence(l, session, from, owner, &c, priority);
+}
+
+/* Last activity (XEP-0012): when the account last went unavailable. */
+static void note_last_activity(struct loop *l, const struct jid *who)
+{
+	if (deliver_account_exists(l, who->domain, who->local) != 1)
+		return; /* a removed account keeps nothing */
+	char stamp[32];
+	int n = snprintf(stamp, sizeof stamp, "%lld", (long long)time(NULL));
+	l->srv->storage->map_put(l->store, who->domain, who->local, STORE_ACCOUNT, "last", stamp,
+				 (size_t)n);
 }
 
 void presence_session_ended(struct loop *l, const struct jid *full, bool was_available)
@@ -482,16 +496,7 @@ void presence_session_ended(struct loop *l, const struct jid *full, bool was_ava
 		send_to_available(l, owner, b.data, b.len, 0);
 		buf_free(&b);
 	}
-	/* Last activity (XEP-0012) reads this; a removed account keeps
-	 * nothing. */
-	if (deliver_account_exists(l, full->domain, full->local) != 1) {
-		arena_reset(&a);
-		return;
-	}
-	char stamp[32];
-	int n = snprintf(stamp, sizeof stamp, "%lld", (long long)time(NULL));
-	l->srv->storage->map_put(l->store, full->domain, full->local, STORE_ACCOUNT, "last", stamp,
-				 (size_t)n);
+	note_last_activity(l, full);
 	arena_reset(&a);
 }
 
