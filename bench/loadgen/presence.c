@@ -57,10 +57,12 @@ struct pres_worker {
 	unsigned rr;           /* next user to consider for a cycle */
 	unsigned cycling;
 	unsigned sub_next;     /* setup: next user to send requests for */
+	unsigned in_setup;     /* setup: users that asked and are not complete */
 	uv_timer_t timer;
 	bool timer_ready;
 	_Atomic uint64_t complete;     /* users whose setup is complete */
 	_Atomic uint64_t both_seen;    /* setup: (user, contact) seen as 'both' */
+	_Atomic uint64_t pushes;       /* roster pushes received */
 	_Atomic uint64_t resent;       /* setup: subscription requests repeated */
 	_Atomic uint64_t available;    /* presence stanzas received */
 	_Atomic uint64_t unavailable;
@@ -126,6 +128,8 @@ static void pres_mark(struct worker *w, struct pres_user *p, const char *jid, co
 	worker_count(&pw->both_seen, 1);
 	if (++p->got_count == pres_contacts(o)) {
 		p->complete = true;
+		if (p->subscribed)
+			pw->in_setup--;
 		atomic_store_explicit(&pw->done[p->idx], true, memory_order_relaxed);
 		worker_count(&pw->complete, 1);
 	}
@@ -198,6 +202,8 @@ static void pres_on_stanza(struct conn *c, struct stanza *st)
 	if (stanza_is(st, NS_CLIENT " iq")) {
 		const char *type = stanza_attr(st, "type");
 		struct stanza *q = stanza_child(st, NS_ROSTER " query");
+		if (q && type && strcmp(type, "set") == 0)
+			worker_count(&pw->pushes, 1);
 		if (pw->setup && q && type && strcmp(type, "set") == 0)
 			for (struct stanza *it = q->child; it; it = it->next)
 				pres_mark(w, p, stanza_attr(it, "jid"), stanza_attr(it, "subscription"));
@@ -259,20 +265,24 @@ static void pres_cycle_more(struct worker *w)
 	}
 }
 
-/* Setup: a batch of users put their neighbours on the roster and ask for
- * subscriptions; paced so the server is not handed U*R requests at once. */
+/* Setup: users put their neighbours on the roster and ask for
+ * subscriptions, a window of them at a time: a user leaves the window when
+ * its roster is complete. The window (at least R + 1 users, so a user's
+ * neighbours are never all waiting outside it) keeps a slow server's queue
+ * short instead of handing it U*R requests at once. */
 static void pres_on_setup_tick(uv_timer_t *t)
 {
 	struct worker *w = t->data;
 	struct pres_worker *pw = w->scen;
 	const struct opts *o = w->run->o;
 	unsigned r = pres_contacts(o);
-	for (unsigned done = 0; done < pw->conc && pw->sub_next < pw->nusers; pw->sub_next++) {
+	unsigned window = pw->conc > r + 1 ? pw->conc : r + 1;
+	for (; pw->in_setup < window && pw->sub_next < pw->nusers; pw->sub_next++) {
 		struct pres_user *p = &pw->users[pw->sub_next];
 		if (!p->c || p->state != P_ONLINE || p->complete || p->subscribed)
 			continue;
 		p->subscribed = true;
-		done++;
+		pw->in_setup++;
 		for (unsigned k = 0; k < r; k++) {
 			if (p->got[k / 8] & (1u << (k % 8)))
 				continue;
@@ -414,8 +424,9 @@ static uint64_t pres_setup(struct run *r, struct pres_worker *pws, double *secs)
 	run_command(r, CMD_PRES_LOGIN);
 	scenario_wait_logins(r, base, o->users);
 	run_command(r, CMD_PRES_SUBSCRIBE);
-	/* Progress is any contact newly seen as 'both': a slow server gets
-	 * there bit by bit, and only a stalled one is asked again. */
+	/* Progress is anything the server still sends about subscriptions: a
+	 * slow server gets there bit by bit, and only a silent one is asked
+	 * again (or, silent for long, given up on). */
 	uint64_t last = 0;
 	double t_change = run_elapsed(r), t_retry = t_change;
 	unsigned retries = 0;
@@ -423,7 +434,7 @@ static uint64_t pres_setup(struct run *r, struct pres_worker *pws, double *secs)
 		uint64_t done = PRES_SUM(r, complete);
 		if (done >= o->users)
 			break;
-		uint64_t seen = PRES_SUM(r, both_seen);
+		uint64_t seen = PRES_SUM(r, both_seen) + PRES_SUM(r, pushes) + PRES_SUM(r, subscription);
 		if (seen != last) {
 			last = seen;
 			t_change = t_retry = run_elapsed(r);
@@ -562,6 +573,7 @@ int presence_run(const struct opts *o)
 		report_u64(&rp, "users_complete", setup_complete);
 		report_num(&rp, "seconds", setup_s);
 		report_u64(&rp, "requests_repeated", PRES_SUM(&r, resent));
+		report_u64(&rp, "subscription_stanzas_received", PRES_SUM(&r, subscription));
 		report_end(&rp, '}');
 	}
 	report_u64(&rp, "online", logins);

@@ -245,6 +245,8 @@ int server_run(struct config *cfg)
 	srv.router = router_new();
 	srv.authfail = authfail_new();
 	srv.blocking_cache = blocking_cache_new();
+	for (size_t i = 0; i < sizeof srv.roster_locks / sizeof *srv.roster_locks; i++)
+		pthread_mutex_init(&srv.roster_locks[i], NULL);
 	srv.n_loops = cfg->workers > 0 ? cfg->workers : (int)uv_available_parallelism();
 	srv.loops = xcalloc((size_t)srv.n_loops, sizeof *srv.loops);
 	for (int i = 0; i < srv.n_loops; i++) {
@@ -284,6 +286,8 @@ out:
 	router_free(srv.router);
 	authfail_free(srv.authfail);
 	blocking_cache_free(srv.blocking_cache);
+	for (size_t i = 0; i < sizeof srv.roster_locks / sizeof *srv.roster_locks; i++)
+		pthread_mutex_destroy(&srv.roster_locks[i]);
 	tls_free(&srv.tls);
 	auth_done(srv.gsasl);
 	log_info("natterd stopped");

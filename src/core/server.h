@@ -74,6 +74,10 @@ struct server {
 	struct router *router;
 	struct authfail *authfail;
 	struct blocking_cache *blocking_cache; /* mod_blocking's, see blocking.h */
+	/* Rosters change by read-modify-write from any loop (both sides of a
+	 * subscription): changes to one account's roster are serialised by
+	 * one of these, picked by hashing the account (roster_lock). */
+	pthread_mutex_t roster_locks[64];
 	const struct storage_driver *storage;
 	struct loop *loops;
 	int n_loops;

@@ -91,6 +91,19 @@ static void deliver_sub_stanza(struct loop *l, const char *owner, const char *co
 	buf_free(&b);
 }
 
+/* <presence type='unavailable' from='from'/> to recipient's available
+ * sessions. */
+static void send_unavailable(struct loop *l, const char *from, const char *recipient)
+{
+	struct buf b;
+	buf_init(&b);
+	buf_puts(&b, "<presence type='unavailable' from='");
+	buf_append_escaped(&b, from, strlen(from));
+	buf_puts(&b, "'/>");
+	send_to_available(l, recipient, b.data, b.len, 0);
+	buf_free(&b);
+}
+
 /* The current presence of every available session of from_bare goes to
  * recipient's sessions; with unavailable set, an unavailable presence from
  * each of those resources instead. Returns how many resources that was. */
@@ -107,15 +120,8 @@ static int send_presences(struct loop *l, const char *from_bare, const char *rec
 		} else {
 			struct xml_node *pres = xml_parse_element(a, p[i]->data, p[i]->len);
 			const char *from = pres ? xml_attr(pres, "from") : NULL;
-			if (from != NULL) {
-				struct buf b;
-				buf_init(&b);
-				buf_puts(&b, "<presence type='unavailable' from='");
-				buf_append_escaped(&b, from, strlen(from));
-				buf_puts(&b, "'/>");
-				send_to_available(l, recipient, b.data, b.len, 0);
-				buf_free(&b);
-			}
+			if (from != NULL)
+				send_unavailable(l, from, recipient);
 		}
 		refbuf_release(p[i]);
 	}
@@ -154,9 +160,57 @@ static void route_sub(struct loop *l, const char *owner, const char *contact,
 	/* Remote contacts: the s2s layer will carry it from here. */
 }
 
-/* RFC 6121 §3: the user's side of a subscription stanza it sends. */
-static void outbound_sub(struct loop *l, const char *owner, const char *contact,
-			 enum sub_type type, struct arena *a)
+/* What a subscription stanza does besides changing rosters. The rosters
+ * change under the owner's roster lock (roster_lock); these run after it
+ * is released, since they reach the other account's side, which takes its
+ * own lock. */
+enum sub_act { ACT_ROUTE, ACT_PRESENCE, ACT_DELIVER };
+
+struct sub_actions {
+	int n;
+	struct {
+		enum sub_act kind;
+		enum sub_type type;  /* ACT_ROUTE, ACT_DELIVER */
+		bool unavailable;    /* ACT_PRESENCE */
+		bool reverse;        /* ACT_PRESENCE: contact's presence to owner */
+	} v[4];
+};
+
+static void act(struct sub_actions *acts, enum sub_act kind, enum sub_type type,
+		bool unavailable, bool reverse)
+{
+	acts->v[acts->n].kind = kind;
+	acts->v[acts->n].type = type;
+	acts->v[acts->n].unavailable = unavailable;
+	acts->v[acts->n].reverse = reverse;
+	acts->n++;
+}
+
+static void run_actions(struct loop *l, const char *owner, const char *contact,
+			const struct sub_actions *acts, struct arena *a)
+{
+	for (int i = 0; i < acts->n; i++) {
+		switch (acts->v[i].kind) {
+		case ACT_ROUTE:
+			route_sub(l, owner, contact, acts->v[i].type, a);
+			break;
+		case ACT_PRESENCE:
+			if (acts->v[i].reverse)
+				send_presences(l, contact, owner, acts->v[i].unavailable, a);
+			else
+				send_presences(l, owner, contact, acts->v[i].unavailable, a);
+			break;
+		case ACT_DELIVER:
+			deliver_sub_stanza(l, owner, contact, acts->v[i].type);
+			break;
+		}
+	}
+}
+
+/* RFC 6121 §3: the user's side of a subscription stanza it sends. Called
+ * with owner's roster locked. */
+static void outbound_rules(struct loop *l, const char *owner, const char *contact,
+			   enum sub_type type, struct arena *a, struct sub_actions *acts)
 {
 	struct roster_item it;
 	int found = roster_load(l, owner, contact, a, &it);
@@ -170,7 +224,7 @@ static void outbound_sub(struct loop *l, const char *owner, const char *contact,
 			it.ask = true;
 			roster_save(l, owner, &it, a);
 		}
-		route_sub(l, owner, contact, SUBSCRIBE, a);
+		act(acts, ACT_ROUTE, SUBSCRIBE, false, false);
 		break;
 	case SUBSCRIBED:
 		if (sub_in_get(l, owner, contact)) {
@@ -180,8 +234,8 @@ static void outbound_sub(struct loop *l, const char *owner, const char *contact,
 			it.sub |= SUB_FROM;
 			it.approved = false;
 			roster_save(l, owner, &it, a);
-			route_sub(l, owner, contact, SUBSCRIBED, a);
-			send_presences(l, owner, contact, false, a);
+			act(acts, ACT_ROUTE, SUBSCRIBED, false, false);
+			act(acts, ACT_PRESENCE, SUBSCRIBED, false, false);
 		} else if (!found || !(it.sub & SUB_FROM)) {
 			/* Pre-approval (RFC 6121 §3.4). */
 			if (!found)
@@ -198,7 +252,7 @@ static void outbound_sub(struct loop *l, const char *owner, const char *contact,
 			it.ask = false;
 			roster_save(l, owner, &it, a);
 		}
-		route_sub(l, owner, contact, UNSUBSCRIBE, a);
+		act(acts, ACT_ROUTE, UNSUBSCRIBE, false, false);
 		break;
 	case UNSUBSCRIBED: {
 		bool pending = sub_in_get(l, owner, contact);
@@ -211,26 +265,36 @@ static void outbound_sub(struct loop *l, const char *owner, const char *contact,
 			roster_save(l, owner, &it, a);
 		}
 		if (pending || had_from) {
-			route_sub(l, owner, contact, UNSUBSCRIBED, a);
-			send_presences(l, owner, contact, true, a);
+			act(acts, ACT_ROUTE, UNSUBSCRIBED, false, false);
+			act(acts, ACT_PRESENCE, UNSUBSCRIBED, true, false);
 		}
 		break;
 	}
 	}
 }
 
+static void outbound_sub(struct loop *l, const char *owner, const char *contact,
+			 enum sub_type type, struct arena *a)
+{
+	struct sub_actions acts = { 0 };
+	roster_lock(l, owner);
+	outbound_rules(l, owner, contact, type, a, &acts);
+	roster_unlock(l, owner);
+	run_actions(l, owner, contact, &acts, a);
+}
+
 /* RFC 6121 §3: the contact's side, for a local owner receiving a
- * subscription stanza from contact. */
-static void inbound_sub(struct loop *l, const char *owner, const char *contact,
-			enum sub_type type, struct arena *a)
+ * subscription stanza from contact. Called with owner's roster locked. */
+static void inbound_rules(struct loop *l, const char *owner, const char *contact,
+			  enum sub_type type, struct arena *a, struct sub_actions *acts)
 {
 	char local[JID_PART_MAX + 1];
 	const char *domain;
 	split(owner, local, sizeof local, &domain);
 	if (deliver_account_exists(l, domain, local) != 1) {
 		/* No such account: the request is refused (RFC 6121 §3.1.3). */
-		if (type == SUBSCRIBE && is_local(l, contact))
-			inbound_sub(l, contact, owner, UNSUBSCRIBED, a);
+		if (type == SUBSCRIBE)
+			act(acts, ACT_ROUTE, UNSUBSCRIBED, false, false);
 		return;
 	}
 	struct roster_item it;
@@ -241,18 +305,18 @@ static void inbound_sub(struct loop *l, const char *owner, const char *contact,
 	case SUBSCRIBE:
 		if (found && (it.sub & SUB_FROM)) {
 			/* Already subscribed: answer for the owner. */
-			route_sub(l, owner, contact, SUBSCRIBED, a);
-			send_presences(l, owner, contact, false, a);
+			act(acts, ACT_ROUTE, SUBSCRIBED, false, false);
+			act(acts, ACT_PRESENCE, SUBSCRIBED, false, false);
 		} else if (found && it.approved) {
 			it.sub |= SUB_FROM;
 			it.approved = false;
 			roster_save(l, owner, &it, a);
-			route_sub(l, owner, contact, SUBSCRIBED, a);
-			send_presences(l, owner, contact, false, a);
+			act(acts, ACT_ROUTE, SUBSCRIBED, false, false);
+			act(acts, ACT_PRESENCE, SUBSCRIBED, false, false);
 		} else {
 			/* Kept until answered, and shown again at each login. */
 			sub_in_set(l, owner, contact, true);
-			deliver_sub_stanza(l, owner, contact, SUBSCRIBE);
+			act(acts, ACT_DELIVER, SUBSCRIBE, false, false);
 		}
 		break;
 	case SUBSCRIBED:
@@ -260,7 +324,7 @@ static void inbound_sub(struct loop *l, const char *owner, const char *contact,
 			it.ask = false;
 			it.sub |= SUB_TO;
 			roster_save(l, owner, &it, a);
-			deliver_sub_stanza(l, owner, contact, SUBSCRIBED);
+			act(acts, ACT_DELIVER, SUBSCRIBED, false, false);
 		}
 		break;
 	case UNSUBSCRIBE:
@@ -268,8 +332,8 @@ static void inbound_sub(struct loop *l, const char *owner, const char *contact,
 		if (found && (it.sub & SUB_FROM)) {
 			it.sub &= ~SUB_FROM;
 			roster_save(l, owner, &it, a);
-			deliver_sub_stanza(l, owner, contact, UNSUBSCRIBE);
-			send_presences(l, owner, contact, true, a);
+			act(acts, ACT_DELIVER, UNSUBSCRIBE, false, false);
+			act(acts, ACT_PRESENCE, UNSUBSCRIBE, true, false);
 		}
 		break;
 	case UNSUBSCRIBED:
@@ -277,11 +341,21 @@ static void inbound_sub(struct loop *l, const char *owner, const char *contact,
 			it.sub &= ~SUB_TO;
 			it.ask = false;
 			roster_save(l, owner, &it, a);
-			deliver_sub_stanza(l, owner, contact, UNSUBSCRIBED);
-			send_presences(l, contact, owner, true, a);
+			act(acts, ACT_DELIVER, UNSUBSCRIBED, false, false);
+			act(acts, ACT_PRESENCE, UNSUBSCRIBED, true, true);
 		}
 		break;
 	}
+}
+
+static void inbound_sub(struct loop *l, const char *owner, const char *contact,
+			enum sub_type type, struct arena *a)
+{
+	struct sub_actions acts = { 0 };
+	roster_lock(l, owner);
+	inbound_rules(l, owner, contact, type, a, &acts);
+	roster_unlock(l, owner);
+	run_actions(l, owner, contact, &acts, a);
 }
 
 static void jid_from_bare(struct jid *j, const char *bare)
@@ -483,18 +557,12 @@ void presence_session_ended(struct loop *l, const struct jid *full, bool was_ava
 	struct arena a;
 	arena_init(&a);
 	if (was_available) {
-		struct buf b;
-		buf_init(&b);
-		buf_puts(&b, "<presence type='unavailable' from='");
-		buf_append_escaped(&b, full_str, strlen(full_str));
-		buf_puts(&b, "'/>");
 		struct contacts c = { .a = &a };
 		roster_each(l, owner, &a, collect, &c);
 		for (int i = 0; i < c.n_from; i++)
 			if (is_local(l, c.from[i]) && !presence_blocked(l, owner, c.from[i]))
-				send_to_available(l, c.from[i], b.data, b.len, 0);
-		send_to_available(l, owner, b.data, b.len, 0);
-		buf_free(&b);
+				send_unavailable(l, full_str, c.from[i]);
+		send_unavailable(l, full_str, owner);
 	}
 	note_last_activity(l, full);
 	arena_reset(&a);
@@ -532,13 +600,7 @@ void presence_outbound(struct loop *l, struct xml_node *st, struct arena *a,
 		    send_presences(l, contact, owner, false, a) == 0) {
 			/* RFC 6121 §4.3.2: a contact with no available resource
 			 * is reported unavailable. */
-			struct buf b;
-			buf_init(&b);
-			buf_puts(&b, "<presence type='unavailable' from='");
-			buf_append_escaped(&b, contact, strlen(contact));
-			buf_puts(&b, "'/>");
-			send_to_available(l, owner, b.data, b.len, 0);
-			buf_free(&b);
+			send_unavailable(l, contact, owner);
 		}
 		return;
 	}

@@ -1,6 +1,7 @@
 /* jabber:iq:roster: storage, get/set, pushes, versioning. */
 #include "modules/roster.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,7 @@
 #include "modules/presence.h"
 #include "router/deliver.h"
 #include "router/router.h"
+#include "xml/xml_parse.h"
 
 #define STORE_ROSTER "roster"
 #define STORE_META "roster_meta"
@@ -43,9 +45,37 @@ static void item_encode(const struct roster_item *it, struct buf *out)
 		buf_append(out, it->groups[i], strlen(it->groups[i]) + 1);
 }
 
+/* Items stored by natter before the compact form were the <item/> XML
+ * itself; they are still read (and rewritten compact at their next change). */
+static int item_decode_xml(struct arena *a, const char *jid, const char *v, size_t len,
+			   struct roster_item *out)
+{
+	struct xml_node *n = xml_parse_element(a, v, len);
+	if (n == NULL)
+		return -1;
+	memset(out, 0, sizeof *out);
+	out->jid = arena_strdup(a, jid);
+	const char *sub = xml_attr(n, "subscription");
+	if (sub && (strcmp(sub, "to") == 0 || strcmp(sub, "both") == 0))
+		out->sub |= SUB_TO;
+	if (sub && (strcmp(sub, "from") == 0 || strcmp(sub, "both") == 0))
+		out->sub |= SUB_FROM;
+	const char *ask = xml_attr(n, "ask"), *approved = xml_attr(n, "approved");
+	out->ask = ask && strcmp(ask, "subscribe") == 0;
+	out->approved = approved && strcmp(approved, "true") == 0;
+	out->name = xml_attr(n, "name");
+	out->groups = arena_alloc(a, (size_t)(xml_element_count(n) + 1) * sizeof *out->groups);
+	for (struct xml_node *g = n->children; g; g = g->next)
+		if (g->name != NULL && strcmp(g->name, "group") == 0)
+			out->groups[out->n_groups++] = xml_text(a, g);
+	return 0;
+}
+
 static int item_decode(struct arena *a, const char *jid, const char *v, size_t len,
 		       struct roster_item *out)
 {
+	if (len > 0 && v[0] == '<')
+		return item_decode_xml(a, jid, v, len, out);
 	if (len < 4 || v[len - 1] != '\0' || v[0] < '0' || v[0] > '3')
 		return -1;
 	memset(out, 0, sizeof *out);
@@ -84,6 +114,19 @@ struct xml_node *roster_item_node(struct arena *a, const struct roster_item *it)
 			     strlen(it->groups[i]));
 	return n;
 }
+
+static pthread_mutex_t *lock_of(struct loop *l, const char *owner)
+{
+	unsigned h = 2166136261u;
+	for (const char *p = owner; *p; p++)
+		h = (h ^ (unsigned char)*p) * 16777619u;
+	size_t n = sizeof l->srv->roster_locks / sizeof *l->srv->roster_locks;
+	return &l->srv->roster_locks[h % n];
+}
+
+void roster_lock(struct loop *l, const char *owner) { pthread_mutex_lock(lock_of(l, owner)); }
+
+void roster_unlock(struct loop *l, const char *owner) { pthread_mutex_unlock(lock_of(l, owner)); }
 
 void roster_new_item(struct arena *a, const char *contact, struct roster_item *out)
 {
@@ -356,8 +399,18 @@ static enum status roster_set(struct iq_ctx *c)
 		}
 		it.groups[it.n_groups++] = gname;
 	}
-	struct roster_item updated = it;
-	if (roster_save(c->loop, owner, &updated, c->a) != 0) {
+	/* The subscription state may have changed since it was read (another
+	 * loop handling the contact's answer): take it fresh, under the lock. */
+	roster_lock(c->loop, owner);
+	struct roster_item updated;
+	if (roster_load(c->loop, owner, cbare, c->a, &updated) != 1)
+		roster_new_item(c->a, cbare, &updated);
+	updated.name = it.name;
+	updated.groups = it.groups;
+	updated.n_groups = it.n_groups;
+	int rc = roster_save(c->loop, owner, &updated, c->a);
+	roster_unlock(c->loop, owner);
+	if (rc != 0) {
 		module_error(c, "wait", "internal-server-error");
 		return OK;
 	}

@@ -37,6 +37,12 @@ int roster_load(struct loop *l, const char *owner, const char *contact, struct a
 /* A fresh item (subscription none) for contact. */
 void roster_new_item(struct arena *a, const char *contact, struct roster_item *out);
 
+/* Serialise changes to owner's roster across loops: hold the lock from
+ * roster_load to roster_save. Never take a second account's lock while
+ * holding one. */
+void roster_lock(struct loop *l, const char *owner);
+void roster_unlock(struct loop *l, const char *owner);
+
 /* The item as a jabber:iq:roster <item/> element, allocated in a. */
 struct xml_node *roster_item_node(struct arena *a, const struct roster_item *it);
 

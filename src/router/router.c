@@ -240,20 +240,6 @@ int router_find_bare_message(struct router *r, const char *bare, struct router_t
 	return n;
 }
 
-int router_find_available(struct router *r, const char *bare, struct router_target *out,
-			  int max)
-{
-	uint64_t h;
-	struct shard *s = shard_of(r, bare, &h);
-	int n = 0;
-	pthread_mutex_lock(&s->lock);
-	struct raccount *a = *find_account(s, h, bare);
-	for (struct rsession *rs = a ? a->sessions : NULL; rs; rs = rs->next)
-		if (rs->t.available && n < max)
-			out[n++] = rs->t;
-	pthread_mutex_unlock(&s->lock);
-	return n;
-}
 
 /* Calls fn on the session under the shard lock. */
 static void with_session(struct router *r, const char *bare, const char *resource,
@@ -306,45 +292,71 @@ void router_set_interested(struct router *r, const char *bare, const char *resou
 	with_session(r, bare, resource, session, mark_interested, &what);
 }
 
-int router_get_presences(struct router *r, const char *bare, struct refbuf **out, int max)
+/* Collects up to max targets of bare's sessions that keep() accepts, under
+ * the shard lock. */
+static int collect(struct router *r, const char *bare, bool (*keep)(const struct rsession *rs,
+							     unsigned what),
+		   unsigned what, struct router_target *out, struct refbuf **presences, int max)
 {
 	uint64_t h;
 	struct shard *s = shard_of(r, bare, &h);
 	int n = 0;
 	pthread_mutex_lock(&s->lock);
 	struct raccount *a = *find_account(s, h, bare);
-	for (struct rsession *rs = a ? a->sessions : NULL; rs; rs = rs->next)
-		if (rs->t.available && rs->presence != NULL && n < max)
-			out[n++] = refbuf_ref(rs->presence);
+	for (struct rsession *rs = a ? a->sessions : NULL; rs && n < max; rs = rs->next) {
+		if (!keep(rs, what))
+			continue;
+		if (out != NULL)
+			out[n] = rs->t;
+		if (presences != NULL)
+			presences[n] = refbuf_ref(rs->presence);
+		n++;
+	}
 	pthread_mutex_unlock(&s->lock);
 	return n;
+}
+
+static bool is_available(const struct rsession *rs, unsigned what)
+{
+	(void)what;
+	return rs->t.available;
+}
+
+static bool has_presence(const struct rsession *rs, unsigned what)
+{
+	(void)what;
+	return rs->t.available && rs->presence != NULL;
+}
+
+static bool is_interested(const struct rsession *rs, unsigned what)
+{
+	return (rs->interest & what) != 0;
+}
+
+static bool any(const struct rsession *rs, unsigned what)
+{
+	(void)rs, (void)what;
+	return true;
+}
+
+int router_find_available(struct router *r, const char *bare, struct router_target *out,
+			  int max)
+{
+	return collect(r, bare, is_available, 0, out, NULL, max);
+}
+
+int router_get_presences(struct router *r, const char *bare, struct refbuf **out, int max)
+{
+	return collect(r, bare, has_presence, 0, NULL, out, max);
 }
 
 int router_find_interested(struct router *r, const char *bare, unsigned what,
 			   struct router_target *out, int max)
 {
-	uint64_t h;
-	struct shard *s = shard_of(r, bare, &h);
-	int n = 0;
-	pthread_mutex_lock(&s->lock);
-	struct raccount *a = *find_account(s, h, bare);
-	for (struct rsession *rs = a ? a->sessions : NULL; rs; rs = rs->next)
-		if ((rs->interest & what) && n < max)
-			out[n++] = rs->t;
-	pthread_mutex_unlock(&s->lock);
-	return n;
+	return collect(r, bare, is_interested, what, out, NULL, max);
 }
 
 int router_find_all(struct router *r, const char *bare, struct router_target *out, int max)
 {
-	uint64_t h;
-	struct shard *s = shard_of(r, bare, &h);
-	int n = 0;
-	pthread_mutex_lock(&s->lock);
-	struct raccount *a = *find_account(s, h, bare);
-	for (struct rsession *rs = a ? a->sessions : NULL; rs; rs = rs->next)
-		if (n < max)
-			out[n++] = rs->t;
-	pthread_mutex_unlock(&s->lock);
-	return n;
+	return collect(r, bare, any, 0, out, NULL, max);
 }

@@ -506,3 +506,36 @@ async def test_presence_subscription_survives_relogin(server, net):
     assert child_text(got, "status") == "again"
     await alice.inbox.get(pres(frm=BOB + "/r", type="available"),
                           "bob's presence for alice's new session")
+
+
+@pytest.mark.natter_config(workers=2)
+async def test_simultaneous_mutual_subscriptions_end_in_both(natter, net):
+    """Regression: both sides of a subscription change rosters from their
+    own event loops; with two loops, a read-modify-write of one roster item
+    from both at once lost an update (one side stayed 'from' or 'to')."""
+    names = ["m%d" % i for i in range(16)]
+    accounts(natter, *names)
+    clients = [await connect(net, natter, n, roster=True, available=True)
+               for n in names]
+    pairs = [(clients[i], clients[i + 1]) for i in range(0, len(clients), 2)]
+    # Everyone asks at once, then everyone approves what they were asked.
+    for a, b in pairs:
+        a.send_raw("<presence to='%s' type='subscribe'/>" % b.boundjid.bare)
+        b.send_raw("<presence to='%s' type='subscribe'/>" % a.boundjid.bare)
+    for a, b in pairs:
+        for me, other in ((a, b), (b, a)):
+            await me.inbox.get(pres(frm_bare=other.boundjid.bare,
+                                    type="subscribe"), "the request")
+    # Both answers of a pair cross: each changes both rosters.
+    for a, b in pairs:
+        a.send_raw("<presence to='%s' type='subscribed'/>" % b.boundjid.bare)
+        b.send_raw("<presence to='%s' type='subscribed'/>" % a.boundjid.bare)
+    for a, b in pairs:
+        for me, other in ((a, b), (b, a)):
+            await me.inbox.get(pres(frm_bare=other.boundjid.bare,
+                                    type="subscribed"), "the approval")
+    for a, b in pairs:
+        for me, other in ((a, b), (b, a)):
+            _, items = await roster_get(me)
+            state = items[other.boundjid.bare]
+            assert state["subscription"] == "both", (me.boundjid, state)
