@@ -152,6 +152,31 @@ fail:
 	return -1;
 }
 
+/* SO_REUSEPORT would let a second natterd (same user) share the port
+ * silently and take half the connections: refuse to start when something
+ * already accepts there. */
+static int port_taken(const struct config_listener *cl)
+{
+	struct sockaddr_storage ss;
+	bool v6 = strchr(cl->address, ':') != NULL;
+	const char *probe = cl->address;
+	if (strcmp(probe, "0.0.0.0") == 0)
+		probe = "127.0.0.1";
+	else if (strcmp(probe, "::") == 0)
+		probe = "::1";
+	if (v6)
+		uv_ip6_addr(probe, cl->port, (struct sockaddr_in6 *)&ss);
+	else
+		uv_ip4_addr(probe, cl->port, (struct sockaddr_in *)&ss);
+	int fd = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return 0;
+	socklen_t len = v6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+	int taken = connect(fd, (struct sockaddr *)&ss, len) == 0;
+	close(fd);
+	return taken;
+}
+
 static int loop_init(struct server *srv, struct loop *l, int index, char *err, size_t errlen)
 {
 	l->srv = srv;
@@ -247,6 +272,13 @@ int server_run(struct config *cfg)
 	srv.blocking_cache = blocking_cache_new();
 	for (size_t i = 0; i < sizeof srv.roster_locks / sizeof *srv.roster_locks; i++)
 		pthread_mutex_init(&srv.roster_locks[i], NULL);
+	for (size_t i = 0; i < cfg->n_listeners; i++) {
+		if (port_taken(&cfg->listeners[i])) {
+			log_error("cannot listen on %s:%d: another process already listens there",
+				  cfg->listeners[i].address, cfg->listeners[i].port);
+			goto out;
+		}
+	}
 	srv.n_loops = cfg->workers > 0 ? cfg->workers : (int)uv_available_parallelism();
 	srv.loops = xcalloc((size_t)srv.n_loops, sizeof *srv.loops);
 	for (int i = 0; i < srv.n_loops; i++) {

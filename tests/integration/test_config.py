@@ -172,3 +172,14 @@ def test_passwords_are_not_stored_in_plaintext(unstarted):
         if path.is_file():
             assert password.encode() not in path.read_bytes(), \
                 "password in clear in %s" % path
+
+
+def test_second_server_on_same_port_refused(natter):
+    """SO_REUSEPORT would let a second natterd share the ports and take half
+    the connections; it must refuse to start instead."""
+    from natterlib import NATTERD
+    proc = subprocess.run([str(NATTERD), "-c", str(natter.config_path)],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 1
+    assert "another process already listens there" in proc.stderr
+    assert natter.alive()
