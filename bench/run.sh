@@ -22,7 +22,7 @@
 #   ROUNDS             repetitions (order alternates between rounds)   1
 #   IDLE_CLIENTS       idle: authenticated clients held                10000
 #   IDLE_SETTLE        idle: seconds between "ready" and measuring RSS  3
-#   LOGINS             login: full logins                              20000
+#   LOGINS             login: full logins                              10000
 #   LOGIN_USERS        login: accounts they cycle through              1000
 #   LOGIN_CONCURRENCY  login: connectors in flight                     100
 #   LOGIN_MECH         login: scram or plain                           scram
@@ -34,6 +34,11 @@
 #   PRESENCE_USERS     presence: users                                 2000
 #   CONTACTS           presence: mutual contacts per user              20
 #   PRESENCE_SECONDS   presence: measured churn phase                  15
+#   PRESENCE_ROSTERS   presence: how the rosters are made              server
+#                      server: written into the server's store before it
+#                      is measured (server.sh rosters), where the server
+#                      script can; protocol: by natter-load over XMPP
+#                      (--setup-rosters), as clients would
 #   LOAD_THREADS       natter-load worker threads                      2
 #   SCENARIO_TIMEOUT   hard cap per scenario run, seconds              300
 #   NATTER_BUILD       natter's build directory                        build
@@ -62,7 +67,7 @@ SCENARIOS=${SCENARIOS:-idle login chat presence}
 ROUNDS=${ROUNDS:-1}
 IDLE_CLIENTS=${IDLE_CLIENTS:-10000}
 IDLE_SETTLE=${IDLE_SETTLE:-3}
-LOGINS=${LOGINS:-20000}
+LOGINS=${LOGINS:-10000}
 LOGIN_USERS=${LOGIN_USERS:-1000}
 LOGIN_CONCURRENCY=${LOGIN_CONCURRENCY:-100}
 LOGIN_MECH=${LOGIN_MECH:-scram}
@@ -73,6 +78,7 @@ STOP_P99_MS=${STOP_P99_MS:-1000}
 PRESENCE_USERS=${PRESENCE_USERS:-2000}
 CONTACTS=${CONTACTS:-20}
 PRESENCE_SECONDS=${PRESENCE_SECONDS:-15}
+PRESENCE_ROSTERS=${PRESENCE_ROSTERS:-server}
 LOAD_THREADS=${LOAD_THREADS:-2}
 SCENARIO_TIMEOUT=${SCENARIO_TIMEOUT:-300}
 NATTER_BUILD=${NATTER_BUILD:-$repo/build}
@@ -132,6 +138,7 @@ export BENCH_CERT="$work/cert.pem" BENCH_KEY="$work/key.pem"
 
 # The load generator opens as many sockets as the server does.
 peer_raise_fds
+export BENCH_FD_NOTED=1
 
 # server_pids SERVER: comma-separated PIDs of the running server (at most
 # 16, what natter-load --server-pid takes).
@@ -162,7 +169,7 @@ cpu_ticks() {
 
 CLK_TCK=$(getconf CLK_TCK)
 
-# start_server SERVER: fresh scratch dir, start, accounts, one real login.
+# start_server SERVER: fresh scratch dir, start, accounts.
 start_server() {
 	s=$1
 	d=$work/$s
@@ -174,8 +181,13 @@ start_server() {
 	t0=$(date +%s.%N)
 	"$peers/$s/server.sh" users "$d" "$PREFIX" "$USERS" "$PASSWORD" >/dev/null || return 1
 	log "$s: $USERS accounts in $(echo "$(date +%s.%N) - $t0" | bc | xargs printf '%.1f') s (pids $(server_pids "$s"))"
-	timeout 60 /usr/bin/python3 "$peers/check_login.py" "$(port_of "$s")" \
-		"${PREFIX}1@localhost" "$PASSWORD" >&2 || { log "$s: login check failed"; return 1; }
+}
+
+# check_server SERVER: one real login (slixmpp), which also warms the server
+# up before its baseline is measured.
+check_server() {
+	timeout 60 /usr/bin/python3 "$peers/check_login.py" "$(port_of "$1")" \
+		"${PREFIX}1@localhost" "$PASSWORD" >&2
 }
 
 stop_server() {
@@ -190,6 +202,28 @@ run_scenario() {
 	out=$RESULTS/$s-$sc.json
 	[ "$ROUNDS" -gt 1 ] && out=$RESULTS/$s-$sc-r$round.json
 	if ! start_server "$s"; then
+		stop_server "$s"
+		return 1
+	fi
+	roster_opt=""
+	if [ "$sc" = presence ]; then
+		roster_opt=--setup-rosters
+		if [ "$PRESENCE_ROSTERS" = server ]; then
+			# Exit status 3: this server's script cannot (natter-load
+			# then makes them over XMPP).
+			rc=0
+			"$peers/$s/server.sh" rosters "$work/$s" "$PREFIX" "$PRESENCE_USERS" "$CONTACTS" \
+				>/dev/null || rc=$?
+			case $rc in
+			0) roster_opt="" ;;
+			3) log "$s: rosters over XMPP (no bulk roster route)" ;;
+			*) log "$s: writing rosters failed"; stop_server "$s"; return 1 ;;
+			esac
+		fi
+	fi
+	# After the rosters: ejabberd would cache the empty roster of this user.
+	if ! check_server "$s"; then
+		log "$s: login check failed"
 		stop_server "$s"
 		return 1
 	fi
@@ -241,7 +275,7 @@ run_scenario() {
 		;;
 	presence)
 		"$LOAD" presence "${common[@]}" --users "$PRESENCE_USERS" --contacts "$CONTACTS" \
-			--setup-rosters --seconds "$PRESENCE_SECONDS" \
+			$roster_opt --seconds "$PRESENCE_SECONDS" \
 			--concurrency "$LOGIN_CONCURRENCY" >"$raw" 2>"$err" &
 		load_pid=$!
 		wait "$load_pid" || true
@@ -274,7 +308,7 @@ version_of() {
 
 /usr/bin/python3 "$peers/report.py" machine --out "$RESULTS/machine.json" \
 	--servers "$SERVERS" --fd-limit "$(ulimit -n)" \
-	--params "IDLE_CLIENTS=$IDLE_CLIENTS LOGINS=$LOGINS LOGIN_USERS=$LOGIN_USERS LOGIN_CONCURRENCY=$LOGIN_CONCURRENCY LOGIN_MECH=$LOGIN_MECH CHAT_PAIRS=$CHAT_PAIRS RATES=$RATES STEP_SECONDS=$STEP_SECONDS PRESENCE_USERS=$PRESENCE_USERS CONTACTS=$CONTACTS PRESENCE_SECONDS=$PRESENCE_SECONDS LOAD_THREADS=$LOAD_THREADS ROUNDS=$ROUNDS BENCH_CERT_TYPE=$BENCH_CERT_TYPE"
+	--params "PRESENCE_ROSTERS=$PRESENCE_ROSTERS IDLE_CLIENTS=$IDLE_CLIENTS LOGINS=$LOGINS LOGIN_USERS=$LOGIN_USERS LOGIN_CONCURRENCY=$LOGIN_CONCURRENCY LOGIN_MECH=$LOGIN_MECH CHAT_PAIRS=$CHAT_PAIRS RATES=$RATES STEP_SECONDS=$STEP_SECONDS PRESENCE_USERS=$PRESENCE_USERS CONTACTS=$CONTACTS PRESENCE_SECONDS=$PRESENCE_SECONDS LOAD_THREADS=$LOAD_THREADS ROUNDS=$ROUNDS BENCH_CERT_TYPE=$BENCH_CERT_TYPE"
 
 # Alternate: each scenario runs against every server before the next
 # scenario starts, and each round reverses the order of the servers, so

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Helpers shared by bench/peers/*/server.sh. Sourced, not run.
 #
 # Every server script takes the same subcommands:
@@ -7,6 +8,11 @@
 #   server.sh users DIR PREFIX COUNT PASSWORD
 #                               create PREFIX1..PREFIXCOUNT@localhost, all with
 #                               PASSWORD (the server is running)
+#   server.sh rosters DIR PREFIX USERS CONTACTS
+#                               optional: the presence scenario's rosters
+#                               (ring of USERS, CONTACTS/2 on either side,
+#                               subscription both) written into the store;
+#                               exit status 3 where the server has no route
 #   server.sh pids DIR          print the PIDs of every process of the server
 #                               (for RSS and CPU accounting), one per line
 #   server.sh stop DIR          stop it and wait until it is gone
@@ -39,7 +45,7 @@ peer_raise_fds() {
 		ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 	fi
 	n=$(ulimit -n)
-	if [ "$n" != unlimited ] && [ "$n" -lt 100000 ]; then
+	if [ "$n" != unlimited ] && [ "$n" -lt 100000 ] && [ -z "${BENCH_FD_NOTED:-}" ]; then
 		echo "$(basename "$0"): note: open-file limit is $n (hard limit; raising it needs CAP_SYS_RESOURCE)" >&2
 	fi
 }

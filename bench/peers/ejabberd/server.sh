@@ -170,6 +170,18 @@ users() {
 		"$(cat "$dir/dist_port")" "$BENCH_DOMAIN" "$prefix" "$count"
 }
 
+# rosters PREFIX USERS CONTACTS: the presence scenario's rosters (ring of
+# USERS, CONTACTS/2 on either side, subscription both), written into
+# mod_roster's mnesia table in a few remote calls (bulk_rosters.escript).
+rosters() {
+	prefix=${1:?PREFIX}
+	users=${2:?USERS}
+	contacts=${3:?CONTACTS}
+	env HOME="$dir" ERL_FLAGS="$(erl_common) -dist_listen false -hidden" \
+		escript "$here/bulk_rosters.escript" "$NODE" "$(cat "$dir/cookie")" \
+		"$BENCH_DOMAIN" "$prefix" "$users" "$contacts"
+}
+
 pids() {
 	[ -s "$dir/server.pid" ] || return 0
 	pid=$(cat "$dir/server.pid")
@@ -191,6 +203,7 @@ shift 2
 case "$cmd" in
 start) start "$@" ;;
 users) users "$@" ;;
+rosters) rosters "$@" ;;
 ctl) ctl "$@" ;;
 pids) pids ;;
 stop) stop ;;

@@ -68,6 +68,21 @@ users() {
 		--password-file "$dir/password"
 }
 
+# rosters PREFIX USERS CONTACTS: the presence scenario's rosters, through
+# natterctl when it has "roster add-bulk PREFIX USERS CONTACTS DOMAIN" (ring
+# of USERS, CONTACTS/2 on either side, subscription both); exit status 3
+# when it has not, and natter-load makes them over XMPP instead.
+rosters() {
+	prefix=${1:?PREFIX}
+	users=${2:?USERS}
+	contacts=${3:?CONTACTS}
+	if ! "$build/natterctl" --help 2>&1 | grep -q 'roster add-bulk'; then
+		exit 3
+	fi
+	"$build/natterctl" -c "$dir/natter.yaml" roster add-bulk "$prefix" "$users" "$contacts" \
+		"$BENCH_DOMAIN"
+}
+
 pids() {
 	[ -s "$dir/server.pid" ] || return 0
 	pid=$(cat "$dir/server.pid")
@@ -87,6 +102,7 @@ shift 2
 case "$cmd" in
 start) start "$@" ;;
 users) users "$@" ;;
+rosters) rosters "$@" ;;
 pids) pids ;;
 stop) stop ;;
 *) die "unknown subcommand $cmd" ;;

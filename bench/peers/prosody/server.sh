@@ -104,6 +104,36 @@ for i in range(1, count + 1):
 EOF
 }
 
+# rosters PREFIX USERS CONTACTS: the presence scenario's rosters, written
+# straight into the file store (data/localhost/roster/<user>.dat): user i
+# (0-based; account PREFIX<i+1>) has the CONTACTS/2 users on either side of
+# it on a ring of USERS as contacts, subscription both, as natter-load's
+# presence --setup-rosters leaves them (CONTACTS rounded up to even and kept
+# below USERS, as natter-load does).
+rosters() {
+	prefix=${1:?PREFIX}
+	users=${2:?USERS}
+	contacts=${3:?CONTACTS}
+	/usr/bin/python3 - "$dir/data/$BENCH_DOMAIN/roster" "$prefix" "$users" "$contacts" \
+		"$BENCH_DOMAIN" <<'EOF'
+import os, sys
+path, prefix, n, r, domain = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+r += r & 1
+if r > n - 1:
+    r = (n - 1) & ~1
+os.makedirs(path, exist_ok=True)
+enc = lambda s: "".join(c if c.isalnum() else "%%%02x" % ord(c) for c in s)
+for u in range(n):
+    items = ['\t[false] = {\n\t\t["version"] = 1;\n\t\t["pending"] = {};\n\t};\n']
+    for d in range(1, r // 2 + 1):
+        for v in ((u + d) % n, (u - d) % n):
+            items.append('\t["%s%d@%s"] = {\n\t\t["subscription"] = "both";\n'
+                         '\t\t["groups"] = {};\n\t};\n' % (prefix, v + 1, domain))
+    with open(os.path.join(path, enc("%s%d" % (prefix, u + 1)) + ".dat"), "w") as f:
+        f.write("return {\n" + "".join(items) + "};\n")
+EOF
+}
+
 pids() {
 	[ -s "$dir/server.pid" ] || return 0
 	pid=$(cat "$dir/server.pid")
@@ -123,6 +153,7 @@ shift 2
 case "$cmd" in
 start) start "$@" ;;
 users) users "$@" ;;
+rosters) rosters "$@" ;;
 pids) pids ;;
 stop) stop ;;
 *) die "unknown subcommand $cmd" ;;
