@@ -118,3 +118,31 @@ peer_descendants() {
 		peer_descendants "$child"
 	done
 }
+
+# pids and stop of a server whose launcher wrote its pid to $dir/server.pid.
+peer_pidfile_pids() {
+	[ -s "$dir/server.pid" ] || return 0
+	pid=$(cat "$dir/server.pid")
+	kill -0 "$pid" 2>/dev/null || return 0
+	peer_descendants "$pid"
+}
+
+peer_pidfile_stop() {
+	[ -s "$dir/server.pid" ] || return 0
+	pid=$(cat "$dir/server.pid")
+	kill -TERM "$pid" 2>/dev/null || true
+	peer_wait_gone "$pid" 30
+	rm -f "$dir/server.pid"
+}
+
+# Runs the server script's subcommand $cmd with the remaining arguments.
+peer_dispatch() {
+	case "$cmd" in
+	start) start "$@" ;;
+	users) users "$@" ;;
+	rosters) rosters "$@" ;;
+	pids) pids ;;
+	stop) stop ;;
+	*) die "unknown subcommand $cmd" ;;
+	esac
+}

@@ -182,12 +182,7 @@ rosters() {
 		"$BENCH_DOMAIN" "$prefix" "$users" "$contacts"
 }
 
-pids() {
-	[ -s "$dir/server.pid" ] || return 0
-	pid=$(cat "$dir/server.pid")
-	kill -0 "$pid" 2>/dev/null || return 0
-	peer_descendants "$pid"
-}
+pids() { peer_pidfile_pids; }
 
 stop() {
 	[ -s "$dir/server.pid" ] || return 0

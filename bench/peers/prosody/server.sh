@@ -134,27 +134,9 @@ for u in range(n):
 EOF
 }
 
-pids() {
-	[ -s "$dir/server.pid" ] || return 0
-	pid=$(cat "$dir/server.pid")
-	kill -0 "$pid" 2>/dev/null || return 0
-	peer_descendants "$pid"
-}
+pids() { peer_pidfile_pids; }
 
-stop() {
-	[ -s "$dir/server.pid" ] || return 0
-	pid=$(cat "$dir/server.pid")
-	kill -TERM "$pid" 2>/dev/null || true
-	peer_wait_gone "$pid" 30
-	rm -f "$dir/server.pid"
-}
+stop() { peer_pidfile_stop; }
 
 shift 2
-case "$cmd" in
-start) start "$@" ;;
-users) users "$@" ;;
-rosters) rosters "$@" ;;
-pids) pids ;;
-stop) stop ;;
-*) die "unknown subcommand $cmd" ;;
-esac
+peer_dispatch "$@"
