@@ -328,14 +328,7 @@ static void blocking_push(struct iq_ctx *c, const char *what, const struct item_
 	for (int i = 0; i < items->n; i++)
 		xml_set_attr(c->a, xml_add_child(c->a, cmd, NS_BLOCKING, "item"), "jid",
 			     items->v[i].key);
-	struct buf b;
-	buf_init(&b);
-	xml_serialize(iq, NS_CLIENT, &b);
-	struct refbuf *bytes = refbuf_new(b.data, b.len);
-	buf_free(&b);
-	for (int i = 0; i < n; i++)
-		deliver_to_session(c->loop, &t[i], bytes);
-	refbuf_release(bytes);
+	deliver_to_targets(c->loop, iq, t, n);
 }
 
 struct subscribers {
@@ -412,14 +405,7 @@ static void blocking_send(struct iq_ctx *c, struct refbuf **p, int np, const cha
 			xml_set_attr(c->a, pres, "from", from);
 		}
 		xml_set_attr(c->a, pres, "to", to.data);
-		struct buf b;
-		buf_init(&b);
-		xml_serialize(pres, NS_CLIENT, &b);
-		struct refbuf *bytes = refbuf_new(b.data, b.len);
-		buf_free(&b);
-		for (int k = 0; k < n; k++)
-			deliver_to_session(l, &t[k], bytes);
-		refbuf_release(bytes);
+		deliver_to_targets(l, pres, t, n);
 	}
 	buf_free(&to);
 }

@@ -197,14 +197,7 @@ static void push(struct loop *l, const char *owner, struct xml_node *item, long 
 	item->parent = q;
 	item->next = NULL;
 	q->children = q->last = item;
-	struct buf b;
-	buf_init(&b);
-	xml_serialize(iq, NS_CLIENT, &b);
-	struct refbuf *bytes = refbuf_new(b.data, b.len);
-	buf_free(&b);
-	for (int i = 0; i < n; i++)
-		deliver_to_session(l, &t[i], bytes);
-	refbuf_release(bytes);
+	deliver_to_targets(l, iq, t, n);
 }
 
 int roster_save(struct loop *l, const char *owner, struct roster_item *it, struct arena *a)

@@ -62,8 +62,8 @@ static struct refbuf *serialize(struct xml_node *st)
 	return r;
 }
 
-static void send_to_targets(struct loop *l, struct xml_node *st, const struct router_target *t,
-			    int n)
+void deliver_to_targets(struct loop *l, struct xml_node *st, const struct router_target *t,
+			int n)
 {
 	if (n == 0)
 		return;
@@ -80,7 +80,7 @@ void deliver_to_jid(struct loop *l, struct xml_node *st, const struct jid *to)
 	if (jid_format_bare(to, bare, sizeof bare) < 0)
 		return;
 	if (router_find_full(l->srv->router, bare, to->resource, &t) == 0)
-		send_to_targets(l, st, &t, 1);
+		deliver_to_targets(l, st, &t, 1);
 }
 
 void deliver_error(struct loop *l, struct xml_node *st, struct arena *a, const char *type,
@@ -139,11 +139,11 @@ static void message_to_bare(struct loop *l, struct xml_node *st, struct arena *a
 	int n_sessions;
 	int n = router_find_bare_message(l->srv->router, bare, t, ROUTER_MAX_TARGETS, &n_sessions);
 	if (type_is(st, "error")) {
-		send_to_targets(l, st, t, n);
+		deliver_to_targets(l, st, t, n);
 		return;
 	}
 	if (n > 0 && !type_is(st, "groupchat")) {
-		send_to_targets(l, st, t, n);
+		deliver_to_targets(l, st, t, n);
 		carbons_copy(l, st, bare, "received", 0, t, n);
 		return;
 	}
@@ -244,7 +244,7 @@ void deliver_stanza(struct loop *l, struct xml_node *st, struct arena *a, const 
 	if (to->resource[0] != '\0') {
 		struct router_target t;
 		if (router_find_full(l->srv->router, bare, to->resource, &t) == 0) {
-			send_to_targets(l, st, &t, 1);
+			deliver_to_targets(l, st, &t, 1);
 			if (strcmp(kind, "message") == 0)
 				carbons_copy(l, st, bare, "received", 0, &t, 1);
 			return;

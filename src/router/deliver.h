@@ -21,6 +21,10 @@ void deliver_stanza(struct loop *l, struct xml_node *st, struct arena *a, const 
  * its owner's inbox. Takes a reference of its own. */
 void deliver_to_session(struct loop *l, const struct router_target *t, struct refbuf *bytes);
 
+/* Serialises st once and writes the same bytes to each of the n sessions. */
+void deliver_to_targets(struct loop *l, struct xml_node *st, const struct router_target *t,
+			int n);
+
 /* Answers st to its sender with a stanza error (RFC 6120 §8.3): type is
  * "cancel", "modify", "auth", "wait"; condition is the element name.
  * Stanzas of type error are never answered. */
