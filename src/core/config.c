@@ -33,6 +33,7 @@
 /* Enum values are stored through an int; both enums must be int-sized. */
 _Static_assert(sizeof(enum log_level) == sizeof(int), "enum log_level is not int-sized");
 _Static_assert(sizeof(enum listener_type) == sizeof(int), "enum listener_type is not int-sized");
+_Static_assert(sizeof(enum host_auth) == sizeof(int), "enum host_auth is not int-sized");
 
 enum key_type {
 	KEY_STRING,  /* any non-empty scalar; char * */
@@ -86,7 +87,7 @@ struct config_parser {
 };
 
 /* Keys per mapping are few; lines[] is sized by this. */
-#define CONFIG_MAX_KEYS 16
+#define CONFIG_MAX_KEYS 32
 
 static int config_check_host(struct config_parser *p, void *items, size_t idx,
 			     const size_t *lines, size_t line);
@@ -99,6 +100,146 @@ static const char *const config_listener_types[] = { "c2s", "c2s_tls", NULL };
 /* The storage drivers storage_driver_find() knows. */
 static const char *const config_storage_drivers[] = { "sqlite", NULL };
 
+static const char *const config_host_auths[] = { "internal", "ldap", NULL };
+
+static const struct config_key config_group_keys[] = {
+	{ .name = "dn", .type = KEY_STRING, .required = true,
+	  .offset = offsetof(struct config_group, dn),
+	  .doc = "DN of the group entry; nested groups among its members count too" },
+	{ .name = "name", .type = KEY_STRING,
+	  .offset = offsetof(struct config_group, name),
+	  .doc = "roster group name shown to members; default: the entry's cn" },
+};
+
+static const struct config_section config_group_section = {
+	.what = "a groups entry",
+	.keys = config_group_keys,
+	.n_keys = sizeof config_group_keys / sizeof config_group_keys[0],
+	.size = sizeof(struct config_group),
+};
+
+#define VCARD_KEY(field, def_, what)                                           \
+	{ .name = #field, .type = KEY_STRING, .def = def_,                    \
+	  .offset = offsetof(struct config_vcard_map, field),                 \
+	  .doc = "directory attribute for the vCard's " what }
+
+static const struct config_key config_vcard_keys[] = {
+	{ .name = "enabled", .type = KEY_BOOL, .def = "true",
+	  .offset = offsetof(struct config_vcard_map, enabled),
+	  .doc = "serve vCards (XEP-0054) and avatar hashes (XEP-0153) from the directory" },
+	{ .name = "read_only", .type = KEY_BOOL, .def = "true",
+	  .offset = offsetof(struct config_vcard_map, read_only),
+	  .doc = "refuse vCard changes (not-allowed); false keeps a user's own vCard instead" },
+	VCARD_KEY(fn, "cn", "FN (full name)"),
+	VCARD_KEY(given, "givenName", "N/GIVEN"),
+	VCARD_KEY(family, "sn", "N/FAMILY"),
+	VCARD_KEY(nickname, "displayName", "NICKNAME"),
+	VCARD_KEY(email, "mail", "EMAIL/USERID"),
+	VCARD_KEY(tel, "telephoneNumber", "TEL/NUMBER"),
+	VCARD_KEY(title, "title", "TITLE"),
+	VCARD_KEY(orgunit, "ou", "ORG/ORGUNIT"),
+	VCARD_KEY(org, "o", "ORG/ORGNAME"),
+	VCARD_KEY(photo, "jpegPhoto", "PHOTO (JPEG)"),
+};
+
+static const struct config_section config_vcard_section = {
+	.what = "vcard",
+	.keys = config_vcard_keys,
+	.n_keys = sizeof config_vcard_keys / sizeof config_vcard_keys[0],
+	.size = sizeof(struct config_vcard_map),
+};
+
+static int config_check_ldap(struct config_parser *p, void *items, size_t idx,
+			     const size_t *lines, size_t line);
+
+static const struct config_key config_ldap_keys[] = {
+	{ .name = "uri", .type = KEY_STRING,
+	  .offset = offsetof(struct config_ldap, uri),
+	  .doc = "ldap:// or ldaps:// URIs separated by spaces, tried in order (failover)" },
+	{ .name = "starttls", .type = KEY_BOOL, .def = "true",
+	  .offset = offsetof(struct config_ldap, starttls),
+	  .doc = "StartTLS on ldap:// URIs; a directory that refuses it is not used" },
+	{ .name = "ca_file", .type = KEY_FILE,
+	  .offset = offsetof(struct config_ldap, ca_file),
+	  .doc = "PEM CA certificates the directory's certificate must chain to; default: the system's" },
+	{ .name = "verify", .type = KEY_BOOL, .def = "true",
+	  .offset = offsetof(struct config_ldap, verify),
+	  .doc = "verify the directory's certificate and host name" },
+	{ .name = "bind_dn", .type = KEY_STRING,
+	  .offset = offsetof(struct config_ldap, bind_dn),
+	  .doc = "service account natter searches as; default: anonymous" },
+	{ .name = "bind_password", .type = KEY_STRING,
+	  .offset = offsetof(struct config_ldap, bind_password),
+	  .doc = "its password (or bind_password_file)" },
+	{ .name = "bind_password_file", .type = KEY_FILE,
+	  .offset = offsetof(struct config_ldap, bind_password_file),
+	  .doc = "file whose first line is the service account's password" },
+	{ .name = "base_dn", .type = KEY_STRING,
+	  .offset = offsetof(struct config_ldap, base_dn),
+	  .doc = "subtree searched for users" },
+	{ .name = "user_filter", .type = KEY_STRING, .def = "(&(objectClass=person)(uid=%u))",
+	  .offset = offsetof(struct config_ldap, user_filter),
+	  .doc = "filter finding one user; %u is the username, escaped (RFC 4515)" },
+	{ .name = "locked_filter", .type = KEY_STRING,
+	  .offset = offsetof(struct config_ldap, locked_filter),
+	  .doc = "users whose entry matches it cannot log in; default: none" },
+	{ .name = "username_attribute", .type = KEY_STRING, .def = "uid",
+	  .offset = offsetof(struct config_ldap, username_attribute),
+	  .doc = "attribute holding the username (the JID localpart)" },
+	{ .name = "name_attribute", .type = KEY_STRING, .def = "cn",
+	  .offset = offsetof(struct config_ldap, name_attribute),
+	  .doc = "attribute holding the name shown in rosters" },
+	{ .name = "timeout", .type = KEY_INT, .def = "5", .min = 1, .max = 300,
+	  .offset = offsetof(struct config_ldap, timeout),
+	  .doc = "seconds one directory operation may take before the directory counts as down" },
+	{ .name = "pool_size", .type = KEY_INT, .def = "4", .min = 1, .max = 64,
+	  .offset = offsetof(struct config_ldap, pool_size),
+	  .doc = "directory connections (each with its own thread)" },
+	{ .name = "cache_ttl", .type = KEY_INT, .def = "60", .min = 0, .max = 86400,
+	  .offset = offsetof(struct config_ldap, cache_ttl),
+	  .doc = "seconds a successful login is remembered (a salted hash); 0 = no cache" },
+	{ .name = "refresh_interval", .type = KEY_INT, .def = "300", .min = 5, .max = 86400,
+	  .offset = offsetof(struct config_ldap, refresh_interval),
+	  .doc = "seconds between reads of the groups and of the list of accounts" },
+	{ .name = "groups", .type = KEY_LIST, .section = &config_group_section,
+	  .offset = offsetof(struct config_ldap, groups),
+	  .count_offset = offsetof(struct config_ldap, n_groups),
+	  .doc = "auto-buddy groups: members see each other, mutually subscribed" },
+	{ .name = "vcard", .type = KEY_MAP, .section = &config_vcard_section,
+	  .offset = offsetof(struct config_ldap, vcard),
+	  .doc = "vCards from the directory" },
+};
+
+static const struct config_section config_ldap_section = {
+	.what = "ldap",
+	.keys = config_ldap_keys,
+	.n_keys = sizeof config_ldap_keys / sizeof config_ldap_keys[0],
+	.size = sizeof(struct config_ldap),
+	.check = config_check_ldap,
+};
+
+static const struct config_key config_kerberos_keys[] = {
+	{ .name = "keytab", .type = KEY_FILE,
+	  .offset = offsetof(struct config_kerberos, keytab),
+	  .doc = "keytab with the key of service/hostname@REALM; turns SASL GSSAPI on" },
+	{ .name = "service", .type = KEY_STRING, .def = "xmpp",
+	  .offset = offsetof(struct config_kerberos, service),
+	  .doc = "service part of the principal" },
+	{ .name = "hostname", .type = KEY_STRING,
+	  .offset = offsetof(struct config_kerberos, hostname),
+	  .doc = "host part of the principal; default: the domain" },
+	{ .name = "realms", .type = KEY_STRING,
+	  .offset = offsetof(struct config_kerberos, realms),
+	  .doc = "realms (space-separated) whose user@REALM is user@domain; default: the domain in upper case" },
+};
+
+static const struct config_section config_kerberos_section = {
+	.what = "kerberos",
+	.keys = config_kerberos_keys,
+	.n_keys = sizeof config_kerberos_keys / sizeof config_kerberos_keys[0],
+	.size = sizeof(struct config_kerberos),
+};
+
 static const struct config_key config_host_keys[] = {
 	{ .name = "domain", .type = KEY_DOMAIN, .required = true,
 	  .offset = offsetof(struct config_host, domain),
@@ -109,6 +250,15 @@ static const struct config_key config_host_keys[] = {
 	{ .name = "tls_key", .type = KEY_FILE,
 	  .offset = offsetof(struct config_host, tls_key),
 	  .doc = "PEM private key of tls_cert" },
+	{ .name = "auth", .type = KEY_ENUM, .def = "internal", .values = config_host_auths,
+	  .offset = offsetof(struct config_host, auth),
+	  .doc = "account source: internal (natter's store) or ldap (the directory in 'ldap')" },
+	{ .name = "ldap", .type = KEY_MAP, .section = &config_ldap_section,
+	  .offset = offsetof(struct config_host, ldap),
+	  .doc = "the directory, when auth is ldap (docs/directory.md)" },
+	{ .name = "kerberos", .type = KEY_MAP, .section = &config_kerberos_section,
+	  .offset = offsetof(struct config_host, kerberos),
+	  .doc = "SASL GSSAPI single sign-on (docs/kerberos.md)" },
 };
 
 static const struct config_section config_host_section = {
@@ -737,6 +887,49 @@ static int config_check_host(struct config_parser *p, void *items, size_t idx,
 	for (size_t i = 0; i < idx; i++)
 		if (strcmp(hosts[i].domain, h->domain) == 0)
 			return config_fail(p, lines[0], "duplicate domain '%s'", h->domain);
+	/* lines[3..5]: auth, ldap, kerberos */
+	if (h->auth == HOST_AUTH_LDAP && (h->ldap.uri == NULL || h->ldap.base_dn == NULL))
+		return config_fail(p, lines[4] ? lines[4] : lines[3] ? lines[3] : line,
+				   "auth: ldap needs ldap with a 'uri' and a 'base_dn'");
+	if (h->auth != HOST_AUTH_LDAP && lines[4])
+		return config_fail(p, lines[4], "'ldap' is given but 'auth' is not ldap");
+	/* GSS-API reads one keytab per process (KRB5_KTNAME). */
+	for (size_t i = 0; i < idx && h->kerberos.keytab; i++)
+		if (hosts[i].kerberos.keytab && strcmp(hosts[i].kerberos.keytab, h->kerberos.keytab))
+			return config_fail(p, lines[5],
+					   "every host must use the same kerberos keytab ('%s' above)",
+					   hosts[i].kerberos.keytab);
+	return 0;
+}
+
+/* lines[] follows config_ldap_keys. */
+static int config_check_ldap(struct config_parser *p, void *items, size_t idx,
+			     const size_t *lines, size_t line)
+{
+	struct config_ldap *l = (struct config_ldap *)items + idx;
+	if (l->uri != NULL) {
+		char *copy = strdup(l->uri);
+		if (copy == NULL)
+			return config_fail(p, lines[0], "out of memory");
+		for (char *save, *u = strtok_r(copy, " \t,", &save); u; u = strtok_r(NULL, " \t,", &save)) {
+			if (strncmp(u, "ldap://", 7) != 0 && strncmp(u, "ldaps://", 8) != 0 &&
+			    strncmp(u, "ldapi://", 8) != 0) {
+				config_fail(p, lines[0], "'%s' is not an ldap://, ldaps:// or ldapi:// URI", u);
+				free(copy);
+				return -1;
+			}
+		}
+		free(copy);
+	}
+	if (l->bind_password && l->bind_password_file)
+		return config_fail(p, lines[6], "give bind_password or bind_password_file, not both");
+	if ((l->bind_password || l->bind_password_file) && !l->bind_dn)
+		return config_fail(p, lines[5] ? lines[5] : lines[6], "a bind password needs a bind_dn");
+	if (strstr(l->user_filter, "%u") == NULL)
+		return config_fail(p, lines[8] ? lines[8] : line, "user_filter must contain %%u");
+	if (l->user_filter[0] != '(' || (l->locked_filter && l->locked_filter[0] != '('))
+		return config_fail(p, lines[l->user_filter[0] != '(' ? 8 : 9],
+				   "an LDAP filter is written in parentheses");
 	return 0;
 }
 

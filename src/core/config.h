@@ -12,10 +12,65 @@ enum listener_type {
 	LISTENER_C2S_TLS  /* direct TLS (XEP-0368), port 5223, ALPN xmpp-client */
 };
 
+/* An auto-buddy group (docs/directory.md): every member sees every other
+ * member in the roster, mutually subscribed, under the group's name. */
+struct config_group {
+	char *dn;    /* the group entry (groupOfNames, groupOfUniqueNames, posixGroup, group) */
+	char *name;  /* roster group name; NULL = the entry's cn */
+};
+
+/* vcard-temp fields and the directory attribute each is read from; NULL
+ * leaves the field out. */
+struct config_vcard_map {
+	int enabled;     /* serve vCards from the directory */
+	int read_only;   /* vCard set answers not-allowed */
+	char *fn, *given, *family, *nickname, *email, *tel, *title, *orgunit, *org, *photo;
+};
+
+/* An LDAP account source for one virtual host (docs/directory.md). */
+struct config_ldap {
+	char *uri;            /* space-separated ldap:// or ldaps:// URIs, tried in order */
+	int starttls;         /* StartTLS on ldap:// URIs (required when on) */
+	char *ca_file;        /* CA certificates for the directory; NULL = system */
+	int verify;           /* verify the directory's certificate and name */
+	char *bind_dn;        /* service account; NULL = anonymous searches */
+	char *bind_password;
+	char *bind_password_file; /* first line is the password */
+	char *base_dn;        /* where users (and by default groups) live */
+	char *user_filter;    /* %u = the escaped username (RFC 4515) */
+	char *locked_filter;  /* entries matching it cannot log in; NULL = none */
+	char *username_attribute; /* holds the JID localpart, e.g. uid, sAMAccountName */
+	char *name_attribute; /* display name for rosters, e.g. cn, displayName */
+	int timeout;          /* seconds for one directory operation */
+	int pool_size;        /* connections (and threads) */
+	int cache_ttl;        /* seconds a successful login is remembered; 0 = never */
+	int refresh_interval; /* seconds between group and account list refreshes */
+	struct config_group *groups;
+	size_t n_groups;
+	struct config_vcard_map vcard;
+};
+
+/* Kerberos (SASL GSSAPI) for one virtual host (docs/kerberos.md). */
+struct config_kerberos {
+	char *keytab;   /* holds service/hostname@REALM; NULL = GSSAPI off */
+	char *service;  /* "xmpp" */
+	char *hostname; /* NULL = the domain */
+	char *realms;   /* space-separated realms whose users are this domain's;
+			 * NULL = the domain in upper case */
+};
+
+enum host_auth {
+	HOST_AUTH_INTERNAL, /* SCRAM secrets in natter's store */
+	HOST_AUTH_LDAP      /* the directory in 'ldap' */
+};
+
 struct config_host {
 	char *domain;   /* normalised domain name (IDNA2008 / RFC 7622 domainpart) */
 	char *tls_cert; /* PEM certificate chain; NULL = self-signed in data_dir */
 	char *tls_key;  /* PEM private key; NULL = self-signed in data_dir */
+	enum host_auth auth;
+	struct config_ldap ldap;         /* used when auth is HOST_AUTH_LDAP */
+	struct config_kerberos kerberos;
 };
 
 struct config_listener {

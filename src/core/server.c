@@ -35,6 +35,10 @@ void loop_post(struct loop *to, struct inbox_item *item)
 	pthread_mutex_lock(&to->inbox_lock);
 	if (to->stopping) {
 		pthread_mutex_unlock(&to->inbox_lock);
+		if (item->kind == INBOX_CALL) {
+			/* The loop no longer runs: release here, in this thread. */
+			item->call(NULL, item->arg);
+		}
 		refbuf_release(item->bytes);
 		free(item);
 		return;
@@ -46,6 +50,20 @@ void loop_post(struct loop *to, struct inbox_item *item)
 	to->inbox_tail = item;
 	pthread_mutex_unlock(&to->inbox_lock);
 	uv_async_send(&to->wake);
+}
+
+void loop_call(struct loop *to, void (*call)(struct loop *l, void *arg), void *arg)
+{
+	struct inbox_item *item = xcalloc(1, sizeof *item);
+	item->kind = INBOX_CALL;
+	item->call = call;
+	item->arg = arg;
+	loop_post(to, item);
+}
+
+bool loop_stopping(struct loop *l)
+{
+	return l == NULL || l->call_stopping;
 }
 
 static void close_handle(uv_handle_t *h, void *arg)
@@ -65,7 +83,10 @@ static void on_wake(uv_async_t *a)
 	pthread_mutex_unlock(&l->inbox_lock);
 	while (item != NULL) {
 		struct inbox_item *next = item->next;
-		if (!stopping) {
+		if (item->kind == INBOX_CALL) {
+			l->call_stopping = stopping;
+			item->call(l, item->arg);
+		} else if (!stopping) {
 			if (item->kind == INBOX_DELIVER) {
 				if (c2s_deliver(l, item->session, item->bytes->data, item->bytes->len) != 0)
 					log_debug("loop %d: session %llu gone before delivery", l->index,

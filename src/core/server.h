@@ -25,7 +25,11 @@ struct authfail;
 
 enum inbox_kind {
 	INBOX_DELIVER,  /* write bytes to the session */
-	INBOX_KICK      /* close the session with the stream error 'condition' */
+	INBOX_KICK,     /* close the session with the stream error 'condition' */
+	INBOX_CALL      /* run call(loop, arg): work finished elsewhere (a
+			 * directory thread) coming back to its loop. Also run
+			 * while the loop stops (loop->stopping), so arg is
+			 * always released by call. */
 };
 
 struct inbox_item {
@@ -33,6 +37,8 @@ struct inbox_item {
 	uint64_t session;       /* connection id of the target */
 	struct refbuf *bytes;   /* INBOX_DELIVER: owned by the item */
 	const char *condition;  /* INBOX_KICK: a static string */
+	void (*call)(struct loop *l, void *arg); /* INBOX_CALL */
+	void *arg;
 	struct inbox_item *next;
 };
 
@@ -55,6 +61,7 @@ struct loop {
 	pthread_mutex_t inbox_lock;
 	struct inbox_item *inbox_head, *inbox_tail;
 	bool stopping;            /* set under inbox_lock */
+	bool call_stopping;       /* on_wake runs INBOX_CALL items of a stopping loop */
 	struct storage *store;    /* this loop's own storage handle */
 	uv_tcp_t *listeners;
 	void *listener_data;      /* per listener: its config (server.c) */
@@ -74,6 +81,8 @@ struct server {
 	struct router *router;
 	struct authfail *authfail;
 	struct blocking_cache *blocking_cache; /* mod_blocking's, see blocking.h */
+	struct directory **directories; /* one per host with auth ldap (directory.h) */
+	size_t n_directories;
 	/* Rosters change by read-modify-write from any loop (both sides of a
 	 * subscription): changes to one account's roster are serialised by
 	 * one of these, picked by hashing the account (roster_lock). */
@@ -96,5 +105,12 @@ void loop_post(struct loop *to, struct inbox_item *item);
 /* The loop running the calling thread's code is always passed explicitly;
  * this is for code that has only a connection. */
 uint64_t server_new_conn_id(struct server *srv);
+
+/* Runs call(to, arg) on loop `to`, soon (INBOX_CALL). Safe from any thread. */
+void loop_call(struct loop *to, void (*call)(struct loop *l, void *arg), void *arg);
+
+/* Returns 1 if loop l is shutting down (then INBOX_CALL callbacks only
+ * release what they hold). */
+bool loop_stopping(struct loop *l);
 
 #endif

@@ -27,6 +27,8 @@ struct roster_item {
 	unsigned sub;          /* SUB_TO | SUB_FROM */
 	bool ask;              /* we asked for their presence (pending-out) */
 	bool approved;         /* pre-approved (RFC 6121 §3.4) */
+	bool managed;          /* put there by the directory's auto-buddy groups
+				* (directory/groups.h): the user cannot remove it */
 };
 
 /* Loads owner's item for contact (bare JIDs). Returns 1 found, 0 none,
