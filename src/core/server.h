@@ -20,6 +20,7 @@
 #include "tls/tls.h"
 
 struct conn;
+struct loop;
 struct router;
 struct authfail;
 
