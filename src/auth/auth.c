@@ -1,6 +1,10 @@
 #include "auth/auth.h"
 
+#include <ctype.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <stdlib.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -25,15 +29,24 @@ static bool cb_available(SSL *ssl)
 	return tls_cb_exporter(ssl, tmp, sizeof tmp) == 0;
 }
 
-void auth_write_mechanisms(struct buf *out, SSL *ssl, bool allow_plain)
+static bool host_directory(const struct config_host *host)
+{
+	return host != NULL && host->auth == HOST_AUTH_LDAP;
+}
+
+void auth_write_mechanisms(struct buf *out, SSL *ssl, bool allow_plain,
+			   const struct config_host *host)
 {
 	bool plus = cb_available(ssl);
-	for (size_t i = 0; i < sizeof scram_mechs / sizeof *scram_mechs; i++) {
+	for (size_t i = 0; i < sizeof scram_mechs / sizeof *scram_mechs && !host_directory(host);
+	     i++) {
 		if (!plus && mech_is_plus(scram_mechs[i]))
 			continue;
 		buf_printf(out, "<mechanism>%s</mechanism>", scram_mechs[i]);
 	}
-	if (allow_plain)
+	if (host && host->kerberos.keytab)
+		buf_puts(out, "<mechanism>GSSAPI</mechanism>");
+	if (allow_plain || host_directory(host))
 		buf_puts(out, "<mechanism>PLAIN</mechanism>");
 }
 
@@ -83,6 +96,73 @@ static int hex_to_base64(const char *hex, char *out, size_t cap)
 	return 0;
 }
 
+/* Whether realm is one whose users are accounts of host: the realms
+ * listed, or the domain in upper case. */
+static bool realm_accepted(const struct config_host *host, const char *realm)
+{
+	if (host->kerberos.realms == NULL) {
+		size_t n = strlen(host->domain);
+		if (strlen(realm) != n)
+			return false;
+		for (size_t i = 0; i < n; i++)
+			if (realm[i] != toupper((unsigned char)host->domain[i]))
+				return false;
+		return true;
+	}
+	size_t n = strlen(realm);
+	for (const char *p = host->kerberos.realms; *p;) {
+		p += strspn(p, " \t,");
+		size_t len = strcspn(p, " \t,");
+		if (len == n && len > 0 && strncmp(p, realm, n) == 0)
+			return true;
+		p += len;
+	}
+	return false;
+}
+
+/* The KDC vouched for the principal; map user@REALM to user@domain. */
+static int validate_gssapi(struct auth_session *as, Gsasl_session *gs)
+{
+	const char *display = gsasl_property_fast(gs, GSASL_GSSAPI_DISPLAY_NAME);
+	if (display == NULL)
+		return GSASL_AUTHENTICATION_ERROR;
+	snprintf(as->principal, sizeof as->principal, "%s", display);
+	const char *at = strrchr(display, '@');
+	if (at == NULL || at == display) {
+		log_info("GSSAPI: principal '%s' refused: it has no realm", display);
+		return GSASL_AUTHENTICATION_ERROR;
+	}
+	if (!realm_accepted(as->host, at + 1)) {
+		log_info("GSSAPI: principal '%s' refused: realm %s is not accepted for %s "
+			 "(kerberos.realms)", display, at + 1, as->domain);
+		return GSASL_AUTHENTICATION_ERROR;
+	}
+	size_t ulen = (size_t)(at - display);
+	if (memchr(display, '/', ulen) != NULL) {
+		log_info("GSSAPI: principal '%s' refused: principals with an instance are not users",
+			 display);
+		return GSASL_AUTHENTICATION_ERROR;
+	}
+	if (jid_prep_local(display, ulen, as->authid, sizeof as->authid) < 0) {
+		log_info("GSSAPI: principal '%s' refused: not a valid username", display);
+		return GSASL_AUTHENTICATION_ERROR;
+	}
+	if (as->directory) {
+		as->wait = true;
+		as->pending = AUTH_PENDING_EXISTS;
+		return GSASL_OK;
+	}
+	struct user_credentials cred;
+	const struct storage_driver *drv = as->loop->srv->storage;
+	int rc = drv->user_get(as->loop->store, as->domain, as->authid, &cred);
+	if (rc < 0)
+		as->store_error = true;
+	if (rc == 1)
+		log_info("GSSAPI: principal '%s' refused: no account %s@%s", display, as->authid,
+			 as->domain);
+	return rc == 0 ? GSASL_OK : GSASL_AUTHENTICATION_ERROR;
+}
+
 static int on_property(Gsasl *ctx, Gsasl_session *gs, Gsasl_property prop)
 {
 	(void)ctx;
@@ -110,8 +190,24 @@ static int on_property(Gsasl *ctx, Gsasl_session *gs, Gsasl_property prop)
 		gsasl_property_set(gs, GSASL_SCRAM_SERVERKEY, server);
 		return GSASL_OK;
 	}
+	case GSASL_VALIDATE_GSSAPI:
+		return validate_gssapi(as, gs);
 	case GSASL_VALIDATE_SIMPLE: {
 		const char *password = gsasl_property_fast(gs, GSASL_PASSWORD);
+		if (as->directory) {
+			/* The directory answers later (directory_auth). */
+			const char *authid = gsasl_property_fast(gs, GSASL_AUTHID);
+			if (authid == NULL || password == NULL ||
+			    jid_prep_local(authid, strlen(authid), as->authid, sizeof as->authid) < 0)
+				return GSASL_AUTHENTICATION_ERROR;
+			free(as->password);
+			as->password = strdup(password);
+			if (as->password == NULL)
+				return GSASL_MALLOC_ERROR;
+			as->wait = true;
+			as->pending = AUTH_PENDING_PASSWORD;
+			return GSASL_OK;
+		}
 		if (password == NULL || load_credentials(as, gs, &cred) != 0)
 			return GSASL_AUTHENTICATION_ERROR;
 		/* PBKDF2 on the loop: a few milliseconds; PLAIN is the rare path
@@ -135,10 +231,15 @@ int auth_init(Gsasl **ctx)
 
 void auth_done(Gsasl *ctx) { gsasl_done(ctx); }
 
-static bool mech_offered(const char *mech, SSL *ssl, bool allow_plain)
+static bool mech_offered(const char *mech, SSL *ssl, bool allow_plain,
+			 const struct config_host *host)
 {
 	if (strcmp(mech, "PLAIN") == 0)
-		return allow_plain;
+		return allow_plain || host_directory(host);
+	if (strcmp(mech, "GSSAPI") == 0)
+		return host != NULL && host->kerberos.keytab != NULL;
+	if (host_directory(host))
+		return false;
 	for (size_t i = 0; i < sizeof scram_mechs / sizeof *scram_mechs; i++)
 		if (strcmp(mech, scram_mechs[i]) == 0)
 			return !mech_is_plus(mech) || cb_available(ssl);
@@ -167,29 +268,11 @@ static bool downgrade_detected(SSL *ssl, const char *mech, const char *initial)
 	return first[0] == 'y';
 }
 
-static enum auth_result step(struct auth_session *as, const char *input, struct buf *out)
+/* An authzid naming the same account (as its bare JID, or as the bare
+ * username some clients send) is no request for another identity. */
+static enum auth_result check_authzid(struct auth_session *as)
 {
-	char *output = NULL;
-	int rc = gsasl_step64(as->gs, input, &output);
-	if (output != NULL) {
-		buf_puts(out, output);
-		gsasl_free(output);
-	}
-	if (rc == GSASL_NEEDS_MORE)
-		return AUTH_CONTINUE;
-	if (rc != GSASL_OK) {
-		log_debug("SASL %s for '%s': %s", as->mech, as->authid, gsasl_strerror(rc));
-		if (as->store_error)
-			return AUTH_TEMPORARY;
-		if (rc == GSASL_MECHANISM_PARSE_ERROR || rc == GSASL_BASE64_ERROR)
-			return AUTH_MALFORMED;
-		return AUTH_FAILURE;
-	}
-	if (as->authid[0] == '\0')
-		return AUTH_FAILURE;
 	const char *authzid = gsasl_property_fast(as->gs, GSASL_AUTHZID);
-	/* An authzid naming the same account (as its bare JID, or as the bare
-	 * username some clients send) is no request for another identity. */
 	if (authzid != NULL && authzid[0] != '\0' && strcmp(authzid, as->authid) != 0) {
 		struct jid want;
 		if (jid_parse(&want, authzid, strlen(authzid)) != 0 || want.resource[0] ||
@@ -202,21 +285,90 @@ static enum auth_result step(struct auth_session *as, const char *input, struct 
 	return AUTH_SUCCESS;
 }
 
+static enum auth_result step(struct auth_session *as, const char *input, struct buf *out)
+{
+	char *output = NULL;
+	int rc = gsasl_step64(as->gs, input, &output);
+	if (output != NULL) {
+		buf_puts(rc == GSASL_OK && as->wait ? &as->final : out, output);
+		gsasl_free(output);
+	}
+	if (rc == GSASL_NEEDS_MORE)
+		return AUTH_CONTINUE;
+	if (rc == GSASL_OK && as->wait)
+		return AUTH_PENDING;
+	if (rc != GSASL_OK) {
+		log_debug("SASL %s for '%s': %s", as->mech, as->authid, gsasl_strerror(rc));
+		if (as->store_error)
+			return AUTH_TEMPORARY;
+		if (rc == GSASL_MECHANISM_PARSE_ERROR || rc == GSASL_BASE64_ERROR)
+			return AUTH_MALFORMED;
+		return AUTH_FAILURE;
+	}
+	if (as->authid[0] == '\0')
+		return AUTH_FAILURE;
+	return check_authzid(as);
+}
+
+enum auth_result auth_complete(struct auth_session *as, bool ok, bool temporary,
+			       const char *local, struct buf *out)
+{
+	if (as->password) {
+		OPENSSL_cleanse(as->password, strlen(as->password));
+		free(as->password);
+		as->password = NULL;
+	}
+	as->wait = false;
+	if (temporary)
+		return AUTH_TEMPORARY;
+	if (!ok)
+		return AUTH_FAILURE;
+	if (local != NULL)
+		snprintf(as->authid, sizeof as->authid, "%s", local);
+	enum auth_result r = check_authzid(as);
+	if (r == AUTH_SUCCESS)
+		buf_append(out, as->final.data, as->final.len);
+	return r;
+}
+
+int auth_kerberos_init(const struct config *cfg)
+{
+	for (size_t i = 0; i < cfg->n_hosts; i++) {
+		const char *keytab = cfg->hosts[i].kerberos.keytab;
+		if (keytab == NULL)
+			continue;
+		if (access(keytab, R_OK) != 0) {
+			log_error("cannot read the kerberos keytab %s", keytab);
+			return -1;
+		}
+		/* MIT's GSS-API acceptor reads it; one per process. */
+		char value[4200];
+		snprintf(value, sizeof value, "FILE:%s", keytab);
+		setenv("KRB5_KTNAME", value, 1);
+		log_info("kerberos: SASL GSSAPI with the keytab %s", keytab);
+		return 0;
+	}
+	return 0;
+}
+
 enum auth_result auth_start(struct auth_session *as, Gsasl *ctx, SSL *ssl, bool allow_plain,
 			    const char *mech, const char *initial, struct buf *out)
 {
 	snprintf(as->mech, sizeof as->mech, "%s", mech);
 	as->authid[0] = '\0';
 	as->store_error = false;
-	if (!mech_offered(mech, ssl, allow_plain))
+	as->host = config_find_host(as->loop->srv->cfg, as->domain);
+	as->directory = host_directory(as->host);
+	if (!mech_offered(mech, ssl, allow_plain, as->host))
 		return AUTH_INVALID_MECH;
 	if (downgrade_detected(ssl, mech, initial))
 		return AUTH_FAILURE;
 	if (gsasl_server_start(ctx, mech, &as->gs) != GSASL_OK)
 		return AUTH_INVALID_MECH;
 	gsasl_session_hook_set(as->gs, as);
-	gsasl_property_set(as->gs, GSASL_SERVICE, "xmpp");
-	gsasl_property_set(as->gs, GSASL_HOSTNAME, as->domain);
+	const struct config_kerberos *krb = as->host ? &as->host->kerberos : NULL;
+	gsasl_property_set(as->gs, GSASL_SERVICE, krb && krb->service ? krb->service : "xmpp");
+	gsasl_property_set(as->gs, GSASL_HOSTNAME, krb && krb->hostname ? krb->hostname : as->domain);
 	/* Channel-binding data only for -PLUS: gsasl refuses a 'y' client
 	 * whenever it has some, and downgrade_detected decides that case. */
 	char cb[128];
@@ -242,4 +394,10 @@ void auth_end(struct auth_session *as)
 	if (as->gs != NULL)
 		gsasl_finish(as->gs);
 	as->gs = NULL;
+	if (as->password) {
+		OPENSSL_cleanse(as->password, strlen(as->password));
+		free(as->password);
+		as->password = NULL;
+	}
+	buf_free(&as->final);
 }

@@ -10,6 +10,7 @@
 #include <stddef.h>
 
 #include "core/buf.h"
+#include "core/config.h"
 
 struct loop;
 
@@ -20,16 +21,33 @@ enum auth_result {
 	AUTH_INVALID_MECH, /* <invalid-mechanism/> */
 	AUTH_MALFORMED,    /* <malformed-request/> */
 	AUTH_BAD_AUTHZID,  /* <invalid-authzid/> */
-	AUTH_TEMPORARY     /* <temporary-auth-failure/> (store unavailable) */
+	AUTH_TEMPORARY,    /* <temporary-auth-failure/> (store unavailable) */
+	AUTH_PENDING       /* the mechanism is done; the account source (the
+			    * directory) must answer: auth_pending_user, then
+			    * auth_complete */
+};
+
+/* What the account source must check before an AUTH_PENDING exchange
+ * succeeds. */
+enum auth_pending_kind {
+	AUTH_PENDING_PASSWORD, /* PLAIN: check as->password for as->authid */
+	AUTH_PENDING_EXISTS    /* GSSAPI: the KDC vouched; does the account exist */
 };
 
 /* One SASL exchange on one connection. */
 struct auth_session {
 	struct loop *loop;
 	const char *domain;       /* the virtual host being logged in to */
+	const struct config_host *host;
+	bool directory;           /* the host's accounts are in a directory */
 	Gsasl_session *gs;
 	char mech[32];
 	char authid[1024];        /* normalised localpart, once known */
+	char principal[512];      /* GSSAPI: the client's Kerberos principal */
+	char *password;           /* PLAIN on a directory host, until checked (heap) */
+	bool wait;                /* AUTH_PENDING: the source must answer */
+	enum auth_pending_kind pending;
+	struct buf final;         /* server output held while pending */
 	bool store_error;
 };
 
@@ -37,8 +55,13 @@ struct auth_session {
 int auth_init(Gsasl **ctx);
 void auth_done(Gsasl *ctx);
 
-/* Appends the <mechanism/> elements offered on a TLS connection. */
-void auth_write_mechanisms(struct buf *out, SSL *ssl, bool allow_plain);
+/* Appends the <mechanism/> elements offered on a TLS connection to host:
+ * SCRAM (with -PLUS where channel binding is possible) and PLAIN if
+ * allow_plain for internal accounts; PLAIN alone for a directory host (a
+ * directory does not hand out SCRAM secrets); GSSAPI where the host has a
+ * keytab. */
+void auth_write_mechanisms(struct buf *out, SSL *ssl, bool allow_plain,
+			   const struct config_host *host);
 /* Appends the XEP-0440 channel-binding types of this connection. */
 void auth_write_cb_types(struct buf *out, SSL *ssl);
 
@@ -48,6 +71,18 @@ enum auth_result auth_start(struct auth_session *as, Gsasl *ctx, SSL *ssl, bool 
 			    const char *mech, const char *initial, struct buf *out);
 /* Continues with a <response/>. */
 enum auth_result auth_step(struct auth_session *as, const char *input, struct buf *out);
+/* Finishes an AUTH_PENDING exchange with the account source's answer:
+ * ok says the password matched / the account exists; temporary that the
+ * source could not answer. local is the username as the source knows it
+ * (normalised), or NULL to keep as->authid. Returns AUTH_SUCCESS (out gets
+ * the held output), AUTH_FAILURE, AUTH_TEMPORARY or AUTH_BAD_AUTHZID. */
+enum auth_result auth_complete(struct auth_session *as, bool ok, bool temporary,
+			       const char *local, struct buf *out);
+
+/* Sets GSS-API's keytab (KRB5_KTNAME) from the configuration, before any
+ * thread starts. Returns 0, or -1 if the keytab cannot be read. */
+int auth_kerberos_init(const struct config *cfg);
+
 /* Releases the gsasl session. */
 void auth_end(struct auth_session *as);
 

@@ -9,6 +9,7 @@
 #include "core/log.h"
 #include "core/server.h"
 #include "core/util.h"
+#include "directory/directory.h"
 #include "jid/jid.h"
 #include "modules/module.h"
 #include "modules/presence.h"
@@ -25,6 +26,7 @@ enum c2s_state {
 	C2S_AUTH,     /* TLS up: waiting for <auth/> */
 	C2S_SASL,     /* SASL exchange running */
 	C2S_SASL_FAIL,/* failure answer delayed */
+	C2S_SASL_WAIT,/* the directory checks the account (AUTH_PENDING) */
 	C2S_BIND,     /* authenticated: waiting for resource binding */
 	C2S_ACTIVE,   /* bound session */
 	C2S_CLOSED
@@ -43,6 +45,7 @@ struct c2s {
 	bool ping_pending;
 	int priority;
 	int sasl_failures;
+	unsigned auth_seq;   /* tells a directory answer for an aborted exchange */
 	struct xml_stream *xs;
 	const char *domain;  /* the virtual host (points into the config) */
 	char stream_id[33];
@@ -55,6 +58,7 @@ struct c2s {
 	int n_directed;
 	unsigned long long last_input;
 	unsigned long long ping_sent;
+	char *photo_hash;    /* XEP-0153 hash from the directory (heap), or NULL */
 };
 
 static void c2s_stanza(void *ud, struct xml_node *st, struct arena *a);
@@ -139,10 +143,12 @@ static void send_features(struct c2s *s)
 		buf_puts(&b, "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls>");
 	} else if (!s->authenticated) {
 		buf_puts(&b, "<mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>");
-		auth_write_mechanisms(&b, s->conn->ssl, cfg_of(s)->allow_plain);
+		auth_write_mechanisms(&b, s->conn->ssl, cfg_of(s)->allow_plain,
+				      config_find_host(cfg_of(s), s->domain));
 		buf_puts(&b, "</mechanisms>");
 		auth_write_cb_types(&b, s->conn->ssl);
-		if (cfg_of(s)->allow_registration)
+		const struct config_host *host = config_find_host(cfg_of(s), s->domain);
+		if (cfg_of(s)->allow_registration && host && host->auth == HOST_AUTH_INTERNAL)
 			buf_puts(&b, "<register xmlns='" NS_REGISTER_FEATURE "'/>");
 	} else {
 		buf_puts(&b, "<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>"
@@ -236,6 +242,63 @@ static void handle_starttls(struct c2s *s, struct xml_node *st)
 
 static void on_fail_delay(uv_timer_t *t);
 static void arm_idle(struct c2s *s);
+static void sasl_result(struct c2s *s, enum auth_result r, struct buf *out);
+
+static const struct conn_ops c2s_ops;
+
+/* Which exchange a directory answer belongs to. */
+struct auth_wait {
+	uint64_t conn_id;
+	unsigned seq;
+};
+
+static void on_directory_answer(struct loop *l, void *arg, enum dir_status st,
+				const struct dir_user *u)
+{
+	struct auth_wait *w = arg;
+	struct conn *c = loop_stopping(l) ? NULL : conn_find(l, w->conn_id);
+	struct c2s *s = c && c->ops == &c2s_ops ? c->owner : NULL;
+	unsigned seq = w->seq;
+	free(w);
+	if (s == NULL || s->state != C2S_SASL_WAIT || s->auth_seq != seq || s->auth == NULL)
+		return;
+	static const char *const why[] = { "ok", "wrong password", "no such user",
+					   "account locked", "directory unavailable", "directory error" };
+	if (st != DIR_OK)
+		log_info("c2s %llu (%s): directory says %s for '%s'", (unsigned long long)c->id, c->peer,
+			 why[st], s->auth->authid);
+	struct buf out;
+	buf_init(&out);
+	enum auth_result r = auth_complete(s->auth, st == DIR_OK,
+					   st == DIR_UNAVAILABLE || st == DIR_ERROR,
+					   u ? u->local : NULL, &out);
+	if (r == AUTH_SUCCESS && u && u->photo_hash[0]) {
+		free(s->photo_hash);
+		s->photo_hash = xstrdup(u->photo_hash);
+	}
+	sasl_result(s, r, &out);
+	buf_free(&out);
+}
+
+/* AUTH_PENDING: the mechanism finished; the directory decides. */
+static void ask_directory(struct c2s *s)
+{
+	struct directory *d = directory_of(s->loop->srv, s->domain);
+	struct buf none;
+	buf_init(&none);
+	if (d == NULL) {
+		sasl_result(s, auth_complete(s->auth, false, true, NULL, &none), &none);
+		return;
+	}
+	struct auth_wait *w = xmalloc(sizeof *w);
+	w->conn_id = s->conn->id;
+	w->seq = ++s->auth_seq;
+	s->state = C2S_SASL_WAIT;
+	if (s->auth->pending == AUTH_PENDING_PASSWORD)
+		directory_auth(d, s->loop, s->auth->authid, s->auth->password, on_directory_answer, w);
+	else
+		directory_lookup(d, s->loop, s->auth->authid, on_directory_answer, w);
+}
 
 static void sasl_result(struct c2s *s, enum auth_result r, struct buf *out)
 {
@@ -248,12 +311,21 @@ static void sasl_result(struct c2s *s, enum auth_result r, struct buf *out)
 		send_str(s, "</challenge>");
 		s->state = C2S_SASL;
 		return;
+	case AUTH_PENDING:
+		ask_directory(s);
+		return;
 	case AUTH_SUCCESS:
 		s->bare = xmalloc(strlen(s->auth->authid) + strlen(s->domain) + 2);
 		sprintf(s->bare, "%s@%s", s->auth->authid, s->domain);
 		authfail_success(s->loop->srv->authfail, s->conn->peer);
-		log_info("c2s %llu (%s): authenticated as %s with %s", (unsigned long long)s->conn->id,
-			 s->conn->peer, s->bare, s->auth->mech);
+		if (s->auth->principal[0])
+			log_info("c2s %llu (%s): authenticated as %s with %s (Kerberos principal %s)",
+				 (unsigned long long)s->conn->id, s->conn->peer, s->bare,
+				 s->auth->mech, s->auth->principal);
+		else
+			log_info("c2s %llu (%s): authenticated as %s with %s",
+				 (unsigned long long)s->conn->id, s->conn->peer, s->bare,
+				 s->auth->mech);
 		end_auth(s);
 		send_str(s, "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>");
 		conn_write(s->conn, out->data, out->len);
@@ -324,6 +396,17 @@ static void handle_auth(struct c2s *s, struct xml_node *st, struct arena *a)
 			    &out);
 	} else if (xml_is(st, NS_SASL, "response") && s->state == C2S_SASL) {
 		sasl_result(s, auth_step(s->auth, xml_text(a, st), &out), &out);
+	} else if (s->state == C2S_SASL_WAIT) {
+		/* Nothing may overtake the answer (RFC 6120 §6.4.5); an
+		 * abort is honoured, and the directory's answer dropped. */
+		if (!xml_is(st, NS_SASL, "abort")) {
+			stream_error(s, "policy-violation");
+		} else {
+			s->auth_seq++;
+			end_auth(s);
+			sasl_failure(s, "aborted");
+			s->state = C2S_AUTH;
+		}
 	} else if (xml_is(st, NS_SASL, "abort")) {
 		end_auth(s);
 		sasl_failure(s, "aborted");
@@ -434,6 +517,14 @@ static void broadcast_presence(struct c2s *s, struct xml_node *st, struct arena 
 	if (p != NULL) {
 		long v = strtol(xml_text(a, p), NULL, 10);
 		priority = v < -128 ? -128 : v > 127 ? 127 : (int)v;
+	}
+	if (available && s->photo_hash != NULL &&
+	    xml_child(st, "vcard-temp:x:update", "x") == NULL) {
+		/* XEP-0153 for the directory's photo: clients that never
+		 * publish an avatar still show the one from the directory. */
+		struct xml_node *x = xml_add_child(a, st, "vcard-temp:x:update", "x");
+		struct xml_node *ph = xml_add_child(a, x, "vcard-temp:x:update", "photo");
+		xml_add_text(a, ph, s->photo_hash, strlen(s->photo_hash));
 	}
 	s->available = available;
 	s->priority = priority;
@@ -582,6 +673,7 @@ static void c2s_stanza(void *ud, struct xml_node *st, struct arena *a)
 	case C2S_AUTH:
 	case C2S_SASL:
 	case C2S_SASL_FAIL:
+	case C2S_SASL_WAIT:
 		handle_auth(s, st, a);
 		break;
 	case C2S_BIND:
@@ -646,6 +738,7 @@ static void free_c2s(uv_handle_t *h)
 	free(s->directed);
 	free(s->bare);
 	free(s->full);
+	free(s->photo_hash);
 	free(s);
 }
 

@@ -6,6 +6,7 @@
  *   natterctl [-c CONFIG] user passwd JID [--password-file FILE]
  *   natterctl [-c CONFIG] user del JID
  *   natterctl [-c CONFIG] user list [DOMAIN]
+ *   natterctl [-c CONFIG] directory refresh
  *
  * Exit status 0 on success, 1 on any error (message on stderr). */
 #include <errno.h>
@@ -14,10 +15,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <termios.h>
 #include <unistd.h>
 
+#include "core/buf.h"
 #include "core/config.h"
+#include "core/control.h"
 #include "core/log.h"
 #include "jid/jid.h"
 #include "storage/storage.h"
@@ -45,6 +50,9 @@ static void natterctl_usage(FILE *out)
 	      "                                          create PREFIX1..PREFIXCOUNT@DOMAIN,\n"
 	      "                                          all with one password and one salt\n"
 	      "                                          (for benchmarks and tests only)\n"
+	      "  directory refresh                       re-read the directory's accounts and\n"
+	      "                                          groups now (running natterd); waits\n"
+	      "                                          until the rosters are updated\n"
 	      "\n"
 	      "options:\n"
 	      "  -c, --config CONFIG  configuration file (default: built-in defaults)\n"
@@ -279,6 +287,44 @@ static int natterctl_user_add_bulk(struct natterctl *ctl, const char *prefix, co
 	return 0;
 }
 
+/* Sends one command line to the running natterd's control socket and
+ * prints its answer. Returns 0 when the answer starts with "ok". */
+static int natterctl_control(struct natterctl *ctl, const char *command)
+{
+	char path[256];
+	if (control_path(ctl->cfg.data_dir, path, sizeof path) != 0)
+		return natterctl_error("data_dir is too long for a socket path");
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	memcpy(sa.sun_path, path, strlen(path) + 1); /* control_path checked the length */
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+		int e = errno;
+		if (fd >= 0)
+			close(fd);
+		return natterctl_error("cannot reach natterd at %s: %s (is it running with this "
+				       "configuration?)", path, strerror(e));
+	}
+	char line[600];
+	int n = snprintf(line, sizeof line, "%s\n", command);
+	if (write(fd, line, (size_t)n) != n) {
+		close(fd);
+		return natterctl_error("cannot talk to natterd: %s", strerror(errno));
+	}
+	struct buf answer;
+	buf_init(&answer);
+	char chunk[4096];
+	ssize_t got;
+	while ((got = read(fd, chunk, sizeof chunk)) > 0)
+		buf_append(&answer, chunk, (size_t)got);
+	close(fd);
+	int ok = answer.len >= 2 && memcmp(answer.data, "ok", 2) == 0;
+	fwrite(answer.data, 1, answer.len, ok ? stdout : stderr);
+	if (answer.len == 0)
+		fputs("natterctl: natterd closed the connection without an answer\n", stderr);
+	buf_free(&answer);
+	return ok ? 0 : 1;
+}
+
 /* Runs "user SUB ARGS..." (argv starts at SUB). */
 static int natterctl_user(struct natterctl *ctl, int argc, char **argv)
 {
@@ -385,6 +431,11 @@ int main(int argc, char **argv)
 
 	if (strcmp(argv[i], "user") == 0) {
 		rc = natterctl_user(&ctl, argc - i - 1, argv + i + 1);
+	} else if (strcmp(argv[i], "directory") == 0) {
+		if (argc - i != 2 || strcmp(argv[i + 1], "refresh") != 0)
+			rc = natterctl_error("usage: natterctl directory refresh");
+		else
+			rc = natterctl_control(&ctl, "directory refresh");
 	} else {
 		rc = natterctl_error("unknown command '%s' (try --help)", argv[i]);
 	}

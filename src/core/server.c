@@ -12,8 +12,10 @@
 #include "auth/auth.h"
 #include "auth/authfail.h"
 #include "c2s/c2s.h"
+#include "core/control.h"
 #include "core/log.h"
 #include "core/util.h"
+#include "directory/directory.h"
 #include "modules/blocking.h"
 #include "modules/module.h"
 #include "router/router.h"
@@ -278,6 +280,8 @@ int server_run(struct config *cfg)
 		log_error("unknown storage driver '%s'", cfg->storage);
 		return 1;
 	}
+	if (auth_kerberos_init(cfg) != 0)
+		return 1;
 	if (auth_init(&srv.gsasl) != 0) {
 		log_error("cannot initialise GNU SASL");
 		return 1;
@@ -308,6 +312,8 @@ int server_run(struct config *cfg)
 			goto out;
 		}
 	}
+	if (directory_start(&srv) != 0 || control_start(&srv) != 0)
+		goto out;
 	uv_loop_t main_loop;
 	uv_loop_init(&main_loop);
 	uv_signal_t sigs[3];
@@ -333,8 +339,12 @@ int server_run(struct config *cfg)
 	uv_loop_close(&main_loop);
 	rc = 0;
 out:
+	/* After the loops stopped (whatever a directory thread still posts
+	 * is released by loop_post), before their handles are freed. */
+	directory_stop(&srv);
 	for (int i = 0; i < srv.n_loops; i++)
 		loop_free(&srv.loops[i]);
+	control_free(&srv);
 	free(srv.loops);
 	router_free(srv.router);
 	authfail_free(srv.authfail);

@@ -84,6 +84,7 @@ struct server {
 	struct blocking_cache *blocking_cache; /* mod_blocking's, see blocking.h */
 	struct directory **directories; /* one per host with auth ldap (directory.h) */
 	size_t n_directories;
+	void *control;             /* the control socket's handle (control.c) */
 	/* Rosters change by read-modify-write from any loop (both sides of a
 	 * subscription): changes to one account's roster are serialised by
 	 * one of these, picked by hashing the account (roster_lock). */

@@ -244,8 +244,12 @@ static void register_password(struct iq_ctx *c)
 
 static enum status register_set(struct iq_ctx *c)
 {
+	const struct config_host *host = config_find_host(c->loop->srv->cfg, c->from->domain);
 	if (!register_own(c))
 		module_error(c, "auth", "forbidden");
+	else if (host != NULL && host->auth != HOST_AUTH_INTERNAL)
+		/* The directory owns passwords and accounts. */
+		module_error(c, "cancel", "not-allowed");
 	else if (xml_child(c->payload, NS_REGISTER, "remove") != NULL)
 		register_remove(c);
 	else
@@ -368,8 +372,10 @@ int register_preauth(struct loop *l, const char *peer_addr, const char *domain,
 	if (!get && !set)
 		return 0; /* results and errors are never answered */
 	struct xml_node *q = xml_first_element(iq);
-	if (!cfg->allow_registration || config_find_host(cfg, domain) == NULL || q == NULL ||
-	    xml_element_count(iq) != 1 || !xml_is(q, NS_REGISTER, "query")) {
+	const struct config_host *host = config_find_host(cfg, domain);
+	/* Directory accounts are made in the directory, not here. */
+	if (!cfg->allow_registration || host == NULL || host->auth != HOST_AUTH_INTERNAL ||
+	    q == NULL || xml_element_count(iq) != 1 || !xml_is(q, NS_REGISTER, "query")) {
 		preauth_error(a, iq, "cancel", "service-unavailable", reply);
 		return 0;
 	}

@@ -4,8 +4,13 @@
  * "vcard". */
 #include <string.h>
 
+#include <stdlib.h>
+
 #include "core/log.h"
 #include "core/server.h"
+#include "core/util.h"
+#include "directory/directory.h"
+#include "router/deliver.h"
 #include "modules/module.h"
 #include "xml/xml_parse.h"
 
@@ -17,9 +22,90 @@
  * address card, not a file store. */
 #define VCARD_MAX_BYTES (64 * 1024)
 
+/* A vCard request waiting for the directory. */
+struct vcard_wait {
+	char *id;        /* the request's id, or NULL */
+	char *requester; /* full JID the answer goes to */
+	char *account;   /* bare JID it comes from */
+};
+
+static void vcard_wait_free(struct vcard_wait *w)
+{
+	free(w->id);
+	free(w->requester);
+	free(w->account);
+	free(w);
+}
+
+static void on_directory_vcard(struct loop *l, void *arg, enum dir_status st,
+			       const struct buf *vcard)
+{
+	struct vcard_wait *w = arg;
+	struct jid to;
+	if (loop_stopping(l) || jid_parse(&to, w->requester, strlen(w->requester)) != 0) {
+		vcard_wait_free(w);
+		return;
+	}
+	struct arena a;
+	arena_init(&a);
+	struct xml_node *r = xml_new(&a, NS_CLIENT, "iq");
+	if (w->id)
+		xml_set_attr(&a, r, "id", w->id);
+	xml_set_attr(&a, r, "from", w->account);
+	xml_set_attr(&a, r, "to", w->requester);
+	struct xml_node *v = NULL;
+	if (st == DIR_OK)
+		v = xml_parse_element(&a, vcard->data, vcard->len);
+	if (v != NULL || st == DIR_UNKNOWN) {
+		/* An account the directory no longer has: an empty vCard. */
+		if (v == NULL)
+			v = xml_new(&a, NS_VCARD, "vCard");
+		xml_set_attr(&a, r, "type", "result");
+		v->parent = r;
+		r->children = r->last = v;
+	} else {
+		xml_set_attr(&a, r, "type", "error");
+		struct xml_node *e = xml_add_child(&a, r, NS_CLIENT, "error");
+		xml_set_attr(&a, e, "type", "wait");
+		xml_add_child(&a, e, NS_STANZA_ERRORS, "remote-server-timeout");
+	}
+	deliver_to_jid(l, r, &to);
+	arena_reset(&a);
+	vcard_wait_free(w);
+}
+
+static void vcard_from_directory(struct iq_ctx *c, struct directory *d)
+{
+	struct vcard_wait *w = xcalloc(1, sizeof *w);
+	const char *id = xml_attr(c->iq, "id");
+	char buf[3 * JID_PART_MAX + 3];
+	w->id = id ? xstrdup(id) : NULL;
+	jid_format(c->from, buf, sizeof buf);
+	w->requester = xstrdup(buf);
+	jid_format_bare(c->to, buf, sizeof buf);
+	w->account = xstrdup(buf);
+	directory_vcard(d, c->loop, c->to->local, on_directory_vcard, w);
+}
+
+/* The directory's vCard map for the account's host, or NULL. */
+static const struct config_vcard_map *directory_map(struct iq_ctx *c, struct directory **d)
+{
+	*d = directory_of(c->loop->srv, c->to->domain);
+	const struct config_host *h = config_find_host(c->loop->srv->cfg, c->to->domain);
+	if (*d == NULL || h == NULL || !h->ldap.vcard.enabled)
+		return NULL;
+	return &h->ldap.vcard;
+}
+
 static enum status vcard_get(struct iq_ctx *c)
 {
 	struct server *srv = c->loop->srv;
+	struct directory *d;
+	const struct config_vcard_map *map = directory_map(c, &d);
+	if (map != NULL && map->read_only) {
+		vcard_from_directory(c, d);
+		return OK;
+	}
 	struct buf b;
 	buf_init(&b);
 	int rc = srv->storage->map_get(c->loop->store, c->to->domain, c->to->local, STORE_VCARD,
@@ -38,6 +124,11 @@ static enum status vcard_get(struct iq_ctx *c)
 		module_error(c, "wait", "internal-server-error");
 		return OK;
 	}
+	if (v == NULL && map != NULL) {
+		/* read_only off: the user's own vCard if set, else the directory's. */
+		vcard_from_directory(c, d);
+		return OK;
+	}
 	/* XEP-0054 §3.1: no vCard is an empty one. */
 	if (v == NULL)
 		v = xml_new(c->a, NS_VCARD, "vCard");
@@ -50,6 +141,13 @@ static enum status vcard_set(struct iq_ctx *c)
 	if (strcmp(c->to->local, c->from->local) != 0 ||
 	    strcmp(c->to->domain, c->from->domain) != 0) {
 		module_error(c, "auth", "forbidden");
+		return OK;
+	}
+	struct directory *d;
+	const struct config_vcard_map *map = directory_map(c, &d);
+	if (map != NULL && map->read_only) {
+		/* The directory is the source of truth (docs/directory.md). */
+		module_error(c, "cancel", "not-allowed");
 		return OK;
 	}
 	struct buf b;

@@ -216,6 +216,8 @@ static void outbound_rules(struct loop *l, const char *owner, const char *contac
 	int found = roster_load(l, owner, contact, a, &it);
 	if (found < 0)
 		return;
+	if (found && it.managed && (type == UNSUBSCRIBE || type == UNSUBSCRIBED))
+		return; /* the directory's groups decide (groups.h): ignored */
 	switch (type) {
 	case SUBSCRIBE:
 		if (!found)
@@ -301,6 +303,8 @@ static void inbound_rules(struct loop *l, const char *owner, const char *contact
 	int found = roster_load(l, owner, contact, a, &it);
 	if (found < 0)
 		return;
+	if (found && it.managed && (type == UNSUBSCRIBE || type == UNSUBSCRIBED))
+		return; /* as on the user's side: the directory decides */
 	switch (type) {
 	case SUBSCRIBE:
 		if (found && (it.sub & SUB_FROM)) {
@@ -663,4 +667,20 @@ void presence_roster_removed(struct loop *l, const struct jid *owner, struct ros
 		route_sub(l, o, it->jid, UNSUBSCRIBED, a);
 		send_presences(l, o, it->jid, true, a);
 	}
+}
+
+void presence_pair_changed(struct loop *l, const char *owner, const char *contact, bool added,
+			   struct arena *a)
+{
+	if (added)
+		sub_in_set(l, owner, contact, false); /* the request is answered */
+	/* Presence flows only between two available accounts: checked first,
+	 * as it is cheaper than the block lists and usually false. */
+	struct router_target t;
+	if (router_find_available(l->srv->router, owner, &t, 1) == 0 ||
+	    router_find_available(l->srv->router, contact, &t, 1) == 0 ||
+	    presence_blocked(l, owner, contact))
+		return;
+	send_presences(l, contact, owner, !added, a);
+	send_presences(l, owner, contact, !added, a);
 }

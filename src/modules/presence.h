@@ -42,6 +42,16 @@ void presence_mark_interested(struct loop *l, const struct jid *full, unsigned w
 void presence_roster_removed(struct loop *l, const struct jid *owner, struct roster_item *it,
 			     struct arena *a);
 
+/* Outside the subscription state machine (the directory's auto-buddy
+ * groups, groups.h), owner's roster gained (added) or lost a subscription
+ * both ways with contact, a local account. Each side's sessions get the
+ * other's current presence, or an unavailable presence from each of the
+ * other's available resources, unless one blocks the other. Added also
+ * drops a pending request from contact, now answered. Called without any
+ * roster lock held. */
+void presence_pair_changed(struct loop *l, const char *owner, const char *contact, bool added,
+			   struct arena *a);
+
 /* The account is about to be deleted (XEP-0077 §3.2): every contact's
  * subscription to and from it is cancelled as if each item were removed. */
 void presence_account_removed(struct loop *l, const struct jid *owner);

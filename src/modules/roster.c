@@ -32,11 +32,14 @@ static int split_bare(const char *bare, char *local, char *domain)
 }
 
 /* Stored form, cheap to read on every presence broadcast (no XML):
- * three flag characters (subscription 0-3, ask 0/1, approved 0/1), then
- * the name and each group, each NUL terminated (an empty name is none). */
+ * three flag characters (subscription 0-3; ask and managed as the bits of
+ * 0-3, so that items stored before managed existed, 0/1, read unmanaged;
+ * approved 0/1), then the name and each group, each NUL terminated (an
+ * empty name is none). */
 static void item_encode(const struct roster_item *it, struct buf *out)
 {
-	char flags[3] = { (char)('0' + (it->sub & 3)), it->ask ? '1' : '0',
+	char flags[3] = { (char)('0' + (it->sub & 3)),
+			  (char)('0' + (it->ask ? 1 : 0) + (it->managed ? 2 : 0)),
 			  it->approved ? '1' : '0' };
 	buf_append(out, flags, 3);
 	const char *name = it->name ? it->name : "";
@@ -76,12 +79,14 @@ static int item_decode(struct arena *a, const char *jid, const char *v, size_t l
 {
 	if (len > 0 && v[0] == '<')
 		return item_decode_xml(a, jid, v, len, out);
-	if (len < 4 || v[len - 1] != '\0' || v[0] < '0' || v[0] > '3')
+	if (len < 4 || v[len - 1] != '\0' || v[0] < '0' || v[0] > '3' || v[1] < '0' ||
+	    v[1] > '3')
 		return -1;
 	memset(out, 0, sizeof *out);
 	out->jid = arena_strdup(a, jid);
 	out->sub = (unsigned)(v[0] - '0');
-	out->ask = v[1] == '1';
+	out->ask = (v[1] - '0') & 1;
+	out->managed = (v[1] - '0') & 2;
 	out->approved = v[2] == '1';
 	size_t off = 3;
 	size_t n = strlen(v + off);
@@ -316,6 +321,22 @@ static int count_items(struct loop *l, const char *owner)
 	return n;
 }
 
+/* Whether a and b have the same name and the same set of groups. */
+static bool same_name_groups(const struct roster_item *a, const struct roster_item *b)
+{
+	if ((a->name == NULL) != (b->name == NULL) ||
+	    (a->name != NULL && strcmp(a->name, b->name) != 0) || a->n_groups != b->n_groups)
+		return false;
+	for (int i = 0; i < a->n_groups; i++) {
+		int k = 0;
+		while (k < b->n_groups && strcmp(a->groups[i], b->groups[k]) != 0)
+			k++;
+		if (k == b->n_groups)
+			return false;
+	}
+	return true;
+}
+
 static enum status roster_set(struct iq_ctx *c)
 {
 	char owner[2 * JID_PART_MAX + 2];
@@ -354,9 +375,26 @@ static enum status roster_set(struct iq_ctx *c)
 			module_error(c, "modify", "item-not-found");
 			return OK;
 		}
+		/* Checked and removed under the lock, so that an item the
+		 * directory adopts meanwhile is not lost; the subscriptions are
+		 * cancelled after, as they take the contact's lock. */
+		roster_lock(c->loop, owner);
+		found = roster_load(c->loop, owner, cbare, c->a, &it);
+		if (found == 1 && it.managed) {
+			roster_unlock(c->loop, owner);
+			module_error(c, "cancel", "not-allowed");
+			return OK;
+		}
+		if (found == 1 && roster_remove(c->loop, owner, cbare, c->a) != 0)
+			found = -1;
+		roster_unlock(c->loop, owner);
+		if (found != 1) {
+			module_error(c, found < 0 ? "wait" : "modify",
+				     found < 0 ? "internal-server-error" : "item-not-found");
+			return OK;
+		}
 		module_reply(c, NULL);
 		presence_roster_removed(c->loop, c->from, &it, c->a);
-		roster_remove(c->loop, owner, cbare, c->a);
 		return OK;
 	}
 	if (found == 0) {
@@ -398,6 +436,17 @@ static enum status roster_set(struct iq_ctx *c)
 	struct roster_item updated;
 	if (roster_load(c->loop, owner, cbare, c->a, &updated) != 1)
 		roster_new_item(c->a, cbare, &updated);
+	if (updated.managed) {
+		/* The directory owns the item: setting it as it is succeeds,
+		 * anything else would be undone at the next refresh. */
+		bool same = same_name_groups(&updated, &it);
+		roster_unlock(c->loop, owner);
+		if (same)
+			module_reply(c, NULL);
+		else
+			module_error(c, "cancel", "not-allowed");
+		return OK;
+	}
 	updated.name = it.name;
 	updated.groups = it.groups;
 	updated.n_groups = it.n_groups;

@@ -8,6 +8,7 @@
 #include "core/log.h"
 #include "core/server.h"
 #include "core/util.h"
+#include "directory/directory.h"
 #include "modules/blocking.h"
 #include "modules/carbons.h"
 #include "modules/module.h"
@@ -28,6 +29,9 @@ int deliver_account_exists(struct loop *l, const char *domain, const char *local
 	router_find_bare_message(l->srv->router, bare, t, 1, &n_sessions);
 	if (n_sessions > 0)
 		return 1;
+	struct directory *d = directory_of(l->srv, domain);
+	if (d != NULL)
+		return directory_user_exists(d, local);
 	struct user_credentials cred;
 	int rc = l->srv->storage->user_get(l->store, domain, local, &cred);
 	return rc == 0 ? 1 : rc == 1 ? 0 : -1;

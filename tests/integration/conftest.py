@@ -8,6 +8,14 @@ Fixtures:
                   overrides of @pytest.mark.natter_config(**overrides).
   net             connects clients (slixmpp and raw) to a server and closes
                   them when the test ends; see natterlib.Net.
+  slapd           (session) an OpenLDAP slapd with the test directory;
+                  see dirlib.Slapd.  Tests that change its content restore
+                  it; tests that pause or stop it resume/restart it.
+  kdc             (session) an MIT krb5kdc with realms NATTER.TEST and
+                  OTHER.TEST; see dirlib.Kdc.
+
+natter_factory's start() also takes env={...}: variables added to natterd's
+environment (e.g. KRB5_CONFIG for Kerberos), and to natterctl's.
 
 Tests written as `async def` run in a fresh asyncio event loop of their own
 (see pytest_pyfunc_call below), bounded by TEST_TIMEOUT.
@@ -19,6 +27,7 @@ import os
 
 import pytest
 
+import dirlib
 from natterlib import NatterServer, Net
 
 TEST_TIMEOUT = float(os.environ.get("NATTER_TEST_TIMEOUT", 120))
@@ -35,9 +44,11 @@ def pytest_configure(config):
 def natter_factory():
     servers = []
 
-    def start(start=True, **overrides):
+    def start(start=True, env=None, **overrides):
         server = NatterServer(overrides)
         servers.append(server)
+        if env:
+            _with_env(server, env)
         if start:
             server.start()
         return server
@@ -58,11 +69,55 @@ def natter_factory():
                     pytrace=False)
 
 
+def _with_env(server, env):
+    """Makes server.start() and server.ctl() run with env added to the
+    process environment (natterlib copies os.environ when it starts them);
+    os.environ is restored right after."""
+    def wrap(method):
+        def call(*args, **kwargs):
+            saved = {k: os.environ.get(k) for k in env}
+            os.environ.update(env)
+            try:
+                return method(*args, **kwargs)
+            finally:
+                for key, value in saved.items():
+                    if value is None:
+                        os.environ.pop(key, None)
+                    else:
+                        os.environ[key] = value
+        return call
+    server.start = wrap(server.start)
+    server.ctl = wrap(server.ctl)
+    server.extra_env = dict(env)
+
+
 @pytest.fixture
 def natter(request, natter_factory):
     marker = request.node.get_closest_marker("natter_config")
     overrides = dict(marker.kwargs) if marker else {}
     return natter_factory(**overrides)
+
+
+@pytest.fixture(scope="session")
+def slapd():
+    server = dirlib.Slapd()
+    try:
+        server.start()
+        server.self_test()
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def kdc():
+    server = dirlib.Kdc()
+    try:
+        server.start()
+        server.self_test()
+        yield server
+    finally:
+        server.cleanup()
 
 
 @pytest.fixture
