@@ -46,7 +46,7 @@ void auth_write_mechanisms(struct buf *out, SSL *ssl, bool allow_plain,
 	}
 	if (host && host->kerberos.keytab)
 		buf_puts(out, "<mechanism>GSSAPI</mechanism>");
-	if (allow_plain || host_directory(host))
+	if (allow_plain)
 		buf_puts(out, "<mechanism>PLAIN</mechanism>");
 }
 
@@ -235,7 +235,7 @@ static bool mech_offered(const char *mech, SSL *ssl, bool allow_plain,
 			 const struct config_host *host)
 {
 	if (strcmp(mech, "PLAIN") == 0)
-		return allow_plain || host_directory(host);
+		return allow_plain;
 	if (strcmp(mech, "GSSAPI") == 0)
 		return host != NULL && host->kerberos.keytab != NULL;
 	if (host_directory(host))

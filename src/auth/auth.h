@@ -57,9 +57,9 @@ void auth_done(Gsasl *ctx);
 
 /* Appends the <mechanism/> elements offered on a TLS connection to host:
  * SCRAM (with -PLUS where channel binding is possible) and PLAIN if
- * allow_plain for internal accounts; PLAIN alone for a directory host (a
- * directory does not hand out SCRAM secrets); GSSAPI where the host has a
- * keytab. */
+ * allow_plain for internal accounts; for a directory host PLAIN alone (if
+ * allow_plain: a directory does not hand out SCRAM secrets); GSSAPI where
+ * the host has a keytab. */
 void auth_write_mechanisms(struct buf *out, SSL *ssl, bool allow_plain,
 			   const struct config_host *host);
 /* Appends the XEP-0440 channel-binding types of this connection. */

@@ -63,6 +63,7 @@ struct config_key {
 	const struct config_section *section; /* KEY_MAP, KEY_LIST */
 	size_t count_offset;        /* KEY_LIST */
 	bool required;              /* must be given in its mapping */
+	bool nullable;              /* KEY_STRING: ~ or "" sets it to NULL (off) */
 	const char *doc;
 };
 
@@ -119,9 +120,9 @@ static const struct config_section config_group_section = {
 };
 
 #define VCARD_KEY(field, def_, what)                                           \
-	{ .name = #field, .type = KEY_STRING, .def = def_,                    \
+	{ .name = #field, .type = KEY_STRING, .def = def_, .nullable = true,  \
 	  .offset = offsetof(struct config_vcard_map, field),                 \
-	  .doc = "directory attribute for the vCard's " what }
+	  .doc = "directory attribute for the vCard's " what "; ~ leaves it out" }
 
 static const struct config_key config_vcard_keys[] = {
 	{ .name = "enabled", .type = KEY_BOOL, .def = "true",
@@ -576,6 +577,12 @@ static int config_set(const struct config_key *k, void *obj, const char *v, bool
 		break;
 	}
 
+	if (config_is_null(v, plain) && k->nullable) {
+		char **slot = field;
+		free(*slot);
+		*slot = NULL;
+		return 0;
+	}
 	if (config_is_null(v, plain)) {
 		snprintf(why, whylen, "'%s' must not be empty", k->name);
 		return -1;

@@ -167,11 +167,11 @@ static void set_state(struct directory *d, bool up, const char *reason)
 	if (!changed)
 		return;
 	if (up)
-		log_info("directory for %s (%s) is up again", d->domain, d->cfg->uri);
+		log_info("directory %s is up again", d->domain);
 	else
-		log_error("directory for %s (%s) is down: %s; new logins get "
-			  "temporary-auth-failure until it is back",
-			  d->domain, d->cfg->uri, reason && reason[0] ? reason : "no answer");
+		log_error("directory %s is down: %s (%s); new logins get temporary-auth-failure "
+			  "until it is back",
+			  d->domain, reason && reason[0] ? reason : "no answer", d->cfg->uri);
 }
 
 bool directory_up(struct directory *d)
@@ -697,7 +697,9 @@ static void *worker_main(void *arg)
 			cache_store(d, j->user, j->password, &j->u);
 			index_note(d, j->u.local);
 		}
-		if (j->kind == JOB_AUTH && j->st != DIR_OK && j->st != DIR_UNAVAILABLE)
+		if (j->st == DIR_ERROR)
+			log_error("directory %s: %s", d->domain, j->summary);
+		else if (j->kind == JOB_AUTH && j->st != DIR_OK && j->st != DIR_UNAVAILABLE)
 			log_debug("directory for %s: login of '%s': %s", d->domain, j->user,
 				  j->summary);
 		finish(j);
