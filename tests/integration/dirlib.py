@@ -513,6 +513,8 @@ KRB_PASSWORDS = {
     "alice@NATTER.TEST": "alice-krb-pw",
     "bob@NATTER.TEST": "bob-krb-pw",
     "carol@NATTER.TEST": "carol-krb-pw",
+    "dave@NATTER.TEST": "dave-krb-pw",     # locked in the directory
+    "zoe@NATTER.TEST": "zoe-krb-pw",       # not in the directory at all
     "mallory@OTHER.TEST": "mallory-krb-pw",
 }
 # Service principals xmpp/HOST@NATTER.TEST, all in the keytab.

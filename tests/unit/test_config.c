@@ -358,6 +358,68 @@ static void test_listeners(void **state)
 		     6, "duplicate listener 0:0::1 port 5222");
 }
 
+static void test_directory_host(void **state)
+{
+	(void)state;
+	struct config cfg;
+	load_ok(&cfg, "hosts:\n"
+		      "  - domain: localhost\n"
+		      "  - domain: Example.COM\n"
+		      "    auth: ldap\n"
+		      "    ldap:\n"
+		      "      uri: \"ldap://127.0.0.1:1 ldaps://127.0.0.1:2\"\n"
+		      "      base_dn: \"ou=people,dc=example,dc=com\"\n"
+		      "      locked_filter: \"(employeeType=disabled)\"\n"
+		      "      groups:\n"
+		      "        - {dn: \"cn=staff,dc=example,dc=com\", name: Staff}\n"
+		      "        - {dn: \"cn=ops,dc=example,dc=com\"}\n"
+		      "      vcard: {photo: ~, read_only: false}\n"
+		      "    kerberos:\n"
+		      "      realms: \"EXAMPLE.COM CORP.EXAMPLE.COM\"\n");
+	assert_int_equal(cfg.n_hosts, 2);
+	assert_int_equal(cfg.hosts[0].auth, HOST_AUTH_INTERNAL);
+	const struct config_host *h = &cfg.hosts[1];
+	assert_string_equal(h->domain, "example.com");
+	assert_int_equal(h->auth, HOST_AUTH_LDAP);
+	assert_string_equal(h->ldap.user_filter, "(&(objectClass=person)(uid=%u))");
+	assert_int_equal(h->ldap.starttls, 1);
+	assert_int_equal(h->ldap.verify, 1);
+	assert_int_equal(h->ldap.timeout, 5);
+	assert_int_equal(h->ldap.pool_size, 4);
+	assert_int_equal(h->ldap.n_groups, 2);
+	assert_string_equal(h->ldap.groups[0].name, "Staff");
+	assert_null(h->ldap.groups[1].name);
+	assert_null(h->ldap.vcard.photo);
+	assert_string_equal(h->ldap.vcard.fn, "cn");
+	assert_int_equal(h->ldap.vcard.read_only, 0);
+	assert_null(h->kerberos.keytab);
+	assert_string_equal(h->kerberos.service, "xmpp");
+	assert_string_equal(h->kerberos.realms, "EXAMPLE.COM CORP.EXAMPLE.COM");
+	config_free(&cfg);
+}
+
+static void test_directory_errors(void **state)
+{
+	(void)state;
+	expect_error("hosts:\n  - domain: a.test\n    auth: ldap\n", 3,
+		     "auth: ldap needs ldap with a 'uri' and a 'base_dn'");
+	expect_error("hosts:\n  - domain: a.test\n    ldap: {uri: \"ldap://x\", base_dn: o}\n", 3,
+		     "'ldap' is given but 'auth' is not ldap");
+	expect_error("hosts:\n  - domain: a.test\n    auth: ldap\n"
+		     "    ldap: {uri: \"http://x\", base_dn: o}\n",
+		     4, "'http://x' is not an ldap://, ldaps:// or ldapi:// URI");
+	expect_error("hosts:\n  - domain: a.test\n    auth: ldap\n"
+		     "    ldap:\n      uri: \"ldap://x\"\n      base_dn: o\n"
+		     "      user_filter: \"(uid=alice)\"\n",
+		     7, "user_filter must contain %u");
+	expect_error("hosts:\n  - domain: a.test\n    auth: ldap\n"
+		     "    ldap:\n      uri: \"ldap://x\"\n      base_dn: o\n"
+		     "      bind_password: s\n",
+		     7, "a bind password needs a bind_dn");
+	expect_error("hosts:\n  - domain: a.test\n    auth: sql\n", 3,
+		     "unknown auth 'sql' (allowed: internal, ldap)");
+}
+
 static void test_yaml_features_refused(void **state)
 {
 	(void)state;
@@ -369,6 +431,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_defaults),
+		cmocka_unit_test(test_directory_host),
+		cmocka_unit_test(test_directory_errors),
 		cmocka_unit_test(test_empty_file_is_defaults),
 		cmocka_unit_test(test_full_file),
 		cmocka_unit_test(test_partial_sections_keep_defaults),
