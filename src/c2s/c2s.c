@@ -876,7 +876,10 @@ static void sweep_one(struct conn *c, void *arg)
 	if (c->ops != &c2s_ops)
 		return;
 	struct c2s *s = c->owner;
-	if (s->state == C2S_CLOSED || sw->now - s->last_input < C2S_IDLE_RELEASE_MS)
+	/* Not while the directory decides a login: a stream restart may be
+	 * pending for the parser. */
+	if (s->state == C2S_CLOSED || s->state == C2S_SASL_WAIT ||
+	    sw->now - s->last_input < C2S_IDLE_RELEASE_MS)
 		return;
 	if (xml_stream_release(s->xs) == 0) {
 		log_debug("c2s %llu: idle, parser released", (unsigned long long)c->id);

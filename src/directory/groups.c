@@ -371,7 +371,8 @@ static int reconcile(struct loop *l, const char *domain, const char *owner,
 	}
 	/* The store lists by key already; sorting again costs little and
 	 * does not make the merge depend on a driver's collation. */
-	qsort(have.v, have.n, sizeof *have.v, cmp_item);
+	if (have.n > 1)
+		qsort(have.v, have.n, sizeof *have.v, cmp_item);
 	size_t i = 0, j = 0;
 	while (i < (size_t)n || j < have.n) {
 		const char *wj = i < (size_t)n ? p->m[w[i].contact].jid : NULL;
@@ -462,7 +463,8 @@ static int state_load(struct loop *l, struct groups_state *gs, const char *domai
 		free(x.jids);
 		return -1;
 	}
-	qsort(x.jids, x.n, sizeof *x.jids, cmp_str);
+	if (x.n > 1)
+		qsort(x.jids, x.n, sizeof *x.jids, cmp_str);
 	gs->v = xcalloc(x.n ? x.n : 1, sizeof *gs->v);
 	gs->n = 0;
 	for (size_t i = 0; i < x.n; i++) {

@@ -395,6 +395,13 @@ enum xml_stream_result xml_stream_feed(struct xml_stream *s, const char *data, s
 {
 	if (s->closed && len > 0)
 		return XS_BAD_FORMAT;
+	if (s->restart && s->parser != NULL) {
+		/* Restart asked for between two feeds (an answer that came
+		 * back from a directory thread): the new header starts here. */
+		XML_ParserReset(s->parser, "UTF-8");
+		setup_parser(s);
+		reset_state(s);
+	}
 	if (s->parser == NULL && len > 0) {
 		enum xml_stream_result r = resume(s);
 		if (r != XS_OK)
