@@ -163,6 +163,8 @@ static void set_state(struct directory *d, bool up, const char *reason)
 	pthread_mutex_lock(&d->lock);
 	bool changed = d->up != up;
 	d->up = up;
+	if (changed && !up)
+		pthread_cond_broadcast(&d->cond); /* the prober starts retrying */
 	pthread_mutex_unlock(&d->lock);
 	if (!changed)
 		return;
@@ -639,6 +641,7 @@ static void *worker_main(void *arg)
 				if (rc == ETIMEDOUT && !d->stopping && d->head == NULL && !d->up) {
 					pthread_mutex_unlock(&d->lock);
 					char err[256] = "";
+					ldap_conn_reset(lc);
 					enum dir_status st = ldap_conn_open(lc, err, sizeof err);
 					if (st == DIR_OK) {
 						backoff = 1000;
@@ -678,9 +681,12 @@ static void *worker_main(void *arg)
 		}
 		unsigned long long start = now_ms();
 		j->st = run_job(d, lc, j);
-		/* A connection that died while idle fails at once; one more try
-		 * on a fresh one tells that from a directory that is down. */
-		if (j->st == DIR_UNAVAILABLE && now_ms() - start < 1000) {
+		/* A connection that died while idle fails at once; a try on a
+		 * fresh one tells that from a directory that is down. Twice:
+		 * the search and the bind handle may both be stale. */
+		for (int retry = 0; retry < 2 && j->st == DIR_UNAVAILABLE && now_ms() - start < 1000;
+		     retry++) {
+			start = now_ms();
 			buf_free(&j->vcard);
 			buf_init(&j->vcard);
 			snapshot_free(j->snap);

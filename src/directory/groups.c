@@ -313,7 +313,7 @@ static bool set_wanted(struct roster_item *it, const struct plan *p, const struc
 	it->approved = false;
 	it->managed = true;
 	it->name = name;
-	it->groups = (const char **)w->groups;
+	it->groups = w->groups;
 	it->n_groups = w->n_groups;
 	return true;
 }

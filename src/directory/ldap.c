@@ -980,3 +980,9 @@ int ldap_dn_normalise(const char *dn, char *out, size_t cap)
 	ldap_memfree(s);
 	return 0;
 }
+
+void ldap_conn_reset(struct ldap_conn *c)
+{
+	ldap_drop(&c->search);
+	ldap_drop(&c->bind);
+}

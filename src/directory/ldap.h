@@ -45,6 +45,10 @@ struct ldap_group {
 struct ldap_conn *ldap_conn_new(const struct config_ldap *cfg, const char *bind_password);
 void ldap_conn_free(struct ldap_conn *c);
 
+/* Drops both handles (a prober's fresh start: an open handle says nothing
+ * about whether the directory still answers). */
+void ldap_conn_reset(struct ldap_conn *c);
+
 /* Connects (URIs in order, StartTLS if configured, CA and verification
  * from cfg) and binds the service account, if not connected yet.
  * DIR_OK, DIR_UNAVAILABLE (with the reason in err) or DIR_ERROR. */

@@ -672,7 +672,7 @@ void presence_roster_removed(struct loop *l, const struct jid *owner, struct ros
 void presence_pair_changed(struct loop *l, const char *owner, const char *contact, bool added,
 			   struct arena *a)
 {
-	if (added)
+	if (added && sub_in_get(l, owner, contact))
 		sub_in_set(l, owner, contact, false); /* the request is answered */
 	/* Presence flows only between two available accounts: checked first,
 	 * as it is cheaper than the block lists and usually false. */

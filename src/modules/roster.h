@@ -28,7 +28,10 @@ struct roster_item {
 	bool ask;              /* we asked for their presence (pending-out) */
 	bool approved;         /* pre-approved (RFC 6121 §3.4) */
 	bool managed;          /* put there by the directory's auto-buddy groups
-				* (directory/groups.h): the user cannot remove it */
+				* (directory/groups.h): the user can neither
+				* remove nor rename nor regroup it (not-allowed),
+				* and unsubscribe/unsubscribed about it are
+				* ignored; never shown to clients */
 };
 
 /* Loads owner's item for contact (bare JIDs). Returns 1 found, 0 none,

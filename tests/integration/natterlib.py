@@ -308,6 +308,11 @@ class NatterServer:
         return problems
 
     def cleanup(self):
+        # NATTER_KEEP=1 keeps the run's directory (config, log) to look at.
+        if os.environ.get("NATTER_KEEP"):
+            (self.root / "natterd.log").write_text(self.log)
+            print("kept %s" % self.root)
+            return
         shutil.rmtree(self.root, ignore_errors=True)
 
     # -- natterctl ------------------------------------------------------

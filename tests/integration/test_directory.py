@@ -417,7 +417,7 @@ async def test_vcard_is_read_only(server, net):
 
 # ------------------------------------------------------------- outages ---
 
-STATE_RE = re.compile(r"directory.*\b(down|up)\b", re.IGNORECASE)
+STATE_RE = re.compile(r"directory\b.*?\b(down|up)\b", re.IGNORECASE)
 
 
 def directory_state_changes(log, since):
@@ -461,8 +461,12 @@ async def login_recovers(net, server, name="carol"):
         client = await ldap_connect(net, server, name, "after")
         await client.close()
         return True
-    await poll(attempt, "LDAP login after the directory came back",
-               RECOVERY_TIMEOUT, interval=0.25)
+    try:
+        await poll(attempt, "LDAP login after the directory came back",
+                   RECOVERY_TIMEOUT, interval=0.25)
+    except AssertionError as e:
+        raise AssertionError("%s\nnatterd's log:\n%s"
+                             % (e, server.log[-6000:])) from None
 
 
 async def test_hanging_directory_stalls_nothing_else(server, slapd, net):
