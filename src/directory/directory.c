@@ -348,8 +348,9 @@ int directory_user_exists(struct directory *d, const char *local)
 	pthread_mutex_lock(&d->index_lock);
 	struct index_entry key = { .local = (char *)local };
 	char *k = (char *)local;
-	if (bsearch(&key, d->index, d->n_index, sizeof *d->index, cmp_index) != NULL ||
-	    bsearch(&k, d->extra, d->n_extra, sizeof *d->extra, cmp_str) != NULL)
+	if ((d->n_index > 0 &&
+	     bsearch(&key, d->index, d->n_index, sizeof *d->index, cmp_index) != NULL) ||
+	    (d->n_extra > 0 && bsearch(&k, d->extra, d->n_extra, sizeof *d->extra, cmp_str) != NULL))
 		rc = 1;
 	else
 		rc = d->index_loaded ? 0 : -1;
@@ -441,7 +442,8 @@ static void members_add(struct members *m, const char *local)
 static bool in_users(const struct list_ctx *c, const char *local)
 {
 	struct index_entry key = { .local = (char *)local };
-	return bsearch(&key, c->users, c->n_users, sizeof *c->users, cmp_index) != NULL;
+	return c->n_users > 0 &&
+	       bsearch(&key, c->users, c->n_users, sizeof *c->users, cmp_index) != NULL;
 }
 
 /* Adds the members of the group at dn (and of groups nested in it) that are
@@ -479,7 +481,8 @@ static enum dir_status expand_group(struct ldap_conn *lc, const struct list_ctx 
 		if (ldap_dn_normalise(g.member_dns[i], mnorm, sizeof mnorm) != 0)
 			continue;
 		struct dn_entry key = { .dn = mnorm };
-		struct dn_entry *hit = bsearch(&key, c->dns, c->n_dns, sizeof *c->dns, cmp_dn);
+		struct dn_entry *hit =
+			c->n_dns > 0 ? bsearch(&key, c->dns, c->n_dns, sizeof *c->dns, cmp_dn) : NULL;
 		if (hit != NULL) {
 			members_add(out, hit->local);
 			continue;
@@ -495,7 +498,8 @@ static enum dir_status expand_group(struct ldap_conn *lc, const struct list_ctx 
 
 static void members_finish(struct members *m)
 {
-	qsort(m->v, m->n, sizeof *m->v, cmp_str);
+	if (m->n > 0)
+		qsort(m->v, m->n, sizeof *m->v, cmp_str);
 	size_t w = 0;
 	for (size_t i = 0; i < m->n; i++) {
 		if (w > 0 && strcmp(m->v[w - 1], m->v[i]) == 0) {
@@ -511,7 +515,8 @@ static const char *snapshot_name_of(void *arg, const char *local)
 {
 	struct snapshot *s = arg;
 	struct index_entry key = { .local = (char *)local };
-	struct index_entry *e = bsearch(&key, s->users, s->n_users, sizeof *s->users, cmp_index);
+	struct index_entry *e =
+		s->n_users > 0 ? bsearch(&key, s->users, s->n_users, sizeof *s->users, cmp_index) : NULL;
 	return e ? e->name : NULL;
 }
 
@@ -529,7 +534,8 @@ static enum dir_status run_refresh(struct directory *d, struct ldap_conn *lc, st
 		free(c.dns);
 		return st;
 	}
-	qsort(c.users, c.n_users, sizeof *c.users, cmp_index);
+	if (c.n_users > 0)
+		qsort(c.users, c.n_users, sizeof *c.users, cmp_index);
 	/* Keep the first of duplicate usernames. */
 	size_t w = 0;
 	for (size_t i = 0; i < c.n_users; i++) {
@@ -540,7 +546,8 @@ static enum dir_status run_refresh(struct directory *d, struct ldap_conn *lc, st
 		}
 		c.users[w++] = c.users[i];
 	}
-	qsort(c.dns, c.n_dns, sizeof *c.dns, cmp_dn);
+	if (c.n_dns > 0)
+		qsort(c.dns, c.n_dns, sizeof *c.dns, cmp_dn);
 	size_t n_groups = d->cfg->n_groups;
 	s->groups.groups = xcalloc(n_groups + 1, sizeof *s->groups.groups);
 	for (size_t gi = 0; gi < n_groups && st == DIR_OK; gi++) {

@@ -465,8 +465,12 @@ async def login_recovers(net, server, name="carol"):
         await poll(attempt, "LDAP login after the directory came back",
                    RECOVERY_TIMEOUT, interval=0.25)
     except AssertionError as e:
-        raise AssertionError("%s\nnatterd's log:\n%s"
-                             % (e, server.log[-6000:])) from None
+        states = [line for line in server.log.splitlines()
+                  if STATE_RE.search(line)]
+        raise AssertionError("%s\ndirectory state lines in natterd's log:"
+                             "\n%s\nthe log ends:\n%s"
+                             % (e, "\n".join(states) or "(none)",
+                                server.log[-3000:])) from None
 
 
 async def test_hanging_directory_stalls_nothing_else(server, slapd, net):

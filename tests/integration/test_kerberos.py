@@ -82,6 +82,9 @@ async def gssapi_login(net, server, jid, client_env, *, authzid=None,
                                  % (jid, server.log[-3000:])) from None
     if kind != "ok":
         client.abort()
+        # Shown by pytest when the test fails.
+        print("GSSAPI login of %s: %s %s; natterd's log ends:\n%s"
+              % (jid, kind, detail, server.log[-3000:]))
         raise LoginFailed(detail if kind == "failed" else kind, str(detail))
     client.inbox = Inbox(client)
     return client
