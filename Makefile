@@ -6,7 +6,7 @@ CONFIG ?= etc/natter.yaml
 FUZZ_SECONDS ?= 60
 
 .PHONY: all run test deps-build deps-test build build-asan build-fuzz \
-	unit integration fuzz bench-smoke bench clean
+	unit integration fuzz bench-smoke bench bench-directory clean
 
 all: build
 
@@ -48,6 +48,10 @@ bench-smoke: build
 # Not part of `make test`: natter against Prosody and ejabberd (docs/performance.md).
 bench: build
 	bash bench/run.sh
+
+# LDAP logins against the internal store (docs/performance.md, issue 5).
+bench-directory: build deps-test
+	NATTER_BUILD=$(CURDIR)/build /usr/bin/python3 bench/directory/run.py
 
 # (The benchmark smoke, bench/loadgen/smoke.sh, runs as a ctest in both builds.)
 test: deps-test unit integration fuzz
