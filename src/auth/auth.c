@@ -386,6 +386,9 @@ enum auth_result auth_step(struct auth_session *as, const char *input, struct bu
 {
 	if (as->gs == NULL)
 		return AUTH_MALFORMED;
+	/* RFC 6120 §6.4.3: "=" is an empty response, as in <auth/>. */
+	if (strcmp(input, "=") == 0)
+		input = "";
 	return step(as, input, out);
 }
 

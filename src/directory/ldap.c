@@ -4,12 +4,15 @@
  * (and the TLS handshake) and an API timeout for every result it waits
  * for, and each search carries the same limit to the server. */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include <ldap.h>
 #include <openssl/evp.h>
@@ -18,6 +21,28 @@
 #include "directory/ldap.h"
 #include "jid/jid.h"
 
+/* Bounds the TLS handshake of one handle. libldap 2.5 with GnuTLS 3.7
+ * (Debian 12) spins inside gnutls_handshake on a non-blocking socket whose
+ * server accepted the TCP connection but never answers (a stopped or
+ * wedged slapd): libldap's own network timeout is never checked again and
+ * the thread burns CPU forever. While a handle connects or starts TLS, a
+ * watchdog thread shuts the socket down once it has been set up for longer
+ * than the timeout; the handshake then fails like any broken connection
+ * (and libldap moves on to the next URI). libldap tells us the socket
+ * through its connection callbacks: lc_add after the TCP connect, before
+ * TLS; lc_del before it closes the socket, so a shut-down descriptor is
+ * never one that has been closed and reused. */
+struct ldap_watch {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int fd;                   /* socket being set up; -1 = none */
+	struct timespec deadline; /* CLOCK_MONOTONIC, for fd */
+	int seconds;              /* budget per socket */
+	int done;                 /* the guarded call returned */
+	int fired;                /* a socket was shut down */
+	struct ldap_conncb cb;    /* registered on the handle; lc_arg = this */
+};
+
 struct ldap_conn {
 	const struct config_ldap *cfg;
 	char *bind_password; /* the service account's; NULL = anonymous */
@@ -25,7 +50,132 @@ struct ldap_conn {
 	LDAP *bind;          /* user binds only; NULL = closed */
 	char search_peer[64]; /* "address:port" of search, for messages */
 	char bind_peer[64];
+	struct ldap_watch search_watch; /* outlive their handles: libldap */
+	struct ldap_watch bind_watch;   /* keeps pointers to cb */
 };
+
+static void ldap_watch_arm(struct ldap_watch *w, int fd)
+{
+	w->fd = fd;
+	clock_gettime(CLOCK_MONOTONIC, &w->deadline);
+	/* One second more than libldap's own timeouts, which give the
+	 * better message when they work. */
+	w->deadline.tv_sec += w->seconds + 1;
+	pthread_cond_signal(&w->cv);
+}
+
+static int ldap_watch_add(LDAP *ld, Sockbuf *sb, LDAPURLDesc *srv, struct sockaddr *addr,
+			  struct ldap_conncb *ctx)
+{
+	struct ldap_watch *w = ctx->lc_arg;
+	ber_socket_t fd = -1;
+
+	(void)ld;
+	(void)srv;
+	(void)addr;
+	ber_sockbuf_ctrl(sb, LBER_SB_OPT_GET_FD, &fd);
+	pthread_mutex_lock(&w->mu);
+	ldap_watch_arm(w, fd);
+	pthread_mutex_unlock(&w->mu);
+	return 0;
+}
+
+static void ldap_watch_del(LDAP *ld, Sockbuf *sb, struct ldap_conncb *ctx)
+{
+	struct ldap_watch *w = ctx->lc_arg;
+
+	(void)ld;
+	(void)sb;
+	pthread_mutex_lock(&w->mu);
+	w->fd = -1;
+	pthread_mutex_unlock(&w->mu);
+}
+
+static void *ldap_watch_run(void *arg)
+{
+	struct ldap_watch *w = arg;
+
+	pthread_mutex_lock(&w->mu);
+	while (!w->done) {
+		if (w->fd < 0) {
+			pthread_cond_wait(&w->cv, &w->mu);
+			continue;
+		}
+		if (pthread_cond_timedwait(&w->cv, &w->mu, &w->deadline) == ETIMEDOUT &&
+		    !w->done && w->fd >= 0) {
+			shutdown(w->fd, SHUT_RDWR);
+			w->fd = -1;
+			w->fired = 1;
+		}
+	}
+	pthread_mutex_unlock(&w->mu);
+	return NULL;
+}
+
+static int ldap_watch_init(struct ldap_watch *w, int seconds)
+{
+	pthread_condattr_t attr;
+
+	w->fd = -1;
+	w->seconds = seconds;
+	w->cb.lc_add = ldap_watch_add;
+	w->cb.lc_del = ldap_watch_del;
+	w->cb.lc_arg = w;
+	if (pthread_mutex_init(&w->mu, NULL) != 0)
+		return -1;
+	if (pthread_condattr_init(&attr) != 0) {
+		pthread_mutex_destroy(&w->mu);
+		return -1;
+	}
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	if (pthread_cond_init(&w->cv, &attr) != 0) {
+		pthread_condattr_destroy(&attr);
+		pthread_mutex_destroy(&w->mu);
+		return -1;
+	}
+	pthread_condattr_destroy(&attr);
+	return 0;
+}
+
+static void ldap_watch_destroy(struct ldap_watch *w)
+{
+	pthread_cond_destroy(&w->cv);
+	pthread_mutex_destroy(&w->mu);
+}
+
+/* Starts watching (fd: a socket already set up, e.g. before StartTLS, or
+ * -1 to wait for lc_add). Returns 0, or -1 if no thread could be started:
+ * the call then goes unguarded, as libldap alone would do it. */
+static int ldap_watch_start(struct ldap_watch *w, int fd, pthread_t *t)
+{
+	pthread_mutex_lock(&w->mu);
+	w->done = 0;
+	w->fired = 0;
+	w->fd = -1;
+	if (fd >= 0)
+		ldap_watch_arm(w, fd);
+	pthread_mutex_unlock(&w->mu);
+	if (pthread_create(t, NULL, ldap_watch_run, w) != 0) {
+		log_warn("directory: cannot start a TLS watchdog thread");
+		return -1;
+	}
+	return 0;
+}
+
+/* Stops watching; returns whether the watchdog shut a socket down. */
+static int ldap_watch_stop(struct ldap_watch *w, pthread_t t)
+{
+	int fired;
+
+	pthread_mutex_lock(&w->mu);
+	w->done = 1;
+	w->fd = -1;
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+	pthread_join(t, NULL);
+	fired = w->fired;
+	return fired;
+}
 
 /* Whether rc means the directory (or the way to it) is gone or too slow:
  * the handle is useless then and is dropped. */
@@ -97,8 +247,8 @@ static void ldap_peer(LDAP *ld, char *out, size_t cap)
 
 /* Opens one handle: options, connection (URIs in order) and StartTLS, no
  * bind. Returns the handle or NULL with err set and *st the status. */
-static LDAP *ldap_handle_open(struct ldap_conn *c, char *peer, size_t peercap,
-			      enum dir_status *st, char *err, size_t errlen)
+static LDAP *ldap_handle_open(struct ldap_conn *c, struct ldap_watch *w, char *peer,
+			      size_t peercap, enum dir_status *st, char *err, size_t errlen)
 {
 	const struct config_ldap *cfg = c->cfg;
 	LDAP *ld = NULL;
@@ -107,6 +257,8 @@ static LDAP *ldap_handle_open(struct ldap_conn *c, char *peer, size_t peercap,
 	int req = cfg->verify ? LDAP_OPT_X_TLS_DEMAND : LDAP_OPT_X_TLS_NEVER;
 	int newctx = 0;
 	struct timeval tv = { .tv_sec = cfg->timeout, .tv_usec = 0 };
+	pthread_t wt;
+	int watched, fired;
 
 	*st = DIR_ERROR;
 	peer[0] = '\0';
@@ -128,7 +280,8 @@ static LDAP *ldap_handle_open(struct ldap_conn *c, char *peer, size_t peercap,
 	    (cfg->ca_file &&
 	     ldap_set_option(ld, LDAP_OPT_X_TLS_CACERTFILE, cfg->ca_file) != LDAP_OPT_SUCCESS) ||
 	    ldap_set_option(ld, LDAP_OPT_X_TLS_REQUIRE_CERT, &req) != LDAP_OPT_SUCCESS ||
-	    ldap_set_option(ld, LDAP_OPT_X_TLS_NEWCTX, &newctx) != LDAP_OPT_SUCCESS) {
+	    ldap_set_option(ld, LDAP_OPT_X_TLS_NEWCTX, &newctx) != LDAP_OPT_SUCCESS ||
+	    ldap_set_option(ld, LDAP_OPT_CONNECT_CB, &w->cb) != LDAP_OPT_SUCCESS) {
 		ldap_set_err(ld, cfg->uri, "cannot set the LDAP/TLS options", LDAP_OTHER, err,
 			     errlen);
 		ldap_unbind_ext(ld, NULL, NULL);
@@ -137,21 +290,30 @@ static LDAP *ldap_handle_open(struct ldap_conn *c, char *peer, size_t peercap,
 	/* libldap connects lazily; connecting now tells an unreachable
 	 * directory from a failing operation, and lets us see whether TLS is
 	 * already on (an ldaps:// URI) before deciding on StartTLS. */
+	watched = ldap_watch_start(w, -1, &wt) == 0;
 	rc = ldap_connect(ld);
+	fired = watched && ldap_watch_stop(w, wt);
 	if (rc != LDAP_SUCCESS) {
-		ldap_set_err(ld, cfg->uri, NULL, rc, err, errlen);
+		ldap_set_err(ld, cfg->uri, fired ? "TLS handshake timed out" : NULL, rc, err,
+			     errlen);
 		ldap_unbind_ext(ld, NULL, NULL);
 		*st = DIR_UNAVAILABLE;
 		return NULL;
 	}
 	ldap_peer(ld, peer, peercap);
 	if (cfg->starttls && !ldap_tls_inplace(ld)) {
+		int fd = -1;
+		ldap_get_option(ld, LDAP_OPT_DESC, &fd);
+		watched = ldap_watch_start(w, fd, &wt) == 0;
 		rc = ldap_start_tls_s(ld, NULL, NULL);
+		fired = watched && ldap_watch_stop(w, wt);
 		if (rc != LDAP_SUCCESS) {
 			/* Never carry on in plain text: the passwords would go
 			 * over the wire unprotected. */
 			char what[160];
-			if (rc == LDAP_CONNECT_ERROR)
+			if (fired)
+				snprintf(what, sizeof what, "StartTLS: TLS handshake timed out");
+			else if (rc == LDAP_CONNECT_ERROR)
 				snprintf(what, sizeof what, "StartTLS: TLS handshake failed "
 					 "(certificate not trusted, or not for this host name?)");
 			else
@@ -174,9 +336,20 @@ struct ldap_conn *ldap_conn_new(const struct config_ldap *cfg, const char *bind_
 	if (!c)
 		return NULL;
 	c->cfg = cfg;
+	if (ldap_watch_init(&c->search_watch, cfg->timeout) < 0) {
+		free(c);
+		return NULL;
+	}
+	if (ldap_watch_init(&c->bind_watch, cfg->timeout) < 0) {
+		ldap_watch_destroy(&c->search_watch);
+		free(c);
+		return NULL;
+	}
 	if (bind_password) {
 		c->bind_password = strdup(bind_password);
 		if (!c->bind_password) {
+			ldap_watch_destroy(&c->search_watch);
+			ldap_watch_destroy(&c->bind_watch);
 			free(c);
 			return NULL;
 		}
@@ -190,6 +363,8 @@ void ldap_conn_free(struct ldap_conn *c)
 		return;
 	ldap_drop(&c->search);
 	ldap_drop(&c->bind);
+	ldap_watch_destroy(&c->search_watch);
+	ldap_watch_destroy(&c->bind_watch);
 	if (c->bind_password) {
 		/* The service password should not linger in freed memory. */
 		volatile char *p = c->bind_password;
@@ -212,7 +387,8 @@ enum dir_status ldap_conn_open(struct ldap_conn *c, char *err, size_t errlen)
 
 	if (c->search)
 		return DIR_OK;
-	ld = ldap_handle_open(c, c->search_peer, sizeof c->search_peer, &st, err, errlen);
+	ld = ldap_handle_open(c, &c->search_watch, c->search_peer, sizeof c->search_peer, &st,
+			      err, errlen);
 	if (!ld)
 		return st;
 	if (cfg->bind_dn && *cfg->bind_dn) {
@@ -537,7 +713,8 @@ enum dir_status ldap_check_password(struct ldap_conn *c, const char *dn, const c
 		return DIR_DENIED;
 	}
 	if (!c->bind) {
-		c->bind = ldap_handle_open(c, c->bind_peer, sizeof c->bind_peer, &st, err, errlen);
+		c->bind = ldap_handle_open(c, &c->bind_watch, c->bind_peer, sizeof c->bind_peer,
+					   &st, err, errlen);
 		if (!c->bind)
 			return st;
 	}

@@ -36,6 +36,7 @@ BUILD = Path(os.environ.get("NATTER_BUILD", REPO / "build")).resolve()
 NATTERD = BUILD / "natterd"
 NATTERCTL = BUILD / "natterctl"
 SASL_PLUS_CLIENT = BUILD / "sasl_plus_client"
+LSAN_SUPPRESSIONS = str(Path(__file__).resolve().parent / "lsan.supp")
 
 # Sanitizer builds start and stop slowly; these bound waits, they are not
 # delays: a healthy server answers far sooner.
@@ -258,6 +259,7 @@ class NatterServer:
         require_binary(NATTERD)
         env = dict(os.environ)
         env.setdefault("ASAN_OPTIONS", "detect_leaks=1")
+        env.setdefault("LSAN_OPTIONS", "suppressions=" + LSAN_SUPPRESSIONS)
         env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
         self.proc = subprocess.Popen(
             [str(NATTERD), "-c", str(self.config_path)],
@@ -323,6 +325,7 @@ class NatterServer:
         require_binary(NATTERCTL)
         env = dict(os.environ)
         env.setdefault("ASAN_OPTIONS", "detect_leaks=1")
+        env.setdefault("LSAN_OPTIONS", "suppressions=" + LSAN_SUPPRESSIONS)
         proc = subprocess.run(
             [str(NATTERCTL), "-c", str(self.config_path), *args],
             input=input, capture_output=True, encoding="utf-8",
