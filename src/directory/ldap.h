@@ -29,7 +29,9 @@ struct ldap_user {
 
 /* A group entry: its cn, and its members as DNs (member, uniqueMember)
  * and as usernames (memberUid). Strings are heap-allocated; free with
- * ldap_group_free. */
+ * ldap_group_free. name is NULL if the entry has no cn; memberUid values
+ * are as stored (not normalised); uniqueMember's optional #'...'B uid is
+ * stripped. */
 struct ldap_group {
 	char *name;
 	char **member_dns;

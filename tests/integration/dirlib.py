@@ -234,6 +234,9 @@ index objectClass eq
 index uid eq
 index member eq
 index memberUid eq
+# natter lists every account (paged); slapd's default limit of 500 would
+# cut that list short (docs/directory.md, OpenLDAP step 1).
+limits dn.exact="{service}" size=unlimited time=unlimited
 
 # Passwords: anyone may bind (auth), nobody may read them; natter's
 # service account may read everything else.
