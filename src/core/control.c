@@ -91,7 +91,7 @@ static void run_command(struct control_client *c)
 		}
 		c->pending = (int)srv->n_directories;
 		for (size_t i = 0; i < srv->n_directories; i++)
-			directory_refresh(srv->directories[i], &srv->loops[0], on_refreshed, c);
+			directory_refresh(srv->directories[i], srv->service, on_refreshed, c);
 		return;
 	}
 	if (strcmp(c->line, "ping") == 0) {
@@ -168,7 +168,7 @@ int control_start(struct server *srv)
 	if (lstat(path, &sb) == 0 && S_ISSOCK(sb.st_mode))
 		unlink(path);
 	uv_pipe_t *p = xcalloc(1, sizeof *p);
-	uv_pipe_init(&srv->loops[0].uv, p, 0);
+	uv_pipe_init(&srv->service->uv, p, 0);
 	p->data = srv;
 	mode_t old = umask(0177);
 	int rc = uv_pipe_bind(p, path);
@@ -177,7 +177,7 @@ int control_start(struct server *srv)
 		rc = uv_listen((uv_stream_t *)p, 8, on_connection);
 	if (rc != 0) {
 		log_error("control socket %s: %s", path, uv_strerror(rc));
-		srv->control = p; /* closed with loop 0, freed by control_free */
+		srv->control = p; /* closed with the service loop, freed by control_free */
 		return -1;
 	}
 	srv->control = p;

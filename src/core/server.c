@@ -200,7 +200,9 @@ static int port_taken(const struct config_listener *cl)
 	return taken;
 }
 
-static int loop_init(struct server *srv, struct loop *l, int index, char *err, size_t errlen)
+/* A client loop (listen) or the service loop (no listeners). */
+static int loop_init(struct server *srv, struct loop *l, int index, bool listen, char *err,
+		     size_t errlen)
 {
 	l->srv = srv;
 	l->index = index;
@@ -218,7 +220,7 @@ static int loop_init(struct server *srv, struct loop *l, int index, char *err, s
 	l->store = srv->storage->open(srv->cfg->data_dir, err, errlen);
 	if (l->store == NULL)
 		return -1;
-	l->n_listeners = srv->cfg->n_listeners;
+	l->n_listeners = listen ? srv->cfg->n_listeners : 0;
 	l->listeners = xcalloc(l->n_listeners, sizeof *l->listeners);
 	l->listener_data = xcalloc(l->n_listeners, sizeof(struct listener_data));
 	for (size_t i = 0; i < l->n_listeners; i++)
@@ -257,7 +259,7 @@ static void on_signal(uv_signal_t *sig, int signum)
 		return;
 	}
 	log_info("signal %d: shutting down", signum);
-	for (int i = 0; i < srv->n_loops; i++) {
+	for (int i = 0; i <= srv->n_loops; i++) {
 		struct loop *l = &srv->loops[i];
 		pthread_mutex_lock(&l->inbox_lock);
 		l->stopping = true;
@@ -305,9 +307,11 @@ int server_run(struct config *cfg)
 		}
 	}
 	srv.n_loops = cfg->workers > 0 ? cfg->workers : (int)uv_available_parallelism();
-	srv.loops = xcalloc((size_t)srv.n_loops, sizeof *srv.loops);
-	for (int i = 0; i < srv.n_loops; i++) {
-		if (loop_init(&srv, &srv.loops[i], i, err, sizeof err) != 0) {
+	/* One more: the service loop (server.h), after the client loops. */
+	srv.loops = xcalloc((size_t)srv.n_loops + 1, sizeof *srv.loops);
+	srv.service = &srv.loops[srv.n_loops];
+	for (int i = 0; i <= srv.n_loops; i++) {
+		if (loop_init(&srv, &srv.loops[i], i, i < srv.n_loops, err, sizeof err) != 0) {
 			log_error("%s", err);
 			goto out;
 		}
@@ -323,7 +327,7 @@ int server_run(struct config *cfg)
 		sigs[i].data = &srv;
 		uv_signal_start(&sigs[i], on_signal, signums[i]);
 	}
-	for (int i = 0; i < srv.n_loops; i++)
+	for (int i = 0; i <= srv.n_loops; i++)
 		uv_thread_create(&srv.loops[i].thread, loop_thread, &srv.loops[i]);
 	for (size_t i = 0; i < cfg->n_listeners; i++)
 		log_info("listening on %s:%d (%s)", cfg->listeners[i].address, cfg->listeners[i].port,
@@ -331,7 +335,7 @@ int server_run(struct config *cfg)
 	log_info("natterd ready: %zu host(s), %d event loop(s), data in %s", cfg->n_hosts,
 		 srv.n_loops, cfg->data_dir);
 	uv_run(&main_loop, UV_RUN_DEFAULT);
-	for (int i = 0; i < srv.n_loops; i++)
+	for (int i = 0; i <= srv.n_loops; i++)
 		uv_thread_join(&srv.loops[i].thread);
 	for (int i = 0; i < 3; i++)
 		uv_close((uv_handle_t *)&sigs[i], NULL);
@@ -342,7 +346,7 @@ out:
 	/* After the loops stopped (whatever a directory thread still posts
 	 * is released by loop_post), before their handles are freed. */
 	directory_stop(&srv);
-	for (int i = 0; i < srv.n_loops; i++)
+	for (int i = 0; srv.loops && i <= srv.n_loops; i++)
 		loop_free(&srv.loops[i]);
 	control_free(&srv);
 	free(srv.loops);

@@ -90,8 +90,13 @@ struct server {
 	 * one of these, picked by hashing the account (roster_lock). */
 	pthread_mutex_t roster_locks[64];
 	const struct storage_driver *storage;
-	struct loop *loops;
+	struct loop *loops;        /* n_loops client loops, then the service loop */
 	int n_loops;
+	/* The service loop: an event loop of its own thread with no
+	 * listeners, for background work that touches rosters and sessions
+	 * (applying directory groups, the control socket) so that it never
+	 * delays a client loop. Its index (n_loops) matches no session. */
+	struct loop *service;
 	uint64_t next_conn_id;     /* atomically incremented */
 	char caps_ver[64];
 };

@@ -102,7 +102,7 @@ struct directory {
 
 	pthread_mutex_t apply_lock; /* one groups_apply at a time */
 	struct groups_state *gs;
-	uv_timer_t *timer;         /* on loop 0; heap: it may close after d is gone */
+	uv_timer_t *timer;         /* on the service loop; heap: it may close after d is gone */
 };
 
 /* --- small helpers --- */
@@ -768,7 +768,7 @@ static void on_refresh_timer(uv_timer_t *t)
 	d->refresh_queued = true;
 	pthread_mutex_unlock(&d->lock);
 	if (!busy)
-		directory_refresh(d, &d->srv->loops[0], NULL, NULL);
+		directory_refresh(d, d->srv->service, NULL, NULL);
 }
 
 static char *read_password_file(const char *path)
@@ -851,7 +851,7 @@ int directory_start(struct server *srv)
 		}
 		/* First read right away, then every refresh_interval. */
 		d->timer = xcalloc(1, sizeof *d->timer);
-		uv_timer_init(&srv->loops[0].uv, d->timer);
+		uv_timer_init(&srv->service->uv, d->timer);
 		d->timer->data = d;
 		uint64_t every = (uint64_t)d->cfg->refresh_interval * 1000;
 		uv_timer_start(d->timer, on_refresh_timer, 0, every);
@@ -878,7 +878,7 @@ void directory_stop(struct server *srv)
 			d->head = j->next;
 			job_free(j);
 		}
-		/* Loop 0 no longer runs: its stop closed the timer already, or
+		/* The service loop no longer runs: its stop closed the timer already, or
 		 * loop_free's last run will. */
 		if (d->timer && uv_is_closing((uv_handle_t *)d->timer))
 			free(d->timer);

@@ -62,7 +62,7 @@ typedef void (*dir_refresh_cb)(struct loop *l, void *arg, enum dir_status st,
 			       const char *summary);
 
 /* Starts a directory for every host with auth ldap (threads, refresh timer
- * on loop 0). Called by server_run after the loops exist, before they run.
+ * on the service loop, where groups are applied). Called by server_run after the loops exist, before they run.
  * Returns 0 or -1 (logged). */
 int directory_start(struct server *srv);
 
@@ -97,7 +97,8 @@ void directory_vcard(struct directory *d, struct loop *l, const char *user, dir_
 int directory_user_exists(struct directory *d, const char *local);
 
 /* Re-reads the account index and the groups now and applies the groups to
- * the rosters; cb (may be NULL) runs on loop l when done. */
+ * the rosters, on loop l (the service loop: applying a large group takes
+ * long); cb (may be NULL) runs there when done. */
 void directory_refresh(struct directory *d, struct loop *l, dir_refresh_cb cb, void *arg);
 
 /* Whether the directory is reachable as far as natter knows. Any thread. */
