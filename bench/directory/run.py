@@ -12,9 +12,14 @@ with 50 connectors in flight against each:
   ldap/PLAIN, no cache   every login: search + bind at the directory
   ldap/PLAIN, cache      cache_ttl 60: repeated logins skip the directory
 
+Then the cost of auto-buddy groups: a group of GROUP members (200:
+GROUP*(GROUP-1) roster items), applied once at start, again unchanged, and
+after one member left -- the "applied N ms" of natterd's refresh line (the
+work runs on natterd's service loop, never on a client loop).
+
 Usage:  NATTER_BUILD=build /usr/bin/python3 bench/directory/run.py
 Environment: USERS (1000), LOGINS (5000), CONCURRENCY (50), POOL (4: the
-directory pool_size), OUT (bench/results/directory-login.json).
+directory pool_size), GROUP (200), OUT (bench/results/directory-login.json).
 Prints a table; writes the JSON of every run to OUT.
 """
 
@@ -37,6 +42,7 @@ USERS = int(os.environ.get("USERS", 1000))
 LOGINS = int(os.environ.get("LOGINS", 5000))
 CONCURRENCY = int(os.environ.get("CONCURRENCY", 50))
 POOL = int(os.environ.get("POOL", 4))
+GROUP = int(os.environ.get("GROUP", 200))
 OUT = Path(os.environ.get("OUT", ROOT / "bench" / "results" / "directory-login.json"))
 PASSWORD = "bench-password"
 
@@ -76,11 +82,11 @@ def yaml_of(value, indent=0):
     return json.dumps(str(value))
 
 
-def start_natterd(tmp, slapd, cache_ttl, port):
+def start_natterd(tmp, slapd, cache_ttl, port, groups=None, log_level="warn"):
     ldap = dirlib.ldap_section(slapd, cache_ttl=cache_ttl, pool_size=POOL,
-                               groups=None, timeout=5)
+                               groups=groups, timeout=5)
     cfg = {
-        "log_level": "warn",
+        "log_level": log_level,
         "data_dir": str(tmp / "data"),
         "hosts": [{"domain": "localhost"},
                   {"domain": "ldap.test", "auth": "ldap", "ldap": ldap}],
@@ -116,6 +122,47 @@ def load(port, domain, mech, pid):
     return json.loads(r.stdout)
 
 
+def refresh_line(proc, lines):
+    """Reads natterd's output until its next directory refresh line."""
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline().decode("utf-8", "replace")
+        if not line:
+            raise SystemExit("natterd exited:\n" + "".join(lines))
+        lines.append(line)
+        if "directory refresh" in line and "roster changes" in line:
+            return line.split("directory refresh", 1)[1].strip()
+    raise SystemExit("no directory refresh line within 600 s")
+
+
+def measure_groups(slapd):
+    dn = "cn=bench,%s" % dirlib.GROUPS
+    members = "".join("member: uid=user%d,%s\n" % (i, dirlib.PEOPLE)
+                      for i in range(1, GROUP + 1))
+    slapd.ldapmodify("dn: %s\nchangetype: add\nobjectClass: groupOfNames\ncn: bench\n%s"
+                     % (dn, members))
+    tmp = Path(tempfile.mkdtemp(prefix="nbench-", dir="/tmp"))
+    port = dirlib.free_port()
+    proc, conf = start_natterd(tmp, slapd, 0, port, groups=[{"dn": dn, "name": "Bench"}],
+                               log_level="info")
+    out = []
+    lines = []
+    try:
+        out.append(("first apply", refresh_line(proc, lines)))
+        ctl = [str(BUILD / "natterctl"), "-c", str(conf), "directory", "refresh"]
+        subprocess.run(ctl, check=True, capture_output=True)
+        out.append(("unchanged", refresh_line(proc, lines)))
+        slapd.ldapmodify("dn: %s\nchangetype: modify\ndelete: member\nmember: uid=user1,%s\n"
+                         % (dn, dirlib.PEOPLE))
+        subprocess.run(ctl, check=True, capture_output=True)
+        out.append(("one member left", refresh_line(proc, lines)))
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        subprocess.run(["rm", "-rf", str(tmp)])
+    return out
+
+
 def main():
     for tool in ("natterd", "natterctl", "natter-load"):
         if not (BUILD / tool).exists():
@@ -145,6 +192,7 @@ def main():
             print("%-28s %8.0f logins/s  p50 %6.1f ms  p99 %6.1f ms  failed %d"
                   % (label, r["logins_per_s"], r["p50_ms"], r["p99_ms"], r["login_failed"]),
                   flush=True)
+        groups = measure_groups(slapd)
     finally:
         slapd.stop()
         slapd.cleanup()
@@ -153,8 +201,13 @@ def main():
     for r in results:
         print("  %-28s %.2f" % (r["label"], r["logins_per_s"] / base["logins_per_s"]))
     OUT.parent.mkdir(parents=True, exist_ok=True)
+    print("\nauto-buddy group of %d members (%d roster items):" % (GROUP, GROUP * (GROUP - 1)))
+    for phase, summary in groups:
+        print("  %-22s %s" % (phase, summary))
     OUT.write_text(json.dumps({"users": USERS, "logins": LOGINS, "concurrency": CONCURRENCY,
-                               "pool_size": POOL, "runs": results}, indent=2) + "\n")
+                               "pool_size": POOL, "runs": results,
+                               "group_members": GROUP,
+                               "groups": dict(groups)}, indent=2) + "\n")
     print("written to %s" % OUT)
 
 

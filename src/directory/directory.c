@@ -88,7 +88,6 @@ struct directory {
 	bool refresh_queued;
 	pthread_t *threads;
 	int n_threads;
-	int started;
 
 	pthread_mutex_t cache_lock;
 	struct cache_slot *cache;
@@ -212,18 +211,22 @@ static void job_done(struct loop *l, void *arg)
 	case JOB_REFRESH: {
 		struct directory *d = j->d;
 		if (j->st == DIR_OK) {
+			unsigned long long read_ms = now_ms() - j->queued;
+			unsigned long long t0 = now_ms();
 			pthread_mutex_lock(&d->apply_lock);
 			int changes = groups_apply(l, d->gs, d->domain, &j->snap->groups);
 			pthread_mutex_unlock(&d->apply_lock);
+			unsigned long long apply_ms = now_ms() - t0;
 			if (changes < 0) {
 				j->st = DIR_ERROR;
 				snprintf(j->summary, sizeof j->summary,
 					 "store error while applying the groups");
 			} else {
 				snprintf(j->summary, sizeof j->summary,
-					 "%s: %zu accounts, %zu groups, %d members, %d roster changes",
+					 "%s: %zu accounts, %zu groups, %d members, %d roster changes "
+					 "(read %llu ms, applied %llu ms)",
 					 d->domain, j->snap->n_users, j->snap->groups.n_groups,
-					 j->snap->members, changes);
+					 j->snap->members, changes, read_ms, apply_ms);
 			}
 			log_info("directory refresh %s", j->summary);
 		} else {

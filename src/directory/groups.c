@@ -364,7 +364,14 @@ static int reconcile(struct loop *l, const char *domain, const char *owner,
 	struct pair_change *pairs = NULL;
 	size_t n_pairs = 0, cap_pairs = 0;
 	int rc = 0;
+	const struct storage_driver *drv = l->srv->storage;
 	roster_lock(l, owner);
+	/* One commit per owner, not two per item (docs/performance.md). */
+	if (drv->begin(l->store) != 0) {
+		roster_unlock(l, owner);
+		free(pairs);
+		return -1;
+	}
 	if (roster_each(l, owner, a, collect_item, &have) < 0) {
 		rc = -1;
 		goto unlock;
@@ -417,6 +424,8 @@ static int reconcile(struct loop *l, const char *domain, const char *owner,
 		}
 	}
 unlock:
+	if (drv->end(l->store, rc == 0) != 0)
+		rc = -1;
 	roster_unlock(l, owner);
 	if (rc == 0 && n == 0) {
 		if (index_set(l, domain, owner, false) != 0)

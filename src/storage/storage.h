@@ -88,6 +88,13 @@ struct storage_driver {
 	/* Returns the number of items, or -1. */
 	int (*list_count)(struct storage *st, const char *domain, const char *local,
 			  const char *store);
+
+	/* Groups the writes between begin and end into one transaction
+	 * (committed by end with commit 1, undone with 0), for batches; other
+	 * handles' writers wait meanwhile, so keep it short. No nesting, and
+	 * no user_del inside. Return 0 or -1 (end with commit: undone). */
+	int (*begin)(struct storage *st);
+	int (*end)(struct storage *st, int commit);
 };
 
 /* The drivers, each in src/storage/storage_<name>.c. */

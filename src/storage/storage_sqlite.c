@@ -780,6 +780,22 @@ static int storage_sqlite_list_count(struct storage *st, const char *domain, con
 	return ret;
 }
 
+/* Batches of writes (directory groups: one owner's roster at a time) pay
+ * for one commit instead of one per write. */
+static int storage_sqlite_begin(struct storage *st)
+{
+	return storage_sqlite_run(st, st->begin, "begin");
+}
+
+static int storage_sqlite_end(struct storage *st, int commit)
+{
+	if (commit && storage_sqlite_run(st, st->commit, "commit") == 0)
+		return 0;
+	if (!sqlite3_get_autocommit(st->db))
+		storage_sqlite_run(st, st->rollback, "rollback");
+	return commit ? -1 : 0;
+}
+
 const struct storage_driver storage_sqlite_driver = {
 	.name = "sqlite",
 	.open = storage_sqlite_open,
@@ -796,4 +812,6 @@ const struct storage_driver storage_sqlite_driver = {
 	.list_fetch = storage_sqlite_list_fetch,
 	.list_trim = storage_sqlite_list_trim,
 	.list_count = storage_sqlite_list_count,
+	.begin = storage_sqlite_begin,
+	.end = storage_sqlite_end,
 };
