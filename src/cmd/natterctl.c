@@ -7,10 +7,16 @@
  *   natterctl [-c CONFIG] user del JID
  *   natterctl [-c CONFIG] user list [DOMAIN]
  *   natterctl [-c CONFIG] directory refresh
+ *   natterctl [-c CONFIG] dns DOMAIN [--target HOST] [--resolver ADDR[@PORT]]
+ *   natterctl [-c CONFIG] dns --remote DOMAIN [--resolver ADDR[@PORT]]
  *
  * Exit status 0 on success, 1 on any error (message on stderr). */
+#include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
+#include <netdb.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,12 +24,15 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <termios.h>
+#include <unbound.h>
 #include <unistd.h>
+#include <uv.h>
 
 #include "core/buf.h"
 #include "core/config.h"
 #include "core/control.h"
 #include "core/log.h"
+#include "dns/dns.h"
 #include "jid/jid.h"
 #include "storage/storage.h"
 
@@ -53,6 +62,14 @@ static void natterctl_usage(FILE *out)
 	      "  directory refresh                       re-read the directory's accounts and\n"
 	      "                                          groups now (running natterd); waits\n"
 	      "                                          until the rosters are updated\n"
+	      "  dns DOMAIN [--target HOST] [--resolver ADDR[@PORT]]\n"
+	      "                                          print the SRV records to publish for\n"
+	      "                                          a configured host (pointing to HOST,\n"
+	      "                                          default this machine's FQDN) and\n"
+	      "                                          check them in DNS; exit 0 if all ok\n"
+	      "  dns --remote DOMAIN [--resolver ADDR[@PORT]]\n"
+	      "                                          show where natterd would connect to\n"
+	      "                                          reach a remote server's DOMAIN\n"
 	      "\n"
 	      "options:\n"
 	      "  -c, --config CONFIG  configuration file (default: built-in defaults)\n"
@@ -325,6 +342,383 @@ static int natterctl_control(struct natterctl *ctl, const char *command)
 	return ok ? 0 : 1;
 }
 
+/* --- dns --- */
+
+#define NATTERCTL_DNS_TTL 3600
+#define NATTERCTL_DNS_TYPE_A 1
+#define NATTERCTL_DNS_TYPE_AAAA 28
+#define NATTERCTL_DNS_TYPE_SRV 33
+
+/* The SRV service of each listener type, in enum listener_type order. */
+static const char *const natterctl_dns_services[] = {
+	[LISTENER_C2S] = "_xmpp-client._tcp",
+	[LISTENER_C2S_TLS] = "_xmpps-client._tcp",
+	[LISTENER_S2S] = "_xmpp-server._tcp",
+	[LISTENER_S2S_TLS] = "_xmpps-server._tcp",
+};
+#define NATTERCTL_DNS_N_TYPES (sizeof natterctl_dns_services / sizeof natterctl_dns_services[0])
+
+/* What DNS holds for one name: records, or why there are none. */
+struct natterctl_dns_answer {
+	char error[128];        /* non-empty: the lookup failed */
+	struct dns_srv srv[DNS_MAX_SRV];
+	size_t n;
+	bool dot;               /* the single record "." */
+};
+
+/* The addresses of one host, as text. */
+struct natterctl_dns_host {
+	char name[256];
+	char error[128];
+	char a[256], aaaa[512]; /* "" = none */
+};
+
+/* Lower-cases name and drops a final dot. */
+static void natterctl_dns_canon(char *name)
+{
+	size_t n = strlen(name);
+	if (n > 0 && name[n - 1] == '.')
+		name[--n] = '\0';
+	for (size_t i = 0; i < n; i++)
+		name[i] = (char)tolower((unsigned char)name[i]);
+}
+
+/* This machine's fully qualified name: gethostname(), made canonical by
+ * the resolver (AI_CANONNAME) when it can. Returns 0 or 1. */
+static int natterctl_dns_fqdn(char *out, size_t cap)
+{
+	char host[256];
+	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_flags = AI_CANONNAME }, *res;
+
+	if (gethostname(host, sizeof host) != 0)
+		return natterctl_error("cannot get the host name: %s", strerror(errno));
+	host[sizeof host - 1] = '\0';
+	snprintf(out, cap, "%s", host);
+	if (getaddrinfo(host, NULL, &hints, &res) == 0) {
+		if (res->ai_canonname && strchr(res->ai_canonname, '.'))
+			snprintf(out, cap, "%s", res->ai_canonname);
+		freeaddrinfo(res);
+	}
+	natterctl_dns_canon(out);
+	if (!strchr(out, '.'))
+		return natterctl_error("cannot tell this machine's fully qualified name (only "
+				       "'%s'): give --target HOST", out);
+	return 0;
+}
+
+/* Why a lookup gave no answer, from libunbound's error or the rcode. */
+static const char *natterctl_dns_failure(int rc, const struct ub_result *res)
+{
+	if (rc != 0)
+		return ub_strerror(rc);
+	return res->rcode == 2 ? "server failure" : res->rcode == 5 ? "refused" : "error answer";
+}
+
+/* Looks up name's SRV records into *ans. */
+static void natterctl_dns_srv(struct ub_ctx *ub, const char *name, struct natterctl_dns_answer *ans)
+{
+	struct ub_result *res = NULL;
+	int rc = ub_resolve(ub, name, NATTERCTL_DNS_TYPE_SRV, 1, &res);
+
+	memset(ans, 0, sizeof *ans);
+	if (rc != 0 || (res->rcode != 0 && res->rcode != 3)) {
+		snprintf(ans->error, sizeof ans->error, "%s", natterctl_dns_failure(rc, res));
+	} else if (res->havedata) {
+		size_t count = 0;
+		while (res->data[count])
+			count++;
+		for (size_t i = 0; i < count && ans->n < DNS_MAX_SRV; i++) {
+			struct dns_srv *s = &ans->srv[ans->n];
+			if (dns_srv_parse((unsigned char *)res->data[i], (size_t)res->len[i], s) < 0)
+				continue;
+			if (s->target[0] == '\0') {
+				ans->dot = count == 1;
+				continue;
+			}
+			s->ttl = res->ttl < 0 ? 0 : (uint32_t)res->ttl;
+			ans->n++;
+		}
+	}
+	if (res)
+		ub_resolve_free(res);
+}
+
+/* Appends the addresses of one type to out (", " between them). Returns
+ * -1 with h->error filled when the lookup failed. */
+static int natterctl_dns_addrs(struct ub_ctx *ub, struct natterctl_dns_host *h, int type,
+			       char *out, size_t cap)
+{
+	struct ub_result *res = NULL;
+	int rc = ub_resolve(ub, h->name, type, 1, &res);
+	int family = type == NATTERCTL_DNS_TYPE_A ? AF_INET : AF_INET6;
+	size_t want = type == NATTERCTL_DNS_TYPE_A ? 4 : 16;
+
+	out[0] = '\0';
+	if (rc != 0 || (res->rcode != 0 && res->rcode != 3)) {
+		snprintf(h->error, sizeof h->error, "%s", natterctl_dns_failure(rc, res));
+		if (res)
+			ub_resolve_free(res);
+		return -1;
+	}
+	for (size_t i = 0; res->havedata && res->data[i]; i++) {
+		char text[INET6_ADDRSTRLEN];
+		size_t used = strlen(out);
+		if ((size_t)res->len[i] != want || !inet_ntop(family, res->data[i], text, sizeof text))
+			continue;
+		snprintf(out + used, cap - used, "%s%s", used ? ", " : "", text);
+	}
+	ub_resolve_free(res);
+	return 0;
+}
+
+static void natterctl_dns_host(struct ub_ctx *ub, const char *name, struct natterctl_dns_host *h)
+{
+	memset(h, 0, sizeof *h);
+	snprintf(h->name, sizeof h->name, "%s", name);
+	if (natterctl_dns_addrs(ub, h, NATTERCTL_DNS_TYPE_A, h->a, sizeof h->a) == 0)
+		natterctl_dns_addrs(ub, h, NATTERCTL_DNS_TYPE_AAAA, h->aaaa, sizeof h->aaaa);
+}
+
+/* Writes the published records of ans as "P W PORT TARGET., ..." into out. */
+static void natterctl_dns_published(const struct natterctl_dns_answer *ans, char *out, size_t cap)
+{
+	out[0] = '\0';
+	for (size_t i = 0; i < ans->n; i++) {
+		size_t used = strlen(out);
+		snprintf(out + used, cap - used, "%s%u %u %u %s.", i ? ", " : "",
+			 (unsigned)ans->srv[i].priority, (unsigned)ans->srv[i].weight,
+			 (unsigned)ans->srv[i].port, ans->srv[i].target);
+	}
+}
+
+/* Collects the distinct ports of one listener type, in config order. */
+static size_t natterctl_dns_ports(const struct config *cfg, enum listener_type type, int *ports,
+				  size_t cap)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < cfg->n_listeners; i++) {
+		const struct config_listener *l = &cfg->listeners[i];
+		bool seen = false;
+		for (size_t k = 0; k < n; k++)
+			seen |= ports[k] == l->port;
+		if (l->type == type && !seen && n < cap)
+			ports[n++] = l->port;
+	}
+	return n;
+}
+
+/* Compares what DNS has for one service with the records it should have
+ * and prints the verdict. Returns the number of problems (0 or 1). */
+static int natterctl_dns_check_service(const char *owner, int width,
+				       const struct natterctl_dns_answer *ans, const int *ports,
+				       size_t n_ports, const char *target)
+{
+	char published[2048];
+	int problems = 0;
+
+	natterctl_dns_published(ans, published, sizeof published);
+	for (size_t p = 0; p < n_ports; p++) {
+		bool found = false;
+		for (size_t i = 0; i < ans->n; i++)
+			found |= ans->srv[i].port == ports[p] && strcmp(ans->srv[i].target, target) == 0;
+		printf("%-*s %5d  ", width, owner, ports[p]);
+		if (ans->error[0])
+			printf("error: %s\n", ans->error);
+		else if (found)
+			printf("ok\n");
+		else if (ans->n == 0)
+			printf("missing%s\n", ans->dot ? " (published \".\": service not offered)" : "");
+		else
+			printf("wrong: published %s\n", published);
+		problems += !found;
+	}
+	return problems ? 1 : 0;
+}
+
+/* Prints the records to publish for domain and checks them against DNS. */
+static int natterctl_dns_check(struct natterctl *ctl, const char *domain_arg, const char *target_arg,
+			       const char *resolver)
+{
+	char domain[JID_PART_MAX + 1], target[256], owner[NATTERCTL_DNS_N_TYPES][JID_PART_MAX + 32], err[512];
+	int ports[NATTERCTL_DNS_N_TYPES][16];
+	size_t n_ports[NATTERCTL_DNS_N_TYPES], total = 0;
+	int width = 0, problems = 0;
+
+	if (jid_prep_domain(domain_arg, strlen(domain_arg), domain, sizeof domain) <= 0)
+		return natterctl_error("'%s': invalid domain", domain_arg);
+	if (!config_find_host(&ctl->cfg, domain))
+		return natterctl_error("%s is not a configured host", domain);
+	if (target_arg)
+		snprintf(target, sizeof target, "%s", target_arg);
+	else if (natterctl_dns_fqdn(target, sizeof target))
+		return 1;
+	natterctl_dns_canon(target);
+	if (target[0] == '\0')
+		return natterctl_error("--target: empty host name");
+	for (size_t t = 0; t < NATTERCTL_DNS_N_TYPES; t++) {
+		n_ports[t] = natterctl_dns_ports(&ctl->cfg, (enum listener_type)t, ports[t], 16);
+		total += n_ports[t];
+		snprintf(owner[t], sizeof owner[t], "%s.%s.", natterctl_dns_services[t], domain);
+		if (n_ports[t] && (int)strlen(owner[t]) > width)
+			width = (int)strlen(owner[t]);
+	}
+	if (total == 0)
+		return natterctl_error("the configuration has no listeners: nothing to publish");
+
+	printf("; SRV records to publish for %s (server %s.):\n", domain, target);
+	for (size_t t = 0; t < NATTERCTL_DNS_N_TYPES; t++)
+		for (size_t p = 0; p < n_ports[t]; p++)
+			printf("%-*s %d IN SRV 0 5 %d %s.\n", width + 1, owner[t], NATTERCTL_DNS_TTL,
+			       ports[t][p], target);
+
+	struct ub_ctx *ub = dns_ub_ctx_new(resolver, err, sizeof err);
+	if (!ub)
+		return natterctl_error("%s", err);
+	printf("\n; in DNS now (resolver %s):\n", resolver ? resolver : "from /etc/resolv.conf");
+	struct natterctl_dns_answer *ans = calloc(NATTERCTL_DNS_N_TYPES, sizeof *ans);
+	if (!ans) {
+		ub_ctx_delete(ub);
+		return natterctl_error("out of memory");
+	}
+	for (size_t t = 0; t < NATTERCTL_DNS_N_TYPES; t++) {
+		if (n_ports[t] == 0)
+			continue;
+		natterctl_dns_srv(ub, owner[t], &ans[t]);
+		problems += natterctl_dns_check_service(owner[t], width, &ans[t], ports[t],
+							n_ports[t], target);
+	}
+
+	/* The server's own name, then every other host the published records
+	 * name: a record pointing at a name without addresses is a dead end. */
+	struct natterctl_dns_host h;
+	natterctl_dns_host(ub, target, &h);
+	char name[260];
+	snprintf(name, sizeof name, "%s.", target);
+	if (h.error[0]) {
+		printf("%-*s        error: %s\n", width, name, h.error);
+		problems++;
+	} else if (!h.a[0] && !h.aaaa[0]) {
+		printf("%-*s        missing: no A or AAAA record\n", width, name);
+		problems++;
+	} else {
+		printf("%-*s        ok: A %s, AAAA %s\n", width, name, h.a[0] ? h.a : "none",
+		       h.aaaa[0] ? h.aaaa : "none");
+	}
+	for (size_t t = 0; t < NATTERCTL_DNS_N_TYPES; t++) {
+		for (size_t i = 0; i < ans[t].n; i++) {
+			const char *other = ans[t].srv[i].target;
+			if (strcmp(other, target) == 0)
+				continue;
+			natterctl_dns_host(ub, other, &h);
+			if (h.error[0] || h.a[0] || h.aaaa[0])
+				continue;
+			bool tls = t == LISTENER_C2S_TLS || t == LISTENER_S2S_TLS;
+			printf("warning: %s points to %s., which has no A or AAAA record%s\n", owner[t],
+			       other, tls ? ": direct TLS connections there fail" : "");
+		}
+	}
+	free(ans);
+	ub_ctx_delete(ub);
+	if (problems)
+		printf("\n%d problem%s\n", problems, problems == 1 ? "" : "s");
+	else
+		printf("\nall records ok\n");
+	if (fflush(stdout) != 0)
+		return natterctl_error("stdout: %s", strerror(errno));
+	return problems ? 1 : 0;
+}
+
+/* dns --remote: where natterd would connect for a remote domain, found
+ * the way natterd finds it (dns_resolve_s2s on an event loop). */
+struct natterctl_dns_remote {
+	int rc;
+	bool done;
+	const char *domain;
+};
+
+static void natterctl_dns_remote_done(void *arg, enum dns_status st, const struct dns_candidate *c,
+				      size_t n)
+{
+	struct natterctl_dns_remote *r = arg;
+	static const char *const what[] = {
+		[DNS_OK] = "ok",
+		[DNS_NO_SERVICE] = "no service: the domain does not federate (SRV target \".\")",
+		[DNS_NOT_FOUND] = "not found: no address for the domain",
+		[DNS_ERROR] = "error: the lookup failed or timed out",
+	};
+
+	printf("; server-to-server candidates for %s: %s\n", r->domain, what[st]);
+	for (size_t i = 0; i < n; i++) {
+		char text[INET6_ADDRSTRLEN];
+		const void *a = c[i].addr.ss_family == AF_INET6
+			? (const void *)&((const struct sockaddr_in6 *)&c[i].addr)->sin6_addr
+			: (const void *)&((const struct sockaddr_in *)&c[i].addr)->sin_addr;
+		inet_ntop(c[i].addr.ss_family, a, text, sizeof text);
+		printf("%s %u %s %s ttl %u\n", c[i].host, (unsigned)c[i].port,
+		       c[i].direct_tls ? "direct-tls" : "starttls", text, (unsigned)c[i].ttl);
+	}
+	r->rc = st == DNS_OK ? 0 : 1;
+	r->done = true;
+}
+
+static int natterctl_dns_remote(const char *domain, const char *resolver)
+{
+	char err[512];
+	uv_loop_t uv;
+	struct natterctl_dns_remote r = { .rc = 1, .domain = domain };
+
+	if (uv_loop_init(&uv) != 0)
+		return natterctl_error("cannot create an event loop");
+	struct dns *d = dns_new(&uv, resolver, err, sizeof err);
+	if (!d) {
+		uv_loop_close(&uv);
+		return natterctl_error("%s", err);
+	}
+	dns_resolve_s2s(d, domain, natterctl_dns_remote_done, &r);
+	/* The resolver's pipe keeps the loop alive; dns's own deadline
+	 * bounds the wait. */
+	while (!r.done)
+		uv_run(&uv, UV_RUN_ONCE);
+	dns_free(d);
+	uv_run(&uv, UV_RUN_DEFAULT);
+	uv_loop_close(&uv);
+	if (fflush(stdout) != 0)
+		return natterctl_error("stdout: %s", strerror(errno));
+	return r.rc;
+}
+
+/* Runs "dns ARGS..." (argv starts after "dns"). */
+static int natterctl_dns(struct natterctl *ctl, int argc, char **argv)
+{
+	const char *domain = NULL, *target = NULL, *remote = NULL;
+	const char *resolver = ctl->cfg.dns.resolver;
+
+	for (int i = 0; i < argc; i++) {
+		const char *a = argv[i];
+		const char **opt = strcmp(a, "--target") == 0     ? &target
+				   : strcmp(a, "--resolver") == 0 ? &resolver
+				   : strcmp(a, "--remote") == 0   ? &remote
+								  : NULL;
+		if (opt) {
+			if (++i == argc)
+				return natterctl_error("dns: %s needs a value", a);
+			*opt = argv[i];
+		} else if (a[0] == '-' && a[1] != '\0') {
+			return natterctl_error("dns: unknown option '%s'", a);
+		} else if (domain) {
+			return natterctl_error("dns: too many arguments");
+		} else {
+			domain = a;
+		}
+	}
+	if (remote && !domain)
+		return natterctl_dns_remote(remote, resolver);
+	if (!domain || remote)
+		return natterctl_error("usage: natterctl dns DOMAIN [--target HOST] [--resolver "
+				       "ADDR[@PORT]] | dns --remote DOMAIN [--resolver ADDR[@PORT]]");
+	return natterctl_dns_check(ctl, domain, target, resolver);
+}
+
 /* Runs "user SUB ARGS..." (argv starts at SUB). */
 static int natterctl_user(struct natterctl *ctl, int argc, char **argv)
 {
@@ -436,6 +830,8 @@ int main(int argc, char **argv)
 			rc = natterctl_error("usage: natterctl directory refresh");
 		else
 			rc = natterctl_control(&ctl, "directory refresh");
+	} else if (strcmp(argv[i], "dns") == 0) {
+		rc = natterctl_dns(&ctl, argc - i - 1, argv + i + 1);
 	} else {
 		rc = natterctl_error("unknown command '%s' (try --help)", argv[i]);
 	}

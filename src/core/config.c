@@ -34,6 +34,7 @@
 _Static_assert(sizeof(enum log_level) == sizeof(int), "enum log_level is not int-sized");
 _Static_assert(sizeof(enum listener_type) == sizeof(int), "enum listener_type is not int-sized");
 _Static_assert(sizeof(enum host_auth) == sizeof(int), "enum host_auth is not int-sized");
+_Static_assert(sizeof(enum s2s_auth_policy) == sizeof(int), "enum s2s_auth_policy is not int-sized");
 
 enum key_type {
 	KEY_STRING,  /* any non-empty scalar; char * */
@@ -90,6 +91,8 @@ struct config_parser {
 /* Keys per mapping are few; lines[] is sized by this. */
 #define CONFIG_MAX_KEYS 32
 
+static int config_fail(struct config_parser *p, size_t line, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 static int config_check_host(struct config_parser *p, void *items, size_t idx,
 			     const size_t *lines, size_t line);
 static int config_check_listener(struct config_parser *p, void *items, size_t idx,
@@ -97,7 +100,9 @@ static int config_check_listener(struct config_parser *p, void *items, size_t id
 
 /* Same order as enum log_level and enum listener_type. */
 static const char *const config_log_levels[] = { "error", "warn", "info", "debug", NULL };
-static const char *const config_listener_types[] = { "c2s", "c2s_tls", NULL };
+static const char *const config_listener_types[] = { "c2s", "c2s_tls", "s2s", "s2s_tls", NULL };
+static const char *const config_s2s_auths[] = { "default", "certificate", "dialback", "refuse",
+						NULL };
 /* The storage drivers storage_driver_find() knows. */
 static const char *const config_storage_drivers[] = { "sqlite", NULL };
 
@@ -274,13 +279,13 @@ static const struct config_key config_listener_keys[] = {
 	{ .name = "type", .type = KEY_ENUM, .required = true,
 	  .values = config_listener_types,
 	  .offset = offsetof(struct config_listener, type),
-	  .doc = "c2s (STARTTLS, RFC 6120) or c2s_tls (direct TLS, XEP-0368)" },
+	  .doc = "c2s (STARTTLS), c2s_tls (direct TLS, XEP-0368), s2s or s2s_tls (federation)" },
 	{ .name = "address", .type = KEY_ADDRESS, .def = "127.0.0.1",
 	  .offset = offsetof(struct config_listener, address),
 	  .doc = "numeric IPv4 or IPv6 address to listen on" },
 	{ .name = "port", .type = KEY_INT, .min = 1, .max = 65535,
 	  .offset = offsetof(struct config_listener, port),
-	  .doc = "TCP port; default 5222 for c2s, 5223 for c2s_tls" },
+	  .doc = "TCP port; default 5222 c2s, 5223 c2s_tls, 5269 s2s, 5270 s2s_tls" },
 };
 
 static const struct config_section config_listener_section = {
@@ -325,6 +330,95 @@ static const struct config_section config_limits_section = {
 	.keys = config_limits_keys,
 	.n_keys = sizeof config_limits_keys / sizeof config_limits_keys[0],
 	.size = sizeof(struct config_limits),
+};
+
+static const struct config_key config_remote_keys[] = {
+	{ .name = "domain", .type = KEY_DOMAIN, .required = true,
+	  .offset = offsetof(struct config_remote, domain),
+	  .doc = "the remote domain" },
+	{ .name = "auth", .type = KEY_ENUM, .def = "default", .values = config_s2s_auths,
+	  .offset = offsetof(struct config_remote, auth),
+	  .doc = "certificate (valid certificate required), dialback (certificate or dialback), "
+		 "refuse, or default (s2s.dialback decides)" },
+	{ .name = "require_tls", .type = KEY_BOOL,
+	  .offset = offsetof(struct config_remote, require_tls),
+	  .doc = "override s2s.require_tls for this domain" },
+};
+
+static int config_check_remote(struct config_parser *p, void *items, size_t idx,
+			       const size_t *lines, size_t line)
+{
+	struct config_remote *r = (struct config_remote *)items + idx;
+	(void)p, (void)line;
+	if (!lines[2])
+		r->require_tls = -1;
+	return 0;
+}
+
+static const struct config_section config_remote_section = {
+	.what = "a remotes entry",
+	.keys = config_remote_keys,
+	.n_keys = sizeof config_remote_keys / sizeof config_remote_keys[0],
+	.size = sizeof(struct config_remote),
+	.check = config_check_remote,
+};
+
+static const struct config_key config_s2s_keys[] = {
+	{ .name = "enabled", .type = KEY_BOOL, .def = "false",
+	  .offset = offsetof(struct config_s2s, enabled),
+	  .doc = "federate: route stanzas to remote domains (and accept theirs on s2s listeners)" },
+	{ .name = "require_tls", .type = KEY_BOOL, .def = "true",
+	  .offset = offsetof(struct config_s2s, require_tls),
+	  .doc = "TLS on every server-to-server link" },
+	{ .name = "ca_file", .type = KEY_FILE,
+	  .offset = offsetof(struct config_s2s, ca_file),
+	  .doc = "CA certificates remote servers' certificates must chain to; default: the system's" },
+	{ .name = "dialback", .type = KEY_BOOL, .def = "true",
+	  .offset = offsetof(struct config_s2s, dialback),
+	  .doc = "accept and use server dialback (XEP-0220) when a certificate does not verify" },
+	{ .name = "secret", .type = KEY_STRING,
+	  .offset = offsetof(struct config_s2s, secret),
+	  .doc = "secret for dialback keys; default: random at each start (same on every node)" },
+	{ .name = "connect_timeout", .type = KEY_INT, .def = "10", .min = 1, .max = 300,
+	  .offset = offsetof(struct config_s2s, connect_timeout),
+	  .doc = "seconds for an outgoing link to come up before its stanzas bounce" },
+	{ .name = "idle_timeout", .type = KEY_INT, .def = "600", .min = 5, .max = 86400,
+	  .offset = offsetof(struct config_s2s, idle_timeout),
+	  .doc = "seconds an unused link stays open" },
+	{ .name = "max_queue", .type = KEY_INT, .def = "1000", .min = 1, .max = 1000000,
+	  .offset = offsetof(struct config_s2s, max_queue),
+	  .doc = "stanzas waiting for one link to come up; more bounce (resource-constraint)" },
+	{ .name = "allow", .type = KEY_STRING,
+	  .offset = offsetof(struct config_s2s, allow),
+	  .doc = "space-separated remote domains: federate only with these; default: any" },
+	{ .name = "deny", .type = KEY_STRING,
+	  .offset = offsetof(struct config_s2s, deny),
+	  .doc = "space-separated remote domains never federated with" },
+	{ .name = "remotes", .type = KEY_LIST, .section = &config_remote_section,
+	  .offset = offsetof(struct config_s2s, remotes),
+	  .count_offset = offsetof(struct config_s2s, n_remotes),
+	  .doc = "per remote domain policy" },
+};
+
+static const struct config_section config_s2s_section = {
+	.what = "s2s",
+	.keys = config_s2s_keys,
+	.n_keys = sizeof config_s2s_keys / sizeof config_s2s_keys[0],
+	.size = sizeof(struct config_s2s),
+};
+
+static const struct config_key config_dns_keys[] = {
+	{ .name = "resolver", .type = KEY_STRING,
+	  .offset = offsetof(struct config_dns, resolver),
+	  .doc = "recursive resolver ADDR[@PORT] for SRV and address lookups; default: "
+		 "/etc/resolv.conf" },
+};
+
+static const struct config_section config_dns_section = {
+	.what = "dns",
+	.keys = config_dns_keys,
+	.n_keys = sizeof config_dns_keys / sizeof config_dns_keys[0],
+	.size = sizeof(struct config_dns),
 };
 
 static const struct config_key config_top_keys[] = {
@@ -372,17 +466,47 @@ static const struct config_key config_top_keys[] = {
 	{ .name = "limits", .type = KEY_MAP, .section = &config_limits_section,
 	  .offset = offsetof(struct config, limits),
 	  .doc = "limits on what one peer may do" },
+	{ .name = "s2s", .type = KEY_MAP, .section = &config_s2s_section,
+	  .offset = offsetof(struct config, s2s),
+	  .doc = "federation with other XMPP servers (docs/federation.md)" },
+	{ .name = "dns", .type = KEY_MAP, .section = &config_dns_section,
+	  .offset = offsetof(struct config, dns),
+	  .doc = "DNS lookups (docs/dns.md)" },
 };
 
 /* config_parse_mapping() keeps one line number per key of a mapping. */
 _Static_assert(sizeof config_top_keys / sizeof config_top_keys[0] <= CONFIG_MAX_KEYS,
 	       "more top-level keys than CONFIG_MAX_KEYS");
 
+static size_t config_key_index(const struct config_key *keys, size_t n, const char *name)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(keys[i].name, name) == 0)
+			return i;
+	return 0;
+}
+
+/* s2s listeners need federation on. */
+static int config_check_top(struct config_parser *p, void *items, size_t idx,
+			    const size_t *lines, size_t line)
+{
+	struct config *cfg = items;
+	(void)idx;
+	size_t n = sizeof config_top_keys / sizeof config_top_keys[0];
+	size_t at = lines[config_key_index(config_top_keys, n, "listeners")];
+	for (size_t i = 0; i < cfg->n_listeners && !cfg->s2s.enabled; i++)
+		if (cfg->listeners[i].type == LISTENER_S2S || cfg->listeners[i].type == LISTENER_S2S_TLS)
+			return config_fail(p, at ? at : line,
+					   "an s2s listener needs federation on (s2s: {enabled: true})");
+	return 0;
+}
+
 static const struct config_section config_top_section = {
 	.what = "the top level",
 	.keys = config_top_keys,
 	.n_keys = sizeof config_top_keys / sizeof config_top_keys[0],
 	.size = sizeof(struct config),
+	.check = config_check_top,
 };
 
 static void *config_field(void *obj, size_t offset)
@@ -954,8 +1078,9 @@ static int config_check_listener(struct config_parser *p, void *items, size_t id
 				 const size_t *lines, size_t line)
 {
 	struct config_listener *ls = items, *l = &ls[idx];
+	static const int default_ports[] = { 5222, 5223, 5269, 5270 };
 	if (l->port == 0)
-		l->port = l->type == LISTENER_C2S_TLS ? 5223 : 5222;
+		l->port = default_ports[l->type];
 	/* lines[] follows config_listener_keys: type, address, port */
 	size_t at = lines[2] ? lines[2] : line;
 	for (size_t i = 0; i < idx; i++)

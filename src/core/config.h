@@ -9,7 +9,43 @@
 
 enum listener_type {
 	LISTENER_C2S,     /* STARTTLS (RFC 6120), port 5222 */
-	LISTENER_C2S_TLS  /* direct TLS (XEP-0368), port 5223, ALPN xmpp-client */
+	LISTENER_C2S_TLS, /* direct TLS (XEP-0368), port 5223, ALPN xmpp-client */
+	LISTENER_S2S,     /* server-to-server, STARTTLS, port 5269 */
+	LISTENER_S2S_TLS  /* server-to-server, direct TLS, port 5270, ALPN xmpp-server */
+};
+
+/* What natter does with one remote domain (s2s.remotes). */
+enum s2s_auth_policy {
+	S2S_AUTH_DEFAULT,     /* s2s.dialback decides */
+	S2S_AUTH_CERTIFICATE, /* a valid certificate (SASL EXTERNAL) or nothing */
+	S2S_AUTH_DIALBACK,    /* a valid certificate, else dialback */
+	S2S_AUTH_REFUSE       /* no federation with it at all */
+};
+
+struct config_remote {
+	char *domain;
+	enum s2s_auth_policy auth;
+	int require_tls;  /* -1: s2s.require_tls */
+};
+
+/* Federation (docs/federation.md). */
+struct config_s2s {
+	int enabled;          /* route to remote domains at all */
+	int require_tls;      /* STARTTLS on every link */
+	char *ca_file;        /* CAs for remote servers' certificates; NULL = system */
+	int dialback;         /* allow server dialback (XEP-0220) without a valid certificate */
+	char *secret;         /* dialback key secret; NULL = random per start */
+	int connect_timeout;  /* seconds to establish an outgoing link */
+	int idle_timeout;     /* seconds before an unused link closes */
+	int max_queue;        /* stanzas waiting for a link to come up */
+	char *allow;          /* space-separated: only these remote domains; NULL = any */
+	char *deny;           /* space-separated: never these */
+	struct config_remote *remotes;
+	size_t n_remotes;
+};
+
+struct config_dns {
+	char *resolver;       /* "ADDR[@PORT]"; NULL = /etc/resolv.conf */
 };
 
 /* An auto-buddy group (docs/directory.md): every member sees every other
@@ -108,6 +144,8 @@ struct config {
 	struct config_listener *listeners;
 	size_t n_listeners;
 	struct config_limits limits;
+	struct config_s2s s2s;
+	struct config_dns dns;
 };
 
 /* Fills *cfg with the built-in defaults (the embedded default: domain

@@ -19,6 +19,7 @@
 #include "modules/blocking.h"
 #include "modules/module.h"
 #include "router/router.h"
+#include "s2s/s2s.h"
 #include "stream/conn.h"
 
 struct listener_data {
@@ -102,6 +103,7 @@ static void on_wake(uv_async_t *a)
 		item = next;
 	}
 	if (stopping) {
+		s2s_loop_free(l); /* its links let go of their connections */
 		conn_close_all(l);
 		/* The remaining handles (listeners, timers, wake, check) close
 		 * here; free_c2s and friends run as their close callbacks. */
@@ -128,7 +130,16 @@ static void on_connection(uv_stream_t *server, int status)
 		log_warn("accept on port %d: %s", ld->cfg->port, uv_strerror(status));
 		return;
 	}
-	c2s_accept(ld->loop, server, ld->cfg->type == LISTENER_C2S_TLS);
+	switch (ld->cfg->type) {
+	case LISTENER_C2S:
+	case LISTENER_C2S_TLS:
+		c2s_accept(ld->loop, server, ld->cfg->type == LISTENER_C2S_TLS);
+		break;
+	case LISTENER_S2S:
+	case LISTENER_S2S_TLS:
+		s2s_accept(ld->loop, server, ld->cfg->type == LISTENER_S2S_TLS);
+		break;
+	}
 }
 
 static int open_listener(struct loop *l, const struct config_listener *cl, uv_tcp_t *h,
@@ -220,6 +231,8 @@ static int loop_init(struct server *srv, struct loop *l, int index, bool listen,
 	l->store = srv->storage->open(srv->cfg->data_dir, err, errlen);
 	if (l->store == NULL)
 		return -1;
+	if (listen && srv->cfg->s2s.enabled && s2s_loop_init(l, err, errlen) != 0)
+		return -1;
 	l->n_listeners = listen ? srv->cfg->n_listeners : 0;
 	l->listeners = xcalloc(l->n_listeners, sizeof *l->listeners);
 	l->listener_data = xcalloc(l->n_listeners, sizeof(struct listener_data));
@@ -233,6 +246,7 @@ static void loop_free(struct loop *l)
 {
 	if (l->srv == NULL)
 		return;
+	s2s_loop_free(l); /* a loop that never ran */
 	/* Close whatever is still open (an aborted start) and let callbacks run. */
 	uv_walk(&l->uv, close_handle, NULL);
 	uv_run(&l->uv, UV_RUN_DEFAULT);
@@ -299,6 +313,10 @@ int server_run(struct config *cfg)
 	srv.blocking_cache = blocking_cache_new();
 	for (size_t i = 0; i < sizeof srv.roster_locks / sizeof *srv.roster_locks; i++)
 		pthread_mutex_init(&srv.roster_locks[i], NULL);
+	if (cfg->s2s.enabled && s2s_init(&srv) != 0) {
+		log_error("cannot set up federation");
+		goto out;
+	}
 	for (size_t i = 0; i < cfg->n_listeners; i++) {
 		if (port_taken(&cfg->listeners[i])) {
 			log_error("cannot listen on %s:%d: another process already listens there",
@@ -331,7 +349,8 @@ int server_run(struct config *cfg)
 		uv_thread_create(&srv.loops[i].thread, loop_thread, &srv.loops[i]);
 	for (size_t i = 0; i < cfg->n_listeners; i++)
 		log_info("listening on %s:%d (%s)", cfg->listeners[i].address, cfg->listeners[i].port,
-			 cfg->listeners[i].type == LISTENER_C2S ? "c2s, STARTTLS" : "c2s, direct TLS");
+			 (const char *const[]){ "c2s, STARTTLS", "c2s, direct TLS", "s2s, STARTTLS",
+						"s2s, direct TLS" }[cfg->listeners[i].type]);
 	log_info("natterd ready: %zu host(s), %d event loop(s), data in %s", cfg->n_hosts,
 		 srv.n_loops, cfg->data_dir);
 	uv_run(&main_loop, UV_RUN_DEFAULT);
@@ -349,6 +368,7 @@ out:
 	for (int i = 0; srv.loops && i <= srv.n_loops; i++)
 		loop_free(&srv.loops[i]);
 	control_free(&srv);
+	s2s_free(&srv);
 	free(srv.loops);
 	router_free(srv.router);
 	authfail_free(srv.authfail);

@@ -21,6 +21,8 @@
 
 struct conn;
 struct loop;
+struct s2s;
+struct s2s_loop;
 struct router;
 struct authfail;
 
@@ -64,6 +66,7 @@ struct loop {
 	bool stopping;            /* set under inbox_lock */
 	bool call_stopping;       /* on_wake runs INBOX_CALL items of a stopping loop */
 	struct storage *store;    /* this loop's own storage handle */
+	struct s2s_loop *s2s;     /* federation: DNS and outgoing links (s2s.c) */
 	uv_tcp_t *listeners;
 	void *listener_data;      /* per listener: its config (server.c) */
 	size_t n_listeners;
@@ -85,6 +88,7 @@ struct server {
 	struct directory **directories; /* one per host with auth ldap (directory.h) */
 	size_t n_directories;
 	void *control;             /* the control socket's handle (control.c) */
+	struct s2s *s2s;           /* federation, when s2s.enabled (s2s.c) */
 	/* Rosters change by read-modify-write from any loop (both sides of a
 	 * subscription): changes to one account's roster are serialised by
 	 * one of these, picked by hashing the account (roster_lock). */

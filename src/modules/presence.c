@@ -11,6 +11,7 @@
 #include "modules/offline.h"
 #include "router/deliver.h"
 #include "router/router.h"
+#include "s2s/s2s.h"
 #include "xml/xml_parse.h"
 
 #define STORE_SUB_IN "sub_in"   /* pending inbound requests, by contact */
@@ -24,10 +25,28 @@ static void inbound_sub(struct loop *l, const char *owner, const char *contact,
 			enum sub_type type, struct arena *a);
 static void note_last_activity(struct loop *l, const struct jid *who);
 
-static bool is_local(struct loop *l, const char *bare)
+/* The domain part of a JID string, bare or full: a resource may hold an
+ * '@' of its own, so the local part ends before the first '/'. */
+static void domain_of(const char *jid, char *out, size_t cap)
 {
-	const char *at = strchr(bare, '@');
-	return config_find_host(l->srv->cfg, at ? at + 1 : bare) != NULL;
+	const char *slash = strchr(jid, '/');
+	size_t end = slash ? (size_t)(slash - jid) : strlen(jid);
+	const char *at = memchr(jid, '@', end);
+	const char *d = at ? at + 1 : jid;
+	size_t n = (size_t)(jid + end - d);
+	if (n >= cap)
+		n = cap - 1;
+	memcpy(out, d, n);
+	out[n] = '\0';
+}
+
+/* Whether the JID (bare or full) is on one of our hosts; anything else
+ * goes over s2s. */
+static bool is_local(struct loop *l, const char *jid)
+{
+	char domain[JID_PART_MAX + 1];
+	domain_of(jid, domain, sizeof domain);
+	return config_find_host(l->srv->cfg, domain) != NULL;
 }
 
 static void split(const char *bare, char *local, size_t lcap, const char **domain)
@@ -59,6 +78,30 @@ static struct refbuf *with_to(const char *p, size_t len, const char *to)
 	return r;
 }
 
+/* <presence type='type' from='from'/>, without 'to', into b (initialised
+ * here; the caller frees it). */
+static void simple_presence(struct buf *b, const char *type, const char *from)
+{
+	buf_init(b);
+	buf_printf(b, "<presence type='%s' from='", type);
+	buf_append_escaped(b, from, strlen(from));
+	buf_puts(b, "'/>");
+}
+
+/* Presence bytes P (without 'to') from sender, a local JID, to recipient
+ * on a remote domain, over the link between the two domains. The s2s
+ * layer takes its own reference; nothing bounces. */
+static void send_remote(struct loop *l, const char *sender, const char *recipient, const char *p,
+			size_t len)
+{
+	char local_domain[JID_PART_MAX + 1], remote_domain[JID_PART_MAX + 1];
+	domain_of(sender, local_domain, sizeof local_domain);
+	domain_of(recipient, remote_domain, sizeof remote_domain);
+	struct refbuf *r = with_to(p, len, recipient);
+	s2s_send_bytes(l, local_domain, remote_domain, r);
+	refbuf_release(r);
+}
+
 /* Sends P (with to=recipient) to every available session of recipient,
  * except the session skip. */
 static void send_to_available(struct loop *l, const char *recipient, const char *p, size_t len,
@@ -83,40 +126,45 @@ static void deliver_sub_stanza(struct loop *l, const char *owner, const char *co
 			       enum sub_type type)
 {
 	struct buf b;
-	buf_init(&b);
-	buf_printf(&b, "<presence type='%s' from='", sub_names[type]);
-	buf_append_escaped(&b, contact, strlen(contact));
-	buf_puts(&b, "'/>");
+	simple_presence(&b, sub_names[type], contact);
 	send_to_available(l, owner, b.data, b.len, 0);
 	buf_free(&b);
 }
 
-/* <presence type='unavailable' from='from'/> to recipient's available
- * sessions. */
+/* Presence bytes P (without 'to') from sender, a local JID: to every
+ * available session of a local recipient, or over s2s to a remote one. */
+static void send_presence_to(struct loop *l, const char *sender, const char *recipient,
+			     const char *p, size_t len)
+{
+	if (is_local(l, recipient))
+		send_to_available(l, recipient, p, len, 0);
+	else
+		send_remote(l, sender, recipient, p, len);
+}
+
+/* <presence type='unavailable' from='from'/> to recipient: its available
+ * sessions if local, over s2s if remote (from is then a local JID). */
 static void send_unavailable(struct loop *l, const char *from, const char *recipient)
 {
 	struct buf b;
-	buf_init(&b);
-	buf_puts(&b, "<presence type='unavailable' from='");
-	buf_append_escaped(&b, from, strlen(from));
-	buf_puts(&b, "'/>");
-	send_to_available(l, recipient, b.data, b.len, 0);
+	simple_presence(&b, "unavailable", from);
+	send_presence_to(l, from, recipient, b.data, b.len);
 	buf_free(&b);
 }
 
 /* The current presence of every available session of from_bare goes to
- * recipient's sessions; with unavailable set, an unavailable presence from
- * each of those resources instead. Returns how many resources that was. */
+ * recipient (a local account's available sessions, or a remote JID, bare
+ * or full, over s2s); with unavailable set, an unavailable presence from
+ * each of those resources instead. Returns how many resources that was:
+ * always 0 for a remote from_bare, whose presence the registry lacks. */
 static int send_presences(struct loop *l, const char *from_bare, const char *recipient,
 			  bool unavailable, struct arena *a)
 {
-	if (!is_local(l, recipient))
-		return 0; /* federation comes with s2s */
 	struct refbuf *p[ROUTER_MAX_TARGETS];
 	int n = router_get_presences(l->srv->router, from_bare, p, ROUTER_MAX_TARGETS);
 	for (int i = 0; i < n; i++) {
 		if (!unavailable) {
-			send_to_available(l, recipient, p[i]->data, p[i]->len, 0);
+			send_presence_to(l, from_bare, recipient, p[i]->data, p[i]->len);
 		} else {
 			struct xml_node *pres = xml_parse_element(a, p[i]->data, p[i]->len);
 			const char *from = pres ? xml_attr(pres, "from") : NULL;
@@ -155,9 +203,15 @@ static void sub_in_set(struct loop *l, const char *owner, const char *contact, b
 static void route_sub(struct loop *l, const char *owner, const char *contact,
 		      enum sub_type type, struct arena *a)
 {
-	if (is_local(l, contact))
+	if (is_local(l, contact)) {
 		inbound_sub(l, contact, owner, type, a);
-	/* Remote contacts: the s2s layer will carry it from here. */
+		return;
+	}
+	/* RFC 6121 §3: stamped with the user's bare JID. */
+	struct buf b;
+	simple_presence(&b, sub_names[type], owner);
+	send_remote(l, owner, contact, b.data, b.len);
+	buf_free(&b);
 }
 
 /* What a subscription stanza does besides changing rosters. The rosters
@@ -448,6 +502,16 @@ static void send_pending(void *arg, const char *key, const void *value, size_t l
 	buf_free(&b);
 }
 
+/* RFC 6121 §4.3.1: a probe from the user's bare JID to a remote contact;
+ * its server answers with the contact's presence (presence_inbound). */
+static void send_probe(struct loop *l, const char *owner, const char *contact)
+{
+	struct buf b;
+	simple_presence(&b, "probe", owner);
+	send_remote(l, owner, contact, b.data, b.len);
+	buf_free(&b);
+}
+
 /* What a session gets when it becomes available: the presence of the
  * contacts it is subscribed to, of its own other resources, the requests
  * waiting for an answer, and (priority >= 0) the offline messages. */
@@ -464,8 +528,12 @@ static void initial_presence(struct loop *l, uint64_t session, const struct jid 
 	buf_puts(&own_from, "'");
 	for (int i = -1; i < c->n_to; i++) {
 		const char *contact = i < 0 ? owner : c->to[i];
-		if (!is_local(l, contact) || (i >= 0 && presence_blocked(l, owner, contact)))
+		if (i >= 0 && presence_blocked(l, owner, contact))
 			continue;
+		if (!is_local(l, contact)) {
+			send_probe(l, owner, contact);
+			continue;
+		}
 		struct refbuf *p[ROUTER_MAX_TARGETS];
 		int n = router_get_presences(l->srv->router, contact, p, ROUTER_MAX_TARGETS);
 		if (n == 0 && i >= 0) {
@@ -532,8 +600,8 @@ void presence_broadcast(struct loop *l, uint64_t session, const struct jid *from
 	struct contacts c = { .a = a };
 	roster_each(l, owner, a, collect, &c);
 	for (int i = 0; i < c.n_from; i++)
-		if (is_local(l, c.from[i]) && !presence_blocked(l, owner, c.from[i]))
-			send_to_available(l, c.from[i], p->data, p->len, 0);
+		if (!presence_blocked(l, owner, c.from[i]))
+			send_presence_to(l, owner, c.from[i], p->data, p->len);
 	/* RFC 6121 §4.2.2: the sending resource gets its presence back too. */
 	send_to_available(l, owner, p->data, p->len, 0);
 	refbuf_release(p);
@@ -564,7 +632,7 @@ void presence_session_ended(struct loop *l, const struct jid *full, bool was_ava
 		struct contacts c = { .a = &a };
 		roster_each(l, owner, &a, collect, &c);
 		for (int i = 0; i < c.n_from; i++)
-			if (is_local(l, c.from[i]) && !presence_blocked(l, owner, c.from[i]))
+			if (!presence_blocked(l, owner, c.from[i]))
 				send_unavailable(l, full_str, c.from[i]);
 		send_unavailable(l, full_str, owner);
 	}
@@ -600,8 +668,14 @@ void presence_outbound(struct loop *l, struct xml_node *st, struct arena *a,
 	}
 	if (type != NULL && strcmp(type, "probe") == 0) {
 		struct roster_item it;
-		if (roster_load(l, owner, contact, a, &it) == 1 && (it.sub & SUB_TO) &&
-		    send_presences(l, contact, owner, false, a) == 0) {
+		if (roster_load(l, owner, contact, a, &it) != 1 || !(it.sub & SUB_TO))
+			return;
+		if (!is_local(l, contact)) {
+			/* The answer comes to all of the user's resources. */
+			send_probe(l, owner, contact);
+			return;
+		}
+		if (send_presences(l, contact, owner, false, a) == 0) {
 			/* RFC 6121 §4.3.2: a contact with no available resource
 			 * is reported unavailable. */
 			send_unavailable(l, contact, owner);
@@ -611,8 +685,10 @@ void presence_outbound(struct loop *l, struct xml_node *st, struct arena *a,
 	if (type != NULL && strcmp(type, "unavailable") != 0 && strcmp(type, "error") != 0)
 		return; /* unknown presence type */
 	/* Directed presence (RFC 6121 §4.6) and presence errors. */
-	if (!is_local(l, contact))
+	if (!is_local(l, contact)) {
+		s2s_route(l, st, a, from, to);
 		return;
+	}
 	struct buf b;
 	buf_init(&b);
 	xml_serialize(st, NS_CLIENT, &b);
@@ -629,6 +705,80 @@ void presence_outbound(struct loop *l, struct xml_node *st, struct arena *a,
 			deliver_to_session(l, &t[i], r);
 	}
 	refbuf_release(r);
+}
+
+/* --- from remote domains --- */
+
+/* RFC 6121 §4.3.2: a remote contact probes a local owner. Only a
+ * subscriber learns anything: the owner's current presences, or an
+ * unavailable presence from the bare JID when no resource is available.
+ * Anyone else is ignored rather than told "unsubscribed". */
+static void inbound_probe(struct loop *l, const char *owner, const char *contact,
+			  const struct jid *from, struct arena *a)
+{
+	struct roster_item it;
+	if (roster_load(l, owner, contact, a, &it) != 1 || !(it.sub & SUB_FROM))
+		return;
+	char prober[3 * JID_PART_MAX + 3];
+	jid_format(from, prober, sizeof prober);
+	if (send_presences(l, owner, prober, false, a) == 0)
+		send_unavailable(l, owner, prober);
+}
+
+/* Available, unavailable or error presence from a remote entity: to every
+ * available resource for a bare 'to', else to that one session. Directed
+ * presence needs no subscription. */
+static void inbound_deliver(struct loop *l, struct xml_node *st, struct arena *a,
+			    const struct jid *from, const struct jid *to, const char *owner)
+{
+	char sender[3 * JID_PART_MAX + 3];
+	jid_format(from, sender, sizeof sender);
+	xml_set_attr(a, st, "from", sender);
+	/* with_to splices the address back in. */
+	xml_set_attr(a, st, "to", NULL);
+	struct buf b;
+	buf_init(&b);
+	xml_serialize(st, NS_CLIENT, &b);
+	if (to->resource[0] == '\0') {
+		send_to_available(l, owner, b.data, b.len, 0);
+	} else {
+		struct router_target t;
+		if (router_find_full(l->srv->router, owner, to->resource, &t) == 0) {
+			char full[3 * JID_PART_MAX + 3];
+			jid_format(to, full, sizeof full);
+			struct refbuf *r = with_to(b.data, b.len, full);
+			deliver_to_session(l, &t, r);
+			refbuf_release(r);
+		}
+	}
+	buf_free(&b);
+}
+
+void presence_inbound(struct loop *l, struct xml_node *st, struct arena *a,
+		      const struct jid *from, const struct jid *to)
+{
+	char owner[2 * JID_PART_MAX + 2], contact[2 * JID_PART_MAX + 2];
+	jid_format_bare(to, owner, sizeof owner);
+	jid_format_bare(from, contact, sizeof contact);
+	if (to->local[0] == '\0' || !is_local(l, owner) || is_local(l, contact))
+		return; /* presence to a server, or not across domains */
+	if (blocking_blocks(l, owner, from))
+		return; /* XEP-0191 §4: presence from a blocked entity is dropped */
+	const char *type = xml_attr(st, "type");
+	int sub = sub_type_of(type);
+	if (sub >= 0) {
+		/* As outbound: no subscriptions with servers. */
+		if (from->local[0] != '\0')
+			inbound_sub(l, owner, contact, (enum sub_type)sub, a);
+		return;
+	}
+	if (type != NULL && strcmp(type, "probe") == 0) {
+		inbound_probe(l, owner, contact, from, a);
+		return;
+	}
+	if (type != NULL && strcmp(type, "unavailable") != 0 && strcmp(type, "error") != 0)
+		return; /* unknown presence type */
+	inbound_deliver(l, st, a, from, to, owner);
 }
 
 struct removal_ctx {

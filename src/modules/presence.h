@@ -33,6 +33,29 @@ void presence_session_ended(struct loop *l, const struct jid *full, bool was_ava
 void presence_outbound(struct loop *l, struct xml_node *st, struct arena *a,
 		       const struct jid *from, const struct jid *to);
 
+/* Presence that arrived over s2s, called by the delivery path once the
+ * sending domain is verified: from is the remote sender (bare or full), to
+ * a JID of a local host (bare or full); st is in the jabber:client
+ * namespace with 'from' and 'to' set. st and a stay the caller's; nothing
+ * is ever answered with an error. Runs on any loop.
+ *  - subscribe, subscribed, unsubscribe, unsubscribed (from a JID with a
+ *    local part): the contact's side of RFC 6121 §3 for the owner, to's
+ *    bare JID; the owner's sessions see the request or the change, and
+ *    automatic answers go back over s2s.
+ *  - probe: if the owner's roster has the sender's bare JID with a 'from'
+ *    subscription, the owner's current presences go to the sender (the JID
+ *    it probed from), or an unavailable presence from the owner's bare JID
+ *    if none is available; otherwise nothing (RFC 6121 §4.3.2).
+ *  - none (available), unavailable, error: delivered without regard to
+ *    subscriptions (directed presence, RFC 6121 §4.6): a bare 'to' to every
+ *    available session, a full one to that session if it exists, else
+ *    dropped.
+ * Dropped: anything from an entity the owner blocks (XEP-0191), to a
+ * server JID or a non-local domain, from a local domain, or of another
+ * type. */
+void presence_inbound(struct loop *l, struct xml_node *st, struct arena *a,
+		      const struct jid *from, const struct jid *to);
+
 /* The session fetched its roster or blocklist (ROUTER_WANTS_*): it gets
  * those pushes from now on. */
 void presence_mark_interested(struct loop *l, const struct jid *full, unsigned what);

@@ -14,6 +14,7 @@
 #include "modules/module.h"
 #include "modules/offline.h"
 #include "modules/presence.h"
+#include "s2s/s2s.h"
 
 static bool is_local_domain(struct loop *l, const char *domain)
 {
@@ -83,6 +84,18 @@ void deliver_to_jid(struct loop *l, struct xml_node *st, const struct jid *to)
 	struct router_target t;
 	if (jid_format_bare(to, bare, sizeof bare) < 0)
 		return;
+	if (!is_local_domain(l, to->domain)) {
+		/* An answer to a remote sender goes back over federation. */
+		const char *f = xml_attr(st, "from");
+		struct jid from;
+		if (f != NULL && jid_parse(&from, f, strlen(f)) == 0) {
+			struct arena a;
+			arena_init(&a);
+			s2s_route(l, st, &a, &from, to);
+			arena_reset(&a);
+		}
+		return;
+	}
 	if (router_find_full(l->srv->router, bare, to->resource, &t) == 0)
 		deliver_to_targets(l, st, &t, 1);
 }
@@ -203,6 +216,18 @@ static bool blocked(struct loop *l, struct xml_node *st, struct arena *a, const 
 	return false;
 }
 
+void deliver_inbound(struct loop *l, struct xml_node *st, struct arena *a, const struct jid *from,
+		     const struct jid *to)
+{
+	if (strcmp(st->name, "presence") == 0) {
+		presence_inbound(l, st, a, from, to);
+		return;
+	}
+	/* The same rules as for a local sender; the sender's own-account
+	 * parts (carbons of sent messages) find no session and do nothing. */
+	deliver_stanza(l, st, a, from, to);
+}
+
 void deliver_stanza(struct loop *l, struct xml_node *st, struct arena *a, const struct jid *from,
 		    const struct jid *to)
 {
@@ -230,10 +255,7 @@ void deliver_stanza(struct loop *l, struct xml_node *st, struct arena *a, const 
 			carbons_copy(l, st, from_bare, "sent", self.session, NULL, 0);
 	}
 	if (!is_local_domain(l, to->domain)) {
-		if (strcmp(kind, "presence") == 0 || type_is(st, "error") || type_is(st, "result"))
-			return;
-		/* Federation is not enabled (s2s comes later). */
-		deliver_error(l, st, a, "cancel", "remote-server-not-found");
+		s2s_route(l, st, a, from, to);
 		return;
 	}
 	if (to->local[0] == '\0') {

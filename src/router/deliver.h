@@ -17,6 +17,14 @@ struct loop;
 void deliver_stanza(struct loop *l, struct xml_node *st, struct arena *a, const struct jid *from,
 		    const struct jid *to);
 
+/* Routes a stanza that arrived from a remote server (s2s): from is the
+ * sender on the verified remote domain, to a JID of a local domain. The
+ * same rules as for local senders apply (RFC 6121 §8), with presence
+ * through presence_inbound. Runs on the link's loop; st and a belong to
+ * the caller. */
+void deliver_inbound(struct loop *l, struct xml_node *st, struct arena *a, const struct jid *from,
+		     const struct jid *to);
+
 /* Writes bytes to one session: directly when it is on loop l, else through
  * its owner's inbox. Takes a reference of its own. */
 void deliver_to_session(struct loop *l, const struct router_target *t, struct refbuf *bytes);

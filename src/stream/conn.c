@@ -419,6 +419,80 @@ struct conn *conn_accept(struct loop *l, uv_stream_t *listener, const struct con
 	return c;
 }
 
+static int attach_tls(struct conn *c, SSL *ssl)
+{
+	c->ssl = ssl;
+	if (c->ssl == NULL)
+		return -1;
+	BIO *bio = BIO_new(bio_conn_method());
+	if (bio == NULL) {
+		SSL_free(c->ssl);
+		c->ssl = NULL;
+		return -1;
+	}
+	BIO_set_data(bio, c);
+	SSL_set_bio(c->ssl, bio, bio);
+	return 0;
+}
+
+int conn_start_tls_s2s(struct conn *c, bool direct)
+{
+	conn_flush(c);
+	return attach_tls(c, tls_new_server_s2s(&c->loop->srv->tls, direct));
+}
+
+int conn_start_tls_client(struct conn *c, SSL *ssl)
+{
+	conn_flush(c);
+	if (attach_tls(c, ssl) != 0)
+		return -1;
+	/* The client speaks first: ClientHello now. */
+	SSL_do_handshake(c->ssl);
+	drain_tls(c);
+	return 0;
+}
+
+static void on_connect(uv_connect_t *req, int status)
+{
+	struct conn *c = req->data;
+	free(req);
+	if (c->closed)
+		return;
+	if (status == 0) {
+		uv_tcp_nodelay(&c->tcp, 1);
+		uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+	}
+	c->ops->connected(c, status);
+	if (status != 0)
+		really_close(c);
+}
+
+struct conn *conn_connect(struct loop *l, const struct sockaddr *addr, const struct conn_ops *ops,
+			  void *owner)
+{
+	struct conn *c = xcalloc(1, sizeof *c);
+	c->loop = l;
+	c->ops = ops;
+	c->owner = owner;
+	c->id = server_new_conn_id(l->srv);
+	buf_init(&c->out);
+	uv_tcp_init(&l->uv, &c->tcp);
+	c->tcp.data = c;
+	if (addr->sa_family == AF_INET6)
+		uv_ip6_name((const struct sockaddr_in6 *)addr, c->peer, sizeof c->peer);
+	else
+		uv_ip4_name((const struct sockaddr_in *)addr, c->peer, sizeof c->peer);
+	uv_connect_t *req = xmalloc(sizeof *req);
+	req->data = c;
+	if (uv_tcp_connect(req, &c->tcp, addr, on_connect) != 0) {
+		free(req);
+		uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
+		return NULL;
+	}
+	table_insert(&l->conns, c);
+	return c;
+}
+
 int conn_start_tls(struct conn *c, bool direct)
 {
 	conn_flush(c);

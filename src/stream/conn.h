@@ -27,6 +27,9 @@ struct conn_ops {
 	/* The peer went away or the connection failed; the protocol layer
 	 * releases its state. Called exactly once, before the memory goes. */
 	void (*closed)(struct conn *c);
+	/* Outgoing connections (conn_connect): the TCP connect finished;
+	 * status 0 or a libuv error (then closed follows). */
+	void (*connected)(struct conn *c, int status);
 };
 
 struct conn {
@@ -52,6 +55,20 @@ struct conn {
 
 /* Accepts a pending connection on listener into a new conn. */
 struct conn *conn_accept(struct loop *l, uv_stream_t *listener, const struct conn_ops *ops);
+
+/* Starts a TCP connection to addr (port set) for a protocol session
+ * (owner). ops->connected reports the outcome. NULL on immediate failure. */
+struct conn *conn_connect(struct loop *l, const struct sockaddr *addr, const struct conn_ops *ops,
+			  void *owner);
+
+/* Begins TLS as the client, with ssl (tls_new_client_s2s; taken over by
+ * the connection). Queued plaintext is sent in the clear first. Returns 0
+ * or -1. */
+int conn_start_tls_client(struct conn *c, SSL *ssl);
+
+/* Begins TLS as server for an incoming server-to-server connection
+ * (tls_new_server_s2s). Returns 0 or -1. */
+int conn_start_tls_s2s(struct conn *c, bool direct);
 
 /* Queues bytes; they go out when the loop finishes this iteration. */
 void conn_write(struct conn *c, const void *data, size_t len);

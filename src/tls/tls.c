@@ -6,6 +6,7 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -18,6 +19,23 @@ static int host_index = -1; /* ex_data slot of struct tls_host on SSL_CTX */
 
 /* ALPN protocol list in wire format: length byte, then the name. */
 static const unsigned char alpn_client[] = "\x0bxmpp-client";
+static const unsigned char alpn_server[] = "\x0bxmpp-server";
+
+/* SSL app_data: what kind of connection, for the ALPN and SNI callbacks. */
+enum tls_kind { TLS_C2S_STARTTLS, TLS_C2S_DIRECT, TLS_S2S_STARTTLS, TLS_S2S_DIRECT };
+
+static enum tls_kind kind_of(SSL *ssl)
+{
+	return (enum tls_kind)(uintptr_t)SSL_get_app_data(ssl);
+}
+
+/* Incoming s2s: ask for the peer's certificate, accept whatever comes;
+ * tls_peer_verified decides once the peer says which domain it is. */
+static int accept_any(int ok, X509_STORE_CTX *ctx)
+{
+	(void)ok, (void)ctx;
+	return 1;
+}
 
 static void ssl_error_string(char *out, size_t cap)
 {
@@ -114,6 +132,8 @@ static int on_servername(SSL *ssl, int *alert, void *arg)
 	for (size_t i = 0; i < t->n_hosts; i++) {
 		if (strcasecmp(t->hosts[i].domain, name) == 0) {
 			SSL_set_SSL_CTX(ssl, t->hosts[i].ctx);
+			if (kind_of(ssl) >= TLS_S2S_STARTTLS)
+				SSL_set_verify(ssl, SSL_VERIFY_PEER, accept_any);
 			return SSL_TLSEXT_ERR_OK;
 		}
 	}
@@ -126,14 +146,39 @@ static int on_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen,
 		   const unsigned char *in, unsigned int inlen, void *arg)
 {
 	(void)arg;
-	if (SSL_get_app_data(ssl) == NULL) /* not a direct TLS port */
+	enum tls_kind k = kind_of(ssl);
+	if (k != TLS_C2S_DIRECT && k != TLS_S2S_DIRECT) /* not a direct TLS port */
 		return SSL_TLSEXT_ERR_NOACK;
+	const unsigned char *want = k == TLS_C2S_DIRECT ? alpn_client : alpn_server;
 	unsigned char *sel;
-	if (SSL_select_next_proto(&sel, outlen, alpn_client, sizeof alpn_client - 1, in, inlen) !=
+	if (SSL_select_next_proto(&sel, outlen, want, sizeof alpn_client - 1, in, inlen) !=
 	    OPENSSL_NPN_NEGOTIATED)
 		return SSL_TLSEXT_ERR_NOACK;
 	*out = sel;
 	return SSL_TLSEXT_ERR_OK;
+}
+
+/* Outgoing s2s: our certificate for SASL EXTERNAL; the remote's is
+ * checked after the handshake (tls_peer_verified), so that a failure can
+ * fall back to dialback where policy allows. */
+static SSL_CTX *make_client_ctx(struct tls_host *h, const char *cert, const char *key,
+				char *err, size_t errlen)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	if (ctx == NULL || SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1 ||
+	    SSL_CTX_use_certificate_chain_file(ctx, cert) != 1 ||
+	    SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
+		char e[256];
+		ssl_error_string(e, sizeof e);
+		snprintf(err, errlen, "TLS client for %s: %s", h->domain, e);
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
+	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE);
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+	SSL_CTX_set_ex_data(ctx, host_index, h);
+	return ctx;
 }
 
 static SSL_CTX *make_ctx(struct tls *t, struct tls_host *h, const char *cert, const char *key,
@@ -200,7 +245,22 @@ int tls_init(struct tls *t, const struct config *cfg, char *err, size_t errlen)
 			}
 		}
 		h->ctx = make_ctx(t, h, cert, key, err, errlen);
-		if (h->ctx == NULL) {
+		if (h->ctx == NULL || (cfg->s2s.enabled &&
+				       (h->client_ctx = make_client_ctx(h, cert, key, err, errlen)) == NULL)) {
+			tls_free(t);
+			return -1;
+		}
+	}
+	if (cfg->s2s.enabled) {
+		t->trust = X509_STORE_new();
+		int ok = t->trust != NULL &&
+			 (cfg->s2s.ca_file ? X509_STORE_load_file(t->trust, cfg->s2s.ca_file)
+					   : X509_STORE_set_default_paths(t->trust));
+		if (!ok) {
+			char e[256];
+			ssl_error_string(e, sizeof e);
+			snprintf(err, errlen, "s2s ca_file %s: %s",
+				 cfg->s2s.ca_file ? cfg->s2s.ca_file : "(system)", e);
 			tls_free(t);
 			return -1;
 		}
@@ -208,12 +268,77 @@ int tls_init(struct tls *t, const struct config *cfg, char *err, size_t errlen)
 	return 0;
 }
 
+SSL *tls_new_server_s2s(struct tls *t, bool direct)
+{
+	SSL *ssl = SSL_new(t->hosts[0].ctx);
+	if (ssl == NULL)
+		return NULL;
+	SSL_set_app_data(ssl, (void *)(uintptr_t)(direct ? TLS_S2S_DIRECT : TLS_S2S_STARTTLS));
+	SSL_set_verify(ssl, SSL_VERIFY_PEER, accept_any);
+	SSL_set_accept_state(ssl);
+	return ssl;
+}
+
+SSL *tls_new_client_s2s(struct tls *t, const char *local_domain, const char *remote_domain,
+			bool direct)
+{
+	SSL_CTX *ctx = NULL;
+	for (size_t i = 0; i < t->n_hosts; i++)
+		if (strcmp(t->hosts[i].domain, local_domain) == 0)
+			ctx = t->hosts[i].client_ctx;
+	SSL *ssl = ctx ? SSL_new(ctx) : NULL;
+	if (ssl == NULL)
+		return NULL;
+	SSL_set_tlsext_host_name(ssl, remote_domain);
+	if (direct)
+		SSL_set_alpn_protos(ssl, alpn_server, sizeof alpn_server - 1);
+	SSL_set_connect_state(ssl);
+	return ssl;
+}
+
+int tls_peer_verified(struct tls *t, SSL *ssl, const char *domain, char *why, size_t whylen)
+{
+	char dummy[8];
+	if (why == NULL) {
+		why = dummy;
+		whylen = sizeof dummy;
+	}
+	X509 *cert = SSL_get0_peer_certificate(ssl);
+	if (cert == NULL) {
+		snprintf(why, whylen, "no certificate");
+		return 0;
+	}
+	if (t->trust == NULL) {
+		snprintf(why, whylen, "no trust store");
+		return 0;
+	}
+	X509_STORE_CTX *ctx = X509_STORE_CTX_new();
+	int ok = ctx != NULL &&
+		 X509_STORE_CTX_init(ctx, t->trust, cert, SSL_get_peer_cert_chain(ssl)) == 1;
+	if (ok && X509_verify_cert(ctx) != 1) {
+		snprintf(why, whylen, "certificate does not verify: %s",
+			 X509_verify_cert_error_string(X509_STORE_CTX_get_error(ctx)));
+		ok = 0;
+	} else if (ok && X509_check_host(cert, domain, 0, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS,
+					 NULL) != 1) {
+		snprintf(why, whylen, "certificate is not for %s", domain);
+		ok = 0;
+	} else if (!ok) {
+		snprintf(why, whylen, "cannot check the certificate");
+	}
+	X509_STORE_CTX_free(ctx);
+	return ok ? 1 : 0;
+}
+
 void tls_free(struct tls *t)
 {
 	for (size_t i = 0; i < t->n_hosts; i++) {
 		free(t->hosts[i].domain);
 		SSL_CTX_free(t->hosts[i].ctx);
+		SSL_CTX_free(t->hosts[i].client_ctx);
 	}
+	X509_STORE_free(t->trust);
+	t->trust = NULL;
 	free(t->hosts);
 	t->hosts = NULL;
 	t->n_hosts = 0;
@@ -225,7 +350,7 @@ SSL *tls_new_server(struct tls *t, bool direct)
 	if (ssl == NULL)
 		return NULL;
 	/* app_data marks a direct TLS connection for the ALPN callback. */
-	SSL_set_app_data(ssl, direct ? (void *)1 : NULL);
+	SSL_set_app_data(ssl, (void *)(uintptr_t)(direct ? TLS_C2S_DIRECT : TLS_C2S_STARTTLS));
 	SSL_set_accept_state(ssl);
 	return ssl;
 }

@@ -12,12 +12,14 @@
 
 struct tls_host {
 	char *domain;
-	SSL_CTX *ctx;
+	SSL_CTX *ctx;        /* server side (c2s, incoming s2s) */
+	SSL_CTX *client_ctx; /* outgoing s2s, presenting the same certificate */
 };
 
 struct tls {
 	struct tls_host *hosts;
 	size_t n_hosts;
+	X509_STORE *trust;   /* CAs for remote servers (s2s.ca_file or the system's) */
 };
 
 /* Builds a context per configured host. A host without tls_cert/tls_key
@@ -30,6 +32,23 @@ void tls_free(struct tls *t);
  * first host's context until SNI picks another. direct is true on a direct
  * TLS port, where ALPN "xmpp-client" is selected when offered. */
 SSL *tls_new_server(struct tls *t, bool direct);
+
+/* A server-side SSL object for an incoming server-to-server connection:
+ * like tls_new_server, and it asks the peer for its certificate (checked
+ * later, by tls_peer_verified, against the domain the peer claims); ALPN
+ * "xmpp-server" on a direct TLS port. */
+SSL *tls_new_server_s2s(struct tls *t, bool direct);
+
+/* A client-side SSL object for an outgoing server-to-server link from
+ * local_domain (whose certificate it presents) to remote_domain (SNI; ALPN
+ * "xmpp-server" when direct). NULL on failure. */
+SSL *tls_new_client_s2s(struct tls *t, const char *local_domain, const char *remote_domain,
+			bool direct);
+
+/* Whether the peer's certificate chains to t->trust and names domain
+ * (RFC 6125 DNS-ID, wildcards only as the whole leftmost label). Returns 1
+ * yes, 0 no; why (may be NULL) gets the reason. */
+int tls_peer_verified(struct tls *t, SSL *ssl, const char *domain, char *why, size_t whylen);
 
 /* The domain whose context the connection ended up on (after SNI). */
 const char *tls_domain(SSL *ssl);

@@ -13,6 +13,14 @@ Fixtures:
                   it; tests that pause or stop it resume/restart it.
   kdc             (session) an MIT krb5kdc with realms NATTER.TEST and
                   OTHER.TEST; see dirlib.Kdc.
+  dns             (session) dnsmasq serving the fedtest zone (SRV and
+                  address records for natter-a/natter-b/prosody/ejabberd);
+                  see fedlib.Dnsmasq.  Tests that change records reset().
+  test_ca         (session) the federation test CA; see fedlib.TestCA.
+  prosody         (session) Prosody 0.12 serving prosody.fedtest on
+                  127.0.0.4; see fedlib.Prosody.
+  ejabberd        (session) ejabberd 23.01 serving ejabberd.fedtest on
+                  127.0.0.5; see fedlib.Ejabberd.
 
 natter_factory's start() also takes env={...}: variables added to natterd's
 environment (e.g. KRB5_CONFIG for Kerberos), and to natterctl's.
@@ -28,6 +36,7 @@ import os
 import pytest
 
 import dirlib
+import fedlib
 from natterlib import NatterServer, Net
 
 TEST_TIMEOUT = float(os.environ.get("NATTER_TEST_TIMEOUT", 120))
@@ -115,6 +124,45 @@ def kdc():
     try:
         server.start()
         server.self_test()
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def dns():
+    server = fedlib.Dnsmasq()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def test_ca():
+    ca = fedlib.TestCA()
+    try:
+        yield ca
+    finally:
+        ca.cleanup()
+
+
+@pytest.fixture(scope="session")
+def prosody(dns, test_ca):
+    server = fedlib.Prosody(dns, test_ca)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def ejabberd(dns, test_ca):
+    server = fedlib.Ejabberd(dns, test_ca)
+    try:
+        server.start()
         yield server
     finally:
         server.cleanup()

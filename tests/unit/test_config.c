@@ -310,8 +310,11 @@ static void test_enums(void **state)
 	(void)state;
 	expect_error("log_level: verbose\n", 1,
 		     "unknown log_level 'verbose' (allowed: error, warn, info, debug)");
-	expect_error("listeners:\n  - type: s2s\n", 2,
-		     "unknown type 's2s' (allowed: c2s, c2s_tls)");
+	expect_error("listeners:\n  - type: bosh\n", 2,
+		     "unknown type 'bosh' (allowed: c2s, c2s_tls, s2s, s2s_tls)");
+	/* An s2s listener needs federation on. */
+	expect_error("listeners:\n  - type: s2s\n", 1,
+		     "an s2s listener needs federation on (s2s: {enabled: true})");
 	expect_error("storage: postgres\n", 1, "unknown storage 'postgres' (allowed: sqlite)");
 }
 
