@@ -491,7 +491,10 @@ static bool has_mechanism(const struct xml_node *features, const char *name, str
 static void out_features(struct s2s_out *o, struct xml_node *f, struct arena *a)
 {
 	struct server *srv = o->loop->srv;
-	send_verifies(o);
+	/* db:verify needs no authentication, but does need TLS first where
+	 * TLS is required. */
+	if (o->tls || !tls_required(srv, o->remote))
+		send_verifies(o);
 	if (o->authenticated) {
 		out_ready(o, "EXTERNAL");
 		return;
@@ -918,7 +921,8 @@ static void out_enqueue(struct loop *l, struct out_item *it)
 	if (it->verify != NULL) {
 		it->verify->next = o->verifies;
 		o->verifies = it->verify;
-		if (o->state >= OUT_AUTH || (o->state == OUT_OPEN && o->stream_id[0]))
+		if (o->conn != NULL && o->state >= OUT_AUTH &&
+		    (o->tls || !tls_required(l->srv, o->remote)))
 			send_verifies(o);
 		return;
 	}

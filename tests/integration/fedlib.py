@@ -915,13 +915,14 @@ class Ejabberd(PeerServer):
             extra=self.options["extra"])
         self.config_path.write_text(text)
         # Erlang's resolver (inet_res, which ejabberd's SRV and address
-        # lookups use) asks dnsmasq only: no /etc/resolv.conf, and
-        # /etc/hosts is consulted before DNS for localhost alone.
+        # lookups use) asks dnsmasq only: no /etc/resolv.conf and no
+        # /etc/hosts, "localhost" alone is known locally.  Order matters:
+        # {resolv_conf, ""} after {nameserver, ...} clears the nameservers.
         host, port = self.dns.address, self.dns.port
         self.inetrc.write_text(
-            "{nameserver, {%s}, %d}.\n"
             "{resolv_conf, \"\"}.\n"
             "{hosts_file, \"\"}.\n"
+            "{nameserver, {%s}, %d}.\n"
             "{host, {127,0,0,1}, [\"localhost\"]}.\n"
             "{lookup, [file, dns]}.\n"
             "{timeout, 2000}.\n"
