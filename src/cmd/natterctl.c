@@ -7,8 +7,9 @@
  *   natterctl [-c CONFIG] user del JID
  *   natterctl [-c CONFIG] user list [DOMAIN]
  *   natterctl [-c CONFIG] directory refresh
+ *   natterctl [-c CONFIG] s2s
  *   natterctl [-c CONFIG] dns DOMAIN [--target HOST] [--resolver ADDR[@PORT]]
- *   natterctl [-c CONFIG] dns --remote DOMAIN [--resolver ADDR[@PORT]]
+ *   natterctl [-c CONFIG] dns --remote DOMAIN [--resolver ADDR[@PORT]] [--timeout SECONDS]
  *
  * Exit status 0 on success, 1 on any error (message on stderr). */
 #include <arpa/inet.h>
@@ -62,14 +63,17 @@ static void natterctl_usage(FILE *out)
 	      "  directory refresh                       re-read the directory's accounts and\n"
 	      "                                          groups now (running natterd); waits\n"
 	      "                                          until the rosters are updated\n"
+	      "  s2s                                     list the live federation links\n"
+	      "                                          (running natterd)\n"
 	      "  dns DOMAIN [--target HOST] [--resolver ADDR[@PORT]]\n"
 	      "                                          print the SRV records to publish for\n"
 	      "                                          a configured host (pointing to HOST,\n"
 	      "                                          default this machine's FQDN) and\n"
 	      "                                          check them in DNS; exit 0 if all ok\n"
-	      "  dns --remote DOMAIN [--resolver ADDR[@PORT]]\n"
+	      "  dns --remote DOMAIN [--resolver ADDR[@PORT]] [--timeout SECONDS]\n"
 	      "                                          show where natterd would connect to\n"
 	      "                                          reach a remote server's DOMAIN\n"
+	      "                                          (give up after SECONDS, default 30)\n"
 	      "\n"
 	      "options:\n"
 	      "  -c, --config CONFIG  configuration file (default: built-in defaults)\n"
@@ -661,7 +665,7 @@ static void natterctl_dns_remote_done(void *arg, enum dns_status st, const struc
 	r->done = true;
 }
 
-static int natterctl_dns_remote(const char *domain, const char *resolver)
+static int natterctl_dns_remote(const char *domain, const char *resolver, const char *timeout)
 {
 	char err[512];
 	uv_loop_t uv;
@@ -674,6 +678,8 @@ static int natterctl_dns_remote(const char *domain, const char *resolver)
 		uv_loop_close(&uv);
 		return natterctl_error("%s", err);
 	}
+	if (timeout)
+		dns_set_timeout(d, (uint64_t)strtoul(timeout, NULL, 10) * 1000);
 	dns_resolve_s2s(d, domain, natterctl_dns_remote_done, &r);
 	/* The resolver's pipe keeps the loop alive; dns's own deadline
 	 * bounds the wait. */
@@ -690,7 +696,7 @@ static int natterctl_dns_remote(const char *domain, const char *resolver)
 /* Runs "dns ARGS..." (argv starts after "dns"). */
 static int natterctl_dns(struct natterctl *ctl, int argc, char **argv)
 {
-	const char *domain = NULL, *target = NULL, *remote = NULL;
+	const char *domain = NULL, *target = NULL, *remote = NULL, *timeout = NULL;
 	const char *resolver = ctl->cfg.dns.resolver;
 
 	for (int i = 0; i < argc; i++) {
@@ -698,6 +704,7 @@ static int natterctl_dns(struct natterctl *ctl, int argc, char **argv)
 		const char **opt = strcmp(a, "--target") == 0     ? &target
 				   : strcmp(a, "--resolver") == 0 ? &resolver
 				   : strcmp(a, "--remote") == 0   ? &remote
+				   : strcmp(a, "--timeout") == 0  ? &timeout
 								  : NULL;
 		if (opt) {
 			if (++i == argc)
@@ -711,11 +718,16 @@ static int natterctl_dns(struct natterctl *ctl, int argc, char **argv)
 			domain = a;
 		}
 	}
+	if (timeout && (strlen(timeout) > 4 || strspn(timeout, "0123456789") != strlen(timeout) ||
+			atoi(timeout) < 1 ||
+			atoi(timeout) > 3600))
+		return natterctl_error("dns: --timeout takes 1..3600 seconds");
 	if (remote && !domain)
-		return natterctl_dns_remote(remote, resolver);
-	if (!domain || remote)
+		return natterctl_dns_remote(remote, resolver, timeout);
+	if (!domain || remote || timeout)
 		return natterctl_error("usage: natterctl dns DOMAIN [--target HOST] [--resolver "
-				       "ADDR[@PORT]] | dns --remote DOMAIN [--resolver ADDR[@PORT]]");
+				       "ADDR[@PORT]] | dns --remote DOMAIN [--resolver ADDR[@PORT]] "
+				       "[--timeout SECONDS]");
 	return natterctl_dns_check(ctl, domain, target, resolver);
 }
 
@@ -825,6 +837,9 @@ int main(int argc, char **argv)
 
 	if (strcmp(argv[i], "user") == 0) {
 		rc = natterctl_user(&ctl, argc - i - 1, argv + i + 1);
+	} else if (strcmp(argv[i], "s2s") == 0) {
+		rc = argc - i != 1 ? natterctl_error("usage: natterctl s2s")
+				   : natterctl_control(&ctl, "s2s");
 	} else if (strcmp(argv[i], "directory") == 0) {
 		if (argc - i != 2 || strcmp(argv[i + 1], "refresh") != 0)
 			rc = natterctl_error("usage: natterctl directory refresh");

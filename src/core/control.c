@@ -12,6 +12,7 @@
 #include "core/server.h"
 #include "core/util.h"
 #include "directory/directory.h"
+#include "s2s/s2s.h"
 
 /* Longest command line read. */
 #define CONTROL_LINE_MAX 512
@@ -92,6 +93,13 @@ static void run_command(struct control_client *c)
 		c->pending = (int)srv->n_directories;
 		for (size_t i = 0; i < srv->n_directories; i++)
 			directory_refresh(srv->directories[i], srv->service, on_refreshed, c);
+		return;
+	}
+	if (strcmp(c->line, "s2s") == 0) {
+		buf_printf(&c->answer, "%-30s %-3s %-9s %-8s %7s  %s\n", "REMOTE", "DIR", "AUTH", "TLS",
+			   "IDLE", "LOCAL");
+		s2s_list(srv, &c->answer);
+		reply(c, srv->s2s ? "ok" : "ok (federation is off)");
 		return;
 	}
 	if (strcmp(c->line, "ping") == 0) {

@@ -161,8 +161,8 @@ def test_unconfigured_domain_and_bad_resolver(configured):
 
 # ---------------------------------------------- natterd's own s2s lookup ---
 
-def remote(server, domain, resolver):
-    proc = server.ctl("dns", "--remote", domain, "--resolver", resolver)
+def remote(server, domain, resolver, *extra):
+    proc = server.ctl("dns", "--remote", domain, "--resolver", resolver, *extra)
     lines = proc.stdout.splitlines()
     assert lines and lines[0].startswith("; server-to-server candidates for %s: "
                                          % domain), proc.stdout + proc.stderr
@@ -220,5 +220,6 @@ def test_remote_fallback_no_service_not_found(dns, configured):
 
 def test_remote_resolver_down_is_error(configured):
     server = configured("127.0.0.1@53")
-    rc, verdict, cands = remote(server, "fed-b.nattertest", "127.0.0.1@%d" % free_port())
+    rc, verdict, cands = remote(server, "fed-b.nattertest", "127.0.0.1@%d" % free_port(),
+                                "--timeout", "2")
     assert rc == 1 and verdict.startswith("error") and cands == []
