@@ -141,6 +141,11 @@ struct s2s_in {
 	int n_pairs;
 	uv_timer_t timer;
 	struct s2s_info *info;
+	/* Remote resources that sent available presence to local accounts
+	 * over this link: they get an unavailable when it goes (RFC 6121
+	 * §4.5.2 for a link lost). "remote-full\0local-bare" each. */
+	char **avail;
+	int n_avail;
 };
 
 static const struct xml_stream_limits *limits_of(struct server *srv,
@@ -1313,6 +1318,57 @@ static void to_client_ns(struct xml_node *n)
 	}
 }
 
+/* Keeps track of who is available over this link (at most 4096 pairs). */
+static void in_note_presence(struct s2s_in *s, const char *remote_full, const struct jid *to,
+			     bool available)
+{
+	char bare[2 * JID_PART_MAX + 2];
+	jid_format_bare(to, bare, sizeof bare);
+	size_t rl = strlen(remote_full), bl = strlen(bare);
+	for (int i = 0; i < s->n_avail; i++) {
+		if (strcmp(s->avail[i], remote_full) == 0 && strcmp(s->avail[i] + rl + 1, bare) == 0) {
+			if (!available) {
+				free(s->avail[i]);
+				s->avail[i] = s->avail[--s->n_avail];
+			}
+			return;
+		}
+	}
+	if (!available || s->n_avail >= 4096)
+		return;
+	char *e = xmalloc(rl + bl + 2);
+	memcpy(e, remote_full, rl + 1);
+	memcpy(e + rl + 1, bare, bl + 1);
+	s->avail = xrealloc(s->avail, (size_t)(s->n_avail + 1) * sizeof *s->avail);
+	s->avail[s->n_avail++] = e;
+}
+
+/* The link is gone: its remote resources are unavailable to whom they
+ * were available. */
+static void in_withdraw_presence(struct s2s_in *s)
+{
+	for (int i = 0; i < s->n_avail; i++) {
+		const char *remote = s->avail[i];
+		const char *local = remote + strlen(remote) + 1;
+		struct jid from, to;
+		if (!loop_stopping(s->loop) && jid_parse(&from, remote, strlen(remote)) == 0 &&
+		    jid_parse(&to, local, strlen(local)) == 0) {
+			struct arena a;
+			arena_init(&a);
+			struct xml_node *p = xml_new(&a, NS_CLIENT, "presence");
+			xml_set_attr(&a, p, "type", "unavailable");
+			xml_set_attr(&a, p, "from", remote);
+			xml_set_attr(&a, p, "to", local);
+			deliver_inbound(s->loop, p, &a, &from, &to);
+			arena_reset(&a);
+		}
+		free(s->avail[i]);
+	}
+	free(s->avail);
+	s->avail = NULL;
+	s->n_avail = 0;
+}
+
 static void in_stanza_routed(struct s2s_in *s, struct xml_node *st, struct arena *a)
 {
 	const char *from_s = xml_attr(st, "from");
@@ -1333,6 +1389,11 @@ static void in_stanza_routed(struct s2s_in *s, struct xml_node *st, struct arena
 	}
 	s->info->last = now_ms();
 	to_client_ns(st);
+	if (strcmp(st->name, "presence") == 0 && from.resource[0] != '\0') {
+		const char *type = xml_attr(st, "type");
+		if (type == NULL || strcmp(type, "unavailable") == 0)
+			in_note_presence(s, from_s, &to, type == NULL);
+	}
 	deliver_inbound(s->loop, st, a, &from, &to);
 }
 
@@ -1423,6 +1484,15 @@ static void in_tls_ready(struct conn *c)
 	s->state = IN_HEADER;
 }
 
+static void in_withdraw_presence_free(struct s2s_in *s)
+{
+	for (int i = 0; i < s->n_avail; i++)
+		free(s->avail[i]);
+	free(s->avail);
+	s->avail = NULL;
+	s->n_avail = 0;
+}
+
 static void in_free(uv_handle_t *h)
 {
 	struct s2s_in *s = h->data;
@@ -1439,6 +1509,11 @@ static void in_closed(struct conn *c)
 			 s->pairs[0].remote);
 	info_free(s->loop->srv, s->info);
 	s->info = NULL;
+	/* No s2s state any more: the loop is stopping. */
+	if (s->loop->s2s != NULL && !s->loop->s2s->shutting)
+		in_withdraw_presence(s);
+	else
+		in_withdraw_presence_free(s);
 	uv_close((uv_handle_t *)&s->timer, in_free);
 }
 
