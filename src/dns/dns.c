@@ -594,22 +594,22 @@ static bool dns_ip_literal(struct dns_req *req, const char *domain)
 	unsigned char bin[16];
 	size_t n = strlen(domain);
 	struct dns_srv s = { .port = DNS_S2S_DEFAULT_PORT, .ttl = UINT32_MAX };
+	int family = 0;
 
-	snprintf(s.target, sizeof s.target, "%s", domain);
-	req->cands = xcalloc(1, sizeof *req->cands);
 	if (inet_pton(AF_INET, domain, bin) == 1) {
-		dns_add_candidate(req, &s, AF_INET, bin, UINT32_MAX);
-		return true;
-	}
-	if (n > 2 && n < sizeof buf && domain[0] == '[' && domain[n - 1] == ']') {
+		family = AF_INET;
+	} else if (n > 2 && n < sizeof buf && domain[0] == '[' && domain[n - 1] == ']') {
 		memcpy(buf, domain + 1, n - 2);
 		buf[n - 2] = '\0';
-		if (inet_pton(AF_INET6, buf, bin) == 1) {
-			dns_add_candidate(req, &s, AF_INET6, bin, UINT32_MAX);
-			return true;
-		}
+		if (inet_pton(AF_INET6, buf, bin) == 1)
+			family = AF_INET6;
 	}
-	return false;
+	if (!family)
+		return false;
+	snprintf(s.target, sizeof s.target, "%s", domain);
+	req->cands = xcalloc(1, sizeof *req->cands);
+	dns_add_candidate(req, &s, family, bin, UINT32_MAX);
+	return true;
 }
 
 void dns_resolve_s2s(struct dns *d, const char *domain, dns_s2s_cb cb, void *arg)

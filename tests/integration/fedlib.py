@@ -121,6 +121,12 @@ ADDRESSES = {
     EJABBERD: "127.0.0.5",
 }
 S2S_PORT = 5269
+# dnsmasq's address and port.  Port 53 because ejabberd resolves SRV
+# targets with libc's getaddrinfo, and libc talks to port 53 only (see
+# Ejabberd); the address is one nothing else on a Linux machine uses
+# (systemd-resolved has 127.0.0.53 and 127.0.0.54).
+DNS_ADDRESS = "127.53.0.1"
+DNS_PORT = 53
 SRV_SERVER = "_xmpp-server._tcp"
 SRV_CLIENT = "_xmpp-client._tcp"
 # The name dnsmasq answers to say which set of records it serves.
@@ -140,19 +146,23 @@ def require(path, package):
             % (path, package))
 
 
-def check_free(address, port):
-    """True if a TCP listener could bind address:port right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((address, port))
-        except OSError:
-            return False
+def check_free(address, port, udp=False):
+    """True if a TCP listener (and with udp, a UDP socket) could bind
+    address:port right now."""
+    kinds = [socket.SOCK_STREAM] + ([socket.SOCK_DGRAM] if udp else [])
+    for kind in kinds:
+        with socket.socket(socket.AF_INET, kind) as s:
+            if kind == socket.SOCK_STREAM:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((address, port))
+            except OSError:
+                return False
     return True
 
 
-def require_free(address, port, who):
-    if not check_free(address, port):
+def require_free(address, port, who, udp=False):
+    if not check_free(address, port, udp):
         raise AssertionError(
             "%s: %s:%d is in use (another server? a leftover test run? "
             "`ss -ltnp` tells)" % (who, address, port))
@@ -313,11 +323,13 @@ def standard_records():
 class Dnsmasq:
     """dnsmasq serving the `fedtest` zone; see the module docstring."""
 
-    def __init__(self, address="127.0.0.1", port=None, ttl=0):
+    def __init__(self, address=DNS_ADDRESS, port=DNS_PORT, ttl=0):
         require(DNSMASQ, "dnsmasq-base")
+        if port == 0:
+            port = free_port(udp_too=True)
         self.root = Path(tempfile.mkdtemp(prefix="natter-dns-"))
         self.address = address
-        self.port = port or free_port(udp_too=True)
+        self.port = port
         self.ttl = ttl
         self.log_path = self.root / "dnsmasq.log"
         self.proc = None
@@ -411,6 +423,8 @@ class Dnsmasq:
 
     def start(self):
         assert self.proc is None, "dnsmasq already running"
+        if self.generation == 0:
+            require_free(self.address, self.port, "dnsmasq", udp=True)
         self.generation += 1
         self._out = open(self.root / "dnsmasq.out", "ab")
         self.proc = subprocess.Popen(

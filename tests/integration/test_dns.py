@@ -34,8 +34,10 @@ def configured():
         if listeners is None:
             listeners = [{"type": t, "address": "127.0.0.1", "port": p}
                          for t, p in ports.items()]
+        # s2s listeners need federation on; natterd is never started here.
         server = NatterServer({"hosts": [{"domain": DOMAIN}],
                                "listeners": listeners,
+                               "s2s": {"enabled": True},
                                "dns": {"resolver": resolver}})
         server.ports = {l["type"]: l["port"] for l in listeners}
         servers.append(server)

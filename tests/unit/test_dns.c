@@ -192,7 +192,8 @@ static void record_outcome(void *arg, enum dns_status st, const struct dns_candi
 	o->calls++;
 	o->st = st;
 	o->n = n;
-	memcpy(o->c, c, (n < 4 ? n : 4) * sizeof *c);
+	if (n > 0)
+		memcpy(o->c, c, (n < 4 ? n : 4) * sizeof *c);
 }
 
 /* A UDP port on 127.0.0.1 where nothing answers. */
