@@ -462,7 +462,7 @@ static const struct config_key config_top_keys[] = {
 		 " {type: c2s_tls, address: 127.0.0.1, port: 5223}]",
 	  .offset = offsetof(struct config, listeners),
 	  .count_offset = offsetof(struct config, n_listeners),
-	  .doc = "client listeners; at least one" },
+	  .doc = "listeners (c2s, c2s_tls, s2s, s2s_tls); at least one" },
 	{ .name = "limits", .type = KEY_MAP, .section = &config_limits_section,
 	  .offset = offsetof(struct config, limits),
 	  .doc = "limits on what one peer may do" },

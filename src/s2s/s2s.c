@@ -844,7 +844,11 @@ static void bounce_queue(struct s2s_out *o, const char *condition)
 			arena_init(&a);
 			struct xml_node *st = xml_parse_element(&a, p->bytes->data, p->bytes->len);
 			if (st != NULL)
-				deliver_error(o->loop, st, &a, condition[7] == 't' ? "wait" : "cancel",
+				deliver_error(o->loop, st, &a,
+					      strcmp(condition, "remote-server-timeout") == 0 ||
+							      strcmp(condition, "resource-constraint") == 0
+						      ? "wait"
+						      : "cancel",
 					      condition);
 			arena_reset(&a);
 		}

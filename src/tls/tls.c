@@ -319,7 +319,9 @@ int tls_peer_verified(struct tls *t, SSL *ssl, const char *domain, char *why, si
 		snprintf(why, whylen, "certificate does not verify: %s",
 			 X509_verify_cert_error_string(X509_STORE_CTX_get_error(ctx)));
 		ok = 0;
-	} else if (ok && X509_check_host(cert, domain, 0, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS,
+	} else if (ok && X509_check_host(cert, domain, 0,
+					 X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS |
+						 X509_CHECK_FLAG_NEVER_CHECK_SUBJECT,
 					 NULL) != 1) {
 		snprintf(why, whylen, "certificate is not for %s", domain);
 		ok = 0;

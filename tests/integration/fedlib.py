@@ -1,7 +1,8 @@
 """Server-to-server federation test infrastructure (issue 6): a DNS server,
 a test CA, and two real third-party XMPP servers, Debian's Prosody 0.12 and
 ejabberd 23.01, each in a temporary directory of its own, on loopback only,
-never the system instances (nothing under /etc, /var or /run is used).
+never the system instances (their files under /etc, /var and /run are not
+used; nothing on the machine is changed).
 
 Names and addresses
   Every test domain lives under the TLD `fedtest`, which libunbound
@@ -20,8 +21,12 @@ Names and addresses
   mechanism=prosody.sasl_mechanism)` works as for natterd.
 
 Dnsmasq (fixture `dns`, session)
-  dnsmasq on 127.0.0.1:PORT (UDP and TCP), authoritative for `fedtest`
-  only: unknown names are NXDOMAIN, nothing is forwarded anywhere.  The
+  dnsmasq on 127.53.0.1 port 53 (UDP and TCP), authoritative for
+  `fedtest` only: unknown names are NXDOMAIN, nothing is forwarded
+  anywhere.  Port 53 rather than a free port because ejabberd resolves SRV
+  targets through libc (see Ejabberd below), which knows no other port;
+  Dnsmasq(port=0) takes a free port where that does not matter.  Queries
+  are logged (--log-queries) to a file the tests read.  The
   standard records (standard_records()) give every domain D above
       _xmpp-server._tcp.D  SRV 0 0 5269 s2s.D.
       s2s.D                A   <its address>
@@ -32,7 +37,7 @@ Dnsmasq (fixture `dns`, session)
   goes back to the standard set.  Tests that change records must call
   dns.reset() at the end (or use `with dns.changed(): ...`).  TTL is 0, so
   no resolver caches an answer.
-      dns.resolver          "127.0.0.1@PORT" (unbound's forwarder syntax;
+      dns.resolver          "127.53.0.1@53" (unbound's forwarder syntax;
                             what natter's resolver setting will take)
       dns.address/.port
       dns.log_mark()        a position in the query log
@@ -62,6 +67,12 @@ session)
       Ejabberd(dialback=False): mod_s2s_dialback is not loaded, so a peer
           must present a valid certificate (SASL EXTERNAL); dialback=True
           loads it.
+  How they find their peers: Prosody through lua-unbound forwarding to
+  dnsmasq (`unbound = { forward = { "127.53.0.1@53" } }`).  ejabberd looks
+  up SRV with Erlang's inet_res (ERL_INETRC names dnsmasq) but the SRV
+  targets' addresses with libc's getaddrinfo, so it runs in a private mount
+  namespace (unshare -m, needs root) where /etc/resolv.conf, /etc/hosts and
+  /etc/nsswitch.conf are bind-mounted files of its own naming dnsmasq.
   Per test:
       server.add_user(name, password=None) -> bare JID (password defaults
           to NAME-secret, see password_of); idempotent.  Use fresh names
@@ -80,6 +91,8 @@ For natter's own s2s configuration (the lead's tests):
       natter_identity(test_ca, dns, NATTER_A) -> dict with domain, address,
           s2s_port, cert, key, ca_file, resolver
   (check_free(address, port) tells whether 5269 is free on the address.)
+
+Debugging: NATTER_KEEP=1 keeps the servers' directories (configs, logs).
 
 Nothing here sleeps to synchronise: readiness and log lines are polled with
 a deadline.
@@ -101,7 +114,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dirlib import free_port, run
-from imlib import Inbox, password_of
+from imlib import Inbox, password_of, roster_get
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -136,6 +149,7 @@ DNSMASQ = "/usr/sbin/dnsmasq"
 PROSODY_BIN = "/usr/bin/prosody"
 PROSODYCTL = "/usr/bin/prosodyctl"
 ERL = "/usr/bin/erl"
+UNSHARE = "/usr/bin/unshare"
 ERL_LIBS = "/usr/lib/x86_64-linux-gnu"
 
 
@@ -264,7 +278,10 @@ def dns_query(address, port, name, qtype="A", timeout=2.0):
         _encode_name(name) + struct.pack(">HH", TYPES[qtype], 1)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.settimeout(timeout)
-        s.sendto(packet, (address, port))
+        # Connected, so that a closed port is an immediate
+        # ConnectionRefusedError rather than a timeout.
+        s.connect((address, port))
+        s.send(packet)
         while True:
             reply = s.recv(4096)
             if struct.unpack(">H", reply[:2])[0] == qid:
@@ -942,6 +959,21 @@ class Ejabberd(PeerServer):
             "{timeout, 2000}.\n"
             "{retry, 2}.\n"
             % (",".join(host.split(".")), port))
+        # ...but the addresses of SRV targets come from libc's getaddrinfo
+        # (p1_xmpp 1.6's xmpp_stream_out calls net:getaddrinfo), which
+        # reads /etc/resolv.conf (port 53 only), /etc/hosts and
+        # /etc/nsswitch.conf: ejabberd runs in a mount namespace of its
+        # own where these three are ours (see start()).
+        etc = self.root / "etc"
+        etc.mkdir(exist_ok=True)
+        assert port == 53, (
+            "ejabberd needs dnsmasq on port 53 (libc's resolver knows no "
+            "other port); it is on %d" % port)
+        (etc / "resolv.conf").write_text(
+            "# Made by fedlib.py for ejabberd's mount namespace\n"
+            "nameserver %s\noptions timeout:2 attempts:2\n" % host)
+        (etc / "hosts").write_text("127.0.0.1 localhost\n")
+        (etc / "nsswitch.conf").write_text("hosts: files dns\n")
 
     def _env(self):
         env = dict(os.environ)
@@ -971,8 +1003,18 @@ class Ejabberd(PeerServer):
         env = self._env()
         env["ERL_INETRC"] = str(self.inetrc)
         self._out = open(self.root / "erl.out", "ab")
+        etc = self.root / "etc"
+        # unshare(1) and sh exec: self.proc is beam.smp itself, and SIGTERM
+        # stops ejabberd cleanly.
+        namespace = [
+            UNSHARE, "--mount", "--propagation", "private", "--",
+            "sh", "-c",
+            'mount --bind "$0/resolv.conf" /etc/resolv.conf && '
+            'mount --bind "$0/hosts" /etc/hosts && '
+            'mount --bind "$0/nsswitch.conf" /etc/nsswitch.conf && '
+            'exec "$@"', str(etc)]
         self.proc = subprocess.Popen(
-            self._erl_args(self.node) + [
+            namespace + self._erl_args(self.node) + [
                 "+K", "true", "+P", "250000",
                 "-mnesia", "dir", '"%s"' % self.spool,
                 "-ejabberd", "log_rotate_count", "0",
@@ -1014,10 +1056,14 @@ class Ejabberd(PeerServer):
 
 # ------------------------------------------------------------- sessions ---
 
-async def fed_connect(net, server, name, resource="r", password=None):
+async def fed_connect(net, server, name, resource="r", password=None, *,
+                      roster=True, available=False):
     """A logged-in slixmpp session of NAME@server.domain on server's c2s
     port, with an imlib.Inbox (client.inbox) and automatic subscription
-    answers off.  Creates the account if needed."""
+    answers off.  Creates the account if needed.  With roster (the
+    default) the roster is fetched, which makes the session "interested"
+    (RFC 6121 2.1.6): Prosody delivers subscription answers only to such
+    sessions.  With available, initial presence is sent."""
     jid = server.add_user(name, password)
     client = await net.login(server, "%s/%s" % (jid, resource),
                              server.password(name),
@@ -1025,22 +1071,30 @@ async def fed_connect(net, server, name, resource="r", password=None):
     client.roster.auto_authorize = None
     client.roster.auto_subscribe = False
     client.inbox = Inbox(client)
+    if roster:
+        await roster_get(client)
+    if available:
+        await client.available()
     return client
 
 
 @contextlib.asynccontextmanager
 async def diagnose(*servers, dns=None):
     """Adds the servers' log tails (and the DNS query log) to an
-    AssertionError raised inside."""
+    AssertionError raised inside; servers are Prosody, Ejabberd or
+    natterlib.NatterServer objects (anything with .log and .alive())."""
     try:
         yield
     except AssertionError as e:
         parts = [str(e)]
         for server in servers:
+            # Prosody, Ejabberd or natterlib.NatterServer alike.
+            name = getattr(server, "name", None) or "natterd %s" % getattr(
+                server, "domain", "")
             parts.append("---- %s (%s) log tail ----\n%s"
-                         % (server.name,
+                         % (name,
                             "running" if server.alive() else "NOT RUNNING",
-                            server.log_tail(80)))
+                            tail(server.log, 80)))
         if dns is not None:
             parts.append("---- dnsmasq queries ----\n%s"
                          % "\n".join("%s %s" % q for q in dns.queries()))

@@ -78,7 +78,7 @@ def test_ca_issues_valid_and_invalid_certificates(test_ca):
 def test_natter_identity(test_ca, dns):
     ident = natter_identity(test_ca, dns, NATTER_A)
     assert ident["address"] == "127.0.0.2" and ident["s2s_port"] == 5269
-    assert ident["resolver"] == "127.0.0.1@%d" % dns.port
+    assert ident["resolver"] == "%s@%d" % (dns.address, dns.port)
     assert ident["cert"].endswith("cert.pem")
 
 
@@ -90,11 +90,11 @@ async def test_prosody_and_ejabberd_federate(dns, prosody, ejabberd, net):
     and authenticating it by its certificate from the test CA."""
     mark = dns.log_mark()
     async with diagnose(prosody, ejabberd, dns=dns):
-        alice = await fed_connect(net, prosody, unique_name("alice"))
-        bob = await fed_connect(net, ejabberd, unique_name("bob"))
+        alice = await fed_connect(net, prosody, unique_name("alice"),
+                                  available=True)
+        bob = await fed_connect(net, ejabberd, unique_name("bob"),
+                                available=True)
         a, b = alice.boundjid.bare, bob.boundjid.bare
-        await alice.available()
-        await bob.available()
 
         alice.send_message(mto=b, mbody="hello from prosody", mtype="chat")
         got = await bob.inbox.get(msg(frm_bare=a), "alice's message",
@@ -133,6 +133,12 @@ async def test_prosody_and_ejabberd_federate(dns, prosody, ejabberd, net):
             and s["show"] == "away", "alice's away presence")
         assert away["status"] == "in a meeting"
 
+    # Both links authenticated by certificate (SASL EXTERNAL both ways).
+    prosody.wait_for_log("SASL EXTERNAL with %s succeeded" % EJABBERD)
+    prosody.wait_for_log("Accepting SASL EXTERNAL identity from %s"
+                         % EJABBERD)
+    ejabberd.wait_for_log("Accepted inbound s2s EXTERNAL authentication "
+                          "%s -> %s" % (PROSODY, EJABBERD))
     # Each server looked the other up by SRV, then the SRV target.
     dns.wait_for_query("SRV", "%s.%s" % (SRV_SERVER, EJABBERD), since=mark)
     dns.wait_for_query("SRV", "%s.%s" % (SRV_SERVER, PROSODY), since=mark)
@@ -146,21 +152,55 @@ async def test_untrusted_certificate_is_refused(test_ca, dns, prosody,
     authenticate to ejabberd (no dialback there): alice's message bounces;
     with the good certificate back, it gets through."""
     async with diagnose(prosody, ejabberd, dns=dns):
-        bob = await fed_connect(net, ejabberd, unique_name("bob"))
-        await bob.available()
+        bob = await fed_connect(net, ejabberd, unique_name("bob"),
+                                available=True)
         alice_name = unique_name("alice")
+        mark = prosody.log_mark()
         with prosody.configured(cert=test_ca.untrusted(PROSODY)):
-            alice = await fed_connect(net, prosody, alice_name)
-            await alice.available()
-            alice.send_message(mto=bob.boundjid.bare, mbody="let me in",
-                               mtype="chat", mid="refused-1")
+            alice = await fed_connect(net, prosody, alice_name,
+                                      available=True)
+            alice.send_raw("<message to='%s' id='refused-1' type='chat'>"
+                           "<body>let me in</body></message>"
+                           % bob.boundjid.bare)
             bounce = await alice.inbox.get(
                 msg(id="refused-1", type="error"), "the bounce", timeout=30)
             assert bounce["error"]["condition"] in (
                 "remote-server-not-found", "remote-server-timeout",
                 "not-authorized", "service-unavailable"), bounce
+            await prosody.await_log("SASL EXTERNAL with %s failed"
+                                    % EJABBERD, since=mark)
             await alice.close()
-        alice = await fed_connect(net, prosody, alice_name, "again")
-        await alice.available()
+        alice = await fed_connect(net, prosody, alice_name, "again",
+                                  available=True)
         await assert_not_delivered(bob, msg(id="refused-1"),
                                    "the refused message", alice, "marker-1")
+
+
+async def test_dialback_when_certificates_do_not_verify(test_ca, dns,
+                                                        prosody, ejabberd,
+                                                        net):
+    """The relaxed settings: Prosody with a self-signed certificate and
+    s2s_secure_auth off, ejabberd with mod_s2s_dialback.  Prosody's
+    certificate cannot be verified, so ejabberd authenticates it by
+    dialback (calling back prosody.fedtest found by SRV)."""
+    async with diagnose(prosody, ejabberd, dns=dns):
+        mark = ejabberd.log_mark()
+        with ejabberd.configured(dialback=True), \
+                prosody.configured(cert=test_ca.self_signed(PROSODY),
+                                   secure_auth=False):
+            alice = await fed_connect(net, prosody, unique_name("alice"),
+                                      available=True)
+            bob = await fed_connect(net, ejabberd, unique_name("bob"),
+                                    available=True)
+            alice.send_raw("<message to='%s' id='db-1' type='chat'>"
+                           "<body>by dialback</body></message>"
+                           % bob.boundjid.bare)
+            await bob.inbox.get(msg(id="db-1", frm=str(alice.boundjid)),
+                                "alice's message", timeout=30)
+            bob.send_raw("<message to='%s' id='db-2' type='chat'>"
+                         "<body>back</body></message>" % alice.boundjid)
+            await alice.inbox.get(msg(id="db-2", frm=str(bob.boundjid)),
+                                  "bob's reply", timeout=30)
+            await ejabberd.await_log(
+                "Accepted inbound s2s dialback authentication %s -> %s"
+                % (PROSODY, EJABBERD), since=mark)

@@ -1,0 +1,287 @@
+"""Federation between two natterd (issue 6): SRV lookup through a real DNS
+server (dnsmasq), certificates from a test CA (SASL EXTERNAL), dialback
+without them, the forged-'from' check, allow/deny lists, bounces, and a
+remote server that hangs.  Interop with Prosody and ejabberd is in
+test_interop.py.
+
+Each natter has its own loopback address (fedlib.ADDRESSES) with s2s on
+port 5269 there; the DNS server publishes _xmpp-server._tcp SRV records
+for them (fedlib.standard_records)."""
+
+import asyncio
+import socket
+import ssl
+import base64
+
+import pytest
+
+import fedlib
+from natterlib import to_yaml
+from fedlib import NATTER_A, NATTER_B, ADDRESSES, diagnose
+from imlib import (accounts, connect, error_condition, msg, pres, roster_get,
+                   send_available, send_presence_type, subscribe)
+
+
+def natter_config(test_ca, dns, domain, *, certificate=True, **s2s):
+    """The overrides for one federating natterd of domain."""
+    host = {"domain": domain}
+    if certificate:
+        pair = test_ca.cert_for(domain)
+        host["tls_cert"] = str(pair.chain)
+        host["tls_key"] = str(pair.key)
+    s2s_section = {"enabled": True, "ca_file": str(test_ca.ca_file),
+                   "connect_timeout": 5}
+    s2s_section.update(s2s)
+    return {"hosts": [host], "s2s": s2s_section, "dns": {"resolver": dns.resolver}}
+
+
+def start_natter(natter_factory, test_ca, dns, domain, **kwargs):
+    server = natter_factory(start=False, **natter_config(test_ca, dns, domain, **kwargs))
+    server.config["listeners"].append(
+        {"type": "s2s", "address": ADDRESSES[domain], "port": fedlib.S2S_PORT})
+    server.config_path.write_text(to_yaml(server.config))
+    server.start()
+    return server
+
+
+@pytest.fixture
+def pair(natter_factory, test_ca, dns):
+    a = start_natter(natter_factory, test_ca, dns, NATTER_A)
+    b = start_natter(natter_factory, test_ca, dns, NATTER_B)
+    accounts(a, "alice")
+    accounts(b, "bob")
+    return a, b
+
+
+async def exchange(alice, bob, tag):
+    alice.send_raw("<message to='%s' id='%s-ab' type='chat'><body>hi</body></message>"
+                   % (bob.boundjid.full, tag))
+    await bob.inbox.get(msg(id=tag + "-ab", frm=alice.boundjid.full), "alice -> bob")
+    bob.send_raw("<message to='%s' id='%s-ba' type='chat'><body>hi</body></message>"
+                 % (alice.boundjid.full, tag))
+    await alice.inbox.get(msg(id=tag + "-ba", frm=bob.boundjid.full), "bob -> alice")
+
+
+async def test_messages_both_ways_with_sasl_external(pair, net, dns):
+    a, b = pair
+    async with diagnose(a, b, dns=dns):
+        alice = await connect(net, a, "alice")
+        bob = await connect(net, b, "bob")
+        await exchange(alice, bob, "ext")
+        await a.await_log("s2s %s -> %s: authenticated with EXTERNAL" % (NATTER_A, NATTER_B))
+        await b.await_log("s2s %s -> %s: authenticated with EXTERNAL" % (NATTER_B, NATTER_A))
+        await a.await_log("%s verified for %s with EXTERNAL" % (NATTER_B, NATTER_A))
+        queries = [q for q in dns.queries()]
+        assert ("SRV", "_xmpp-server._tcp." + NATTER_B) in queries, queries
+
+
+async def test_subscription_and_presence_across_domains(pair, net):
+    a, b = pair
+    async with diagnose(a, b):
+        alice = await connect(net, a, "alice", roster=True, available=True)
+        bob = await connect(net, b, "bob", roster=True, available=True)
+        await subscribe(alice, bob)
+        # Approved: bob's presence reaches alice (RFC 6121 §3.1.6).
+        await alice.inbox.get(pres(frm=bob.boundjid.full), "bob's presence after approval")
+        _, items = await roster_get(alice)
+        assert items[bob.boundjid.bare]["subscription"] == "to", items
+        await subscribe(bob, alice)
+        await bob.inbox.get(pres(frm=alice.boundjid.full), "alice's presence after approval")
+        # A change of presence goes across.
+        await send_available(bob, show="away")
+        await alice.inbox.get(pres(frm=bob.boundjid.full), "bob away")
+        # A new session of alice probes bob's server and hears he is online.
+        alice2 = await connect(net, a, "alice", resource="second", available=True)
+        await alice2.inbox.get(pres(frm=bob.boundjid.full), "probe answer from bob's server")
+        # Unavailable on logout crosses too.
+        await bob.close()
+        await alice.inbox.get(pres(frm=bob.boundjid.full, type="unavailable"),
+                              "bob unavailable")
+
+
+async def test_dialback_without_certificates(natter_factory, test_ca, dns, net):
+    # Self-signed certificates: nothing verifies, so dialback (with a
+    # callback to the authoritative server) it is.
+    a = start_natter(natter_factory, test_ca, dns, NATTER_A, certificate=False)
+    b = start_natter(natter_factory, test_ca, dns, NATTER_B, certificate=False)
+    accounts(a, "alice")
+    accounts(b, "bob")
+    async with diagnose(a, b, dns=dns):
+        alice = await connect(net, a, "alice")
+        bob = await connect(net, b, "bob")
+        await exchange(alice, bob, "db")
+        await a.await_log("s2s %s -> %s: authenticated with dialback" % (NATTER_A, NATTER_B))
+        await b.await_log("%s verified for %s with dialback" % (NATTER_A, NATTER_B))
+        out = a.ctl("s2s", check=True).stdout
+        assert NATTER_B in out and "dialback" in out, out
+
+
+async def test_certificate_policy_refuses_dialback(natter_factory, test_ca, dns, net):
+    a = start_natter(natter_factory, test_ca, dns, NATTER_A, certificate=False)
+    b = start_natter(natter_factory, test_ca, dns, NATTER_B,
+                     remotes=[{"domain": NATTER_A, "auth": "certificate"}])
+    accounts(a, "alice")
+    accounts(b, "bob")
+    async with diagnose(a, b):
+        alice = await connect(net, a, "alice")
+        alice.send_raw("<message to='bob@%s' id='pol' type='chat'><body>x</body></message>"
+                       % NATTER_B)
+        err = await alice.inbox.get(msg(id="pol", type="error"), "bounce")
+        assert error_condition(err) == "remote-server-not-found", err
+
+
+async def test_unresolvable_domain_bounces(pair, net):
+    a, _ = pair
+    alice = await connect(net, a, "alice")
+    alice.send_raw("<message to='x@nowhere.fedtest' id='nx' type='chat'><body>x</body></message>")
+    err = await alice.inbox.get(msg(id="nx", type="error"), "bounce")
+    assert error_condition(err) == "remote-server-not-found", err
+
+
+async def test_deny_list(natter_factory, test_ca, dns, net):
+    a = start_natter(natter_factory, test_ca, dns, NATTER_A, deny=NATTER_B)
+    b = start_natter(natter_factory, test_ca, dns, NATTER_B)
+    accounts(a, "alice")
+    accounts(b, "bob")
+    async with diagnose(a, b):
+        alice = await connect(net, a, "alice")
+        bob = await connect(net, b, "bob")
+        alice.send_raw("<message to='%s' id='deny-out' type='chat'><body>x</body></message>"
+                       % bob.boundjid.full)
+        err = await alice.inbox.get(msg(id="deny-out", type="error"), "outgoing refused")
+        assert error_condition(err) == "not-allowed", err
+        bob.send_raw("<message to='%s' id='deny-in' type='chat'><body>x</body></message>"
+                     % alice.boundjid.full)
+        err = await bob.inbox.get(msg(id="deny-in", type="error"), "incoming refused")
+        assert error_condition(err) == "remote-server-not-found", err
+        await a.await_log("%s is not allowed to federate" % NATTER_B)
+
+
+async def test_srv_priority_and_fallback_to_next_target(pair, net, dns):
+    a, b = pair
+    with dns.changed():
+        # Priority 0: an address where nothing listens; priority 10: B.
+        dns.set_host("dead." + NATTER_B, "127.0.0.9")
+        dns.set_srv(NATTER_B, "dead." + NATTER_B, priority=0)
+        dns.add_srv(NATTER_B, "s2s." + NATTER_B, priority=10)
+        dns.apply()
+        async with diagnose(a, b, dns=dns):
+            alice = await connect(net, a, "alice")
+            bob = await connect(net, b, "bob")
+            await exchange(alice, bob, "srv")
+            log = a.log
+            first = log.find("trying dead.%s" % NATTER_B)
+            second = log.find("trying s2s.%s" % NATTER_B)
+            assert 0 <= first < second, log[-3000:]
+
+
+async def test_no_srv_falls_back_to_the_domain(pair, net, dns):
+    a, b = pair
+    with dns.changed():
+        dns.remove_srv(NATTER_B)
+        dns.set_host(NATTER_B, ADDRESSES[NATTER_B])
+        dns.apply()
+        async with diagnose(a, b, dns=dns):
+            alice = await connect(net, a, "alice")
+            bob = await connect(net, b, "bob")
+            alice.send_raw("<message to='%s' id='fb' type='chat'><body>x</body></message>"
+                           % bob.boundjid.full)
+            await bob.inbox.get(msg(id="fb"), "message over the fallback")
+            assert "trying %s port 5269" % NATTER_B in a.log
+
+
+def starttls(sock, server_name, ca, cert_pair):
+    """Plain socket -> TLS client socket with a client certificate."""
+    ctx = ssl.create_default_context(cafile=str(ca.ca_file))
+    ctx.load_cert_chain(str(cert_pair.chain), str(cert_pair.key))
+    return ctx.wrap_socket(sock, server_hostname=server_name)
+
+
+def read_until(sock, needle, limit=65536):
+    data = b""
+    sock.settimeout(10)
+    while needle not in data and len(data) < limit:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def header(frm, to):
+    return ("<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
+            "xmlns:stream='http://etherx.jabber.org/streams' "
+            "xmlns:db='jabber:server:dialback' from='%s' to='%s' version='1.0'>"
+            % (frm, to)).encode()
+
+
+def test_forged_from_domain_is_refused(pair, test_ca):
+    """A server that proved evil.fedtest (valid certificate, SASL EXTERNAL)
+    sends a stanza claiming to come from natter-b.fedtest: the stream ends
+    with <invalid-from/> and nothing is delivered (CVE-2012-3525)."""
+    a, _ = pair
+    evil = "evil.fedtest"
+    sock = socket.create_connection((ADDRESSES[NATTER_A], fedlib.S2S_PORT), timeout=10)
+    sock.sendall(header(evil, NATTER_A))
+    read_until(sock, b"</stream:features>")
+    sock.sendall(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+    assert b"<proceed" in read_until(sock, b"<proceed")
+    tls = starttls(sock, NATTER_A, test_ca, test_ca.cert_for(evil))
+    tls.sendall(header(evil, NATTER_A))
+    features = read_until(tls, b"</stream:features>")
+    assert b"EXTERNAL" in features, features
+    tls.sendall(b"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>"
+                + base64.b64encode(evil.encode()) + b"</auth>")
+    assert b"<success" in read_until(tls, b"<success")
+    tls.sendall(header(evil, NATTER_A))
+    read_until(tls, b"</stream:features>")
+    tls.sendall(("<message from='bob@%s' to='alice@%s' type='chat'><body>forged</body>"
+                 "</message>" % (NATTER_B, NATTER_A)).encode())
+    answer = read_until(tls, b"</stream:stream>")
+    assert b"invalid-from" in answer, answer
+    a.wait_for_log("a pair not verified on this link")
+    tls.close()
+
+
+async def test_hanging_remote_never_stalls_local_users(pair, net, dns):
+    """A remote server that accepts TCP and then says nothing: the message
+    to it bounces with remote-server-timeout after connect_timeout, and
+    local users chat meanwhile."""
+    a, _ = pair
+    hang = "hang.fedtest"
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.10", fedlib.S2S_PORT))
+    listener.listen(8)
+    accounts(a, "carol")
+    try:
+        with dns.changed():
+            dns.set_host("s2s." + hang, "127.0.0.10")
+            dns.set_srv(hang, "s2s." + hang)
+            dns.apply()
+            alice = await connect(net, a, "alice")
+            carol = await connect(net, a, "carol")
+            alice.send_raw("<message to='x@%s' id='hang' type='chat'><body>x</body></message>"
+                           % hang)
+            for i in range(5):
+                alice.send_raw("<message to='%s' id='local%d' type='chat'><body>x</body>"
+                               "</message>" % (carol.boundjid.full, i))
+                await asyncio.wait_for(carol.inbox.get(msg(id="local%d" % i), "local"), 2)
+            err = await alice.inbox.get(msg(id="hang", type="error"), "timeout bounce",
+                                        timeout=15)
+            assert error_condition(err) == "remote-server-timeout", err
+    finally:
+        listener.close()
+
+
+async def test_idle_link_closes(natter_factory, test_ca, dns, net):
+    a = start_natter(natter_factory, test_ca, dns, NATTER_A, idle_timeout=5)
+    b = start_natter(natter_factory, test_ca, dns, NATTER_B)
+    accounts(a, "alice")
+    accounts(b, "bob")
+    alice = await connect(net, a, "alice")
+    bob = await connect(net, b, "bob")
+    alice.send_raw("<message to='%s' id='idle' type='chat'><body>x</body></message>"
+                   % bob.boundjid.full)
+    await bob.inbox.get(msg(id="idle"), "message")
+    await a.await_log("s2s %s -> %s: idle, closing" % (NATTER_A, NATTER_B), timeout=20)
