@@ -17,5 +17,17 @@ if [ "$(id -u)" != 0 ]; then
 	exit 1
 fi
 export DEBIAN_FRONTEND=noninteractive
+# Servers the tests start themselves (slapd, krb5kdc, Prosody, ejabberd)
+# must not also start as system services: those would take ports such as
+# 5269 on every address. policy-rc.d (exit 101) tells the packages' scripts
+# not to start anything while they install.
+policy=/usr/sbin/policy-rc.d
+made_policy=
+if [ ! -e "$policy" ]; then
+	printf '#!/bin/sh\nexit 101\n' > "$policy"
+	chmod 755 "$policy"
+	made_policy=1
+fi
+trap '[ -n "$made_policy" ] && rm -f "$policy"' EXIT
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends $missing
