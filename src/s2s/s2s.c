@@ -709,21 +709,30 @@ static void out_release(struct s2s_out *o)
 	free(o);
 }
 
+/* The memory goes on a later loop iteration: out_destroy may run inside
+ * the link's own parser callback. */
+static void out_free_later(struct loop *l, void *arg)
+{
+	struct s2s_out *o = arg;
+	(void)l;
+	xml_stream_free(o->xs);
+	free(o->cands);
+	free(o);
+}
+
 static void out_destroy(struct s2s_out *o)
 {
 	out_unlink(o);
 	out_stop_timer(o);
-	xml_stream_free(o->xs);
-	o->xs = NULL;
-	free(o->cands);
-	o->cands = NULL;
+	if (o->xs != NULL)
+		xml_stream_stop(o->xs);
 	info_free(o->loop->srv, o->info);
 	o->info = NULL;
 	if (o->resolving) {
 		o->zombie = true;
 		return;
 	}
-	free(o);
+	loop_call(o->loop, out_free_later, o);
 }
 
 static void out_closed(struct conn *c)
@@ -808,7 +817,7 @@ static void on_resolved(void *arg, enum dns_status st, const struct dns_candidat
 	struct s2s_out *o = arg;
 	o->resolving = false;
 	if (o->zombie) {
-		free(o);
+		loop_call(o->loop, out_free_later, o);
 		return;
 	}
 	if (st != DNS_OK || n == 0) {
