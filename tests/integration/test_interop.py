@@ -108,3 +108,30 @@ async def test_one_natter_linked_to_both(natter, prosody, ejabberd, net):
     for peer in (prosody, ejabberd):
         rows = [line.split() for line in links.splitlines() if line.startswith(peer.domain)]
         assert {row[1] for row in rows} == {"in", "out"}, links
+
+
+async def test_dialback_with_prosody(natter_factory, test_ca, dns, prosody, net):
+    """natter with a self-signed certificate: Prosody (s2s_secure_auth off)
+    checks natter's domain by dialback, calling natter back to verify the
+    key; natter accepts Prosody's valid certificate for its dialback."""
+    server = natter_factory(start=False, hosts=[{"domain": NATTER_A}],
+                            s2s={"enabled": True, "ca_file": str(test_ca.ca_file)},
+                            dns={"resolver": dns.resolver})
+    server.config["listeners"].append(
+        {"type": "s2s", "address": ADDRESSES[NATTER_A], "port": fedlib.S2S_PORT})
+    server.config_path.write_text(to_yaml(server.config))
+    server.start()
+    name = unique_name("alice")
+    accounts(server, name)
+    with prosody.configured(secure_auth=False):
+        async with diagnose(server, prosody, dns=dns):
+            alice = await connect(net, server, name)
+            bob = await fed_connect(net, prosody, unique_name("bob"))
+            alice.send_raw("<message to='%s' id='db' type='chat'><body>x</body></message>"
+                           % bob.boundjid.full)
+            await bob.inbox.get(msg(id="db"), "natter -> prosody by dialback", timeout=20)
+            await server.await_log("s2s %s -> %s: authenticated with dialback"
+                                   % (NATTER_A, prosody.domain))
+            bob.send_raw("<message to='%s' id='db2' type='chat'><body>x</body></message>"
+                         % alice.boundjid.full)
+            await alice.inbox.get(msg(id="db2"), "prosody -> natter", timeout=20)
