@@ -285,3 +285,84 @@ async def test_idle_link_closes(natter_factory, test_ca, dns, net):
                    % bob.boundjid.full)
     await bob.inbox.get(msg(id="idle"), "message")
     await a.await_log("s2s %s -> %s: idle, closing" % (NATTER_A, NATTER_B), timeout=20)
+
+
+async def test_remote_contacts_unavailable_when_the_link_goes(pair, net):
+    a, b = pair
+    async with diagnose(a, b):
+        alice = await connect(net, a, "alice", roster=True, available=True)
+        bob = await connect(net, b, "bob", roster=True, available=True)
+        await subscribe(alice, bob)
+        await alice.inbox.get(pres(frm=bob.boundjid.full), "bob's presence")
+        # bob's server goes away (its sessions end with it, so no
+        # unavailable stanza comes from there): the link closing tells.
+        assert b.stop() == []
+        await alice.inbox.get(pres(frm=bob.boundjid.full, type="unavailable"),
+                              "bob unavailable when the link went", timeout=20)
+
+
+async def test_direct_tls_from_xmpps_srv(natter_factory, test_ca, dns, net):
+    """_xmpps-server._tcp only (XEP-0368): TLS from the first byte, ALPN
+    xmpp-server, on the s2s_tls listener."""
+    a = start_natter(natter_factory, test_ca, dns, NATTER_A)
+    b = natter_factory(start=False, **natter_config(test_ca, dns, NATTER_B))
+    b.config["listeners"].append({"type": "s2s_tls", "address": ADDRESSES[NATTER_B],
+                                  "port": 5270})
+    b.config_path.write_text(to_yaml(b.config))
+    b.start()
+    accounts(a, "alice")
+    accounts(b, "bob")
+    with dns.changed():
+        dns.remove_srv(NATTER_B)
+        dns.add_srv(NATTER_B, "s2s." + NATTER_B, port=5270, service="_xmpps-server._tcp")
+        dns.apply()
+        async with diagnose(a, b, dns=dns):
+            alice = await connect(net, a, "alice")
+            bob = await connect(net, b, "bob")
+            alice.send_raw("<message to='%s' id='dtls' type='chat'><body>x</body></message>"
+                           % bob.boundjid.full)
+            await bob.inbox.get(msg(id="dtls"), "message over direct TLS")
+            assert "trying s2s.%s port 5270 (direct TLS)" % NATTER_B in a.log
+
+
+async def test_piggybacked_domains_each_verified(pair, test_ca, net):
+    """One incoming link may carry several sending domains (XEP-0220
+    piggybacking): each is verified on its own (here by a certificate that
+    names both, XEP-0344), and only then accepted as 'from'."""
+    a, _ = pair
+    one, two = "one.fedtest", "two.fedtest"
+    cert = test_ca.issue(one, names=[one, two], label="one-and-two")
+    sock = socket.create_connection((ADDRESSES[NATTER_A], fedlib.S2S_PORT), timeout=10)
+    sock.sendall(header(one, NATTER_A))
+    read_until(sock, b"</stream:features>")
+    sock.sendall(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+    read_until(sock, b"<proceed")
+    tls = starttls(sock, NATTER_A, test_ca, cert)
+    tls.sendall(header(one, NATTER_A))
+    read_until(tls, b"</stream:features>")
+    for domain in (one, two):
+        tls.sendall(("<db:result from='%s' to='%s'>key</db:result>"
+                     % (domain, NATTER_A)).encode())
+        answer = read_until(tls, b"/>")
+        assert b"type='valid'" in answer and domain.encode() in answer, answer
+    tls.sendall(("<message from='x@%s' to='alice@%s' type='chat' id='pb'><body>ok</body>"
+                 "</message>" % (two, NATTER_A)).encode())
+    tls.sendall(("<message from='x@three.fedtest' to='alice@%s' type='chat'><body>no</body>"
+                 "</message>" % NATTER_A).encode())
+    assert b"invalid-from" in read_until(tls, b"</stream:stream>")
+    tls.close()
+    # alice was offline: the message from the second domain was kept.
+    alice = await connect(net, a, "alice", available=True)
+    got = await alice.inbox.get(msg(id="pb"), "the piggybacked domain's message")
+    assert got["from"].bare == "x@" + two
+
+
+async def test_allow_list(natter_factory, test_ca, dns, net):
+    """With an allow list, only the domains on it federate."""
+    a = start_natter(natter_factory, test_ca, dns, NATTER_A, allow="prosody.fedtest")
+    accounts(a, "alice")
+    alice = await connect(net, a, "alice")
+    alice.send_raw("<message to='bob@%s' id='allow' type='chat'><body>x</body></message>"
+                   % NATTER_B)
+    err = await alice.inbox.get(msg(id="allow", type="error"), "not on the allow list")
+    assert error_condition(err) == "not-allowed", err
