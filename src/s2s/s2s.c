@@ -969,7 +969,8 @@ static void out_enqueue(struct loop *l, struct out_item *it)
 static void on_out_item(struct loop *l, void *arg)
 {
 	struct out_item *it = arg;
-	if (loop_stopping(l)) {
+	/* A stopping loop (its s2s state may already be gone): dropped. */
+	if (loop_stopping(l) || l->s2s == NULL || l->s2s->shutting) {
 		refbuf_release(it->bytes);
 		free(it->verify);
 		free(it);
