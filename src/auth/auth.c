@@ -10,6 +10,8 @@
 
 #include "core/log.h"
 #include "core/server.h"
+#include "core/util.h"
+#include "core/work.h"
 #include "jid/jid.h"
 #include "storage/storage.h"
 #include "tls/tls.h"
@@ -194,8 +196,10 @@ static int on_property(Gsasl *ctx, Gsasl_session *gs, Gsasl_property prop)
 		return validate_gssapi(as, gs);
 	case GSASL_VALIDATE_SIMPLE: {
 		const char *password = gsasl_property_fast(gs, GSASL_PASSWORD);
-		if (as->directory) {
-			/* The directory answers later (directory_auth). */
+		{
+			/* The account source answers later: the directory
+			 * (directory_auth), or PBKDF2 on a worker thread for the
+			 * internal store (auth_check_internal). */
 			const char *authid = gsasl_property_fast(gs, GSASL_AUTHID);
 			if (authid == NULL || password == NULL ||
 			    jid_prep_local(authid, strlen(authid), as->authid, sizeof as->authid) < 0)
@@ -208,13 +212,6 @@ static int on_property(Gsasl *ctx, Gsasl_session *gs, Gsasl_property prop)
 			as->pending = AUTH_PENDING_PASSWORD;
 			return GSASL_OK;
 		}
-		if (password == NULL || load_credentials(as, gs, &cred) != 0)
-			return GSASL_AUTHENTICATION_ERROR;
-		/* PBKDF2 on the loop: a few milliseconds; PLAIN is the rare path
-		 * (SCRAM costs only HMACs here). */
-		return storage_credentials_check(&cred, password) == 1
-			       ? GSASL_OK
-			       : GSASL_AUTHENTICATION_ERROR;
 	}
 	default:
 		return GSASL_NO_CALLBACK;
@@ -329,6 +326,63 @@ enum auth_result auth_complete(struct auth_session *as, bool ok, bool temporary,
 	if (r == AUTH_SUCCESS)
 		buf_append(out, as->final.data, as->final.len);
 	return r;
+}
+
+/* The PBKDF2 check of an internal account's PLAIN password, on a worker
+ * thread: nothing here touches the loop. */
+struct internal_check {
+	struct user_credentials cred;
+	char *password;
+	bool ok;
+	void (*done)(struct loop *l, void *arg, bool ok, bool temporary);
+	void *arg;
+};
+
+static void internal_work(void *arg)
+{
+	struct internal_check *c = arg;
+	c->ok = storage_credentials_check(&c->cred, c->password) == 1;
+}
+
+static void internal_done(struct loop *l, void *arg)
+{
+	struct internal_check *c = arg;
+	OPENSSL_cleanse(c->password, strlen(c->password));
+	free(c->password);
+	OPENSSL_cleanse(&c->cred, sizeof c->cred);
+	if (!loop_stopping(l))
+		c->done(l, c->arg, c->ok, false);
+	else
+		c->done(NULL, c->arg, false, true);
+	free(c);
+}
+
+void auth_check_internal(struct auth_session *as, void (*done)(struct loop *l, void *arg, bool ok,
+							       bool temporary),
+			 void *arg)
+{
+	struct loop *l = as->loop;
+	struct user_credentials cred;
+	int rc = l->srv->storage->user_get(l->store, as->domain, as->authid, &cred);
+	if (rc != 0 || as->password == NULL) {
+		/* No such account, or the store failed: no work to do. An
+		 * unknown account still waits like a known one would not, but
+		 * the failure delay that follows hides that (authfail). */
+		done(l, arg, false, rc < 0);
+		return;
+	}
+	struct internal_check *c = xcalloc(1, sizeof *c);
+	c->cred = cred;
+	c->password = xstrdup(as->password);
+	c->done = done;
+	c->arg = arg;
+	OPENSSL_cleanse(&cred, sizeof cred);
+	if (work_submit(l, internal_work, internal_done, c) != 0) {
+		OPENSSL_cleanse(c->password, strlen(c->password));
+		free(c->password);
+		free(c);
+		done(l, arg, false, true);
+	}
 }
 
 int auth_kerberos_init(const struct config *cfg)

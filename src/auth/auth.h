@@ -79,6 +79,16 @@ enum auth_result auth_step(struct auth_session *as, const char *input, struct bu
 enum auth_result auth_complete(struct auth_session *as, bool ok, bool temporary,
 			       const char *local, struct buf *out);
 
+/* AUTH_PENDING with AUTH_PENDING_PASSWORD on a host with internal
+ * accounts: reads the account's secrets (on the loop) and checks the PLAIN
+ * password against them with PBKDF2 on a worker thread. done runs on the
+ * loop afterwards (or at once, when there is no such account or the store
+ * failed: temporary), with l NULL if the loop is stopping; as must still
+ * be alive then or done must not touch it (c2s checks by connection id). */
+void auth_check_internal(struct auth_session *as,
+			 void (*done)(struct loop *l, void *arg, bool ok, bool temporary),
+			 void *arg);
+
 /* Sets GSS-API's keytab (KRB5_KTNAME) from the configuration, before any
  * thread starts. Returns 0, or -1 if the keytab cannot be read. */
 int auth_kerberos_init(const struct config *cfg);

@@ -280,20 +280,34 @@ static void on_directory_answer(struct loop *l, void *arg, enum dir_status st,
 	buf_free(&out);
 }
 
-/* AUTH_PENDING: the mechanism finished; the directory decides. */
+static void on_internal_answer(struct loop *l, void *arg, bool ok, bool temporary)
+{
+	struct auth_wait *w = arg;
+	struct conn *c = l == NULL || loop_stopping(l) ? NULL : conn_find(l, w->conn_id);
+	struct c2s *s = c && c->ops == &c2s_ops ? c->owner : NULL;
+	unsigned seq = w->seq;
+	free(w);
+	if (s == NULL || s->state != C2S_SASL_WAIT || s->auth_seq != seq || s->auth == NULL)
+		return;
+	struct buf out;
+	buf_init(&out);
+	sasl_result(s, auth_complete(s->auth, ok, temporary, NULL, &out), &out);
+	buf_free(&out);
+}
+
+/* AUTH_PENDING: the mechanism finished; the account source decides (the
+ * directory, or the internal store's PBKDF2 on a worker thread). */
 static void ask_directory(struct c2s *s)
 {
 	struct directory *d = directory_of(s->loop->srv, s->domain);
-	struct buf none;
-	buf_init(&none);
-	if (d == NULL) {
-		sasl_result(s, auth_complete(s->auth, false, true, NULL, &none), &none);
-		return;
-	}
 	struct auth_wait *w = xmalloc(sizeof *w);
 	w->conn_id = s->conn->id;
 	w->seq = ++s->auth_seq;
 	s->state = C2S_SASL_WAIT;
+	if (d == NULL) {
+		auth_check_internal(s->auth, on_internal_answer, w);
+		return;
+	}
 	if (s->auth->pending == AUTH_PENDING_PASSWORD)
 		directory_auth(d, s->loop, s->auth->authid, s->auth->password, on_directory_answer, w);
 	else
