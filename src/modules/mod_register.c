@@ -6,11 +6,10 @@
  * operator allows it (allow_registration), at most one per address per
  * registration_interval.
  *
- * Passwords become SCRAM keys with storage_credentials_from_password(),
- * PBKDF2 run here on the event loop. That blocks the loop for a few
- * milliseconds per password; it moves to the worker pool with the rest of
- * the blocking work. The rate limit bounds how often an unauthenticated
- * peer can make the loop do it. */
+ * Passwords become SCRAM keys with storage_credentials_from_password()
+ * (PBKDF2, milliseconds). A password change derives them on a worker
+ * thread (work.h); a registration before login still does it on the event
+ * loop, which the rate limit bounds. */
 #include "modules/register.h"
 
 #include <arpa/inet.h>
@@ -23,9 +22,11 @@
 #include "core/log.h"
 #include "core/server.h"
 #include "core/util.h"
+#include "core/work.h"
 #include "jid/jid.h"
 #include "modules/module.h"
 #include "modules/presence.h"
+#include "router/deliver.h"
 
 /* Longest password accepted, in bytes (as natterctl). */
 #define REGISTER_PASSWORD_MAX 1023
@@ -214,32 +215,110 @@ static void register_remove(struct iq_ctx *c)
 	}
 }
 
-/* XEP-0077 §3.3: <username/> must name the sender's own account. */
+/* A password change waiting for its PBKDF2 on a worker thread. */
+struct password_change {
+	char *password;
+	unsigned iterations;
+	struct user_credentials cred;
+	int rc;
+	char *id;        /* the request's id, or NULL */
+	char *requester; /* full JID the answer goes to */
+	char *account;   /* bare JID it comes from */
+	struct jid who;
+};
+
+static void password_work(void *arg)
+{
+	struct password_change *p = arg;
+	p->rc = storage_credentials_from_password(p->password, p->iterations, &p->cred);
+}
+
+/* The answer to a request answered after a worker finished. */
+static void answer_later(struct loop *l, const struct password_change *p, const char *etype,
+			 const char *condition)
+{
+	struct jid to;
+	if (jid_parse(&to, p->requester, strlen(p->requester)) != 0)
+		return;
+	struct arena a;
+	arena_init(&a);
+	struct xml_node *r = xml_new(&a, NS_CLIENT, "iq");
+	xml_set_attr(&a, r, "type", condition ? "error" : "result");
+	if (p->id)
+		xml_set_attr(&a, r, "id", p->id);
+	xml_set_attr(&a, r, "from", p->account);
+	xml_set_attr(&a, r, "to", p->requester);
+	if (condition) {
+		struct xml_node *e = xml_add_child(&a, r, NS_CLIENT, "error");
+		xml_set_attr(&a, e, "type", etype);
+		xml_add_child(&a, e, NS_STANZA_ERRORS, condition);
+	}
+	deliver_to_jid(l, r, &to);
+	arena_reset(&a);
+}
+
+static void password_done(struct loop *l, void *arg)
+{
+	struct password_change *p = arg;
+	register_wipe(p->password);
+	free(p->password);
+	if (!loop_stopping(l)) {
+		if (p->rc != 0) {
+			answer_later(l, p, "modify", "not-acceptable"); /* SASLprep refused it */
+		} else if (l->srv->storage->user_put(l->store, p->who.domain, p->who.local,
+						     &p->cred) != 0) {
+			answer_later(l, p, "wait", "internal-server-error");
+		} else {
+			log_info("account %s@%s changed its password in-band", p->who.local,
+				 p->who.domain);
+			answer_later(l, p, NULL, NULL);
+		}
+	}
+	explicit_bzero(&p->cred, sizeof p->cred);
+	free(p->id);
+	free(p->requester);
+	free(p->account);
+	free(p);
+}
+
+/* XEP-0077 §3.3: <username/> must name the sender's own account. The new
+ * keys are derived on a worker thread (PBKDF2 takes milliseconds); the
+ * answer follows from there. */
 static void register_password(struct iq_ctx *c)
 {
 	const char *user = register_field(c->a, c->payload, "username");
 	const char *pass = register_field(c->a, c->payload, "password");
 	char local[JID_PART_MAX + 1];
-	struct user_credentials cred;
 	struct loop *l = c->loop;
 
-	if (user == NULL || pass == NULL || strlen(pass) > REGISTER_PASSWORD_MAX)
+	if (user == NULL || pass == NULL || strlen(pass) > REGISTER_PASSWORD_MAX) {
 		module_error(c, "modify", "bad-request");
-	else if (jid_prep_local(user, strlen(user), local, sizeof local) < 0 ||
-		 strcmp(local, c->from->local) != 0)
+	} else if (jid_prep_local(user, strlen(user), local, sizeof local) < 0 ||
+		   strcmp(local, c->from->local) != 0) {
 		module_error(c, "auth", "forbidden");
-	else if (storage_credentials_from_password(pass, (unsigned)l->srv->cfg->scram_iterations,
-						   &cred) != 0)
-		module_error(c, "modify", "not-acceptable"); /* SASLprep refused it */
-	else if (l->srv->storage->user_put(l->store, c->from->domain, c->from->local, &cred) != 0)
-		module_error(c, "wait", "internal-server-error");
-	else {
-		log_info("account %s@%s changed its password in-band", c->from->local,
-			 c->from->domain);
-		module_reply(c, NULL);
+	} else {
+		char buf[3 * JID_PART_MAX + 3];
+		struct password_change *p = xcalloc(1, sizeof *p);
+		const char *id = xml_attr(c->iq, "id");
+		p->password = xstrdup(pass);
+		p->iterations = (unsigned)l->srv->cfg->scram_iterations;
+		p->id = id ? xstrdup(id) : NULL;
+		jid_format(c->from, buf, sizeof buf);
+		p->requester = xstrdup(buf);
+		jid_format_bare(c->from, buf, sizeof buf);
+		p->account = xstrdup(buf);
+		p->who = *c->from;
+		if (work_submit(l, password_work, password_done, p) != 0) {
+			register_wipe(p->password);
+			free(p->password);
+			free(p->id);
+			free(p->requester);
+			free(p->account);
+			free(p);
+			module_error(c, "wait", "internal-server-error");
+		}
 	}
 	register_wipe(pass);
-	explicit_bzero(&cred, sizeof cred);
 }
 
 static enum status register_set(struct iq_ctx *c)
