@@ -296,6 +296,39 @@ SSL *tls_new_client_s2s(struct tls *t, const char *local_domain, const char *rem
 	return ssl;
 }
 
+/* RFC 6120 §13.7.1.2 identities besides DNS-IDs: an XmppAddr
+ * (id-on-xmppAddr, 1.3.6.1.5.5.7.8.5, UTF8String) naming the domain, or an
+ * SRV-ID (id-on-dnsSRV, 1.3.6.1.5.5.7.8.7, IA5String) "_xmpp-server.domain"
+ * (RFC 4985; no wildcards in either). */
+static bool has_xmpp_identity(X509 *cert, const char *domain)
+{
+	GENERAL_NAMES *names = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
+	bool found = false;
+	char srv[300];
+	snprintf(srv, sizeof srv, "_xmpp-server.%s", domain);
+	for (int i = 0; names != NULL && i < sk_GENERAL_NAME_num(names) && !found; i++) {
+		GENERAL_NAME *gn = sk_GENERAL_NAME_value(names, i);
+		if (gn->type != GEN_OTHERNAME)
+			continue;
+		char oid[64];
+		OBJ_obj2txt(oid, sizeof oid, gn->d.otherName->type_id, 1);
+		ASN1_TYPE *v = gn->d.otherName->value;
+		const char *want = NULL;
+		if (strcmp(oid, "1.3.6.1.5.5.7.8.5") == 0 && v->type == V_ASN1_UTF8STRING)
+			want = domain;
+		else if (strcmp(oid, "1.3.6.1.5.5.7.8.7") == 0 && v->type == V_ASN1_IA5STRING)
+			want = srv;
+		if (want == NULL)
+			continue;
+		const ASN1_STRING *str = v->value.asn1_string;
+		size_t n = (size_t)ASN1_STRING_length(str);
+		found = n == strlen(want) &&
+			strncasecmp((const char *)ASN1_STRING_get0_data(str), want, n) == 0;
+	}
+	GENERAL_NAMES_free(names);
+	return found;
+}
+
 int tls_peer_verified(struct tls *t, SSL *ssl, const char *domain, char *why, size_t whylen)
 {
 	char dummy[8];
@@ -319,10 +352,12 @@ int tls_peer_verified(struct tls *t, SSL *ssl, const char *domain, char *why, si
 		snprintf(why, whylen, "certificate does not verify: %s",
 			 X509_verify_cert_error_string(X509_STORE_CTX_get_error(ctx)));
 		ok = 0;
-	} else if (ok && X509_check_host(cert, domain, 0,
-					 X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS |
-						 X509_CHECK_FLAG_NEVER_CHECK_SUBJECT,
-					 NULL) != 1) {
+	} else if (ok &&
+		   X509_check_host(cert, domain, 0,
+				   X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS |
+					   X509_CHECK_FLAG_NEVER_CHECK_SUBJECT,
+				   NULL) != 1 &&
+		   !has_xmpp_identity(cert, domain)) {
 		snprintf(why, whylen, "certificate is not for %s", domain);
 		ok = 0;
 	} else if (!ok) {

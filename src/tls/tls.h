@@ -45,8 +45,9 @@ SSL *tls_new_server_s2s(struct tls *t, bool direct);
 SSL *tls_new_client_s2s(struct tls *t, const char *local_domain, const char *remote_domain,
 			bool direct);
 
-/* Whether the peer's certificate chains to t->trust and names domain
- * (RFC 6125 DNS-ID, wildcards only as the whole leftmost label). Returns 1
+/* Whether the peer's certificate chains to t->trust and names domain:
+ * a DNS-ID (RFC 6125, wildcards only as the whole leftmost label), an
+ * XmppAddr or an SRV-ID "_xmpp-server.domain" (RFC 6120 §13.7.1.2). Returns 1
  * yes, 0 no; why (may be NULL) gets the reason. */
 int tls_peer_verified(struct tls *t, SSL *ssl, const char *domain, char *why, size_t whylen);
 

@@ -595,8 +595,8 @@ class TestCA:
         return directory
 
     @staticmethod
-    def _san(names, xmpp_addr, srv_id):
-        parts = ["DNS:%s" % n for n in names]
+    def _san(names, xmpp_addr, srv_id, dns_id=True):
+        parts = ["DNS:%s" % n for n in names] if dns_id else []
         for n in names:
             if xmpp_addr:
                 parts.append("otherName:1.3.6.1.5.5.7.8.5;UTF8:%s" % n)
@@ -627,14 +627,14 @@ class TestCA:
         return CertPair(domain, cert, key, chain, combined)
 
     def issue(self, domain, *, names=None, xmpp_addr=False, srv_id=False,
-              ca=None, days=3, label=None):
+              ca=None, days=3, label=None, dns_id=True):
         """A new certificate for domain, with subjectAltName DNS: for
         names (default [domain]), signed by this CA (or ca=(cert, key))."""
         names = names or [domain]
         ca_cert, ca_key = ca or (self.cert, self.key)
         directory = self._slot(label or domain)
         key, csr, ext = self._request(directory, names[0],
-                                      self._san(names, xmpp_addr, srv_id))
+                                      self._san(names, xmpp_addr, srv_id, dns_id))
         cert = directory / "cert.pem"
         run(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca_cert),
              "-CAkey", str(ca_key), "-CAcreateserial", "-days", str(days),

@@ -23,10 +23,12 @@ from imlib import (accounts, connect, error_condition, msg, pres, roster_get,
 
 
 def natter_config(test_ca, dns, domain, *, certificate=True, **s2s):
-    """The overrides for one federating natterd of domain."""
+    """The overrides for one federating natterd of domain; certificate is
+    True (the test CA's, with a DNS-ID), False (self-signed) or a
+    fedlib.CertPair."""
     host = {"domain": domain}
     if certificate:
-        pair = test_ca.cert_for(domain)
+        pair = test_ca.cert_for(domain) if certificate is True else certificate
         host["tls_cert"] = str(pair.chain)
         host["tls_key"] = str(pair.key)
     s2s_section = {"enabled": True, "ca_file": str(test_ca.ca_file),
@@ -366,3 +368,22 @@ async def test_allow_list(natter_factory, test_ca, dns, net):
                    % NATTER_B)
     err = await alice.inbox.get(msg(id="allow", type="error"), "not on the allow list")
     assert error_condition(err) == "not-allowed", err
+
+
+@pytest.mark.parametrize("identity", ["xmpp_addr", "srv_id"])
+async def test_xmppaddr_and_srv_id_certificates(natter_factory, test_ca, dns, net, identity):
+    """A certificate that names the domain only as an XmppAddr or an SRV-ID
+    (_xmpp-server.domain), no DNS-ID: valid too (RFC 6120 §13.7.1.2), so
+    SASL EXTERNAL both ways."""
+    cert = test_ca.issue(NATTER_B, dns_id=False, label="b-" + identity, **{identity: True})
+    a = start_natter(natter_factory, test_ca, dns, NATTER_A)
+    b = start_natter(natter_factory, test_ca, dns, NATTER_B, certificate=cert)
+    accounts(a, "alice")
+    accounts(b, "bob")
+    async with diagnose(a, b):
+        alice = await connect(net, a, "alice")
+        bob = await connect(net, b, "bob")
+        await exchange(alice, bob, identity)
+        await a.await_log("s2s %s -> %s: authenticated with EXTERNAL" % (NATTER_A, NATTER_B))
+        await a.await_log("%s verified for %s with EXTERNAL" % (NATTER_B, NATTER_A))
+        assert "remote certificate not valid" not in a.log
