@@ -926,6 +926,78 @@ static int ldap_collect(LDAP *ld, LDAPMessage *e, const char *attr, int strip_ui
 	return 0;
 }
 
+int ldap_range_next(const char *attr, long *next)
+{
+	static const char prefix[] = "member;range=";
+	if (strncasecmp(attr, prefix, sizeof prefix - 1) != 0)
+		return -1;
+	const char *dash = strchr(attr + sizeof prefix - 1, '-');
+	if (dash == NULL || dash[1] == '\0')
+		return -1;
+	if (strcmp(dash + 1, "*") == 0)
+		return 0;
+	char *end;
+	long high = strtol(dash + 1, &end, 10);
+	if (*end != '\0' || high < 0)
+		return -1;
+	*next = high + 1;
+	return 1;
+}
+
+/* Active Directory hands out the members of a large group in ranges
+ * ("member;range=0-1499"); this reads the rest ("member;range=1500-*",
+ * ...) until the range that ends in "*". e is the group's first answer. */
+static enum dir_status ldap_collect_ranges(struct ldap_conn *c, const char *dn, LDAPMessage *e,
+					   struct ldap_group *out, char *err, size_t errlen)
+{
+	struct timeval tv = { .tv_sec = c->cfg->timeout, .tv_usec = 0 };
+	LDAPMessage *res = NULL;
+	for (int round = 0; round < 10000 && e != NULL; round++) {
+		BerElement *ber = NULL;
+		long next = -1;
+		int more = -1;
+		for (char *a = ldap_first_attribute(c->search, e, &ber); a;
+		     a = ldap_next_attribute(c->search, e, ber)) {
+			int r = ldap_range_next(a, &next);
+			if (r >= 0) {
+				more = r;
+				if (ldap_collect(c->search, e, a, 0, &out->member_dns,
+						 &out->n_member_dns) < 0) {
+					ldap_memfree(a);
+					ber_free(ber, 0);
+					if (res)
+						ldap_msgfree(res);
+					snprintf(err, errlen, "out of memory");
+					return DIR_ERROR;
+				}
+			}
+			ldap_memfree(a);
+		}
+		if (ber)
+			ber_free(ber, 0);
+		if (res) {
+			ldap_msgfree(res);
+			res = NULL;
+		}
+		if (more != 1)
+			return DIR_OK;
+		char want[64];
+		snprintf(want, sizeof want, "member;range=%ld-*", next);
+		char *attrs[] = { want, NULL };
+		int rc = ldap_search_ext_s(c->search, dn, LDAP_SCOPE_BASE, "(objectClass=*)", attrs,
+					   0, NULL, NULL, &tv, 1, &res);
+		if (rc != LDAP_SUCCESS) {
+			if (res)
+				ldap_msgfree(res);
+			return ldap_search_failed(c, "group members read", rc, err, errlen);
+		}
+		e = ldap_first_entry(c->search, res);
+	}
+	if (res)
+		ldap_msgfree(res);
+	return DIR_OK;
+}
+
 /* out->name is the entry's cn, or NULL if it has none; member_uids are
  * memberUid values as stored (not normalised). The arrays are NULL when
  * empty. */
@@ -980,6 +1052,12 @@ enum dir_status ldap_read_group(struct ldap_conn *c, const char *dn, struct ldap
 		if (v)
 			out->name = strndup(v->bv_val, v->bv_len);
 		ber_bvecfree(vals);
+	}
+	st = ldap_collect_ranges(c, dn, e, out, err, errlen);
+	if (st != DIR_OK) {
+		ldap_msgfree(res);
+		ldap_group_free(out);
+		return st;
 	}
 	if (ldap_collect(c->search, e, "member", 0, &out->member_dns, &out->n_member_dns) < 0 ||
 	    ldap_collect(c->search, e, "uniqueMember", 1, &out->member_dns, &out->n_member_dns) <

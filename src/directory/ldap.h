@@ -90,6 +90,11 @@ void ldap_group_free(struct ldap_group *g);
 enum dir_status ldap_read_vcard(struct ldap_conn *c, const char *user, struct buf *out,
 				char *err, size_t errlen);
 
+/* For an attribute name of a ranged answer (Active Directory's
+ * "member;range=0-1499"): 1 with *next the first value of the next range,
+ * 0 for the last range ("member;range=1500-*"), -1 for any other name. */
+int ldap_range_next(const char *attr, long *next);
+
 /* Normalises a DN for comparison (lower case, no spaces around , and =),
  * as libldap's ldap_str2dn/ldap_dn2str give it. Returns 0 or -1. */
 int ldap_dn_normalise(const char *dn, char *out, size_t cap);

@@ -183,6 +183,23 @@ static void test_dn_normalise_equal_forms(void **state)
 	assert_string_equal(a, "cn=a+uid=b,dc=x");
 }
 
+/* Active Directory's ranged attributes (member;range=LOW-HIGH). */
+static void test_range_next(void **state)
+{
+	(void)state;
+	long next = 0;
+	assert_int_equal(ldap_range_next("member;range=0-1499", &next), 1);
+	assert_int_equal(next, 1500);
+	assert_int_equal(ldap_range_next("Member;Range=1500-2999", &next), 1);
+	assert_int_equal(next, 3000);
+	assert_int_equal(ldap_range_next("member;range=3000-*", &next), 0);
+	assert_int_equal(ldap_range_next("member", &next), -1);
+	assert_int_equal(ldap_range_next("memberUid", &next), -1);
+	assert_int_equal(ldap_range_next("member;range=0-", &next), -1);
+	assert_int_equal(ldap_range_next("member;range=0-12x", &next), -1);
+	assert_int_equal(ldap_range_next("member;range=", &next), -1);
+}
+
 static void test_dn_normalise_errors(void **state)
 {
 	(void)state;
@@ -211,6 +228,7 @@ int main(void)
 		cmocka_unit_test(test_dn_normalise_case_and_spaces),
 		cmocka_unit_test(test_dn_normalise_equal_forms),
 		cmocka_unit_test(test_dn_normalise_errors),
+		cmocka_unit_test(test_range_next),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
