@@ -109,6 +109,7 @@ struct s2s_out {
 	int q_len;
 	struct verify *verifies;
 	uv_timer_t *timer;   /* connect timeout, then idle timeout */
+	uv_timer_t *attempt; /* one TCP connect: a silent address is passed over */
 	bool resolving;      /* a DNS lookup will call back with this link */
 	bool zombie;         /* destroyed while resolving: freed by on_resolved */
 	struct s2s_info *info;
@@ -368,6 +369,7 @@ void s2s_loop_free(struct loop *l)
 static const struct conn_ops out_ops;
 static void out_fail(struct s2s_out *o, const char *condition, const char *why);
 static void on_connect_timeout(uv_timer_t *t);
+static void on_attempt_timeout(uv_timer_t *t);
 static void out_try_next(struct s2s_out *o);
 
 static struct loop *owner_loop(struct server *srv, const char *remote)
@@ -386,6 +388,21 @@ static void out_stop_timer(struct s2s_out *o)
 		uv_close((uv_handle_t *)o->timer, on_timer_closed);
 		o->timer = NULL;
 	}
+	if (o->attempt != NULL) {
+		uv_close((uv_handle_t *)o->attempt, on_timer_closed);
+		o->attempt = NULL;
+	}
+}
+
+/* How long one address may take to accept TCP before the next is tried:
+ * an address that drops packets (a broken IPv6 route, a firewall) would
+ * otherwise use up the whole connect_timeout (RFC 8305 waits 250 ms before
+ * racing; natter tries in turn, with a longer wait that suits server
+ * links). */
+static uint64_t attempt_ms(const struct s2s_out *o)
+{
+	uint64_t whole = (uint64_t)o->loop->srv->cfg->s2s.connect_timeout * 1000;
+	return whole / 3 < 2000 ? whole / 3 : 2000;
 }
 
 static void out_send_header(struct s2s_out *o)
@@ -767,6 +784,8 @@ static void out_connected(struct conn *c, int status)
 	struct s2s_out *o = c->owner;
 	if (o == NULL)
 		return;
+	if (o->attempt != NULL)
+		uv_timer_stop(o->attempt);
 	if (status != 0) {
 		log_debug("s2s %s -> %s: connect to %s: %s", o->local, o->remote, c->peer,
 			  uv_strerror(status));
@@ -806,10 +825,31 @@ static void out_try_next(struct s2s_out *o)
 			  cand->port, cand->direct_tls ? " (direct TLS)" : "");
 		o->state = OUT_CONNECTING;
 		o->conn = conn_connect(o->loop, (const struct sockaddr *)&cand->addr, &out_ops, o);
-		if (o->conn != NULL)
+		if (o->conn != NULL) {
+			if (o->attempt == NULL) {
+				o->attempt = xcalloc(1, sizeof *o->attempt);
+				uv_timer_init(&o->loop->uv, o->attempt);
+				o->attempt->data = o;
+			}
+			uv_timer_start(o->attempt, on_attempt_timeout, attempt_ms(o), 0);
 			return;
+		}
 	}
 	out_fail(o, "remote-server-not-found", "no candidate could be reached");
+}
+
+static void on_attempt_timeout(uv_timer_t *t)
+{
+	struct s2s_out *o = t->data;
+	if (o->state != OUT_CONNECTING || o->conn == NULL)
+		return;
+	log_info("s2s %s -> %s: %s does not answer; trying the next address", o->local, o->remote,
+		 o->conn->peer);
+	struct conn *c = o->conn;
+	c->owner = NULL;
+	o->conn = NULL;
+	conn_close(c);
+	out_try_next(o);
 }
 
 static void on_resolved(void *arg, enum dns_status st, const struct dns_candidate *c, size_t n)

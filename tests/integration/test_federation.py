@@ -387,3 +387,37 @@ async def test_xmppaddr_and_srv_id_certificates(natter_factory, test_ca, dns, ne
         await a.await_log("s2s %s -> %s: authenticated with EXTERNAL" % (NATTER_A, NATTER_B))
         await a.await_log("%s verified for %s with EXTERNAL" % (NATTER_B, NATTER_A))
         assert "remote certificate not valid" not in a.log
+
+
+async def test_silent_address_is_passed_over(pair, net, dns):
+    """The first target accepts no connection and answers nothing (its
+    listen queue is full, so the kernel drops our SYN, like a black-holed
+    route): the next target is tried well within connect_timeout."""
+    a, b = pair
+    silent = socket.socket()
+    silent.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    silent.bind(("127.0.0.11", fedlib.S2S_PORT))
+    silent.listen(0)
+    fillers = []
+    try:
+        for _ in range(4):  # fill the accept queue; never accepted
+            f = socket.socket()
+            f.setblocking(False)
+            f.connect_ex(("127.0.0.11", fedlib.S2S_PORT))
+            fillers.append(f)
+        with dns.changed():
+            dns.set_host("silent." + NATTER_B, "127.0.0.11")
+            dns.set_srv(NATTER_B, "silent." + NATTER_B, priority=0)
+            dns.add_srv(NATTER_B, "s2s." + NATTER_B, priority=10)
+            dns.apply()
+            async with diagnose(a, b, dns=dns):
+                alice = await connect(net, a, "alice")
+                bob = await connect(net, b, "bob")
+                alice.send_raw("<message to='%s' id='silent' type='chat'><body>x</body>"
+                               "</message>" % bob.boundjid.full)
+                await bob.inbox.get(msg(id="silent"), "message via the second target")
+                assert "127.0.0.11 does not answer; trying the next address" in a.log
+    finally:
+        for f in fillers:
+            f.close()
+        silent.close()
