@@ -430,7 +430,7 @@ static void handle_auth(struct c2s *s, struct xml_node *st, struct arena *a)
 	} else if (xml_is(st, NS_CLIENT, "iq") && s->state == C2S_AUTH) {
 		/* In-band registration (XEP-0077) is the one thing an
 		 * unauthenticated stream may ask; the module says no when off. */
-		register_preauth(s->loop, s->conn->peer, s->domain, st, a, &out);
+		register_preauth(s->loop, s->conn->id, s->conn->peer, s->domain, st, a, &out);
 		conn_write(s->conn, out.data, out.len);
 	} else if (xml_is(st, NS_SASL, NULL)) {
 		sasl_failure(s, "malformed-request");
@@ -849,6 +849,17 @@ void c2s_accept(struct loop *l, uv_stream_t *listener, bool direct)
 		conn_close(c);
 	log_debug("c2s %llu: connection from %s%s", (unsigned long long)c->id, c->peer,
 		  direct ? " (direct TLS)" : "");
+}
+
+void c2s_write_unauthenticated(struct loop *l, uint64_t session, const char *data, size_t len)
+{
+	struct conn *c = conn_find(l, session);
+	if (c == NULL || c->ops != &c2s_ops)
+		return;
+	struct c2s *s = c->owner;
+	if (s->authenticated || s->state == C2S_CLOSED)
+		return;
+	conn_write(c, data, len);
 }
 
 int c2s_deliver(struct loop *l, uint64_t session, const char *data, size_t len)

@@ -25,6 +25,11 @@ int c2s_deliver(struct loop *l, uint64_t session, const char *data, size_t len);
  * registry), "not-authorized" when its account was removed. */
 void c2s_kick(struct loop *l, uint64_t session, const char *condition);
 
+/* Writes bytes to a stream that is not authenticated yet (an answer that
+ * came back from a worker thread, e.g. in-band registration). Nothing
+ * happens if the connection is gone or has logged in meanwhile. */
+void c2s_write_unauthenticated(struct loop *l, uint64_t session, const char *data, size_t len);
+
 /* Releases what idle sessions of loop l hold only to be quick when busy
  * (the XML parser, the output buffer). Called periodically. */
 void c2s_sweep(struct loop *l);

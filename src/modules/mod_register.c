@@ -7,9 +7,8 @@
  * registration_interval.
  *
  * Passwords become SCRAM keys with storage_credentials_from_password()
- * (PBKDF2, milliseconds). A password change derives them on a worker
- * thread (work.h); a registration before login still does it on the event
- * loop, which the rate limit bounds. */
+ * (PBKDF2, milliseconds), always on a worker thread (work.h); the answer
+ * follows from there. */
 #include "modules/register.h"
 
 #include <arpa/inet.h>
@@ -377,22 +376,102 @@ static void preauth_form(struct arena *a, const struct xml_node *req, const char
 
 /* XEP-0077 §3.1: creates the account. Returns the error condition to
  * answer (its type in *etype), or NULL when the account was created. */
+/* A registration waiting for its keys (PBKDF2 on a worker thread). */
+struct preauth_job {
+	uint64_t session;
+	char *id;         /* the request's id, or NULL */
+	char *password;
+	unsigned iterations;
+	struct user_credentials cred;
+	int rc;
+	char domain[JID_PART_MAX + 1];
+	char local[JID_PART_MAX + 1];
+	char peer[64];
+	unsigned char key[16];
+	struct register_turn turn;
+	bool took;
+};
+
+static void preauth_work(void *arg)
+{
+	struct preauth_job *j = arg;
+	j->rc = storage_credentials_from_password(j->password, j->iterations, &j->cred);
+}
+
+static void preauth_answer(struct loop *l, const struct preauth_job *j, const char *etype,
+			   const char *cond)
+{
+	struct arena a;
+	arena_init(&a);
+	struct buf b;
+	buf_init(&b);
+	struct xml_node *r = xml_new(&a, NS_CLIENT, "iq");
+	xml_set_attr(&a, r, "type", cond ? "error" : "result");
+	if (j->id)
+		xml_set_attr(&a, r, "id", j->id);
+	if (cond) {
+		struct xml_node *err = xml_add_child(&a, r, NS_CLIENT, "error");
+		xml_set_attr(&a, err, "type", etype);
+		xml_add_child(&a, err, NS_STANZA_ERRORS, cond);
+	}
+	xml_serialize(r, NS_CLIENT, &b);
+	c2s_write_unauthenticated(l, j->session, b.data, b.len);
+	buf_free(&b);
+	arena_reset(&a);
+}
+
+static void preauth_job_free(struct preauth_job *j)
+{
+	register_wipe(j->password);
+	free(j->password);
+	explicit_bzero(&j->cred, sizeof j->cred);
+	free(j->id);
+	free(j);
+}
+
+static void preauth_done(struct loop *l, void *arg)
+{
+	struct preauth_job *j = arg;
+	const char *cond = NULL, *etype = "cancel";
+	if (loop_stopping(l)) {
+		cond = "internal-server-error";
+	} else if (j->rc != 0) {
+		etype = "modify";
+		cond = "not-acceptable"; /* SASLprep refused the password */
+	} else {
+		int rc = register_create(l, j->domain, j->local, &j->cred);
+		if (rc != 0) {
+			etype = rc > 0 ? "cancel" : "wait";
+			cond = rc > 0 ? "conflict" : "internal-server-error";
+		} else {
+			log_info("account %s@%s registered in-band from %s", j->local, j->domain,
+				 j->peer);
+		}
+	}
+	if (cond != NULL && j->took)
+		register_rate_give_back(j->key, &j->turn);
+	if (!loop_stopping(l))
+		preauth_answer(l, j, etype, cond);
+	preauth_job_free(j);
+}
+
+/* Checks a registration request; when it may go ahead, hands the key
+ * derivation to a worker and returns NULL with *job set. Otherwise
+ * returns the error condition (and *etype). */
 static const char *preauth_create(struct loop *l, const char *peer_addr, const char *domain,
-				  struct xml_node *q, struct arena *a, const char **etype)
+				  struct xml_node *iq, struct xml_node *q, struct arena *a,
+				  const char **etype, struct preauth_job **job)
 {
 	const struct config *cfg = l->srv->cfg;
 	const char *user = register_field(a, q, "username");
 	const char *pass = register_field(a, q, "password");
 	const char *cond = NULL;
 	char local[JID_PART_MAX + 1];
-	unsigned char key[16];
-	struct register_turn turn = { 0 };
 	struct user_credentials cred;
-	bool took = false;
 	int rc;
 
 	*etype = "cancel";
-	memset(&cred, 0, sizeof cred);
+	*job = NULL;
 	if (xml_child(q, NS_REGISTER, "remove") != NULL) {
 		*etype = "auth";
 		cond = "not-authorized"; /* log in first */
@@ -412,36 +491,31 @@ static const char *preauth_create(struct loop *l, const char *peer_addr, const c
 		cond = rc == 0 ? "conflict" : "internal-server-error";
 		goto out;
 	}
-	register_rate_key(peer_addr, key);
+	struct preauth_job *j = xcalloc(1, sizeof *j);
+	register_rate_key(peer_addr, j->key);
 	if (cfg->registration_interval > 0) {
-		if (register_rate_take(key, cfg->registration_interval, &turn) != 0) {
+		if (register_rate_take(j->key, cfg->registration_interval, &j->turn) != 0) {
+			free(j);
 			*etype = "wait";
 			cond = "resource-constraint";
 			goto out;
 		}
-		took = true;
+		j->took = true;
 	}
-	if (storage_credentials_from_password(pass, (unsigned)cfg->scram_iterations, &cred) != 0) {
-		*etype = "modify";
-		cond = "not-acceptable"; /* SASLprep refused the password */
-		goto out;
-	}
-	rc = register_create(l, domain, local, &cred);
-	if (rc != 0) {
-		*etype = rc > 0 ? "cancel" : "wait";
-		cond = rc > 0 ? "conflict" : "internal-server-error";
-		goto out;
-	}
-	log_info("account %s@%s registered in-band from %s", local, domain, peer_addr);
+	const char *id = xml_attr(iq, "id");
+	j->id = id ? xstrdup(id) : NULL;
+	j->password = xstrdup(pass);
+	j->iterations = (unsigned)cfg->scram_iterations;
+	snprintf(j->domain, sizeof j->domain, "%s", domain);
+	snprintf(j->local, sizeof j->local, "%s", local);
+	snprintf(j->peer, sizeof j->peer, "%s", peer_addr);
+	*job = j;
 out:
-	if (cond != NULL && took)
-		register_rate_give_back(key, &turn);
 	register_wipe(pass);
-	explicit_bzero(&cred, sizeof cred);
 	return cond;
 }
 
-int register_preauth(struct loop *l, const char *peer_addr, const char *domain,
+int register_preauth(struct loop *l, uint64_t session, const char *peer_addr, const char *domain,
 		     struct xml_node *iq, struct arena *a, struct buf *reply)
 {
 	const struct config *cfg = l->srv->cfg;
@@ -463,12 +537,21 @@ int register_preauth(struct loop *l, const char *peer_addr, const char *domain,
 		return 0;
 	}
 	const char *etype;
-	const char *cond = preauth_create(l, peer_addr, domain, q, a, &etype);
-	if (cond != NULL)
+	struct preauth_job *job;
+	const char *cond = preauth_create(l, peer_addr, domain, iq, q, a, &etype, &job);
+	if (cond != NULL) {
 		preauth_error(a, iq, etype, cond, reply);
-	else
-		xml_serialize(preauth_iq(a, iq, "result"), NS_CLIENT, reply);
-	return 0;
+		return 0;
+	}
+	job->session = session;
+	if (work_submit(l, preauth_work, preauth_done, job) != 0) {
+		if (job->took)
+			register_rate_give_back(job->key, &job->turn);
+		preauth_job_free(job);
+		preauth_error(a, iq, "wait", "internal-server-error", reply);
+		return 0;
+	}
+	return 1;
 }
 
 static const char *const features[] = { NS_REGISTER, NULL };

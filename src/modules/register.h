@@ -4,6 +4,8 @@
 #ifndef NATTER_REGISTER_H
 #define NATTER_REGISTER_H
 
+#include <stdint.h>
+
 #include "core/arena.h"
 #include "core/buf.h"
 #include "xml/xml.h"
@@ -23,12 +25,13 @@ struct loop;
  * account per address (IPv6: per /64) per registration_interval seconds,
  * counted across all loops.
  *
- * The serialised reply iq (id copied, no from/to) is appended to reply;
- * nothing is appended for an iq of type result or error. iq and the
- * nodes built for the reply live in a; the caller owns both and reply.
- * Creating an account derives its SCRAM keys here, on the loop (slow:
- * PBKDF2), at most once per address per interval. Returns 0. */
-int register_preauth(struct loop *l, const char *peer_addr, const char *domain,
+ * Returns 0 when the serialised reply iq (id copied, no from/to) was
+ * appended to reply (nothing for an iq of type result or error); 1 when
+ * the account's SCRAM keys are being derived on a worker thread (PBKDF2,
+ * slow) and the reply goes to the stream of connection session later
+ * (c2s_write_unauthenticated). iq and the nodes built for the reply live
+ * in a; the caller owns both and reply. */
+int register_preauth(struct loop *l, uint64_t session, const char *peer_addr, const char *domain,
 		     struct xml_node *iq, struct arena *a, struct buf *reply);
 
 #endif
