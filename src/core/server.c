@@ -265,11 +265,51 @@ static void loop_thread(void *arg)
 	uv_run(&l->uv, UV_RUN_DEFAULT);
 }
 
+/* SIGHUP (STYLE.md habit 7): the file is read and validated again; the
+ * keys that can change while running take effect, the certificates are
+ * read again; a file with an error changes nothing. Everything else
+ * (hosts, listeners, storage, federation, directories) needs a restart. */
+static void server_reload(struct server *srv)
+{
+	struct config *cfg = srv->cfg;
+	struct config fresh;
+	char err[1024];
+	if (cfg->path == NULL) {
+		log_info("SIGHUP: natterd runs on the built-in defaults; nothing to reload");
+		return;
+	}
+	if (config_load(&fresh, cfg->path, err, sizeof err) != 0) {
+		log_error("SIGHUP: %s; the running configuration stays", err);
+		return;
+	}
+	if (tls_reload(&srv->tls, &fresh, err, sizeof err) != 0) {
+		log_error("SIGHUP: %s; the running configuration stays", err);
+		config_free(&fresh);
+		return;
+	}
+	/* Said before a new log_level may silence it. */
+	log_info("SIGHUP: reloaded %s: certificates, log_level, allow_plain, allow_registration, "
+		 "registration_interval, scram_iterations, hide_version, hide_os_version, limits "
+		 "(other keys need a restart)",
+		 cfg->path);
+	/* Plain values that every reader takes afresh each time. */
+	cfg->log_level = fresh.log_level;
+	log_set_level(fresh.log_level);
+	cfg->allow_plain = fresh.allow_plain;
+	cfg->hide_version = fresh.hide_version;
+	cfg->hide_os_version = fresh.hide_os_version;
+	cfg->allow_registration = fresh.allow_registration;
+	cfg->registration_interval = fresh.registration_interval;
+	cfg->scram_iterations = fresh.scram_iterations;
+	cfg->limits = fresh.limits;
+	config_free(&fresh);
+}
+
 static void on_signal(uv_signal_t *sig, int signum)
 {
 	struct server *srv = sig->data;
 	if (signum == SIGHUP) {
-		log_info("SIGHUP: configuration reload is not supported yet; restart to apply changes");
+		server_reload(srv);
 		return;
 	}
 	log_info("signal %d: shutting down", signum);

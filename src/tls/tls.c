@@ -131,7 +131,7 @@ static int on_servername(SSL *ssl, int *alert, void *arg)
 		return SSL_TLSEXT_ERR_NOACK;
 	for (size_t i = 0; i < t->n_hosts; i++) {
 		if (strcasecmp(t->hosts[i].domain, name) == 0) {
-			SSL_set_SSL_CTX(ssl, t->hosts[i].ctx);
+			SSL_set_SSL_CTX(ssl, __atomic_load_n(&t->hosts[i].ctx, __ATOMIC_ACQUIRE));
 			if (kind_of(ssl) >= TLS_S2S_STARTTLS)
 				SSL_set_verify(ssl, SSL_VERIFY_PEER, accept_any);
 			return SSL_TLSEXT_ERR_OK;
@@ -211,6 +211,32 @@ fail: {
 }
 }
 
+/* The certificate and key files of host ch: its own, or the self-signed
+ * pair in data_dir (made if missing and create is set). Returns 0 or -1. */
+static int host_paths(const struct config *cfg, const struct config_host *ch, bool create,
+		      char *cert, char *key, size_t cap, char *err, size_t errlen)
+{
+	if (ch->tls_cert != NULL) {
+		snprintf(cert, cap, "%s", ch->tls_cert);
+		snprintf(key, cap, "%s", ch->tls_key);
+		return 0;
+	}
+	char dir[1024];
+	snprintf(dir, sizeof dir, "%s/certs", cfg->data_dir);
+	snprintf(cert, cap, "%s/%s.crt", dir, ch->domain);
+	snprintf(key, cap, "%s/%s.key", dir, ch->domain);
+	if (!create || (access(cert, R_OK) == 0 && access(key, R_OK) == 0))
+		return 0;
+	if (mkdir_p(dir) != 0) {
+		snprintf(err, errlen, "cannot create %s: %s", dir, strerror(errno));
+		return -1;
+	}
+	if (generate_self_signed(ch->domain, cert, key, err, errlen) != 0)
+		return -1;
+	log_info("created a self-signed certificate for %s in %s", ch->domain, cert);
+	return 0;
+}
+
 int tls_init(struct tls *t, const struct config *cfg, char *err, size_t errlen)
 {
 	if (host_index < 0)
@@ -222,27 +248,9 @@ int tls_init(struct tls *t, const struct config *cfg, char *err, size_t errlen)
 		struct tls_host *h = &t->hosts[i];
 		h->domain = xstrdup(ch->domain);
 		char cert[1100], key[1100];
-		if (ch->tls_cert != NULL) {
-			snprintf(cert, sizeof cert, "%s", ch->tls_cert);
-			snprintf(key, sizeof key, "%s", ch->tls_key);
-		} else {
-			char dir[1024];
-			snprintf(dir, sizeof dir, "%s/certs", cfg->data_dir);
-			if (mkdir_p(dir) != 0) {
-				snprintf(err, errlen, "cannot create %s: %s", dir, strerror(errno));
-				tls_free(t);
-				return -1;
-			}
-			snprintf(cert, sizeof cert, "%s/%s.crt", dir, ch->domain);
-			snprintf(key, sizeof key, "%s/%s.key", dir, ch->domain);
-			if (access(cert, R_OK) != 0 || access(key, R_OK) != 0) {
-				if (generate_self_signed(ch->domain, cert, key, err, errlen) != 0) {
-					tls_free(t);
-					return -1;
-				}
-				log_info("created a self-signed certificate for %s in %s", ch->domain,
-					 cert);
-			}
+		if (host_paths(cfg, ch, true, cert, key, sizeof cert, err, errlen) != 0) {
+			tls_free(t);
+			return -1;
 		}
 		h->ctx = make_ctx(t, h, cert, key, err, errlen);
 		if (h->ctx == NULL || (cfg->s2s.enabled &&
@@ -268,9 +276,53 @@ int tls_init(struct tls *t, const struct config *cfg, char *err, size_t errlen)
 	return 0;
 }
 
+static void retire(struct tls *t, SSL_CTX *ctx)
+{
+	if (ctx == NULL)
+		return;
+	t->retired = xrealloc(t->retired, (t->n_retired + 1) * sizeof *t->retired);
+	t->retired[t->n_retired++] = ctx;
+}
+
+int tls_reload(struct tls *t, const struct config *cfg, char *err, size_t errlen)
+{
+	SSL_CTX **fresh = xcalloc(2 * t->n_hosts + 1, sizeof *fresh);
+	int rc = 0;
+	for (size_t i = 0; i < t->n_hosts && rc == 0; i++) {
+		struct tls_host *h = &t->hosts[i];
+		const struct config_host *ch = config_find_host(cfg, h->domain);
+		char cert[1100], key[1100];
+		if (ch == NULL)
+			continue; /* a host removed: served until the restart */
+		if (host_paths(cfg, ch, false, cert, key, sizeof cert, err, errlen) != 0 ||
+		    (fresh[2 * i] = make_ctx(t, h, cert, key, err, errlen)) == NULL ||
+		    (h->client_ctx != NULL &&
+		     (fresh[2 * i + 1] = make_client_ctx(h, cert, key, err, errlen)) == NULL))
+			rc = -1;
+	}
+	if (rc != 0) {
+		for (size_t i = 0; i < 2 * t->n_hosts; i++)
+			SSL_CTX_free(fresh[i]);
+		free(fresh);
+		return -1;
+	}
+	/* Connections hold references to the contexts they use; a loop may
+	 * have just read the old pointer, so the old contexts stay until exit. */
+	for (size_t i = 0; i < t->n_hosts; i++) {
+		struct tls_host *h = &t->hosts[i];
+		if (fresh[2 * i] != NULL)
+			retire(t, __atomic_exchange_n(&h->ctx, fresh[2 * i], __ATOMIC_ACQ_REL));
+		if (fresh[2 * i + 1] != NULL)
+			retire(t, __atomic_exchange_n(&h->client_ctx, fresh[2 * i + 1],
+						      __ATOMIC_ACQ_REL));
+	}
+	free(fresh);
+	return 0;
+}
+
 SSL *tls_new_server_s2s(struct tls *t, bool direct)
 {
-	SSL *ssl = SSL_new(t->hosts[0].ctx);
+	SSL *ssl = SSL_new(__atomic_load_n(&t->hosts[0].ctx, __ATOMIC_ACQUIRE));
 	if (ssl == NULL)
 		return NULL;
 	SSL_set_app_data(ssl, (void *)(uintptr_t)(direct ? TLS_S2S_DIRECT : TLS_S2S_STARTTLS));
@@ -285,7 +337,7 @@ SSL *tls_new_client_s2s(struct tls *t, const char *local_domain, const char *rem
 	SSL_CTX *ctx = NULL;
 	for (size_t i = 0; i < t->n_hosts; i++)
 		if (strcmp(t->hosts[i].domain, local_domain) == 0)
-			ctx = t->hosts[i].client_ctx;
+			ctx = __atomic_load_n(&t->hosts[i].client_ctx, __ATOMIC_ACQUIRE);
 	SSL *ssl = ctx ? SSL_new(ctx) : NULL;
 	if (ssl == NULL)
 		return NULL;
@@ -376,6 +428,11 @@ void tls_free(struct tls *t)
 	}
 	X509_STORE_free(t->trust);
 	t->trust = NULL;
+	for (size_t i = 0; i < t->n_retired; i++)
+		SSL_CTX_free(t->retired[i]);
+	free(t->retired);
+	t->retired = NULL;
+	t->n_retired = 0;
 	free(t->hosts);
 	t->hosts = NULL;
 	t->n_hosts = 0;
@@ -383,7 +440,7 @@ void tls_free(struct tls *t)
 
 SSL *tls_new_server(struct tls *t, bool direct)
 {
-	SSL *ssl = SSL_new(t->hosts[0].ctx);
+	SSL *ssl = SSL_new(__atomic_load_n(&t->hosts[0].ctx, __ATOMIC_ACQUIRE));
 	if (ssl == NULL)
 		return NULL;
 	/* app_data marks a direct TLS connection for the ALPN callback. */

@@ -20,6 +20,8 @@ struct tls {
 	struct tls_host *hosts;
 	size_t n_hosts;
 	X509_STORE *trust;   /* CAs for remote servers (s2s.ca_file or the system's) */
+	SSL_CTX **retired;   /* replaced by tls_reload; freed by tls_free */
+	size_t n_retired;
 };
 
 /* Builds a context per configured host. A host without tls_cert/tls_key
@@ -27,6 +29,13 @@ struct tls {
  * <data_dir>/certs/. Returns 0, or -1 with a message in err. */
 int tls_init(struct tls *t, const struct config *cfg, char *err, size_t errlen);
 void tls_free(struct tls *t);
+
+/* SIGHUP: reads every host's certificate and key again (the files named
+ * in cfg, a freshly loaded configuration, or the self-signed ones in
+ * data_dir) and swaps the new contexts in; new connections use them,
+ * established ones keep theirs. All or nothing: on -1 (err says why) the
+ * old contexts stay. Main thread only. */
+int tls_reload(struct tls *t, const struct config *cfg, char *err, size_t errlen);
 
 /* A new server-side SSL object for one connection, in accept state, on the
  * first host's context until SNI picks another. direct is true on a direct
