@@ -421,3 +421,51 @@ async def test_silent_address_is_passed_over(pair, net, dns):
         for f in fillers:
             f.close()
         silent.close()
+
+
+def raw_s2s(frm=NATTER_B, to=NATTER_A, default_ns="jabber:server"):
+    sock = socket.create_connection((ADDRESSES[to], fedlib.S2S_PORT), timeout=10)
+    sock.sendall(("<?xml version='1.0'?><stream:stream xmlns='%s' "
+                  "xmlns:stream='http://etherx.jabber.org/streams' "
+                  "xmlns:db='jabber:server:dialback' from='%s' to='%s' version='1.0'>"
+                  % (default_ns, frm, to)).encode())
+    return sock
+
+
+@pytest.mark.parametrize("payload,condition", [
+    (b"<message to='alice@natter-a.fedtest'><body>x</body></message>", b"policy-violation"),
+    (b"<db:result from='natter-b.fedtest' to='natter-a.fedtest'>k</db:result>",
+     b"policy-violation"),
+    (b"<not-xml<<", b"not-well-formed"),
+    (b"<!-- a comment -->", b"restricted-xml"),
+    (b"<message>" + b"x" * 300000 + b"</message>", b"policy-violation"),
+], ids=["stanza-before-tls", "dialback-before-tls", "not-well-formed", "comment",
+        "too-large"])
+def test_hostile_input_on_s2s(pair, net, payload, condition):
+    """Before TLS nothing but STARTTLS is accepted (TLS is required), and
+    bad XML gets its stream error; natterd goes on serving."""
+    a, _ = pair
+    sock = raw_s2s()
+    read_until(sock, b"</stream:features>")
+    try:
+        sock.sendall(payload)
+    except OSError:
+        pass  # closed while we were still sending the large one
+    answer = read_until(sock, b"</stream:stream>")
+    assert condition in answer, answer
+    sock.close()
+    sock = raw_s2s()
+    assert b"starttls" in read_until(sock, b"</stream:features>")
+    sock.close()
+
+
+def test_wrong_namespace_and_unknown_host_on_s2s(pair):
+    sock = raw_s2s(default_ns="jabber:client")
+    assert b"invalid-namespace" in read_until(sock, b"</stream:stream>")
+    sock.close()
+    s = socket.create_connection((ADDRESSES[NATTER_A], fedlib.S2S_PORT), timeout=10)
+    s.sendall(b"<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
+              b"xmlns:stream='http://etherx.jabber.org/streams' to='elsewhere.fedtest' "
+              b"version='1.0'>")
+    assert b"host-unknown" in read_until(s, b"</stream:stream>")
+    s.close()
