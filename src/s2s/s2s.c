@@ -42,6 +42,9 @@
 #define SEND_LIT(c, lit) conn_write((c), (lit), sizeof(lit) - 1)
 /* Domain pairs one incoming link may carry (piggybacking). */
 #define S2S_MAX_PAIRS 16
+/* Dialback verifications one incoming link may have outstanding: each
+ * makes natter connect out, so a peer must not ask for thousands. */
+#define S2S_MAX_VERIFYING 8
 /* Seconds an incoming link may take to authenticate. */
 #define S2S_AUTH_TIMEOUT 60
 
@@ -140,6 +143,7 @@ struct s2s_in {
 		char local[JID_PART_MAX + 1];
 	} pairs[S2S_MAX_PAIRS];
 	int n_pairs;
+	int verifying;        /* db:verify asked, no answer yet */
 	uv_timer_t timer;
 	struct s2s_info *info;
 	/* Remote resources that sent available presence to local accounts
@@ -1250,6 +1254,11 @@ static void in_db_result(struct s2s_in *s, struct xml_node *st, struct arena *a)
 		return;
 	}
 	/* Ask the remote's authoritative server (XEP-0220 §2.3). */
+	if (s->verifying >= S2S_MAX_VERIFYING) {
+		in_error(s, "policy-violation");
+		return;
+	}
+	s->verifying++;
 	struct out_item *it = xcalloc(1, sizeof *it);
 	snprintf(it->local, sizeof it->local, "%s", local);
 	snprintf(it->remote, sizeof it->remote, "%s", remote);
@@ -1268,6 +1277,8 @@ static void in_dialback_answer(struct loop *l, void *arg)
 	struct verify_answer *ans = arg;
 	struct conn *c = loop_stopping(l) ? NULL : conn_find(l, ans->conn);
 	struct s2s_in *s = c && c->ops == &in_ops ? c->owner : NULL;
+	if (s != NULL && s->verifying > 0)
+		s->verifying--;
 	if (s != NULL && s->state == IN_OPEN) {
 		struct buf b;
 		buf_init(&b);

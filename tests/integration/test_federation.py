@@ -469,3 +469,20 @@ def test_wrong_namespace_and_unknown_host_on_s2s(pair):
               b"version='1.0'>")
     assert b"host-unknown" in read_until(s, b"</stream:stream>")
     s.close()
+
+
+def test_dialback_requests_are_bounded(pair, test_ca):
+    """Each unverified db:result makes natter connect out to check it; one
+    link may not have more than 8 such checks open."""
+    sock = raw_s2s(frm="x0.fedtest")
+    read_until(sock, b"</stream:features>")
+    sock.sendall(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+    read_until(sock, b"<proceed")
+    ctx = ssl.create_default_context(cafile=str(test_ca.ca_file))
+    tls = ctx.wrap_socket(sock, server_hostname=NATTER_A)
+    tls.sendall(header("x0.fedtest", NATTER_A))
+    read_until(tls, b"</stream:features>")
+    tls.sendall(b"".join(b"<db:result from='x%d.fedtest' to='%s'>key</db:result>"
+                         % (i, NATTER_A.encode()) for i in range(9)))
+    assert b"policy-violation" in read_until(tls, b"</stream:stream>")
+    tls.close()
