@@ -412,6 +412,10 @@ static const struct config_key config_dns_keys[] = {
 	  .offset = offsetof(struct config_dns, resolver),
 	  .doc = "recursive resolver ADDR[@PORT] for SRV and address lookups; default: "
 		 "/etc/resolv.conf" },
+	{ .name = "trust_anchor_file", .type = KEY_FILE,
+	  .offset = offsetof(struct config_dns, trust_anchor_file),
+	  .doc = "DNSSEC trust anchors (DS or DNSKEY records, e.g. /usr/share/dns/root.key): "
+		 "validate answers and check s2s certificates against TLSA records (DANE)" },
 };
 
 static const struct config_section config_dns_section = {

@@ -46,6 +46,7 @@ struct config_s2s {
 
 struct config_dns {
 	char *resolver;       /* "ADDR[@PORT]"; NULL = /etc/resolv.conf */
+	char *trust_anchor_file; /* DNSSEC anchors: validation and DANE; NULL = off */
 };
 
 /* An auto-buddy group (docs/directory.md): every member sees every other

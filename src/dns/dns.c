@@ -28,6 +28,7 @@
 #define DNS_TYPE_A 1
 #define DNS_TYPE_AAAA 28
 #define DNS_TYPE_SRV 33
+#define DNS_TYPE_TLSA 52
 #define DNS_CLASS_IN 1
 #define DNS_RCODE_NOERROR 0
 #define DNS_RCODE_NXDOMAIN 3
@@ -39,7 +40,17 @@ enum dns_query_kind {
 	DNS_Q_SRV_TLS,   /* _xmpps-server._tcp */
 	DNS_Q_SRV_TCP,   /* _xmpp-server._tcp */
 	DNS_Q_AAAA,
-	DNS_Q_A
+	DNS_Q_A,
+	DNS_Q_TLSA
+};
+
+/* What the TLSA query of one target said. */
+enum dns_tlsa_state { DNS_TLSA_NONE, DNS_TLSA_SECURE, DNS_TLSA_BOGUS };
+
+struct dns_tlsa_set {
+	enum dns_tlsa_state state;
+	struct dns_tlsa rec[DNS_MAX_TLSA];
+	uint8_t n;
 };
 
 /* What one SRV query said. */
@@ -81,7 +92,9 @@ struct dns_req {
 	enum dns_status status;      /* set when finished */
 	size_t pending;              /* queries still out */
 	enum dns_srv_state srv_state[2];
-	struct dns_query q[2 + 2 * DNS_MAX_SRV];
+	bool srv_secure[2];          /* the SRV answer was DNSSEC-validated */
+	struct dns_query q[2 + 3 * DNS_MAX_SRV];
+	struct dns_tlsa_set tlsa[DNS_MAX_SRV]; /* tlsa[i] belongs to srv[i] */
 	struct dns_srv srv[DNS_MAX_SRV];
 	size_t n_srv;
 	struct dns_addrs addrs[DNS_MAX_SRV]; /* addrs[i] belongs to srv[i] */
@@ -99,6 +112,7 @@ struct dns {
 	bool closing;            /* dns_free() was called */
 	uint64_t timeout_ms;
 	uint64_t rng;            /* xorshift state for SRV weights */
+	bool dnssec;             /* a trust anchor is set: TLSA lookups too */
 	struct dns_req *active;  /* lookups with queries out */
 	struct dns_req *done_head, *done_tail; /* waiting for their callback */
 };
@@ -345,7 +359,48 @@ static void dns_start_addresses(struct dns_req *req)
 			req->addrs[i].failed = true;
 		if (!dns_ask(req, q4, req->srv[i].target, DNS_TYPE_A))
 			req->addrs[i].failed = true;
+		/* RFC 7673: TLSA at the target, only behind a secure SRV. */
+		int kind = req->srv[i].direct_tls ? DNS_Q_SRV_TLS : DNS_Q_SRV_TCP;
+		if (req->d->dnssec && req->srv_secure[kind] && req->srv_state[kind] == DNS_SRV_RECORDS) {
+			char name[300];
+			struct dns_query *qt = &req->q[2 + 2 * DNS_MAX_SRV + i];
+			qt->kind = DNS_Q_TLSA;
+			qt->target = (uint8_t)i;
+			snprintf(name, sizeof name, "_%u._tcp.%s", (unsigned)req->srv[i].port,
+				 req->srv[i].target);
+			if (!dns_ask(req, qt, name, DNS_TYPE_TLSA))
+				req->tlsa[i].state = DNS_TLSA_BOGUS;
+		}
 	}
+}
+
+static void dns_take_tlsa(struct dns_req *req, const struct dns_query *q, int err,
+			  const struct ub_result *res)
+{
+	struct dns_tlsa_set *t = &req->tlsa[q->target];
+	if (err != 0 || res->bogus) {
+		/* RFC 7673 §3: an unusable answer must not be read as "no TLSA". */
+		t->state = DNS_TLSA_BOGUS;
+		log_info("dns: TLSA %s: %s", res ? res->qname : "?",
+			 err ? ub_strerror(err) : res->why_bogus ? res->why_bogus : "bogus");
+		return;
+	}
+	if (!res->secure || !res->havedata)
+		return;
+	for (size_t i = 0; res->data[i] && t->n < DNS_MAX_TLSA; i++) {
+		const unsigned char *d = (const unsigned char *)res->data[i];
+		int len = res->len[i];
+		if (len < 4 || len - 3 > (int)sizeof t->rec[0].data)
+			continue;
+		struct dns_tlsa *r = &t->rec[t->n++];
+		r->usage = d[0];
+		r->selector = d[1];
+		r->mtype = d[2];
+		r->len = (uint8_t)(len - 3);
+		memcpy(r->data, d + 3, (size_t)(len - 3));
+	}
+	if (t->n > 0)
+		t->state = DNS_TLSA_SECURE;
 }
 
 /* Both SRV answers are in: decide between the records, the fallback, "no
@@ -377,8 +432,9 @@ static void dns_srv_done(struct dns_req *req)
 		dns_finish(req, DNS_ERROR);
 }
 
-static void dns_add_candidate(struct dns_req *req, const struct dns_srv *s, int family,
-			      const unsigned char *a, uint32_t ttl)
+/* idx: s is req->srv[idx] (SIZE_MAX: a literal, no TLSA). */
+static void dns_add_candidate(struct dns_req *req, const struct dns_srv *s, size_t idx,
+			      int family, const unsigned char *a, uint32_t ttl)
 {
 	struct dns_candidate *c = &req->cands[req->n_cands++];
 	memset(c, 0, sizeof *c);
@@ -399,6 +455,14 @@ static void dns_add_candidate(struct dns_req *req, const struct dns_srv *s, int 
 	c->port = s->port;
 	c->direct_tls = s->direct_tls;
 	c->ttl = s->ttl < ttl ? s->ttl : ttl;
+	if (idx < req->n_srv) {
+		const struct dns_tlsa_set *t = &req->tlsa[idx];
+		c->tlsa_bogus = t->state == DNS_TLSA_BOGUS;
+		if (t->state == DNS_TLSA_SECURE) {
+			memcpy(c->tlsa, t->rec, sizeof c->tlsa);
+			c->n_tlsa = t->n;
+		}
+	}
 }
 
 static void dns_addresses_done(struct dns_req *req)
@@ -408,9 +472,9 @@ static void dns_addresses_done(struct dns_req *req)
 	for (size_t i = 0; i < req->n_srv; i++) {
 		const struct dns_addrs *a = &req->addrs[i];
 		for (size_t k = 0; k < a->n6; k++)
-			dns_add_candidate(req, &req->srv[i], AF_INET6, a->v6[k], a->ttl6);
+			dns_add_candidate(req, &req->srv[i], i, AF_INET6, a->v6[k], a->ttl6);
 		for (size_t k = 0; k < a->n4; k++)
-			dns_add_candidate(req, &req->srv[i], AF_INET, a->v4[k], a->ttl4);
+			dns_add_candidate(req, &req->srv[i], i, AF_INET, a->v4[k], a->ttl4);
 		failed |= a->failed;
 	}
 	if (req->n_cands > 0)
@@ -495,10 +559,14 @@ static void dns_on_answer(void *mydata, int err, struct ub_result *res)
 
 	q->pending = false;
 	req->pending--;
-	if (q->kind == DNS_Q_SRV_TLS || q->kind == DNS_Q_SRV_TCP)
+	if (q->kind == DNS_Q_SRV_TLS || q->kind == DNS_Q_SRV_TCP) {
 		dns_take_srv(req, q->kind, err, res);
-	else
+		req->srv_secure[q->kind] = err == 0 && res != NULL && res->secure;
+	} else if (q->kind == DNS_Q_TLSA) {
+		dns_take_tlsa(req, q, err, res);
+	} else {
 		dns_take_addresses(req, q, err, res);
+	}
 	if (res)
 		ub_resolve_free(res);
 	if (req->pending > 0)
@@ -608,7 +676,7 @@ static bool dns_ip_literal(struct dns_req *req, const char *domain)
 		return false;
 	snprintf(s.target, sizeof s.target, "%s", domain);
 	req->cands = xcalloc(1, sizeof *req->cands);
-	dns_add_candidate(req, &s, family, bin, UINT32_MAX);
+	dns_add_candidate(req, &s, SIZE_MAX, family, bin, UINT32_MAX);
 	return true;
 }
 
@@ -651,6 +719,17 @@ void dns_resolve_s2s(struct dns *d, const char *domain, dns_s2s_cb cb, void *arg
 	}
 	if (!uv_is_active((uv_handle_t *)&d->timer))
 		uv_timer_start(&d->timer, dns_on_tick, DNS_TICK_MS, DNS_TICK_MS);
+}
+
+int dns_set_trust_anchor(struct dns *d, const char *file, char *err, size_t errlen)
+{
+	int rc = ub_ctx_add_ta_file(d->ub, file);
+	if (rc != 0) {
+		snprintf(err, errlen, "DNSSEC trust anchor %s: %s", file, ub_strerror(rc));
+		return -1;
+	}
+	d->dnssec = true;
+	return 0;
 }
 
 void dns_set_timeout(struct dns *d, uint64_t ms)

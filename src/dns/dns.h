@@ -32,6 +32,16 @@ struct dns_srv {
 	uint32_t ttl;
 };
 
+/* TLSA records (RFC 6698) kept per SRV target. */
+#define DNS_MAX_TLSA 4
+
+/* One TLSA record: certificate usage, selector, matching type, data. */
+struct dns_tlsa {
+	uint8_t usage, selector, mtype;
+	uint8_t len;
+	unsigned char data[64];
+};
+
 /* One address to try, in the order they are to be tried. */
 struct dns_candidate {
 	struct sockaddr_storage addr; /* port filled in */
@@ -40,6 +50,13 @@ struct dns_candidate {
 	uint16_t port;
 	bool direct_tls;     /* from _xmpps-server._tcp (XEP-0368): TLS from the first byte */
 	uint32_t ttl;        /* the smaller of the SRV and the address record's TTL */
+	/* DANE (RFC 7673), only with a trust anchor (dns_set_trust_anchor):
+	 * the DNSSEC-secure TLSA records of _port._tcp.host, found through a
+	 * secure SRV record. tlsa_bogus: the TLSA answer failed validation,
+	 * so this candidate must not be used. */
+	struct dns_tlsa tlsa[DNS_MAX_TLSA];
+	uint8_t n_tlsa;
+	bool tlsa_bogus;
 };
 
 enum dns_status {
@@ -59,6 +76,11 @@ typedef void (*dns_s2s_cb)(void *arg, enum dns_status st, const struct dns_candi
  * forwarded to. Returns NULL on failure with a message in err. The caller
  * owns the result and releases it with dns_free() on the same loop. */
 struct dns *dns_new(uv_loop_t *uv, const char *resolver, char *err, size_t errlen);
+
+/* Turns DNSSEC validation on with the trust anchor(s) in file (DS or
+ * DNSKEY records, zone-file format), and with it the TLSA lookups of
+ * dns_resolve_s2s. Before any lookup. Returns 0, or -1 with err. */
+int dns_set_trust_anchor(struct dns *d, const char *file, char *err, size_t errlen);
 
 /* Cancels every pending lookup WITHOUT calling its callback, and closes the
  * uv handles; the memory goes when libuv has closed them, so the loop must

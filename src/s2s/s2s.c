@@ -104,6 +104,7 @@ struct s2s_out {
 	struct dns_candidate *cands;
 	size_t n_cands, next_cand;
 	bool tls;
+	bool dane;           /* this connection's certificate must match TLSA */
 	bool authenticated;  /* SASL success: the next features end the setup */
 	bool dialback_sent;
 	bool refused_any;    /* some candidate answered at all */
@@ -343,6 +344,12 @@ int s2s_loop_init(struct loop *l, char *err, size_t errlen)
 		return -1;
 	}
 	dns_set_timeout(sl->dns, (uint64_t)l->srv->cfg->s2s.connect_timeout * 1000);
+	const char *anchor = l->srv->cfg->dns.trust_anchor_file;
+	if (anchor != NULL && dns_set_trust_anchor(sl->dns, anchor, err, errlen) != 0) {
+		dns_free(sl->dns);
+		free(sl);
+		return -1;
+	}
 	l->s2s = sl;
 	return 0;
 }
@@ -514,6 +521,38 @@ static bool has_mechanism(const struct xml_node *features, const char *name, str
 	return false;
 }
 
+/* The client side of TLS for the current candidate, with its TLSA
+ * records when DNSSEC gave some (DANE, RFC 7673). */
+static SSL *out_new_ssl(struct s2s_out *o, bool direct)
+{
+	SSL *ssl = tls_new_client_s2s(&o->loop->srv->tls, o->local, o->remote, direct);
+	const struct dns_candidate *cand = &o->cands[o->next_cand - 1];
+	o->dane = false;
+	if (ssl == NULL || cand->n_tlsa == 0)
+		return ssl;
+	unsigned char recs[DNS_MAX_TLSA][67];
+	unsigned lens[DNS_MAX_TLSA];
+	for (size_t i = 0; i < cand->n_tlsa; i++) {
+		const struct dns_tlsa *t = &cand->tlsa[i];
+		recs[i][0] = t->usage;
+		recs[i][1] = t->selector;
+		recs[i][2] = t->mtype;
+		memcpy(recs[i] + 3, t->data, t->len);
+		lens[i] = 3u + t->len;
+	}
+	if (tls_client_dane(ssl, o->remote, cand->host, (const unsigned char (*)[67])recs, lens,
+			    cand->n_tlsa) != 0) {
+		/* TLSA records exist but none can be used (unknown usage
+		 * or type): RFC 6698 §4.1 treats that as no TLSA at all. */
+		log_info("s2s %s -> %s: no usable TLSA record for %s", o->local, o->remote,
+			 cand->host);
+		SSL_free(ssl);
+		return tls_new_client_s2s(&o->loop->srv->tls, o->local, o->remote, direct);
+	}
+	o->dane = true;
+	return ssl;
+}
+
 static void out_features(struct s2s_out *o, struct xml_node *f, struct arena *a)
 {
 	struct server *srv = o->loop->srv;
@@ -531,14 +570,30 @@ static void out_features(struct s2s_out *o, struct xml_node *f, struct arena *a)
 			o->state = OUT_STARTTLS;
 			return;
 		}
-		if (tls_required(srv, o->remote)) {
+		/* Secure TLSA records make TLS mandatory (RFC 7673 §3). */
+		if (tls_required(srv, o->remote) || o->cands[o->next_cand - 1].n_tlsa > 0) {
 			out_fail(o, "remote-server-not-found", "the remote server does not offer TLS");
 			return;
 		}
 	}
 	char why[160] = "no TLS";
-	bool cert_ok = o->tls && tls_peer_verified(&srv->tls, o->conn->ssl, o->remote, why,
-						   sizeof why) == 1;
+	bool cert_ok;
+	if (o->dane) {
+		/* Secure TLSA records decide, whatever the CAs say (RFC 7673). */
+		if (tls_dane_verified(o->conn->ssl, why, sizeof why) != 1) {
+			char msg[256];
+			snprintf(msg, sizeof msg, "its certificate does not match its TLSA records "
+						  "(DANE: %s)", why);
+			out_fail(o, "remote-server-not-found", msg);
+			return;
+		}
+		log_info("s2s %s -> %s: certificate matches its TLSA record (DANE)", o->local,
+			 o->remote);
+		cert_ok = true;
+	} else {
+		cert_ok = o->tls && tls_peer_verified(&srv->tls, o->conn->ssl, o->remote, why,
+						      sizeof why) == 1;
+	}
 	if (!cert_ok) {
 		if (!dialback_allowed(srv, o->remote)) {
 			char msg[256];
@@ -608,7 +663,7 @@ static void out_stanza(void *ud, struct xml_node *st, struct arena *a)
 		out_features(o, st, a);
 	} else if (xml_is(st, NS_TLS, "proceed") && o->state == OUT_STARTTLS) {
 		xml_stream_restart(o->xs);
-		SSL *ssl = tls_new_client_s2s(&o->loop->srv->tls, o->local, o->remote, false);
+		SSL *ssl = out_new_ssl(o, false);
 		if (ssl == NULL || conn_start_tls_client(o->conn, ssl) != 0)
 			out_fail(o, "remote-server-not-found", "cannot start TLS");
 	} else if (xml_is(st, NS_TLS, "failure")) {
@@ -800,7 +855,7 @@ static void out_connected(struct conn *c, int status)
 	o->xs = xml_stream_new(limits_of(o->loop->srv, &xl), &out_handlers, o);
 	const struct dns_candidate *cand = &o->cands[o->next_cand - 1];
 	if (cand->direct_tls) {
-		SSL *ssl = tls_new_client_s2s(&o->loop->srv->tls, o->local, o->remote, true);
+		SSL *ssl = out_new_ssl(o, true);
 		if (ssl == NULL || conn_start_tls_client(c, ssl) != 0)
 			conn_close(c);
 		return;
@@ -820,11 +875,17 @@ static void out_try_next(struct s2s_out *o)
 	o->authenticated = false;
 	o->dialback_sent = false;
 	o->tls = false;
+	o->dane = false;
 	o->stream_id[0] = '\0';
 	for (struct verify *v = o->verifies; v; v = v->next)
 		v->sent = false;
 	while (o->next_cand < o->n_cands) {
 		const struct dns_candidate *cand = &o->cands[o->next_cand++];
+		if (cand->tlsa_bogus) {
+			log_info("s2s %s -> %s: %s skipped: its TLSA answer failed DNSSEC validation",
+				 o->local, o->remote, cand->host);
+			continue;
+		}
 		log_debug("s2s %s -> %s: trying %s port %u%s", o->local, o->remote, cand->host,
 			  cand->port, cand->direct_tls ? " (direct TLS)" : "");
 		o->state = OUT_CONNECTING;

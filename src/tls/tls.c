@@ -177,6 +177,8 @@ static SSL_CTX *make_client_ctx(struct tls_host *h, const char *cert, const char
 	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
 	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE);
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+	/* DANE (TLSA from DNSSEC) per connection: tls_client_dane. */
+	SSL_CTX_dane_enable(ctx);
 	SSL_CTX_set_ex_data(ctx, host_index, h);
 	return ctx;
 }
@@ -379,6 +381,35 @@ static bool has_xmpp_identity(X509 *cert, const char *domain)
 	}
 	GENERAL_NAMES_free(names);
 	return found;
+}
+
+int tls_client_dane(SSL *ssl, const char *remote_domain, const char *target,
+		    const unsigned char (*records)[67], const unsigned *lens, size_t n)
+{
+	/* SSL_dane_enable sets SNI to its base domain: the XMPP domain it must
+	 * be (RFC 7673 §4); the SRV target is a reference identity too. */
+	if (SSL_dane_enable(ssl, remote_domain) <= 0)
+		return -1;
+	SSL_add1_host(ssl, target);
+	size_t usable = 0;
+	for (size_t i = 0; i < n; i++) {
+		const unsigned char *r = records[i];
+		if (lens[i] < 3)
+			continue;
+		if (SSL_dane_tlsa_add(ssl, r[0], r[1], r[2], r + 3, lens[i] - 3) > 0)
+			usable++;
+	}
+	return usable > 0 ? 0 : -1;
+}
+
+int tls_dane_verified(SSL *ssl, char *why, size_t whylen)
+{
+	long rc = SSL_get_verify_result(ssl);
+	if (rc == X509_V_OK && SSL_get0_dane_authority(ssl, NULL, NULL) >= 0)
+		return 1;
+	snprintf(why, whylen, "%s", rc == X509_V_OK ? "no TLSA record matched"
+						   : X509_verify_cert_error_string(rc));
+	return 0;
 }
 
 int tls_peer_verified(struct tls *t, SSL *ssl, const char *domain, char *why, size_t whylen)

@@ -60,6 +60,17 @@ SSL *tls_new_client_s2s(struct tls *t, const char *local_domain, const char *rem
  * yes, 0 no; why (may be NULL) gets the reason. */
 int tls_peer_verified(struct tls *t, SSL *ssl, const char *domain, char *why, size_t whylen);
 
+/* DANE for an outgoing link (RFC 7673): the TLSA records found for the
+ * SRV target (each: usage, selector, matching type, then the data; lens
+ * are the whole lengths) are what the remote certificate must match.
+ * Call before the handshake. Returns 0, or -1 if none is usable. */
+int tls_client_dane(SSL *ssl, const char *remote_domain, const char *target,
+		    const unsigned char (*records)[67], const unsigned *lens, size_t n);
+
+/* After the handshake of a link set up with tls_client_dane: 1 if the
+ * certificate matched a TLSA record, else 0 with the reason in why. */
+int tls_dane_verified(SSL *ssl, char *why, size_t whylen);
+
 /* The domain whose context the connection ended up on (after SNI). */
 const char *tls_domain(SSL *ssl);
 
