@@ -22,6 +22,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <openssl/pem.h>
+#include <openssl/sha.h>
+#include <openssl/x509.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <termios.h>
@@ -540,6 +543,53 @@ static int natterctl_dns_check_service(const char *owner, int width,
 }
 
 /* Prints the records to publish for domain and checks them against DNS. */
+/* The hex SHA-256 of the public key (SubjectPublicKeyInfo) of the PEM
+ * certificate at path: the data of a TLSA "3 1 1" record. */
+static int natterctl_spki_sha256(const char *path, char *hex, size_t cap)
+{
+	FILE *f = fopen(path, "r");
+	if (f == NULL)
+		return -1;
+	X509 *x = PEM_read_X509(f, NULL, NULL, NULL);
+	fclose(f);
+	if (x == NULL)
+		return -1;
+	unsigned char *der = NULL, md[32];
+	int len = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(x), &der);
+	X509_free(x);
+	if (len <= 0 || cap < 65)
+		return -1;
+	SHA256(der, (size_t)len, md);
+	OPENSSL_free(der);
+	for (int i = 0; i < 32; i++)
+		snprintf(hex + 2 * i, 3, "%02x", md[i]);
+	return 0;
+}
+
+/* DANE (docs/federation.md): the TLSA records that match the host's
+ * certificate, for the s2s ports, to publish in a DNSSEC-signed zone. */
+static void natterctl_dns_tlsa(const struct natterctl *ctl, const char *domain,
+			       const char *target, int ports[][16], const size_t *n_ports)
+{
+	const struct config_host *h = config_find_host(&ctl->cfg, domain);
+	char path[1100], hex[65];
+	if (h->tls_cert)
+		snprintf(path, sizeof path, "%s", h->tls_cert);
+	else
+		snprintf(path, sizeof path, "%s/certs/%s.crt", ctl->cfg.data_dir, domain);
+	if (n_ports[LISTENER_S2S] + n_ports[LISTENER_S2S_TLS] == 0)
+		return;
+	if (natterctl_spki_sha256(path, hex, sizeof hex) != 0) {
+		printf("\n; TLSA (DANE): cannot read the certificate %s\n", path);
+		return;
+	}
+	printf("\n; TLSA for DANE, only in a DNSSEC-signed zone (certificate %s):\n", path);
+	for (int t = LISTENER_S2S; t <= LISTENER_S2S_TLS; t++)
+		for (size_t p = 0; p < n_ports[t]; p++)
+			printf("_%d._tcp.%s. %d IN TLSA 3 1 1 %s\n", ports[t][p], target,
+			       NATTERCTL_DNS_TTL, hex);
+}
+
 static int natterctl_dns_check(struct natterctl *ctl, const char *domain_arg, const char *target_arg,
 			       const char *resolver)
 {
@@ -574,6 +624,8 @@ static int natterctl_dns_check(struct natterctl *ctl, const char *domain_arg, co
 		for (size_t p = 0; p < n_ports[t]; p++)
 			printf("%-*s %d IN SRV 0 5 %d %s.\n", width + 1, owner[t], NATTERCTL_DNS_TTL,
 			       ports[t][p], target);
+
+	natterctl_dns_tlsa(ctl, domain, target, ports, n_ports);
 
 	struct ub_ctx *ub = dns_ub_ctx_new(resolver, err, sizeof err);
 	if (!ub)

@@ -108,3 +108,13 @@ async def test_without_a_trust_anchor_nothing_is_trusted(natter_factory, test_ca
     assert error_condition(err) == "remote-server-not-found", err
     await a.await_log("its certificate is not valid")
     assert "TLSA" not in a.log
+
+
+async def test_natterctl_dns_prints_the_tlsa_record(natter_factory, test_ca, dns, zone,
+                                                   self_signed, net):
+    """The TLSA record natterctl dns suggests is the one that works."""
+    _, b = servers(natter_factory, test_ca, dns, zone, self_signed)
+    out = b.ctl("dns", DOMAIN, "--target", "s2s.natter-b.danetest",
+                "--resolver", zone.resolver).stdout
+    want = "_5269._tcp.s2s.natter-b.danetest. 3600 IN TLSA 3 1 1 %s" % spki_sha256(self_signed[0])
+    assert want in out, out
