@@ -84,10 +84,13 @@ static void on_wake(uv_async_t *a)
 	l->inbox_head = l->inbox_tail = NULL;
 	bool stopping = l->stopping;
 	pthread_mutex_unlock(&l->inbox_lock);
+	/* From here on loop_stopping() says so, for every late callback
+	 * (directory answers, worker threads' results) too. */
+	if (stopping)
+		l->call_stopping = true;
 	while (item != NULL) {
 		struct inbox_item *next = item->next;
 		if (item->kind == INBOX_CALL) {
-			l->call_stopping = stopping;
 			item->call(l, item->arg);
 		} else if (!stopping) {
 			if (item->kind == INBOX_DELIVER) {
