@@ -8,6 +8,7 @@
  *   natterctl [-c CONFIG] user list [DOMAIN]
  *   natterctl [-c CONFIG] directory refresh
  *   natterctl [-c CONFIG] s2s
+ *   natterctl [-c CONFIG] ports
  *   natterctl [-c CONFIG] dns DOMAIN [--target HOST] [--resolver ADDR[@PORT]]
  *   natterctl [-c CONFIG] dns --remote DOMAIN [--resolver ADDR[@PORT]] [--timeout SECONDS]
  *
@@ -66,6 +67,7 @@ static void natterctl_usage(FILE *out)
 	      "  directory refresh                       re-read the directory's accounts and\n"
 	      "                                          groups now (running natterd); waits\n"
 	      "                                          until the rosters are updated\n"
+	      "  ports                                   the TCP ports to open in the firewall\n"
 	      "  s2s                                     list the live federation links\n"
 	      "                                          (running natterd)\n"
 	      "  dns DOMAIN [--target HOST] [--resolver ADDR[@PORT]]\n"
@@ -783,6 +785,34 @@ static int natterctl_dns(struct natterctl *ctl, int argc, char **argv)
 	return natterctl_dns_check(ctl, domain, target, resolver);
 }
 
+/* The ports the configuration listens on, what each is for and who must
+ * reach it: what to open in a firewall (DESIGN.md, "Ports"). */
+static int natterctl_ports(const struct natterctl *ctl)
+{
+	static const char *const what[] = {
+		[LISTENER_C2S] = "clients, STARTTLS (RFC 6120)",
+		[LISTENER_C2S_TLS] = "clients, direct TLS (XEP-0368)",
+		[LISTENER_S2S] = "other XMPP servers, STARTTLS (federation)",
+		[LISTENER_S2S_TLS] = "other XMPP servers, direct TLS (federation)",
+	};
+	static const char *const who[] = {
+		[LISTENER_C2S] = "your users",
+		[LISTENER_C2S_TLS] = "your users",
+		[LISTENER_S2S] = "the Internet",
+		[LISTENER_S2S_TLS] = "the Internet",
+	};
+	printf("%-6s %-5s %-40s %-45s %s\n", "PORT", "PROTO", "ADDRESS", "FOR", "OPEN TO");
+	for (size_t i = 0; i < ctl->cfg.n_listeners; i++) {
+		const struct config_listener *l = &ctl->cfg.listeners[i];
+		bool loopback = strcmp(l->address, "127.0.0.1") == 0 || strcmp(l->address, "::1") == 0;
+		printf("%-6d %-5s %-40s %-45s %s\n", l->port, "tcp", l->address, what[l->type],
+		       loopback ? "nobody (loopback only)" : who[l->type]);
+	}
+	if (fflush(stdout) != 0)
+		return natterctl_error("stdout: %s", strerror(errno));
+	return 0;
+}
+
 /* Runs "user SUB ARGS..." (argv starts at SUB). */
 static int natterctl_user(struct natterctl *ctl, int argc, char **argv)
 {
@@ -889,6 +919,8 @@ int main(int argc, char **argv)
 
 	if (strcmp(argv[i], "user") == 0) {
 		rc = natterctl_user(&ctl, argc - i - 1, argv + i + 1);
+	} else if (strcmp(argv[i], "ports") == 0) {
+		rc = argc - i != 1 ? natterctl_error("usage: natterctl ports") : natterctl_ports(&ctl);
 	} else if (strcmp(argv[i], "s2s") == 0) {
 		rc = argc - i != 1 ? natterctl_error("usage: natterctl s2s")
 				   : natterctl_control(&ctl, "s2s");

@@ -6,7 +6,7 @@ import subprocess
 import pytest
 
 from natterlib import (
-    NATTERD, LoginFailed, NatterServer, require_binary, sanitizer_reports)
+    NATTERD, LoginFailed, NatterServer, require_binary, sanitizer_reports, to_yaml)
 
 ALICE, ALICE_PW = "alice@localhost", "alice-secret"
 
@@ -183,3 +183,14 @@ def test_second_server_on_same_port_refused(natter):
     assert proc.returncode == 1
     assert "another process already listens there" in proc.stderr
     assert natter.alive()
+
+
+def test_natterctl_ports_lists_what_to_open(natter_factory):
+    server = natter_factory(start=False, s2s={"enabled": True})
+    server.config["listeners"].append({"type": "s2s", "address": "0.0.0.0", "port": 5269})
+    server.config_path.write_text(to_yaml(server.config))
+    out = server.ctl("ports", check=True).stdout.splitlines()
+    assert out[0].split()[:3] == ["PORT", "PROTO", "ADDRESS"], out
+    rows = {line.split()[0]: line for line in out[1:]}
+    assert "loopback only" in rows[str(server.c2s_port)], out
+    assert "federation" in rows["5269"] and "the Internet" in rows["5269"], out
