@@ -111,15 +111,7 @@ static bool realm_accepted(const struct config_host *host, const char *realm)
 				return false;
 		return true;
 	}
-	size_t n = strlen(realm);
-	for (const char *p = host->kerberos.realms; *p;) {
-		p += strspn(p, " \t,");
-		size_t len = strcspn(p, " \t,");
-		if (len == n && len > 0 && strncmp(p, realm, n) == 0)
-			return true;
-		p += len;
-	}
-	return false;
+	return word_in_list(host->kerberos.realms, realm);
 }
 
 /* The KDC vouched for the principal; map user@REALM to user@domain. */
@@ -307,14 +299,20 @@ static enum auth_result step(struct auth_session *as, const char *input, struct 
 	return check_authzid(as);
 }
 
-enum auth_result auth_complete(struct auth_session *as, bool ok, bool temporary,
-			       const char *local, struct buf *out)
+/* The PLAIN password is kept only until the account source has answered. */
+static void drop_password(struct auth_session *as)
 {
 	if (as->password) {
 		OPENSSL_cleanse(as->password, strlen(as->password));
 		free(as->password);
 		as->password = NULL;
 	}
+}
+
+enum auth_result auth_complete(struct auth_session *as, bool ok, bool temporary,
+			       const char *local, struct buf *out)
+{
+	drop_password(as);
 	as->wait = false;
 	if (temporary)
 		return AUTH_TEMPORARY;
@@ -451,10 +449,6 @@ void auth_end(struct auth_session *as)
 	if (as->gs != NULL)
 		gsasl_finish(as->gs);
 	as->gs = NULL;
-	if (as->password) {
-		OPENSSL_cleanse(as->password, strlen(as->password));
-		free(as->password);
-		as->password = NULL;
-	}
+	drop_password(as);
 	buf_free(&as->final);
 }

@@ -711,27 +711,12 @@ static void on_data(struct conn *c, const char *data, size_t len)
 		return;
 	s->last_input = now_ms();
 	s->ping_pending = false;
-	switch (xml_stream_feed(s->xs, data, len)) {
-	case XS_OK:
-	case XS_STOPPED:
-		break;
-	case XS_NOT_WELL_FORMED:
+	enum xml_stream_result r = xml_stream_feed(s->xs, data, len);
+	if (r == XS_NOT_WELL_FORMED)
 		log_debug("c2s %llu: %s", (unsigned long long)c->id, xml_stream_error_text(s->xs));
-		stream_error(s, "not-well-formed");
-		break;
-	case XS_RESTRICTED:
-		stream_error(s, "restricted-xml");
-		break;
-	case XS_POLICY:
-		stream_error(s, "policy-violation");
-		break;
-	case XS_BAD_FORMAT:
-		stream_error(s, "bad-format");
-		break;
-	case XS_UNSUPPORTED_ENCODING:
-		stream_error(s, "unsupported-encoding");
-		break;
-	}
+	const char *condition = xml_stream_condition(r);
+	if (condition != NULL)
+		stream_error(s, condition);
 }
 
 static void on_tls_ready(struct conn *c)

@@ -73,3 +73,16 @@ void random_hex(char *out, size_t n)
 	}
 	*out = '\0';
 }
+
+bool word_in_list(const char *list, const char *word)
+{
+	size_t n = strlen(word);
+	for (const char *p = list; p && *p;) {
+		p += strspn(p, " \t,");
+		size_t len = strcspn(p, " \t,");
+		if (len == n && len > 0 && strncmp(p, word, n) == 0)
+			return true;
+		p += len;
+	}
+	return false;
+}

@@ -2,6 +2,7 @@
 #ifndef NATTER_UTIL_H
 #define NATTER_UTIL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /* Allocation that never returns NULL: out of memory is fatal (abort with a
@@ -16,6 +17,11 @@ _Noreturn void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2)))
 
 /* Monotonic milliseconds. */
 unsigned long long now_ms(void);
+
+/* Whether word is one of the words of list (separated by spaces, tabs or
+ * commas, as config values like s2s.allow and kerberos.realms are).
+ * Exact, case-sensitive. A NULL list holds nothing. */
+bool word_in_list(const char *list, const char *word);
 
 /* Fills out with n random bytes as 2n lower-case hex digits plus NUL. */
 void random_hex(char *out, size_t n);

@@ -165,19 +165,6 @@ static const struct xml_stream_limits *limits_of(struct server *srv,
 
 /* --- policy --- */
 
-static bool in_list(const char *list, const char *domain)
-{
-	size_t n = strlen(domain);
-	for (const char *p = list; p && *p;) {
-		p += strspn(p, " \t,");
-		size_t len = strcspn(p, " \t,");
-		if (len == n && len > 0 && strncmp(p, domain, n) == 0)
-			return true;
-		p += len;
-	}
-	return false;
-}
-
 static const struct config_remote *remote_policy(const struct server *srv, const char *domain)
 {
 	const struct config_s2s *c = &srv->cfg->s2s;
@@ -192,9 +179,9 @@ bool s2s_allowed(const struct server *srv, const char *remote)
 	const struct config_s2s *c = &srv->cfg->s2s;
 	if (!c->enabled || config_find_host(srv->cfg, remote) != NULL)
 		return false;
-	if (c->allow && !in_list(c->allow, remote))
+	if (c->allow && !word_in_list(c->allow, remote))
 		return false;
-	if (c->deny && in_list(c->deny, remote))
+	if (c->deny && word_in_list(c->deny, remote))
 		return false;
 	const struct config_remote *r = remote_policy(srv, remote);
 	return r == NULL || r->auth != S2S_AUTH_REFUSE;
@@ -1581,26 +1568,9 @@ static void in_data(struct conn *c, const char *data, size_t len)
 	struct s2s_in *s = c->owner;
 	if (s->state == IN_CLOSED)
 		return;
-	switch (xml_stream_feed(s->xs, data, len)) {
-	case XS_OK:
-	case XS_STOPPED:
-		break;
-	case XS_NOT_WELL_FORMED:
-		in_error(s, "not-well-formed");
-		break;
-	case XS_RESTRICTED:
-		in_error(s, "restricted-xml");
-		break;
-	case XS_POLICY:
-		in_error(s, "policy-violation");
-		break;
-	case XS_BAD_FORMAT:
-		in_error(s, "bad-format");
-		break;
-	case XS_UNSUPPORTED_ENCODING:
-		in_error(s, "unsupported-encoding");
-		break;
-	}
+	const char *condition = xml_stream_condition(xml_stream_feed(s->xs, data, len));
+	if (condition != NULL)
+		in_error(s, condition);
 }
 
 static void in_tls_ready(struct conn *c)

@@ -496,18 +496,7 @@ struct conn *conn_connect(struct loop *l, const struct sockaddr *addr, const str
 int conn_start_tls(struct conn *c, bool direct)
 {
 	conn_flush(c);
-	c->ssl = tls_new_server(&c->loop->srv->tls, direct);
-	if (c->ssl == NULL)
-		return -1;
-	BIO *bio = BIO_new(bio_conn_method());
-	if (bio == NULL) {
-		SSL_free(c->ssl);
-		c->ssl = NULL;
-		return -1;
-	}
-	BIO_set_data(bio, c);
-	SSL_set_bio(c->ssl, bio, bio);
-	return 0;
+	return attach_tls(c, tls_new_server(&c->loop->srv->tls, direct));
 }
 
 void conn_close(struct conn *c)

@@ -446,3 +446,21 @@ enum xml_stream_result xml_stream_feed(struct xml_stream *s, const char *data, s
 	}
 	return XS_OK;
 }
+
+const char *xml_stream_condition(enum xml_stream_result r)
+{
+	switch (r) {
+	case XS_NOT_WELL_FORMED:
+		return "not-well-formed";
+	case XS_RESTRICTED:
+		return "restricted-xml";
+	case XS_POLICY:
+		return "policy-violation";
+	case XS_BAD_FORMAT:
+		return "bad-format";
+	case XS_UNSUPPORTED_ENCODING:
+		return "unsupported-encoding";
+	default:
+		return NULL;
+	}
+}

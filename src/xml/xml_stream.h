@@ -64,6 +64,10 @@ void xml_stream_stop(struct xml_stream *s);
  * stream: no header yet, closed, failed). */
 int xml_stream_release(struct xml_stream *s);
 
+/* The stream error condition (RFC 6120 §4.9.3) for a result that ends
+ * the stream, e.g. "not-well-formed"; NULL for XS_OK and XS_STOPPED. */
+const char *xml_stream_condition(enum xml_stream_result r);
+
 /* Expat's description of the last parse error, for logs. */
 const char *xml_stream_error_text(const struct xml_stream *s);
 

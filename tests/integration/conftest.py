@@ -53,8 +53,8 @@ def pytest_configure(config):
 def natter_factory():
     servers = []
 
-    def start(start=True, env=None, **overrides):
-        server = NatterServer(overrides)
+    def start(start=True, env=None, extra_listeners=(), **overrides):
+        server = NatterServer(overrides, extra_listeners)
         servers.append(server)
         if env:
             _with_env(server, env)

@@ -1101,6 +1101,13 @@ async def diagnose(*servers, dns=None):
         raise AssertionError("\n".join(parts)) from None
 
 
+def s2s_listener(domain, port=S2S_PORT, direct_tls=False):
+    """The s2s listener of one of the natter domains on its own address,
+    for natter_factory(extra_listeners=[...])."""
+    return {"type": "s2s_tls" if direct_tls else "s2s", "address": ADDRESSES[domain],
+            "port": port}
+
+
 def natter_identity(ca, dns, domain=NATTER_A):
     """What natter's s2s configuration needs for one of the natter
     domains: its certificate and key from the test CA, the CA to verify

@@ -170,6 +170,18 @@ def default_config(root, c2s_port, tls_port):
     }
 
 
+def self_signed_cert(directory, name, domain="localhost"):
+    """A self-signed ECDSA certificate for domain (subjectAltName DNS:domain)
+    as directory/NAME.crt and directory/NAME.key; returns both paths."""
+    cert, key = Path(directory) / (name + ".crt"), Path(directory) / (name + ".key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "2", "-subj", "/CN=" + domain,
+                    "-addext", "subjectAltName=DNS:" + domain],
+                   check=True, capture_output=True)
+    return cert, key
+
+
 def sanitizer_reports(text):
     return [m for m in SANITIZER_MARKERS if m in text]
 
@@ -190,13 +202,16 @@ class NatterServer:
     UNIX control socket in data_dir, and sun_path holds only 108 bytes.
     """
 
-    def __init__(self, overrides=None):
+    def __init__(self, overrides=None, extra_listeners=()):
+        """overrides are merged into the default config; extra_listeners
+        (e.g. an s2s listener) come after the default c2s ones."""
         self.root = Path(tempfile.mkdtemp(prefix="natter-"))
         (self.root / "data").mkdir()
         self.c2s_port = free_port()
         self.tls_port = free_port()
         config = default_config(self.root, self.c2s_port, self.tls_port)
         self.config = deep_merge(config, overrides or {})
+        self.config["listeners"] = self.config["listeners"] + list(extra_listeners)
         self.config_path = self.root / "natter.yaml"
         self.config_path.write_text(to_yaml(self.config))
         self.domain = self.config["hosts"][0]["domain"]

@@ -6,7 +6,7 @@ import subprocess
 import pytest
 
 from natterlib import (
-    NATTERD, LoginFailed, NatterServer, require_binary, sanitizer_reports, to_yaml)
+    NATTERD, LoginFailed, NatterServer, require_binary, sanitizer_reports)
 
 ALICE, ALICE_PW = "alice@localhost", "alice-secret"
 
@@ -186,9 +186,9 @@ def test_second_server_on_same_port_refused(natter):
 
 
 def test_natterctl_ports_lists_what_to_open(natter_factory):
-    server = natter_factory(start=False, s2s={"enabled": True})
-    server.config["listeners"].append({"type": "s2s", "address": "0.0.0.0", "port": 5269})
-    server.config_path.write_text(to_yaml(server.config))
+    server = natter_factory(start=False, s2s={"enabled": True},
+                            extra_listeners=[{"type": "s2s", "address": "0.0.0.0",
+                                              "port": 5269}])
     out = server.ctl("ports", check=True).stdout.splitlines()
     assert out[0].split()[:3] == ["PORT", "PROTO", "ADDRESS"], out
     rows = {line.split()[0]: line for line in out[1:]}

@@ -4,28 +4,20 @@ certificate against the TLSA records of its SRV target.  The zone is
 served by NSD, signed with ldns-signzone (danelib), and natter-b's
 certificate is self-signed: only DANE can make it valid."""
 
-import subprocess
-
 import pytest
 
 import fedlib
 from danelib import SignedZone, spki_sha256
 from fedlib import ADDRESSES, NATTER_A, diagnose
 from imlib import accounts, connect, error_condition, msg
-from natterlib import to_yaml
+from natterlib import self_signed_cert
 
 DOMAIN = "natter-b.danetest"
 
 
 @pytest.fixture
 def self_signed(tmp_path):
-    cert, key = tmp_path / "b.crt", tmp_path / "b.key"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", str(key), "-out",
-                    str(cert), "-days", "2", "-subj", "/CN=" + DOMAIN,
-                    "-addext", "subjectAltName=DNS:" + DOMAIN],
-                   check=True, capture_output=True)
-    return cert, key
+    return self_signed_cert(tmp_path, "b", DOMAIN)
 
 
 def records(tlsa_hex):
@@ -43,15 +35,6 @@ def zone(self_signed):
         z.cleanup()
 
 
-def start(natter_factory, overrides, address):
-    server = natter_factory(start=False, **overrides)
-    server.config["listeners"].append({"type": "s2s", "address": address,
-                                       "port": fedlib.S2S_PORT})
-    server.config_path.write_text(to_yaml(server.config))
-    server.start()
-    return server
-
-
 def servers(natter_factory, test_ca, dns, zone, self_signed, anchor=True):
     """natter-a (test CA certificate) requires a valid certificate from
     natter-b.danetest; natter-b has only its self-signed one."""
@@ -59,16 +42,16 @@ def servers(natter_factory, test_ca, dns, zone, self_signed, anchor=True):
     dns_a = {"resolver": zone.resolver}
     if anchor:
         dns_a["trust_anchor_file"] = str(zone.trust_anchor)
-    a = start(natter_factory, {
+    a = natter_factory(extra_listeners=[fedlib.s2s_listener(NATTER_A)], **{
         "hosts": [{"domain": NATTER_A, "tls_cert": str(pair.chain), "tls_key": str(pair.key)}],
         "s2s": {"enabled": True, "ca_file": str(test_ca.ca_file), "connect_timeout": 5,
                 "remotes": [{"domain": DOMAIN, "auth": "certificate"}]},
-        "dns": dns_a}, ADDRESSES[NATTER_A])
-    b = start(natter_factory, {
+        "dns": dns_a})
+    b = natter_factory(extra_listeners=[fedlib.s2s_listener(fedlib.NATTER_B)], **{
         "hosts": [{"domain": DOMAIN, "tls_cert": str(self_signed[0]),
                    "tls_key": str(self_signed[1])}],
         "s2s": {"enabled": True, "ca_file": str(test_ca.ca_file)},
-        "dns": {"resolver": dns.resolver}}, ADDRESSES[fedlib.NATTER_B])
+        "dns": {"resolver": dns.resolver}})
     accounts(a, "alice")
     accounts(b, "bob")
     return a, b

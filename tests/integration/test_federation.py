@@ -16,10 +16,9 @@ import base64
 import pytest
 
 import fedlib
-from natterlib import to_yaml
 from fedlib import NATTER_A, NATTER_B, ADDRESSES, diagnose
 from imlib import (accounts, connect, error_condition, msg, pres, roster_get,
-                   send_available, send_presence_type, subscribe)
+                   send_available, subscribe)
 
 
 def natter_config(test_ca, dns, domain, *, certificate=True, **s2s):
@@ -38,12 +37,8 @@ def natter_config(test_ca, dns, domain, *, certificate=True, **s2s):
 
 
 def start_natter(natter_factory, test_ca, dns, domain, **kwargs):
-    server = natter_factory(start=False, **natter_config(test_ca, dns, domain, **kwargs))
-    server.config["listeners"].append(
-        {"type": "s2s", "address": ADDRESSES[domain], "port": fedlib.S2S_PORT})
-    server.config_path.write_text(to_yaml(server.config))
-    server.start()
-    return server
+    return natter_factory(extra_listeners=[fedlib.s2s_listener(domain)],
+                          **natter_config(test_ca, dns, domain, **kwargs))
 
 
 @pytest.fixture
@@ -308,11 +303,8 @@ async def test_direct_tls_from_xmpps_srv(natter_factory, test_ca, dns, net):
     """_xmpps-server._tcp only (XEP-0368): TLS from the first byte, ALPN
     xmpp-server, on the s2s_tls listener."""
     a = start_natter(natter_factory, test_ca, dns, NATTER_A)
-    b = natter_factory(start=False, **natter_config(test_ca, dns, NATTER_B))
-    b.config["listeners"].append({"type": "s2s_tls", "address": ADDRESSES[NATTER_B],
-                                  "port": 5270})
-    b.config_path.write_text(to_yaml(b.config))
-    b.start()
+    b = natter_factory(extra_listeners=[fedlib.s2s_listener(NATTER_B, 5270, direct_tls=True)],
+                       **natter_config(test_ca, dns, NATTER_B))
     accounts(a, "alice")
     accounts(b, "bob")
     with dns.changed():

@@ -6,23 +6,18 @@ subscriptions (RFC 6121 §3) and presence."""
 import pytest
 
 import fedlib
-from fedlib import NATTER_A, ADDRESSES, diagnose, fed_connect, unique_name
+from fedlib import NATTER_A, diagnose, fed_connect, unique_name
 from imlib import accounts, connect, msg, pres, send_available, send_presence_type
-from natterlib import to_yaml
 
 
 @pytest.fixture
 def natter(natter_factory, test_ca, dns):
     pair = test_ca.cert_for(NATTER_A)
-    server = natter_factory(start=False, hosts=[{
-        "domain": NATTER_A, "tls_cert": str(pair.chain), "tls_key": str(pair.key)}],
+    return natter_factory(
+        extra_listeners=[fedlib.s2s_listener(NATTER_A)],
+        hosts=[{"domain": NATTER_A, "tls_cert": str(pair.chain), "tls_key": str(pair.key)}],
         s2s={"enabled": True, "ca_file": str(test_ca.ca_file), "connect_timeout": 10},
         dns={"resolver": dns.resolver})
-    server.config["listeners"].append(
-        {"type": "s2s", "address": ADDRESSES[NATTER_A], "port": fedlib.S2S_PORT})
-    server.config_path.write_text(to_yaml(server.config))
-    server.start()
-    return server
 
 
 @pytest.fixture(params=["prosody", "ejabberd"])
@@ -114,13 +109,10 @@ async def test_dialback_with_prosody(natter_factory, test_ca, dns, prosody, net)
     """natter with a self-signed certificate: Prosody (s2s_secure_auth off)
     checks natter's domain by dialback, calling natter back to verify the
     key; natter accepts Prosody's valid certificate for its dialback."""
-    server = natter_factory(start=False, hosts=[{"domain": NATTER_A}],
+    server = natter_factory(extra_listeners=[fedlib.s2s_listener(NATTER_A)],
+                            hosts=[{"domain": NATTER_A}],
                             s2s={"enabled": True, "ca_file": str(test_ca.ca_file)},
                             dns={"resolver": dns.resolver})
-    server.config["listeners"].append(
-        {"type": "s2s", "address": ADDRESSES[NATTER_A], "port": fedlib.S2S_PORT})
-    server.config_path.write_text(to_yaml(server.config))
-    server.start()
     name = unique_name("alice")
     accounts(server, name)
     with prosody.configured(secure_auth=False):

@@ -7,19 +7,9 @@ import shutil
 import signal
 import socket
 import ssl
-import subprocess
 
 from imlib import accounts, connect
-
-
-def make_cert(directory, name, domain="localhost"):
-    cert, key = directory / (name + ".crt"), directory / (name + ".key")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", str(key), "-out",
-                    str(cert), "-days", "2", "-subj", "/CN=" + domain,
-                    "-addext", "subjectAltName=DNS:" + domain],
-                   check=True, capture_output=True)
-    return cert, key
+from natterlib import self_signed_cert
 
 
 def served_certificate(server):
@@ -39,8 +29,8 @@ def reload(server):
 
 
 async def test_sighup_serves_a_renewed_certificate(natter_factory, net, tmp_path):
-    cert1, key1 = make_cert(tmp_path, "one")
-    cert2, key2 = make_cert(tmp_path, "two")
+    cert1, key1 = self_signed_cert(tmp_path, "one")
+    cert2, key2 = self_signed_cert(tmp_path, "two")
     live_cert, live_key = tmp_path / "live.crt", tmp_path / "live.key"
     shutil.copy(cert1, live_cert)
     shutil.copy(key1, live_key)
