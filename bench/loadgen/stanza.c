@@ -219,7 +219,9 @@ static void stanza_parser_setup(struct stanza_parser *p)
 	 * reads would then wait for the next one, which shows up as latency
 	 * that is the generator's, not the server's. The server under test is
 	 * not an adversary, so always reparse. */
+#ifdef NATTER_HAVE_REPARSE_DEFERRAL
 	XML_SetReparseDeferralEnabled(p->xp, XML_FALSE);
+#endif
 	p->depth = 0;
 	p->stopped = false;
 	p->cur = NULL;

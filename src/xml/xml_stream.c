@@ -16,6 +16,10 @@
  * xml_stream_feed. No legitimate XMPP tag comes near it. */
 #define REPARSE_EVERY_FEED 8192
 
+/* A light scan of the fed bytes, enough to tell when a tag ends: outside
+ * markup, inside a tag, inside a quoted attribute value. */
+enum { MARKUP_TEXT, MARKUP_TAG, MARKUP_SQUOTE, MARKUP_DQUOTE };
+
 struct xml_stream {
 	XML_Parser parser;
 	struct xml_stream_limits limits;
@@ -38,6 +42,7 @@ struct xml_stream {
 	bool stop;
 	bool closed;
 	bool resuming;            /* parsing our own copy of the header */
+	unsigned char markup;     /* where the fed bytes stand: MARKUP_* */
 	struct buf root_ns;       /* the root's declarations: "prefix\0uri\0"... */
 };
 
@@ -259,8 +264,57 @@ static void reset_state(struct xml_stream *s)
 	s->default_ns[0] = '\0';
 	s->fed = s->boundary = s->last_event = 0;
 	s->restart = s->stop = s->closed = s->resuming = false;
+	s->markup = MARKUP_TEXT;
 	s->result = XS_OK;
 	s->root_ns.len = 0;
+}
+
+/* The first quote or '>' in p[0..n), or NULL. */
+static const char *tag_stop(const char *p, size_t n)
+{
+	for (const char *end = p + n; p < end; p++)
+		if (*p == '>' || *p == '\'' || *p == '"')
+			return p;
+	return NULL;
+}
+
+/* Follows data through the markup scan and says whether a tag ended in
+ * it: a '>' outside quoted attribute values after a '<'. Then the token
+ * expat may be holding back is complete, and must be parsed now. */
+static bool tag_ends(struct xml_stream *s, const char *data, size_t n)
+{
+	const char *p = data, *end = data + n;
+	bool ended = false;
+	while (p < end) {
+		const char *hit;
+		switch (s->markup) {
+		case MARKUP_TEXT:
+			hit = memchr(p, '<', (size_t)(end - p));
+			if (hit == NULL)
+				return ended;
+			s->markup = MARKUP_TAG;
+			break;
+		case MARKUP_TAG:
+			hit = tag_stop(p, (size_t)(end - p));
+			if (hit == NULL)
+				return ended;
+			if (*hit == '>') {
+				s->markup = MARKUP_TEXT;
+				ended = true;
+			} else {
+				s->markup = *hit == '\'' ? MARKUP_SQUOTE : MARKUP_DQUOTE;
+			}
+			break;
+		default:
+			hit = memchr(p, s->markup == MARKUP_SQUOTE ? '\'' : '"', (size_t)(end - p));
+			if (hit == NULL)
+				return ended;
+			s->markup = MARKUP_TAG;
+			break;
+		}
+		p = hit + 1;
+	}
+	return ended;
 }
 
 struct xml_stream *xml_stream_new(const struct xml_stream_limits *limits,
@@ -414,16 +468,22 @@ enum xml_stream_result xml_stream_feed(struct xml_stream *s, const char *data, s
 			s->result = XS_UNSUPPORTED_ENCODING;
 			return s->result;
 		}
-		/* Expat >= 2.6 (and Debian's patched 2.5) defers reparsing a
-		 * token that arrived in several pieces until the bytes waiting
-		 * have doubled. That keeps a token fed in tiny pieces linear,
-		 * but can hold back a complete header or stanza for bytes the
-		 * peer will not send before it gets an answer. So deferral is
-		 * off while the unfinished part is small, which bounds the cost
-		 * of reparsing it, and on only for a token already too long for
-		 * any legitimate tag. */
-		XML_SetReparseDeferralEnabled(s->parser,
+		/* Expat >= 2.6 (and Debian's later 2.5 point releases) defers
+		 * reparsing a token that arrived in several pieces until the
+		 * bytes waiting have doubled. That keeps a token fed in tiny
+		 * pieces linear, but can hold back a complete header or stanza
+		 * for bytes the peer will not send before it gets an answer.
+		 * So deferral is off while the unfinished part is small, which
+		 * bounds the cost of reparsing it, and off when a tag ended in
+		 * this slice, which happens once per tag: a long token is then
+		 * parsed once more, complete, and never waits. */
+		bool ended = tag_ends(s, data, (size_t)n);
+#ifdef NATTER_HAVE_REPARSE_DEFERRAL
+		XML_SetReparseDeferralEnabled(s->parser, !ended &&
 					      s->fed - s->last_event > REPARSE_EVERY_FEED);
+#else
+		(void)ended;
+#endif
 		s->fed += n;
 		enum XML_Status st = XML_Parse(s->parser, data, n, XML_FALSE);
 		if (s->restart) {
