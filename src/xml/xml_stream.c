@@ -43,6 +43,7 @@ struct xml_stream {
 	bool closed;
 	bool resuming;            /* parsing our own copy of the header */
 	unsigned char markup;     /* where the fed bytes stand: MARKUP_* */
+	struct buf held;          /* input held back from expat; see xml_stream_feed */
 	struct buf root_ns;       /* the root's declarations: "prefix\0uri\0"... */
 };
 
@@ -253,6 +254,9 @@ static void setup_parser(struct xml_stream *s)
 	XML_SetProcessingInstructionHandler(s->parser, on_restricted_pi);
 	XML_SetCommentHandler(s->parser, on_restricted_comment);
 	XML_SetParamEntityParsing(s->parser, XML_PARAM_ENTITY_PARSING_NEVER);
+#ifdef NATTER_HAVE_REPARSE_DEFERRAL
+	XML_SetReparseDeferralEnabled(s->parser, XML_FALSE); /* ours is in xml_stream_feed */
+#endif
 }
 
 static void reset_state(struct xml_stream *s)
@@ -265,6 +269,7 @@ static void reset_state(struct xml_stream *s)
 	s->fed = s->boundary = s->last_event = 0;
 	s->restart = s->stop = s->closed = s->resuming = false;
 	s->markup = MARKUP_TEXT;
+	buf_free(&s->held);
 	s->result = XS_OK;
 	s->root_ns.len = 0;
 }
@@ -346,6 +351,7 @@ void xml_stream_free(struct xml_stream *s)
 	arena_reset(&s->arena);
 	buf_free(&s->text);
 	buf_free(&s->root_ns);
+	buf_free(&s->held);
 	free(s);
 }
 
@@ -382,7 +388,8 @@ static int root_qname(const struct xml_stream *s, struct buf *out)
 int xml_stream_release(struct xml_stream *s)
 {
 	if (s->parser == NULL || s->level != 1 || s->closed || s->result != XS_OK ||
-	    s->fed != s->boundary || s->stanza != NULL || s->restart || s->stop)
+	    s->fed != s->boundary || s->held.len > 0 || s->stanza != NULL || s->restart ||
+	    s->stop)
 		return -1;
 	struct buf probe;
 	buf_init(&probe);
@@ -468,24 +475,37 @@ enum xml_stream_result xml_stream_feed(struct xml_stream *s, const char *data, s
 			s->result = XS_UNSUPPORTED_ENCODING;
 			return s->result;
 		}
-		/* Expat >= 2.6 (and Debian's later 2.5 point releases) defers
-		 * reparsing a token that arrived in several pieces until the
-		 * bytes waiting have doubled. That keeps a token fed in tiny
-		 * pieces linear, but can hold back a complete header or stanza
+		/* Expat reparses an unfinished token from its start on every
+		 * call, so a long token fed in tiny pieces would cost the square
+		 * of its length. Once the unfinished part is longer than any
+		 * legitimate tag, its next bytes are held here until they
+		 * double it, which keeps the total linear. A tag that ends in
+		 * this slice is parsed at once, so a complete stanza never waits
 		 * for bytes the peer will not send before it gets an answer.
-		 * So deferral is off while the unfinished part is small, which
-		 * bounds the cost of reparsing it, and off when a tag ended in
-		 * this slice, which happens once per tag: a long token is then
-		 * parsed once more, complete, and never waits. */
+		 * (Expat >= 2.6 has a deferral of its own with no such
+		 * exception; setup_parser turns it off.) */
 		bool ended = tag_ends(s, data, (size_t)n);
-#ifdef NATTER_HAVE_REPARSE_DEFERRAL
-		XML_SetReparseDeferralEnabled(s->parser, !ended &&
-					      s->fed - s->last_event > REPARSE_EVERY_FEED);
-#else
-		(void)ended;
-#endif
-		s->fed += n;
-		enum XML_Status st = XML_Parse(s->parser, data, n, XML_FALSE);
+		long long pending = s->fed - s->last_event;
+		if (!ended && pending > REPARSE_EVERY_FEED &&
+		    (long long)(s->held.len + (size_t)n) < pending) {
+			buf_append(&s->held, data, (size_t)n);
+			if (s->fed + (long long)s->held.len - s->boundary >
+			    (long long)s->limits.max_stanza_size)
+				return XS_POLICY;
+			data += n;
+			len -= (size_t)n;
+			continue;
+		}
+		const char *chunk = data;
+		int chunk_len = n;
+		if (s->held.len > 0) {
+			buf_append(&s->held, data, (size_t)n);
+			chunk = s->held.data;
+			chunk_len = (int)s->held.len;
+		}
+		s->fed += chunk_len;
+		enum XML_Status st = XML_Parse(s->parser, chunk, chunk_len, XML_FALSE);
+		buf_free(&s->held);
 		if (s->restart) {
 			XML_ParserReset(s->parser, "UTF-8");
 			setup_parser(s);

@@ -290,6 +290,57 @@ static void test_long_tag_in_pieces_not_held_back(void **state)
 	free(s);
 }
 
+/* Issue 10, item 3: a complete stanza whose start tag is far longer than
+ * any legitimate one (a 50,000 or 200,000-byte attribute), arriving in
+ * TLS-record-sized pieces, is handled with its last piece: expat's
+ * deferral (>= 2.6) had it wait for 14-30 KiB more input. */
+static void huge_tag_delivered_at_once(struct rec *r, size_t attr_len, size_t chunk)
+{
+	set_limits(r, 1 << 20, 8, 8);
+	r->stanzas = 0;
+	assert_int_equal(feed(r, STREAM_OPEN), XS_OK);
+	char *id = repeat('i', attr_len);
+	char *st = concat("<message id='", id, "' to='a@b'><body>x</body></message>", NULL);
+	assert_int_equal(feed_chunks(r, st, strlen(st), chunk, NULL), XS_OK);
+	assert_int_equal(r->stanzas, 1);
+	assert_int_equal(feed(r, "<iq type='get' id='p'><ping xmlns='urn:xmpp:ping'/></iq>"), XS_OK);
+	assert_int_equal(r->stanzas, 2);
+	free(id);
+	free(st);
+}
+
+static void test_huge_attribute_not_held_back(void **state)
+{
+	huge_tag_delivered_at_once(*state, 50000, 16384);
+	huge_tag_delivered_at_once(*state, 50000, 1400);
+	huge_tag_delivered_at_once(*state, 200000, 16384);
+}
+
+/* The same for a start tag with 10,000 attributes (over the limit:
+ * refused with its last piece) or 10,000 namespace declarations (not
+ * attributes: handled with its last piece). */
+static void many_in_tag_at_once(struct rec *r, const char *each, enum xml_stream_result want)
+{
+	set_limits(r, 1 << 20, 8, 64);
+	r->stanzas = 0;
+	assert_int_equal(feed(r, STREAM_OPEN), XS_OK);
+	struct buf b;
+	buf_init(&b);
+	buf_puts(&b, "<message");
+	for (int i = 0; i < 10000; i++)
+		buf_printf(&b, each, i);
+	buf_puts(&b, "/>");
+	assert_int_equal(feed_chunks(r, b.data, b.len, 16384, NULL), want);
+	assert_int_equal(r->stanzas, want == XS_OK ? 1 : 0);
+	buf_free(&b);
+}
+
+static void test_many_attributes_not_held_back(void **state)
+{
+	many_in_tag_at_once(*state, " a%d='v'", XS_POLICY);
+	many_in_tag_at_once(*state, " xmlns:p%d='urn:x'", XS_OK);
+}
+
 /* An unfinished token fed a byte at a time must not cost time quadratic
  * in its length (reparsing all of it on every feed). The price: a tag far
  * longer than any legitimate one may wait, after its last byte, until as
@@ -1059,6 +1110,8 @@ int main(void)
 		T(test_token_in_pieces_not_held_back),
 		T(test_long_tag_in_pieces_not_held_back),
 		T(test_token_fed_bytewise_stays_linear),
+		T(test_huge_attribute_not_held_back),
+		T(test_many_attributes_not_held_back),
 		T(test_stanza_whole),
 		T(test_stanza_mixed_content),
 		T(test_stanza_not_delivered_before_end),
