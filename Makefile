@@ -35,7 +35,7 @@ unit: build build-asan
 	cd build && ctest --output-on-failure
 	cd build-asan && ctest --output-on-failure
 
-integration: build-asan
+integration: build build-asan
 	NATTER_BUILD=$(CURDIR)/build-asan /usr/bin/python3 -m pytest -q tests/integration
 
 fuzz: build-fuzz

@@ -123,6 +123,9 @@ struct config_limits {
 	int auth_timeout;            /* seconds from connect to authenticated */
 	int idle_timeout;            /* seconds of silence before a ping */
 	int ping_timeout;            /* seconds to answer that ping */
+	int close_timeout;           /* seconds a closing connection may take */
+	size_t max_queued_output;    /* bytes queued for one peer before it is cut */
+	size_t max_queued_total;     /* bytes queued for all peers, all loops */
 	int max_roster_items;        /* contacts per roster */
 	int max_offline_messages;    /* offline store quota per account */
 };

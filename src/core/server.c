@@ -21,6 +21,7 @@
 #include "router/router.h"
 #include "s2s/s2s.h"
 #include "stream/conn.h"
+#include "stream/conn.h"
 
 struct listener_data {
 	struct loop *loop;
@@ -123,6 +124,7 @@ static void on_check(uv_check_t *c)
 
 static void on_sweep(uv_timer_t *t)
 {
+	conn_sweep(t->data);
 	c2s_sweep(t->data);
 }
 

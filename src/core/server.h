@@ -72,6 +72,9 @@ struct loop {
 	size_t n_listeners;
 	struct conn_table conns;  /* every live connection of this loop */
 	struct conn *dirty;       /* connections with output to flush */
+	struct conn *closing_head, *closing_tail; /* closing, by close_by */
+	size_t out_held;          /* bytes queued for all this loop's peers */
+	size_t out_freed;         /* bytes of cut queues freed since the last trim */
 	/* Scratch buffers for reads: a read is handled to completion before
 	 * the next begins, so no connection holds a buffer while idle. */
 	char readbuf[65536];

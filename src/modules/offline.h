@@ -17,8 +17,9 @@ struct loop;
  * a store error. */
 int offline_store(struct loop *l, const struct jid *to, struct xml_node *st);
 
-/* Sends every stored message of owner (bare JID) to the session on loop l
- * and removes them. */
+/* Sends the stored messages of owner (bare JID) to the session on loop l,
+ * a page at a time as the connection takes them, and removes each page
+ * from the store once it has been written to the socket. */
 void offline_deliver(struct loop *l, const char *owner, uint64_t session);
 
 #endif

@@ -82,6 +82,13 @@ struct storage_driver {
 			  void (*fn)(void *arg, long long id, long long stamp, const void *value,
 				     size_t len),
 			  void *arg);
+	/* Like list_fetch, but only the first max_items items whose id is
+	 * greater than after_id. */
+	int (*list_page)(struct storage *st, const char *domain, const char *local,
+			 const char *store, long long after_id, int max_items,
+			 void (*fn)(void *arg, long long id, long long stamp, const void *value,
+				    size_t len),
+			 void *arg);
 	/* Deletes the items with id <= max_id. Returns 0 or -1. */
 	int (*list_trim)(struct storage *st, const char *domain, const char *local,
 			 const char *store, long long max_id);

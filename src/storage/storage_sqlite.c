@@ -93,6 +93,7 @@ struct storage {
 	sqlite3_stmt *map_list;
 	sqlite3_stmt *list_push;
 	sqlite3_stmt *list_fetch;
+	sqlite3_stmt *list_page;
 	sqlite3_stmt *list_trim;
 	sqlite3_stmt *list_count;
 	sqlite3_stmt *list_del_user;    /* user_del's part */
@@ -150,6 +151,10 @@ static const char storage_sqlite_sql_list_fetch[] =
 	"SELECT id, stamp, value FROM list WHERE domain = ?1 AND local = ?2 AND store = ?3"
 	" ORDER BY id";
 
+static const char storage_sqlite_sql_list_page[] =
+	"SELECT id, stamp, value FROM list WHERE domain = ?1 AND local = ?2 AND store = ?3"
+	" AND id > ?4 ORDER BY id LIMIT ?5";
+
 static const char storage_sqlite_sql_list_trim[] =
 	"DELETE FROM list WHERE domain = ?1 AND local = ?2 AND store = ?3 AND id <= ?4";
 
@@ -183,6 +188,7 @@ static const struct {
 	STORAGE_SQLITE_STMT(map_list, storage_sqlite_sql_map_list),
 	STORAGE_SQLITE_STMT(list_push, storage_sqlite_sql_list_push),
 	STORAGE_SQLITE_STMT(list_fetch, storage_sqlite_sql_list_fetch),
+	STORAGE_SQLITE_STMT(list_page, storage_sqlite_sql_list_page),
 	STORAGE_SQLITE_STMT(list_trim, storage_sqlite_sql_list_trim),
 	STORAGE_SQLITE_STMT(list_count, storage_sqlite_sql_list_count),
 	STORAGE_SQLITE_STMT(list_del_user, storage_sqlite_sql_list_del_user),
@@ -719,21 +725,16 @@ static int storage_sqlite_list_push(struct storage *st, const char *domain, cons
 }
 
 /* fn runs while the statement is open, as for map_list. */
-static int storage_sqlite_list_fetch(struct storage *st, const char *domain, const char *local,
-				     const char *store,
-				     void (*fn)(void *arg, long long id, long long stamp,
-						const void *value, size_t len),
-				     void *arg)
+/* Steps a bound SELECT id, stamp, value through fn; resets it. */
+static int storage_sqlite_list_rows(struct storage *st, sqlite3_stmt *stmt, const char *what,
+				    void (*fn)(void *arg, long long id, long long stamp,
+					       const void *value, size_t len),
+				    void *arg)
 {
-	sqlite3_stmt *stmt = st->list_fetch;
 	const void *value;
 	size_t len;
 	int n = 0, rc;
 
-	if (storage_sqlite_bind_store(stmt, domain, local, store) < 0) {
-		storage_sqlite_done(stmt);
-		return storage_sqlite_fail(st, "list_fetch");
-	}
 	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
 		if (storage_sqlite_column_blob(stmt, 2, &value, &len) < 0)
 			break;
@@ -741,9 +742,39 @@ static int storage_sqlite_list_fetch(struct storage *st, const char *domain, con
 		n++;
 	}
 	if (rc != SQLITE_DONE)
-		n = storage_sqlite_fail(st, "list_fetch");
+		n = storage_sqlite_fail(st, what);
 	storage_sqlite_done(stmt);
 	return n;
+}
+
+static int storage_sqlite_list_fetch(struct storage *st, const char *domain, const char *local,
+				     const char *store,
+				     void (*fn)(void *arg, long long id, long long stamp,
+						const void *value, size_t len),
+				     void *arg)
+{
+	sqlite3_stmt *stmt = st->list_fetch;
+	if (storage_sqlite_bind_store(stmt, domain, local, store) < 0) {
+		storage_sqlite_done(stmt);
+		return storage_sqlite_fail(st, "list_fetch");
+	}
+	return storage_sqlite_list_rows(st, stmt, "list_fetch", fn, arg);
+}
+
+static int storage_sqlite_list_page(struct storage *st, const char *domain, const char *local,
+				    const char *store, long long after_id, int max_items,
+				    void (*fn)(void *arg, long long id, long long stamp,
+					       const void *value, size_t len),
+				    void *arg)
+{
+	sqlite3_stmt *stmt = st->list_page;
+	if (storage_sqlite_bind_store(stmt, domain, local, store) < 0 ||
+	    sqlite3_bind_int64(stmt, 4, (sqlite3_int64)after_id) != SQLITE_OK ||
+	    sqlite3_bind_int(stmt, 5, max_items) != SQLITE_OK) {
+		storage_sqlite_done(stmt);
+		return storage_sqlite_fail(st, "list_page");
+	}
+	return storage_sqlite_list_rows(st, stmt, "list_page", fn, arg);
 }
 
 static int storage_sqlite_list_trim(struct storage *st, const char *domain, const char *local,
@@ -810,6 +841,7 @@ const struct storage_driver storage_sqlite_driver = {
 	.map_list = storage_sqlite_map_list,
 	.list_push = storage_sqlite_list_push,
 	.list_fetch = storage_sqlite_list_fetch,
+	.list_page = storage_sqlite_list_page,
 	.list_trim = storage_sqlite_list_trim,
 	.list_count = storage_sqlite_list_count,
 	.begin = storage_sqlite_begin,

@@ -1,6 +1,7 @@
 #include "stream/conn.h"
 
 #include <limits.h>
+#include <malloc.h>
 #include <openssl/err.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -13,8 +14,19 @@ struct write_req {
 	uv_write_t req;
 	struct conn *conn;
 	size_t len;
+	uint64_t plain_end;       /* out_flushed when this write was made */
 	char data[];
 };
+
+struct conn_watch {
+	uint64_t mark;            /* out_total when the watch was set */
+	conn_written_fn *fn;
+	void *arg;
+};
+
+/* Past the total limit, a peer holding less than this is spared: the
+ * ones cut are those that make the total large. */
+#define CONN_FAIR_SHARE (64u << 10)
 
 /* --- the id table: open addressing with linear probing --- */
 
@@ -87,6 +99,52 @@ struct conn *conn_find(struct loop *l, uint64_t id)
 
 static void on_kick(uv_idle_t *idle) { (void)idle; }
 
+static const struct config_limits *limits_of(struct conn *c) { return &c->loop->srv->cfg->limits; }
+
+/* Brings the loop's count of queued bytes up to date with this
+ * connection's buffers and writes in flight. */
+static void account(struct conn *c)
+{
+	size_t now = c->closed ? 0 : c->out.len + c->tls_out.len + c->queued;
+	c->loop->out_held += now - c->held;
+	c->held = now;
+}
+
+/* The limit for all peers of one loop: the configured total, shared. */
+static size_t loop_share(struct conn *c)
+{
+	int loops = c->loop->srv->n_loops > 0 ? c->loop->srv->n_loops : 1;
+	return limits_of(c)->max_queued_total / (size_t)loops;
+}
+
+static void closing_unlink(struct conn *c)
+{
+	struct loop *l = c->loop;
+	if (c->close_prev == NULL && l->closing_head != c)
+		return;
+	if (c->close_prev)
+		c->close_prev->close_next = c->close_next;
+	else
+		l->closing_head = c->close_next;
+	if (c->close_next)
+		c->close_next->close_prev = c->close_prev;
+	else
+		l->closing_tail = c->close_prev;
+	c->close_prev = c->close_next = NULL;
+}
+
+static void watch_end(struct conn *c, bool written)
+{
+	struct conn_watch *w = c->watch;
+	if (w == NULL)
+		return;
+	c->watch = NULL;
+	conn_written_fn *fn = w->fn;
+	void *arg = w->arg;
+	free(w);
+	fn(c, arg, written);
+}
+
 static void mark_dirty(struct conn *c)
 {
 	if (c->dirty || c->closed)
@@ -101,11 +159,33 @@ static void mark_dirty(struct conn *c)
 	c->loop->dirty = c;
 }
 
+/* Ends the connection at the next flush, dropping what is queued. Safe
+ * inside protocol callbacks: the close itself happens from the loop. */
+static void cut(struct conn *c)
+{
+	c->cut = true;
+	c->closing = true;
+	c->out.len = 0;
+	account(c);
+	mark_dirty(c);
+}
+
 void conn_write(struct conn *c, const void *data, size_t len)
 {
-	if (c->closed)
+	if (c->closed || c->cut)
 		return;
 	buf_append(&c->out, data, len);
+	c->out_total += len;
+	account(c);
+	/* A peer that stops reading must not make us buffer without end,
+	 * nor many of them together. */
+	if (c->held > limits_of(c)->max_queued_output ||
+	    (c->loop->out_held > loop_share(c) && c->held > CONN_FAIR_SHARE)) {
+		log_info("conn %llu (%s): peer does not read; %zu bytes queued, closing",
+			 (unsigned long long)c->id, c->peer, c->held);
+		cut(c);
+		return;
+	}
 	mark_dirty(c);
 }
 
@@ -115,6 +195,7 @@ static void on_closed(uv_handle_t *h)
 	table_remove(&c->loop->conns, c->id);
 	if (c->ssl)
 		SSL_free(c->ssl); /* frees the BIO */
+	c->loop->out_freed += c->out.cap + c->tls_out.cap;
 	buf_free(&c->out);
 	buf_free(&c->tls_out);
 	free(c);
@@ -125,7 +206,13 @@ static void really_close(struct conn *c)
 	if (c->closed)
 		return;
 	c->closed = true;
+	closing_unlink(c);
+	watch_end(c, false);
 	c->ops->closed(c);
+	/* Writes still in flight are cancelled by uv_close; their memory
+	 * goes back before on_closed runs. */
+	c->loop->out_freed += c->queued;
+	account(c);
 	uv_close((uv_handle_t *)&c->tcp, on_closed);
 }
 
@@ -154,24 +241,32 @@ static void on_written(uv_write_t *req, int status)
 	struct write_req *w = (struct write_req *)req;
 	struct conn *c = w->conn;
 	c->queued -= w->len;
+	uint64_t plain_end = w->plain_end;
 	free(w);
-	if (status < 0 && !c->closed) {
+	if (c->closed)
+		return;
+	account(c);
+	if (status < 0) {
 		log_debug("conn %llu: write failed: %s", (unsigned long long)c->id,
 			  uv_strerror(status));
 		really_close(c);
 		return;
 	}
+	if (plain_end > c->out_written)
+		c->out_written = plain_end;
+	if (c->watch != NULL && c->out_written >= c->watch->mark && !c->closing)
+		watch_end(c, true);
 	maybe_finish_close(c);
 }
 
-static void send_raw(struct conn *c, const char *data, size_t len)
+/* Hands a copy of data to libuv; the copy is freed when written. */
+static void write_copy(struct conn *c, const char *data, size_t len)
 {
-	if (len == 0 || c->closed)
-		return;
 	struct write_req *w = xmalloc(sizeof *w + len);
+	memcpy(w->data, data, len);
 	w->conn = c;
 	w->len = len;
-	memcpy(w->data, data, len);
+	w->plain_end = c->out_flushed;
 	uv_buf_t b = uv_buf_init(w->data, (unsigned)len);
 	c->queued += len;
 	if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_written) != 0) {
@@ -179,6 +274,14 @@ static void send_raw(struct conn *c, const char *data, size_t len)
 		free(w);
 		really_close(c);
 	}
+}
+
+static void send_raw(struct conn *c, const char *data, size_t len)
+{
+	if (len == 0 || c->closed)
+		return;
+	c->out_flushed += len;
+	write_copy(c, data, len);
 }
 
 /* The TLS engine talks to the network through this BIO: reads take from
@@ -247,37 +350,20 @@ static BIO_METHOD *bio_conn_method(void)
 static void drain_tls(struct conn *c)
 {
 	size_t pending = c->tls_out.len;
-	if (pending == 0)
+	if (pending == 0 || c->closed)
 		return;
-	struct write_req *w = xmalloc(sizeof *w + pending);
-	memcpy(w->data, c->tls_out.data, pending);
 	c->tls_out.len = 0;
-	int n = (int)pending;
-	w->conn = c;
-	w->len = (size_t)n;
-	uv_buf_t b = uv_buf_init(w->data, (unsigned)n);
-	c->queued += (size_t)n;
-	if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_written) != 0) {
-		c->queued -= (size_t)n;
-		free(w);
-		really_close(c);
-	}
+	write_copy(c, c->tls_out.data, pending);
+	/* Ciphertext is copied out: a big burst keeps no big buffer. */
+	if (c->tls_out.cap > 65536)
+		buf_free(&c->tls_out);
+	account(c);
 }
-
-/* A peer that stops reading must not make us buffer without end. */
-#define CONN_MAX_QUEUED (8u << 20)
 
 void conn_flush(struct conn *c)
 {
-	if (c->closed)
+	if (c->closed || c->cut)
 		return;
-	if (c->queued > CONN_MAX_QUEUED) {
-		log_info("conn %llu (%s): peer does not read; %zu bytes queued, closing",
-			 (unsigned long long)c->id, c->peer, c->queued);
-		c->out.len = 0;
-		really_close(c);
-		return;
-	}
 	if (c->ssl == NULL) {
 		send_raw(c, c->out.data, c->out.len);
 		c->out.len = 0;
@@ -295,12 +381,14 @@ void conn_flush(struct conn *c)
 			done += (size_t)n;
 		}
 		buf_consume(&c->out, done);
+		c->out_flushed += done;
 		if (c->closing && c->tls_ready && c->out.len == 0 && !c->tls_shutdown) {
 			c->tls_shutdown = true;
 			SSL_shutdown(c->ssl); /* queues close_notify */
 		}
 		drain_tls(c);
 	}
+	account(c);
 	maybe_finish_close(c);
 }
 
@@ -311,7 +399,13 @@ void conn_flush_dirty(struct loop *l)
 		l->dirty = c->next_dirty;
 		c->dirty = false;
 		c->next_dirty = NULL;
+		if (c->cut) {
+			really_close(c);
+			continue;
+		}
 		conn_flush(c);
+		if (!c->closed && !c->closing && c->watch != NULL && c->out_written >= c->watch->mark)
+			watch_end(c, true);
 		/* An idle connection keeps no output buffer. */
 		if (c->out.len == 0 && c->out.cap > 16384)
 			buf_free(&c->out);
@@ -325,6 +419,22 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
 	(void)suggested;
 	struct conn *c = h->data;
 	*b = uv_buf_init(c->loop->readbuf, sizeof c->loop->readbuf);
+}
+
+/* Marks c closing and gives it close_timeout to finish. Reading goes on
+ * (the input is dropped) so that a peer who goes away is noticed. */
+static void begin_close(struct conn *c)
+{
+	struct loop *l = c->loop;
+	c->closing = true;
+	c->close_by = now_ms() + (unsigned long long)limits_of(c)->close_timeout * 1000;
+	c->close_next = NULL;
+	c->close_prev = l->closing_tail;
+	if (l->closing_tail)
+		l->closing_tail->close_next = c;
+	else
+		l->closing_head = c;
+	l->closing_tail = c;
 }
 
 static void tls_input(struct conn *c, const char *data, size_t len)
@@ -361,10 +471,9 @@ static void tls_input(struct conn *c, const char *data, size_t len)
 				 code ? e : "connection error");
 			ERR_clear_error();
 		}
-		c->closing = true;
-		uv_read_stop((uv_stream_t *)&c->tcp);
 		c->tls_in_len = 0;
-		drain_tls(c);
+		drain_tls(c); /* the alert, if the engine made one */
+		begin_close(c);
 		maybe_finish_close(c);
 		return;
 	}
@@ -385,7 +494,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 		return;
 	}
 	if (c->closing)
-		return;
+		return; /* read only to see the peer go */
 	if (c->ssl != NULL)
 		tls_input(c, b->base, (size_t)n);
 	else
@@ -503,9 +612,45 @@ void conn_close(struct conn *c)
 {
 	if (c->closing || c->closed)
 		return;
-	c->closing = true;
-	uv_read_stop((uv_stream_t *)&c->tcp);
+	if (c->ssl != NULL && !c->tls_ready) {
+		/* Nothing queued can be written before the handshake ends,
+		 * and a peer that has not finished it will not read it. */
+		cut(c);
+		return;
+	}
+	begin_close(c);
 	mark_dirty(c);
+}
+
+int conn_when_written(struct conn *c, conn_written_fn *fn, void *arg)
+{
+	if (c->watch != NULL || c->closed)
+		return -1;
+	struct conn_watch *w = xmalloc(sizeof *w);
+	w->mark = c->out_total;
+	w->fn = fn;
+	w->arg = arg;
+	c->watch = w;
+	/* Everything is out already: say so from the loop, not from here. */
+	mark_dirty(c);
+	return 0;
+}
+
+void conn_sweep(struct loop *l)
+{
+	unsigned long long now = now_ms();
+	while (l->closing_head != NULL && l->closing_head->close_by <= now) {
+		struct conn *c = l->closing_head;
+		log_info("conn %llu (%s): did not take its last %zu bytes in time; cut",
+			 (unsigned long long)c->id, c->peer, c->held);
+		really_close(c); /* unlinks it */
+	}
+	/* Queues of peers that were cut may leave whole pages of free heap:
+	 * give them back rather than keep the peak. */
+	if (l->out_freed > (1u << 20)) {
+		l->out_freed = 0;
+		malloc_trim(0);
+	}
 }
 
 void conn_each(struct loop *l, void (*fn)(struct conn *c, void *arg), void *arg)

@@ -32,6 +32,12 @@ struct conn_ops {
 	void (*connected)(struct conn *c, int status);
 };
 
+/* Called once by conn_when_written: written is true when every byte queued
+ * before the call has reached the socket, false when the connection ended
+ * first (then c is going away: release arg, write nothing). */
+typedef void conn_written_fn(struct conn *c, void *arg, bool written);
+struct conn_watch;
+
 struct conn {
 	uint64_t id;
 	struct loop *loop;
@@ -49,7 +55,15 @@ struct conn {
 	bool closing;             /* no more input; close once output is written */
 	bool closed;              /* uv_close called */
 	bool tls_shutdown;        /* close_notify queued */
+	bool cut;                 /* ends at the next flush, whatever is queued */
 	size_t queued;            /* bytes handed to libuv, not yet written */
+	size_t held;              /* out + tls_out + queued, as counted in the loop */
+	uint64_t out_total;       /* plaintext bytes ever queued by conn_write */
+	uint64_t out_flushed;     /* of those, handed to TLS or the socket */
+	uint64_t out_written;     /* of those, written to the socket */
+	struct conn_watch *watch; /* conn_when_written, or NULL */
+	unsigned long long close_by; /* closing: cut at this time (now_ms) */
+	struct conn *close_prev, *close_next; /* the loop's closing connections */
 	char peer[64];            /* peer address, for logs and rate limits */
 };
 
@@ -80,8 +94,23 @@ void conn_flush(struct conn *c);
  * clear first. direct is true on a direct TLS port. Returns 0 or -1. */
 int conn_start_tls(struct conn *c, bool direct);
 
-/* Stops reading; closes after queued output is written. */
+/* Ends the connection: input is ignored from now on, queued output is
+ * written (TLS: then close_notify), and the socket closes. A peer that
+ * does not take the output within limits.close_timeout is cut; a TLS
+ * connection whose handshake has not finished is cut at once, since
+ * nothing can be written to it. Either way ops->closed runs from the
+ * loop, never from inside this call. */
 void conn_close(struct conn *c);
+
+/* Calls fn(c, arg, true) once every byte queued on c so far has been
+ * written to the socket (not merely queued), or fn(c, arg, false) if the
+ * connection ends first. One watch per connection: returns -1 if one is
+ * already set. fn may queue more output and set a new watch. */
+int conn_when_written(struct conn *c, conn_written_fn *fn, void *arg);
+
+/* Cuts the loop's closing connections whose close_timeout has passed
+ * (called by the loop's sweep timer). */
+void conn_sweep(struct loop *l);
 
 /* Flushes every dirty connection of the loop (called by the loop's check
  * handle, once per iteration). */

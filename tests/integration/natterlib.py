@@ -34,6 +34,9 @@ from slixmpp.xmlstream.matcher import MatchXPath
 REPO = Path(__file__).resolve().parents[2]
 BUILD = Path(os.environ.get("NATTER_BUILD", REPO / "build")).resolve()
 NATTERD = BUILD / "natterd"
+# Memory is measured on the optimised build: a sanitizer's allocator keeps
+# freed memory in quarantine, so its RSS says nothing about natterd's.
+RELEASE_BUILD = Path(os.environ.get("NATTER_RELEASE_BUILD", REPO / "build")).resolve()
 NATTERCTL = BUILD / "natterctl"
 SASL_PLUS_CLIENT = BUILD / "sasl_plus_client"
 LSAN_SUPPRESSIONS = str(Path(__file__).resolve().parent / "lsan.supp")
@@ -215,6 +218,7 @@ class NatterServer:
         self.config_path = self.root / "natter.yaml"
         self.config_path.write_text(to_yaml(self.config))
         self.domain = self.config["hosts"][0]["domain"]
+        self.binary = NATTERD
         self.proc = None
         self._lines = []
         self._cond = threading.Condition()
@@ -271,13 +275,13 @@ class NatterServer:
     # -- lifecycle ------------------------------------------------------
 
     def start(self):
-        require_binary(NATTERD)
+        require_binary(self.binary)
         env = dict(os.environ)
         env.setdefault("ASAN_OPTIONS", "detect_leaks=1")
         env.setdefault("LSAN_OPTIONS", "suppressions=" + LSAN_SUPPRESSIONS)
         env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
         self.proc = subprocess.Popen(
-            [str(NATTERD), "-c", str(self.config_path)],
+            [str(self.binary), "-c", str(self.config_path)],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, env=env, cwd=self.root,
             start_new_session=True)
@@ -652,6 +656,70 @@ async def raw_login(port, jid, password, *, resource="raw", domain=None):
     await stream.features()
     await stream.bind(resource)
     return stream
+
+
+# -------------------------------------------------- blocking clients ---
+# For clients that must stop reading: asyncio's streams read for us.
+
+def blocking_tcp(port, rcvbuf=None):
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf is not None:
+        # Before connect, so the window the server sees is small too.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.settimeout(IO_TIMEOUT)
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+def read_until(sock, needle, timeout=IO_TIMEOUT):
+    """Reads (blocking) until needle has arrived; returns all read."""
+    got = b""
+    deadline = time.monotonic() + timeout
+    while needle not in got:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        data = sock.recv(65536)
+        if not data:
+            raise AssertionError("closed before %r; got %r" % (needle, got))
+        got += data
+    sock.settimeout(IO_TIMEOUT)
+    return got
+
+
+def blocking_starttls(sock):
+    """Stream header, STARTTLS, handshake: an unauthenticated TLS stream
+    whose features are read."""
+    header = ("<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
+              "xmlns:stream='%s' to='localhost' version='1.0'>" % NS_STREAM)
+    sock.sendall(header.encode())
+    read_until(sock, b"</stream:features>")
+    sock.sendall(("<starttls xmlns='%s'/>" % NS_TLS).encode())
+    read_until(sock, b"<proceed")
+    tls = insecure_client_context().wrap_socket(sock, server_hostname="localhost")
+    tls.sendall(header.encode())
+    read_until(tls, b"</stream:features>")
+    return tls
+
+
+def blocking_login(server, jid, password, rcvbuf=4096):
+    """A logged-in, bound stream on a blocking TLS socket, for a client
+    that then stops reading."""
+    local = jid.split("@")[0]
+    s = blocking_starttls(blocking_tcp(server.c2s_port, rcvbuf=rcvbuf))
+    token = base64.b64encode(("\0%s\0%s" % (local, password)).encode()).decode()
+    s.sendall(("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' "
+               "mechanism='PLAIN'>%s</auth>" % token).encode())
+    answer = b""
+    while b"<success" not in answer and b"<failure" not in answer:
+        answer += read_until(s, b">")
+    assert b"<success" in answer, "login of %s failed: %r" % (jid, answer)
+    s.sendall(("<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
+               "xmlns:stream='%s' to='localhost' version='1.0'>"
+               % NS_STREAM).encode())
+    read_until(s, b"</stream:features>")
+    s.sendall(b"<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:"
+              b"xmpp-bind'/></iq>")
+    read_until(s, b"</iq>")
+    return s
 
 
 def stream_error_condition(elem):

@@ -3,6 +3,9 @@ account with no available resource, delivered once at the next available
 presence of priority >= 0, kept across a natterd restart and a crash,
 limited by limits.max_offline_messages."""
 
+import re
+import ssl
+import time
 from datetime import timedelta
 
 import pytest
@@ -10,7 +13,8 @@ import pytest
 from imlib import (
     NS_DELAY, accounts, connect, msg, now_utc, parse_stamp,
     restart_on_same_data, send_available)
-from natterlib import stanza_error_condition
+from natterlib import (
+    IO_TIMEOUT, blocking_login, raw_login, read_until, stanza_error_condition)
 
 ALICE, BOB, CAROL = "alice@localhost", "bob@localhost", "carol@localhost"
 
@@ -225,3 +229,91 @@ async def test_message_to_unknown_account_still_bounces(server, net):
     send(alice, "nobody@localhost", "n1", "hello?")
     bounce = await alice.inbox.get(msg(id="n1", type="error"), "the bounce")
     assert stanza_error_condition(bounce.xml) == "service-unavailable"
+
+
+# ------------------------------------------ a backlog bigger than a queue --
+# Issue 10, item D: messages left the store as soon as they were queued, so
+# a slow client that was cut, or a crash, lost them.
+
+BIG_BODY = "b" * 30000
+
+
+async def store_backlog(server, count):
+    """count messages of 30 KB from alice to offline bob, stored."""
+    alice = await raw_login(server.c2s_port, ALICE, "alice-secret")
+    for i in range(count):
+        await alice.send("<message to='%s' id='big%d' type='chat'><body>%s"
+                         "</body></message>" % (BOB, i, BIG_BODY))
+    await alice.ping_server("stored")
+    await alice.close()
+
+
+def message_ids(data):
+    return re.findall(rb"<message[^>]* id='(big\d+)'", data)
+
+
+async def test_slow_client_gets_whole_backlog(natter_factory, net):
+    """500 stored messages of 30 KB go to a client that reads slowly, and
+    another message arrives for it mid-download: it gets all 501, is never
+    cut, and the store is empty afterwards. Before the fix the extra
+    stanza found 8 MiB queued, the client was cut and ~370 were lost."""
+    server = accounts(natter_factory(), "alice", "bob", "carol")
+    await store_backlog(server, 500)
+    bob = blocking_login(server, BOB, "bob-secret", rcvbuf=16384)
+    bob.sendall(b"<presence/>")
+    got = b""
+    poked = False
+    while got.count(b"Offline Storage</delay>") < 500:
+        data = bob.recv(16384)
+        assert data, "bob was cut after %d messages:\n%s" % (
+            got.count(b"Offline Storage</delay>"), server.log[-2000:])
+        got += data
+        if not poked and len(got) > 2 << 20:
+            carol = blocking_login(server, CAROL, "carol-secret")
+            carol.sendall(("<message to='%s' id='poke' type='chat'><body>"
+                           "mid-download</body></message>" % BOB).encode())
+            poked = True
+        time.sleep(0.002)  # the client's pace, not a wait for the server
+    got += read_until(bob, b"id='poke'") if b"id='poke'" not in got else b""
+    ids = message_ids(got)
+    assert sorted(set(ids)) == sorted(b"big%d" % i for i in range(500))
+    await server.await_log("delivered 500 offline message(s) to %s" % BOB)
+    bob.close()
+    # Nothing is left to deliver twice.
+    again = await connect(net, server, "bob", available=True)
+    await again.barrier()
+    assert not again.inbox.find(msg()), again.inbox.describe()
+
+
+async def test_crash_during_download_loses_nothing(natter_factory, net):
+    """natterd is killed while a client that does not read is getting a
+    backlog of 500 x 30 KB: what the client did not get is delivered after
+    the restart. Before the fix the whole backlog left the store at login
+    and a SIGKILL lost every message still in natterd's memory."""
+    first = accounts(natter_factory(), "alice", "bob")
+    await store_backlog(first, 500)
+    bob = blocking_login(first, BOB, "bob-secret", rcvbuf=4096)
+    bob.sendall(b"<presence/>")
+    got = read_until(bob, b"Offline Storage</delay>")
+    second = restart_on_same_data(natter_factory, first, kill=True)
+    # What reached bob's socket before the kill is his.
+    bob.settimeout(IO_TIMEOUT)
+    try:
+        while True:
+            data = bob.recv(65536)
+            if not data:
+                break
+            got += data
+    except (ConnectionError, ssl.SSLError, OSError):
+        pass
+    bob.close()
+    first_ids = set(message_ids(got))
+    assert len(first_ids) < 500, "the test needs a backlog bigger than " \
+        "the socket buffers"
+    later = await connect(net, second, "bob", available=True)
+    second_ids = set()
+    while first_ids | second_ids != {b"big%d" % i for i in range(500)}:
+        stanza = await later.inbox.get(msg(), "offline message; have %d "
+                                       "before and %d after the crash"
+                                       % (len(first_ids), len(second_ids)))
+        second_ids.add(stanza.xml.get("id").encode())

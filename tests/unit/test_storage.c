@@ -489,6 +489,34 @@ static void test_list_push_fetch(void **state)
 	}
 }
 
+/* list_page: the next max_items after an id, oldest first; the offline
+ * backlog is sent a page at a time. */
+static void test_list_page(void **state)
+{
+	struct fixture *f = *state;
+	long long id[5];
+	push_str(f, "alice", "offline", "a", &id[0]);
+	push_str(f, "bob", "offline", "x", &id[1]);
+	push_str(f, "alice", "offline", "b", &id[2]);
+	push_str(f, "alice", "offline", "c", &id[3]);
+	push_str(f, "alice", "offline", "d", &id[4]);
+
+	struct items it = { 0 };
+	assert_int_equal(f->drv->list_page(f->st, "localhost", "alice", "offline", 0, 2,
+					   collect_item, &it), 2);
+	assert_int_equal(it.id[0], id[0]);
+	assert_int_equal(it.id[1], id[2]);
+	struct items next = { 0 };
+	assert_int_equal(f->drv->list_page(f->st, "localhost", "alice", "offline", id[2], 2,
+					   collect_item, &next), 2);
+	assert_int_equal(next.id[0], id[3]);
+	assert_int_equal(next.id[1], id[4]);
+	assert_memory_equal(next.value[1], "d", 1);
+	struct items none = { 0 };
+	assert_int_equal(f->drv->list_page(f->st, "localhost", "alice", "offline", id[4], 2,
+					   collect_item, &none), 0);
+}
+
 static void test_list_trim(void **state)
 {
 	struct fixture *f = *state;
@@ -853,6 +881,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_map_isolated, setup_sqlite, teardown),
 		cmocka_unit_test_setup_teardown(test_map_binary_and_empty, setup_sqlite, teardown),
 		cmocka_unit_test_setup_teardown(test_list_push_fetch, setup_sqlite, teardown),
+		cmocka_unit_test_setup_teardown(test_list_page, setup_sqlite, teardown),
 		cmocka_unit_test_setup_teardown(test_list_trim, setup_sqlite, teardown),
 		cmocka_unit_test_setup_teardown(test_list_count_isolated, setup_sqlite, teardown),
 		cmocka_unit_test_setup_teardown(test_list_binary_and_empty, setup_sqlite, teardown),
