@@ -7,6 +7,7 @@ import calendar
 import hashlib
 import re
 import shutil
+import signal
 import ssl
 import subprocess
 import time
@@ -241,6 +242,22 @@ def test_cert_shows_configured_certificates(natter_factory, tmp_path):
     log = [l for l in server.log.splitlines() if "host localhost: certificate" in l]
     assert log and sha256 in log[0] and sha1 in log[0], server.log
     assert "self-signed" not in log[0], log[0]
+
+
+def test_renewed_certificate_fingerprint_logged_after_sighup(natter_factory, tmp_path):
+    cert, key = ca_issued(tmp_path / "old", "localhost", "DNS:localhost")
+    server = natter_factory(hosts=[{"domain": "localhost", "tls_cert": str(cert),
+                                    "tls_key": str(key)}])
+    new_cert, new_key = ca_issued(tmp_path / "new", "localhost", "DNS:localhost")
+    shutil.copy(new_cert, cert)   # renewed on disk, as certbot does
+    shutil.copy(new_key, key)
+    mark = server.log_mark()
+    server.proc.send_signal(signal.SIGHUP)
+    sha256, sha1 = fingerprints(new_cert)
+    server.wait_for_log("host localhost: certificate", since=mark)
+    line = [l for l in server.log[mark:].splitlines() if "host localhost: certificate" in l]
+    assert sha256 in line[0] and sha1 in line[0], line
+    assert server.ctl("cert", check=True).stdout.count(sha256) == 1
 
 
 def test_cert_before_the_first_start_says_where_it_will_be(natter_factory):
