@@ -9,6 +9,7 @@
  *   natterctl [-c CONFIG] directory refresh
  *   natterctl [-c CONFIG] s2s
  *   natterctl [-c CONFIG] ports
+ *   natterctl [-c CONFIG] cert [DOMAIN]
  *   natterctl [-c CONFIG] dns DOMAIN [--target HOST] [--resolver ADDR[@PORT]]
  *   natterctl [-c CONFIG] dns --remote DOMAIN [--resolver ADDR[@PORT]] [--timeout SECONDS]
  *
@@ -23,12 +24,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <openssl/pem.h>
-#include <openssl/sha.h>
-#include <openssl/x509.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <termios.h>
+#include <time.h>
 #include <unbound.h>
 #include <unistd.h>
 #include <uv.h>
@@ -40,13 +39,14 @@
 #include "dns/dns.h"
 #include "jid/jid.h"
 #include "storage/storage.h"
+#include "tls/certinfo.h"
 
 /* Longest password accepted, in bytes. */
 #define NATTERCTL_PASSWORD_MAX 1023
 
 struct natterctl {
 	struct config cfg;
-	const char *password_file; /* NULL: stdin or the terminal */
+	const char *password_file; /* NULL or "-": stdin or the terminal */
 	struct storage *st;        /* opened by natterctl_open() */
 	const struct storage_driver *driver;
 };
@@ -68,13 +68,16 @@ static void natterctl_usage(FILE *out)
 	      "                                          groups now (running natterd); waits\n"
 	      "                                          until the rosters are updated\n"
 	      "  ports                                   the TCP ports to open in the firewall\n"
+	      "  cert [DOMAIN]                           each host's certificate: names, expiry,\n"
+	      "                                          SHA-256 and SHA-1 fingerprints\n"
 	      "  s2s                                     list the live federation links\n"
 	      "                                          (running natterd)\n"
 	      "  dns DOMAIN [--target HOST] [--resolver ADDR[@PORT]]\n"
 	      "                                          print the SRV records to publish for\n"
 	      "                                          a configured host (pointing to HOST,\n"
-	      "                                          default this machine's FQDN) and\n"
-	      "                                          check them in DNS; exit 0 if all ok\n"
+	      "                                          default this machine's FQDN, else the\n"
+	      "                                          host's name) and check them in DNS;\n"
+	      "                                          exit 0 if all ok\n"
 	      "  dns --remote DOMAIN [--resolver ADDR[@PORT]] [--timeout SECONDS]\n"
 	      "                                          show where natterd would connect to\n"
 	      "                                          reach a remote server's DOMAIN\n"
@@ -85,8 +88,9 @@ static void natterctl_usage(FILE *out)
 	      "  -h, --help           show this help\n"
 	      "\n"
 	      "JID is a bare address, local@domain, of a configured host. The password\n"
-	      "is read from the first line of FILE, else from one line of standard\n"
-	      "input when it is not a terminal, else asked for twice without echo.\n",
+	      "is read from the first line of FILE, else (no FILE, or FILE is -) from\n"
+	      "one line of standard input when it is not a terminal, else asked for\n"
+	      "twice without echo.\n",
 	      out);
 }
 
@@ -116,6 +120,28 @@ static int natterctl_jid(const struct config *cfg, const char *arg, char *local,
 	if (!config_find_host(cfg, domain))
 		return natterctl_error("%s is not a configured host", domain);
 	return 0;
+}
+
+/* Accounts of a host with auth: ldap are the directory's: an entry in
+ * natter's store would be an account that can neither log in nor receive
+ * messages. Returns 0 when domain keeps its accounts in the store, else 1
+ * with a message that says so; doing is the user subcommand, what the
+ * account (or accounts) it names. */
+static int natterctl_store_host(const struct config *cfg, const char *doing, const char *what,
+				const char *domain)
+{
+	const struct config_host *h = config_find_host(cfg, domain);
+	if (h->auth != HOST_AUTH_LDAP)
+		return 0;
+	const char *there = "create the user in the directory: its entries can log in at once";
+	if (strcmp(doing, "passwd") == 0)
+		there = "change the password in the directory";
+	else if (strcmp(doing, "del") == 0)
+		there = "delete or lock the entry in the directory, then run natterctl directory "
+			"refresh";
+	return natterctl_error("user %s %s: the accounts of %s come from its directory (auth: "
+			       "ldap, %s), not from natterctl: %s",
+			       doing, what, domain, h->ldap.uri, there);
 }
 
 /* Reads one line into buf without its line end. Returns 0, or 1 (message
@@ -170,7 +196,8 @@ static int natterctl_password(const struct natterctl *ctl, char *buf, size_t cap
 {
 	int rc;
 
-	if (ctl->password_file) {
+	/* "-" is standard input, as for other tools; "./-" names such a file. */
+	if (ctl->password_file && strcmp(ctl->password_file, "-") != 0) {
 		FILE *f = fopen(ctl->password_file, "r");
 		if (!f)
 			return natterctl_error("%s: %s", ctl->password_file, strerror(errno));
@@ -229,7 +256,9 @@ static int natterctl_user_set(struct natterctl *ctl, const char *jid, int create
 	char local[JID_PART_MAX + 1], domain[JID_PART_MAX + 1];
 	struct user_credentials cred;
 
-	if (natterctl_jid(&ctl->cfg, jid, local, domain) || natterctl_open(ctl))
+	if (natterctl_jid(&ctl->cfg, jid, local, domain) ||
+	    natterctl_store_host(&ctl->cfg, create ? "add" : "passwd", jid, domain) ||
+	    natterctl_open(ctl))
 		return 1;
 	int found = ctl->driver->user_get(ctl->st, domain, local, &cred);
 	explicit_bzero(&cred, sizeof cred);
@@ -246,7 +275,8 @@ static int natterctl_user_del(struct natterctl *ctl, const char *jid)
 {
 	char local[JID_PART_MAX + 1], domain[JID_PART_MAX + 1];
 
-	if (natterctl_jid(&ctl->cfg, jid, local, domain) || natterctl_open(ctl))
+	if (natterctl_jid(&ctl->cfg, jid, local, domain) ||
+	    natterctl_store_host(&ctl->cfg, "del", jid, domain) || natterctl_open(ctl))
 		return 1;
 	int rc = ctl->driver->user_del(ctl->st, domain, local);
 	if (rc < 0)
@@ -294,7 +324,8 @@ static int natterctl_user_add_bulk(struct natterctl *ctl, const char *prefix, co
 	if (jid_prep_domain(domain_arg, strlen(domain_arg), domain, sizeof domain) <= 0 ||
 	    config_find_host(&ctl->cfg, domain) == NULL)
 		return natterctl_error("add-bulk: '%s' is not a configured host", domain_arg);
-	if (natterctl_open(ctl) || natterctl_password(ctl, password, sizeof password))
+	if (natterctl_store_host(&ctl->cfg, "add-bulk", domain, domain) || natterctl_open(ctl) ||
+	    natterctl_password(ctl, password, sizeof password))
 		return 1;
 	int rc = storage_credentials_from_password(password, (unsigned)ctl->cfg.scram_iterations,
 						   &cred);
@@ -392,15 +423,18 @@ static void natterctl_dns_canon(char *name)
 		name[i] = (char)tolower((unsigned char)name[i]);
 }
 
-/* This machine's fully qualified name: gethostname(), made canonical by
- * the resolver (AI_CANONNAME) when it can. Returns 0 or 1. */
+/* This machine's fully qualified name into out: gethostname(), made
+ * canonical by the resolver (AI_CANONNAME) when it can. Returns 0, or -1
+ * when the machine has only a short name (then in out) or none. */
 static int natterctl_dns_fqdn(char *out, size_t cap)
 {
 	char host[256];
 	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_flags = AI_CANONNAME }, *res;
 
-	if (gethostname(host, sizeof host) != 0)
-		return natterctl_error("cannot get the host name: %s", strerror(errno));
+	if (gethostname(host, sizeof host) != 0) {
+		snprintf(out, cap, "?");
+		return -1;
+	}
 	host[sizeof host - 1] = '\0';
 	snprintf(out, cap, "%s", host);
 	if (getaddrinfo(host, NULL, &hints, &res) == 0) {
@@ -409,10 +443,26 @@ static int natterctl_dns_fqdn(char *out, size_t cap)
 		freeaddrinfo(res);
 	}
 	natterctl_dns_canon(out);
-	if (!strchr(out, '.'))
-		return natterctl_error("cannot tell this machine's fully qualified name (only "
-				       "'%s'): give --target HOST", out);
-	return 0;
+	return strchr(out, '.') ? 0 : -1;
+}
+
+/* The server name the SRV records point to when no --target is given:
+ * this machine's fully qualified name, else a name the host's
+ * configuration gives (the Kerberos service host that clients must reach,
+ * else the domain itself, a valid SRV target when it has addresses). A
+ * note on stdout says which, so the operator can pick another. */
+static void natterctl_dns_target(const struct config_host *h, char *target, size_t cap)
+{
+	char machine[256];
+	if (natterctl_dns_fqdn(machine, sizeof machine) == 0) {
+		snprintf(target, cap, "%s", machine);
+		return;
+	}
+	bool krb = h->kerberos.keytab && h->kerberos.hostname;
+	snprintf(target, cap, "%s", krb ? h->kerberos.hostname : h->domain);
+	printf("; this machine has no fully qualified name (only '%s'): the records point to "
+	       "%s, %s;\n; give --target HOST to name the server otherwise\n",
+	       machine, target, krb ? "the host's kerberos hostname" : "the host's domain");
 }
 
 /* Why a lookup gave no answer, from libunbound's error or the rcode. */
@@ -544,44 +594,17 @@ static int natterctl_dns_check_service(const char *owner, int width,
 	return problems ? 1 : 0;
 }
 
-/* Prints the records to publish for domain and checks them against DNS. */
-/* The hex SHA-256 of the public key (SubjectPublicKeyInfo) of the PEM
- * certificate at path: the data of a TLSA "3 1 1" record. */
-static int natterctl_spki_sha256(const char *path, char *hex, size_t cap)
-{
-	FILE *f = fopen(path, "r");
-	if (f == NULL)
-		return -1;
-	X509 *x = PEM_read_X509(f, NULL, NULL, NULL);
-	fclose(f);
-	if (x == NULL)
-		return -1;
-	unsigned char *der = NULL, md[32];
-	int len = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(x), &der);
-	X509_free(x);
-	if (len <= 0 || cap < 65)
-		return -1;
-	SHA256(der, (size_t)len, md);
-	OPENSSL_free(der);
-	for (int i = 0; i < 32; i++)
-		snprintf(hex + 2 * i, 3, "%02x", md[i]);
-	return 0;
-}
-
 /* DANE (docs/federation.md): the TLSA records that match the host's
  * certificate, for the s2s ports, to publish in a DNSSEC-signed zone. */
 static void natterctl_dns_tlsa(const struct natterctl *ctl, const char *domain,
 			       const char *target, int ports[][16], const size_t *n_ports)
 {
-	const struct config_host *h = config_find_host(&ctl->cfg, domain);
-	char path[1100], hex[65];
-	if (h->tls_cert)
-		snprintf(path, sizeof path, "%s", h->tls_cert);
-	else
-		snprintf(path, sizeof path, "%s/certs/%s.crt", ctl->cfg.data_dir, domain);
+	char path[1100], err[1200];
+	struct certinfo ci;
+	certinfo_path(&ctl->cfg, config_find_host(&ctl->cfg, domain), path, sizeof path);
 	if (n_ports[LISTENER_S2S] + n_ports[LISTENER_S2S_TLS] == 0)
 		return;
-	if (natterctl_spki_sha256(path, hex, sizeof hex) != 0) {
+	if (certinfo_read(path, &ci, err, sizeof err) != 0) {
 		printf("\n; TLSA (DANE): cannot read the certificate %s\n", path);
 		return;
 	}
@@ -589,9 +612,10 @@ static void natterctl_dns_tlsa(const struct natterctl *ctl, const char *domain,
 	for (int t = LISTENER_S2S; t <= LISTENER_S2S_TLS; t++)
 		for (size_t p = 0; p < n_ports[t]; p++)
 			printf("_%d._tcp.%s. %d IN TLSA 3 1 1 %s\n", ports[t][p], target,
-			       NATTERCTL_DNS_TTL, hex);
+			       NATTERCTL_DNS_TTL, ci.spki_sha256);
 }
 
+/* Prints the records to publish for domain and checks them against DNS. */
 static int natterctl_dns_check(struct natterctl *ctl, const char *domain_arg, const char *target_arg,
 			       const char *resolver)
 {
@@ -606,8 +630,8 @@ static int natterctl_dns_check(struct natterctl *ctl, const char *domain_arg, co
 		return natterctl_error("%s is not a configured host", domain);
 	if (target_arg)
 		snprintf(target, sizeof target, "%s", target_arg);
-	else if (natterctl_dns_fqdn(target, sizeof target))
-		return 1;
+	else
+		natterctl_dns_target(config_find_host(&ctl->cfg, domain), target, sizeof target);
 	natterctl_dns_canon(target);
 	if (target[0] == '\0')
 		return natterctl_error("--target: empty host name");
@@ -785,6 +809,64 @@ static int natterctl_dns(struct natterctl *ctl, int argc, char **argv)
 	return natterctl_dns_check(ctl, domain, target, resolver);
 }
 
+/* Address ranges that do not reach the Internet (RFC 6890), and what
+ * they mean for who can connect to a listener bound there. */
+struct natterctl_range {
+	int family;
+	unsigned char net[16];
+	int bits;
+	bool whom;         /* reach follows who the port is for ("your users ...") */
+	const char *reach;
+};
+
+static const struct natterctl_range natterctl_ranges[] = {
+	{ AF_INET, { 127 }, 8, false, "nobody: loopback only (127.0.0.0/8)" },
+	{ AF_INET, { 169, 254 }, 16, false, "the local link only (link-local 169.254.0.0/16)" },
+	{ AF_INET, { 10 }, 8, true, "on the private network 10.0.0.0/8 only" },
+	{ AF_INET, { 172, 16 }, 12, true, "on the private network 172.16.0.0/12 only" },
+	{ AF_INET, { 192, 168 }, 16, true, "on the private network 192.168.0.0/16 only" },
+	{ AF_INET, { 100, 64 }, 10, true,
+	  "behind the same carrier-grade NAT only (shared address space 100.64.0.0/10)" },
+	{ AF_INET6, { [15] = 1 }, 128, false, "nobody: loopback only (::1)" },
+	{ AF_INET6, { 0xfe, 0x80 }, 10, false, "the local link only (link-local fe80::/10)" },
+	{ AF_INET6, { 0xfc }, 7, true, "on the private network only (unique local fc00::/7)" },
+};
+
+static bool natterctl_prefix_match(const unsigned char *a, const unsigned char *net, int bits)
+{
+	int whole = bits / 8, rest = bits % 8;
+	if (memcmp(a, net, (size_t)whole) != 0)
+		return false;
+	unsigned char mask = (unsigned char)(0xff << (8 - rest));
+	return rest == 0 || (a[whole] & mask) == (net[whole] & mask);
+}
+
+/* The range of natterctl_ranges that holds address (an IPv4-mapped IPv6
+ * address counts as its IPv4 address), or NULL: the unspecified address
+ * or one that routes on the Internet. */
+static const struct natterctl_range *natterctl_range_of(const char *address)
+{
+	static const unsigned char mapped[12] = { [10] = 0xff, [11] = 0xff };
+	unsigned char a[16];
+	int family = AF_INET;
+
+	if (inet_pton(AF_INET6, address, a) == 1) {
+		family = AF_INET6;
+		if (memcmp(a, mapped, sizeof mapped) == 0) {
+			memmove(a, a + 12, 4);
+			family = AF_INET;
+		}
+	} else if (inet_pton(AF_INET, address, a) != 1) {
+		return NULL;
+	}
+	for (size_t i = 0; i < sizeof natterctl_ranges / sizeof *natterctl_ranges; i++) {
+		const struct natterctl_range *r = &natterctl_ranges[i];
+		if (r->family == family && natterctl_prefix_match(a, r->net, r->bits))
+			return r;
+	}
+	return NULL;
+}
+
 /* The ports the configuration listens on, what each is for and who must
  * reach it: what to open in a firewall (DESIGN.md, "Ports"). */
 static int natterctl_ports(const struct natterctl *ctl)
@@ -801,16 +883,92 @@ static int natterctl_ports(const struct natterctl *ctl)
 		[LISTENER_S2S] = "the Internet",
 		[LISTENER_S2S_TLS] = "the Internet",
 	};
+	static const char *const who_near[] = {
+		[LISTENER_C2S] = "your users",
+		[LISTENER_C2S_TLS] = "your users",
+		[LISTENER_S2S] = "servers",
+		[LISTENER_S2S_TLS] = "servers",
+	};
 	printf("%-6s %-5s %-40s %-45s %s\n", "PORT", "PROTO", "ADDRESS", "FOR", "OPEN TO");
 	for (size_t i = 0; i < ctl->cfg.n_listeners; i++) {
 		const struct config_listener *l = &ctl->cfg.listeners[i];
-		bool loopback = strcmp(l->address, "127.0.0.1") == 0 || strcmp(l->address, "::1") == 0;
-		printf("%-6d %-5s %-40s %-45s %s\n", l->port, "tcp", l->address, what[l->type],
-		       loopback ? "nobody (loopback only)" : who[l->type]);
+		const struct natterctl_range *r = natterctl_range_of(l->address);
+		char reach[160];
+		if (r == NULL)
+			snprintf(reach, sizeof reach, "%s", who[l->type]);
+		else
+			snprintf(reach, sizeof reach, "%s%s%s", r->whom ? who_near[l->type] : "",
+				 r->whom ? " " : "", r->reach);
+		printf("%-6d %-5s %-40s %-45s %s\n", l->port, "tcp", l->address, what[l->type], reach);
 	}
 	if (fflush(stdout) != 0)
 		return natterctl_error("stdout: %s", strerror(errno));
 	return 0;
+}
+
+/* --- cert --- */
+
+/* "in 364 days" or "EXPIRED 3 days ago", from now. */
+static void natterctl_cert_left(time_t expires, char *out, size_t cap)
+{
+	time_t now = time(NULL);
+	long days = (long)((expires > now ? expires - now : now - expires) / 86400);
+	if (expires > now)
+		snprintf(out, cap, "in %ld day%s", days, days == 1 ? "" : "s");
+	else
+		snprintf(out, cap, "EXPIRED %ld day%s ago", days, days == 1 ? "" : "s");
+}
+
+/* Prints one host's certificate. Returns 0, or 1 when it cannot be read
+ * or has expired. */
+static int natterctl_cert_host(const struct natterctl *ctl, const struct config_host *h)
+{
+	char path[1100], err[1200], left[64];
+	struct certinfo ci;
+
+	certinfo_path(&ctl->cfg, h, path, sizeof path);
+	if (h->tls_cert == NULL && access(path, F_OK) != 0) {
+		printf("%s: no certificate yet: natterd creates a self-signed one in %s when it "
+		       "first starts\n", h->domain, path);
+		return 1;
+	}
+	if (certinfo_read(path, &ci, err, sizeof err) != 0) {
+		printf("%s: cannot read the certificate: %s\n", h->domain, err);
+		return 1;
+	}
+	natterctl_cert_left(ci.expires, left, sizeof left);
+	printf("%s: %s\n", h->domain, path);
+	printf("  issuer      %s\n", ci.self_signed ? "itself (self-signed)"
+					  : ci.issuer_cn[0] ? ci.issuer_cn : "(no CN)");
+	printf("  subject CN  %s\n", ci.subject_cn[0] ? ci.subject_cn : "(none)");
+	printf("  names       %s\n", ci.names[0] ? ci.names : "(no subjectAltName)");
+	printf("  expires     %s (%s)\n", ci.not_after, left);
+	printf("  SHA-256     %s\n", ci.sha256);
+	printf("  SHA-1       %s\n", ci.sha1);
+	return ci.expires > time(NULL) ? 0 : 1;
+}
+
+/* Each host's certificate (or one host's): what to compare when a client
+ * shows a fingerprint, and when to renew. */
+static int natterctl_cert(const struct natterctl *ctl, const char *arg)
+{
+	char domain[JID_PART_MAX + 1];
+	int rc = 0;
+
+	if (arg && (jid_prep_domain(arg, strlen(arg), domain, sizeof domain) <= 0 ||
+		    !config_find_host(&ctl->cfg, domain)))
+		return natterctl_error("%s is not a configured host", arg);
+	for (size_t i = 0; i < ctl->cfg.n_hosts; i++) {
+		const struct config_host *h = &ctl->cfg.hosts[i];
+		if (arg && strcmp(h->domain, domain) != 0)
+			continue;
+		if (i > 0 && !arg)
+			putchar('\n');
+		rc |= natterctl_cert_host(ctl, h);
+	}
+	if (fflush(stdout) != 0)
+		return natterctl_error("stdout: %s", strerror(errno));
+	return rc;
 }
 
 /* Runs "user SUB ARGS..." (argv starts at SUB). */
@@ -921,6 +1079,9 @@ int main(int argc, char **argv)
 		rc = natterctl_user(&ctl, argc - i - 1, argv + i + 1);
 	} else if (strcmp(argv[i], "ports") == 0) {
 		rc = argc - i != 1 ? natterctl_error("usage: natterctl ports") : natterctl_ports(&ctl);
+	} else if (strcmp(argv[i], "cert") == 0) {
+		rc = argc - i > 2 ? natterctl_error("usage: natterctl cert [DOMAIN]")
+				  : natterctl_cert(&ctl, argc - i == 2 ? argv[i + 1] : NULL);
 	} else if (strcmp(argv[i], "s2s") == 0) {
 		rc = argc - i != 1 ? natterctl_error("usage: natterctl s2s")
 				   : natterctl_control(&ctl, "s2s");

@@ -57,20 +57,13 @@ int main(int argc, char **argv)
 	log_set_level(cfg.log_level);
 	if (path == NULL)
 		log_info("no -c given: running the embedded default (domain localhost, 127.0.0.1 only)");
-	/* Tell a new operator the next two steps, with the paths that work
-	 * from where natterd was started. */
-	char ctl[1024];
+	/* The next steps for a new operator (server_run logs them once
+	 * ready) name natterctl with the paths that work from here. */
+	char ctl[2048];
 	const char *slash = strrchr(argv[0], '/');
-	snprintf(ctl, sizeof ctl, "%.*snatterctl", slash ? (int)(slash - argv[0] + 1) : 0, argv[0]);
-	for (size_t i = 0; i < cfg.n_hosts; i++)
-		log_info("host %s: add a user with: %s%s%s user add alice@%s", cfg.hosts[i].domain, ctl,
-			 path ? " -c " : "", path ? path : "", cfg.hosts[i].domain);
-	for (size_t i = 0; i < cfg.n_listeners; i++)
-		if (cfg.listeners[i].type == LISTENER_C2S)
-			log_info("then connect any XMPP client as alice@%s to %s port %d "
-				 "(accept the self-signed certificate unless you configured one)",
-				 cfg.hosts[0].domain, cfg.listeners[i].address, cfg.listeners[i].port);
-	int rc = server_run(&cfg);
+	snprintf(ctl, sizeof ctl, "%.*snatterctl%s%s", slash ? (int)(slash - argv[0] + 1) : 0,
+		 argv[0], path ? " -c " : "", path ? path : "");
+	int rc = server_run(&cfg, ctl);
 	config_free(&cfg);
 	return rc;
 }

@@ -21,7 +21,7 @@
 #include "router/router.h"
 #include "s2s/s2s.h"
 #include "stream/conn.h"
-#include "stream/conn.h"
+#include "tls/certinfo.h"
 
 struct listener_data {
 	struct loop *loop;
@@ -270,6 +270,61 @@ static void loop_thread(void *arg)
 	uv_run(&l->uv, UV_RUN_DEFAULT);
 }
 
+/* Each host's certificate as clients receive it (the leaf loaded into its
+ * context): clients that cannot check a self-signed certificate ask the
+ * user to compare one of these fingerprints. Main thread only (contexts
+ * change under tls_reload there). */
+static void server_log_certificates(const struct server *srv)
+{
+	for (size_t i = 0; i < srv->tls.n_hosts; i++) {
+		const struct tls_host *h = &srv->tls.hosts[i];
+		X509 *x = SSL_CTX_get0_certificate(h->ctx);
+		struct certinfo ci;
+		if (x == NULL || certinfo_from_x509(x, &ci) != 0) {
+			log_warn("host %s: cannot read back its certificate", h->domain);
+			continue;
+		}
+		log_info("host %s: certificate %s%s, expires %s, SHA-256 %s, SHA-1 %s", h->domain,
+			 ci.self_signed ? "self-signed for " : "for ",
+			 ci.names[0] ? ci.names : ci.subject_cn, ci.not_after, ci.sha256, ci.sha1);
+	}
+}
+
+/* The next steps for a new operator, true to the configuration: accounts
+ * are added with natterctl only where natter keeps them, and a user is
+ * told to accept a certificate only when it is self-signed, with the
+ * fingerprint to compare. */
+static void server_hints(const struct server *srv, const char *ctl)
+{
+	const struct config *cfg = srv->cfg;
+	for (size_t i = 0; i < cfg->n_hosts; i++) {
+		const struct config_host *h = &cfg->hosts[i];
+		if (h->auth == HOST_AUTH_LDAP)
+			log_info("host %s: accounts come from the directory (%s): users log in as "
+				 "NAME@%s with their directory password", h->domain, h->ldap.uri,
+				 h->domain);
+		else
+			log_info("host %s: add a user with: %s user add alice@%s", h->domain, ctl,
+				 h->domain);
+	}
+	const struct config_host *first = &cfg->hosts[0];
+	X509 *x = SSL_CTX_get0_certificate(srv->tls.hosts[0].ctx);
+	struct certinfo ci;
+	char accept[256] = "";
+	if (x != NULL && certinfo_from_x509(x, &ci) == 0 && ci.self_signed)
+		snprintf(accept, sizeof accept, " (its certificate is self-signed: accept it if the "
+			 "client shows SHA-256 %s)", ci.sha256);
+	for (size_t i = 0; i < cfg->n_listeners; i++) {
+		const struct config_listener *l = &cfg->listeners[i];
+		if (l->type != LISTENER_C2S)
+			continue;
+		bool any = strcmp(l->address, "0.0.0.0") == 0 || strcmp(l->address, "::") == 0;
+		log_info("then connect any XMPP client as %s@%s to %s port %d%s",
+			 first->auth == HOST_AUTH_LDAP ? "NAME" : "alice", first->domain,
+			 any ? "this machine" : l->address, l->port, accept);
+	}
+}
+
 /* SIGHUP (STYLE.md habit 7): the file is read and validated again; the
  * keys that can change while running take effect, the certificates are
  * read again; a file with an error changes nothing. Everything else
@@ -292,6 +347,7 @@ static void server_reload(struct server *srv)
 		config_free(&fresh);
 		return;
 	}
+	server_log_certificates(srv);
 	/* Said before a new log_level may silence it. */
 	log_info("SIGHUP: reloaded %s: certificates, log_level, allow_plain, allow_registration, "
 		 "registration_interval, scram_iterations, hide_version, hide_os_version, limits "
@@ -328,7 +384,7 @@ static void on_signal(uv_signal_t *sig, int signum)
 	uv_stop(sig->loop);
 }
 
-int server_run(struct config *cfg)
+int server_run(struct config *cfg, const char *ctl)
 {
 	struct server srv;
 	memset(&srv, 0, sizeof srv);
@@ -396,8 +452,11 @@ int server_run(struct config *cfg)
 		log_info("listening on %s:%d (%s)", cfg->listeners[i].address, cfg->listeners[i].port,
 			 (const char *const[]){ "c2s, STARTTLS", "c2s, direct TLS", "s2s, STARTTLS",
 						"s2s, direct TLS" }[cfg->listeners[i].type]);
+	server_log_certificates(&srv);
 	log_info("natterd ready: %zu host(s), %d event loop(s), data in %s", cfg->n_hosts,
 		 srv.n_loops, cfg->data_dir);
+	if (ctl != NULL)
+		server_hints(&srv, ctl);
 	uv_run(&main_loop, UV_RUN_DEFAULT);
 	for (int i = 0; i <= srv.n_loops; i++)
 		uv_thread_join(&srv.loops[i].thread);

@@ -109,8 +109,11 @@ struct server {
 };
 
 /* Builds everything from cfg (TLS contexts, storage, listeners) and runs
- * the loops until SIGINT/SIGTERM. Returns the process exit code. */
-int server_run(struct config *cfg);
+ * the loops until SIGINT/SIGTERM. Once ready it logs each host's
+ * certificate fingerprints and, when ctl is not NULL, the next steps for a
+ * new operator, with ctl as the natterctl command to type (e.g.
+ * "./build/natterctl -c etc/natter.yaml"). Returns the process exit code. */
+int server_run(struct config *cfg, const char *ctl);
 
 /* Queues an item for the loop that owns the session; wakes it. Takes
  * ownership of item. Safe from any thread. */

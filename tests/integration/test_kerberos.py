@@ -141,6 +141,21 @@ async def test_gssapi_login_other_authzid_forms(internal, kdc, net, authzid):
     assert client.boundjid.bare == ALICE_INTERNAL
 
 
+async def test_gssapi_needs_no_krb5_conf_on_natters_host(natter_factory, kdc, net,
+                                                          tmp_path):
+    """docs/kerberos.md: the keytab is all natterd needs. KRB5_CONFIG names
+    a file that does not exist, so MIT reads no krb5.conf at all (not even
+    /etc/krb5.conf); the realm comes from the ticket, checked against
+    `realms`."""
+    server = natter_factory(
+        hosts=[{"domain": "localhost", "kerberos": kerberos_section(kdc)}],
+        env={"KRB5_CONFIG": str(tmp_path / "no-krb5.conf")})
+    server.add_user(ALICE_INTERNAL, "unused-password")
+    ticket = kdc.kinit("alice@NATTER.TEST")
+    client = await gssapi_login(net, server, ALICE_INTERNAL + "/krb", ticket)
+    assert client.boundjid.full == ALICE_INTERNAL + "/krb"
+
+
 async def test_gssapi_other_realm_refused(internal, kdc, net):
     # mallory@OTHER.TEST holds a valid cross-realm ticket for
     # xmpp/localhost@NATTER.TEST, but OTHER.TEST is not an accepted realm.

@@ -22,6 +22,9 @@ dir=${2:-}
 
 EJABBERD_LIB=/usr/lib/x86_64-linux-gnu
 NODE=natterbench@localhost
+# Every Erlang VM started here (the node, ctl, the escripts) writes a crash
+# dump, if it crashes, into the scratch directory, never the working one.
+export ERL_CRASH_DUMP="$dir/erl_crash.dump" ERL_CRASH_DUMP_BYTES=0
 
 write_config() {
 	port=$1
@@ -129,7 +132,7 @@ start() {
 	env HOME="$dir" \
 		EJABBERD_CONFIG_PATH="$dir/ejabberd.yml" \
 		EJABBERD_LOG_PATH="$dir/log/ejabberd.log" \
-		ERL_CRASH_DUMP="$dir/log/erl_crash.dump" ERL_CRASH_DUMP_BYTES=0 \
+		ERL_CRASH_DUMP="$dir/log/erl_crash.dump" \
 		ERL_INETRC=/etc/ejabberd/inetrc \
 		ERL_LIBS="$EJABBERD_LIB" \
 		ERL_MAX_PORTS="$fds" ERL_MAX_ETS_TABLES=1400 \
