@@ -78,6 +78,7 @@ static const struct xml_stream_handlers stream_handlers = {
 };
 
 static const struct config *cfg_of(struct c2s *s) { return s->loop->srv->cfg; }
+static void uncount_unauthenticated(struct c2s *s);
 
 static void end_auth(struct c2s *s)
 {
@@ -134,6 +135,7 @@ static void stream_error(struct c2s *s, const char *condition)
 	conn_write(s->conn, b.data, b.len);
 	buf_free(&b);
 	s->state = C2S_CLOSED;
+	uncount_unauthenticated(s);
 	if (s->xs)
 		xml_stream_stop(s->xs);
 	conn_close(s->conn);
@@ -248,7 +250,6 @@ static void handle_starttls(struct c2s *s, struct xml_node *st)
 static void on_fail_delay(uv_timer_t *t);
 static void arm_idle(struct c2s *s);
 static void arm_auth_deadline(struct c2s *s);
-static void uncount_unauthenticated(struct c2s *s);
 static void sasl_result(struct c2s *s, enum auth_result r, struct buf *out);
 
 static const struct conn_ops c2s_ops;
