@@ -7,6 +7,7 @@
 #include "auth/auth.h"
 #include "auth/authfail.h"
 #include "core/log.h"
+#include "core/netaddr.h"
 #include "core/server.h"
 #include "core/util.h"
 #include "directory/directory.h"
@@ -45,6 +46,10 @@ struct c2s {
 	bool ping_pending;
 	int priority;
 	int sasl_failures;
+	bool fail_refused;   /* the delayed answer is temporary-auth-failure */
+	unsigned char counted_prefix; /* counted as unauthenticated by authfail
+				       * under this IPv6 prefix; 0 = not */
+	uint64_t auth_deadline; /* uv_now() by which the stream must log in */
 	unsigned auth_seq;   /* tells a directory answer for an aborted exchange */
 	struct xml_stream *xs;
 	const char *domain;  /* the virtual host (points into the config) */
@@ -53,7 +58,7 @@ struct c2s {
 	char *bare;          /* "local@domain" once authenticated (heap) */
 	char *full;          /* "local@domain/resource" once bound (heap) */
 	const char *resource;/* points into full */
-	uv_timer_t timer;    /* auth timeout, idle ping, SASL failure delay */
+	uv_timer_t timer;    /* auth deadline or SASL failure delay, then idle ping */
 	char **directed;     /* JIDs sent directed available presence (heap) */
 	int n_directed;
 	unsigned long long last_input;
@@ -73,6 +78,7 @@ static const struct xml_stream_handlers stream_handlers = {
 };
 
 static const struct config *cfg_of(struct c2s *s) { return s->loop->srv->cfg; }
+static void uncount_unauthenticated(struct c2s *s);
 
 static void end_auth(struct c2s *s)
 {
@@ -129,6 +135,7 @@ static void stream_error(struct c2s *s, const char *condition)
 	conn_write(s->conn, b.data, b.len);
 	buf_free(&b);
 	s->state = C2S_CLOSED;
+	uncount_unauthenticated(s);
 	if (s->xs)
 		xml_stream_stop(s->xs);
 	conn_close(s->conn);
@@ -242,6 +249,7 @@ static void handle_starttls(struct c2s *s, struct xml_node *st)
 
 static void on_fail_delay(uv_timer_t *t);
 static void arm_idle(struct c2s *s);
+static void arm_auth_deadline(struct c2s *s);
 static void sasl_result(struct c2s *s, enum auth_result r, struct buf *out);
 
 static const struct conn_ops c2s_ops;
@@ -314,8 +322,58 @@ static void ask_directory(struct c2s *s)
 		directory_lookup(d, s->loop, s->auth->authid, on_directory_answer, w);
 }
 
+/* Room for "authid@domain". */
+#define AUTH_ACCOUNT_MAX (sizeof ((struct auth_session *)0)->authid + JID_PART_MAX + 2)
+
+/* The keys of the attempt running on s for authfail: the peer's address
+ * (IPv6 by prefix) and the account, "" while the mechanism has named none. */
+static void attempt_keys(struct c2s *s, char *addr, char *account)
+{
+	netaddr_key_str(s->conn->peer, cfg_of(s)->limits.ipv6_prefix, addr, NETADDR_KEY_STR_MAX);
+	account[0] = '\0';
+	if (s->auth != NULL && s->auth->authid[0] != '\0')
+		snprintf(account, AUTH_ACCOUNT_MAX, "%s@%s", s->auth->authid, s->domain);
+}
+
+/* Whether the address, or the account once named, has spent its budget of
+ * failed logins (authfail.h). */
+static bool over_budget(struct c2s *s)
+{
+	char addr[NETADDR_KEY_STR_MAX], account[AUTH_ACCOUNT_MAX];
+	attempt_keys(s, addr, account);
+	return authfail_blocked(s->loop->srv->authfail, &cfg_of(s)->limits, addr, account);
+}
+
+/* Ends the exchange as failed; the answer follows after delay ms (never
+ * after the authentication deadline), and counts against the stream. */
+static void fail_later(struct c2s *s, bool refused, unsigned delay)
+{
+	uint64_t now = uv_now(&s->loop->uv);
+	uint64_t left = s->auth_deadline > now ? s->auth_deadline - now : 0;
+	s->sasl_failures++;
+	s->fail_refused = refused;
+	s->state = C2S_SASL_FAIL;
+	uv_timer_start(&s->timer, on_fail_delay, delay < left ? delay : left, 0);
+}
+
+/* An attempt while over budget: refused whatever the password, so that
+ * guessing learns nothing; not recorded, so the budget keeps refilling. */
+static void refuse_attempt(struct c2s *s)
+{
+	log_info("c2s %llu (%s): login refused unchecked for '%s': too many failed logins",
+		 (unsigned long long)s->conn->id, s->conn->peer,
+		 s->auth != NULL ? s->auth->authid : "");
+	s->auth_seq++; /* a directory answer still on its way is dropped */
+	end_auth(s);
+	fail_later(s, true, AUTHFAIL_REFUSED_DELAY_MS);
+}
+
 static void sasl_result(struct c2s *s, enum auth_result r, struct buf *out)
 {
+	if ((r == AUTH_PENDING || r == AUTH_SUCCESS || r == AUTH_FAILURE) && over_budget(s)) {
+		refuse_attempt(s);
+		return;
+	}
 	switch (r) {
 	case AUTH_CONTINUE:
 		send_str(s, "<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>");
@@ -331,7 +389,8 @@ static void sasl_result(struct c2s *s, enum auth_result r, struct buf *out)
 	case AUTH_SUCCESS:
 		s->bare = xmalloc(strlen(s->auth->authid) + strlen(s->domain) + 2);
 		sprintf(s->bare, "%s@%s", s->auth->authid, s->domain);
-		authfail_success(s->loop->srv->authfail, s->conn->peer);
+		authfail_success(s->loop->srv->authfail, s->bare);
+		uncount_unauthenticated(s);
 		if (s->auth->principal[0])
 			log_info("c2s %llu (%s): authenticated as %s with %s (Kerberos principal %s)",
 				 (unsigned long long)s->conn->id, s->conn->peer, s->bare,
@@ -352,13 +411,13 @@ static void sasl_result(struct c2s *s, enum auth_result r, struct buf *out)
 	case AUTH_FAILURE: {
 		log_info("c2s %llu (%s): authentication failed for '%s' with %s",
 			 (unsigned long long)s->conn->id, s->conn->peer, s->auth->authid, s->auth->mech);
+		char addr[NETADDR_KEY_STR_MAX], account[AUTH_ACCOUNT_MAX];
+		attempt_keys(s, addr, account);
 		end_auth(s);
-		/* The answer waits a little, longer for an address that keeps
-		 * failing, so guessing passwords is slow. */
-		unsigned delay = authfail_record(s->loop->srv->authfail, s->conn->peer);
-		s->sasl_failures++;
-		s->state = C2S_SASL_FAIL;
-		uv_timer_start(&s->timer, on_fail_delay, delay, 0);
+		/* The answer waits a little, longer for an address or account
+		 * that keeps failing, so guessing passwords is slow. */
+		fail_later(s, false, authfail_record(s->loop->srv->authfail, &cfg_of(s)->limits,
+						     addr, account));
 		return;
 	}
 	case AUTH_INVALID_MECH:
@@ -378,26 +437,31 @@ static void sasl_result(struct c2s *s, enum auth_result r, struct buf *out)
 	s->state = C2S_AUTH;
 }
 
+/* The failure delay is over, or the deadline came first. The stream's
+ * last allowed failure closes it. */
 static void on_fail_delay(uv_timer_t *t)
 {
 	struct c2s *s = t->data;
-	if (s->state != C2S_SASL_FAIL)
+	if (s->state != C2S_SASL_FAIL || uv_now(&s->loop->uv) >= s->auth_deadline) {
+		arm_auth_deadline(s);
 		return;
-	sasl_failure(s, "not-authorized");
+	}
+	sasl_failure(s, s->fail_refused ? "temporary-auth-failure" : "not-authorized");
 	s->state = C2S_AUTH;
-	if (s->sasl_failures >= 5) {
+	if (s->sasl_failures >= cfg_of(s)->limits.max_auth_failures) {
 		stream_error(s, "policy-violation");
 		return;
 	}
-	uv_timer_start(&s->timer, on_fail_delay, (uint64_t)cfg_of(s)->limits.auth_timeout * 1000,
-		       0);
+	arm_auth_deadline(s);
 }
 
 static void handle_auth(struct c2s *s, struct xml_node *st, struct arena *a)
 {
 	struct buf out;
 	buf_init(&out);
-	if (xml_is(st, NS_SASL, "auth") && s->state == C2S_AUTH) {
+	if (xml_is(st, NS_SASL, "auth") && s->state == C2S_AUTH && over_budget(s)) {
+		refuse_attempt(s);
+	} else if (xml_is(st, NS_SASL, "auth") && s->state == C2S_AUTH) {
 		const char *mech = xml_attr(st, "mechanism");
 		end_auth(s);
 		s->auth = xcalloc(1, sizeof *s->auth);
@@ -421,6 +485,9 @@ static void handle_auth(struct c2s *s, struct xml_node *st, struct arena *a)
 			sasl_failure(s, "aborted");
 			s->state = C2S_AUTH;
 		}
+	} else if (s->state == C2S_SASL_FAIL && xml_is(st, NS_SASL, NULL)) {
+		/* The delayed failure answers this exchange; an abort must not
+		 * cut the delay short. */
 	} else if (xml_is(st, NS_SASL, "abort")) {
 		end_auth(s);
 		sasl_failure(s, "aborted");
@@ -753,6 +820,7 @@ static void on_closed(struct conn *c)
 		send_directed_unavailable(s);
 	}
 	end_auth(s);
+	uncount_unauthenticated(s);
 	s->state = C2S_CLOSED;
 	uv_timer_stop(&s->timer);
 	uv_close((uv_handle_t *)&s->timer, free_c2s);
@@ -771,6 +839,41 @@ static void on_auth_timeout(uv_timer_t *t)
 	struct c2s *s = t->data;
 	if (!s->authenticated)
 		stream_error(s, "connection-timeout");
+}
+
+/* The deadline is one instant fixed at connect: whatever ran on the timer
+ * meanwhile (a failure delay), the stream still ends then. */
+static void arm_auth_deadline(struct c2s *s)
+{
+	uint64_t now = uv_now(&s->loop->uv);
+	uv_timer_start(&s->timer, on_auth_timeout,
+		       s->auth_deadline > now ? s->auth_deadline - now : 0, 0);
+}
+
+/* Counts s among its address's streams that have not logged in; -1 when
+ * the address already holds as many as it may. */
+static int count_unauthenticated(struct c2s *s)
+{
+	const struct config_limits *lim = &cfg_of(s)->limits;
+	char addr[NETADDR_KEY_STR_MAX];
+	netaddr_key_str(s->conn->peer, lim->ipv6_prefix, addr, sizeof addr);
+	if (authfail_stream_open(s->loop->srv->authfail, addr,
+				 lim->max_unauthenticated_per_address) != 0)
+		return -1;
+	/* The prefix in force now, so a reload cannot make the release
+	 * miss its count. */
+	s->counted_prefix = (unsigned char)lim->ipv6_prefix;
+	return 0;
+}
+
+static void uncount_unauthenticated(struct c2s *s)
+{
+	if (s->counted_prefix == 0)
+		return;
+	char addr[NETADDR_KEY_STR_MAX];
+	netaddr_key_str(s->conn->peer, s->counted_prefix, addr, sizeof addr);
+	authfail_stream_done(s->loop->srv->authfail, addr);
+	s->counted_prefix = 0;
 }
 
 static void on_idle(uv_timer_t *t)
@@ -829,11 +932,23 @@ void c2s_accept(struct loop *l, uv_stream_t *listener, bool direct)
 	s->xs = xml_stream_new(&xl, &stream_handlers, s);
 	uv_timer_init(&l->uv, &s->timer);
 	s->timer.data = s;
-	uv_timer_start(&s->timer, on_auth_timeout, (uint64_t)lim->auth_timeout * 1000, 0);
-	if (direct && conn_start_tls(c, true) != 0)
-		conn_close(c);
+	s->auth_deadline = uv_now(&l->uv) + (uint64_t)lim->auth_timeout * 1000;
+	arm_auth_deadline(s);
 	log_debug("c2s %llu: connection from %s%s", (unsigned long long)c->id, c->peer,
 		  direct ? " (direct TLS)" : "");
+	if (count_unauthenticated(s) != 0) {
+		log_info("c2s %llu (%s): too many connections not logged in from this address",
+			 (unsigned long long)c->id, c->peer);
+		/* A stream error needs a stream: only the STARTTLS port has
+		 * one before TLS; the direct TLS port is simply closed. */
+		if (direct)
+			conn_close(c);
+		else
+			stream_error(s, "policy-violation");
+		return;
+	}
+	if (direct && conn_start_tls(c, true) != 0)
+		conn_close(c);
 }
 
 void c2s_write_unauthenticated(struct loop *l, uint64_t session, const char *data, size_t len)

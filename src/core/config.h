@@ -128,6 +128,12 @@ struct config_limits {
 	size_t max_queued_total;     /* bytes queued for all peers, all loops */
 	int max_roster_items;        /* contacts per roster */
 	int max_offline_messages;    /* offline store quota per account */
+	int max_auth_failures;       /* failed SASL attempts per stream, then policy-violation */
+	int auth_failures_per_address; /* failed logins one address may have per window */
+	int auth_failures_per_account; /* failed logins against one account per window */
+	int auth_failure_window;     /* seconds in which those budgets refill */
+	int max_unauthenticated_per_address; /* concurrent streams not yet logged in */
+	int ipv6_prefix;             /* IPv6 addresses sharing this prefix count as one */
 };
 
 struct config {
@@ -142,7 +148,9 @@ struct config {
 	int hide_os_version; /* jabber:iq:version leaves out the <os/> */
 	int allow_registration;    /* in-band registration (XEP-0077) before login */
 	int registration_interval; /* seconds between two registrations from one
-				    * address (IPv6: one /64); 0 = no limit */
+				    * address (IPv6: limits.ipv6_prefix); 0 = no limit */
+	int registrations_per_hour; /* in-band registrations, all addresses
+				     * together; 0 = no limit */
 	struct config_host *hosts;
 	size_t n_hosts;
 	struct config_listener *listeners;

@@ -350,7 +350,7 @@ static void server_reload(struct server *srv)
 	server_log_certificates(srv);
 	/* Said before a new log_level may silence it. */
 	log_info("SIGHUP: reloaded %s: certificates, log_level, allow_plain, allow_registration, "
-		 "registration_interval, scram_iterations, hide_version, hide_os_version, limits "
+		 "registration_interval, registrations_per_hour, scram_iterations, hide_version, hide_os_version, limits "
 		 "(other keys need a restart)",
 		 cfg->path);
 	/* Plain values that every reader takes afresh each time. */
@@ -361,6 +361,7 @@ static void server_reload(struct server *srv)
 	cfg->hide_os_version = fresh.hide_os_version;
 	cfg->allow_registration = fresh.allow_registration;
 	cfg->registration_interval = fresh.registration_interval;
+	cfg->registrations_per_hour = fresh.registrations_per_hour;
 	cfg->scram_iterations = fresh.scram_iterations;
 	cfg->limits = fresh.limits;
 	config_free(&fresh);

@@ -4,21 +4,21 @@
  * account is registered, set changes its password or, with <remove/>,
  * deletes it. Before login, register_preauth() creates accounts when the
  * operator allows it (allow_registration), at most one per address per
- * registration_interval.
+ * registration_interval and registrations_per_hour from all addresses
+ * together (so many addresses do not make many accounts).
  *
  * Passwords become SCRAM keys with storage_credentials_from_password()
  * (PBKDF2, milliseconds), always on a worker thread (work.h); the answer
  * follows from there. */
 #include "modules/register.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <string.h>
 
 #include "c2s/c2s.h"
 #include "core/log.h"
+#include "core/netaddr.h"
 #include "core/server.h"
 #include "core/util.h"
 #include "core/work.h"
@@ -34,7 +34,7 @@
 #define REGISTER_RATE_SLOTS 256
 
 struct register_slot {
-	unsigned char key[16]; /* IPv6 address, /64 prefix, or IPv4-mapped */
+	unsigned char key[16]; /* netaddr_key(): IPv4-mapped, or an IPv6 prefix */
 	bool used;
 	unsigned long long at; /* now_ms() of the address's last registration */
 };
@@ -46,6 +46,8 @@ struct register_turn {
 	unsigned long long at;
 	bool had;                /* the address was in the slot before */
 	unsigned long long prev; /* its time then */
+	bool addr_took;          /* the address's turn was taken */
+	unsigned long long step; /* what the server-wide turn added, or 0 */
 };
 
 /* The one piece of process-wide state in the modules, because the limit
@@ -57,60 +59,69 @@ struct register_turn {
 static struct {
 	pthread_mutex_t lock;
 	struct register_slot slots[REGISTER_RATE_SLOTS];
+	/* Server-wide: the time (now_ms()) when the hour's budget would be
+	 * fully spent at the pace taken so far; registrations_per_hour may
+	 * come at once, then one per hour/registrations_per_hour. */
+	unsigned long long server_busy_until;
 } register_state = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
-/* The rate-limit key of a numeric address: IPv4 as IPv4-mapped IPv6, IPv6
- * cut to its /64 (what one subscriber usually holds). Anything else (not
- * expected from conn.c) is hashed (FNV-1a). */
-static void register_rate_key(const char *addr, unsigned char key[16])
-{
-	struct in_addr v4;
-	struct in6_addr v6;
-	memset(key, 0, 16);
-	if (inet_pton(AF_INET, addr, &v4) == 1) {
-		key[10] = key[11] = 0xff;
-		memcpy(key + 12, &v4, 4);
-	} else if (inet_pton(AF_INET6, addr, &v6) == 1) {
-		memcpy(key, &v6, 16);
-		if (!IN6_IS_ADDR_V4MAPPED(&v6))
-			memset(key + 8, 0, 8);
-	} else {
-		unsigned long long h = 14695981039346656037ULL;
-		for (const char *p = addr; *p; p++)
-			h = (h ^ (unsigned char)*p) * 1099511628211ULL;
-		memcpy(key + 8, &h, sizeof h);
-		key[0] = 0xfe; /* no address starts so: never equal to one */
-	}
-}
+#define REGISTER_HOUR_MS (3600 * 1000ULL)
 
-/* Takes the address's turn to register. Returns 0 (turn filled in) or -1
- * when its last registration is less than interval_s seconds ago. */
-static int register_rate_take(const unsigned char key[16], int interval_s,
-			      struct register_turn *turn)
+/* The address's slot in the table, or NULL; *oldest gets the slot to
+ * reuse for a new address. Under register_state.lock. */
+static struct register_slot *register_rate_find(const unsigned char key[16],
+						struct register_slot **oldest)
 {
-	unsigned long long now = now_ms();
-	pthread_mutex_lock(&register_state.lock);
-	struct register_slot *mine = NULL, *oldest = NULL;
+	struct register_slot *mine = NULL;
+	*oldest = NULL;
 	for (size_t i = 0; i < REGISTER_RATE_SLOTS; i++) {
 		struct register_slot *s = &register_state.slots[i];
 		if (s->used && memcmp(s->key, key, 16) == 0)
 			mine = s;
-		if (oldest == NULL || (oldest->used && (!s->used || s->at < oldest->at)))
-			oldest = s;
+		if (*oldest == NULL || ((*oldest)->used && (!s->used || s->at < (*oldest)->at)))
+			*oldest = s;
 	}
-	if (mine != NULL && now - mine->at < (unsigned long long)interval_s * 1000) {
+	return mine;
+}
+
+/* Takes a turn to register for the address key: one per interval_s seconds
+ * per address (0 = no limit), per_hour from all addresses together (0 =
+ * no limit). Returns 0 (turn filled in) or -1 when either says no; then
+ * nothing was taken. */
+static int register_rate_take(const unsigned char key[16], int interval_s, int per_hour,
+			      struct register_turn *turn)
+{
+	unsigned long long now = now_ms();
+	unsigned long long step = per_hour > 0 ? REGISTER_HOUR_MS / (unsigned)per_hour : 0;
+	memset(turn, 0, sizeof *turn);
+	pthread_mutex_lock(&register_state.lock);
+	struct register_slot *oldest;
+	struct register_slot *mine = register_rate_find(key, &oldest);
+	unsigned long long busy = register_state.server_busy_until;
+	if (busy < now)
+		busy = now;
+	if ((interval_s > 0 && mine != NULL &&
+	     now - mine->at < (unsigned long long)interval_s * 1000) ||
+	    (step > 0 && busy + step > now + REGISTER_HOUR_MS)) {
 		pthread_mutex_unlock(&register_state.lock);
 		return -1;
 	}
-	turn->had = mine != NULL;
-	turn->prev = mine != NULL ? mine->at : 0;
-	if (mine == NULL)
-		mine = oldest;
-	memcpy(mine->key, key, 16);
-	mine->used = true;
-	mine->at = now;
-	turn->slot = (size_t)(mine - register_state.slots);
-	turn->at = now;
+	if (step > 0) {
+		register_state.server_busy_until = busy + step;
+		turn->step = step;
+	}
+	if (interval_s > 0) {
+		turn->had = mine != NULL;
+		turn->prev = mine != NULL ? mine->at : 0;
+		if (mine == NULL)
+			mine = oldest;
+		memcpy(mine->key, key, 16);
+		mine->used = true;
+		mine->at = now;
+		turn->slot = (size_t)(mine - register_state.slots);
+		turn->at = now;
+		turn->addr_took = true;
+	}
 	pthread_mutex_unlock(&register_state.lock);
 	return 0;
 }
@@ -120,7 +131,8 @@ static void register_rate_give_back(const unsigned char key[16], const struct re
 {
 	pthread_mutex_lock(&register_state.lock);
 	struct register_slot *s = &register_state.slots[turn->slot];
-	if (s->used && s->at == turn->at && memcmp(s->key, key, 16) == 0) {
+	register_state.server_busy_until -= turn->step;
+	if (turn->addr_took && s->used && s->at == turn->at && memcmp(s->key, key, 16) == 0) {
 		s->used = turn->had;
 		s->at = turn->prev;
 	}
@@ -492,16 +504,16 @@ static const char *preauth_create(struct loop *l, const char *peer_addr, const c
 		goto out;
 	}
 	struct preauth_job *j = xcalloc(1, sizeof *j);
-	register_rate_key(peer_addr, j->key);
-	if (cfg->registration_interval > 0) {
-		if (register_rate_take(j->key, cfg->registration_interval, &j->turn) != 0) {
-			free(j);
-			*etype = "wait";
-			cond = "resource-constraint";
-			goto out;
-		}
-		j->took = true;
+	netaddr_key(peer_addr, cfg->limits.ipv6_prefix, j->key);
+	if (register_rate_take(j->key, cfg->registration_interval, cfg->registrations_per_hour,
+			       &j->turn) != 0) {
+		log_info("registration from %s refused: rate limit", peer_addr);
+		free(j);
+		*etype = "wait";
+		cond = "resource-constraint";
+		goto out;
 	}
+	j->took = true;
 	const char *id = xml_attr(iq, "id");
 	j->id = id ? xstrdup(id) : NULL;
 	j->password = xstrdup(pass);

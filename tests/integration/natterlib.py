@@ -437,11 +437,16 @@ class RawStream:
 
     @classmethod
     async def connect(cls, port, *, tls_context=None,
-                      server_hostname="localhost", host="127.0.0.1"):
+                      server_hostname="localhost", host="127.0.0.1",
+                      source=None):
+        """source: the local address to connect from (any of
+        127.0.0.0/8 works on loopback), to look like another client."""
         kwargs = {}
         if tls_context is not None:
             kwargs = {"ssl": tls_context, "server_hostname": server_hostname,
                       "ssl_handshake_timeout": IO_TIMEOUT}
+        if source is not None:
+            kwargs["local_addr"] = (source, 0)
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(host, port, limit=1 << 22, **kwargs),
             IO_TIMEOUT)
@@ -994,18 +999,19 @@ class Net:
                                  % (e, state, tail)) from None
 
     async def raw(self, server, *, port=None, tls_context=None,
-                  server_hostname=None):
-        """A RawStream to server's c2s port (nothing sent yet)."""
+                  server_hostname=None, source=None):
+        """A RawStream to server's c2s port (nothing sent yet), from the
+        local address source if given."""
         stream = await RawStream.connect(
             port or server.c2s_port, tls_context=tls_context,
-            server_hostname=server_hostname or server.domain)
+            server_hostname=server_hostname or server.domain, source=source)
         self._open.append(stream)
         return stream
 
-    async def raw_tls(self, server, domain=None):
+    async def raw_tls(self, server, domain=None, source=None):
         """A RawStream after STARTTLS; returns (stream, features)."""
         domain = domain or server.domain
-        stream = await self.raw(server)
+        stream = await self.raw(server, source=source)
         await stream.open_stream(domain)
         await stream.features()
         await stream.starttls(server_hostname=domain)

@@ -85,6 +85,13 @@ static void assert_defaults_except_path(const struct config *cfg)
 	assert_int_equal(cfg->limits.idle_timeout, 300);
 	assert_int_equal(cfg->limits.ping_timeout, 30);
 	assert_int_equal(cfg->limits.max_roster_items, 1000);
+	assert_int_equal(cfg->registrations_per_hour, 30);
+	assert_int_equal(cfg->limits.max_auth_failures, 3);
+	assert_int_equal(cfg->limits.auth_failures_per_address, 10);
+	assert_int_equal(cfg->limits.auth_failures_per_account, 20);
+	assert_int_equal(cfg->limits.auth_failure_window, 600);
+	assert_int_equal(cfg->limits.max_unauthenticated_per_address, 20);
+	assert_int_equal(cfg->limits.ipv6_prefix, 56);
 }
 
 static void test_defaults(void **state)
@@ -303,6 +310,12 @@ static void test_ranges(void **state)
 		     "'registration_interval' must be between 0 and 604800");
 	expect_error("limits:\n  max_stanza_size: 100\n", 2,
 		     "'max_stanza_size' must be between 10000 and 16777216");
+	expect_error("registrations_per_hour: -1\n", 1,
+		     "'registrations_per_hour' must be between 0 and 1000000");
+	expect_error("limits:\n  auth_timeout: 5\n  ipv6_prefix: 16\n", 3,
+		     "'ipv6_prefix' must be between 32 and 128");
+	expect_error("limits:\n  max_auth_failures: 0\n", 2,
+		     "'max_auth_failures' must be between 1 and 100");
 }
 
 static void test_enums(void **state)
