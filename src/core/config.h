@@ -125,6 +125,16 @@ struct config_limits {
 	int ping_timeout;            /* seconds to answer that ping */
 	int max_roster_items;        /* contacts per roster */
 	int max_offline_messages;    /* offline store quota per account */
+	/* Per-account stores: sizes in bytes as they are sent. */
+	size_t max_roster_name_size; /* a roster item's name */
+	int max_roster_groups;       /* groups per roster item */
+	size_t max_roster_size;      /* a whole roster result */
+	size_t max_private_size;     /* private XML (XEP-0049), all namespaces */
+	int max_private_items;       /* namespaces of private XML */
+	size_t max_vcard_size;       /* one vCard, serialised */
+	size_t max_offline_size;     /* offline messages, serialised */
+	int max_blocklist_items;     /* block list items (XEP-0191) */
+	size_t max_blocklist_size;   /* a whole <blocklist/> result */
 };
 
 struct config {

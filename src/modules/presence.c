@@ -329,6 +329,20 @@ static void outbound_rules(struct loop *l, const char *owner, const char *contac
 	}
 }
 
+/* Whether a subscription stanza from owner may go ahead: subscribe and
+ * subscribed (pre-approval) add an item for a contact not in the roster,
+ * which must fit limits.max_roster_items and max_roster_size like one the
+ * client sets. Returns false when the roster is full (or unreadable). */
+static bool outbound_room(struct loop *l, const char *owner, const char *contact,
+			  enum sub_type type, struct arena *a)
+{
+	if (type != SUBSCRIBE && type != SUBSCRIBED)
+		return true;
+	struct roster_item it;
+	roster_new_item(a, contact, &it);
+	return roster_room(l, owner, &it) == 1;
+}
+
 static void outbound_sub(struct loop *l, const char *owner, const char *contact,
 			 enum sub_type type, struct arena *a)
 {
@@ -663,6 +677,10 @@ void presence_outbound(struct loop *l, struct xml_node *st, struct arena *a,
 	if (sub >= 0) {
 		if (to->local[0] == '\0' || strcmp(owner, contact) == 0)
 			return; /* no subscriptions to servers or to oneself */
+		if (!outbound_room(l, owner, contact, (enum sub_type)sub, a)) {
+			deliver_error(l, st, a, "wait", "resource-constraint");
+			return;
+		}
 		outbound_sub(l, owner, contact, (enum sub_type)sub, a);
 		return;
 	}
