@@ -308,3 +308,30 @@ async def blocklist_reply(stream):
     before = len(stream.transcript)
     reply = await stream.iq_roundtrip("list", "<blocklist xmlns='%s'/>" % NS_BLOCKING)
     return reply, len(stream.transcript) - before
+
+
+@pytest.mark.natter_config(limits={"max_roster_items": 3})
+async def test_pending_subscription_requests_are_bounded(natter):
+    # Anyone may ask, and each request is shown again at every login: the
+    # requests kept for an account are bounded like its roster.
+    server = accounts(natter, "alice", "bob", "carol", "dave", "erin")
+    mark = server.log_mark()
+    for name in ("bob", "carol", "dave", "erin"):
+        stream = await login(server, name)
+        await stream.send("<presence to='alice@localhost' type='subscribe'/>")
+        await stream.ping_server()  # handled in order: the request is in
+        await stream.close()
+    await server.await_log("subscription request from erin@localhost to "
+                           "alice@localhost dropped", since=mark)
+    alice = await login(server, "alice")
+    await alice.send("<presence/>")
+    await alice.send("<iq type='get' id='done'><ping xmlns='urn:xmpp:ping'/></iq>")
+    asked = []
+    while True:
+        elem = await alice.next()
+        assert elem is not None, alice.describe()
+        if elem.tag == q(NS_CLIENT, "iq") and elem.get("id") == "done":
+            break
+        if elem.tag == q(NS_CLIENT, "presence") and elem.get("type") == "subscribe":
+            asked.append(elem.get("from"))
+    assert sorted(asked) == ["bob@localhost", "carol@localhost", "dave@localhost"]
