@@ -2,7 +2,6 @@
 #include "modules/roster.h"
 
 #include <pthread.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -296,58 +295,59 @@ struct measure_ctx {
 	struct arena *a;
 	struct buf b;
 	size_t total;      /* roster_item_size of the others */
-	size_t skipped;    /* roster_item_size of skip; 0 when absent */
-	bool found;
 };
 
 static void measure_one(void *arg, const char *key, const void *value, size_t len)
 {
 	struct measure_ctx *m = arg;
 	struct roster_item it;
-	if (item_decode(m->a, key, value, len, &it) != 0)
-		return;
-	size_t n = roster_item_size(&it, m->a, &m->b);
-	if (strcmp(key, m->skip) == 0) {
-		m->found = true;
-		m->skipped = n;
-	} else {
-		m->total += n;
-	}
+	if (strcmp(key, m->skip) != 0 && item_decode(m->a, key, value, len, &it) == 0)
+		m->total += roster_item_size(&it, m->a, &m->b);
 }
 
-int roster_room(struct loop *l, const char *owner, const struct roster_item *it)
+/* roster_room for an item of need bytes that is new (found false) or
+ * grows: counts and measures the rest of the roster. */
+static int room_for(struct loop *l, const char *domain, const char *local,
+		    struct measure_ctx *m, size_t need, bool found)
 {
 	const struct config_limits *lim = &l->srv->cfg->limits;
-	char local[JID_PART_MAX + 1], domain[JID_PART_MAX + 1];
-	if (split_bare(owner, local, domain) != 0)
-		return -1;
 	const struct storage_driver *drv = l->srv->storage;
 	long long stored;
 	int count = drv->map_size(l->store, domain, local, STORE_ROSTER, &stored);
 	if (count < 0)
 		return -1;
+	if (!found && count >= lim->max_roster_items)
+		return 0;
+	if ((unsigned long long)stored > read_budget(l))
+		return 0; /* filled before the limit: far over it */
+	if (drv->map_list_max(l->store, domain, local, STORE_ROSTER, read_budget(l), measure_one,
+			      m) < 0)
+		return -1;
+	return m->total + need <= lim->max_roster_size;
+}
+
+int roster_room(struct loop *l, const char *owner, const struct roster_item *it)
+{
+	char local[JID_PART_MAX + 1], domain[JID_PART_MAX + 1];
+	if (split_bare(owner, local, domain) != 0)
+		return -1;
 	struct arena a;
 	arena_init(&a);
 	struct measure_ctx m = { .skip = it->jid, .a = &a };
 	buf_init(&m.b);
+	struct roster_item old;
+	int found = roster_load(l, owner, it->jid, &a, &old);
 	size_t need = roster_item_size(it, &a, &m.b);
-	int rc = 0;
-	if ((unsigned long long)stored <= read_budget(l))
-		rc = drv->map_list_max(l->store, domain, local, STORE_ROSTER, read_budget(l),
-				       measure_one, &m);
+	int rc;
+	if (found < 0)
+		rc = -1;
+	else if (found == 1 && need <= roster_item_size(&old, &a, &m.b))
+		rc = 1; /* not larger: allowed, so that a roster over the limit can be tidied */
 	else
-		m.total = SIZE_MAX / 2; /* filled before the limit: over it */
+		rc = room_for(l, domain, local, &m, need, found == 1);
 	buf_free(&m.b);
 	arena_reset(&a);
-	if (rc < 0)
-		return -1;
-	/* A change that does not grow the item is always allowed, so that a
-	 * roster over the limit can be tidied. */
-	if (m.found && need <= m.skipped)
-		return 1;
-	if (!m.found && count >= lim->max_roster_items)
-		return 0;
-	return m.total + need <= lim->max_roster_size;
+	return rc;
 }
 
 /* --- the iq handler --- */
