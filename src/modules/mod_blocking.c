@@ -521,12 +521,13 @@ static void blocking_list_one(void *arg, const char *key, const void *value, siz
 		/* Only a list filled before the limits existed gets past
 		 * max_bytes: it is answered short rather than built whole. */
 		size_t n = blocking_item_bytes(key);
-		if (x->left_out > 0 || x->bytes + n > x->max_bytes)
-			x->left_out++;
-		else
+		if (x->left_out == 0 && x->bytes + n <= x->max_bytes) {
 			xml_set_attr(x->a, xml_add_child(x->a, x->parent, NS_BLOCKING, "item"),
 				     "jid", key);
-		x->bytes += x->left_out > 0 ? 0 : n;
+			x->bytes += n;
+		} else {
+			x->left_out++;
+		}
 	}
 	if (x->items == NULL || x->items->n == x->cap)
 		return;

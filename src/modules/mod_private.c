@@ -12,10 +12,9 @@
 #define NS_PRIVATE "jabber:iq:private"
 #define STORE_PRIVATE "private"
 
-/* A fragment's serialised size: larger is not-acceptable. What the
- * account keeps in all (limits.max_private_size, max_private_items) is
- * resource-constraint; a fragment never exceeds either, so a get answers
- * at most this much. */
+/* A fragment's serialised size: larger is not-acceptable, and a get,
+ * which answers one fragment, is never larger. Past what the account keeps
+ * in all (limits.max_private_size, max_private_items): resource-constraint. */
 #define PRIVATE_MAX_BYTES (64 * 1024)
 
 /* XEP-0049 §2.3: the namespaces of XMPP itself are not storage keys. */
