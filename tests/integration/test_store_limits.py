@@ -335,3 +335,24 @@ async def test_pending_subscription_requests_are_bounded(natter):
         if elem.tag == q(NS_CLIENT, "presence") and elem.get("type") == "subscribe":
             asked.append(elem.get("from"))
     assert sorted(asked) == ["bob@localhost", "carol@localhost", "dave@localhost"]
+
+
+async def test_blocklist_filled_before_the_limits_is_served_short(natter_factory):
+    old = natter_factory(limits={"max_blocklist_size": 1024 * 1024})
+    accounts(old, "alice")
+    alice = await login(old, "alice")
+    resource = "r" * 1000
+    for batch in range(20):  # 200 items of about 1 KB
+        jids = ["x%02d-%d@example.net/%s" % (batch, i, resource) for i in range(10)]
+        assert condition(await block(alice, "b%d" % batch, jids)) == "result"
+    await alice.close()
+
+    server = restart_on_same_data(natter_factory, old)
+    mark = server.log_mark()
+    alice = await login(server, "alice")
+    reply, size = await blocklist_reply(alice)
+    assert reply.get("type") == "result"
+    assert 100 <= len(list(reply.iter(q(NS_BLOCKING, "item")))) < 200
+    assert size <= 131072 + 1024, size
+    await server.await_log("is over limits.max_blocklist_size", since=mark)
+    assert condition(await block(alice, "more", ["new@example.net"])) == "resource-constraint"
