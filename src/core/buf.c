@@ -77,6 +77,20 @@ void buf_append_escaped(struct buf *b, const char *s, size_t n)
 	buf_append(b, s + start, n - start);
 }
 
+size_t buf_escaped_len(const char *s, size_t n)
+{
+	size_t len = n;
+	for (size_t i = 0; i < n; i++) {
+		switch (s[i]) {
+		case '&': len += 4; break;
+		case '<': case '>': len += 3; break;
+		case '"': case '\'': len += 5; break;
+		default: break;
+		}
+	}
+	return len;
+}
+
 void buf_consume(struct buf *b, size_t n)
 {
 	if (n >= b->len) {

@@ -21,6 +21,8 @@ void buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(print
 /* Appends s with XML escaping (&, <, >, and both quotes so the result fits
  * in text and in attribute values alike). */
 void buf_append_escaped(struct buf *b, const char *s, size_t n);
+/* How many bytes buf_append_escaped(b, s, n) appends. */
+size_t buf_escaped_len(const char *s, size_t n);
 /* Drops the first n bytes. */
 void buf_consume(struct buf *b, size_t n);
 

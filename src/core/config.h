@@ -134,6 +134,16 @@ struct config_limits {
 	int auth_failure_window;     /* seconds in which those budgets refill */
 	int max_unauthenticated_per_address; /* concurrent streams not yet logged in */
 	int ipv6_prefix;             /* IPv6 addresses sharing this prefix count as one */
+	/* Per-account stores: sizes in bytes as they are sent. */
+	size_t max_roster_name_size; /* a roster item's name */
+	int max_roster_groups;       /* groups per roster item */
+	size_t max_roster_size;      /* a whole roster result */
+	size_t max_private_size;     /* private XML (XEP-0049), all namespaces */
+	int max_private_items;       /* namespaces of private XML */
+	size_t max_vcard_size;       /* one vCard, serialised */
+	size_t max_offline_size;     /* offline messages, serialised */
+	int max_blocklist_items;     /* block list items (XEP-0191) */
+	size_t max_blocklist_size;   /* a whole <blocklist/> result */
 };
 
 struct config {

@@ -23,8 +23,19 @@
 #include "xml/xml_parse.h"
 
 #define STORE_BLOCKLIST "blocklist"
-/* Items per account; a block over it gets <resource-constraint/>. */
-#define BLOCKING_MAX_ITEMS 1000
+/* What one list may hold is limits.max_blocklist_items and
+ * max_blocklist_size (bytes of the <blocklist/> result); a block past
+ * either gets <resource-constraint/>. */
+static int blocking_max_items(const struct loop *l)
+{
+	return l->srv->cfg->limits.max_blocklist_items;
+}
+
+/* The bytes an item takes in a <blocklist/> result: <item jid='key'/>. */
+static size_t blocking_item_bytes(const char *key)
+{
+	return sizeof "<item jid=''/>" - 1 + buf_escaped_len(key, strlen(key));
+}
 
 #define BARE_MAX (2 * JID_PART_MAX + 2)
 
@@ -263,7 +274,7 @@ static int blocking_parse_items(struct iq_ctx *c, struct item_list *out)
 	int cap = xml_element_count(c->payload);
 	out->n = 0;
 	out->v = NULL;
-	if (cap > BLOCKING_MAX_ITEMS) {
+	if (cap > blocking_max_items(c->loop)) {
 		module_error(c, "wait", "resource-constraint");
 		return -1;
 	}
@@ -417,6 +428,9 @@ struct list_ctx {
 	struct xml_node *parent;   /* <blocklist/>, or NULL */
 	struct item_list *items;   /* or NULL */
 	int cap;
+	size_t max_bytes;          /* of the items under parent */
+	size_t bytes;
+	int left_out;              /* items past max_bytes */
 };
 
 /* What one subscriber hears after the change: one stanza per recipient
@@ -476,8 +490,9 @@ static void blocking_presence(struct iq_ctx *c, const struct item_list *items, b
 	if (np == 0 || items->n == 0)
 		goto out;
 	if (!blocked) {
-		rest.v = arena_alloc(c->a, BLOCKING_MAX_ITEMS * sizeof *rest.v);
-		struct list_ctx x = { c->a, NULL, &rest, BLOCKING_MAX_ITEMS };
+		int cap = blocking_max_items(l);
+		rest.v = arena_alloc(c->a, (size_t)cap * sizeof *rest.v);
+		struct list_ctx x = { c->a, NULL, &rest, cap, 0, 0, 0 };
 		if (l->srv->storage->map_list(l->store, c->from->domain, c->from->local,
 					      STORE_BLOCKLIST, blocking_list_one, &x) < 0) {
 			log_error("blocklist of %s: unreadable, presence not sent", owner);
@@ -502,8 +517,18 @@ static void blocking_list_one(void *arg, const char *key, const void *value, siz
 {
 	struct list_ctx *x = arg;
 	(void)value, (void)len;
-	if (x->parent != NULL)
-		xml_set_attr(x->a, xml_add_child(x->a, x->parent, NS_BLOCKING, "item"), "jid", key);
+	if (x->parent != NULL) {
+		/* Only a list filled before the limits existed gets past
+		 * max_bytes: it is answered short rather than built whole. */
+		size_t n = blocking_item_bytes(key);
+		if (x->left_out == 0 && x->bytes + n <= x->max_bytes) {
+			xml_set_attr(x->a, xml_add_child(x->a, x->parent, NS_BLOCKING, "item"),
+				     "jid", key);
+			x->bytes += n;
+		} else {
+			x->left_out++;
+		}
+	}
 	if (x->items == NULL || x->items->n == x->cap)
 		return;
 	/* Items stored by this module are normalised JIDs: split them back
@@ -519,10 +544,17 @@ static void blocking_list_one(void *arg, const char *key, const void *value, siz
 	it->resource = slash ? arena_strdup(x->a, slash + 1) : "";
 }
 
+struct list_size {
+	int n;
+	size_t bytes; /* blocking_item_bytes of them all */
+};
+
 static void blocking_count_one(void *arg, const char *key, const void *value, size_t len)
 {
-	(void)key, (void)value, (void)len;
-	(*(int *)arg)++;
+	struct list_size *sz = arg;
+	(void)value, (void)len;
+	sz->n++;
+	sz->bytes += blocking_item_bytes(key);
 }
 
 static enum status blocking_get(struct iq_ctx *c)
@@ -531,12 +563,16 @@ static enum status blocking_get(struct iq_ctx *c)
 		return OK;
 	presence_mark_interested(c->loop, c->from, ROUTER_WANTS_BLOCKLIST);
 	struct xml_node *list = xml_new(c->a, NS_BLOCKING, "blocklist");
-	struct list_ctx x = { c->a, list, NULL, 0 };
+	struct list_ctx x = { c->a, list, NULL, 0, c->loop->srv->cfg->limits.max_blocklist_size,
+			      0, 0 };
 	if (c->loop->srv->storage->map_list(c->loop->store, c->from->domain, c->from->local,
 					    STORE_BLOCKLIST, blocking_list_one, &x) < 0) {
 		module_error(c, "wait", "internal-server-error");
 		return OK;
 	}
+	if (x.left_out > 0)
+		log_warn("blocklist of %s@%s is over limits.max_blocklist_size: %d item(s) "
+			 "left out of the result", c->from->local, c->from->domain, x.left_out);
 	module_reply(c, list);
 	return OK;
 }
@@ -562,7 +598,7 @@ static enum status blocking_block(struct iq_ctx *c)
 			return OK;
 		}
 	}
-	int have = 0;
+	struct list_size have = { 0, 0 };
 	if (sd->map_list(st, domain, local, STORE_BLOCKLIST, blocking_count_one, &have) < 0) {
 		module_error(c, "wait", "internal-server-error");
 		return OK;
@@ -570,6 +606,7 @@ static enum status blocking_block(struct iq_ctx *c)
 	struct buf val;
 	buf_init(&val);
 	int added = 0;
+	size_t added_bytes = 0;
 	for (int i = 0; i < items.n; i++) {
 		int rc = sd->map_get(st, domain, local, STORE_BLOCKLIST, items.v[i].key, &val);
 		if (rc < 0) {
@@ -578,9 +615,11 @@ static enum status blocking_block(struct iq_ctx *c)
 			return OK;
 		}
 		added += rc == 1;
+		added_bytes += rc == 1 ? blocking_item_bytes(items.v[i].key) : 0;
 	}
 	buf_free(&val);
-	if (have + added > BLOCKING_MAX_ITEMS) {
+	if (added > 0 && (have.n + added > blocking_max_items(c->loop) ||
+			  have.bytes + added_bytes > c->loop->srv->cfg->limits.max_blocklist_size)) {
 		module_error(c, "wait", "resource-constraint");
 		return OK;
 	}
@@ -615,8 +654,9 @@ static enum status blocking_unblock(struct iq_ctx *c)
 	struct item_list removed = items;
 	if (items.n == 0) {
 		/* §3.5: everything goes; keep what it was for the presence. */
-		removed.v = arena_alloc(c->a, BLOCKING_MAX_ITEMS * sizeof *removed.v);
-		struct list_ctx x = { c->a, NULL, &removed, BLOCKING_MAX_ITEMS };
+		int cap = blocking_max_items(c->loop);
+		removed.v = arena_alloc(c->a, (size_t)cap * sizeof *removed.v);
+		struct list_ctx x = { c->a, NULL, &removed, cap, 0, 0, 0 };
 		if (sd->map_list(st, domain, local, STORE_BLOCKLIST, blocking_list_one, &x) < 0 ||
 		    sd->map_del(st, domain, local, STORE_BLOCKLIST, NULL) < 0) {
 			module_error(c, "wait", "internal-server-error");

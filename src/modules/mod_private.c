@@ -12,10 +12,10 @@
 #define NS_PRIVATE "jabber:iq:private"
 #define STORE_PRIVATE "private"
 
-/* Limits per account: a fragment's serialised size and how many
- * namespaces are kept. Beyond them: not-acceptable, resource-constraint. */
+/* A fragment's serialised size: larger is not-acceptable, and a get,
+ * which answers one fragment, is never larger. Past what the account keeps
+ * in all (limits.max_private_size, max_private_items): resource-constraint. */
 #define PRIVATE_MAX_BYTES (64 * 1024)
-#define PRIVATE_MAX_KEYS 64
 
 /* XEP-0049 §2.3: the namespaces of XMPP itself are not storage keys. */
 static bool private_reserved(const char *ns)
@@ -82,26 +82,33 @@ static enum status private_get(struct iq_ctx *c)
 	return OK;
 }
 
-static void private_count(void *arg, const char *key, const void *value, size_t len)
-{
-	(void)arg, (void)key, (void)value, (void)len;
-}
-
-/* Whether one more namespace may be stored for the account (key is the
- * one being written). Returns 1 yes, 0 over the limit, -1 store error. */
-static int private_room(struct loop *l, const char *domain, const char *local, const char *key)
+/* Whether the account may store len bytes under key, replacing what is
+ * there: within limits.max_private_items and max_private_size, or no
+ * larger than before (a store over the limits can be tidied). Returns 1
+ * yes, 0 over the limit, -1 store error. */
+static int private_room(struct loop *l, const char *domain, const char *local, const char *key,
+			size_t len)
 {
 	const struct storage_driver *drv = l->srv->storage;
+	const struct config_limits *lim = &l->srv->cfg->limits;
 	struct buf old;
 	buf_init(&old);
 	int rc = drv->map_get(l->store, domain, local, STORE_PRIVATE, key, &old);
+	size_t old_len = old.len;
 	buf_free(&old);
-	if (rc != 1)
-		return rc == 0 ? 1 : -1; /* replacing takes no more room */
-	int n = drv->map_list(l->store, domain, local, STORE_PRIVATE, private_count, NULL);
+	if (rc < 0)
+		return -1;
+	if (rc == 0 && len <= old_len)
+		return 1;
+	long long bytes;
+	int n = drv->map_size(l->store, domain, local, STORE_PRIVATE, &bytes);
 	if (n < 0)
 		return -1;
-	return n < PRIVATE_MAX_KEYS;
+	if (rc == 1 && n >= lim->max_private_items)
+		return 0;
+	unsigned long long after = (unsigned long long)bytes + len +
+				   (rc == 1 ? strlen(key) : 0) - (rc == 0 ? old_len : 0);
+	return after <= lim->max_private_size;
 }
 
 static enum status private_set(struct iq_ctx *c)
@@ -114,7 +121,7 @@ static enum status private_set(struct iq_ctx *c)
 	struct buf b;
 	buf_init(&b);
 	xml_serialize(el, NS_CLIENT, &b);
-	int room = b.len > PRIVATE_MAX_BYTES ? 0 : private_room(l, domain, local, el->ns);
+	int room = b.len > PRIVATE_MAX_BYTES ? 0 : private_room(l, domain, local, el->ns, b.len);
 	if (b.len > PRIVATE_MAX_BYTES)
 		module_error(c, "modify", "not-acceptable");
 	else if (room == 0)

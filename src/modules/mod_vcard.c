@@ -18,10 +18,6 @@
 #define STORE_VCARD "vcard"
 #define KEY_VCARD "vcard"
 
-/* Largest vCard stored, serialised. Photos (XEP-0153) fit; this is an
- * address card, not a file store. */
-#define VCARD_MAX_BYTES (64 * 1024)
-
 /* A vCard request waiting for the directory. */
 struct vcard_wait {
 	char *id;        /* the request's id, or NULL */
@@ -156,7 +152,9 @@ static enum status vcard_set(struct iq_ctx *c)
 	 * xml_parse_element reads it back as it was. */
 	xml_serialize(c->payload, NS_CLIENT, &b);
 	int rc = 0;
-	if (b.len > VCARD_MAX_BYTES) {
+	/* limits.max_vcard_size: photos (XEP-0153) fit; this is an address
+	 * card, not a file store. */
+	if (b.len > c->loop->srv->cfg->limits.max_vcard_size) {
 		module_error(c, "modify", "not-acceptable");
 	} else {
 		struct server *srv = c->loop->srv;

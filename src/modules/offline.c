@@ -16,17 +16,22 @@
 int offline_store(struct loop *l, const struct jid *to, struct xml_node *st)
 {
 	const struct storage_driver *drv = l->srv->storage;
-	int n = drv->list_count(l->store, to->domain, to->local, STORE_OFFLINE);
+	const struct config_limits *lim = &l->srv->cfg->limits;
+	long long bytes;
+	int n = drv->list_size(l->store, to->domain, to->local, STORE_OFFLINE, &bytes);
 	if (n < 0)
 		return -1;
-	if (n >= l->srv->cfg->limits.max_offline_messages)
+	if (n >= lim->max_offline_messages)
 		return 1;
 	struct buf b;
 	buf_init(&b);
 	xml_serialize(st, NS_CLIENT, &b);
-	int rc = drv->list_push(l->store, to->domain, to->local, STORE_OFFLINE, b.data, b.len, NULL);
+	int rc = 1;
+	if ((unsigned long long)bytes + b.len <= lim->max_offline_size)
+		rc = drv->list_push(l->store, to->domain, to->local, STORE_OFFLINE, b.data, b.len,
+				    NULL) == 0 ? 0 : -1;
 	buf_free(&b);
-	return rc == 0 ? 0 : -1;
+	return rc;
 }
 
 /* The backlog goes out a page at a time, each page once the one before

@@ -13,8 +13,9 @@
 struct loop;
 
 /* Stores message st for the account to (bare or full JID). Returns 0 when
- * it is committed to the store, 1 when the account's quota is full, -1 on
- * a store error. */
+ * it is committed to the store, 1 when the account's quota is full
+ * (limits.max_offline_messages, or max_offline_size bytes with this one),
+ * -1 on a store error. */
 int offline_store(struct loop *l, const struct jid *to, struct xml_node *st);
 
 /* Sends the stored messages of owner (bare JID) to the session on loop l,

@@ -188,15 +188,31 @@ static int sub_in_get(struct loop *l, const char *owner, const char *contact)
 	return rc == 0;
 }
 
+/* Anyone, on any domain, may ask: the pending requests of one account are
+ * kept within the roster's limits (limits.max_roster_items, and
+ * max_roster_size of JIDs), and each is shown again at every login. A
+ * request past them is dropped, as a server may (RFC 6121 §3.1.3). */
 static void sub_in_set(struct loop *l, const char *owner, const char *contact, bool on)
 {
+	const struct config_limits *lim = &l->srv->cfg->limits;
+	const struct storage_driver *drv = l->srv->storage;
 	char local[JID_PART_MAX + 1];
 	const char *domain;
 	split(owner, local, sizeof local, &domain);
-	if (on)
-		l->srv->storage->map_put(l->store, domain, local, STORE_SUB_IN, contact, "", 0);
-	else
-		l->srv->storage->map_del(l->store, domain, local, STORE_SUB_IN, contact);
+	if (!on) {
+		drv->map_del(l->store, domain, local, STORE_SUB_IN, contact);
+		return;
+	}
+	long long bytes;
+	int n = drv->map_size(l->store, domain, local, STORE_SUB_IN, &bytes);
+	if (n < 0 || (!sub_in_get(l, owner, contact) &&
+		      (n >= lim->max_roster_items ||
+		       (unsigned long long)bytes + strlen(contact) > lim->max_roster_size))) {
+		log_warn("subscription request from %s to %s dropped: %d requests pending",
+			 contact, owner, n);
+		return;
+	}
+	drv->map_put(l->store, domain, local, STORE_SUB_IN, contact, "", 0);
 }
 
 /* Hands a subscription stanza from owner to contact's side. */
@@ -327,6 +343,20 @@ static void outbound_rules(struct loop *l, const char *owner, const char *contac
 		break;
 	}
 	}
+}
+
+/* Whether a subscription stanza from owner may go ahead: subscribe and
+ * subscribed (pre-approval) add an item for a contact not in the roster,
+ * which must fit limits.max_roster_items and max_roster_size like one the
+ * client sets. Returns false when the roster is full (or unreadable). */
+static bool outbound_room(struct loop *l, const char *owner, const char *contact,
+			  enum sub_type type, struct arena *a)
+{
+	if (type != SUBSCRIBE && type != SUBSCRIBED)
+		return true;
+	struct roster_item it;
+	roster_new_item(a, contact, &it);
+	return roster_room(l, owner, &it) == 1;
 }
 
 static void outbound_sub(struct loop *l, const char *owner, const char *contact,
@@ -567,7 +597,8 @@ static void initial_presence(struct loop *l, uint64_t session, const struct jid 
 	const char *domain;
 	split(owner, local, sizeof local, &domain);
 	struct pending_ctx pc = { l, owner, session };
-	l->srv->storage->map_list(l->store, domain, local, STORE_SUB_IN, send_pending, &pc);
+	l->srv->storage->map_list_max(l->store, domain, local, STORE_SUB_IN,
+				      l->srv->cfg->limits.max_roster_size, send_pending, &pc);
 	if (priority >= 0)
 		offline_deliver(l, owner, session);
 }
@@ -663,6 +694,10 @@ void presence_outbound(struct loop *l, struct xml_node *st, struct arena *a,
 	if (sub >= 0) {
 		if (to->local[0] == '\0' || strcmp(owner, contact) == 0)
 			return; /* no subscriptions to servers or to oneself */
+		if (!outbound_room(l, owner, contact, (enum sub_type)sub, a)) {
+			deliver_error(l, st, a, "wait", "resource-constraint");
+			return;
+		}
 		outbound_sub(l, owner, contact, (enum sub_type)sub, a);
 		return;
 	}

@@ -250,6 +250,16 @@ static void each_entry(void *arg, const char *key, const void *value, size_t len
 		c->fn(c->arg, &it);
 }
 
+/* What roster_each reads at most, in stored bytes. A roster within
+ * limits.max_roster_size is smaller stored than sent (each item as a
+ * compact string, roster_item_size), so this never cuts one short; it
+ * bounds the work on a roster filled before the limit existed. Twice the
+ * limit leaves room for items still stored as XML (item_decode_xml). */
+static size_t read_budget(struct loop *l)
+{
+	return 2 * l->srv->cfg->limits.max_roster_size;
+}
+
 int roster_each(struct loop *l, const char *owner, struct arena *a,
 		void (*fn)(void *arg, struct roster_item *it), void *arg)
 {
@@ -257,22 +267,123 @@ int roster_each(struct loop *l, const char *owner, struct arena *a,
 	if (split_bare(owner, local, domain) != 0)
 		return -1;
 	struct each_ctx c = { a, fn, arg };
-	return l->srv->storage->map_list(l->store, domain, local, STORE_ROSTER, each_entry, &c);
+	return l->srv->storage->map_list_max(l->store, domain, local, STORE_ROSTER,
+					     read_budget(l), each_entry, &c);
+}
+
+/* The bytes the item takes in a roster result. */
+static size_t item_bytes(const struct roster_item *it, struct arena *a, struct buf *b)
+{
+	b->len = 0;
+	xml_serialize(roster_item_node(a, it), NS_ROSTER, b);
+	return b->len;
+}
+
+size_t roster_item_size(const struct roster_item *it, struct arena *scratch, struct buf *b)
+{
+	/* The largest the subscription state can make it: what the user
+	 * stores is counted once, whatever the contact does later. */
+	struct roster_item worst = *it;
+	worst.sub = SUB_TO | SUB_FROM;
+	worst.ask = true;
+	worst.approved = true;
+	return item_bytes(&worst, scratch, b);
+}
+
+struct measure_ctx {
+	const char *skip;  /* the item being replaced */
+	struct arena *a;
+	struct buf b;
+	size_t total;      /* roster_item_size of the others */
+};
+
+static void measure_one(void *arg, const char *key, const void *value, size_t len)
+{
+	struct measure_ctx *m = arg;
+	struct roster_item it;
+	if (strcmp(key, m->skip) != 0 && item_decode(m->a, key, value, len, &it) == 0)
+		m->total += roster_item_size(&it, m->a, &m->b);
+}
+
+/* roster_room for an item of need bytes that is new (found false) or
+ * grows: counts and measures the rest of the roster. */
+static int room_for(struct loop *l, const char *domain, const char *local,
+		    struct measure_ctx *m, size_t need, bool found)
+{
+	const struct config_limits *lim = &l->srv->cfg->limits;
+	const struct storage_driver *drv = l->srv->storage;
+	long long stored;
+	int count = drv->map_size(l->store, domain, local, STORE_ROSTER, &stored);
+	if (count < 0)
+		return -1;
+	if (!found && count >= lim->max_roster_items)
+		return 0;
+	if ((unsigned long long)stored > read_budget(l))
+		return 0; /* filled before the limit: far over it */
+	if (drv->map_list_max(l->store, domain, local, STORE_ROSTER, read_budget(l), measure_one,
+			      m) < 0)
+		return -1;
+	return m->total + need <= lim->max_roster_size;
+}
+
+int roster_room(struct loop *l, const char *owner, const struct roster_item *it)
+{
+	char local[JID_PART_MAX + 1], domain[JID_PART_MAX + 1];
+	if (split_bare(owner, local, domain) != 0)
+		return -1;
+	struct arena a;
+	arena_init(&a);
+	struct measure_ctx m = { .skip = it->jid, .a = &a };
+	buf_init(&m.b);
+	struct roster_item old;
+	int found = roster_load(l, owner, it->jid, &a, &old);
+	size_t need = roster_item_size(it, &a, &m.b);
+	int rc;
+	if (found < 0)
+		rc = -1;
+	else if (found == 1 && need <= roster_item_size(&old, &a, &m.b))
+		rc = 1; /* not larger: allowed, so that a roster over the limit can be tidied */
+	else
+		rc = room_for(l, domain, local, &m, need, found == 1);
+	buf_free(&m.b);
+	arena_reset(&a);
+	return rc;
 }
 
 /* --- the iq handler --- */
 
+struct result_ctx {
+	struct iq_ctx *c;
+	struct xml_node *q;
+	struct buf b;      /* scratch, to measure each item */
+	size_t total;      /* bytes of the items added */
+	int left_out;      /* items past limits.max_roster_size */
+};
+
+/* Items are added in key order until the result would pass
+ * limits.max_roster_size; only a roster filled before that limit existed
+ * gets there, and it is answered short rather than built whole. */
 static void add_to_result(void *arg, struct roster_item *it)
 {
-	struct iq_ctx *c = ((void **)arg)[0];
-	struct xml_node *q = ((void **)arg)[1];
-	struct xml_node *item = roster_item_node(c->a, it);
-	item->parent = q;
-	if (q->last)
-		q->last->next = item;
+	struct result_ctx *r = arg;
+	if (r->left_out > 0) {
+		r->left_out++;
+		return;
+	}
+	struct xml_node *item = roster_item_node(r->c->a, it);
+	r->b.len = 0;
+	xml_serialize(item, NS_ROSTER, &r->b);
+	if (r->total + r->b.len > r->c->loop->srv->cfg->limits.max_roster_size) {
+		r->left_out = 1;
+		return;
+	}
+	r->total += r->b.len;
+	item->parent = r->q;
+	if (r->q->last)
+		r->q->last->next = item;
 	else
-		q->children = item;
-	q->last = item;
+		r->q->children = item;
+	r->q->last = item;
 }
 
 static enum status roster_get(struct iq_ctx *c)
@@ -295,30 +406,23 @@ static enum status roster_get(struct iq_ctx *c)
 	}
 	struct xml_node *q = xml_new(c->a, NS_ROSTER, "query");
 	xml_set_attr(c->a, q, "ver", v);
-	void *args[2] = { c, q };
-	if (roster_each(c->loop, owner, c->a, add_to_result, args) < 0) {
+	struct result_ctx r = { .c = c, .q = q };
+	buf_init(&r.b);
+	int n = roster_each(c->loop, owner, c->a, add_to_result, &r);
+	buf_free(&r.b);
+	if (n < 0) {
 		module_error(c, "wait", "internal-server-error");
 		return OK;
 	}
+	long long stored;
+	int all = c->loop->srv->storage->map_size(c->loop->store, c->from->domain,
+						  c->from->local, STORE_ROSTER, &stored);
+	if (r.left_out > 0 || all > n)
+		log_warn("roster of %s is over limits.max_roster_size: %d of its %d items "
+			 "sent; it takes no new items until it is smaller",
+			 owner, n - r.left_out, all);
 	module_reply(c, q);
 	return OK;
-}
-
-static void count_one(void *arg, const char *key, const void *value, size_t len)
-{
-	(void)key, (void)value, (void)len;
-	(*(int *)arg)++;
-}
-
-static int count_items(struct loop *l, const char *owner)
-{
-	char local[JID_PART_MAX + 1], domain[JID_PART_MAX + 1];
-	int n = 0;
-	if (split_bare(owner, local, domain) != 0)
-		return -1;
-	if (l->srv->storage->map_list(l->store, domain, local, STORE_ROSTER, count_one, &n) < 0)
-		return -1;
-	return n;
 }
 
 /* Whether a and b have the same name and the same set of groups. */
@@ -397,16 +501,18 @@ static enum status roster_set(struct iq_ctx *c)
 		presence_roster_removed(c->loop, c->from, &it, c->a);
 		return OK;
 	}
-	if (found == 0) {
-		int n = count_items(c->loop, owner);
-		if (n >= c->loop->srv->cfg->limits.max_roster_items) {
-			module_error(c, "wait", "resource-constraint");
-			return OK;
-		}
+	if (found == 0)
 		roster_new_item(c->a, cbare, &it);
-	}
-	/* The client sets name and groups; subscription state is ours. */
+	/* The client sets name and groups; subscription state is ours.
+	 * RFC 6121 §2.3.3: a name or group over the server's limits is
+	 * not-acceptable; so are more groups than it keeps on one item. */
+	const struct config_limits *lim = &c->loop->srv->cfg->limits;
 	const char *name = xml_attr(req, "name");
+	if ((name != NULL && strlen(name) > lim->max_roster_name_size) ||
+	    xml_element_count(req) > lim->max_roster_groups) {
+		module_error(c, "modify", "not-acceptable");
+		return OK;
+	}
 	it.name = name != NULL && name[0] != '\0' ? name : NULL;
 	it.n_groups = 0;
 	it.groups = arena_alloc(c->a, (size_t)(xml_element_count(req) + 1) * sizeof *it.groups);
@@ -429,6 +535,13 @@ static enum status roster_set(struct iq_ctx *c)
 			}
 		}
 		it.groups[it.n_groups++] = gname;
+	}
+	/* Measured before the lock: the size does not depend on the
+	 * subscription state (roster_item_size). */
+	int room = roster_room(c->loop, owner, &it);
+	if (room <= 0) {
+		module_error(c, "wait", room < 0 ? "internal-server-error" : "resource-constraint");
+		return OK;
 	}
 	/* The subscription state may have changed since it was read (another
 	 * loop handling the contact's answer): take it fresh, under the lock. */

@@ -7,6 +7,7 @@
 #include <stdbool.h>
 
 #include "core/arena.h"
+#include "core/buf.h"
 #include "xml/xml.h"
 
 #define NS_ROSTER "jabber:iq:roster"
@@ -59,7 +60,22 @@ int roster_save(struct loop *l, const char *owner, struct roster_item *it, struc
 /* Removes the item, bumps the version, pushes subscription='remove'. */
 int roster_remove(struct loop *l, const char *owner, const char *contact, struct arena *a);
 
-/* Calls fn for every item of owner's roster. Returns the count or -1. */
+/* The bytes it takes in a roster result at its largest subscription state
+ * (both, ask, approved), which is what limits.max_roster_size counts.
+ * scratch and b are the caller's, for the serialisation. */
+size_t roster_item_size(const struct roster_item *it, struct arena *scratch, struct buf *b);
+
+/* Whether owner's roster may take it (replacing owner's item for it->jid,
+ * if any) within limits.max_roster_items and max_roster_size. A change
+ * that does not make an existing item larger always may. Reads the whole
+ * roster, as far as that limit, without the lock: call it before
+ * roster_lock (the limits may be passed by the few changes that race with
+ * it, never by much). Returns 1 yes, 0 no, -1 store error. */
+int roster_room(struct loop *l, const char *owner, const struct roster_item *it);
+
+/* Calls fn for every item of owner's roster, in key order, as far as
+ * twice limits.max_roster_size of stored bytes (a roster filled before
+ * the limit is read only that far). Returns the count or -1. */
 int roster_each(struct loop *l, const char *owner, struct arena *a,
 		void (*fn)(void *arg, struct roster_item *it), void *arg);
 

@@ -67,6 +67,19 @@ struct storage_driver {
 			const char *store,
 			void (*fn)(void *arg, const char *key, const void *value, size_t len),
 			void *arg);
+	/* As map_list, but stops before the first entry that would bring the
+	 * bytes listed (keys and values) over max_bytes, so that a store
+	 * filled past its limit costs no more than the limit to read. Returns
+	 * the number of entries listed, or -1. */
+	int (*map_list_max)(struct storage *st, const char *domain, const char *local,
+			    const char *store, size_t max_bytes,
+			    void (*fn)(void *arg, const char *key, const void *value,
+				       size_t len),
+			    void *arg);
+	/* The bytes of the store's keys and values together in *bytes, without
+	 * reading the values. Returns the number of entries, or -1. */
+	int (*map_size)(struct storage *st, const char *domain, const char *local,
+			const char *store, long long *bytes);
 
 	/* List stores: per account and store name, an ordered queue (offline
 	 * messages). Each item gets an increasing id and the time it was
@@ -95,6 +108,10 @@ struct storage_driver {
 	/* Returns the number of items, or -1. */
 	int (*list_count)(struct storage *st, const char *domain, const char *local,
 			  const char *store);
+	/* The bytes of the items' values together in *bytes, without reading
+	 * them. Returns the number of items, or -1. */
+	int (*list_size)(struct storage *st, const char *domain, const char *local,
+			 const char *store, long long *bytes);
 
 	/* Groups the writes between begin and end into one transaction
 	 * (committed by end with commit 1, undone with 0), for batches; other

@@ -17,6 +17,7 @@
 #include <limits.h>
 #include <sqlite3.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -91,11 +92,13 @@ struct storage {
 	sqlite3_stmt *map_del_store;    /* map_del with key NULL */
 	sqlite3_stmt *map_del_user;     /* user_del's part */
 	sqlite3_stmt *map_list;
+	sqlite3_stmt *map_size;
 	sqlite3_stmt *list_push;
 	sqlite3_stmt *list_fetch;
 	sqlite3_stmt *list_page;
 	sqlite3_stmt *list_trim;
 	sqlite3_stmt *list_count;
+	sqlite3_stmt *list_size;
 	sqlite3_stmt *list_del_user;    /* user_del's part */
 };
 
@@ -144,6 +147,17 @@ static const char storage_sqlite_sql_map_list[] =
 	"SELECT key, value FROM map WHERE domain = ?1 AND local = ?2 AND store = ?3"
 	" ORDER BY key";
 
+/* length() of a blob reads only its header, not its overflow pages: a
+ * store of hundreds of megabytes is measured without being read. Keys are
+ * text, whose length() counts characters: cast, to count bytes. */
+static const char storage_sqlite_sql_map_size[] =
+	"SELECT count(*), coalesce(sum(length(CAST(key AS BLOB)) + length(value)), 0)"
+	" FROM map WHERE domain = ?1 AND local = ?2 AND store = ?3";
+
+static const char storage_sqlite_sql_list_size[] =
+	"SELECT count(*), coalesce(sum(length(value)), 0)"
+	" FROM list WHERE domain = ?1 AND local = ?2 AND store = ?3";
+
 static const char storage_sqlite_sql_list_push[] =
 	"INSERT INTO list (domain, local, store, stamp, value) VALUES (?1, ?2, ?3, ?4, ?5)";
 
@@ -186,11 +200,13 @@ static const struct {
 	STORAGE_SQLITE_STMT(map_del_store, storage_sqlite_sql_map_del_store),
 	STORAGE_SQLITE_STMT(map_del_user, storage_sqlite_sql_map_del_user),
 	STORAGE_SQLITE_STMT(map_list, storage_sqlite_sql_map_list),
+	STORAGE_SQLITE_STMT(map_size, storage_sqlite_sql_map_size),
 	STORAGE_SQLITE_STMT(list_push, storage_sqlite_sql_list_push),
 	STORAGE_SQLITE_STMT(list_fetch, storage_sqlite_sql_list_fetch),
 	STORAGE_SQLITE_STMT(list_page, storage_sqlite_sql_list_page),
 	STORAGE_SQLITE_STMT(list_trim, storage_sqlite_sql_list_trim),
 	STORAGE_SQLITE_STMT(list_count, storage_sqlite_sql_list_count),
+	STORAGE_SQLITE_STMT(list_size, storage_sqlite_sql_list_size),
 	STORAGE_SQLITE_STMT(list_del_user, storage_sqlite_sql_list_del_user),
 };
 
@@ -672,16 +688,18 @@ static int storage_sqlite_map_del(struct storage *st, const char *domain, const 
 }
 
 /* fn runs while the statement is open: it must not write to this handle,
- * nor list the same kind of store again (the statement is shared). */
-static int storage_sqlite_map_list(struct storage *st, const char *domain, const char *local,
-				   const char *store,
-				   void (*fn)(void *arg, const char *key, const void *value,
-					      size_t len),
-				   void *arg)
+ * nor list the same kind of store again (the statement is shared). Stops
+ * before the entry that would bring the bytes listed over max_bytes; the
+ * rows after it are never read. */
+static int storage_sqlite_map_list_max(struct storage *st, const char *domain,
+				       const char *local, const char *store, size_t max_bytes,
+				       void (*fn)(void *arg, const char *key, const void *value,
+						  size_t len),
+				       void *arg)
 {
 	sqlite3_stmt *stmt = st->map_list;
 	const void *value;
-	size_t len;
+	size_t len, total = 0;
 	int n = 0, rc;
 
 	if (storage_sqlite_bind_store(stmt, domain, local, store) < 0) {
@@ -692,6 +710,11 @@ static int storage_sqlite_map_list(struct storage *st, const char *domain, const
 		const char *key = (const char *)sqlite3_column_text(stmt, 0);
 		if (!key || storage_sqlite_column_blob(stmt, 1, &value, &len) < 0)
 			break;
+		total += (size_t)sqlite3_column_bytes(stmt, 0) + len;
+		if (total > max_bytes) {
+			rc = SQLITE_DONE;
+			break;
+		}
 		fn(arg, key, value, len);
 		n++;
 	}
@@ -699,6 +722,48 @@ static int storage_sqlite_map_list(struct storage *st, const char *domain, const
 		n = storage_sqlite_fail(st, "map_list");
 	storage_sqlite_done(stmt);
 	return n;
+}
+
+static int storage_sqlite_map_list(struct storage *st, const char *domain, const char *local,
+				   const char *store,
+				   void (*fn)(void *arg, const char *key, const void *value,
+					      size_t len),
+				   void *arg)
+{
+	return storage_sqlite_map_list_max(st, domain, local, store, SIZE_MAX, fn, arg);
+}
+
+/* The count and byte sum of statement stmt (map_size, list_size), bound to
+ * one store. Returns the count, or -1. */
+static int storage_sqlite_measure(struct storage *st, sqlite3_stmt *stmt, const char *what,
+				  const char *domain, const char *local, const char *store,
+				  long long *bytes)
+{
+	int ret = -1;
+
+	if (storage_sqlite_bind_store(stmt, domain, local, store) < 0 ||
+	    sqlite3_step(stmt) != SQLITE_ROW) {
+		storage_sqlite_fail(st, what);
+	} else {
+		sqlite3_int64 count = sqlite3_column_int64(stmt, 0);
+		*bytes = (long long)sqlite3_column_int64(stmt, 1);
+		ret = count > INT_MAX ? INT_MAX : (int)count;
+	}
+	storage_sqlite_done(stmt);
+	return ret;
+}
+
+static int storage_sqlite_map_size(struct storage *st, const char *domain, const char *local,
+				   const char *store, long long *bytes)
+{
+	return storage_sqlite_measure(st, st->map_size, "map_size", domain, local, store, bytes);
+}
+
+static int storage_sqlite_list_size(struct storage *st, const char *domain, const char *local,
+				    const char *store, long long *bytes)
+{
+	return storage_sqlite_measure(st, st->list_size, "list_size", domain, local, store,
+				      bytes);
 }
 
 static int storage_sqlite_list_push(struct storage *st, const char *domain, const char *local,
@@ -839,11 +904,14 @@ const struct storage_driver storage_sqlite_driver = {
 	.map_put = storage_sqlite_map_put,
 	.map_del = storage_sqlite_map_del,
 	.map_list = storage_sqlite_map_list,
+	.map_list_max = storage_sqlite_map_list_max,
+	.map_size = storage_sqlite_map_size,
 	.list_push = storage_sqlite_list_push,
 	.list_fetch = storage_sqlite_list_fetch,
 	.list_page = storage_sqlite_list_page,
 	.list_trim = storage_sqlite_list_trim,
 	.list_count = storage_sqlite_list_count,
+	.list_size = storage_sqlite_list_size,
 	.begin = storage_sqlite_begin,
 	.end = storage_sqlite_end,
 };

@@ -371,6 +371,41 @@ static void test_map_list_sorted(void **state)
 	assert_string_equal(none.text, "");
 }
 
+/* map_size counts keys and values in bytes (a key's UTF-8, not its
+ * characters); map_list_max stops before the entry that passes its budget
+ * and lists nothing of what follows. */
+static void test_map_size_and_list_max(void **state)
+{
+	struct fixture *f = *state;
+	struct listing l = { "" };
+	long long bytes = -1;
+	assert_int_equal(f->drv->map_size(f->st, "localhost", "alice", "roster", &bytes), 0);
+	assert_int_equal(bytes, 0);
+	assert_int_equal(map_put_str(f, "alice", "roster", "a", "12345"), 0);       /* 6 */
+	assert_int_equal(map_put_str(f, "alice", "roster", "b\xc3\xa9", "1234"), 0); /* 7 */
+	assert_int_equal(map_put_str(f, "alice", "roster", "c", "1"), 0);           /* 2 */
+	assert_int_equal(map_put_str(f, "alice", "other", "d", "123456789"), 0);
+	assert_int_equal(map_put_str(f, "bob", "roster", "e", "123456789"), 0);
+	assert_int_equal(f->drv->map_size(f->st, "localhost", "alice", "roster", &bytes), 3);
+	assert_int_equal(bytes, 15);
+	assert_int_equal(f->drv->map_list_max(f->st, "localhost", "alice", "roster", 12,
+					      collect_entry, &l), 1);
+	assert_string_equal(l.text, "a=12345;");
+	l.text[0] = '\0';
+	assert_int_equal(f->drv->map_list_max(f->st, "localhost", "alice", "roster", 13,
+					      collect_entry, &l), 2);
+	l.text[0] = '\0';
+	assert_int_equal(f->drv->map_list_max(f->st, "localhost", "alice", "roster", 5,
+					      collect_entry, &l), 0);
+	assert_string_equal(l.text, "");
+	assert_int_equal(f->drv->map_list_max(f->st, "localhost", "alice", "roster", 15,
+					      collect_entry, &l), 3);
+	/* The statement is left reusable after a stop. */
+	l.text[0] = '\0';
+	assert_int_equal(f->drv->map_list(f->st, "localhost", "alice", "roster", collect_entry, &l),
+			 3);
+}
+
 static void test_map_isolated(void **state)
 {
 	struct fixture *f = *state;
@@ -571,6 +606,21 @@ static void test_list_count_isolated(void **state)
 	assert_int_equal(f->drv->list_fetch(f->st, "localhost", "carol", "offline", collect_item,
 					    &it), 0);
 	assert_int_equal(it.n, 0);
+}
+
+static void test_list_size(void **state)
+{
+	struct fixture *f = *state;
+	long long bytes = -1;
+	assert_int_equal(f->drv->list_size(f->st, "localhost", "alice", "offline", &bytes), 0);
+	assert_int_equal(bytes, 0);
+	push_str(f, "alice", "offline", "12345", NULL);
+	push_str(f, "alice", "offline", "", NULL);
+	push_str(f, "alice", "offline", "123", NULL);
+	push_str(f, "alice", "archive", "123456789", NULL);
+	push_str(f, "bob", "offline", "123456789", NULL);
+	assert_int_equal(f->drv->list_size(f->st, "localhost", "alice", "offline", &bytes), 3);
+	assert_int_equal(bytes, 8);
 }
 
 static void test_list_binary_and_empty(void **state)
@@ -878,12 +928,14 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_map_del_one, setup_sqlite, teardown),
 		cmocka_unit_test_setup_teardown(test_map_del_store, setup_sqlite, teardown),
 		cmocka_unit_test_setup_teardown(test_map_list_sorted, setup_sqlite, teardown),
+		cmocka_unit_test_setup_teardown(test_map_size_and_list_max, setup_sqlite, teardown),
 		cmocka_unit_test_setup_teardown(test_map_isolated, setup_sqlite, teardown),
 		cmocka_unit_test_setup_teardown(test_map_binary_and_empty, setup_sqlite, teardown),
 		cmocka_unit_test_setup_teardown(test_list_push_fetch, setup_sqlite, teardown),
 		cmocka_unit_test_setup_teardown(test_list_page, setup_sqlite, teardown),
 		cmocka_unit_test_setup_teardown(test_list_trim, setup_sqlite, teardown),
 		cmocka_unit_test_setup_teardown(test_list_count_isolated, setup_sqlite, teardown),
+		cmocka_unit_test_setup_teardown(test_list_size, setup_sqlite, teardown),
 		cmocka_unit_test_setup_teardown(test_list_binary_and_empty, setup_sqlite, teardown),
 		cmocka_unit_test_setup_teardown(test_user_del_removes_stores, setup_sqlite, teardown),
 		cmocka_unit_test_setup_teardown(test_two_handles_stores, setup_sqlite, teardown),
