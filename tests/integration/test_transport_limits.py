@@ -262,3 +262,35 @@ async def test_vcard_amplification_is_bounded(natter_factory, net):
         close_all(socks)
     wait_until("RSS back near %d KiB (now %d)" % (base, rss_kib(server)),
                lambda: rss_kib(server) - base < 16 * 1024, SLACK)
+
+
+async def test_total_queued_output_is_bounded(natter_factory, net):
+    """With the per-peer cap out of the way (16 MiB), limits.max_queued_total
+    still bounds all peers together: past a loop's share, a peer holding
+    more than 64 KiB is cut at its next write, while the server goes on
+    serving a client that reads."""
+    server = natter_factory(limits={"max_queued_output": 16 << 20,
+                                    "max_queued_total": 4 << 20})
+    server.add_user("owner@localhost", "owner-secret")
+    owner = await net.raw_login(server, "owner@localhost", "owner-secret")
+    reply = await owner.iq_roundtrip(
+        "set", "<vCard xmlns='vcard-temp'><DESC>%s</DESC></vCard>"
+        % ("p" * 48000), type_="set")
+    assert reply.get("type") == "result", owner.describe()
+    socks = []
+    try:
+        for i in range(10):
+            jid = "reader%d@localhost" % i
+            server.add_user(jid, "pw")
+            s = blocking_login(server, jid, "pw")
+            socks.append(s)
+            try:
+                s.sendall(("<iq type='get' id='v' to='owner@localhost'>"
+                           "<vCard xmlns='vcard-temp'/></iq>").encode() * 200)
+            except (ConnectionError, ssl.SSLError, OSError):
+                pass
+        await owner.ping_server("after")
+        cut = server.log.count("peer does not read")
+        assert cut >= 1, "nobody was cut:\n%s" % server.log[-3000:]
+    finally:
+        close_all(socks)
