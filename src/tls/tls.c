@@ -524,13 +524,15 @@ int tls_cb_exporter(SSL *ssl, char *out, size_t cap)
 	return base64(km, sizeof km, out, cap);
 }
 
+bool tls_cb_unique_defined(SSL *ssl) { return SSL_version(ssl) < TLS1_3_VERSION; }
+
 int tls_cb_unique(SSL *ssl, char *out, size_t cap)
 {
-	if (SSL_version(ssl) >= TLS1_3_VERSION)
-		return -1;
 	unsigned char fin[EVP_MAX_MD_SIZE];
 	/* tls-unique is the first Finished message of the handshake: the
-	 * client's in a full handshake, ours in a resumed one (RFC 5929). */
+	 * client's in a full handshake, ours in a resumed one (RFC 5929).
+	 * On TLS 1.3 the same rule picks the client's Finished, as CPython
+	 * and other OpenSSL-based clients do. */
 	size_t n = SSL_session_reused(ssl) ? SSL_get_finished(ssl, fin, sizeof fin)
 					   : SSL_get_peer_finished(ssl, fin, sizeof fin);
 	if (n == 0)
