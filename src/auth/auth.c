@@ -58,25 +58,101 @@ void auth_write_cb_types(struct buf *out, SSL *ssl)
 	buf_puts(out, "<sasl-channel-binding xmlns='urn:xmpp:sasl-cb:0'>");
 	if (tls_cb_exporter(ssl, tmp, sizeof tmp) == 0)
 		buf_puts(out, "<channel-binding type='tls-exporter'/>");
-	if (tls_cb_unique(ssl, tmp, sizeof tmp) == 0)
+	/* tls-unique is accepted on TLS 1.3 too, but offered only where it
+	 * is defined, so that XEP-0440 clients pick tls-exporter there. */
+	if (tls_cb_unique_defined(ssl) && tls_cb_unique(ssl, tmp, sizeof tmp) == 0)
 		buf_puts(out, "<channel-binding type='tls-unique'/>");
 	buf_puts(out, "</sasl-channel-binding>");
 }
 
-/* Fetches the account's secrets once per exchange. Returns 0, or -1 when
- * the account does not exist or the store failed (as->store_error). */
+/* name byte for byte, with control characters, quotes, backslashes and
+ * bytes over 0x7e as \xNN, cut to fit out: safe in a log line. */
+static void escape_for_log(const char *name, size_t n, char *out, size_t cap)
+{
+	size_t o = 0;
+	for (size_t i = 0; i < n && o + 5 < cap; i++) {
+		unsigned char c = (unsigned char)name[i];
+		if (c < 0x20 || c > 0x7e || c == '\'' || c == '\\')
+			o += (size_t)snprintf(out + o, cap - o, "\\x%02x", c);
+		else
+			out[o++] = (char)c;
+	}
+	out[o] = '\0';
+}
+
+/* A user name as the log shows it: normalised when it is a valid
+ * username, else escaped. */
+static void name_for_log(const char *name, size_t n, char *out, size_t cap)
+{
+	if (jid_prep_local(name, n, out, cap) < 0)
+		escape_for_log(name, n, out, cap);
+}
+
+/* The parts of a SCRAM client-first message (RFC 5802 §7) that the log
+ * needs, read before GNU SASL does, which may refuse the message before
+ * it tells whose it was: the channel-binding flag and type (empty for "n"
+ * and "y") and the user name, as name_for_log shows it. */
+static void read_client_first(struct auth_session *as, const char *b64, char *cbflag,
+			      char *cbname, size_t cbcap)
+{
+	char *msg = NULL;
+	size_t len = 0;
+	*cbflag = '\0';
+	cbname[0] = '\0';
+	if (gsasl_base64_from(b64, strlen(b64), &msg, &len) != GSASL_OK || msg == NULL)
+		return;
+	const char *end = msg + len;
+	const char *c1 = memchr(msg, ',', len);
+	const char *c2 = c1 ? memchr(c1 + 1, ',', (size_t)(end - c1 - 1)) : NULL;
+	if (c1 != NULL) {
+		*cbflag = msg[0];
+		if (msg[0] == 'p' && c1 - msg > 2 && msg[1] == '=')
+			escape_for_log(msg + 2, (size_t)(c1 - msg - 2), cbname, cbcap);
+	}
+	if (c2 != NULL && end - c2 > 3 && c2[1] == 'n' && c2[2] == '=') {
+		/* saslname: "=2C" is ',' and "=3D" is '=' */
+		const char *p = c2 + 3;
+		const char *stop = memchr(p, ',', (size_t)(end - p));
+		if (stop == NULL)
+			stop = end;
+		char user[1024];
+		size_t u = 0;
+		while (p < stop && u + 1 < sizeof user) {
+			if (*p == '=' && stop - p >= 3 && (memcmp(p, "=2C", 3) == 0 ||
+							   memcmp(p, "=3D", 3) == 0)) {
+				user[u++] = p[1] == '2' ? ',' : '=';
+				p += 3;
+			} else {
+				user[u++] = *p++;
+			}
+		}
+		name_for_log(user, u, as->claimed, sizeof as->claimed);
+	}
+	gsasl_free(msg);
+}
+
+/* Fetches the account's secrets, reading the store once per exchange.
+ * Returns 0, or -1 when the account does not exist or the store failed
+ * (as->store_error). */
 static int load_credentials(struct auth_session *as, Gsasl_session *gs,
 			    struct user_credentials *cred)
 {
 	const char *authid = gsasl_property_fast(gs, GSASL_AUTHID);
-	if (authid == NULL)
+	if (authid == NULL || as->scram_looked_up)
+		return -1; /* what a first look-up found sets every property */
+	as->scram_looked_up = true;
+	if (jid_prep_local(authid, strlen(authid), as->authid, sizeof as->authid) < 0) {
+		log_debug("SASL %s for '%s': not a valid username", as->mech, as->claimed);
 		return -1;
-	if (jid_prep_local(authid, strlen(authid), as->authid, sizeof as->authid) < 0)
-		return -1;
+	}
 	const struct storage_driver *drv = as->loop->srv->storage;
 	int rc = drv->user_get(as->loop->store, as->domain, as->authid, cred);
 	if (rc < 0)
 		as->store_error = true;
+	log_debug("SASL %s for '%s': %s", as->mech, as->authid,
+		  rc == 0  ? "the account's salt and keys are read from the store"
+		  : rc > 0 ? "no such account"
+			   : "the account store failed");
 	return rc == 0 ? 0 : -1;
 }
 
@@ -121,6 +197,7 @@ static int validate_gssapi(struct auth_session *as, Gsasl_session *gs)
 	if (display == NULL)
 		return GSASL_AUTHENTICATION_ERROR;
 	snprintf(as->principal, sizeof as->principal, "%s", display);
+	log_debug("SASL GSSAPI: the KDC vouches for principal '%s'", display);
 	const char *at = strrchr(display, '@');
 	if (at == NULL || at == display) {
 		log_info("GSSAPI: principal '%s' refused: it has no realm", display);
@@ -163,7 +240,6 @@ static int on_property(Gsasl *ctx, Gsasl_session *gs, Gsasl_property prop)
 	struct auth_session *as = gsasl_session_hook_get(gs);
 	struct user_credentials cred;
 	const struct scram_secret *sec;
-	log_debug("SASL %s asks for property %d", as->mech, (int)prop);
 	switch (prop) {
 	case GSASL_SCRAM_ITER:
 	case GSASL_SCRAM_SALT:
@@ -194,8 +270,12 @@ static int on_property(Gsasl *ctx, Gsasl_session *gs, Gsasl_property prop)
 			 * internal store (auth_check_internal). */
 			const char *authid = gsasl_property_fast(gs, GSASL_AUTHID);
 			if (authid == NULL || password == NULL ||
-			    jid_prep_local(authid, strlen(authid), as->authid, sizeof as->authid) < 0)
+			    jid_prep_local(authid, strlen(authid), as->authid, sizeof as->authid) < 0) {
+				log_debug("SASL %s: the user name is not a valid username", as->mech);
 				return GSASL_AUTHENTICATION_ERROR;
+			}
+			log_debug("SASL %s for '%s': the %s checks the password", as->mech,
+				  as->authid, as->directory ? "directory" : "account store");
 			free(as->password);
 			as->password = strdup(password);
 			if (as->password == NULL)
@@ -235,47 +315,75 @@ static bool mech_offered(const char *mech, SSL *ssl, bool allow_plain,
 	return false;
 }
 
-/* A client that supports channel binding but saw no -PLUS offer says so
- * with gs2 flag 'y'; since we do offer -PLUS, that means someone stripped
- * it from our features (RFC 5802 §6): refuse. Only where we offer
- * tls-unique too (TLS 1.2): every channel-binding client knows that type.
- * On TLS 1.3 we offer only tls-exporter (RFC 9266), and a client that
- * knows only tls-unique rightly says 'y' (XEP-0440 §5). */
-static bool downgrade_detected(SSL *ssl, const char *mech, const char *initial)
-{
-	char tmp[128];
-	if (mech_is_plus(mech) || strncmp(mech, "SCRAM-", 6) != 0 ||
-	    tls_cb_unique(ssl, tmp, sizeof tmp) != 0)
-		return false;
-	unsigned char first[4] = { 0 };
-	char head[8] = { 0 };
-	snprintf(head, sizeof head, "%.4s", initial);
-	if (strlen(head) < 4)
-		return false;
-	if (EVP_DecodeBlock(first, (const unsigned char *)head, 4) < 1)
-		return false;
-	return first[0] == 'y';
-}
-
-/* An authzid naming the same account (as its bare JID, or as the bare
- * username some clients send) is no request for another identity. */
+/* An authzid naming the same account is no request for another identity:
+ * the user name the client authenticated with (GNU SASL's PLAIN puts it
+ * there, as typed, when the client sent no authzid), or the bare username
+ * or bare JID some clients send, compared once normalised (RFC 7622): so
+ * 'Mallory' and 'Mallory@LOCALHOST' are mallory@localhost. */
 static enum auth_result check_authzid(struct auth_session *as)
 {
 	const char *authzid = gsasl_property_fast(as->gs, GSASL_AUTHZID);
-	if (authzid != NULL && authzid[0] != '\0' && strcmp(authzid, as->authid) != 0) {
+	if (authzid == NULL || authzid[0] == '\0')
+		return AUTH_SUCCESS;
+	size_t n = strlen(authzid);
+	/* The very user name the client authenticated with (the directory
+	 * may have mapped it to another localpart); GSSAPI has none. */
+	const char *authcid = gsasl_property_fast(as->gs, GSASL_AUTHID);
+	bool same = authcid != NULL && strcmp(as->mech, "GSSAPI") != 0 &&
+		    strcmp(authzid, authcid) == 0;
+	if (!same && memchr(authzid, '@', n) == NULL && memchr(authzid, '/', n) == NULL) {
+		char local[sizeof as->authid];
+		same = jid_prep_local(authzid, n, local, sizeof local) >= 0 &&
+		       strcmp(local, as->authid) == 0;
+	} else if (!same) {
 		struct jid want;
-		if (jid_parse(&want, authzid, strlen(authzid)) != 0 || want.resource[0] ||
-		    strcmp(want.local, as->authid) != 0 || strcmp(want.domain, as->domain) != 0) {
-			log_info("SASL %s: authzid '%s' is not the account of '%s'", as->mech, authzid,
-				 as->authid);
-			return AUTH_BAD_AUTHZID;
-		}
+		same = jid_parse(&want, authzid, n) == 0 && want.resource[0] == '\0' &&
+		       strcmp(want.local, as->authid) == 0 && strcmp(want.domain, as->domain) == 0;
+	}
+	if (!same) {
+		char shown[256];
+		escape_for_log(authzid, n, shown, sizeof shown);
+		log_info("SASL %s: authzid '%s' is not the account %s@%s", as->mech, shown,
+			 as->authid, as->domain);
+		return AUTH_BAD_AUTHZID;
 	}
 	return AUTH_SUCCESS;
 }
 
+/* Debug: which channel binding a SCRAM client chose, in words. */
+static void log_binding(const struct auth_session *as, char flag, const char *cbname)
+{
+	if (flag == 'p')
+		log_debug("SASL %s for '%s': channel binding %s", as->mech, as->claimed, cbname);
+	else if (flag == 'y')
+		log_debug("SASL %s for '%s': no channel binding; the client could bind but "
+			  "saw no -PLUS mechanism", as->mech, as->claimed);
+	else if (flag == 'n')
+		log_debug("SASL %s for '%s': no channel binding", as->mech, as->claimed);
+}
+
 static enum auth_result step(struct auth_session *as, const char *input, struct buf *out)
 {
+	if (!as->first_seen && strncmp(as->mech, "SCRAM-", 6) == 0 && input[0] != '\0') {
+		char flag, cbname[64];
+		as->first_seen = true;
+		read_client_first(as, input, &flag, cbname, sizeof cbname);
+		log_binding(as, flag, cbname);
+		/* A client that supports channel binding but saw no -PLUS
+		 * offer says so with gs2 flag 'y'; since we do offer -PLUS,
+		 * someone stripped it from our features (RFC 5802 §6):
+		 * refuse. Only where we offer tls-unique too (TLS 1.2): every
+		 * channel-binding client knows that type. On TLS 1.3 we offer
+		 * only tls-exporter (RFC 9266), and a client that reads
+		 * XEP-0440 and knows only tls-unique rightly says 'y'. */
+		if (flag == 'y' && as->refuse_y) {
+			snprintf(as->authid, sizeof as->authid, "%s", as->claimed);
+			log_info("SASL %s for '%s': refused: the client says it saw no -PLUS "
+				 "mechanism, but they were offered (a downgrade?)",
+				 as->mech, as->claimed);
+			return AUTH_FAILURE;
+		}
+	}
 	char *output = NULL;
 	int rc = gsasl_step64(as->gs, input, &output);
 	if (output != NULL) {
@@ -287,7 +395,15 @@ static enum auth_result step(struct auth_session *as, const char *input, struct 
 	if (rc == GSASL_OK && as->wait)
 		return AUTH_PENDING;
 	if (rc != GSASL_OK) {
-		log_debug("SASL %s for '%s': %s", as->mech, as->authid, gsasl_strerror(rc));
+		/* Refused before the account was read: the log names the user
+		 * the client gave. */
+		const char *given = gsasl_property_fast(as->gs, GSASL_AUTHID);
+		if (as->authid[0] == '\0' && as->claimed[0] != '\0')
+			snprintf(as->authid, sizeof as->authid, "%s", as->claimed);
+		else if (as->authid[0] == '\0' && given != NULL)
+			name_for_log(given, strlen(given), as->authid, sizeof as->authid);
+		log_debug("SASL %s for '%s': refused (GNU SASL: %s)", as->mech, as->authid,
+			  gsasl_strerror(rc));
 		if (as->store_error)
 			return AUTH_TEMPORARY;
 		if (rc == GSASL_MECHANISM_PARSE_ERROR || rc == GSASL_BASE64_ERROR)
@@ -408,13 +524,17 @@ enum auth_result auth_start(struct auth_session *as, Gsasl *ctx, SSL *ssl, bool 
 {
 	snprintf(as->mech, sizeof as->mech, "%s", mech);
 	as->authid[0] = '\0';
+	as->claimed[0] = '\0';
+	as->first_seen = false;
+	as->scram_looked_up = false;
 	as->store_error = false;
 	as->host = config_find_host(as->loop->srv->cfg, as->domain);
 	as->directory = host_directory(as->host);
 	if (!mech_offered(mech, ssl, allow_plain, as->host))
 		return AUTH_INVALID_MECH;
-	if (downgrade_detected(ssl, mech, initial))
-		return AUTH_FAILURE;
+	char cb[128];
+	as->refuse_y = !mech_is_plus(mech) && cb_available(ssl) && tls_cb_unique_defined(ssl) &&
+		       tls_cb_unique(ssl, cb, sizeof cb) == 0;
 	if (gsasl_server_start(ctx, mech, &as->gs) != GSASL_OK)
 		return AUTH_INVALID_MECH;
 	gsasl_session_hook_set(as->gs, as);
@@ -422,8 +542,8 @@ enum auth_result auth_start(struct auth_session *as, Gsasl *ctx, SSL *ssl, bool 
 	gsasl_property_set(as->gs, GSASL_SERVICE, krb && krb->service ? krb->service : "xmpp");
 	gsasl_property_set(as->gs, GSASL_HOSTNAME, krb && krb->hostname ? krb->hostname : as->domain);
 	/* Channel-binding data only for -PLUS: gsasl refuses a 'y' client
-	 * whenever it has some, and downgrade_detected decides that case. */
-	char cb[128];
+	 * whenever it has some, and refuse_y decides that case. tls-unique
+	 * on TLS 1.3 too, for slixmpp and its kind (docs/decisions/0006). */
 	if (mech_is_plus(mech) && tls_cb_exporter(ssl, cb, sizeof cb) == 0)
 		gsasl_property_set(as->gs, GSASL_CB_TLS_EXPORTER, cb);
 	if (mech_is_plus(mech) && tls_cb_unique(ssl, cb, sizeof cb) == 0)

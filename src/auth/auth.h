@@ -42,7 +42,15 @@ struct auth_session {
 	bool directory;           /* the host's accounts are in a directory */
 	Gsasl_session *gs;
 	char mech[32];
-	char authid[1024];        /* normalised localpart, once known */
+	char authid[1024];        /* normalised localpart, once known; after a
+				   * failure, the user name the client gave
+				   * (normalised, or escaped if it is no
+				   * valid username), for the log */
+	char claimed[1024];       /* SCRAM: the user name of the client-first
+				   * message, as authid would hold it */
+	bool first_seen;          /* SCRAM: the client-first message was read */
+	bool scram_looked_up;     /* SCRAM: the account was read (once) */
+	bool refuse_y;            /* SCRAM: gs2 flag 'y' means a downgrade */
 	char principal[512];      /* GSSAPI: the client's Kerberos principal */
 	char *password;           /* PLAIN on a directory host, until checked (heap) */
 	bool wait;                /* AUTH_PENDING: the source must answer */

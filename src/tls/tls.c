@@ -21,6 +21,27 @@ static int host_index = -1; /* ex_data slot of struct tls_host on SSL_CTX */
 static const unsigned char alpn_client[] = "\x0bxmpp-client";
 static const unsigned char alpn_server[] = "\x0bxmpp-server";
 
+/* Mozilla's "intermediate" profile (Server Side TLS guidelines 5.8), for
+ * c2s and s2s, both directions: TLS 1.2 and 1.3; on TLS 1.2 only ECDHE key
+ * exchange with an AEAD cipher (no CBC, no SHA-1 MAC, no static RSA, no
+ * finite-field DHE); the TLS 1.3 suites and groups it names; the client's
+ * preference among them decides. docs/security.md says the same. */
+static const char profile_tls12_ciphers[] =
+	"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+	"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+	"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+static const char profile_tls13_suites[] =
+	"TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256";
+static const char profile_groups[] = "X25519:P-256:P-384";
+
+static bool apply_profile(SSL_CTX *ctx)
+{
+	return SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) == 1 &&
+	       SSL_CTX_set_cipher_list(ctx, profile_tls12_ciphers) == 1 &&
+	       SSL_CTX_set_ciphersuites(ctx, profile_tls13_suites) == 1 &&
+	       SSL_CTX_set1_groups_list(ctx, profile_groups) == 1;
+}
+
 /* SSL app_data: what kind of connection, for the ALPN and SNI callbacks. */
 enum tls_kind { TLS_C2S_STARTTLS, TLS_C2S_DIRECT, TLS_S2S_STARTTLS, TLS_S2S_DIRECT };
 
@@ -165,7 +186,7 @@ static SSL_CTX *make_client_ctx(struct tls_host *h, const char *cert, const char
 				char *err, size_t errlen)
 {
 	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
-	if (ctx == NULL || SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1 ||
+	if (ctx == NULL || !apply_profile(ctx) ||
 	    SSL_CTX_use_certificate_chain_file(ctx, cert) != 1 ||
 	    SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
 		char e[256];
@@ -187,10 +208,9 @@ static SSL_CTX *make_ctx(struct tls *t, struct tls_host *h, const char *cert, co
 			 char *err, size_t errlen)
 {
 	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
-	if (ctx == NULL)
+	if (ctx == NULL || !apply_profile(ctx))
 		goto fail;
-	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
 	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
 				      SSL_MODE_ENABLE_PARTIAL_WRITE);
 	if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1)
@@ -504,13 +524,15 @@ int tls_cb_exporter(SSL *ssl, char *out, size_t cap)
 	return base64(km, sizeof km, out, cap);
 }
 
+bool tls_cb_unique_defined(SSL *ssl) { return SSL_version(ssl) < TLS1_3_VERSION; }
+
 int tls_cb_unique(SSL *ssl, char *out, size_t cap)
 {
-	if (SSL_version(ssl) >= TLS1_3_VERSION)
-		return -1;
 	unsigned char fin[EVP_MAX_MD_SIZE];
 	/* tls-unique is the first Finished message of the handshake: the
-	 * client's in a full handshake, ours in a resumed one (RFC 5929). */
+	 * client's in a full handshake, ours in a resumed one (RFC 5929).
+	 * On TLS 1.3 the same rule picks the client's Finished, as CPython
+	 * and other OpenSSL-based clients do. */
 	size_t n = SSL_session_reused(ssl) ? SSL_get_finished(ssl, fin, sizeof fin)
 					   : SSL_get_peer_finished(ssl, fin, sizeof fin);
 	if (n == 0)

@@ -75,9 +75,15 @@ int tls_dane_verified(SSL *ssl, char *why, size_t whylen);
 const char *tls_domain(SSL *ssl);
 
 /* Channel binding data, base64 encoded into out (NUL terminated).
- * Return 0, or -1 when the type is not available on this connection
- * (tls-unique exists only up to TLS 1.2). */
+ * Return 0, or -1 when the type is not available on this connection.
+ * tls_cb_unique gives the first Finished message of the handshake as
+ * OpenSSL-based clients (CPython's ssl, so slixmpp) compute it: the
+ * client's in a full handshake, the server's in a resumed one; on TLS 1.3
+ * too, where RFC 5929 does not define it (docs/decisions/0006). */
 int tls_cb_exporter(SSL *ssl, char *out, size_t cap);
 int tls_cb_unique(SSL *ssl, char *out, size_t cap);
+/* Whether tls-unique is a defined channel binding on this connection
+ * (TLS 1.2; RFC 9266 leaves it undefined for TLS 1.3), so offered. */
+bool tls_cb_unique_defined(SSL *ssl);
 
 #endif

@@ -795,16 +795,18 @@ class XmppClient(slixmpp.ClientXMPP):
         self.use_aiodns = False
         # slixmpp offers a "y" gs2 flag whenever the TLS socket has a
         # binding; natter refuses that on TLS 1.2 (a downgrade), so by
-        # default we claim no binding support (gs2 "n").
-        mechanisms = self["feature_mechanisms"]
-        default_credentials = mechanisms.sasl_callback
+        # default we claim no binding support (gs2 "n").  With
+        # channel_binding slixmpp's own credentials are left alone.
+        if not channel_binding:
+            mechanisms = self["feature_mechanisms"]
+            default_credentials = mechanisms.sasl_callback
 
-        def credentials(required, optional):
-            values = default_credentials(required, optional)
-            if not channel_binding and "channel_binding" in values:
-                values["channel_binding"] = None
-            return values
-        mechanisms.sasl_callback = credentials
+            def credentials(required, optional):
+                values = default_credentials(required, optional)
+                if "channel_binding" in values:
+                    values["channel_binding"] = None
+                return values
+            mechanisms.sasl_callback = credentials
 
         self.answer_pings = True
         self.messages = asyncio.Queue()
@@ -997,6 +999,13 @@ class Net:
             tail = "".join(server.log.splitlines(True)[-40:])
             raise AssertionError("%s\nnatterd is %s; its log ends:\n%s"
                                  % (e, state, tail)) from None
+
+    async def login_stock(self, server, jid, password, **kwargs):
+        """A slixmpp session as slixmpp logs in by default: no mechanism
+        pinned (it picks SCRAM-*-PLUS whenever offered) and its own
+        channel-binding behaviour (always gs2 "p=tls-unique")."""
+        return await self.login(server, jid, password, mechanism=None,
+                                channel_binding=True, **kwargs)
 
     async def raw(self, server, *, port=None, tls_context=None,
                   server_hostname=None, source=None):

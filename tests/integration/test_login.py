@@ -419,14 +419,3 @@ def test_scram_plus_wrong_password(natter):
     assert status == 1, "%s\n%s" % (lines, err)
     assert "failure: not-authorized" in lines
     assert_plus_client_served(natter)
-
-
-def test_tls_unique_refused_on_tls13(natter):
-    # tls-unique is not defined for TLS 1.3 (RFC 9266) and not offered.
-    natter.add_user(ALICE, ALICE_PASSWORD)
-    status, lines, err = run_plus_client(natter, "SCRAM-SHA-256-PLUS",
-                                         "--cb", "tls-unique")
-    assert "tls: TLSv1.3" in lines
-    assert status == 1, "%s\n%s" % (lines, err)
-    assert_plus_client_served(natter)
-
