@@ -270,11 +270,12 @@ static void on_directory_answer(struct loop *l, void *arg, enum dir_status st,
 	free(w);
 	if (s == NULL || s->state != C2S_SASL_WAIT || s->auth_seq != seq || s->auth == NULL)
 		return;
-	static const char *const why[] = { "ok", "wrong password", "no such user",
-					   "account locked", "directory unavailable", "directory error" };
+	static const char *const why[] = { "ok", "the password is wrong", "no such user",
+					   "the account is locked", "the directory is unavailable",
+					   "the directory answered with an error" };
 	if (st != DIR_OK)
-		log_info("c2s %llu (%s): directory says %s for '%s'", (unsigned long long)c->id, c->peer,
-			 why[st], s->auth->authid);
+		log_info("c2s %llu (%s): login of '%s' refused: %s", (unsigned long long)c->id, c->peer,
+			 s->auth->authid, why[st]);
 	struct buf out;
 	buf_init(&out);
 	enum auth_result r = auth_complete(s->auth, st == DIR_OK,
@@ -826,10 +827,18 @@ static void on_closed(struct conn *c)
 	uv_close((uv_handle_t *)&s->timer, free_c2s);
 }
 
+static void on_shutdown(struct conn *c)
+{
+	struct c2s *s = c->owner;
+	if (s != NULL && s->state != C2S_CLOSED)
+		stream_error(s, "system-shutdown");
+}
+
 static const struct conn_ops c2s_ops = {
 	.data = on_data,
 	.tls_ready = on_tls_ready,
 	.closed = on_closed,
+	.shutdown = on_shutdown,
 };
 
 /* --- timers: authentication deadline, then idle detection --- */

@@ -107,7 +107,8 @@ static void on_wake(uv_async_t *a)
 		item = next;
 	}
 	if (stopping) {
-		s2s_loop_free(l); /* its links let go of their connections */
+		conn_shutdown_all(l); /* <system-shutdown/> to every peer */
+		s2s_loop_free(l);     /* its links let go of their connections */
 		conn_close_all(l);
 		/* The remaining handles (listeners, timers, wake, check) close
 		 * here; free_c2s and friends run as their close callbacks. */

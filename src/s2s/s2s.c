@@ -850,11 +850,22 @@ static void out_connected(struct conn *c, int status)
 	out_send_header(o);
 }
 
+static void out_shutdown(struct conn *c)
+{
+	struct s2s_out *o = c->owner;
+	if (o == NULL || o->state < OUT_OPEN || o->state == OUT_DEAD)
+		return;
+	SEND_LIT(c, "<stream:error><system-shutdown xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"
+		    "</stream:error></stream:stream>");
+	conn_close(c);
+}
+
 static const struct conn_ops out_ops = {
 	.data = out_data,
 	.tls_ready = out_tls_ready,
 	.closed = out_closed,
 	.connected = out_connected,
+	.shutdown = out_shutdown,
 };
 
 static void out_try_next(struct s2s_out *o)
@@ -934,13 +945,17 @@ static void on_connect_timeout(uv_timer_t *t)
 	out_fail(o, "remote-server-timeout", "timed out");
 }
 
-/* Bounces every queued stanza that asks for it with condition. */
-static void bounce_queue(struct s2s_out *o, const char *condition)
+/* Bounces every queued stanza that asks for it with condition; the others
+ * (presence broadcasts, errors, results) are dropped. Returns how many
+ * bounced. */
+static int bounce_queue(struct s2s_out *o, const char *condition)
 {
+	int bounced = 0;
 	while (o->q_head) {
 		struct pending *p = o->q_head;
 		o->q_head = p->next;
 		if (p->bounce) {
+			bounced++;
 			struct arena a;
 			arena_init(&a);
 			struct xml_node *st = xml_parse_element(&a, p->bytes->data, p->bytes->len);
@@ -958,16 +973,20 @@ static void bounce_queue(struct s2s_out *o, const char *condition)
 	}
 	o->q_tail = NULL;
 	o->q_len = 0;
+	return bounced;
 }
 
 static void out_fail(struct s2s_out *o, const char *condition, const char *why)
 {
 	if (o->state == OUT_DEAD)
 		return;
-	log_info("s2s %s -> %s: cannot link: %s; %d stanza(s) bounce with <%s/>", o->local,
-		 o->remote, why, o->q_len, condition);
+	bool was_ready = o->state == OUT_READY;
+	int queued = o->q_len;
 	o->state = OUT_DEAD;
-	bounce_queue(o, condition);
+	int bounced = bounce_queue(o, condition);
+	log_info("s2s %s -> %s: %s: %s; %d stanza(s) bounced with <%s/>, %d dropped", o->local,
+		 o->remote, was_ready ? "link closed" : "cannot link", why, bounced, condition,
+		 queued - bounced);
 	while (o->verifies) {
 		struct verify *v = o->verifies;
 		o->verifies = v->next;
@@ -1097,9 +1116,12 @@ void s2s_route(struct loop *l, struct xml_node *st, struct arena *a, const struc
 	       const struct jid *to)
 {
 	const char *type = xml_attr(st, "type");
+	/* Presence comes here only when directed (a MUC join is one): its
+	 * sender waits for an answer, so it bounces like a message or an iq
+	 * (RFC 6120 §8.3.1). Broadcasts go by s2s_send_bytes and never do. */
 	bool answerable = type == NULL || (strcmp(type, "error") != 0 && strcmp(type, "result") != 0);
 	if (!s2s_allowed(l->srv, to->domain) || config_find_host(l->srv->cfg, from->domain) == NULL) {
-		if (answerable && strcmp(st->name, "presence") != 0)
+		if (answerable)
 			deliver_error(l, st, a, "cancel",
 				      l->srv->cfg->s2s.enabled ? "not-allowed"
 							       : "remote-server-not-found");
@@ -1112,7 +1134,7 @@ void s2s_route(struct loop *l, struct xml_node *st, struct arena *a, const struc
 	snprintf(it->local, sizeof it->local, "%s", from->domain);
 	snprintf(it->remote, sizeof it->remote, "%s", to->domain);
 	it->bytes = refbuf_new(b.data, b.len);
-	it->bounce = answerable && strcmp(st->name, "presence") != 0;
+	it->bounce = answerable;
 	buf_free(&b);
 	out_submit(l, it);
 }
@@ -1613,10 +1635,18 @@ static void in_closed(struct conn *c)
 	uv_close((uv_handle_t *)&s->timer, in_free);
 }
 
+static void in_shutdown(struct conn *c)
+{
+	struct s2s_in *s = c->owner;
+	if (s != NULL)
+		in_error(s, "system-shutdown");
+}
+
 static const struct conn_ops in_ops = {
 	.data = in_data,
 	.tls_ready = in_tls_ready,
 	.closed = in_closed,
+	.shutdown = in_shutdown,
 };
 
 static void on_in_timeout(uv_timer_t *t)

@@ -670,6 +670,19 @@ void conn_trim(struct conn *c)
 		buf_free(&c->tls_out);
 }
 
+void conn_shutdown_all(struct loop *l)
+{
+	for (size_t i = 0; i < l->conns.cap; i++) {
+		struct conn *c = l->conns.slots[i];
+		if (c == NULL || c->closed || c->closing || c->ops->shutdown == NULL)
+			continue;
+		c->ops->shutdown(c);
+		/* libuv writes at once when the socket takes it; what it does
+		 * not take is lost with the close that follows. */
+		conn_flush(c);
+	}
+}
+
 void conn_close_all(struct loop *l)
 {
 	for (size_t i = 0; i < l->conns.cap; i++) {

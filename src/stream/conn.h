@@ -30,6 +30,9 @@ struct conn_ops {
 	/* Outgoing connections (conn_connect): the TCP connect finished;
 	 * status 0 or a libuv error (then closed follows). */
 	void (*connected)(struct conn *c, int status);
+	/* The server stops: queue what the peer should read last (RFC 6120
+	 * <system-shutdown/>). Optional. */
+	void (*shutdown)(struct conn *c);
 };
 
 /* Called once by conn_when_written: written is true when every byte queued
@@ -125,6 +128,10 @@ void conn_each(struct loop *l, void (*fn)(struct conn *c, void *arg), void *arg)
 
 /* Frees the connection's output buffer if it holds nothing (idle). */
 void conn_trim(struct conn *c);
+
+/* The server stops: every connection gets its protocol's last words
+ * (ops->shutdown), written at once. conn_close_all follows. */
+void conn_shutdown_all(struct loop *l);
 
 /* Closes every connection of the loop (shutdown). */
 void conn_close_all(struct loop *l);

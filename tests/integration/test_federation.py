@@ -135,6 +135,62 @@ async def test_unresolvable_domain_bounces(pair, net):
     assert error_condition(err) == "remote-server-not-found", err
 
 
+async def test_directed_presence_to_unresolvable_domain_gets_error(pair, net):
+    """A MUC join is directed presence: to a domain that cannot be reached
+    it gets <presence type='error'/> (issue 10, item 11; aioxmpp waited
+    18 minutes for an answer that never came)."""
+    a, _ = pair
+    alice = await connect(net, a, "alice", available=True)
+    alice.send_raw("<presence to='room@conference.nowhere.fedtest/alice' id='join'>"
+                   "<x xmlns='http://jabber.org/protocol/muc'/></presence>")
+    err = await alice.inbox.get(pres(type="error"), "presence error")
+    assert err.xml.get("from") == "room@conference.nowhere.fedtest/alice", err
+    assert error_condition(err) == "remote-server-not-found", err
+    await a.await_log("1 stanza(s) bounced with <remote-server-not-found/>, 0 dropped")
+
+
+async def test_broadcast_to_dead_server_is_silent_directed_bounces(pair, net):
+    """With bob's server gone, alice's presence broadcast reaches nobody
+    and says nothing; her directed presence to a room there bounces."""
+    a, b = pair
+    async with diagnose(a, b):
+        alice = await connect(net, a, "alice", roster=True, available=True)
+        bob = await connect(net, b, "bob", roster=True, available=True)
+        await subscribe(alice, bob)
+        await subscribe(bob, alice)
+        await alice.inbox.get(pres(frm=bob.boundjid.full), "bob's presence")
+        assert b.stop() == []
+        await alice.inbox.get(pres(frm=bob.boundjid.full, type="unavailable"),
+                              "bob unavailable when the link went", timeout=20)
+        mark = a.log_mark()
+        await send_available(alice, show="away")
+        alice.send_raw("<presence to='room@%s/alice' id='join'/>" % NATTER_B)
+        err = await alice.inbox.get(pres(type="error"), "presence error",
+                                    timeout=20)
+        assert err.xml.get("from") == "room@%s/alice" % NATTER_B, err
+        assert error_condition(err) in ("remote-server-not-found",
+                                        "remote-server-timeout"), err
+        await a.await_log("dropped", since=mark, timeout=20)
+        assert not alice.inbox.find(pres(type="error", frm_bare=bob.boundjid.bare)), \
+            alice.inbox.describe()
+
+
+async def test_peer_shutdown_is_logged_as_link_closed(pair, net):
+    """natterd ends its links with <system-shutdown/> when it stops; the
+    other side logs a link that closed, not one it could not make
+    (issue 10, item 13)."""
+    a, b = pair
+    async with diagnose(a, b):
+        alice = await connect(net, a, "alice")
+        bob = await connect(net, b, "bob")
+        await exchange(alice, bob, "sd")
+        mark = a.log_mark()
+        assert b.stop() == []
+        text = await a.await_log("link closed: stream error <system-shutdown/>",
+                                 since=mark, timeout=20)
+        assert "cannot link: stream error" not in text[mark:], text[mark:]
+
+
 async def test_deny_list(natter_factory, test_ca, dns, net):
     a = start_natter(natter_factory, test_ca, dns, NATTER_A, deny=NATTER_B)
     b = start_natter(natter_factory, test_ca, dns, NATTER_B)
