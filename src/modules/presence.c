@@ -866,6 +866,8 @@ void presence_pair_changed(struct loop *l, const char *owner, const char *contac
 	    router_find_available(l->srv->router, contact, &t, 1) == 0 ||
 	    presence_blocked(l, owner, contact))
 		return;
+	/* One way only: contact's roster changes in the same apply (managed
+	 * items come in pairs), and its own call sends owner's presence. Both
+	 * ways here sent everything twice. */
 	send_presences(l, contact, owner, !added, a);
-	send_presences(l, owner, contact, !added, a);
 }

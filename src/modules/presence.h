@@ -67,9 +67,10 @@ void presence_roster_removed(struct loop *l, const struct jid *owner, struct ros
 
 /* Outside the subscription state machine (the directory's auto-buddy
  * groups, groups.h), owner's roster gained (added) or lost a subscription
- * both ways with contact, a local account. Each side's sessions get the
- * other's current presence, or an unavailable presence from each of the
- * other's available resources, unless one blocks the other. Added also
+ * both ways with contact, a local account. Owner's sessions get contact's
+ * current presence, or an unavailable presence from each of contact's
+ * available resources, unless one blocks the other; the other way is the
+ * call for contact's roster, which changes in the same apply. Added also
  * drops a pending request from contact, now answered. Called without any
  * roster lock held. */
 void presence_pair_changed(struct loop *l, const char *owner, const char *contact, bool added,

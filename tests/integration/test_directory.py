@@ -309,6 +309,44 @@ async def test_refresh_removes_a_member(server, slapd, net):
         slapd.modify_members(STAFF_DN, "add", "member", user_dn("bob"))
 
 
+async def test_removed_member_goes_unavailable_once(server, slapd, net):
+    """bob leaves the group: alice sees him go unavailable once, and he
+    sees her go once (issue 10, item 12: each side's roster change sent
+    both directions, so each got two)."""
+    alice = await ldap_connect(net, server, "alice")
+    await roster_with(alice, {BOB})
+    await send_available(alice)
+    bob = await ldap_connect(net, server, "bob")
+    await roster_with(bob, {ALICE})
+    await send_available(bob)
+    await alice.inbox.get(pres(frm_bare=BOB, type="available"), "bob available")
+    await bob.inbox.get(pres(frm_bare=ALICE, type="available"), "alice available")
+    # alice's login got bob's bare-JID unavailable (he was offline then):
+    # count from here.
+    since = {ALICE: len(alice.inbox.seen), BOB: len(bob.inbox.seen)}
+    slapd.modify_members(STAFF_DN, "delete", "member", user_dn("bob"))
+    try:
+        summary = await refresh(server)
+        await alice.inbox.get(roster_push_about(BOB, subscription="remove"),
+                              "roster push removing bob (%s)" % summary)
+        await alice.inbox.get(pres(frm_bare=BOB, type="unavailable"),
+                              "bob unavailable")
+        await bob.inbox.get(pres(frm_bare=ALICE, type="unavailable"),
+                            "alice unavailable")
+        # The refresh has returned: everything it sent is on its way,
+        # and a round trip each lets it arrive.
+        await alice.barrier()
+        await bob.barrier()
+        for who, inbox, other in ((ALICE, alice.inbox, BOB),
+                                  (BOB, bob.inbox, ALICE)):
+            gone = [st for st in inbox.seen[since[who]:]
+                    if pres(frm_bare=other, type="unavailable")(st)]
+            assert len(gone) == 1, "%s got %d unavailable from %s:\n%s" % (
+                who, len(gone), other, inbox.describe(gone))
+    finally:
+        slapd.modify_members(STAFF_DN, "add", "member", user_dn("bob"))
+
+
 async def test_refresh_adds_a_member(server, slapd, net):
     alice = await ldap_connect(net, server, "alice")
     await roster_with(alice, {BOB, CAROL})
