@@ -561,6 +561,10 @@ async def test_stopped_directory_then_restarted(server, slapd, net):
                                        LDAP_PASSWORDS["carol"],
                                        "temporary-auth-failure")
         assert elapsed <= LDAP_TIMEOUT + OUTAGE_SLACK, elapsed
+        # Said in words (issue 10, item 13: it read "directory says
+        # directory unavailable").
+        await server.await_log("login of 'carol' refused: the directory is "
+                               "unavailable", since=mark)
         await internal_exchange(net, server, "stopped")
         await assert_ldap_chat(alice, bob, "stopped")
         # Routing to directory users still works from the account index.
