@@ -219,6 +219,33 @@ async def test_non_reading_unauthenticated_peers_are_cut(natter_factory):
     assert server.alive()
 
 
+async def owner_with_vcard(server, net):
+    """owner@localhost, logged in, with a 48 KB vCard."""
+    server.add_user("owner@localhost", "owner-secret")
+    owner = await net.raw_login(server, "owner@localhost", "owner-secret")
+    reply = await owner.iq_roundtrip(
+        "set", "<vCard xmlns='vcard-temp'><DESC>%s</DESC></vCard>"
+        % ("p" * 48000), type_="set")
+    assert reply.get("type") == "result", owner.describe()
+    return owner
+
+
+def vcard_askers(server, socks, sessions, asks):
+    """sessions logged-in readers that each ask for owner's vCard asks
+    times and never read; their sockets go into socks."""
+    ask = ("<iq type='get' id='v' to='owner@localhost'>"
+           "<vCard xmlns='vcard-temp'/></iq>").encode()
+    for i in range(sessions):
+        jid = "reader%d@localhost" % i
+        server.add_user(jid, "pw")
+        s = blocking_login(server, jid, "pw")
+        socks.append(s)
+        try:
+            s.sendall(ask * asks)
+        except (ConnectionError, ssl.SSLError, OSError):
+            pass  # cut by natterd already
+
+
 async def test_vcard_amplification_is_bounded(natter_factory, net):
     """20 sessions ask for a 48 KB vCard 140 times each (a few KB sent,
     6.7 MB asked for per session) and never read. Each session is cut at
@@ -227,28 +254,12 @@ async def test_vcard_amplification_is_bounded(natter_factory, net):
     server = natter_factory(start=False)
     server.binary = RELEASE_BUILD / "natterd"
     server.start()
-    server.add_user("owner@localhost", "owner-secret")
-    owner = await net.raw_login(server, "owner@localhost", "owner-secret")
-    photo = "p" * 48000
-    reply = await owner.iq_roundtrip(
-        "set", "<vCard xmlns='vcard-temp'><DESC>%s</DESC></vCard>" % photo,
-        type_="set")
-    assert reply.get("type") == "result", owner.describe()
+    owner = await owner_with_vcard(server, net)
     base = rss_kib(server)
     socks = []
     peak = 0
     try:
-        for i in range(20):
-            jid = "reader%d@localhost" % i
-            server.add_user(jid, "pw")
-            s = blocking_login(server, jid, "pw")
-            socks.append(s)
-            ask = ("<iq type='get' id='v' to='owner@localhost'>"
-                   "<vCard xmlns='vcard-temp'/></iq>").encode()
-            try:
-                s.sendall(ask * 140)
-            except (ConnectionError, ssl.SSLError, OSError):
-                pass
+        vcard_askers(server, socks, 20, 140)
         # Every session has asked; wait for natterd to have answered all
         # it could (another client's round trip comes after them).
         await owner.ping_server("after")
@@ -271,24 +282,10 @@ async def test_total_queued_output_is_bounded(natter_factory, net):
     serving a client that reads."""
     server = natter_factory(limits={"max_queued_output": 16 << 20,
                                     "max_queued_total": 4 << 20})
-    server.add_user("owner@localhost", "owner-secret")
-    owner = await net.raw_login(server, "owner@localhost", "owner-secret")
-    reply = await owner.iq_roundtrip(
-        "set", "<vCard xmlns='vcard-temp'><DESC>%s</DESC></vCard>"
-        % ("p" * 48000), type_="set")
-    assert reply.get("type") == "result", owner.describe()
+    owner = await owner_with_vcard(server, net)
     socks = []
     try:
-        for i in range(10):
-            jid = "reader%d@localhost" % i
-            server.add_user(jid, "pw")
-            s = blocking_login(server, jid, "pw")
-            socks.append(s)
-            try:
-                s.sendall(("<iq type='get' id='v' to='owner@localhost'>"
-                           "<vCard xmlns='vcard-temp'/></iq>").encode() * 200)
-            except (ConnectionError, ssl.SSLError, OSError):
-                pass
+        vcard_askers(server, socks, 10, 200)
         await owner.ping_server("after")
         cut = server.log.count("peer does not read")
         assert cut >= 1, "nobody was cut:\n%s" % server.log[-3000:]
