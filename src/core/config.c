@@ -246,6 +246,28 @@ static const struct config_section config_kerberos_section = {
 	.size = sizeof(struct config_kerberos),
 };
 
+static const struct config_key config_muc_keys[] = {
+	{ .name = "enabled", .type = KEY_BOOL, .def = "true",
+	  .offset = offsetof(struct config_muc, enabled),
+	  .doc = "serve multi-user chat rooms (XEP-0045) for the host" },
+	{ .name = "domain", .type = KEY_DOMAIN,
+	  .offset = offsetof(struct config_muc, domain),
+	  .doc = "the chat service's domain; default: conference. and the host's domain" },
+	{ .name = "history", .type = KEY_INT, .def = "20", .min = 0, .max = 1000,
+	  .offset = offsetof(struct config_muc, history),
+	  .doc = "groupchat messages a room keeps to show joiners" },
+	{ .name = "max_occupants", .type = KEY_INT, .def = "200", .min = 1, .max = 100000,
+	  .offset = offsetof(struct config_muc, max_occupants),
+	  .doc = "most occupants in one room; one more gets service-unavailable" },
+};
+
+static const struct config_section config_muc_section = {
+	.what = "muc",
+	.keys = config_muc_keys,
+	.n_keys = sizeof config_muc_keys / sizeof config_muc_keys[0],
+	.size = sizeof(struct config_muc),
+};
+
 static const struct config_key config_host_keys[] = {
 	{ .name = "domain", .type = KEY_DOMAIN, .required = true,
 	  .offset = offsetof(struct config_host, domain),
@@ -265,6 +287,9 @@ static const struct config_key config_host_keys[] = {
 	{ .name = "kerberos", .type = KEY_MAP, .section = &config_kerberos_section,
 	  .offset = offsetof(struct config_host, kerberos),
 	  .doc = "SASL GSSAPI single sign-on (docs/kerberos.md)" },
+	{ .name = "muc", .type = KEY_MAP, .section = &config_muc_section,
+	  .offset = offsetof(struct config_host, muc),
+	  .doc = "multi-user chat (docs/muc.md)" },
 };
 
 static const struct config_section config_host_section = {
@@ -1095,6 +1120,15 @@ static int config_check_host(struct config_parser *p, void *items, size_t idx,
 				   "auth: ldap needs ldap with a 'uri' and a 'base_dn'");
 	if (h->auth != HOST_AUTH_LDAP && lines[4])
 		return config_fail(p, lines[4], "'ldap' is given but 'auth' is not ldap");
+	/* lines[6]: muc. A service domain is nobody else's. */
+	for (size_t i = 0; i <= idx && h->muc.domain; i++) {
+		if (strcmp(hosts[i].domain, h->muc.domain) == 0)
+			return config_fail(p, lines[6], "muc domain '%s' is a host's domain",
+					   h->muc.domain);
+		if (i < idx && hosts[i].muc.domain && strcmp(hosts[i].muc.domain, h->muc.domain) == 0)
+			return config_fail(p, lines[6], "muc domain '%s' is another host's",
+					   h->muc.domain);
+	}
 	/* GSS-API reads one keytab per process (KRB5_KTNAME). */
 	for (size_t i = 0; i < idx && h->kerberos.keytab; i++)
 		if (hosts[i].kerberos.keytab && strcmp(hosts[i].kerberos.keytab, h->kerberos.keytab))

@@ -96,6 +96,13 @@ struct config_kerberos {
 			 * NULL = the domain in upper case */
 };
 
+struct config_muc {
+	int enabled;       /* a multi-user chat service for the host */
+	char *domain;      /* its domain; NULL = "conference." + the host's */
+	int history;       /* groupchat messages kept per room for joiners */
+	int max_occupants; /* per room */
+};
+
 enum host_auth {
 	HOST_AUTH_INTERNAL, /* SCRAM secrets in natter's store */
 	HOST_AUTH_LDAP      /* the directory in 'ldap' */
@@ -108,6 +115,7 @@ struct config_host {
 	enum host_auth auth;
 	struct config_ldap ldap;         /* used when auth is HOST_AUTH_LDAP */
 	struct config_kerberos kerberos;
+	struct config_muc muc;
 };
 
 struct config_listener {

@@ -18,6 +18,7 @@
 #include "directory/directory.h"
 #include "modules/blocking.h"
 #include "modules/module.h"
+#include "muc/muc.h"
 #include "router/router.h"
 #include "s2s/s2s.h"
 #include "stream/conn.h"
@@ -109,6 +110,7 @@ static void on_wake(uv_async_t *a)
 	if (stopping) {
 		conn_shutdown_all(l); /* <system-shutdown/> to every peer */
 		s2s_loop_free(l);     /* its links let go of their connections */
+		muc_loop_free(l);
 		conn_close_all(l);
 		/* The remaining handles (listeners, timers, wake, check) close
 		 * here; free_c2s and friends run as their close callbacks. */
@@ -253,6 +255,7 @@ static void loop_free(struct loop *l)
 	if (l->srv == NULL)
 		return;
 	s2s_loop_free(l); /* a loop that never ran */
+	muc_loop_free(l);
 	/* Close whatever is still open (an aborted start) and let callbacks run. */
 	uv_walk(&l->uv, close_handle, NULL);
 	uv_run(&l->uv, UV_RUN_DEFAULT);
@@ -416,6 +419,10 @@ int server_run(struct config *cfg, const char *ctl)
 	srv.blocking_cache = blocking_cache_new();
 	for (size_t i = 0; i < sizeof srv.roster_locks / sizeof *srv.roster_locks; i++)
 		pthread_mutex_init(&srv.roster_locks[i], NULL);
+	if (muc_init(&srv, err, sizeof err) != 0) {
+		log_error("%s", err);
+		goto out;
+	}
 	if (cfg->s2s.enabled && s2s_init(&srv) != 0) {
 		log_error("cannot set up federation");
 		goto out;
@@ -475,6 +482,7 @@ out:
 		loop_free(&srv.loops[i]);
 	control_free(&srv);
 	s2s_free(&srv);
+	muc_free(&srv);
 	free(srv.loops);
 	router_free(srv.router);
 	authfail_free(srv.authfail);

@@ -67,6 +67,7 @@ struct loop {
 	bool call_stopping;       /* on_wake runs INBOX_CALL items of a stopping loop */
 	struct storage *store;    /* this loop's own storage handle */
 	struct s2s_loop *s2s;     /* federation: DNS and outgoing links (s2s.c) */
+	struct room_loop *muc;    /* the chat rooms this loop owns (room.c) */
 	uv_tcp_t *listeners;
 	void *listener_data;      /* per listener: its config (server.c) */
 	size_t n_listeners;
@@ -92,6 +93,7 @@ struct server {
 	size_t n_directories;
 	void *control;             /* the control socket's handle (control.c) */
 	struct s2s *s2s;           /* federation, when s2s.enabled (s2s.c) */
+	struct muc *muc;           /* chat services and public rooms (muc.c) */
 	/* Rosters change by read-modify-write from any loop (both sides of a
 	 * subscription): changes to one account's roster are serialised by
 	 * one of these, picked by hashing the account (roster_lock). */

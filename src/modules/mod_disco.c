@@ -8,6 +8,7 @@
 
 #include "core/server.h"
 #include "modules/module.h"
+#include "muc/muc.h"
 
 #define NS_DISCO_INFO "http://jabber.org/protocol/disco#info"
 #define NS_DISCO_ITEMS "http://jabber.org/protocol/disco#items"
@@ -101,7 +102,15 @@ static enum status info(struct iq_ctx *c)
 
 static enum status items(struct iq_ctx *c)
 {
-	module_reply(c, xml_new(c->a, NS_DISCO_ITEMS, "query"));
+	struct xml_node *q = xml_new(c->a, NS_DISCO_ITEMS, "query");
+	/* The server's own services (XEP-0030 §4): the chat service. */
+	const char *muc = c->to_account ? NULL : muc_service_domain(c->loop->srv, c->to->domain);
+	if (muc != NULL && xml_attr(c->payload, "node") == NULL) {
+		struct xml_node *it = xml_add_child(c->a, q, NS_DISCO_ITEMS, "item");
+		xml_set_attr(c->a, it, "jid", muc);
+		xml_set_attr(c->a, it, "name", "Chatrooms");
+	}
+	module_reply(c, q);
 	return OK;
 }
 

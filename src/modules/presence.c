@@ -9,6 +9,7 @@
 #include "core/server.h"
 #include "modules/blocking.h"
 #include "modules/offline.h"
+#include "muc/muc.h"
 #include "router/deliver.h"
 #include "router/router.h"
 #include "s2s/s2s.h"
@@ -683,6 +684,10 @@ void presence_mark_interested(struct loop *l, const struct jid *full, unsigned w
 void presence_outbound(struct loop *l, struct xml_node *st, struct arena *a,
 		       const struct jid *from, const struct jid *to)
 {
+	/* A chat room's presence (joins, leaves, a session's end) is the
+	 * room's business, not the roster's. */
+	if (muc_route(l, st, a, from, to))
+		return;
 	const char *type = xml_attr(st, "type");
 	char owner[2 * JID_PART_MAX + 2], contact[2 * JID_PART_MAX + 2];
 	jid_format_bare(from, owner, sizeof owner);

@@ -13,6 +13,7 @@
 #include "modules/carbons.h"
 #include "modules/module.h"
 #include "modules/offline.h"
+#include "muc/muc.h"
 #include "modules/presence.h"
 #include "s2s/s2s.h"
 
@@ -244,6 +245,8 @@ void deliver_stanza(struct loop *l, struct xml_node *st, struct arena *a, const 
 		presence_outbound(l, st, a, from, to);
 		return;
 	}
+	if (muc_route(l, st, a, from, to))
+		return;
 	if (blocked(l, st, a, from, to))
 		return;
 	if (strcmp(kind, "message") == 0) {

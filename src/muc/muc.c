@@ -1,0 +1,256 @@
+#include "muc/muc.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "core/server.h"
+#include "core/util.h"
+#include "modules/module.h"
+#include "muc/room.h"
+#include "router/deliver.h"
+#include "xml/xml_parse.h"
+
+#define NS_DISCO_INFO "http://jabber.org/protocol/disco#info"
+#define NS_DISCO_ITEMS "http://jabber.org/protocol/disco#items"
+
+struct public_room {
+	struct public_room *next;
+	char *jid;
+};
+
+struct muc {
+	struct muc_service *services;
+	size_t n_services;
+	pthread_mutex_t lock;       /* guards rooms */
+	struct public_room *rooms;  /* public rooms that exist, any service */
+};
+
+int muc_init(struct server *srv, char *err, size_t errlen)
+{
+	const struct config *cfg = srv->cfg;
+	struct muc *m = xcalloc(1, sizeof *m);
+	pthread_mutex_init(&m->lock, NULL);
+	m->services = xcalloc(cfg->n_hosts ? cfg->n_hosts : 1, sizeof *m->services);
+	for (size_t i = 0; i < cfg->n_hosts; i++) {
+		const struct config_host *h = &cfg->hosts[i];
+		if (!h->muc.enabled)
+			continue;
+		struct muc_service *s = &m->services[m->n_services];
+		s->host = h;
+		int n = h->muc.domain ? snprintf(s->domain, sizeof s->domain, "%s", h->muc.domain)
+				      : snprintf(s->domain, sizeof s->domain, "conference.%s", h->domain);
+		if (n < 0 || (size_t)n >= sizeof s->domain) {
+			snprintf(err, errlen, "host %s: the chat service's domain is too long", h->domain);
+			free(m->services);
+			free(m);
+			return -1;
+		}
+		if (config_find_host(cfg, s->domain) != NULL) {
+			snprintf(err, errlen, "host %s: chat service domain %s is a host", h->domain,
+				 s->domain);
+			free(m->services);
+			free(m);
+			return -1;
+		}
+		m->n_services++;
+		log_info("host %s: chat rooms at %s", h->domain, s->domain);
+	}
+	srv->muc = m;
+	return 0;
+}
+
+void muc_free(struct server *srv)
+{
+	struct muc *m = srv->muc;
+	if (m == NULL)
+		return;
+	while (m->rooms) {
+		struct public_room *r = m->rooms;
+		m->rooms = r->next;
+		free(r->jid);
+		free(r);
+	}
+	pthread_mutex_destroy(&m->lock);
+	free(m->services);
+	free(m);
+	srv->muc = NULL;
+}
+
+void muc_loop_free(struct loop *l) { room_loop_free(l); }
+
+static const struct muc_service *find_service(const struct server *srv, const char *domain)
+{
+	const struct muc *m = srv->muc;
+	for (size_t i = 0; m && i < m->n_services; i++)
+		if (strcmp(m->services[i].domain, domain) == 0)
+			return &m->services[i];
+	return NULL;
+}
+
+const char *muc_service_domain(const struct server *srv, const char *host_domain)
+{
+	const struct muc *m = srv->muc;
+	for (size_t i = 0; m && i < m->n_services; i++)
+		if (strcmp(m->services[i].host->domain, host_domain) == 0)
+			return m->services[i].domain;
+	return NULL;
+}
+
+void muc_public_set(struct server *srv, const char *room, bool present)
+{
+	struct muc *m = srv->muc;
+	pthread_mutex_lock(&m->lock);
+	struct public_room **p = &m->rooms;
+	while (*p && strcmp((*p)->jid, room) != 0)
+		p = &(*p)->next;
+	if (present && *p == NULL) {
+		struct public_room *r = xcalloc(1, sizeof *r);
+		r->jid = xstrdup(room);
+		*p = r;
+	} else if (!present && *p != NULL) {
+		struct public_room *r = *p;
+		*p = r->next;
+		free(r->jid);
+		free(r);
+	}
+	pthread_mutex_unlock(&m->lock);
+}
+
+void muc_public_each(struct server *srv, const char *service,
+		     void (*fn)(void *arg, const char *room), void *arg)
+{
+	struct muc *m = srv->muc;
+	size_t sl = strlen(service);
+	pthread_mutex_lock(&m->lock);
+	for (struct public_room *r = m->rooms; r; r = r->next) {
+		const char *at = strchr(r->jid, '@');
+		if (at && strlen(at + 1) == sl && strcmp(at + 1, service) == 0)
+			fn(arg, r->jid);
+	}
+	pthread_mutex_unlock(&m->lock);
+}
+
+/* --- the service itself --- */
+
+struct items_ctx {
+	struct iq_ctx *c;
+	struct xml_node *q;
+};
+
+static void add_room_item(void *arg, const char *room)
+{
+	struct items_ctx *ic = arg;
+	struct xml_node *it = xml_add_child(ic->c->a, ic->q, NS_DISCO_ITEMS, "item");
+	xml_set_attr(ic->c->a, it, "jid", room);
+	const char *at = strchr(room, '@');
+	char name[JID_PART_MAX + 1];
+	snprintf(name, sizeof name, "%.*s", (int)(at - room), room);
+	xml_set_attr(ic->c->a, it, "name", name);
+}
+
+static void service_iq(struct loop *l, const struct muc_service *svc, struct xml_node *st,
+		       struct arena *a, const struct jid *from, const struct jid *to)
+{
+	const char *type = xml_attr(st, "type");
+	if (type == NULL || (strcmp(type, "get") != 0 && strcmp(type, "set") != 0))
+		return; /* results and errors to the service end here */
+	struct iq_ctx c = { .loop = l, .iq = st, .a = a, .from = from, .to = to };
+	c.payload = xml_first_element(st);
+	if (c.payload == NULL || strcmp(type, "get") != 0) {
+		module_error(&c, "cancel", "service-unavailable");
+		return;
+	}
+	if (xml_is(c.payload, NS_DISCO_INFO, "query") && xml_attr(c.payload, "node") == NULL) {
+		struct xml_node *q = xml_new(a, NS_DISCO_INFO, "query");
+		struct xml_node *id = xml_add_child(a, q, NS_DISCO_INFO, "identity");
+		xml_set_attr(a, id, "category", "conference");
+		xml_set_attr(a, id, "type", "text");
+		xml_set_attr(a, id, "name", "Chatrooms");
+		static const char *const features[] = { NS_MUC, NS_DISCO_INFO, NS_DISCO_ITEMS,
+							"urn:xmpp:occupant-id:0", "urn:xmpp:sid:0",
+							NULL };
+		for (const char *const *f = features; *f; f++) {
+			struct xml_node *fe = xml_add_child(a, q, NS_DISCO_INFO, "feature");
+			xml_set_attr(a, fe, "var", *f);
+		}
+		module_reply(&c, q);
+	} else if (xml_is(c.payload, NS_DISCO_ITEMS, "query") &&
+		   xml_attr(c.payload, "node") == NULL) {
+		struct items_ctx ic = { &c, xml_new(a, NS_DISCO_ITEMS, "query") };
+		muc_public_each(l->srv, svc->domain, add_room_item, &ic);
+		module_reply(&c, ic.q);
+	} else {
+		module_error(&c, "cancel", "service-unavailable");
+	}
+}
+
+/* --- to the room's owner loop --- */
+
+struct room_post {
+	const struct muc_service *svc;
+	struct jid from, to;
+	size_t len;
+	char bytes[];
+};
+
+static struct loop *owner_loop(struct server *srv, const struct jid *room)
+{
+	unsigned h = 2166136261u;
+	for (const unsigned char *p = (const unsigned char *)room->local; *p; p++)
+		h = (h ^ *p) * 16777619u;
+	h = (h ^ '@') * 16777619u;
+	for (const unsigned char *p = (const unsigned char *)room->domain; *p; p++)
+		h = (h ^ *p) * 16777619u;
+	return &srv->loops[h % (unsigned)srv->n_loops];
+}
+
+static void on_room_post(struct loop *l, void *arg)
+{
+	struct room_post *p = arg;
+	if (!loop_stopping(l)) {
+		struct arena a;
+		arena_init(&a);
+		struct xml_node *st = xml_parse_element(&a, p->bytes, p->len);
+		if (st != NULL)
+			room_handle(l, p->svc, st, &a, &p->from, &p->to);
+		arena_reset(&a);
+	}
+	free(p);
+}
+
+bool muc_route(struct loop *l, struct xml_node *st, struct arena *a, const struct jid *from,
+	       const struct jid *to)
+{
+	if (to == NULL)
+		return false;
+	const struct muc_service *svc = find_service(l->srv, to->domain);
+	if (svc == NULL)
+		return false;
+	if (to->local[0] == '\0') {
+		if (strcmp(st->name, "iq") == 0 && to->resource[0] == '\0')
+			service_iq(l, svc, st, a, from, to);
+		else if (strcmp(st->name, "presence") != 0)
+			deliver_error(l, st, a, "cancel", "service-unavailable");
+		return true;
+	}
+	struct loop *owner = owner_loop(l->srv, to);
+	if (owner == l) {
+		room_handle(l, svc, st, a, from, to);
+		return true;
+	}
+	struct buf b;
+	buf_init(&b);
+	xml_serialize(st, NS_CLIENT, &b);
+	struct room_post *p = xmalloc(sizeof *p + b.len);
+	p->svc = svc;
+	p->from = *from;
+	p->to = *to;
+	p->len = b.len;
+	memcpy(p->bytes, b.data, b.len);
+	buf_free(&b);
+	loop_call(owner, on_room_post, p);
+	return true;
+}

@@ -1,0 +1,804 @@
+#include "muc/room.h"
+
+#include <openssl/rand.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/log.h"
+#include "core/server.h"
+#include "core/util.h"
+#include "modules/module.h"
+#include "router/deliver.h"
+#include "router/router.h"
+
+#define NS_DISCO_INFO "http://jabber.org/protocol/disco#info"
+#define NS_DISCO_ITEMS "http://jabber.org/protocol/disco#items"
+#define NS_SID "urn:xmpp:sid:0"
+#define NS_OCCUPANT_ID "urn:xmpp:occupant-id:0"
+#define NS_DATA "jabber:x:data"
+
+#define ROOM_BUCKETS 256
+
+enum role { ROLE_NONE, ROLE_VISITOR, ROLE_PARTICIPANT, ROLE_MODERATOR };
+enum affil { AFF_NONE, AFF_MEMBER, AFF_ADMIN, AFF_OWNER };
+
+static const char *const role_names[] = { "none", "visitor", "participant", "moderator" };
+static const char *const affil_names[] = { "none", "member", "admin", "owner" };
+
+/* One nick in the room: a person, with one or more of their sessions. */
+struct occupant {
+	struct occupant *next;
+	char *nick;
+	char *bare;        /* the real bare JID */
+	char **jids;       /* the real full JIDs of its sessions */
+	int n_jids;
+	char *extra;       /* the children of its last presence (show, status,
+			    * caps), serialised, to repeat to joiners */
+	enum role role;
+	enum affil affil;
+	char id[44];       /* occupant-id (XEP-0421) */
+};
+
+struct past {
+	struct refbuf *bytes; /* the message as broadcast, without 'to' */
+	time_t stamp;
+};
+
+struct room {
+	struct room *next;          /* the loop's hash chain */
+	char *jid;                  /* bare room JID */
+	const struct muc_service *svc;
+	struct occupant *occ;
+	int n_occ;
+	char *subject;              /* NULL when never set */
+	char *subject_nick;
+	struct past *hist;          /* ring of svc's history size */
+	int hist_len, hist_head;
+	unsigned char secret[16];   /* salts occupant-ids */
+	unsigned long long next_sid;
+};
+
+struct room_loop {
+	struct room *buckets[ROOM_BUCKETS];
+};
+
+static size_t bucket_of(const char *jid)
+{
+	unsigned h = 2166136261u;
+	for (const unsigned char *p = (const unsigned char *)jid; *p; p++)
+		h = (h ^ *p) * 16777619u;
+	return h % ROOM_BUCKETS;
+}
+
+static struct room *room_find(struct loop *l, const char *jid)
+{
+	struct room_loop *rl = l->muc;
+	if (rl == NULL)
+		return NULL;
+	for (struct room *r = rl->buckets[bucket_of(jid)]; r; r = r->next)
+		if (strcmp(r->jid, jid) == 0)
+			return r;
+	return NULL;
+}
+
+static struct room *room_create(struct loop *l, const struct muc_service *svc, const char *jid)
+{
+	if (l->muc == NULL)
+		l->muc = xcalloc(1, sizeof(struct room_loop));
+	struct room_loop *rl = l->muc;
+	struct room *r = xcalloc(1, sizeof *r);
+	r->jid = xstrdup(jid);
+	r->svc = svc;
+	int cap = svc->host->muc.history;
+	r->hist = cap > 0 ? xcalloc((size_t)cap, sizeof *r->hist) : NULL;
+	if (RAND_bytes(r->secret, sizeof r->secret) != 1)
+		fatal("RAND_bytes failed");
+	size_t b = bucket_of(jid);
+	r->next = rl->buckets[b];
+	rl->buckets[b] = r;
+	muc_public_set(l->srv, jid, true);
+	log_info("muc: room %s created", jid);
+	return r;
+}
+
+static void occupant_free(struct occupant *o)
+{
+	for (int i = 0; i < o->n_jids; i++)
+		free(o->jids[i]);
+	free(o->jids);
+	free(o->nick);
+	free(o->bare);
+	free(o->extra);
+	free(o);
+}
+
+static void room_free(struct room *r)
+{
+	while (r->occ) {
+		struct occupant *o = r->occ;
+		r->occ = o->next;
+		occupant_free(o);
+	}
+	for (int i = 0; i < r->hist_len; i++)
+		refbuf_release(r->hist[i].bytes);
+	free(r->hist);
+	free(r->subject);
+	free(r->subject_nick);
+	free(r->jid);
+	free(r);
+}
+
+static void room_destroy(struct loop *l, struct room *r)
+{
+	struct room_loop *rl = l->muc;
+	struct room **p = &rl->buckets[bucket_of(r->jid)];
+	while (*p != r)
+		p = &(*p)->next;
+	*p = r->next;
+	muc_public_set(l->srv, r->jid, false);
+	log_info("muc: room %s destroyed (empty)", r->jid);
+	room_free(r);
+}
+
+void room_loop_free(struct loop *l)
+{
+	struct room_loop *rl = l->muc;
+	if (rl == NULL)
+		return;
+	for (size_t i = 0; i < ROOM_BUCKETS; i++) {
+		while (rl->buckets[i]) {
+			struct room *r = rl->buckets[i];
+			rl->buckets[i] = r->next;
+			muc_public_set(l->srv, r->jid, false);
+			room_free(r);
+		}
+	}
+	free(rl);
+	l->muc = NULL;
+}
+
+/* --- occupants --- */
+
+static struct occupant *by_nick(struct room *r, const char *nick)
+{
+	for (struct occupant *o = r->occ; o; o = o->next)
+		if (strcmp(o->nick, nick) == 0)
+			return o;
+	return NULL;
+}
+
+/* The occupant one of whose sessions is full; *idx its index. */
+static struct occupant *by_jid(struct room *r, const char *full, int *idx)
+{
+	for (struct occupant *o = r->occ; o; o = o->next)
+		for (int i = 0; i < o->n_jids; i++)
+			if (strcmp(o->jids[i], full) == 0) {
+				if (idx)
+					*idx = i;
+				return o;
+			}
+	return NULL;
+}
+
+static void occupant_id(const struct room *r, const char *bare, char *out, size_t cap)
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int md_len = 0;
+	struct buf in;
+	buf_init(&in);
+	buf_append(&in, r->secret, sizeof r->secret);
+	buf_puts(&in, bare);
+	if (EVP_Digest(in.data, in.len, md, &md_len, EVP_sha256(), NULL) != 1 || md_len < 16)
+		fatal("SHA-256 failed");
+	buf_free(&in);
+	static const char hex[] = "0123456789abcdef";
+	size_t n = 0;
+	for (size_t i = 0; i < 16 && n + 2 < cap; i++) {
+		out[n++] = hex[md[i] >> 4];
+		out[n++] = hex[md[i] & 15];
+	}
+	out[n] = '\0';
+}
+
+static void add_session(struct occupant *o, const char *full)
+{
+	o->jids = xrealloc(o->jids, (size_t)(o->n_jids + 1) * sizeof *o->jids);
+	o->jids[o->n_jids++] = xstrdup(full);
+}
+
+/* The children of a presence worth repeating (not the MUC join element). */
+static char *presence_extra(const struct xml_node *st)
+{
+	struct buf b;
+	buf_init(&b);
+	for (const struct xml_node *c = st->children; c; c = c->next) {
+		if (c->name == NULL || xml_is(c, NS_MUC, "x") || xml_is(c, NS_MUC_USER, "x"))
+			continue;
+		xml_serialize(c, NS_CLIENT, &b);
+	}
+	buf_append(&b, "", 1);
+	return b.data; /* the caller frees it */
+}
+
+/* --- writing to occupants --- */
+
+/* bytes (a stanza without 'to') with to='full', to that session. */
+static void send_to(struct loop *l, const char *full, const char *bytes, size_t len)
+{
+	struct jid j;
+	if (jid_parse(&j, full, strlen(full)) != 0)
+		return;
+	char bare[2 * JID_PART_MAX + 2];
+	jid_format_bare(&j, bare, sizeof bare);
+	struct router_target t;
+	if (router_find_full(l->srv->router, bare, j.resource, &t) != 0)
+		return; /* gone: its unavailable presence is on its way */
+	size_t name_end = 1;
+	while (name_end < len && bytes[name_end] != ' ' && bytes[name_end] != '>' &&
+	       bytes[name_end] != '/')
+		name_end++;
+	struct buf b;
+	buf_init(&b);
+	buf_append(&b, bytes, name_end);
+	buf_puts(&b, " to='");
+	buf_append_escaped(&b, full, strlen(full));
+	buf_puts(&b, "'");
+	buf_append(&b, bytes + name_end, len - name_end);
+	struct refbuf *rb = refbuf_new(b.data, b.len);
+	buf_free(&b);
+	deliver_to_session(l, &t, rb);
+	refbuf_release(rb);
+}
+
+static void send_to_occupant(struct loop *l, const struct occupant *o, const struct buf *b)
+{
+	for (int i = 0; i < o->n_jids; i++)
+		send_to(l, o->jids[i], b->data, b->len);
+}
+
+/* Presence of o from its room JID into b (initialised here). type is NULL
+ * or "unavailable"; with_jid shows the real JID (to moderators and to o);
+ * codes are status codes; new_nick for a nick change (303). */
+static void presence_of(struct buf *b, const struct room *r, const struct occupant *o,
+			const char *type, bool with_jid, const int *codes, int n_codes,
+			const char *new_nick)
+{
+	buf_init(b);
+	buf_puts(b, "<presence from='");
+	buf_append_escaped(b, r->jid, strlen(r->jid));
+	buf_puts(b, "/");
+	buf_append_escaped(b, o->nick, strlen(o->nick));
+	buf_puts(b, "'");
+	if (type)
+		buf_printf(b, " type='%s'", type);
+	buf_puts(b, ">");
+	if (type == NULL && o->extra)
+		buf_puts(b, o->extra);
+	buf_printf(b, "<x xmlns='" NS_MUC_USER "'><item affiliation='%s' role='%s'",
+		   affil_names[o->affil], type ? "none" : role_names[o->role]);
+	if (with_jid && o->n_jids > 0) {
+		buf_puts(b, " jid='");
+		buf_append_escaped(b, o->jids[0], strlen(o->jids[0]));
+		buf_puts(b, "'");
+	}
+	if (new_nick) {
+		buf_puts(b, " nick='");
+		buf_append_escaped(b, new_nick, strlen(new_nick));
+		buf_puts(b, "'");
+	}
+	buf_puts(b, "/>");
+	for (int i = 0; i < n_codes; i++)
+		buf_printf(b, "<status code='%d'/>", codes[i]);
+	buf_printf(b, "</x><occupant-id xmlns='" NS_OCCUPANT_ID "' id='%s'/></presence>", o->id);
+}
+
+/* o's presence to everybody in the room: one serialisation for those who
+ * see real JIDs, one for those who do not, one for o itself (status 110
+ * and self_codes). */
+static void broadcast_presence(struct loop *l, struct room *r, const struct occupant *o,
+			       const char *type, const int *codes, int n_codes,
+			       const int *self_codes, int n_self, const char *new_nick)
+{
+	struct buf plain, with_jid, self;
+	bool have_plain = false, have_jid = false;
+	int all[8];
+	int n = 0;
+	for (int i = 0; i < n_codes && n < 7; i++)
+		all[n++] = codes[i];
+	all[n++] = 110;
+	for (int i = 0; i < n_self && n < 8; i++)
+		all[n++] = self_codes[i];
+	presence_of(&self, r, o, type, true, all, n, new_nick);
+	for (struct occupant *p = r->occ; p; p = p->next) {
+		if (p == o)
+			continue;
+		if (p->role == ROLE_MODERATOR) {
+			if (!have_jid)
+				presence_of(&with_jid, r, o, type, true, codes, n_codes, new_nick);
+			have_jid = true;
+			send_to_occupant(l, p, &with_jid);
+		} else {
+			if (!have_plain)
+				presence_of(&plain, r, o, type, false, codes, n_codes, new_nick);
+			have_plain = true;
+			send_to_occupant(l, p, &plain);
+		}
+	}
+	send_to_occupant(l, o, &self);
+	buf_free(&self);
+	if (have_jid)
+		buf_free(&with_jid);
+	if (have_plain)
+		buf_free(&plain);
+}
+
+/* --- history and subject --- */
+
+static void history_add(struct room *r, struct refbuf *bytes)
+{
+	int cap = r->svc->host->muc.history;
+	if (cap <= 0)
+		return;
+	int slot = (r->hist_head + r->hist_len) % cap;
+	if (r->hist_len == cap) {
+		refbuf_release(r->hist[r->hist_head].bytes);
+		slot = r->hist_head;
+		r->hist_head = (r->hist_head + 1) % cap;
+	} else {
+		r->hist_len++;
+	}
+	r->hist[slot].bytes = refbuf_ref(bytes);
+	r->hist[slot].stamp = time(NULL);
+}
+
+/* XEP-0082 date-time, UTC; -1 when it does not parse. */
+static time_t parse_stamp(const char *s)
+{
+	struct tm tm = { 0 };
+	const char *end = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+	if (end == NULL)
+		return -1;
+	return timegm(&tm);
+}
+
+/* What the joiner asked for in <history/> (XEP-0045 §7.2.13). */
+struct history_want {
+	long maxstanzas, maxchars;
+	time_t not_before;
+};
+
+static void history_want(const struct xml_node *join, struct history_want *w)
+{
+	w->maxstanzas = -1;
+	w->maxchars = -1;
+	w->not_before = 0;
+	const struct xml_node *h = join ? xml_child(join, NS_MUC, "history") : NULL;
+	if (h == NULL)
+		return;
+	const char *v;
+	if ((v = xml_attr(h, "maxstanzas")) != NULL)
+		w->maxstanzas = strtol(v, NULL, 10);
+	if ((v = xml_attr(h, "maxchars")) != NULL)
+		w->maxchars = strtol(v, NULL, 10);
+	if ((v = xml_attr(h, "seconds")) != NULL)
+		w->not_before = time(NULL) - strtol(v, NULL, 10);
+	if ((v = xml_attr(h, "since")) != NULL) {
+		time_t t = parse_stamp(v);
+		if (t > w->not_before)
+			w->not_before = t;
+	}
+}
+
+/* The past message with a delay stamp into b (initialised here). */
+static void delayed(struct buf *b, const struct room *r, const struct past *p)
+{
+	static const char end[] = "</message>";
+	const char *v = p->bytes->data;
+	size_t len = p->bytes->len;
+	buf_init(b);
+	if (len < sizeof end - 1)
+		return;
+	char when[32];
+	struct tm tm;
+	gmtime_r(&p->stamp, &tm);
+	strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+	buf_append(b, v, len - (sizeof end - 1));
+	buf_puts(b, "<delay xmlns='urn:xmpp:delay' from='");
+	buf_append_escaped(b, r->jid, strlen(r->jid));
+	buf_printf(b, "' stamp='%s'/>", when);
+	buf_puts(b, end);
+}
+
+static void send_history(struct loop *l, struct room *r, const char *full,
+			 const struct history_want *w)
+{
+	int cap = r->svc->host->muc.history;
+	int first = r->hist_len;
+	long chars = 0;
+	/* From the newest back, as far as every limit allows. */
+	while (first > 0) {
+		const struct past *p = &r->hist[(r->hist_head + first - 1) % cap];
+		if (w->maxstanzas >= 0 && r->hist_len - first >= w->maxstanzas)
+			break;
+		if (p->stamp < w->not_before)
+			break;
+		struct buf b;
+		delayed(&b, r, p);
+		chars += (long)b.len;
+		buf_free(&b);
+		if (w->maxchars >= 0 && chars > w->maxchars)
+			break;
+		first--;
+	}
+	for (int i = first; i < r->hist_len; i++) {
+		struct buf b;
+		delayed(&b, r, &r->hist[(r->hist_head + i) % cap]);
+		send_to(l, full, b.data, b.len);
+		buf_free(&b);
+	}
+}
+
+static void send_subject(struct loop *l, struct room *r, const char *full)
+{
+	struct buf b;
+	buf_init(&b);
+	buf_puts(&b, "<message type='groupchat' from='");
+	buf_append_escaped(&b, r->jid, strlen(r->jid));
+	if (r->subject_nick) {
+		buf_puts(&b, "/");
+		buf_append_escaped(&b, r->subject_nick, strlen(r->subject_nick));
+	}
+	buf_printf(&b, "' id='subject-%llu'>", r->next_sid);
+	if (r->subject && r->subject[0]) {
+		buf_puts(&b, "<subject>");
+		buf_append_escaped(&b, r->subject, strlen(r->subject));
+		buf_puts(&b, "</subject>");
+	} else {
+		buf_puts(&b, "<subject/>");
+	}
+	buf_puts(&b, "</message>");
+	send_to(l, full, b.data, b.len);
+	buf_free(&b);
+}
+
+/* --- presence --- */
+
+static void join(struct loop *l, const struct muc_service *svc, struct room *r,
+		 const char *room_jid, struct xml_node *st, struct arena *a, const char *full,
+		 const char *bare, const char *nick)
+{
+	bool created = false;
+	struct occupant *o = r ? by_nick(r, nick) : NULL;
+	if (o != NULL && strcmp(o->bare, bare) != 0) {
+		deliver_error(l, st, a, "cancel", "conflict");
+		return;
+	}
+	if (o == NULL && r != NULL && r->n_occ >= svc->host->muc.max_occupants) {
+		deliver_error(l, st, a, "wait", "service-unavailable");
+		return;
+	}
+	if (r == NULL) {
+		r = room_create(l, svc, room_jid);
+		created = true;
+	}
+	bool first_session = o == NULL;
+	if (o == NULL) {
+		o = xcalloc(1, sizeof *o);
+		o->nick = xstrdup(nick);
+		o->bare = xstrdup(bare);
+		o->affil = created ? AFF_OWNER : AFF_NONE;
+		o->role = created ? ROLE_MODERATOR : ROLE_PARTICIPANT;
+		occupant_id(r, bare, o->id, sizeof o->id);
+		struct occupant **tail = &r->occ;
+		while (*tail)
+			tail = &(*tail)->next;
+		*tail = o;
+		r->n_occ++;
+	}
+	add_session(o, full);
+	free(o->extra);
+	o->extra = presence_extra(st);
+	/* 1. who is there */
+	for (struct occupant *p = r->occ; p; p = p->next) {
+		if (p == o)
+			continue;
+		struct buf b;
+		presence_of(&b, r, p, NULL, o->role == ROLE_MODERATOR, NULL, 0, NULL);
+		send_to(l, full, b.data, b.len);
+		buf_free(&b);
+	}
+	/* 2. the newcomer, to everybody (itself last, with 110) */
+	static const int created_codes[] = { 201 };
+	if (first_session) {
+		broadcast_presence(l, r, o, NULL, NULL, 0, created_codes, created ? 1 : 0, NULL);
+	} else {
+		int codes[] = { 110 };
+		struct buf b;
+		presence_of(&b, r, o, NULL, true, codes, 1, NULL);
+		send_to(l, full, b.data, b.len);
+		buf_free(&b);
+	}
+	/* 3. the discussion so far, 4. the subject */
+	struct history_want w;
+	history_want(xml_child(st, NS_MUC, "x"), &w);
+	send_history(l, r, full, &w);
+	send_subject(l, r, full);
+	log_debug("muc: %s joined %s as %s", full, r->jid, nick);
+}
+
+static void leave(struct loop *l, struct room *r, struct occupant *o, int idx)
+{
+	const char *full = o->jids[idx];
+	if (o->n_jids > 1) {
+		/* Another session keeps the nick: only this one is told. */
+		int codes[] = { 110 };
+		struct buf b;
+		presence_of(&b, r, o, "unavailable", true, codes, 1, NULL);
+		send_to(l, full, b.data, b.len);
+		buf_free(&b);
+		free(o->jids[idx]);
+		o->jids[idx] = o->jids[--o->n_jids];
+		return;
+	}
+	broadcast_presence(l, r, o, "unavailable", NULL, 0, NULL, 0, NULL);
+	struct occupant **p = &r->occ;
+	while (*p != o)
+		p = &(*p)->next;
+	*p = o->next;
+	r->n_occ--;
+	occupant_free(o);
+	if (r->n_occ == 0)
+		room_destroy(l, r);
+}
+
+static void change_nick(struct loop *l, struct room *r, struct occupant *o, struct xml_node *st,
+			struct arena *a, const char *nick)
+{
+	struct occupant *other = by_nick(r, nick);
+	if (other != NULL) {
+		deliver_error(l, st, a, "cancel", "conflict");
+		return;
+	}
+	static const int changed[] = { 303 };
+	broadcast_presence(l, r, o, "unavailable", changed, 1, NULL, 0, nick);
+	free(o->nick);
+	o->nick = xstrdup(nick);
+	free(o->extra);
+	o->extra = presence_extra(st);
+	broadcast_presence(l, r, o, NULL, NULL, 0, NULL, 0, NULL);
+}
+
+static void room_presence(struct loop *l, const struct muc_service *svc, struct room *r,
+			  const char *room_jid, struct xml_node *st, struct arena *a,
+			  const char *full, const char *bare, const struct jid *to)
+{
+	const char *type = xml_attr(st, "type");
+	int idx = 0;
+	struct occupant *o = r ? by_jid(r, full, &idx) : NULL;
+	if (type != NULL && strcmp(type, "unavailable") == 0) {
+		if (o != NULL)
+			leave(l, r, o, idx);
+		return;
+	}
+	if (type != NULL)
+		return; /* errors, probes, subscriptions: nothing for a room */
+	if (to->resource[0] == '\0') {
+		deliver_error(l, st, a, "modify", "jid-malformed");
+		return;
+	}
+	if (o == NULL) {
+		join(l, svc, r, room_jid, st, a, full, bare, to->resource);
+	} else if (strcmp(o->nick, to->resource) != 0) {
+		change_nick(l, r, o, st, a, to->resource);
+	} else {
+		free(o->extra);
+		o->extra = presence_extra(st);
+		broadcast_presence(l, r, o, NULL, NULL, 0, NULL, 0, NULL);
+	}
+}
+
+/* --- messages --- */
+
+/* Takes out what only the room may say: its stanza-id (XEP-0359) and any
+ * occupant-id (XEP-0421) the sender made up. */
+static void drop_our_stanza_ids(struct room *r, struct xml_node *st)
+{
+	struct xml_node **pp = &st->children;
+	st->last = NULL;
+	while (*pp) {
+		struct xml_node *c = *pp;
+		const char *by = xml_is(c, NS_SID, "stanza-id") ? xml_attr(c, "by") : NULL;
+		if ((by != NULL && strcmp(by, r->jid) == 0) || xml_is(c, NS_OCCUPANT_ID, NULL)) {
+			*pp = c->next;
+			continue;
+		}
+		st->last = c;
+		pp = &c->next;
+	}
+}
+
+static void groupchat(struct loop *l, struct room *r, struct occupant *o, struct xml_node *st,
+		      struct arena *a)
+{
+	if (o->role < ROLE_PARTICIPANT) {
+		deliver_error(l, st, a, "auth", "forbidden");
+		return;
+	}
+	struct xml_node *subject = xml_child(st, NS_CLIENT, "subject");
+	bool has_body = xml_child(st, NS_CLIENT, "body") != NULL;
+	if (subject != NULL && !has_body) {
+		free(r->subject);
+		free(r->subject_nick);
+		r->subject = xstrdup(xml_text(a, subject));
+		r->subject_nick = xstrdup(o->nick);
+	}
+	char from[3 * JID_PART_MAX + 3];
+	snprintf(from, sizeof from, "%s/%s", r->jid, o->nick);
+	xml_set_attr(a, st, "from", from);
+	xml_set_attr(a, st, "to", NULL);
+	drop_our_stanza_ids(r, st);
+	char sid[40];
+	snprintf(sid, sizeof sid, "%llu-", ++r->next_sid);
+	random_hex(sid + strlen(sid), 8);
+	struct xml_node *s = xml_add_child(a, st, NS_SID, "stanza-id");
+	xml_set_attr(a, s, "id", sid);
+	xml_set_attr(a, s, "by", r->jid);
+	struct xml_node *oid = xml_add_child(a, st, NS_OCCUPANT_ID, "occupant-id");
+	xml_set_attr(a, oid, "id", o->id);
+	/* Serialised once, for every occupant alike. */
+	struct buf b;
+	buf_init(&b);
+	xml_serialize(st, NS_CLIENT, &b);
+	for (struct occupant *p = r->occ; p; p = p->next)
+		send_to_occupant(l, p, &b);
+	if (has_body) {
+		struct refbuf *rb = refbuf_new(b.data, b.len);
+		history_add(r, rb);
+		refbuf_release(rb);
+	}
+	buf_free(&b);
+}
+
+static void private_message(struct loop *l, struct room *r, struct occupant *o,
+			    struct xml_node *st, struct arena *a, const char *nick)
+{
+	struct occupant *to = by_nick(r, nick);
+	if (to == NULL) {
+		deliver_error(l, st, a, "cancel", "item-not-found");
+		return;
+	}
+	char from[3 * JID_PART_MAX + 3];
+	snprintf(from, sizeof from, "%s/%s", r->jid, o->nick);
+	xml_set_attr(a, st, "from", from);
+	xml_set_attr(a, st, "to", NULL);
+	if (xml_child(st, NS_MUC_USER, "x") == NULL)
+		xml_add_child(a, st, NS_MUC_USER, "x");
+	struct buf b;
+	buf_init(&b);
+	xml_serialize(st, NS_CLIENT, &b);
+	send_to_occupant(l, to, &b);
+	buf_free(&b);
+}
+
+static void room_message(struct loop *l, struct room *r, struct xml_node *st, struct arena *a,
+			 const char *full, const struct jid *to)
+{
+	const char *type = xml_attr(st, "type");
+	if (type != NULL && strcmp(type, "error") == 0)
+		return;
+	struct occupant *o = r ? by_jid(r, full, NULL) : NULL;
+	bool is_groupchat = type != NULL && strcmp(type, "groupchat") == 0;
+	if (o == NULL) {
+		deliver_error(l, st, a, "modify", "not-acceptable");
+		return;
+	}
+	if (to->resource[0] == '\0') {
+		if (is_groupchat)
+			groupchat(l, r, o, st, a);
+		else
+			deliver_error(l, st, a, "cancel", "feature-not-implemented");
+		return;
+	}
+	if (is_groupchat) {
+		deliver_error(l, st, a, "modify", "bad-request");
+		return;
+	}
+	private_message(l, r, o, st, a, to->resource);
+}
+
+/* --- iq --- */
+
+static void add_feature(struct arena *a, struct xml_node *q, const char *var)
+{
+	struct xml_node *f = xml_add_child(a, q, NS_DISCO_INFO, "feature");
+	xml_set_attr(a, f, "var", var);
+}
+
+static void room_iq(struct loop *l, struct room *r, struct xml_node *st, struct arena *a,
+		    const char *full, const struct jid *from, const struct jid *to)
+{
+	const char *type = xml_attr(st, "type");
+	if (type == NULL || (strcmp(type, "get") != 0 && strcmp(type, "set") != 0))
+		return;
+	struct iq_ctx c = { .loop = l, .iq = st, .a = a, .from = from, .to = to };
+	c.payload = xml_first_element(st);
+	if (r == NULL) {
+		module_error(&c, "cancel", "item-not-found");
+		return;
+	}
+	if (to->resource[0] != '\0' || c.payload == NULL) {
+		module_error(&c, "cancel", "service-unavailable");
+		return;
+	}
+	bool get = strcmp(type, "get") == 0;
+	if (get && xml_is(c.payload, NS_DISCO_INFO, "query") && !xml_attr(c.payload, "node")) {
+		struct xml_node *q = xml_new(a, NS_DISCO_INFO, "query");
+		struct xml_node *id = xml_add_child(a, q, NS_DISCO_INFO, "identity");
+		xml_set_attr(a, id, "category", "conference");
+		xml_set_attr(a, id, "type", "text");
+		xml_set_attr(a, id, "name", to->local);
+		static const char *const features[] = {
+			NS_MUC, "muc_public", "muc_temporary", "muc_open", "muc_unmoderated",
+			"muc_semianonymous", "muc_unsecured", NS_SID, NS_OCCUPANT_ID, NULL
+		};
+		for (const char *const *f = features; *f; f++)
+			add_feature(a, q, *f);
+		struct xml_node *x = xml_add_child(a, q, NS_DATA, "x");
+		xml_set_attr(a, x, "type", "result");
+		struct xml_node *fld = xml_add_child(a, x, NS_DATA, "field");
+		xml_set_attr(a, fld, "var", "FORM_TYPE");
+		xml_set_attr(a, fld, "type", "hidden");
+		struct xml_node *v = xml_add_child(a, fld, NS_DATA, "value");
+		static const char form[] = "http://jabber.org/protocol/muc#roominfo";
+		xml_add_text(a, v, form, sizeof form - 1);
+		fld = xml_add_child(a, x, NS_DATA, "field");
+		xml_set_attr(a, fld, "var", "muc#roominfo_occupants");
+		v = xml_add_child(a, fld, NS_DATA, "value");
+		char n[16];
+		snprintf(n, sizeof n, "%d", r->n_occ);
+		xml_add_text(a, v, n, strlen(n));
+		module_reply(&c, q);
+		return;
+	}
+	if (get && xml_is(c.payload, NS_DISCO_ITEMS, "query")) {
+		/* Semi-anonymous: occupants are not listed to outsiders. */
+		module_reply(&c, xml_new(a, NS_DISCO_ITEMS, "query"));
+		return;
+	}
+	if (xml_is(c.payload, NS_MUC_OWNER, "query")) {
+		struct occupant *o = by_jid(r, full, NULL);
+		if (o == NULL || o->affil != AFF_OWNER) {
+			module_error(&c, "auth", "forbidden");
+			return;
+		}
+		struct xml_node *x = xml_child(c.payload, NS_DATA, "x");
+		const char *xt = x ? xml_attr(x, "type") : NULL;
+		if (!get && xt && (strcmp(xt, "submit") == 0 || strcmp(xt, "cancel") == 0)) {
+			/* The instant room: it is usable as created. */
+			module_reply(&c, NULL);
+			return;
+		}
+		module_error(&c, "cancel", "feature-not-implemented");
+		return;
+	}
+	module_error(&c, "cancel", "service-unavailable");
+}
+
+void room_handle(struct loop *l, const struct muc_service *svc, struct xml_node *st,
+		 struct arena *a, const struct jid *from, const struct jid *to)
+{
+	char full[3 * JID_PART_MAX + 3], bare[2 * JID_PART_MAX + 2], room_jid[2 * JID_PART_MAX + 2];
+	if (jid_format(from, full, sizeof full) < 0 || jid_format_bare(from, bare, sizeof bare) < 0 ||
+	    jid_format_bare(to, room_jid, sizeof room_jid) < 0)
+		return;
+	struct room *r = room_find(l, room_jid);
+	if (strcmp(st->name, "presence") == 0)
+		room_presence(l, svc, r, room_jid, st, a, full, bare, to);
+	else if (strcmp(st->name, "message") == 0)
+		room_message(l, r, st, a, full, to);
+	else if (strcmp(st->name, "iq") == 0)
+		room_iq(l, r, st, a, full, from, to);
+}
