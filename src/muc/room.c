@@ -23,10 +23,17 @@
 #define ROOM_BUCKETS 256
 
 enum role { ROLE_NONE, ROLE_VISITOR, ROLE_PARTICIPANT, ROLE_MODERATOR };
-enum affil { AFF_NONE, AFF_MEMBER, AFF_ADMIN, AFF_OWNER };
+enum affil { AFF_OUTCAST, AFF_NONE, AFF_MEMBER, AFF_ADMIN, AFF_OWNER };
 
-static const char *const role_names[] = { "none", "visitor", "participant", "moderator" };
-static const char *const affil_names[] = { "none", "member", "admin", "owner" };
+static const char *const role_names[] = { "none", "visitor", "participant", "moderator", NULL };
+static const char *const affil_names[] = { "outcast", "none", "member", "admin", "owner", NULL };
+
+/* An affiliation other than none, kept whether or not its JID is in. */
+struct affiliation {
+	struct affiliation *next;
+	char *bare;
+	enum affil affil;
+};
 
 /* One nick in the room: a person, with one or more of their sessions. */
 struct occupant {
@@ -57,6 +64,7 @@ struct room {
 	char *subject_nick;
 	struct past *hist;          /* ring of svc's history size */
 	int hist_len, hist_head;
+	struct affiliation *affils; /* owners, admins, members, outcasts */
 	unsigned char secret[16];   /* salts occupant-ids */
 	unsigned long long next_sid;
 };
@@ -122,6 +130,12 @@ static void room_free(struct room *r)
 		r->occ = o->next;
 		occupant_free(o);
 	}
+	while (r->affils) {
+		struct affiliation *f = r->affils;
+		r->affils = f->next;
+		free(f->bare);
+		free(f);
+	}
 	for (int i = 0; i < r->hist_len; i++)
 		refbuf_release(r->hist[i].bytes);
 	free(r->hist);
@@ -158,6 +172,58 @@ void room_loop_free(struct loop *l)
 	}
 	free(rl);
 	l->muc = NULL;
+}
+
+/* --- affiliations --- */
+
+static enum affil affil_of(const struct room *r, const char *bare)
+{
+	for (const struct affiliation *f = r->affils; f; f = f->next)
+		if (strcmp(f->bare, bare) == 0)
+			return f->affil;
+	return AFF_NONE;
+}
+
+static void affil_set(struct room *r, const char *bare, enum affil a)
+{
+	struct affiliation **p = &r->affils;
+	while (*p && strcmp((*p)->bare, bare) != 0)
+		p = &(*p)->next;
+	if (*p && a == AFF_NONE) {
+		struct affiliation *f = *p;
+		*p = f->next;
+		free(f->bare);
+		free(f);
+	} else if (*p) {
+		(*p)->affil = a;
+	} else if (a != AFF_NONE) {
+		struct affiliation *f = xcalloc(1, sizeof *f);
+		f->bare = xstrdup(bare);
+		f->affil = a;
+		*p = f;
+	}
+}
+
+static int count_affil(const struct room *r, enum affil a)
+{
+	int n = 0;
+	for (const struct affiliation *f = r->affils; f; f = f->next)
+		n += f->affil == a;
+	return n;
+}
+
+/* The role an affiliation brings in an unmoderated room. */
+static enum role default_role(enum affil a)
+{
+	return a >= AFF_ADMIN ? ROLE_MODERATOR : ROLE_PARTICIPANT;
+}
+
+static int name_index(const char *const *names, const char *name)
+{
+	for (int i = 0; name && names[i]; i++)
+		if (strcmp(names[i], name) == 0)
+			return i;
+	return -1;
 }
 
 /* --- occupants --- */
@@ -476,12 +542,17 @@ static void join(struct loop *l, const struct muc_service *svc, struct room *r,
 		deliver_error(l, st, a, "cancel", "conflict");
 		return;
 	}
+	if (o == NULL && r != NULL && affil_of(r, bare) == AFF_OUTCAST) {
+		deliver_error(l, st, a, "auth", "forbidden");
+		return;
+	}
 	if (o == NULL && r != NULL && r->n_occ >= svc->host->muc.max_occupants) {
 		deliver_error(l, st, a, "wait", "service-unavailable");
 		return;
 	}
 	if (r == NULL) {
 		r = room_create(l, svc, room_jid);
+		affil_set(r, bare, AFF_OWNER);
 		created = true;
 	}
 	bool first_session = o == NULL;
@@ -489,8 +560,8 @@ static void join(struct loop *l, const struct muc_service *svc, struct room *r,
 		o = xcalloc(1, sizeof *o);
 		o->nick = xstrdup(nick);
 		o->bare = xstrdup(bare);
-		o->affil = created ? AFF_OWNER : AFF_NONE;
-		o->role = created ? ROLE_MODERATOR : ROLE_PARTICIPANT;
+		o->affil = affil_of(r, bare);
+		o->role = default_role(o->affil);
 		occupant_id(r, bare, o->id, sizeof o->id);
 		struct occupant **tail = &r->occ;
 		while (*tail)
@@ -544,6 +615,22 @@ static void leave(struct loop *l, struct room *r, struct occupant *o, int idx)
 		return;
 	}
 	broadcast_presence(l, r, o, "unavailable", NULL, 0, NULL, 0, NULL);
+	struct occupant **p = &r->occ;
+	while (*p != o)
+		p = &(*p)->next;
+	*p = o->next;
+	r->n_occ--;
+	occupant_free(o);
+	if (r->n_occ == 0)
+		room_destroy(l, r);
+}
+
+/* Puts o out of the room with all its sessions (kick 307, ban 301): the
+ * code tells everybody, o included, why. */
+static void remove_occupant(struct loop *l, struct room *r, struct occupant *o, int code)
+{
+	int codes[] = { code };
+	broadcast_presence(l, r, o, "unavailable", codes, 1, NULL, 0, NULL);
 	struct occupant **p = &r->occ;
 	while (*p != o)
 		p = &(*p)->next;
@@ -711,6 +798,186 @@ static void room_message(struct loop *l, struct room *r, struct xml_node *st, st
 
 /* --- iq --- */
 
+/* One <item/> of a muc#admin set by actor: a role by nick, or an
+ * affiliation by JID (XEP-0045 §§8-10). Returns NULL when done (and r may
+ * be gone), else the error condition; *etype its type. */
+static const char *admin_item(struct loop *l, struct room **rp, struct occupant *actor,
+			      const struct xml_node *item, const char **etype)
+{
+	struct room *r = *rp;
+	const char *nick = xml_attr(item, "nick");
+	const char *jid = xml_attr(item, "jid");
+	int role = name_index(role_names, xml_attr(item, "role"));
+	int aff = name_index(affil_names, xml_attr(item, "affiliation"));
+	*etype = "cancel";
+	if (nick != NULL && role >= 0 && aff < 0) {
+		struct occupant *t = by_nick(r, nick);
+		if (t == NULL)
+			return "item-not-found";
+		*etype = "auth";
+		if (actor->role != ROLE_MODERATOR)
+			return "forbidden";
+		*etype = "cancel";
+		bool grant_mod = role == ROLE_MODERATOR || t->role == ROLE_MODERATOR;
+		if (grant_mod && actor->affil < AFF_ADMIN)
+			return "not-allowed";
+		if (t->affil >= AFF_ADMIN && role < ROLE_MODERATOR)
+			return "not-allowed";
+		if (role == ROLE_NONE) {
+			remove_occupant(l, r, t, 307);
+			if (room_find(l, r->jid) != r)
+				*rp = NULL;
+			return NULL;
+		}
+		t->role = (enum role)role;
+		broadcast_presence(l, r, t, NULL, NULL, 0, NULL, 0, NULL);
+		return NULL;
+	}
+	if (jid != NULL && aff >= 0 && role < 0) {
+		struct jid j;
+		char bare[2 * JID_PART_MAX + 2];
+		*etype = "modify";
+		if (jid_parse(&j, jid, strlen(jid)) != 0 || jid_format_bare(&j, bare, sizeof bare) < 0)
+			return "jid-malformed";
+		*etype = "auth";
+		if (actor->affil < AFF_ADMIN)
+			return "forbidden";
+		*etype = "cancel";
+		enum affil now = affil_of(r, bare);
+		if ((aff >= AFF_ADMIN || now >= AFF_ADMIN) && actor->affil != AFF_OWNER)
+			return "not-allowed";
+		if (now == AFF_OWNER && aff != AFF_OWNER && count_affil(r, AFF_OWNER) == 1)
+			return "conflict"; /* a room keeps one owner at least */
+		affil_set(r, bare, (enum affil)aff);
+		for (struct occupant *t = r->occ, *next; t; t = next) {
+			next = t->next;
+			if (strcmp(t->bare, bare) != 0)
+				continue;
+			if (aff == AFF_OUTCAST) {
+				remove_occupant(l, r, t, 301);
+				if (room_find(l, r->jid) != r) {
+					*rp = NULL;
+					return NULL;
+				}
+				continue;
+			}
+			t->affil = (enum affil)aff;
+			t->role = default_role(t->affil);
+			broadcast_presence(l, r, t, NULL, NULL, 0, NULL, 0, NULL);
+		}
+		return NULL;
+	}
+	*etype = "modify";
+	return "bad-request";
+}
+
+static void admin_list(struct iq_ctx *c, struct room *r, struct occupant *actor,
+		       const struct xml_node *item)
+{
+	int role = name_index(role_names, xml_attr(item, "role"));
+	int aff = name_index(affil_names, xml_attr(item, "affiliation"));
+	struct arena *a = c->a;
+	struct xml_node *q = xml_new(a, NS_MUC_ADMIN, "query");
+	if (aff >= 0) {
+		if (actor->affil < AFF_ADMIN) {
+			module_error(c, "auth", "forbidden");
+			return;
+		}
+		for (const struct affiliation *f = r->affils; f; f = f->next) {
+			if ((int)f->affil != aff)
+				continue;
+			struct xml_node *it = xml_add_child(a, q, NS_MUC_ADMIN, "item");
+			xml_set_attr(a, it, "affiliation", affil_names[f->affil]);
+			xml_set_attr(a, it, "jid", f->bare);
+		}
+	} else if (role > ROLE_NONE) {
+		if (actor->role != ROLE_MODERATOR) {
+			module_error(c, "auth", "forbidden");
+			return;
+		}
+		for (const struct occupant *o = r->occ; o; o = o->next) {
+			if ((int)o->role != role)
+				continue;
+			struct xml_node *it = xml_add_child(a, q, NS_MUC_ADMIN, "item");
+			xml_set_attr(a, it, "affiliation", affil_names[o->affil]);
+			xml_set_attr(a, it, "role", role_names[o->role]);
+			xml_set_attr(a, it, "nick", o->nick);
+			xml_set_attr(a, it, "jid", o->jids[0]);
+		}
+	} else {
+		module_error(c, "modify", "bad-request");
+		return;
+	}
+	module_reply(c, q);
+}
+
+static void room_admin(struct iq_ctx *c, struct room *r, struct occupant *actor, bool get)
+{
+	if (actor == NULL) {
+		module_error(c, "auth", "forbidden");
+		return;
+	}
+	const struct xml_node *item = xml_child(c->payload, NS_MUC_ADMIN, "item");
+	if (item == NULL) {
+		module_error(c, "modify", "bad-request");
+		return;
+	}
+	if (get) {
+		admin_list(c, r, actor, item);
+		return;
+	}
+	/* The reply first: a kick may end the room and the actor's place. */
+	const char *etype = NULL, *cond = NULL;
+	for (; item && r && !cond; item = item->next) {
+		if (!xml_is(item, NS_MUC_ADMIN, "item"))
+			continue;
+		cond = admin_item(c->loop, &r, actor, item, &etype);
+		if (r != NULL && by_jid(r, c->iq ? xml_attr(c->iq, "from") : "", NULL) != actor)
+			break; /* the actor itself went */
+	}
+	if (cond)
+		module_error(c, etype, cond);
+	else
+		module_reply(c, NULL);
+}
+
+/* An iq to an occupant (room/nick): a self-ping (XEP-0410) is answered
+ * here; anything else goes to the occupant's first session, from the
+ * sender's room JID, and its answer comes back the same way. */
+static void occupant_iq(struct loop *l, struct room *r, struct xml_node *st, struct arena *a,
+			const char *full, const struct jid *from, const struct jid *to)
+{
+	const char *type = xml_attr(st, "type");
+	bool request = strcmp(type, "get") == 0 || strcmp(type, "set") == 0;
+	struct iq_ctx c = { .loop = l, .iq = st, .a = a, .from = from, .to = to };
+	struct occupant *o = r ? by_jid(r, full, NULL) : NULL;
+	if (o == NULL) {
+		if (request)
+			module_error(&c, "cancel", "not-acceptable");
+		return;
+	}
+	struct occupant *t = by_nick(r, to->resource);
+	const struct xml_node *payload = xml_first_element(st);
+	if (request && t == o && payload && xml_is(payload, "urn:xmpp:ping", "ping")) {
+		module_reply(&c, NULL);
+		return;
+	}
+	if (t == NULL) {
+		if (request)
+			module_error(&c, "cancel", "item-not-found");
+		return;
+	}
+	char sender[3 * JID_PART_MAX + 3];
+	snprintf(sender, sizeof sender, "%s/%s", r->jid, o->nick);
+	xml_set_attr(a, st, "from", sender);
+	xml_set_attr(a, st, "to", NULL);
+	struct buf b;
+	buf_init(&b);
+	xml_serialize(st, NS_CLIENT, &b);
+	send_to(l, t->jids[0], b.data, b.len);
+	buf_free(&b);
+}
+
 static void add_feature(struct arena *a, struct xml_node *q, const char *var)
 {
 	struct xml_node *f = xml_add_child(a, q, NS_DISCO_INFO, "feature");
@@ -721,7 +988,13 @@ static void room_iq(struct loop *l, struct room *r, struct xml_node *st, struct 
 		    const char *full, const struct jid *from, const struct jid *to)
 {
 	const char *type = xml_attr(st, "type");
-	if (type == NULL || (strcmp(type, "get") != 0 && strcmp(type, "set") != 0))
+	if (type == NULL)
+		return;
+	if (to->resource[0] != '\0') {
+		occupant_iq(l, r, st, a, full, from, to);
+		return;
+	}
+	if (strcmp(type, "get") != 0 && strcmp(type, "set") != 0)
 		return;
 	struct iq_ctx c = { .loop = l, .iq = st, .a = a, .from = from, .to = to };
 	c.payload = xml_first_element(st);
@@ -729,8 +1002,8 @@ static void room_iq(struct loop *l, struct room *r, struct xml_node *st, struct 
 		module_error(&c, "cancel", "item-not-found");
 		return;
 	}
-	if (to->resource[0] != '\0' || c.payload == NULL) {
-		module_error(&c, "cancel", "service-unavailable");
+	if (c.payload == NULL) {
+		module_error(&c, "modify", "bad-request");
 		return;
 	}
 	bool get = strcmp(type, "get") == 0;
@@ -766,6 +1039,10 @@ static void room_iq(struct loop *l, struct room *r, struct xml_node *st, struct 
 	if (get && xml_is(c.payload, NS_DISCO_ITEMS, "query")) {
 		/* Semi-anonymous: occupants are not listed to outsiders. */
 		module_reply(&c, xml_new(a, NS_DISCO_ITEMS, "query"));
+		return;
+	}
+	if (xml_is(c.payload, NS_MUC_ADMIN, "query")) {
+		room_admin(&c, r, by_jid(r, full, NULL), get);
 		return;
 	}
 	if (xml_is(c.payload, NS_MUC_OWNER, "query")) {
