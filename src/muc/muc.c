@@ -196,16 +196,22 @@ struct room_post {
 	char bytes[];
 };
 
-static struct loop *owner_loop(struct server *srv, const struct jid *room)
+struct loop *muc_owner_loop(struct server *srv, const char *room)
 {
 	unsigned h = 2166136261u;
-	for (const unsigned char *p = (const unsigned char *)room->local; *p; p++)
-		h = (h ^ *p) * 16777619u;
-	h = (h ^ '@') * 16777619u;
-	for (const unsigned char *p = (const unsigned char *)room->domain; *p; p++)
+	for (const unsigned char *p = (const unsigned char *)room; *p; p++)
 		h = (h ^ *p) * 16777619u;
 	return &srv->loops[h % (unsigned)srv->n_loops];
 }
+
+size_t muc_service_count(const struct server *srv) { return srv->muc ? srv->muc->n_services : 0; }
+
+const struct muc_service *muc_service_at(const struct server *srv, size_t i)
+{
+	return &srv->muc->services[i];
+}
+
+void muc_loop_start(struct loop *l) { room_load_all(l); }
 
 static void on_room_post(struct loop *l, void *arg)
 {
@@ -236,7 +242,10 @@ bool muc_route(struct loop *l, struct xml_node *st, struct arena *a, const struc
 			deliver_error(l, st, a, "cancel", "service-unavailable");
 		return true;
 	}
-	struct loop *owner = owner_loop(l->srv, to);
+	char room[2 * JID_PART_MAX + 2];
+	if (jid_format_bare(to, room, sizeof room) < 0)
+		return true;
+	struct loop *owner = muc_owner_loop(l->srv, room);
 	if (owner == l) {
 		room_handle(l, svc, st, a, from, to);
 		return true;

@@ -40,6 +40,16 @@ void muc_free(struct server *srv);
 /* Frees the rooms of loop l, which is stopping. */
 void muc_loop_free(struct loop *l);
 
+/* Loads the persistent rooms loop l owns (before it runs). */
+void muc_loop_start(struct loop *l);
+
+/* The loop that owns room (a bare room JID). */
+struct loop *muc_owner_loop(struct server *srv, const char *room);
+
+/* The services, by index (0 .. muc_service_count - 1). */
+size_t muc_service_count(const struct server *srv);
+const struct muc_service *muc_service_at(const struct server *srv, size_t i);
+
 /* The chat service's domain of the host, or NULL when it has none. */
 const char *muc_service_domain(const struct server *srv, const char *host_domain);
 

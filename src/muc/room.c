@@ -13,6 +13,8 @@
 #include "modules/module.h"
 #include "router/deliver.h"
 #include "router/router.h"
+#include "storage/storage.h"
+#include "xml/xml_parse.h"
 
 #define NS_DISCO_INFO "http://jabber.org/protocol/disco#info"
 #define NS_DISCO_ITEMS "http://jabber.org/protocol/disco#items"
@@ -54,6 +56,17 @@ struct past {
 	time_t stamp;
 };
 
+/* What the owner sets with the muc#roomconfig form (XEP-0045 §10.2). */
+struct room_config {
+	char *name, *desc;          /* NULL when unset */
+	char *password;             /* NULL: none */
+	bool persistent, hidden, members_only, moderated, non_anonymous;
+	bool subject_locked;        /* only moderators change the subject */
+	bool invites_locked;        /* only moderators invite */
+	int max_users;              /* 0: the service's limit */
+	int history;                /* messages shown to joiners; -1: the service's */
+};
+
 struct room {
 	struct room *next;          /* the loop's hash chain */
 	char *jid;                  /* bare room JID */
@@ -65,6 +78,7 @@ struct room {
 	struct past *hist;          /* ring of svc's history size */
 	int hist_len, hist_head;
 	struct affiliation *affils; /* owners, admins, members, outcasts */
+	struct room_config cfg;
 	unsigned char secret[16];   /* salts occupant-ids */
 	unsigned long long next_sid;
 };
@@ -100,6 +114,7 @@ static struct room *room_create(struct loop *l, const struct muc_service *svc, c
 	struct room *r = xcalloc(1, sizeof *r);
 	r->jid = xstrdup(jid);
 	r->svc = svc;
+	r->cfg.history = -1;
 	int cap = svc->host->muc.history;
 	r->hist = cap > 0 ? xcalloc((size_t)cap, sizeof *r->hist) : NULL;
 	if (RAND_bytes(r->secret, sizeof r->secret) != 1)
@@ -141,6 +156,9 @@ static void room_free(struct room *r)
 	free(r->hist);
 	free(r->subject);
 	free(r->subject_nick);
+	free(r->cfg.name);
+	free(r->cfg.desc);
+	free(r->cfg.password);
 	free(r->jid);
 	free(r);
 }
@@ -153,7 +171,7 @@ static void room_destroy(struct loop *l, struct room *r)
 		p = &(*p)->next;
 	*p = r->next;
 	muc_public_set(l->srv, r->jid, false);
-	log_info("muc: room %s destroyed (empty)", r->jid);
+	log_info("muc: room %s ended", r->jid);
 	room_free(r);
 }
 
@@ -224,6 +242,282 @@ static int name_index(const char *const *names, const char *name)
 		if (strcmp(names[i], name) == 0)
 			return i;
 	return -1;
+}
+
+/* --- configuration and persistence --- */
+
+static const char *const whois_values[] = { "moderators", "anyone", NULL };
+
+static void form_field(struct arena *a, struct xml_node *x, const char *var, const char *type,
+		       const char *label, const char *value)
+{
+	struct xml_node *f = xml_add_child(a, x, NS_DATA, "field");
+	xml_set_attr(a, f, "var", var);
+	if (type)
+		xml_set_attr(a, f, "type", type);
+	if (label)
+		xml_set_attr(a, f, "label", label);
+	struct xml_node *v = xml_add_child(a, f, NS_DATA, "value");
+	if (value)
+		xml_add_text(a, v, value, strlen(value));
+}
+
+static void form_bool(struct arena *a, struct xml_node *x, const char *var, const char *label,
+		      bool on)
+{
+	form_field(a, x, var, "boolean", label, on ? "1" : "0");
+}
+
+/* The muc#roomconfig form with the room's settings, into q. */
+static void config_form(struct arena *a, struct xml_node *q, const struct room *r)
+{
+	const struct room_config *c = &r->cfg;
+	struct xml_node *x = xml_add_child(a, q, NS_DATA, "x");
+	xml_set_attr(a, x, "type", "form");
+	struct xml_node *t = xml_add_child(a, x, NS_DATA, "title");
+	xml_add_text(a, t, "Room configuration", 18);
+	form_field(a, x, "FORM_TYPE", "hidden", NULL, "http://jabber.org/protocol/muc#roomconfig");
+	form_field(a, x, "muc#roomconfig_roomname", "text-single", "Name", c->name);
+	form_field(a, x, "muc#roomconfig_roomdesc", "text-single", "Description", c->desc);
+	form_bool(a, x, "muc#roomconfig_persistentroom", "Keep the room when it is empty",
+		  c->persistent);
+	form_bool(a, x, "muc#roomconfig_publicroom", "List the room publicly", !c->hidden);
+	form_bool(a, x, "muc#roomconfig_membersonly", "Members only", c->members_only);
+	form_bool(a, x, "muc#roomconfig_moderatedroom", "Only participants with voice speak",
+		  c->moderated);
+	form_bool(a, x, "muc#roomconfig_passwordprotectedroom", "Password required",
+		  c->password != NULL);
+	form_field(a, x, "muc#roomconfig_roomsecret", "text-private", "Password", c->password);
+	struct xml_node *who = xml_add_child(a, x, NS_DATA, "field");
+	xml_set_attr(a, who, "var", "muc#roomconfig_whois");
+	xml_set_attr(a, who, "type", "list-single");
+	xml_set_attr(a, who, "label", "Who may see real JIDs");
+	struct xml_node *v = xml_add_child(a, who, NS_DATA, "value");
+	const char *w = whois_values[c->non_anonymous];
+	xml_add_text(a, v, w, strlen(w));
+	for (int i = 0; whois_values[i]; i++) {
+		struct xml_node *o = xml_add_child(a, who, NS_DATA, "option");
+		struct xml_node *ov = xml_add_child(a, o, NS_DATA, "value");
+		xml_add_text(a, ov, whois_values[i], strlen(whois_values[i]));
+	}
+	char n[16];
+	snprintf(n, sizeof n, "%d", c->max_users ? c->max_users : r->svc->host->muc.max_occupants);
+	form_field(a, x, "muc#roomconfig_maxusers", "text-single", "Most occupants", n);
+	snprintf(n, sizeof n, "%d", c->history >= 0 ? c->history : r->svc->host->muc.history);
+	form_field(a, x, "muc#maxhistoryfetch", "text-single", "Messages shown to joiners", n);
+	form_bool(a, x, "muc#roomconfig_changesubject", "Occupants may change the subject",
+		  !c->subject_locked);
+	form_bool(a, x, "muc#roomconfig_allowinvites", "Occupants may invite", !c->invites_locked);
+}
+
+/* The first value of field var in a submitted form, or NULL. */
+static const char *form_value(struct arena *a, const struct xml_node *x, const char *var)
+{
+	for (const struct xml_node *f = x->children; f; f = f->next) {
+		const char *v = xml_is(f, NS_DATA, "field") ? xml_attr(f, "var") : NULL;
+		if (v != NULL && strcmp(v, var) == 0) {
+			const struct xml_node *val = xml_child(f, NS_DATA, "value");
+			return val ? xml_text(a, val) : "";
+		}
+	}
+	return NULL;
+}
+
+static bool form_true(const char *v) { return v && (strcmp(v, "1") == 0 || strcmp(v, "true") == 0); }
+
+static void set_text(char **field, const char *v)
+{
+	free(*field);
+	*field = v && v[0] ? xstrdup(v) : NULL;
+}
+
+/* Applies a submitted muc#roomconfig form; returns NULL or the error
+ * condition (bad-request for a value that does not fit). */
+static const char *config_apply(struct room *r, struct arena *a, const struct xml_node *x)
+{
+	struct room_config *c = &r->cfg;
+	const char *v;
+	long n = 0;
+	if ((v = form_value(a, x, "muc#roomconfig_maxusers")) != NULL) {
+		n = strtol(v, NULL, 10);
+		if (n < 1 || n > r->svc->host->muc.max_occupants)
+			return "not-acceptable";
+		c->max_users = (int)n;
+	}
+	if ((v = form_value(a, x, "muc#maxhistoryfetch")) != NULL) {
+		n = strtol(v, NULL, 10);
+		if (n < 0)
+			return "not-acceptable";
+		c->history = n > r->svc->host->muc.history ? r->svc->host->muc.history : (int)n;
+	}
+	if ((v = form_value(a, x, "muc#roomconfig_whois")) != NULL) {
+		int w = name_index(whois_values, v);
+		if (w < 0)
+			return "not-acceptable";
+		c->non_anonymous = w == 1;
+	}
+	if ((v = form_value(a, x, "muc#roomconfig_roomname")) != NULL)
+		set_text(&c->name, v);
+	if ((v = form_value(a, x, "muc#roomconfig_roomdesc")) != NULL)
+		set_text(&c->desc, v);
+	if ((v = form_value(a, x, "muc#roomconfig_persistentroom")) != NULL)
+		c->persistent = form_true(v);
+	if ((v = form_value(a, x, "muc#roomconfig_publicroom")) != NULL)
+		c->hidden = !form_true(v);
+	if ((v = form_value(a, x, "muc#roomconfig_membersonly")) != NULL)
+		c->members_only = form_true(v);
+	if ((v = form_value(a, x, "muc#roomconfig_moderatedroom")) != NULL)
+		c->moderated = form_true(v);
+	if ((v = form_value(a, x, "muc#roomconfig_changesubject")) != NULL)
+		c->subject_locked = !form_true(v);
+	if ((v = form_value(a, x, "muc#roomconfig_allowinvites")) != NULL)
+		c->invites_locked = !form_true(v);
+	const char *secret = form_value(a, x, "muc#roomconfig_roomsecret");
+	const char *protect = form_value(a, x, "muc#roomconfig_passwordprotectedroom");
+	if (protect != NULL && !form_true(protect))
+		set_text(&c->password, NULL);
+	else if (secret != NULL && secret[0])
+		set_text(&c->password, secret);
+	else if (protect != NULL && c->password == NULL)
+		return "not-acceptable"; /* protected, but with no password */
+	return NULL;
+}
+
+#define STORE_MUC "muc"
+
+/* The room's settings and affiliations as stored, into b (initialised). */
+static void room_serialize(const struct room *r, struct buf *b)
+{
+	const struct room_config *c = &r->cfg;
+	buf_init(b);
+	buf_printf(b, "<room persistent='%d' hidden='%d' members_only='%d' moderated='%d' "
+		      "non_anonymous='%d' subject_locked='%d' invites_locked='%d' "
+		      "max_users='%d' history='%d'",
+		   c->persistent, c->hidden, c->members_only, c->moderated, c->non_anonymous,
+		   c->subject_locked, c->invites_locked, c->max_users, c->history);
+	/* Kept so that occupant-ids stay the same across restarts (XEP-0421). */
+	buf_puts(b, " secret='");
+	for (size_t i = 0; i < sizeof r->secret; i++)
+		buf_printf(b, "%02x", r->secret[i]);
+	buf_puts(b, "'");
+	const char *texts[][2] = { { "name", c->name }, { "desc", c->desc },
+				   { "password", c->password },
+				   { "subject", r->subject }, { "subject_nick", r->subject_nick } };
+	for (size_t i = 0; i < sizeof texts / sizeof *texts; i++) {
+		if (texts[i][1] == NULL)
+			continue;
+		buf_printf(b, " %s='", texts[i][0]);
+		buf_append_escaped(b, texts[i][1], strlen(texts[i][1]));
+		buf_puts(b, "'");
+	}
+	buf_puts(b, ">");
+	for (const struct affiliation *f = r->affils; f; f = f->next) {
+		buf_printf(b, "<affiliation a='%s' jid='", affil_names[f->affil]);
+		buf_append_escaped(b, f->bare, strlen(f->bare));
+		buf_puts(b, "'/>");
+	}
+	buf_puts(b, "</room>");
+}
+
+/* Writes a persistent room's settings to the store, or takes a room that
+ * is no longer persistent out of it. */
+static void room_save(struct loop *l, const struct room *r)
+{
+	const char *at = strchr(r->jid, '@');
+	char local[JID_PART_MAX + 1];
+	snprintf(local, sizeof local, "%.*s", (int)(at - r->jid), r->jid);
+	const struct storage_driver *drv = l->srv->storage;
+	if (!r->cfg.persistent) {
+		drv->map_del(l->store, r->svc->domain, "", STORE_MUC, local);
+		return;
+	}
+	struct buf b;
+	room_serialize(r, &b);
+	if (drv->map_put(l->store, r->svc->domain, "", STORE_MUC, local, b.data, b.len) != 0)
+		log_warn("muc: room %s: cannot store its settings", r->jid);
+	buf_free(&b);
+}
+
+static bool attr_flag(const struct xml_node *n, const char *name)
+{
+	const char *v = xml_attr(n, name);
+	return v && strcmp(v, "1") == 0;
+}
+
+static const char *attr_text(const struct xml_node *n, const char *name)
+{
+	const char *v = xml_attr(n, name);
+	return v && v[0] ? v : NULL;
+}
+
+struct load_ctx {
+	struct loop *l;
+	const struct muc_service *svc;
+	int n;
+};
+
+static void load_one(void *arg, const char *key, const void *value, size_t len)
+{
+	struct load_ctx *lc = arg;
+	char jid[2 * JID_PART_MAX + 2];
+	snprintf(jid, sizeof jid, "%s@%s", key, lc->svc->domain);
+	if (muc_owner_loop(lc->l->srv, jid) != lc->l)
+		return;
+	struct arena a;
+	arena_init(&a);
+	struct xml_node *n = xml_parse_element(&a, value, len);
+	if (n == NULL || strcmp(n->name, "room") != 0) {
+		log_warn("muc: room %s: stored settings do not parse; skipped", jid);
+		arena_reset(&a);
+		return;
+	}
+	struct room *r = room_create(lc->l, lc->svc, jid);
+	struct room_config *c = &r->cfg;
+	c->persistent = true;
+	c->hidden = attr_flag(n, "hidden");
+	c->members_only = attr_flag(n, "members_only");
+	c->moderated = attr_flag(n, "moderated");
+	c->non_anonymous = attr_flag(n, "non_anonymous");
+	c->subject_locked = attr_flag(n, "subject_locked");
+	c->invites_locked = attr_flag(n, "invites_locked");
+	const char *v = xml_attr(n, "secret");
+	for (size_t i = 0; v && strlen(v) == 2 * sizeof r->secret && i < sizeof r->secret; i++) {
+		unsigned byte;
+		if (sscanf(v + 2 * i, "%2x", &byte) == 1)
+			r->secret[i] = (unsigned char)byte;
+	}
+	v = xml_attr(n, "max_users");
+	c->max_users = v ? atoi(v) : 0;
+	v = xml_attr(n, "history");
+	c->history = v ? atoi(v) : -1;
+	set_text(&c->name, attr_text(n, "name"));
+	set_text(&c->desc, attr_text(n, "desc"));
+	set_text(&c->password, attr_text(n, "password"));
+	set_text(&r->subject, attr_text(n, "subject"));
+	set_text(&r->subject_nick, attr_text(n, "subject_nick"));
+	for (const struct xml_node *f = n->children; f; f = f->next) {
+		int aff = f->name && strcmp(f->name, "affiliation") == 0
+				  ? name_index(affil_names, xml_attr(f, "a"))
+				  : -1;
+		const char *bare = f->name ? xml_attr(f, "jid") : NULL;
+		if (aff >= 0 && bare)
+			affil_set(r, bare, (enum affil)aff);
+	}
+	if (c->hidden)
+		muc_public_set(lc->l->srv, jid, false);
+	lc->n++;
+	arena_reset(&a);
+}
+
+void room_load_all(struct loop *l)
+{
+	for (size_t i = 0; i < muc_service_count(l->srv); i++) {
+		struct load_ctx lc = { l, muc_service_at(l->srv, i), 0 };
+		l->srv->storage->map_list(l->store, lc.svc->domain, "", STORE_MUC, load_one, &lc);
+		if (lc.n > 0)
+			log_info("muc: %d persistent room(s) of %s on loop %d", lc.n, lc.svc->domain,
+				 l->index);
+	}
 }
 
 /* --- occupants --- */
@@ -381,7 +675,7 @@ static void broadcast_presence(struct loop *l, struct room *r, const struct occu
 	for (struct occupant *p = r->occ; p; p = p->next) {
 		if (p == o)
 			continue;
-		if (p->role == ROLE_MODERATOR) {
+		if (p->role == ROLE_MODERATOR || r->cfg.non_anonymous) {
 			if (!have_jid)
 				presence_of(&with_jid, r, o, type, true, codes, n_codes, new_nick);
 			have_jid = true;
@@ -483,11 +777,13 @@ static void send_history(struct loop *l, struct room *r, const char *full,
 {
 	int cap = r->svc->host->muc.history;
 	int first = r->hist_len;
+	int limit = r->cfg.history >= 0 ? r->cfg.history : cap;
 	long chars = 0;
 	/* From the newest back, as far as every limit allows. */
 	while (first > 0) {
 		const struct past *p = &r->hist[(r->hist_head + first - 1) % cap];
-		if (w->maxstanzas >= 0 && r->hist_len - first >= w->maxstanzas)
+		if ((w->maxstanzas >= 0 && r->hist_len - first >= w->maxstanzas) ||
+		    r->hist_len - first >= limit)
 			break;
 		if (p->stamp < w->not_before)
 			break;
@@ -542,13 +838,28 @@ static void join(struct loop *l, const struct muc_service *svc, struct room *r,
 		deliver_error(l, st, a, "cancel", "conflict");
 		return;
 	}
-	if (o == NULL && r != NULL && affil_of(r, bare) == AFF_OUTCAST) {
-		deliver_error(l, st, a, "auth", "forbidden");
-		return;
-	}
-	if (o == NULL && r != NULL && r->n_occ >= svc->host->muc.max_occupants) {
-		deliver_error(l, st, a, "wait", "service-unavailable");
-		return;
+	if (o == NULL && r != NULL) {
+		enum affil af = affil_of(r, bare);
+		const struct xml_node *x = xml_child(st, NS_MUC, "x");
+		const struct xml_node *pw = x ? xml_child(x, NS_MUC, "password") : NULL;
+		int max = r->cfg.max_users ? r->cfg.max_users : svc->host->muc.max_occupants;
+		if (af == AFF_OUTCAST) {
+			deliver_error(l, st, a, "auth", "forbidden");
+			return;
+		}
+		if (r->cfg.members_only && af < AFF_MEMBER) {
+			deliver_error(l, st, a, "auth", "registration-required");
+			return;
+		}
+		if (r->cfg.password != NULL && af < AFF_ADMIN &&
+		    (pw == NULL || strcmp(xml_text(a, pw), r->cfg.password) != 0)) {
+			deliver_error(l, st, a, "auth", "not-authorized");
+			return;
+		}
+		if (r->n_occ >= max && af < AFF_ADMIN) {
+			deliver_error(l, st, a, "wait", "service-unavailable");
+			return;
+		}
 	}
 	if (r == NULL) {
 		r = room_create(l, svc, room_jid);
@@ -562,6 +873,8 @@ static void join(struct loop *l, const struct muc_service *svc, struct room *r,
 		o->bare = xstrdup(bare);
 		o->affil = affil_of(r, bare);
 		o->role = default_role(o->affil);
+		if (r->cfg.moderated && o->affil < AFF_MEMBER)
+			o->role = ROLE_VISITOR;
 		occupant_id(r, bare, o->id, sizeof o->id);
 		struct occupant **tail = &r->occ;
 		while (*tail)
@@ -577,14 +890,19 @@ static void join(struct loop *l, const struct muc_service *svc, struct room *r,
 		if (p == o)
 			continue;
 		struct buf b;
-		presence_of(&b, r, p, NULL, o->role == ROLE_MODERATOR, NULL, 0, NULL);
+		presence_of(&b, r, p, NULL, o->role == ROLE_MODERATOR || r->cfg.non_anonymous, NULL,
+			    0, NULL);
 		send_to(l, full, b.data, b.len);
 		buf_free(&b);
 	}
 	/* 2. the newcomer, to everybody (itself last, with 110) */
-	static const int created_codes[] = { 201 };
+	int self_codes[2], n_self = 0;
+	if (r->cfg.non_anonymous)
+		self_codes[n_self++] = 100;
+	if (created)
+		self_codes[n_self++] = 201;
 	if (first_session) {
-		broadcast_presence(l, r, o, NULL, NULL, 0, created_codes, created ? 1 : 0, NULL);
+		broadcast_presence(l, r, o, NULL, NULL, 0, self_codes, n_self, NULL);
 	} else {
 		int codes[] = { 110 };
 		struct buf b;
@@ -621,7 +939,7 @@ static void leave(struct loop *l, struct room *r, struct occupant *o, int idx)
 	*p = o->next;
 	r->n_occ--;
 	occupant_free(o);
-	if (r->n_occ == 0)
+	if (r->n_occ == 0 && !r->cfg.persistent)
 		room_destroy(l, r);
 }
 
@@ -637,7 +955,7 @@ static void remove_occupant(struct loop *l, struct room *r, struct occupant *o, 
 	*p = o->next;
 	r->n_occ--;
 	occupant_free(o);
-	if (r->n_occ == 0)
+	if (r->n_occ == 0 && !r->cfg.persistent)
 		room_destroy(l, r);
 }
 
@@ -716,11 +1034,17 @@ static void groupchat(struct loop *l, struct room *r, struct occupant *o, struct
 	}
 	struct xml_node *subject = xml_child(st, NS_CLIENT, "subject");
 	bool has_body = xml_child(st, NS_CLIENT, "body") != NULL;
+	if (subject != NULL && !has_body && r->cfg.subject_locked && o->role != ROLE_MODERATOR) {
+		deliver_error(l, st, a, "auth", "forbidden");
+		return;
+	}
 	if (subject != NULL && !has_body) {
 		free(r->subject);
 		free(r->subject_nick);
 		r->subject = xstrdup(xml_text(a, subject));
 		r->subject_nick = xstrdup(o->nick);
+		if (r->cfg.persistent)
+			room_save(l, r);
 	}
 	char from[3 * JID_PART_MAX + 3];
 	snprintf(from, sizeof from, "%s/%s", r->jid, o->nick);
@@ -984,6 +1308,100 @@ static void add_feature(struct arena *a, struct xml_node *q, const char *var)
 	xml_set_attr(a, f, "var", var);
 }
 
+/* Tells the occupants the configuration changed (status 104). */
+static void config_changed(struct loop *l, struct room *r)
+{
+	struct buf b;
+	buf_init(&b);
+	buf_puts(&b, "<message type='groupchat' from='");
+	buf_append_escaped(&b, r->jid, strlen(r->jid));
+	buf_printf(&b, "' id='config-%llu'><x xmlns='" NS_MUC_USER "'><status code='104'/>",
+		   ++r->next_sid);
+	if (r->cfg.non_anonymous)
+		buf_puts(&b, "<status code='172'/>");
+	buf_puts(&b, "</x></message>");
+	for (struct occupant *o = r->occ; o; o = o->next)
+		send_to_occupant(l, o, &b);
+	buf_free(&b);
+}
+
+/* Ends the room (XEP-0045 §10.9): everybody gets an unavailable presence
+ * with <destroy/> (and the alternate venue), and the store forgets it. */
+static void destroy_room(struct loop *l, struct room *r, const struct xml_node *d, struct arena *a)
+{
+	const char *venue = xml_attr(d, "jid");
+	const struct xml_node *why = xml_child(d, NS_MUC_OWNER, "reason");
+	const char *reason = why ? xml_text(a, why) : NULL;
+	for (struct occupant *o = r->occ; o; o = o->next) {
+		struct buf b;
+		buf_init(&b);
+		buf_puts(&b, "<presence type='unavailable' from='");
+		buf_append_escaped(&b, r->jid, strlen(r->jid));
+		buf_puts(&b, "/");
+		buf_append_escaped(&b, o->nick, strlen(o->nick));
+		buf_printf(&b, "'><x xmlns='" NS_MUC_USER "'><item affiliation='%s' role='none'/>"
+			       "<destroy", affil_names[o->affil]);
+		if (venue) {
+			buf_puts(&b, " jid='");
+			buf_append_escaped(&b, venue, strlen(venue));
+			buf_puts(&b, "'");
+		}
+		buf_puts(&b, ">");
+		if (reason) {
+			buf_puts(&b, "<reason>");
+			buf_append_escaped(&b, reason, strlen(reason));
+			buf_puts(&b, "</reason>");
+		}
+		buf_puts(&b, "</destroy></x></presence>");
+		send_to_occupant(l, o, &b);
+		buf_free(&b);
+	}
+	r->cfg.persistent = false;
+	room_save(l, r); /* out of the store */
+	log_info("muc: room %s destroyed by its owner", r->jid);
+	room_destroy(l, r);
+}
+
+/* muc#owner: the configuration form, its submission or cancellation (an
+ * instant room is usable as created), and destruction. Owners only. */
+static void room_owner(struct iq_ctx *c, struct room *r, bool get)
+{
+	struct arena *a = c->a;
+	const struct xml_node *x = xml_child(c->payload, NS_DATA, "x");
+	const struct xml_node *d = xml_child(c->payload, NS_MUC_OWNER, "destroy");
+	if (get) {
+		struct xml_node *q = xml_new(a, NS_MUC_OWNER, "query");
+		config_form(a, q, r);
+		module_reply(c, q);
+		return;
+	}
+	if (d != NULL) {
+		module_reply(c, NULL);
+		destroy_room(c->loop, r, d, a);
+		return;
+	}
+	const char *xt = x ? xml_attr(x, "type") : NULL;
+	if (xt == NULL || (strcmp(xt, "submit") != 0 && strcmp(xt, "cancel") != 0)) {
+		module_error(c, "modify", "bad-request");
+		return;
+	}
+	if (strcmp(xt, "cancel") == 0) {
+		module_reply(c, NULL);
+		return;
+	}
+	bool was_persistent = r->cfg.persistent;
+	const char *err = config_apply(r, a, x);
+	if (err != NULL) {
+		module_error(c, "modify", err);
+		return;
+	}
+	muc_public_set(c->loop->srv, r->jid, !r->cfg.hidden);
+	if (r->cfg.persistent || was_persistent)
+		room_save(c->loop, r);
+	module_reply(c, NULL);
+	config_changed(c->loop, r);
+}
+
 static void room_iq(struct loop *l, struct room *r, struct xml_node *st, struct arena *a,
 		    const char *full, const struct jid *from, const struct jid *to)
 {
@@ -1013,12 +1431,21 @@ static void room_iq(struct loop *l, struct room *r, struct xml_node *st, struct 
 		xml_set_attr(a, id, "category", "conference");
 		xml_set_attr(a, id, "type", "text");
 		xml_set_attr(a, id, "name", to->local);
-		static const char *const features[] = {
-			NS_MUC, "muc_public", "muc_temporary", "muc_open", "muc_unmoderated",
-			"muc_semianonymous", "muc_unsecured", NS_SID, NS_OCCUPANT_ID, NULL
+		const struct room_config *rc = &r->cfg;
+		const char *features[] = {
+			NS_MUC,
+			rc->hidden ? "muc_hidden" : "muc_public",
+			rc->persistent ? "muc_persistent" : "muc_temporary",
+			rc->members_only ? "muc_membersonly" : "muc_open",
+			rc->moderated ? "muc_moderated" : "muc_unmoderated",
+			rc->non_anonymous ? "muc_nonanonymous" : "muc_semianonymous",
+			rc->password ? "muc_passwordprotected" : "muc_unsecured",
+			NS_SID, NS_OCCUPANT_ID, NULL
 		};
 		for (const char *const *f = features; *f; f++)
 			add_feature(a, q, *f);
+		if (rc->name)
+			xml_set_attr(a, id, "name", rc->name);
 		struct xml_node *x = xml_add_child(a, q, NS_DATA, "x");
 		xml_set_attr(a, x, "type", "result");
 		struct xml_node *fld = xml_add_child(a, x, NS_DATA, "field");
@@ -1051,14 +1478,7 @@ static void room_iq(struct loop *l, struct room *r, struct xml_node *st, struct 
 			module_error(&c, "auth", "forbidden");
 			return;
 		}
-		struct xml_node *x = xml_child(c.payload, NS_DATA, "x");
-		const char *xt = x ? xml_attr(x, "type") : NULL;
-		if (!get && xt && (strcmp(xt, "submit") == 0 || strcmp(xt, "cancel") == 0)) {
-			/* The instant room: it is usable as created. */
-			module_reply(&c, NULL);
-			return;
-		}
-		module_error(&c, "cancel", "feature-not-implemented");
+		room_owner(&c, r, get);
 		return;
 	}
 	module_error(&c, "cancel", "service-unavailable");
