@@ -585,6 +585,8 @@ static char *presence_extra(const struct xml_node *st)
 
 /* --- writing to occupants --- */
 
+static struct refbuf *with_to(const char *bytes, size_t len, const char *to);
+
 /* bytes (a stanza without 'to') with to='full', to that session. */
 static void send_to(struct loop *l, const char *full, const char *bytes, size_t len)
 {
@@ -596,6 +598,14 @@ static void send_to(struct loop *l, const char *full, const char *bytes, size_t 
 	struct router_target t;
 	if (router_find_full(l->srv->router, bare, j.resource, &t) != 0)
 		return; /* gone: its unavailable presence is on its way */
+	struct refbuf *rb = with_to(bytes, len, full);
+	deliver_to_session(l, &t, rb);
+	refbuf_release(rb);
+}
+
+/* bytes (a stanza without 'to') with to='to' inserted after its name. */
+static struct refbuf *with_to(const char *bytes, size_t len, const char *to)
+{
 	size_t name_end = 1;
 	while (name_end < len && bytes[name_end] != ' ' && bytes[name_end] != '>' &&
 	       bytes[name_end] != '/')
@@ -604,13 +614,12 @@ static void send_to(struct loop *l, const char *full, const char *bytes, size_t 
 	buf_init(&b);
 	buf_append(&b, bytes, name_end);
 	buf_puts(&b, " to='");
-	buf_append_escaped(&b, full, strlen(full));
+	buf_append_escaped(&b, to, strlen(to));
 	buf_puts(&b, "'");
 	buf_append(&b, bytes + name_end, len - name_end);
 	struct refbuf *rb = refbuf_new(b.data, b.len);
 	buf_free(&b);
-	deliver_to_session(l, &t, rb);
-	refbuf_release(rb);
+	return rb;
 }
 
 static void send_to_occupant(struct loop *l, const struct occupant *o, const struct buf *b)
@@ -1094,6 +1103,83 @@ static void private_message(struct loop *l, struct room *r, struct occupant *o,
 	buf_free(&b);
 }
 
+/* To a bare JID: its available sessions on this server get bytes (a
+ * message without 'to'). Remote JIDs are not reached yet. */
+static void send_to_bare(struct loop *l, const char *bare, const struct buf *b)
+{
+	struct router_target t[ROUTER_MAX_TARGETS];
+	int n = router_find_available(l->srv->router, bare, t, ROUTER_MAX_TARGETS);
+	if (n <= 0)
+		return;
+	struct refbuf *rb = with_to(b->data, b->len, bare);
+	for (int i = 0; i < n; i++)
+		deliver_to_session(l, &t[i], rb);
+	refbuf_release(rb);
+}
+
+/* Mediated invitations and their declines (XEP-0045 §7.8.2). */
+static void invite_or_decline(struct loop *l, struct room *r, struct occupant *o,
+			      struct xml_node *st, struct arena *a, const char *full)
+{
+	struct xml_node *x = xml_child(st, NS_MUC_USER, "x");
+	struct xml_node *inv = x ? xml_child(x, NS_MUC_USER, "invite") : NULL;
+	struct xml_node *dec = x ? xml_child(x, NS_MUC_USER, "decline") : NULL;
+	struct xml_node *item = inv ? inv : dec;
+	const char *target = item ? xml_attr(item, "to") : NULL;
+	struct jid tj;
+	char bare[2 * JID_PART_MAX + 2];
+	if (target == NULL || jid_parse(&tj, target, strlen(target)) != 0 ||
+	    jid_format_bare(&tj, bare, sizeof bare) < 0) {
+		deliver_error(l, st, a, "modify", inv || dec ? "jid-malformed" : "feature-not-implemented");
+		return;
+	}
+	if (inv != NULL) {
+		if (o == NULL) {
+			deliver_error(l, st, a, "modify", "not-acceptable");
+			return;
+		}
+		if (r->cfg.invites_locked && o->role != ROLE_MODERATOR) {
+			deliver_error(l, st, a, "auth", "forbidden");
+			return;
+		}
+		if (r->cfg.members_only && affil_of(r, bare) < AFF_MEMBER) {
+			if (o->affil < AFF_ADMIN) {
+				deliver_error(l, st, a, "auth", "forbidden");
+				return;
+			}
+			affil_set(r, bare, AFF_MEMBER);
+			if (r->cfg.persistent)
+				room_save(l, r);
+		}
+	}
+	const struct xml_node *why = xml_child(item, NS_MUC_USER, "reason");
+	const char *reason = why ? xml_text(a, why) : NULL;
+	struct buf b;
+	buf_init(&b);
+	buf_puts(&b, "<message from='");
+	buf_append_escaped(&b, r->jid, strlen(r->jid));
+	buf_printf(&b, "'><x xmlns='" NS_MUC_USER "'><%s from='", inv ? "invite" : "decline");
+	buf_append_escaped(&b, full, strlen(full));
+	buf_puts(&b, "'>");
+	if (reason) {
+		buf_puts(&b, "<reason>");
+		buf_append_escaped(&b, reason, strlen(reason));
+		buf_puts(&b, "</reason>");
+	}
+	buf_printf(&b, "</%s>", inv ? "invite" : "decline");
+	if (inv && r->cfg.password) {
+		buf_puts(&b, "<password>");
+		buf_append_escaped(&b, r->cfg.password, strlen(r->cfg.password));
+		buf_puts(&b, "</password>");
+	}
+	buf_puts(&b, "</x></message>");
+	if (tj.resource[0])
+		send_to(l, target, b.data, b.len);
+	else
+		send_to_bare(l, bare, &b);
+	buf_free(&b);
+}
+
 static void room_message(struct loop *l, struct room *r, struct xml_node *st, struct arena *a,
 			 const char *full, const struct jid *to)
 {
@@ -1102,6 +1188,11 @@ static void room_message(struct loop *l, struct room *r, struct xml_node *st, st
 		return;
 	struct occupant *o = r ? by_jid(r, full, NULL) : NULL;
 	bool is_groupchat = type != NULL && strcmp(type, "groupchat") == 0;
+	if (r != NULL && !is_groupchat && to->resource[0] == '\0' &&
+	    xml_child(st, NS_MUC_USER, "x") != NULL) {
+		invite_or_decline(l, r, o, st, a, full);
+		return;
+	}
 	if (o == NULL) {
 		deliver_error(l, st, a, "modify", "not-acceptable");
 		return;
