@@ -21,7 +21,14 @@ struct public_room {
 	char *jid;
 };
 
+struct creator {
+	struct creator *next;
+	char *bare;
+	int rooms;
+};
+
 struct muc {
+	struct creator *creators;   /* rooms each account made, that exist */
 	struct muc_service *services;
 	size_t n_services;
 	pthread_mutex_t lock;       /* guards rooms */
@@ -67,6 +74,12 @@ void muc_free(struct server *srv)
 	struct muc *m = srv->muc;
 	if (m == NULL)
 		return;
+	while (m->creators) {
+		struct creator *c = m->creators;
+		m->creators = c->next;
+		free(c->bare);
+		free(c);
+	}
 	while (m->rooms) {
 		struct public_room *r = m->rooms;
 		m->rooms = r->next;
@@ -117,6 +130,36 @@ void muc_public_set(struct server *srv, const char *room, bool present)
 		free(r);
 	}
 	pthread_mutex_unlock(&m->lock);
+}
+
+bool muc_creator_take(struct server *srv, const char *bare, int delta, int max)
+{
+	struct muc *m = srv->muc;
+	bool ok = true;
+	pthread_mutex_lock(&m->lock);
+	struct creator **p = &m->creators;
+	while (*p && strcmp((*p)->bare, bare) != 0)
+		p = &(*p)->next;
+	int now = *p ? (*p)->rooms : 0;
+	if (delta > 0 && now + delta > max) {
+		ok = false;
+	} else if (now + delta <= 0) {
+		if (*p) {
+			struct creator *c = *p;
+			*p = c->next;
+			free(c->bare);
+			free(c);
+		}
+	} else if (*p) {
+		(*p)->rooms = now + delta;
+	} else {
+		struct creator *c = xcalloc(1, sizeof *c);
+		c->bare = xstrdup(bare);
+		c->rooms = delta;
+		*p = c;
+	}
+	pthread_mutex_unlock(&m->lock);
+	return ok;
 }
 
 void muc_public_each(struct server *srv, const char *service,

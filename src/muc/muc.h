@@ -63,6 +63,10 @@ bool muc_route(struct loop *l, struct xml_node *st, struct arena *a, const struc
 /* The server-wide list of public rooms, for disco#items on the service:
  * room_public_add/remove keep it (any loop), muc_public_each reads it. */
 void muc_public_set(struct server *srv, const char *room, bool present);
+/* Counts the rooms bare made that exist (delta +1 when it makes one, -1
+ * when one ends). Returns false, counting nothing, when +1 would pass max. */
+bool muc_creator_take(struct server *srv, const char *bare, int delta, int max);
+
 void muc_public_each(struct server *srv, const char *service,
 		     void (*fn)(void *arg, const char *room), void *arg);
 

@@ -48,6 +48,8 @@ struct occupant {
 			    * caps), serialised, to repeat to joiners */
 	enum role role;
 	enum affil affil;
+	double tokens;     /* groupchat messages it may send now */
+	unsigned long long refilled; /* when tokens was last brought up to date */
 	char id[44];       /* occupant-id (XEP-0421) */
 };
 
@@ -70,6 +72,7 @@ struct room_config {
 struct room {
 	struct room *next;          /* the loop's hash chain */
 	char *jid;                  /* bare room JID */
+	char *creator;              /* bare JID counted in muc_creator_take, or NULL */
 	const struct muc_service *svc;
 	struct occupant *occ;
 	int n_occ;
@@ -159,6 +162,7 @@ static void room_free(struct room *r)
 	free(r->cfg.name);
 	free(r->cfg.desc);
 	free(r->cfg.password);
+	free(r->creator);
 	free(r->jid);
 	free(r);
 }
@@ -171,6 +175,8 @@ static void room_destroy(struct loop *l, struct room *r)
 		p = &(*p)->next;
 	*p = r->next;
 	muc_public_set(l->srv, r->jid, false);
+	if (r->creator)
+		muc_creator_take(l->srv, r->creator, -1, 0);
 	log_info("muc: room %s ended", r->jid);
 	room_free(r);
 }
@@ -871,7 +877,12 @@ static void join(struct loop *l, const struct muc_service *svc, struct room *r,
 		}
 	}
 	if (r == NULL) {
+		if (!muc_creator_take(l->srv, bare, 1, svc->host->muc.max_rooms_per_account)) {
+			deliver_error(l, st, a, "cancel", "not-allowed");
+			return;
+		}
 		r = room_create(l, svc, room_jid);
+		r->creator = xstrdup(bare);
 		affil_set(r, bare, AFF_OWNER);
 		created = true;
 	}
@@ -885,6 +896,8 @@ static void join(struct loop *l, const struct muc_service *svc, struct room *r,
 		if (r->cfg.moderated && o->affil < AFF_MEMBER)
 			o->role = ROLE_VISITOR;
 		occupant_id(r, bare, o->id, sizeof o->id);
+		o->tokens = svc->host->muc.message_burst;
+		o->refilled = now_ms();
 		struct occupant **tail = &r->occ;
 		while (*tail)
 			tail = &(*tail)->next;
@@ -1041,6 +1054,17 @@ static void groupchat(struct loop *l, struct room *r, struct occupant *o, struct
 		deliver_error(l, st, a, "auth", "forbidden");
 		return;
 	}
+	const struct config_muc *mc = &r->svc->host->muc;
+	unsigned long long now = now_ms();
+	o->tokens += (double)(now - o->refilled) * mc->message_rate / 1000.0;
+	if (o->tokens > mc->message_burst)
+		o->tokens = mc->message_burst;
+	o->refilled = now;
+	if (o->tokens < 1.0) {
+		deliver_error(l, st, a, "wait", "resource-constraint");
+		return;
+	}
+	o->tokens -= 1.0;
 	struct xml_node *subject = xml_child(st, NS_CLIENT, "subject");
 	bool has_body = xml_child(st, NS_CLIENT, "body") != NULL;
 	if (subject != NULL && !has_body && r->cfg.subject_locked && o->role != ROLE_MODERATOR) {
@@ -1194,6 +1218,11 @@ static void room_message(struct loop *l, struct room *r, struct xml_node *st, st
 		return;
 	}
 	if (o == NULL) {
+		deliver_error(l, st, a, "modify", "not-acceptable");
+		return;
+	}
+	const struct xml_node *body = xml_child(st, NS_CLIENT, "body");
+	if (body != NULL && strlen(xml_text(a, body)) > r->svc->host->muc.max_message_size) {
 		deliver_error(l, st, a, "modify", "not-acceptable");
 		return;
 	}
