@@ -72,6 +72,10 @@ static void natterctl_usage(FILE *out)
 	      "                                          SHA-256 and SHA-1 fingerprints\n"
 	      "  s2s                                     list the live federation links\n"
 	      "                                          (running natterd)\n"
+	      "  room list                               the chat rooms (running natterd)\n"
+	      "  room info ROOM                          a room's settings and occupants\n"
+	      "  room create ROOM [OWNER]                a persistent room, owned by OWNER\n"
+	      "  room destroy ROOM [REASON]              ends a room; occupants are told\n"
 	      "  dns DOMAIN [--target HOST] [--resolver ADDR[@PORT]]\n"
 	      "                                          print the SRV records to publish for\n"
 	      "                                          a configured host (pointing to HOST,\n"
@@ -380,6 +384,42 @@ static int natterctl_control(struct natterctl *ctl, const char *command)
 		fputs("natterctl: natterd closed the connection without an answer\n", stderr);
 	buf_free(&answer);
 	return ok ? 0 : 1;
+}
+
+/* --- room --- */
+
+/* natterctl room list | info ROOM | create ROOM [OWNER] | destroy ROOM
+ * [REASON...]: asks the running natterd (muc_control). */
+static int natterctl_room(struct natterctl *ctl, int argc, char **argv)
+{
+	static const char usage[] = "usage: natterctl room list | info ROOM | create ROOM [OWNER] "
+				    "| destroy ROOM [REASON]";
+	if (argc < 1)
+		return natterctl_error("%s", usage);
+	bool list = strcmp(argv[0], "list") == 0;
+	bool one = strcmp(argv[0], "info") == 0;
+	bool create = strcmp(argv[0], "create") == 0;
+	bool destroy = strcmp(argv[0], "destroy") == 0;
+	if (!(list && argc == 1) && !(one && argc == 2) && !(create && (argc == 2 || argc == 3)) &&
+	    !(destroy && argc >= 2))
+		return natterctl_error("%s", usage);
+	struct buf cmd;
+	buf_init(&cmd);
+	buf_puts(&cmd, "room");
+	for (int i = 0; i < argc; i++) {
+		if (strpbrk(argv[i], "\r\n") != NULL) {
+			buf_free(&cmd);
+			return natterctl_error("a line break in '%s'", argv[i]);
+		}
+		buf_printf(&cmd, " %s", argv[i]);
+	}
+	if (cmd.len >= 590) {
+		buf_free(&cmd);
+		return natterctl_error("the command is too long");
+	}
+	int rc = natterctl_control(ctl, cmd.data);
+	buf_free(&cmd);
+	return rc;
 }
 
 /* --- dns --- */
@@ -1085,6 +1125,8 @@ int main(int argc, char **argv)
 	} else if (strcmp(argv[i], "s2s") == 0) {
 		rc = argc - i != 1 ? natterctl_error("usage: natterctl s2s")
 				   : natterctl_control(&ctl, "s2s");
+	} else if (strcmp(argv[i], "room") == 0) {
+		rc = natterctl_room(&ctl, argc - i - 1, argv + i + 1);
 	} else if (strcmp(argv[i], "directory") == 0) {
 		if (argc - i != 2 || strcmp(argv[i + 1], "refresh") != 0)
 			rc = natterctl_error("usage: natterctl directory refresh");

@@ -12,6 +12,7 @@
 #include "core/server.h"
 #include "core/util.h"
 #include "directory/directory.h"
+#include "muc/muc.h"
 #include "s2s/s2s.h"
 
 /* Longest command line read. */
@@ -80,6 +81,20 @@ static void on_refreshed(struct loop *l, void *arg, enum dir_status st, const ch
 		reply(c, c->failed ? "error: a directory refresh failed" : "ok");
 }
 
+static void on_room_done(void *arg, bool ok, const char *text)
+{
+	struct control_client *c = arg;
+	if (ok) {
+		buf_puts(&c->answer, text);
+		reply(c, "ok");
+		return;
+	}
+	char first[600];
+	snprintf(first, sizeof first, "error: %s", text);
+	first[strcspn(first, "\n")] = '\0';
+	reply(c, first);
+}
+
 static void run_command(struct control_client *c)
 {
 	struct server *srv = c->srv;
@@ -100,6 +115,10 @@ static void run_command(struct control_client *c)
 			   "IDLE", "LOCAL");
 		s2s_list(srv, &c->answer);
 		reply(c, srv->s2s ? "ok" : "ok (federation is off)");
+		return;
+	}
+	if (strncmp(c->line, "room", 4) == 0 && (c->line[4] == ' ' || c->line[4] == '\0')) {
+		muc_control(srv, c->line + 4, on_room_done, c);
 		return;
 	}
 	if (strcmp(c->line, "ping") == 0) {

@@ -306,3 +306,124 @@ bool muc_route(struct loop *l, struct xml_node *st, struct arena *a, const struc
 	loop_call(owner, on_room_post, p);
 	return true;
 }
+
+/* --- natterctl room --- */
+
+enum ctl_op { CTL_LIST, CTL_INFO, CTL_CREATE, CTL_DESTROY };
+
+/* One natterctl room command: sent to the loops concerned, answered on
+ * the service loop, where the control socket lives. */
+struct ctl {
+	struct server *srv;
+	enum ctl_op op;
+	const struct muc_service *svc;
+	char room[2 * JID_PART_MAX + 2];
+	char extra[2 * JID_PART_MAX + 2]; /* create: owner; destroy: reason */
+	int pending;
+	bool failed;
+	struct buf out;
+	muc_control_done *done;
+	void *arg;
+};
+
+struct ctl_part {
+	struct ctl *ctl;
+	bool failed;
+	struct buf out;
+};
+
+static void ctl_merge(struct loop *l, void *arg)
+{
+	struct ctl_part *p = arg;
+	struct ctl *c = p->ctl;
+	(void)l;
+	buf_append(&c->out, p->out.data ? p->out.data : "", p->out.len);
+	c->failed |= p->failed;
+	buf_free(&p->out);
+	free(p);
+	if (--c->pending > 0)
+		return;
+	buf_append(&c->out, "", 1);
+	c->done(c->arg, !c->failed, c->out.data);
+	buf_free(&c->out);
+	free(c);
+}
+
+static void ctl_on_loop(struct loop *l, void *arg)
+{
+	struct ctl *c = arg;
+	struct ctl_part *p = xcalloc(1, sizeof *p);
+	p->ctl = c;
+	buf_init(&p->out);
+	if (!loop_stopping(l)) {
+		switch (c->op) {
+		case CTL_LIST:
+			room_list(l, &p->out);
+			break;
+		case CTL_INFO:
+			p->failed = room_info(l, c->room, &p->out) != 0;
+			break;
+		case CTL_CREATE:
+			p->failed = room_admin_create(l, c->svc, c->room, c->extra[0] ? c->extra : NULL,
+						      &p->out) != 0;
+			break;
+		case CTL_DESTROY:
+			p->failed = room_admin_destroy(l, c->room, c->extra[0] ? c->extra : NULL,
+						       &p->out) != 0;
+			break;
+		}
+	} else {
+		p->failed = true;
+	}
+	loop_call(c->srv->service, ctl_merge, p);
+}
+
+void muc_control(struct server *srv, const char *args, muc_control_done *done, void *arg)
+{
+	char verb[16] = "", room[2 * JID_PART_MAX + 2] = "";
+	int used = 0;
+	sscanf(args, " %15s %n", verb, &used);
+	const char *rest = args + used;
+	size_t rl = strcspn(rest, " ");
+	if (rl < sizeof room)
+		snprintf(room, sizeof room, "%.*s", (int)rl, rest);
+	const char *extra = rest[rl] ? rest + rl + 1 : "";
+	struct ctl *c = xcalloc(1, sizeof *c);
+	c->srv = srv;
+	c->done = done;
+	c->arg = arg;
+	buf_init(&c->out);
+	static const char *const verbs[] = { "list", "info", "create", "destroy" };
+	int op = -1;
+	for (int i = 0; i < 4; i++)
+		if (strcmp(verb, verbs[i]) == 0)
+			op = i;
+	const char *why = NULL;
+	struct jid j;
+	if (op < 0)
+		why = "usage: room list | info ROOM | create ROOM [OWNER] | destroy ROOM [REASON]";
+	else if (op != CTL_LIST &&
+		 (room[0] == '\0' || jid_parse(&j, room, strlen(room)) != 0 || j.local[0] == '\0' ||
+		  j.resource[0] != '\0' || (c->svc = find_service(srv, j.domain)) == NULL))
+		why = "the room must be a bare JID of a chat service (ROOM@conference.DOMAIN)";
+	if (why != NULL) {
+		done(arg, false, why);
+		buf_free(&c->out);
+		free(c);
+		return;
+	}
+	c->op = (enum ctl_op)op;
+	if (op != CTL_LIST)
+		jid_format_bare(&j, c->room, sizeof c->room);
+	snprintf(c->extra, sizeof c->extra, "%s", extra);
+	if (op == CTL_LIST) {
+		buf_printf(&c->out, "%-40s %5s  %-10s %-6s %s\n", "ROOM", "USERS", "KIND", "LISTED",
+			   "NAME");
+		c->pending = srv->n_loops;
+		for (int i = 0; i < srv->n_loops; i++)
+			loop_call(&srv->loops[i], ctl_on_loop, c);
+	} else {
+		c->pending = 1;
+		loop_call(muc_owner_loop(srv, c->room), ctl_on_loop, c);
+	}
+}

@@ -60,6 +60,12 @@ const char *muc_service_domain(const struct server *srv, const char *host_domain
 bool muc_route(struct loop *l, struct xml_node *st, struct arena *a, const struct jid *from,
 	       const struct jid *to);
 
+/* natterctl room: args is what follows "room" ("list", "info ROOM",
+ * "create ROOM [OWNER]", "destroy ROOM [REASON]"). Runs on the service
+ * loop; done(arg, ok, text) is called there, once, with what to print. */
+typedef void muc_control_done(void *arg, bool ok, const char *text);
+void muc_control(struct server *srv, const char *args, muc_control_done *done, void *arg);
+
 /* The server-wide list of public rooms, for disco#items on the service:
  * room_public_add/remove keep it (any loop), muc_public_each reads it. */
 void muc_public_set(struct server *srv, const char *room, bool present);

@@ -1447,11 +1447,8 @@ static void config_changed(struct loop *l, struct room *r)
 
 /* Ends the room (XEP-0045 §10.9): everybody gets an unavailable presence
  * with <destroy/> (and the alternate venue), and the store forgets it. */
-static void destroy_room(struct loop *l, struct room *r, const struct xml_node *d, struct arena *a)
+static void destroy_room(struct loop *l, struct room *r, const char *venue, const char *reason)
 {
-	const char *venue = xml_attr(d, "jid");
-	const struct xml_node *why = xml_child(d, NS_MUC_OWNER, "reason");
-	const char *reason = why ? xml_text(a, why) : NULL;
 	for (struct occupant *o = r->occ; o; o = o->next) {
 		struct buf b;
 		buf_init(&b);
@@ -1478,7 +1475,7 @@ static void destroy_room(struct loop *l, struct room *r, const struct xml_node *
 	}
 	r->cfg.persistent = false;
 	room_save(l, r); /* out of the store */
-	log_info("muc: room %s destroyed by its owner", r->jid);
+	log_info("muc: room %s destroyed%s%s", r->jid, reason ? ": " : "", reason ? reason : "");
 	room_destroy(l, r);
 }
 
@@ -1496,8 +1493,9 @@ static void room_owner(struct iq_ctx *c, struct room *r, bool get)
 		return;
 	}
 	if (d != NULL) {
+		const struct xml_node *why = xml_child(d, NS_MUC_OWNER, "reason");
 		module_reply(c, NULL);
-		destroy_room(c->loop, r, d, a);
+		destroy_room(c->loop, r, xml_attr(d, "jid"), why ? xml_text(a, why) : NULL);
 		return;
 	}
 	const char *xt = x ? xml_attr(x, "type") : NULL;
@@ -1618,4 +1616,77 @@ void room_handle(struct loop *l, const struct muc_service *svc, struct xml_node 
 		room_message(l, r, st, a, full, to);
 	else if (strcmp(st->name, "iq") == 0)
 		room_iq(l, r, st, a, full, from, to);
+}
+
+/* --- natterctl room (through muc_control) --- */
+
+static void room_line(const struct room *r, struct buf *out)
+{
+	buf_printf(out, "%-40s %5d  %-10s %-6s %s\n", r->jid, r->n_occ,
+		   r->cfg.persistent ? "persistent" : "temporary", r->cfg.hidden ? "hidden" : "public",
+		   r->cfg.name ? r->cfg.name : "");
+}
+
+void room_list(struct loop *l, struct buf *out)
+{
+	struct room_loop *rl = l->muc;
+	for (size_t i = 0; rl && i < ROOM_BUCKETS; i++)
+		for (const struct room *r = rl->buckets[i]; r; r = r->next)
+			room_line(r, out);
+}
+
+int room_info(struct loop *l, const char *jid, struct buf *out)
+{
+	struct room *r = room_find(l, jid);
+	if (r == NULL) {
+		buf_printf(out, "no room %s\n", jid);
+		return -1;
+	}
+	const struct room_config *c = &r->cfg;
+	buf_printf(out, "room         %s\n", r->jid);
+	buf_printf(out, "name         %s\n", c->name ? c->name : "");
+	buf_printf(out, "description  %s\n", c->desc ? c->desc : "");
+	buf_printf(out, "kind         %s, %s, %s, %s, %s, %s\n",
+		   c->persistent ? "persistent" : "temporary", c->hidden ? "hidden" : "public",
+		   c->members_only ? "members-only" : "open",
+		   c->moderated ? "moderated" : "unmoderated",
+		   c->non_anonymous ? "non-anonymous" : "semi-anonymous",
+		   c->password ? "password" : "no password");
+	buf_printf(out, "subject      %s\n", r->subject ? r->subject : "");
+	buf_printf(out, "occupants    %d\n", r->n_occ);
+	for (const struct occupant *o = r->occ; o; o = o->next)
+		buf_printf(out, "  %-20s %-11s %-7s %s\n", o->nick, role_names[o->role],
+			   affil_names[o->affil], o->jids[0]);
+	buf_puts(out, "affiliations\n");
+	for (const struct affiliation *f = r->affils; f; f = f->next)
+		buf_printf(out, "  %-7s %s\n", affil_names[f->affil], f->bare);
+	return 0;
+}
+
+int room_admin_create(struct loop *l, const struct muc_service *svc, const char *jid,
+		      const char *owner, struct buf *out)
+{
+	if (room_find(l, jid) != NULL) {
+		buf_printf(out, "room %s exists already\n", jid);
+		return -1;
+	}
+	struct room *r = room_create(l, svc, jid);
+	r->cfg.persistent = true;
+	if (owner != NULL)
+		affil_set(r, owner, AFF_OWNER);
+	room_save(l, r);
+	room_line(r, out);
+	return 0;
+}
+
+int room_admin_destroy(struct loop *l, const char *jid, const char *reason, struct buf *out)
+{
+	struct room *r = room_find(l, jid);
+	if (r == NULL) {
+		buf_printf(out, "no room %s\n", jid);
+		return -1;
+	}
+	destroy_room(l, r, NULL, reason);
+	buf_printf(out, "destroyed %s\n", jid);
+	return 0;
 }

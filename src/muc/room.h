@@ -20,6 +20,17 @@ void room_handle(struct loop *l, const struct muc_service *svc, struct xml_node 
  * the store (before the loop runs). */
 void room_load_all(struct loop *l);
 
+/* For natterctl room, on the room's owner loop: a line per room of loop
+ * l; one room's settings, occupants and affiliations; a new persistent
+ * room (owner: a bare JID or NULL); destroying a room (its occupants are
+ * told). Each writes what it did, or why not, into out; the last three
+ * return 0 or -1. */
+void room_list(struct loop *l, struct buf *out);
+int room_info(struct loop *l, const char *jid, struct buf *out);
+int room_admin_create(struct loop *l, const struct muc_service *svc, const char *jid,
+		      const char *owner, struct buf *out);
+int room_admin_destroy(struct loop *l, const char *jid, const char *reason, struct buf *out);
+
 /* Frees every room of loop l (shutdown). */
 void room_loop_free(struct loop *l);
 
