@@ -259,6 +259,18 @@ static const struct config_key config_muc_keys[] = {
 	{ .name = "max_occupants", .type = KEY_INT, .def = "200", .min = 1, .max = 100000,
 	  .offset = offsetof(struct config_muc, max_occupants),
 	  .doc = "most occupants in one room; one more gets service-unavailable" },
+	{ .name = "max_rooms_per_account", .type = KEY_INT, .def = "50", .min = 0, .max = 100000,
+	  .offset = offsetof(struct config_muc, max_rooms_per_account),
+	  .doc = "rooms one account may have created and still exist; more: not-allowed" },
+	{ .name = "max_message_size", .type = KEY_SIZE, .def = "65536", .min = 1024,
+	  .max = 16 * 1024 * 1024, .offset = offsetof(struct config_muc, max_message_size),
+	  .doc = "bytes of one message to a room; larger: not-acceptable" },
+	{ .name = "message_rate", .type = KEY_INT, .def = "2", .min = 1, .max = 100000,
+	  .offset = offsetof(struct config_muc, message_rate),
+	  .doc = "groupchat messages per second one occupant may send, on average" },
+	{ .name = "message_burst", .type = KEY_INT, .def = "10", .min = 1, .max = 100000,
+	  .offset = offsetof(struct config_muc, message_burst),
+	  .doc = "groupchat messages one occupant may send at once; more: resource-constraint" },
 };
 
 static const struct config_section config_muc_section = {

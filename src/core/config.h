@@ -101,6 +101,10 @@ struct config_muc {
 	char *domain;      /* its domain; NULL = "conference." + the host's */
 	int history;       /* groupchat messages kept per room for joiners */
 	int max_occupants; /* per room */
+	int max_rooms_per_account; /* rooms one account may have created at once */
+	size_t max_message_size;   /* bytes of one message to a room */
+	int message_rate;  /* groupchat messages per second, per occupant */
+	int message_burst; /* sent at once before the rate applies */
 };
 
 enum host_auth {

@@ -443,6 +443,8 @@ int server_run(struct config *cfg, const char *ctl)
 			log_error("%s", err);
 			goto out;
 		}
+		if (i < srv.n_loops)
+			muc_loop_start(&srv.loops[i]);
 	}
 	if (directory_start(&srv) != 0 || control_start(&srv) != 0)
 		goto out;

@@ -21,7 +21,14 @@ struct public_room {
 	char *jid;
 };
 
+struct creator {
+	struct creator *next;
+	char *bare;
+	int rooms;
+};
+
 struct muc {
+	struct creator *creators;   /* rooms each account made, that exist */
 	struct muc_service *services;
 	size_t n_services;
 	pthread_mutex_t lock;       /* guards rooms */
@@ -67,6 +74,12 @@ void muc_free(struct server *srv)
 	struct muc *m = srv->muc;
 	if (m == NULL)
 		return;
+	while (m->creators) {
+		struct creator *c = m->creators;
+		m->creators = c->next;
+		free(c->bare);
+		free(c);
+	}
 	while (m->rooms) {
 		struct public_room *r = m->rooms;
 		m->rooms = r->next;
@@ -117,6 +130,36 @@ void muc_public_set(struct server *srv, const char *room, bool present)
 		free(r);
 	}
 	pthread_mutex_unlock(&m->lock);
+}
+
+bool muc_creator_take(struct server *srv, const char *bare, int delta, int max)
+{
+	struct muc *m = srv->muc;
+	bool ok = true;
+	pthread_mutex_lock(&m->lock);
+	struct creator **p = &m->creators;
+	while (*p && strcmp((*p)->bare, bare) != 0)
+		p = &(*p)->next;
+	int now = *p ? (*p)->rooms : 0;
+	if (delta > 0 && now + delta > max) {
+		ok = false;
+	} else if (now + delta <= 0) {
+		if (*p) {
+			struct creator *c = *p;
+			*p = c->next;
+			free(c->bare);
+			free(c);
+		}
+	} else if (*p) {
+		(*p)->rooms = now + delta;
+	} else {
+		struct creator *c = xcalloc(1, sizeof *c);
+		c->bare = xstrdup(bare);
+		c->rooms = delta;
+		*p = c;
+	}
+	pthread_mutex_unlock(&m->lock);
+	return ok;
 }
 
 void muc_public_each(struct server *srv, const char *service,
@@ -196,16 +239,22 @@ struct room_post {
 	char bytes[];
 };
 
-static struct loop *owner_loop(struct server *srv, const struct jid *room)
+struct loop *muc_owner_loop(struct server *srv, const char *room)
 {
 	unsigned h = 2166136261u;
-	for (const unsigned char *p = (const unsigned char *)room->local; *p; p++)
-		h = (h ^ *p) * 16777619u;
-	h = (h ^ '@') * 16777619u;
-	for (const unsigned char *p = (const unsigned char *)room->domain; *p; p++)
+	for (const unsigned char *p = (const unsigned char *)room; *p; p++)
 		h = (h ^ *p) * 16777619u;
 	return &srv->loops[h % (unsigned)srv->n_loops];
 }
+
+size_t muc_service_count(const struct server *srv) { return srv->muc ? srv->muc->n_services : 0; }
+
+const struct muc_service *muc_service_at(const struct server *srv, size_t i)
+{
+	return &srv->muc->services[i];
+}
+
+void muc_loop_start(struct loop *l) { room_load_all(l); }
 
 static void on_room_post(struct loop *l, void *arg)
 {
@@ -236,7 +285,10 @@ bool muc_route(struct loop *l, struct xml_node *st, struct arena *a, const struc
 			deliver_error(l, st, a, "cancel", "service-unavailable");
 		return true;
 	}
-	struct loop *owner = owner_loop(l->srv, to);
+	char room[2 * JID_PART_MAX + 2];
+	if (jid_format_bare(to, room, sizeof room) < 0)
+		return true;
+	struct loop *owner = muc_owner_loop(l->srv, room);
 	if (owner == l) {
 		room_handle(l, svc, st, a, from, to);
 		return true;

@@ -40,6 +40,16 @@ void muc_free(struct server *srv);
 /* Frees the rooms of loop l, which is stopping. */
 void muc_loop_free(struct loop *l);
 
+/* Loads the persistent rooms loop l owns (before it runs). */
+void muc_loop_start(struct loop *l);
+
+/* The loop that owns room (a bare room JID). */
+struct loop *muc_owner_loop(struct server *srv, const char *room);
+
+/* The services, by index (0 .. muc_service_count - 1). */
+size_t muc_service_count(const struct server *srv);
+const struct muc_service *muc_service_at(const struct server *srv, size_t i);
+
 /* The chat service's domain of the host, or NULL when it has none. */
 const char *muc_service_domain(const struct server *srv, const char *host_domain);
 
@@ -53,6 +63,10 @@ bool muc_route(struct loop *l, struct xml_node *st, struct arena *a, const struc
 /* The server-wide list of public rooms, for disco#items on the service:
  * room_public_add/remove keep it (any loop), muc_public_each reads it. */
 void muc_public_set(struct server *srv, const char *room, bool present);
+/* Counts the rooms bare made that exist (delta +1 when it makes one, -1
+ * when one ends). Returns false, counting nothing, when +1 would pass max. */
+bool muc_creator_take(struct server *srv, const char *bare, int delta, int max);
+
 void muc_public_each(struct server *srv, const char *service,
 		     void (*fn)(void *arg, const char *room), void *arg);
 

@@ -13,6 +13,8 @@
 #include "modules/module.h"
 #include "router/deliver.h"
 #include "router/router.h"
+#include "storage/storage.h"
+#include "xml/xml_parse.h"
 
 #define NS_DISCO_INFO "http://jabber.org/protocol/disco#info"
 #define NS_DISCO_ITEMS "http://jabber.org/protocol/disco#items"
@@ -23,10 +25,17 @@
 #define ROOM_BUCKETS 256
 
 enum role { ROLE_NONE, ROLE_VISITOR, ROLE_PARTICIPANT, ROLE_MODERATOR };
-enum affil { AFF_NONE, AFF_MEMBER, AFF_ADMIN, AFF_OWNER };
+enum affil { AFF_OUTCAST, AFF_NONE, AFF_MEMBER, AFF_ADMIN, AFF_OWNER };
 
-static const char *const role_names[] = { "none", "visitor", "participant", "moderator" };
-static const char *const affil_names[] = { "none", "member", "admin", "owner" };
+static const char *const role_names[] = { "none", "visitor", "participant", "moderator", NULL };
+static const char *const affil_names[] = { "outcast", "none", "member", "admin", "owner", NULL };
+
+/* An affiliation other than none, kept whether or not its JID is in. */
+struct affiliation {
+	struct affiliation *next;
+	char *bare;
+	enum affil affil;
+};
 
 /* One nick in the room: a person, with one or more of their sessions. */
 struct occupant {
@@ -39,6 +48,8 @@ struct occupant {
 			    * caps), serialised, to repeat to joiners */
 	enum role role;
 	enum affil affil;
+	double tokens;     /* groupchat messages it may send now */
+	unsigned long long refilled; /* when tokens was last brought up to date */
 	char id[44];       /* occupant-id (XEP-0421) */
 };
 
@@ -47,9 +58,21 @@ struct past {
 	time_t stamp;
 };
 
+/* What the owner sets with the muc#roomconfig form (XEP-0045 §10.2). */
+struct room_config {
+	char *name, *desc;          /* NULL when unset */
+	char *password;             /* NULL: none */
+	bool persistent, hidden, members_only, moderated, non_anonymous;
+	bool subject_locked;        /* only moderators change the subject */
+	bool invites_locked;        /* only moderators invite */
+	int max_users;              /* 0: the service's limit */
+	int history;                /* messages shown to joiners; -1: the service's */
+};
+
 struct room {
 	struct room *next;          /* the loop's hash chain */
 	char *jid;                  /* bare room JID */
+	char *creator;              /* bare JID counted in muc_creator_take, or NULL */
 	const struct muc_service *svc;
 	struct occupant *occ;
 	int n_occ;
@@ -57,6 +80,8 @@ struct room {
 	char *subject_nick;
 	struct past *hist;          /* ring of svc's history size */
 	int hist_len, hist_head;
+	struct affiliation *affils; /* owners, admins, members, outcasts */
+	struct room_config cfg;
 	unsigned char secret[16];   /* salts occupant-ids */
 	unsigned long long next_sid;
 };
@@ -92,6 +117,7 @@ static struct room *room_create(struct loop *l, const struct muc_service *svc, c
 	struct room *r = xcalloc(1, sizeof *r);
 	r->jid = xstrdup(jid);
 	r->svc = svc;
+	r->cfg.history = -1;
 	int cap = svc->host->muc.history;
 	r->hist = cap > 0 ? xcalloc((size_t)cap, sizeof *r->hist) : NULL;
 	if (RAND_bytes(r->secret, sizeof r->secret) != 1)
@@ -122,11 +148,21 @@ static void room_free(struct room *r)
 		r->occ = o->next;
 		occupant_free(o);
 	}
+	while (r->affils) {
+		struct affiliation *f = r->affils;
+		r->affils = f->next;
+		free(f->bare);
+		free(f);
+	}
 	for (int i = 0; i < r->hist_len; i++)
 		refbuf_release(r->hist[i].bytes);
 	free(r->hist);
 	free(r->subject);
 	free(r->subject_nick);
+	free(r->cfg.name);
+	free(r->cfg.desc);
+	free(r->cfg.password);
+	free(r->creator);
 	free(r->jid);
 	free(r);
 }
@@ -139,7 +175,9 @@ static void room_destroy(struct loop *l, struct room *r)
 		p = &(*p)->next;
 	*p = r->next;
 	muc_public_set(l->srv, r->jid, false);
-	log_info("muc: room %s destroyed (empty)", r->jid);
+	if (r->creator)
+		muc_creator_take(l->srv, r->creator, -1, 0);
+	log_info("muc: room %s ended", r->jid);
 	room_free(r);
 }
 
@@ -158,6 +196,334 @@ void room_loop_free(struct loop *l)
 	}
 	free(rl);
 	l->muc = NULL;
+}
+
+/* --- affiliations --- */
+
+static enum affil affil_of(const struct room *r, const char *bare)
+{
+	for (const struct affiliation *f = r->affils; f; f = f->next)
+		if (strcmp(f->bare, bare) == 0)
+			return f->affil;
+	return AFF_NONE;
+}
+
+static void affil_set(struct room *r, const char *bare, enum affil a)
+{
+	struct affiliation **p = &r->affils;
+	while (*p && strcmp((*p)->bare, bare) != 0)
+		p = &(*p)->next;
+	if (*p && a == AFF_NONE) {
+		struct affiliation *f = *p;
+		*p = f->next;
+		free(f->bare);
+		free(f);
+	} else if (*p) {
+		(*p)->affil = a;
+	} else if (a != AFF_NONE) {
+		struct affiliation *f = xcalloc(1, sizeof *f);
+		f->bare = xstrdup(bare);
+		f->affil = a;
+		*p = f;
+	}
+}
+
+static int count_affil(const struct room *r, enum affil a)
+{
+	int n = 0;
+	for (const struct affiliation *f = r->affils; f; f = f->next)
+		n += f->affil == a;
+	return n;
+}
+
+/* The role an affiliation brings in an unmoderated room. */
+static enum role default_role(enum affil a)
+{
+	return a >= AFF_ADMIN ? ROLE_MODERATOR : ROLE_PARTICIPANT;
+}
+
+static int name_index(const char *const *names, const char *name)
+{
+	for (int i = 0; name && names[i]; i++)
+		if (strcmp(names[i], name) == 0)
+			return i;
+	return -1;
+}
+
+/* --- configuration and persistence --- */
+
+static const char *const whois_values[] = { "moderators", "anyone", NULL };
+
+static void form_field(struct arena *a, struct xml_node *x, const char *var, const char *type,
+		       const char *label, const char *value)
+{
+	struct xml_node *f = xml_add_child(a, x, NS_DATA, "field");
+	xml_set_attr(a, f, "var", var);
+	if (type)
+		xml_set_attr(a, f, "type", type);
+	if (label)
+		xml_set_attr(a, f, "label", label);
+	struct xml_node *v = xml_add_child(a, f, NS_DATA, "value");
+	if (value)
+		xml_add_text(a, v, value, strlen(value));
+}
+
+static void form_bool(struct arena *a, struct xml_node *x, const char *var, const char *label,
+		      bool on)
+{
+	form_field(a, x, var, "boolean", label, on ? "1" : "0");
+}
+
+/* The muc#roomconfig form with the room's settings, into q. */
+static void config_form(struct arena *a, struct xml_node *q, const struct room *r)
+{
+	const struct room_config *c = &r->cfg;
+	struct xml_node *x = xml_add_child(a, q, NS_DATA, "x");
+	xml_set_attr(a, x, "type", "form");
+	struct xml_node *t = xml_add_child(a, x, NS_DATA, "title");
+	xml_add_text(a, t, "Room configuration", 18);
+	form_field(a, x, "FORM_TYPE", "hidden", NULL, "http://jabber.org/protocol/muc#roomconfig");
+	form_field(a, x, "muc#roomconfig_roomname", "text-single", "Name", c->name);
+	form_field(a, x, "muc#roomconfig_roomdesc", "text-single", "Description", c->desc);
+	form_bool(a, x, "muc#roomconfig_persistentroom", "Keep the room when it is empty",
+		  c->persistent);
+	form_bool(a, x, "muc#roomconfig_publicroom", "List the room publicly", !c->hidden);
+	form_bool(a, x, "muc#roomconfig_membersonly", "Members only", c->members_only);
+	form_bool(a, x, "muc#roomconfig_moderatedroom", "Only participants with voice speak",
+		  c->moderated);
+	form_bool(a, x, "muc#roomconfig_passwordprotectedroom", "Password required",
+		  c->password != NULL);
+	form_field(a, x, "muc#roomconfig_roomsecret", "text-private", "Password", c->password);
+	struct xml_node *who = xml_add_child(a, x, NS_DATA, "field");
+	xml_set_attr(a, who, "var", "muc#roomconfig_whois");
+	xml_set_attr(a, who, "type", "list-single");
+	xml_set_attr(a, who, "label", "Who may see real JIDs");
+	struct xml_node *v = xml_add_child(a, who, NS_DATA, "value");
+	const char *w = whois_values[c->non_anonymous];
+	xml_add_text(a, v, w, strlen(w));
+	for (int i = 0; whois_values[i]; i++) {
+		struct xml_node *o = xml_add_child(a, who, NS_DATA, "option");
+		struct xml_node *ov = xml_add_child(a, o, NS_DATA, "value");
+		xml_add_text(a, ov, whois_values[i], strlen(whois_values[i]));
+	}
+	char n[16];
+	snprintf(n, sizeof n, "%d", c->max_users ? c->max_users : r->svc->host->muc.max_occupants);
+	form_field(a, x, "muc#roomconfig_maxusers", "text-single", "Most occupants", n);
+	snprintf(n, sizeof n, "%d", c->history >= 0 ? c->history : r->svc->host->muc.history);
+	form_field(a, x, "muc#maxhistoryfetch", "text-single", "Messages shown to joiners", n);
+	form_bool(a, x, "muc#roomconfig_changesubject", "Occupants may change the subject",
+		  !c->subject_locked);
+	form_bool(a, x, "muc#roomconfig_allowinvites", "Occupants may invite", !c->invites_locked);
+}
+
+/* The first value of field var in a submitted form, or NULL. */
+static const char *form_value(struct arena *a, const struct xml_node *x, const char *var)
+{
+	for (const struct xml_node *f = x->children; f; f = f->next) {
+		const char *v = xml_is(f, NS_DATA, "field") ? xml_attr(f, "var") : NULL;
+		if (v != NULL && strcmp(v, var) == 0) {
+			const struct xml_node *val = xml_child(f, NS_DATA, "value");
+			return val ? xml_text(a, val) : "";
+		}
+	}
+	return NULL;
+}
+
+static bool form_true(const char *v) { return v && (strcmp(v, "1") == 0 || strcmp(v, "true") == 0); }
+
+static void set_text(char **field, const char *v)
+{
+	free(*field);
+	*field = v && v[0] ? xstrdup(v) : NULL;
+}
+
+/* Applies a submitted muc#roomconfig form; returns NULL or the error
+ * condition (bad-request for a value that does not fit). */
+static const char *config_apply(struct room *r, struct arena *a, const struct xml_node *x)
+{
+	struct room_config *c = &r->cfg;
+	const char *v;
+	long n = 0;
+	if ((v = form_value(a, x, "muc#roomconfig_maxusers")) != NULL) {
+		n = strtol(v, NULL, 10);
+		if (n < 1 || n > r->svc->host->muc.max_occupants)
+			return "not-acceptable";
+		c->max_users = (int)n;
+	}
+	if ((v = form_value(a, x, "muc#maxhistoryfetch")) != NULL) {
+		n = strtol(v, NULL, 10);
+		if (n < 0)
+			return "not-acceptable";
+		c->history = n > r->svc->host->muc.history ? r->svc->host->muc.history : (int)n;
+	}
+	if ((v = form_value(a, x, "muc#roomconfig_whois")) != NULL) {
+		int w = name_index(whois_values, v);
+		if (w < 0)
+			return "not-acceptable";
+		c->non_anonymous = w == 1;
+	}
+	if ((v = form_value(a, x, "muc#roomconfig_roomname")) != NULL)
+		set_text(&c->name, v);
+	if ((v = form_value(a, x, "muc#roomconfig_roomdesc")) != NULL)
+		set_text(&c->desc, v);
+	if ((v = form_value(a, x, "muc#roomconfig_persistentroom")) != NULL)
+		c->persistent = form_true(v);
+	if ((v = form_value(a, x, "muc#roomconfig_publicroom")) != NULL)
+		c->hidden = !form_true(v);
+	if ((v = form_value(a, x, "muc#roomconfig_membersonly")) != NULL)
+		c->members_only = form_true(v);
+	if ((v = form_value(a, x, "muc#roomconfig_moderatedroom")) != NULL)
+		c->moderated = form_true(v);
+	if ((v = form_value(a, x, "muc#roomconfig_changesubject")) != NULL)
+		c->subject_locked = !form_true(v);
+	if ((v = form_value(a, x, "muc#roomconfig_allowinvites")) != NULL)
+		c->invites_locked = !form_true(v);
+	const char *secret = form_value(a, x, "muc#roomconfig_roomsecret");
+	const char *protect = form_value(a, x, "muc#roomconfig_passwordprotectedroom");
+	if (protect != NULL && !form_true(protect))
+		set_text(&c->password, NULL);
+	else if (secret != NULL && secret[0])
+		set_text(&c->password, secret);
+	else if (protect != NULL && c->password == NULL)
+		return "not-acceptable"; /* protected, but with no password */
+	return NULL;
+}
+
+#define STORE_MUC "muc"
+
+/* The room's settings and affiliations as stored, into b (initialised). */
+static void room_serialize(const struct room *r, struct buf *b)
+{
+	const struct room_config *c = &r->cfg;
+	buf_init(b);
+	buf_printf(b, "<room persistent='%d' hidden='%d' members_only='%d' moderated='%d' "
+		      "non_anonymous='%d' subject_locked='%d' invites_locked='%d' "
+		      "max_users='%d' history='%d'",
+		   c->persistent, c->hidden, c->members_only, c->moderated, c->non_anonymous,
+		   c->subject_locked, c->invites_locked, c->max_users, c->history);
+	/* Kept so that occupant-ids stay the same across restarts (XEP-0421). */
+	buf_puts(b, " secret='");
+	for (size_t i = 0; i < sizeof r->secret; i++)
+		buf_printf(b, "%02x", r->secret[i]);
+	buf_puts(b, "'");
+	const char *texts[][2] = { { "name", c->name }, { "desc", c->desc },
+				   { "password", c->password },
+				   { "subject", r->subject }, { "subject_nick", r->subject_nick } };
+	for (size_t i = 0; i < sizeof texts / sizeof *texts; i++) {
+		if (texts[i][1] == NULL)
+			continue;
+		buf_printf(b, " %s='", texts[i][0]);
+		buf_append_escaped(b, texts[i][1], strlen(texts[i][1]));
+		buf_puts(b, "'");
+	}
+	buf_puts(b, ">");
+	for (const struct affiliation *f = r->affils; f; f = f->next) {
+		buf_printf(b, "<affiliation a='%s' jid='", affil_names[f->affil]);
+		buf_append_escaped(b, f->bare, strlen(f->bare));
+		buf_puts(b, "'/>");
+	}
+	buf_puts(b, "</room>");
+}
+
+/* Writes a persistent room's settings to the store, or takes a room that
+ * is no longer persistent out of it. */
+static void room_save(struct loop *l, const struct room *r)
+{
+	const char *at = strchr(r->jid, '@');
+	char local[JID_PART_MAX + 1];
+	snprintf(local, sizeof local, "%.*s", (int)(at - r->jid), r->jid);
+	const struct storage_driver *drv = l->srv->storage;
+	if (!r->cfg.persistent) {
+		drv->map_del(l->store, r->svc->domain, "", STORE_MUC, local);
+		return;
+	}
+	struct buf b;
+	room_serialize(r, &b);
+	if (drv->map_put(l->store, r->svc->domain, "", STORE_MUC, local, b.data, b.len) != 0)
+		log_warn("muc: room %s: cannot store its settings", r->jid);
+	buf_free(&b);
+}
+
+static bool attr_flag(const struct xml_node *n, const char *name)
+{
+	const char *v = xml_attr(n, name);
+	return v && strcmp(v, "1") == 0;
+}
+
+static const char *attr_text(const struct xml_node *n, const char *name)
+{
+	const char *v = xml_attr(n, name);
+	return v && v[0] ? v : NULL;
+}
+
+struct load_ctx {
+	struct loop *l;
+	const struct muc_service *svc;
+	int n;
+};
+
+static void load_one(void *arg, const char *key, const void *value, size_t len)
+{
+	struct load_ctx *lc = arg;
+	char jid[2 * JID_PART_MAX + 2];
+	snprintf(jid, sizeof jid, "%s@%s", key, lc->svc->domain);
+	if (muc_owner_loop(lc->l->srv, jid) != lc->l)
+		return;
+	struct arena a;
+	arena_init(&a);
+	struct xml_node *n = xml_parse_element(&a, value, len);
+	if (n == NULL || strcmp(n->name, "room") != 0) {
+		log_warn("muc: room %s: stored settings do not parse; skipped", jid);
+		arena_reset(&a);
+		return;
+	}
+	struct room *r = room_create(lc->l, lc->svc, jid);
+	struct room_config *c = &r->cfg;
+	c->persistent = true;
+	c->hidden = attr_flag(n, "hidden");
+	c->members_only = attr_flag(n, "members_only");
+	c->moderated = attr_flag(n, "moderated");
+	c->non_anonymous = attr_flag(n, "non_anonymous");
+	c->subject_locked = attr_flag(n, "subject_locked");
+	c->invites_locked = attr_flag(n, "invites_locked");
+	const char *v = xml_attr(n, "secret");
+	for (size_t i = 0; v && strlen(v) == 2 * sizeof r->secret && i < sizeof r->secret; i++) {
+		unsigned byte;
+		if (sscanf(v + 2 * i, "%2x", &byte) == 1)
+			r->secret[i] = (unsigned char)byte;
+	}
+	v = xml_attr(n, "max_users");
+	c->max_users = v ? atoi(v) : 0;
+	v = xml_attr(n, "history");
+	c->history = v ? atoi(v) : -1;
+	set_text(&c->name, attr_text(n, "name"));
+	set_text(&c->desc, attr_text(n, "desc"));
+	set_text(&c->password, attr_text(n, "password"));
+	set_text(&r->subject, attr_text(n, "subject"));
+	set_text(&r->subject_nick, attr_text(n, "subject_nick"));
+	for (const struct xml_node *f = n->children; f; f = f->next) {
+		int aff = f->name && strcmp(f->name, "affiliation") == 0
+				  ? name_index(affil_names, xml_attr(f, "a"))
+				  : -1;
+		const char *bare = f->name ? xml_attr(f, "jid") : NULL;
+		if (aff >= 0 && bare)
+			affil_set(r, bare, (enum affil)aff);
+	}
+	if (c->hidden)
+		muc_public_set(lc->l->srv, jid, false);
+	lc->n++;
+	arena_reset(&a);
+}
+
+void room_load_all(struct loop *l)
+{
+	for (size_t i = 0; i < muc_service_count(l->srv); i++) {
+		struct load_ctx lc = { l, muc_service_at(l->srv, i), 0 };
+		l->srv->storage->map_list(l->store, lc.svc->domain, "", STORE_MUC, load_one, &lc);
+		if (lc.n > 0)
+			log_info("muc: %d persistent room(s) of %s on loop %d", lc.n, lc.svc->domain,
+				 l->index);
+	}
 }
 
 /* --- occupants --- */
@@ -225,6 +591,8 @@ static char *presence_extra(const struct xml_node *st)
 
 /* --- writing to occupants --- */
 
+static struct refbuf *with_to(const char *bytes, size_t len, const char *to);
+
 /* bytes (a stanza without 'to') with to='full', to that session. */
 static void send_to(struct loop *l, const char *full, const char *bytes, size_t len)
 {
@@ -236,6 +604,14 @@ static void send_to(struct loop *l, const char *full, const char *bytes, size_t 
 	struct router_target t;
 	if (router_find_full(l->srv->router, bare, j.resource, &t) != 0)
 		return; /* gone: its unavailable presence is on its way */
+	struct refbuf *rb = with_to(bytes, len, full);
+	deliver_to_session(l, &t, rb);
+	refbuf_release(rb);
+}
+
+/* bytes (a stanza without 'to') with to='to' inserted after its name. */
+static struct refbuf *with_to(const char *bytes, size_t len, const char *to)
+{
 	size_t name_end = 1;
 	while (name_end < len && bytes[name_end] != ' ' && bytes[name_end] != '>' &&
 	       bytes[name_end] != '/')
@@ -244,13 +620,12 @@ static void send_to(struct loop *l, const char *full, const char *bytes, size_t 
 	buf_init(&b);
 	buf_append(&b, bytes, name_end);
 	buf_puts(&b, " to='");
-	buf_append_escaped(&b, full, strlen(full));
+	buf_append_escaped(&b, to, strlen(to));
 	buf_puts(&b, "'");
 	buf_append(&b, bytes + name_end, len - name_end);
 	struct refbuf *rb = refbuf_new(b.data, b.len);
 	buf_free(&b);
-	deliver_to_session(l, &t, rb);
-	refbuf_release(rb);
+	return rb;
 }
 
 static void send_to_occupant(struct loop *l, const struct occupant *o, const struct buf *b)
@@ -315,7 +690,7 @@ static void broadcast_presence(struct loop *l, struct room *r, const struct occu
 	for (struct occupant *p = r->occ; p; p = p->next) {
 		if (p == o)
 			continue;
-		if (p->role == ROLE_MODERATOR) {
+		if (p->role == ROLE_MODERATOR || r->cfg.non_anonymous) {
 			if (!have_jid)
 				presence_of(&with_jid, r, o, type, true, codes, n_codes, new_nick);
 			have_jid = true;
@@ -417,11 +792,13 @@ static void send_history(struct loop *l, struct room *r, const char *full,
 {
 	int cap = r->svc->host->muc.history;
 	int first = r->hist_len;
+	int limit = r->cfg.history >= 0 ? r->cfg.history : cap;
 	long chars = 0;
 	/* From the newest back, as far as every limit allows. */
 	while (first > 0) {
 		const struct past *p = &r->hist[(r->hist_head + first - 1) % cap];
-		if (w->maxstanzas >= 0 && r->hist_len - first >= w->maxstanzas)
+		if ((w->maxstanzas >= 0 && r->hist_len - first >= w->maxstanzas) ||
+		    r->hist_len - first >= limit)
 			break;
 		if (p->stamp < w->not_before)
 			break;
@@ -476,12 +853,37 @@ static void join(struct loop *l, const struct muc_service *svc, struct room *r,
 		deliver_error(l, st, a, "cancel", "conflict");
 		return;
 	}
-	if (o == NULL && r != NULL && r->n_occ >= svc->host->muc.max_occupants) {
-		deliver_error(l, st, a, "wait", "service-unavailable");
-		return;
+	if (o == NULL && r != NULL) {
+		enum affil af = affil_of(r, bare);
+		const struct xml_node *x = xml_child(st, NS_MUC, "x");
+		const struct xml_node *pw = x ? xml_child(x, NS_MUC, "password") : NULL;
+		int max = r->cfg.max_users ? r->cfg.max_users : svc->host->muc.max_occupants;
+		if (af == AFF_OUTCAST) {
+			deliver_error(l, st, a, "auth", "forbidden");
+			return;
+		}
+		if (r->cfg.members_only && af < AFF_MEMBER) {
+			deliver_error(l, st, a, "auth", "registration-required");
+			return;
+		}
+		if (r->cfg.password != NULL && af < AFF_ADMIN &&
+		    (pw == NULL || strcmp(xml_text(a, pw), r->cfg.password) != 0)) {
+			deliver_error(l, st, a, "auth", "not-authorized");
+			return;
+		}
+		if (r->n_occ >= max && af < AFF_ADMIN) {
+			deliver_error(l, st, a, "wait", "service-unavailable");
+			return;
+		}
 	}
 	if (r == NULL) {
+		if (!muc_creator_take(l->srv, bare, 1, svc->host->muc.max_rooms_per_account)) {
+			deliver_error(l, st, a, "cancel", "not-allowed");
+			return;
+		}
 		r = room_create(l, svc, room_jid);
+		r->creator = xstrdup(bare);
+		affil_set(r, bare, AFF_OWNER);
 		created = true;
 	}
 	bool first_session = o == NULL;
@@ -489,9 +891,13 @@ static void join(struct loop *l, const struct muc_service *svc, struct room *r,
 		o = xcalloc(1, sizeof *o);
 		o->nick = xstrdup(nick);
 		o->bare = xstrdup(bare);
-		o->affil = created ? AFF_OWNER : AFF_NONE;
-		o->role = created ? ROLE_MODERATOR : ROLE_PARTICIPANT;
+		o->affil = affil_of(r, bare);
+		o->role = default_role(o->affil);
+		if (r->cfg.moderated && o->affil < AFF_MEMBER)
+			o->role = ROLE_VISITOR;
 		occupant_id(r, bare, o->id, sizeof o->id);
+		o->tokens = svc->host->muc.message_burst;
+		o->refilled = now_ms();
 		struct occupant **tail = &r->occ;
 		while (*tail)
 			tail = &(*tail)->next;
@@ -506,14 +912,19 @@ static void join(struct loop *l, const struct muc_service *svc, struct room *r,
 		if (p == o)
 			continue;
 		struct buf b;
-		presence_of(&b, r, p, NULL, o->role == ROLE_MODERATOR, NULL, 0, NULL);
+		presence_of(&b, r, p, NULL, o->role == ROLE_MODERATOR || r->cfg.non_anonymous, NULL,
+			    0, NULL);
 		send_to(l, full, b.data, b.len);
 		buf_free(&b);
 	}
 	/* 2. the newcomer, to everybody (itself last, with 110) */
-	static const int created_codes[] = { 201 };
+	int self_codes[2], n_self = 0;
+	if (r->cfg.non_anonymous)
+		self_codes[n_self++] = 100;
+	if (created)
+		self_codes[n_self++] = 201;
 	if (first_session) {
-		broadcast_presence(l, r, o, NULL, NULL, 0, created_codes, created ? 1 : 0, NULL);
+		broadcast_presence(l, r, o, NULL, NULL, 0, self_codes, n_self, NULL);
 	} else {
 		int codes[] = { 110 };
 		struct buf b;
@@ -550,7 +961,23 @@ static void leave(struct loop *l, struct room *r, struct occupant *o, int idx)
 	*p = o->next;
 	r->n_occ--;
 	occupant_free(o);
-	if (r->n_occ == 0)
+	if (r->n_occ == 0 && !r->cfg.persistent)
+		room_destroy(l, r);
+}
+
+/* Puts o out of the room with all its sessions (kick 307, ban 301): the
+ * code tells everybody, o included, why. */
+static void remove_occupant(struct loop *l, struct room *r, struct occupant *o, int code)
+{
+	int codes[] = { code };
+	broadcast_presence(l, r, o, "unavailable", codes, 1, NULL, 0, NULL);
+	struct occupant **p = &r->occ;
+	while (*p != o)
+		p = &(*p)->next;
+	*p = o->next;
+	r->n_occ--;
+	occupant_free(o);
+	if (r->n_occ == 0 && !r->cfg.persistent)
 		room_destroy(l, r);
 }
 
@@ -627,13 +1054,30 @@ static void groupchat(struct loop *l, struct room *r, struct occupant *o, struct
 		deliver_error(l, st, a, "auth", "forbidden");
 		return;
 	}
+	const struct config_muc *mc = &r->svc->host->muc;
+	unsigned long long now = now_ms();
+	o->tokens += (double)(now - o->refilled) * mc->message_rate / 1000.0;
+	if (o->tokens > mc->message_burst)
+		o->tokens = mc->message_burst;
+	o->refilled = now;
+	if (o->tokens < 1.0) {
+		deliver_error(l, st, a, "wait", "resource-constraint");
+		return;
+	}
+	o->tokens -= 1.0;
 	struct xml_node *subject = xml_child(st, NS_CLIENT, "subject");
 	bool has_body = xml_child(st, NS_CLIENT, "body") != NULL;
+	if (subject != NULL && !has_body && r->cfg.subject_locked && o->role != ROLE_MODERATOR) {
+		deliver_error(l, st, a, "auth", "forbidden");
+		return;
+	}
 	if (subject != NULL && !has_body) {
 		free(r->subject);
 		free(r->subject_nick);
 		r->subject = xstrdup(xml_text(a, subject));
 		r->subject_nick = xstrdup(o->nick);
+		if (r->cfg.persistent)
+			room_save(l, r);
 	}
 	char from[3 * JID_PART_MAX + 3];
 	snprintf(from, sizeof from, "%s/%s", r->jid, o->nick);
@@ -683,6 +1127,83 @@ static void private_message(struct loop *l, struct room *r, struct occupant *o,
 	buf_free(&b);
 }
 
+/* To a bare JID: its available sessions on this server get bytes (a
+ * message without 'to'). Remote JIDs are not reached yet. */
+static void send_to_bare(struct loop *l, const char *bare, const struct buf *b)
+{
+	struct router_target t[ROUTER_MAX_TARGETS];
+	int n = router_find_available(l->srv->router, bare, t, ROUTER_MAX_TARGETS);
+	if (n <= 0)
+		return;
+	struct refbuf *rb = with_to(b->data, b->len, bare);
+	for (int i = 0; i < n; i++)
+		deliver_to_session(l, &t[i], rb);
+	refbuf_release(rb);
+}
+
+/* Mediated invitations and their declines (XEP-0045 §7.8.2). */
+static void invite_or_decline(struct loop *l, struct room *r, struct occupant *o,
+			      struct xml_node *st, struct arena *a, const char *full)
+{
+	struct xml_node *x = xml_child(st, NS_MUC_USER, "x");
+	struct xml_node *inv = x ? xml_child(x, NS_MUC_USER, "invite") : NULL;
+	struct xml_node *dec = x ? xml_child(x, NS_MUC_USER, "decline") : NULL;
+	struct xml_node *item = inv ? inv : dec;
+	const char *target = item ? xml_attr(item, "to") : NULL;
+	struct jid tj;
+	char bare[2 * JID_PART_MAX + 2];
+	if (target == NULL || jid_parse(&tj, target, strlen(target)) != 0 ||
+	    jid_format_bare(&tj, bare, sizeof bare) < 0) {
+		deliver_error(l, st, a, "modify", inv || dec ? "jid-malformed" : "feature-not-implemented");
+		return;
+	}
+	if (inv != NULL) {
+		if (o == NULL) {
+			deliver_error(l, st, a, "modify", "not-acceptable");
+			return;
+		}
+		if (r->cfg.invites_locked && o->role != ROLE_MODERATOR) {
+			deliver_error(l, st, a, "auth", "forbidden");
+			return;
+		}
+		if (r->cfg.members_only && affil_of(r, bare) < AFF_MEMBER) {
+			if (o->affil < AFF_ADMIN) {
+				deliver_error(l, st, a, "auth", "forbidden");
+				return;
+			}
+			affil_set(r, bare, AFF_MEMBER);
+			if (r->cfg.persistent)
+				room_save(l, r);
+		}
+	}
+	const struct xml_node *why = xml_child(item, NS_MUC_USER, "reason");
+	const char *reason = why ? xml_text(a, why) : NULL;
+	struct buf b;
+	buf_init(&b);
+	buf_puts(&b, "<message from='");
+	buf_append_escaped(&b, r->jid, strlen(r->jid));
+	buf_printf(&b, "'><x xmlns='" NS_MUC_USER "'><%s from='", inv ? "invite" : "decline");
+	buf_append_escaped(&b, full, strlen(full));
+	buf_puts(&b, "'>");
+	if (reason) {
+		buf_puts(&b, "<reason>");
+		buf_append_escaped(&b, reason, strlen(reason));
+		buf_puts(&b, "</reason>");
+	}
+	buf_printf(&b, "</%s>", inv ? "invite" : "decline");
+	if (inv && r->cfg.password) {
+		buf_puts(&b, "<password>");
+		buf_append_escaped(&b, r->cfg.password, strlen(r->cfg.password));
+		buf_puts(&b, "</password>");
+	}
+	buf_puts(&b, "</x></message>");
+	if (tj.resource[0])
+		send_to(l, target, b.data, b.len);
+	else
+		send_to_bare(l, bare, &b);
+	buf_free(&b);
+}
+
 static void room_message(struct loop *l, struct room *r, struct xml_node *st, struct arena *a,
 			 const char *full, const struct jid *to)
 {
@@ -691,7 +1212,17 @@ static void room_message(struct loop *l, struct room *r, struct xml_node *st, st
 		return;
 	struct occupant *o = r ? by_jid(r, full, NULL) : NULL;
 	bool is_groupchat = type != NULL && strcmp(type, "groupchat") == 0;
+	if (r != NULL && !is_groupchat && to->resource[0] == '\0' &&
+	    xml_child(st, NS_MUC_USER, "x") != NULL) {
+		invite_or_decline(l, r, o, st, a, full);
+		return;
+	}
 	if (o == NULL) {
+		deliver_error(l, st, a, "modify", "not-acceptable");
+		return;
+	}
+	const struct xml_node *body = xml_child(st, NS_CLIENT, "body");
+	if (body != NULL && strlen(xml_text(a, body)) > r->svc->host->muc.max_message_size) {
 		deliver_error(l, st, a, "modify", "not-acceptable");
 		return;
 	}
@@ -711,17 +1242,297 @@ static void room_message(struct loop *l, struct room *r, struct xml_node *st, st
 
 /* --- iq --- */
 
+/* One <item/> of a muc#admin set by actor: a role by nick, or an
+ * affiliation by JID (XEP-0045 §§8-10). Returns NULL when done (and r may
+ * be gone), else the error condition; *etype its type. */
+static const char *admin_item(struct loop *l, struct room **rp, struct occupant *actor,
+			      const struct xml_node *item, const char **etype)
+{
+	struct room *r = *rp;
+	const char *nick = xml_attr(item, "nick");
+	const char *jid = xml_attr(item, "jid");
+	int role = name_index(role_names, xml_attr(item, "role"));
+	int aff = name_index(affil_names, xml_attr(item, "affiliation"));
+	*etype = "cancel";
+	if (nick != NULL && role >= 0 && aff < 0) {
+		struct occupant *t = by_nick(r, nick);
+		if (t == NULL)
+			return "item-not-found";
+		*etype = "auth";
+		if (actor->role != ROLE_MODERATOR)
+			return "forbidden";
+		*etype = "cancel";
+		bool grant_mod = role == ROLE_MODERATOR || t->role == ROLE_MODERATOR;
+		if (grant_mod && actor->affil < AFF_ADMIN)
+			return "not-allowed";
+		if (t->affil >= AFF_ADMIN && role < ROLE_MODERATOR)
+			return "not-allowed";
+		if (role == ROLE_NONE) {
+			remove_occupant(l, r, t, 307);
+			if (room_find(l, r->jid) != r)
+				*rp = NULL;
+			return NULL;
+		}
+		t->role = (enum role)role;
+		broadcast_presence(l, r, t, NULL, NULL, 0, NULL, 0, NULL);
+		return NULL;
+	}
+	if (jid != NULL && aff >= 0 && role < 0) {
+		struct jid j;
+		char bare[2 * JID_PART_MAX + 2];
+		*etype = "modify";
+		if (jid_parse(&j, jid, strlen(jid)) != 0 || jid_format_bare(&j, bare, sizeof bare) < 0)
+			return "jid-malformed";
+		*etype = "auth";
+		if (actor->affil < AFF_ADMIN)
+			return "forbidden";
+		*etype = "cancel";
+		enum affil now = affil_of(r, bare);
+		if ((aff >= AFF_ADMIN || now >= AFF_ADMIN) && actor->affil != AFF_OWNER)
+			return "not-allowed";
+		if (now == AFF_OWNER && aff != AFF_OWNER && count_affil(r, AFF_OWNER) == 1)
+			return "conflict"; /* a room keeps one owner at least */
+		affil_set(r, bare, (enum affil)aff);
+		for (struct occupant *t = r->occ, *next; t; t = next) {
+			next = t->next;
+			if (strcmp(t->bare, bare) != 0)
+				continue;
+			if (aff == AFF_OUTCAST) {
+				remove_occupant(l, r, t, 301);
+				if (room_find(l, r->jid) != r) {
+					*rp = NULL;
+					return NULL;
+				}
+				continue;
+			}
+			t->affil = (enum affil)aff;
+			t->role = default_role(t->affil);
+			broadcast_presence(l, r, t, NULL, NULL, 0, NULL, 0, NULL);
+		}
+		return NULL;
+	}
+	*etype = "modify";
+	return "bad-request";
+}
+
+static void admin_list(struct iq_ctx *c, struct room *r, struct occupant *actor,
+		       const struct xml_node *item)
+{
+	int role = name_index(role_names, xml_attr(item, "role"));
+	int aff = name_index(affil_names, xml_attr(item, "affiliation"));
+	struct arena *a = c->a;
+	struct xml_node *q = xml_new(a, NS_MUC_ADMIN, "query");
+	if (aff >= 0) {
+		if (actor->affil < AFF_ADMIN) {
+			module_error(c, "auth", "forbidden");
+			return;
+		}
+		for (const struct affiliation *f = r->affils; f; f = f->next) {
+			if ((int)f->affil != aff)
+				continue;
+			struct xml_node *it = xml_add_child(a, q, NS_MUC_ADMIN, "item");
+			xml_set_attr(a, it, "affiliation", affil_names[f->affil]);
+			xml_set_attr(a, it, "jid", f->bare);
+		}
+	} else if (role > ROLE_NONE) {
+		if (actor->role != ROLE_MODERATOR) {
+			module_error(c, "auth", "forbidden");
+			return;
+		}
+		for (const struct occupant *o = r->occ; o; o = o->next) {
+			if ((int)o->role != role)
+				continue;
+			struct xml_node *it = xml_add_child(a, q, NS_MUC_ADMIN, "item");
+			xml_set_attr(a, it, "affiliation", affil_names[o->affil]);
+			xml_set_attr(a, it, "role", role_names[o->role]);
+			xml_set_attr(a, it, "nick", o->nick);
+			xml_set_attr(a, it, "jid", o->jids[0]);
+		}
+	} else {
+		module_error(c, "modify", "bad-request");
+		return;
+	}
+	module_reply(c, q);
+}
+
+static void room_admin(struct iq_ctx *c, struct room *r, struct occupant *actor, bool get)
+{
+	if (actor == NULL) {
+		module_error(c, "auth", "forbidden");
+		return;
+	}
+	const struct xml_node *item = xml_child(c->payload, NS_MUC_ADMIN, "item");
+	if (item == NULL) {
+		module_error(c, "modify", "bad-request");
+		return;
+	}
+	if (get) {
+		admin_list(c, r, actor, item);
+		return;
+	}
+	/* The reply first: a kick may end the room and the actor's place. */
+	const char *etype = NULL, *cond = NULL;
+	for (; item && r && !cond; item = item->next) {
+		if (!xml_is(item, NS_MUC_ADMIN, "item"))
+			continue;
+		cond = admin_item(c->loop, &r, actor, item, &etype);
+		if (r != NULL && by_jid(r, c->iq ? xml_attr(c->iq, "from") : "", NULL) != actor)
+			break; /* the actor itself went */
+	}
+	if (cond)
+		module_error(c, etype, cond);
+	else
+		module_reply(c, NULL);
+}
+
+/* An iq to an occupant (room/nick): a self-ping (XEP-0410) is answered
+ * here; anything else goes to the occupant's first session, from the
+ * sender's room JID, and its answer comes back the same way. */
+static void occupant_iq(struct loop *l, struct room *r, struct xml_node *st, struct arena *a,
+			const char *full, const struct jid *from, const struct jid *to)
+{
+	const char *type = xml_attr(st, "type");
+	bool request = strcmp(type, "get") == 0 || strcmp(type, "set") == 0;
+	struct iq_ctx c = { .loop = l, .iq = st, .a = a, .from = from, .to = to };
+	struct occupant *o = r ? by_jid(r, full, NULL) : NULL;
+	if (o == NULL) {
+		if (request)
+			module_error(&c, "cancel", "not-acceptable");
+		return;
+	}
+	struct occupant *t = by_nick(r, to->resource);
+	const struct xml_node *payload = xml_first_element(st);
+	if (request && t == o && payload && xml_is(payload, "urn:xmpp:ping", "ping")) {
+		module_reply(&c, NULL);
+		return;
+	}
+	if (t == NULL) {
+		if (request)
+			module_error(&c, "cancel", "item-not-found");
+		return;
+	}
+	char sender[3 * JID_PART_MAX + 3];
+	snprintf(sender, sizeof sender, "%s/%s", r->jid, o->nick);
+	xml_set_attr(a, st, "from", sender);
+	xml_set_attr(a, st, "to", NULL);
+	struct buf b;
+	buf_init(&b);
+	xml_serialize(st, NS_CLIENT, &b);
+	send_to(l, t->jids[0], b.data, b.len);
+	buf_free(&b);
+}
+
 static void add_feature(struct arena *a, struct xml_node *q, const char *var)
 {
 	struct xml_node *f = xml_add_child(a, q, NS_DISCO_INFO, "feature");
 	xml_set_attr(a, f, "var", var);
 }
 
+/* Tells the occupants the configuration changed (status 104). */
+static void config_changed(struct loop *l, struct room *r)
+{
+	struct buf b;
+	buf_init(&b);
+	buf_puts(&b, "<message type='groupchat' from='");
+	buf_append_escaped(&b, r->jid, strlen(r->jid));
+	buf_printf(&b, "' id='config-%llu'><x xmlns='" NS_MUC_USER "'><status code='104'/>",
+		   ++r->next_sid);
+	if (r->cfg.non_anonymous)
+		buf_puts(&b, "<status code='172'/>");
+	buf_puts(&b, "</x></message>");
+	for (struct occupant *o = r->occ; o; o = o->next)
+		send_to_occupant(l, o, &b);
+	buf_free(&b);
+}
+
+/* Ends the room (XEP-0045 §10.9): everybody gets an unavailable presence
+ * with <destroy/> (and the alternate venue), and the store forgets it. */
+static void destroy_room(struct loop *l, struct room *r, const struct xml_node *d, struct arena *a)
+{
+	const char *venue = xml_attr(d, "jid");
+	const struct xml_node *why = xml_child(d, NS_MUC_OWNER, "reason");
+	const char *reason = why ? xml_text(a, why) : NULL;
+	for (struct occupant *o = r->occ; o; o = o->next) {
+		struct buf b;
+		buf_init(&b);
+		buf_puts(&b, "<presence type='unavailable' from='");
+		buf_append_escaped(&b, r->jid, strlen(r->jid));
+		buf_puts(&b, "/");
+		buf_append_escaped(&b, o->nick, strlen(o->nick));
+		buf_printf(&b, "'><x xmlns='" NS_MUC_USER "'><item affiliation='%s' role='none'/>"
+			       "<destroy", affil_names[o->affil]);
+		if (venue) {
+			buf_puts(&b, " jid='");
+			buf_append_escaped(&b, venue, strlen(venue));
+			buf_puts(&b, "'");
+		}
+		buf_puts(&b, ">");
+		if (reason) {
+			buf_puts(&b, "<reason>");
+			buf_append_escaped(&b, reason, strlen(reason));
+			buf_puts(&b, "</reason>");
+		}
+		buf_puts(&b, "</destroy></x></presence>");
+		send_to_occupant(l, o, &b);
+		buf_free(&b);
+	}
+	r->cfg.persistent = false;
+	room_save(l, r); /* out of the store */
+	log_info("muc: room %s destroyed by its owner", r->jid);
+	room_destroy(l, r);
+}
+
+/* muc#owner: the configuration form, its submission or cancellation (an
+ * instant room is usable as created), and destruction. Owners only. */
+static void room_owner(struct iq_ctx *c, struct room *r, bool get)
+{
+	struct arena *a = c->a;
+	const struct xml_node *x = xml_child(c->payload, NS_DATA, "x");
+	const struct xml_node *d = xml_child(c->payload, NS_MUC_OWNER, "destroy");
+	if (get) {
+		struct xml_node *q = xml_new(a, NS_MUC_OWNER, "query");
+		config_form(a, q, r);
+		module_reply(c, q);
+		return;
+	}
+	if (d != NULL) {
+		module_reply(c, NULL);
+		destroy_room(c->loop, r, d, a);
+		return;
+	}
+	const char *xt = x ? xml_attr(x, "type") : NULL;
+	if (xt == NULL || (strcmp(xt, "submit") != 0 && strcmp(xt, "cancel") != 0)) {
+		module_error(c, "modify", "bad-request");
+		return;
+	}
+	if (strcmp(xt, "cancel") == 0) {
+		module_reply(c, NULL);
+		return;
+	}
+	bool was_persistent = r->cfg.persistent;
+	const char *err = config_apply(r, a, x);
+	if (err != NULL) {
+		module_error(c, "modify", err);
+		return;
+	}
+	muc_public_set(c->loop->srv, r->jid, !r->cfg.hidden);
+	if (r->cfg.persistent || was_persistent)
+		room_save(c->loop, r);
+	module_reply(c, NULL);
+	config_changed(c->loop, r);
+}
+
 static void room_iq(struct loop *l, struct room *r, struct xml_node *st, struct arena *a,
 		    const char *full, const struct jid *from, const struct jid *to)
 {
 	const char *type = xml_attr(st, "type");
-	if (type == NULL || (strcmp(type, "get") != 0 && strcmp(type, "set") != 0))
+	if (type == NULL)
+		return;
+	if (to->resource[0] != '\0') {
+		occupant_iq(l, r, st, a, full, from, to);
+		return;
+	}
+	if (strcmp(type, "get") != 0 && strcmp(type, "set") != 0)
 		return;
 	struct iq_ctx c = { .loop = l, .iq = st, .a = a, .from = from, .to = to };
 	c.payload = xml_first_element(st);
@@ -729,8 +1540,8 @@ static void room_iq(struct loop *l, struct room *r, struct xml_node *st, struct 
 		module_error(&c, "cancel", "item-not-found");
 		return;
 	}
-	if (to->resource[0] != '\0' || c.payload == NULL) {
-		module_error(&c, "cancel", "service-unavailable");
+	if (c.payload == NULL) {
+		module_error(&c, "modify", "bad-request");
 		return;
 	}
 	bool get = strcmp(type, "get") == 0;
@@ -740,12 +1551,21 @@ static void room_iq(struct loop *l, struct room *r, struct xml_node *st, struct 
 		xml_set_attr(a, id, "category", "conference");
 		xml_set_attr(a, id, "type", "text");
 		xml_set_attr(a, id, "name", to->local);
-		static const char *const features[] = {
-			NS_MUC, "muc_public", "muc_temporary", "muc_open", "muc_unmoderated",
-			"muc_semianonymous", "muc_unsecured", NS_SID, NS_OCCUPANT_ID, NULL
+		const struct room_config *rc = &r->cfg;
+		const char *features[] = {
+			NS_MUC,
+			rc->hidden ? "muc_hidden" : "muc_public",
+			rc->persistent ? "muc_persistent" : "muc_temporary",
+			rc->members_only ? "muc_membersonly" : "muc_open",
+			rc->moderated ? "muc_moderated" : "muc_unmoderated",
+			rc->non_anonymous ? "muc_nonanonymous" : "muc_semianonymous",
+			rc->password ? "muc_passwordprotected" : "muc_unsecured",
+			NS_SID, NS_OCCUPANT_ID, NULL
 		};
 		for (const char *const *f = features; *f; f++)
 			add_feature(a, q, *f);
+		if (rc->name)
+			xml_set_attr(a, id, "name", rc->name);
 		struct xml_node *x = xml_add_child(a, q, NS_DATA, "x");
 		xml_set_attr(a, x, "type", "result");
 		struct xml_node *fld = xml_add_child(a, x, NS_DATA, "field");
@@ -768,20 +1588,17 @@ static void room_iq(struct loop *l, struct room *r, struct xml_node *st, struct 
 		module_reply(&c, xml_new(a, NS_DISCO_ITEMS, "query"));
 		return;
 	}
+	if (xml_is(c.payload, NS_MUC_ADMIN, "query")) {
+		room_admin(&c, r, by_jid(r, full, NULL), get);
+		return;
+	}
 	if (xml_is(c.payload, NS_MUC_OWNER, "query")) {
 		struct occupant *o = by_jid(r, full, NULL);
 		if (o == NULL || o->affil != AFF_OWNER) {
 			module_error(&c, "auth", "forbidden");
 			return;
 		}
-		struct xml_node *x = xml_child(c.payload, NS_DATA, "x");
-		const char *xt = x ? xml_attr(x, "type") : NULL;
-		if (!get && xt && (strcmp(xt, "submit") == 0 || strcmp(xt, "cancel") == 0)) {
-			/* The instant room: it is usable as created. */
-			module_reply(&c, NULL);
-			return;
-		}
-		module_error(&c, "cancel", "feature-not-implemented");
+		room_owner(&c, r, get);
 		return;
 	}
 	module_error(&c, "cancel", "service-unavailable");

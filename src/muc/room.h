@@ -16,6 +16,10 @@ struct loop;
 void room_handle(struct loop *l, const struct muc_service *svc, struct xml_node *st,
 		 struct arena *a, const struct jid *from, const struct jid *to);
 
+/* Creates the persistent rooms of every service that loop l owns, from
+ * the store (before the loop runs). */
+void room_load_all(struct loop *l);
+
 /* Frees every room of loop l (shutdown). */
 void room_loop_free(struct loop *l);
 
