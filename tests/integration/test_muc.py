@@ -122,6 +122,13 @@ def body_of(stanza):
     return stanza.xml.findtext(q(NS_CLIENT, "body"))
 
 
+def late(client, room=ROOM):
+    """For failure messages: what the room sent that is still unread,
+    e.g. history sent after the subject."""
+    return describe_all([s for s in client.inbox.pending
+                         if from_room(room)(s)])
+
+
 def from_room(room):
     """A message or presence from the room or one of its occupants (the
     Inbox also holds iq replies, which are not the room speaking)."""
@@ -583,7 +590,8 @@ async def test_history_goes_to_joiners_with_delay(natter_factory, net):
     bodies = [body_of(s) for s in joined.history]
     assert bodies == ["m3", "m4", "m5"], (
         "with muc.history 3 a joiner gets the last three messages, oldest "
-        "first (XEP-0045 7.2.14), got %s" % bodies)
+        "first, before the subject (XEP-0045 7.2.14), got %s; after the "
+        "subject came:\n%s" % (bodies, late(bob)))
     order = joined.stanzas
     assert order.index(joined.self) < order.index(joined.history[0]), (
         "history comes after the joiner's own presence:\n%s"
@@ -612,8 +620,9 @@ async def test_history_limited_by_maxstanzas(server, net):
         % describe_all(none.history)
     two = await join(carol, "carol", history="<history maxstanzas='2'/>")
     assert [body_of(s) for s in two.history] == ["m2", "m3"], (
-        "maxstanzas='2' asks for the last two messages:\n%s"
-        % describe_all(two.history))
+        "maxstanzas='2' asks for the last two messages, before the subject:"
+        "\n%s\nafter the subject came:\n%s"
+        % (describe_all(two.history), late(carol)))
 
 
 async def test_history_limited_by_maxchars_and_since(server, net):
@@ -666,14 +675,18 @@ async def test_last_one_out_ends_the_room(server, net):
         % describe(again.self))
 
 
-async def test_disconnect_leaves_the_room(server, net):
+@pytest.mark.parametrize("how", ["dropped", "closed"])
+async def test_disconnect_leaves_the_room(server, net, how):
     alice, bob = await online(net, server, "alice", "bob")
     await join(alice, "alice")
     await join(bob, "bob")
-    drop_connection(bob)
+    if how == "dropped":
+        drop_connection(bob)        # a reset, no goodbye
+    else:
+        await bob.close()           # </stream:stream>, no unavailable
     seen = await alice.inbox.get(
         pres(frm=ROOM + "/bob", type="unavailable"),
-        "bob's unavailable presence after his connection dropped")
+        "bob's unavailable presence after his connection %s" % how)
     assert item_of(seen) and item_of(seen).get("role") == "none", \
         describe(seen)
 
@@ -729,6 +742,9 @@ async def test_disabled_service_is_not_served(natter_factory, net):
     assert stanza_error_condition(error.xml) == "remote-server-not-found", (
         "with muc disabled, %s is an unknown remote domain:\n%s"
         % (SERVICE, describe(error)))
+    assert error.xml.get("from") == ROOM + "/alice", (
+        "the bounce comes from the address the presence was sent to "
+        "(RFC 6120 8.3.1):\n%s" % describe(error))
 
 
 async def test_service_domain_is_configurable(natter_factory, net):
