@@ -370,6 +370,7 @@ async def test_instant_room_form_is_accepted(server, net):
 async def test_later_joiner_gets_occupants_then_self_then_subject(
         server, net):
     alice, bob, carol = await online(net, server, "alice", "bob", "carol")
+    # No instant-room form is sent: natter's rooms are open at once.
     await join(alice, "alice")
     await join(bob, "bob")
     seen_by_alice = await others_see_join(alice, "bob")
