@@ -115,6 +115,18 @@ static const struct config_key config_group_keys[] = {
 	{ .name = "name", .type = KEY_STRING,
 	  .offset = offsetof(struct config_group, name),
 	  .doc = "roster group name shown to members; default: the entry's cn" },
+	{ .name = "room", .type = KEY_BOOL, .def = "false",
+	  .offset = offsetof(struct config_group, room),
+	  .doc = "a persistent chat room for the group, its members kept in step (docs/muc.md)" },
+	{ .name = "room_name", .type = KEY_STRING,
+	  .offset = offsetof(struct config_group, room_name),
+	  .doc = "the room's name (JID localpart); default: the group's name in lower case" },
+	{ .name = "room_members_only", .type = KEY_BOOL, .def = "true",
+	  .offset = offsetof(struct config_group, room_members_only),
+	  .doc = "only the group's members get in" },
+	{ .name = "room_owners", .type = KEY_STRING,
+	  .offset = offsetof(struct config_group, room_owners),
+	  .doc = "DN of a group whose members own the room; default: nobody (the operator)" },
 };
 
 static const struct config_section config_group_section = {

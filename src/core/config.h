@@ -54,6 +54,10 @@ struct config_dns {
 struct config_group {
 	char *dn;    /* the group entry (groupOfNames, groupOfUniqueNames, posixGroup, group) */
 	char *name;  /* roster group name; NULL = the entry's cn */
+	int room;    /* a chat room whose members are the group's */
+	char *room_name;  /* the room's localpart; NULL = from the group's name */
+	int room_members_only; /* only the group's members get in */
+	char *room_owners;     /* DN of a group whose members own the room, or NULL */
 };
 
 /* vcard-temp fields and the directory attribute each is read from; NULL

@@ -18,6 +18,7 @@
 #include "core/util.h"
 #include "directory/groups.h"
 #include "directory/ldap.h"
+#include "muc/muc.h"
 
 /* More jobs than this waiting means the directory cannot keep up: answer
  * at once rather than let logins wait for minutes. */
@@ -141,6 +142,9 @@ static void snapshot_free(struct snapshot *s)
 		for (size_t j = 0; j < g->n_members; j++)
 			free(g->members[j]);
 		free(g->members);
+		for (size_t j = 0; j < g->n_owners; j++)
+			free(g->owners[j]);
+		free(g->owners);
 	}
 	free(s->groups.groups);
 	free(s);
@@ -216,6 +220,9 @@ static void job_done(struct loop *l, void *arg)
 			pthread_mutex_lock(&d->apply_lock);
 			int changes = groups_apply(l, d->gs, d->domain, &j->snap->groups);
 			pthread_mutex_unlock(&d->apply_lock);
+			if (changes >= 0)
+				muc_directory_rooms(l->srv, d->domain, d->cfg->groups,
+						    &j->snap->groups);
 			unsigned long long apply_ms = now_ms() - t0;
 			if (changes < 0) {
 				j->st = DIR_ERROR;
@@ -565,6 +572,16 @@ static enum dir_status run_refresh(struct directory *d, struct ldap_conn *lc, st
 		g->name = xstrdup(cg->name ? cg->name : cn ? cn : cg->dn);
 		g->members = m.v;
 		g->n_members = m.n;
+		if (st == DIR_OK && cg->room && cg->room_owners) {
+			struct members owners = { 0 };
+			char *ocn = NULL;
+			st = expand_group(lc, &c, cg->room_owners, 0, visited, &owners, &ocn,
+					  j->summary, sizeof j->summary);
+			members_finish(&owners);
+			g->owners = owners.v;
+			g->n_owners = owners.n;
+			free(ocn);
+		}
 		s->members += (int)m.n;
 		free(cn);
 	}

@@ -19,6 +19,8 @@ struct dir_group {
 	char *name;       /* roster group name */
 	char **members;   /* normalised localparts, sorted, unique */
 	size_t n_members;
+	char **owners;    /* the room_owners group's localparts, sorted, unique */
+	size_t n_owners;
 };
 
 struct dir_snapshot {

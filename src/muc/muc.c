@@ -1,5 +1,6 @@
 #include "muc/muc.h"
 
+#include <ctype.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,6 +9,7 @@
 #include "core/log.h"
 #include "core/server.h"
 #include "core/util.h"
+#include "directory/groups.h"
 #include "modules/module.h"
 #include "muc/room.h"
 #include "router/deliver.h"
@@ -425,5 +427,93 @@ void muc_control(struct server *srv, const char *args, muc_control_done *done, v
 	} else {
 		c->pending = 1;
 		loop_call(muc_owner_loop(srv, c->room), ctl_on_loop, c);
+	}
+}
+
+/* --- rooms of directory groups --- */
+
+struct dir_room {
+	const struct muc_service *svc;
+	char room[2 * JID_PART_MAX + 2];
+	char *name;
+	bool members_only;
+	char **members, **owners; /* bare JIDs */
+	size_t n_members, n_owners;
+};
+
+static char **bare_jids(char *const *locals, size_t n, const char *domain)
+{
+	char **v = xcalloc(n ? n : 1, sizeof *v);
+	for (size_t i = 0; i < n; i++) {
+		size_t len = strlen(locals[i]) + strlen(domain) + 2;
+		v[i] = xmalloc(len);
+		snprintf(v[i], len, "%s@%s", locals[i], domain);
+	}
+	return v;
+}
+
+static void dir_room_free(struct dir_room *d)
+{
+	for (size_t i = 0; i < d->n_members; i++)
+		free(d->members[i]);
+	for (size_t i = 0; i < d->n_owners; i++)
+		free(d->owners[i]);
+	free(d->members);
+	free(d->owners);
+	free(d->name);
+	free(d);
+}
+
+static void on_dir_room(struct loop *l, void *arg)
+{
+	struct dir_room *d = arg;
+	if (!loop_stopping(l))
+		room_directory_sync(l, d->svc, d->room, d->name, d->members_only, d->members,
+				    d->n_members, d->owners, d->n_owners);
+	dir_room_free(d);
+}
+
+/* The room's localpart for a group: room_name, or the group's name in
+ * lower case with spaces as dashes; NULL when neither makes a localpart. */
+static bool room_local(const struct config_group *cg, const char *group_name, char *out,
+		       size_t cap)
+{
+	char raw[JID_PART_MAX + 1];
+	snprintf(raw, sizeof raw, "%s", cg->room_name ? cg->room_name : group_name);
+	if (cg->room_name == NULL)
+		for (char *p = raw; *p; p++)
+			*p = *p == ' ' ? '-' : (char)tolower((unsigned char)*p);
+	return jid_prep_local(raw, strlen(raw), out, cap) >= 0;
+}
+
+void muc_directory_rooms(struct server *srv, const char *domain, const struct config_group *cfg,
+			 const struct dir_snapshot *snap)
+{
+	const struct muc_service *svc = NULL;
+	for (size_t i = 0; srv->muc && i < srv->muc->n_services; i++)
+		if (strcmp(srv->muc->services[i].host->domain, domain) == 0)
+			svc = &srv->muc->services[i];
+	for (size_t i = 0; i < snap->n_groups; i++) {
+		const struct config_group *cg = &cfg[i];
+		const struct dir_group *g = &snap->groups[i];
+		if (!cg->room)
+			continue;
+		char local[JID_PART_MAX + 1];
+		if (svc == NULL || !room_local(cg, g->name, local, sizeof local)) {
+			log_warn("muc: no room for directory group '%s': %s", g->name,
+				 svc ? "its name is not a room name (set room_name)"
+				     : "the host has no chat service");
+			continue;
+		}
+		struct dir_room *d = xcalloc(1, sizeof *d);
+		d->svc = svc;
+		snprintf(d->room, sizeof d->room, "%s@%s", local, svc->domain);
+		d->name = xstrdup(g->name);
+		d->members_only = cg->room_members_only;
+		d->members = bare_jids(g->members, g->n_members, domain);
+		d->n_members = g->n_members;
+		d->owners = bare_jids(g->owners, g->n_owners, domain);
+		d->n_owners = g->n_owners;
+		loop_call(muc_owner_loop(srv, d->room), on_dir_room, d);
 	}
 }

@@ -66,6 +66,15 @@ bool muc_route(struct loop *l, struct xml_node *st, struct arena *a, const struc
 typedef void muc_control_done(void *arg, bool ok, const char *text);
 void muc_control(struct server *srv, const char *args, muc_control_done *done, void *arg);
 
+/* After a directory refresh of host domain: each group of cfg (groups,
+ * in the snapshot's order) with room set gets its persistent room, with
+ * the group's members as members and the room_owners group's as owners;
+ * members who left lose their affiliation (and their place, when the
+ * room is members-only). Any loop; each room is updated on its own. */
+struct dir_snapshot;
+void muc_directory_rooms(struct server *srv, const char *domain, const struct config_group *cfg,
+			 const struct dir_snapshot *snap);
+
 /* The server-wide list of public rooms, for disco#items on the service:
  * room_public_add/remove keep it (any loop), muc_public_each reads it. */
 void muc_public_set(struct server *srv, const char *room, bool present);

@@ -35,6 +35,7 @@ struct affiliation {
 	struct affiliation *next;
 	char *bare;
 	enum affil affil;
+	bool directory;    /* given by a directory group (room_directory_sync) */
 };
 
 /* One nick in the room: a person, with one or more of their sessions. */
@@ -418,7 +419,8 @@ static void room_serialize(const struct room *r, struct buf *b)
 	}
 	buf_puts(b, ">");
 	for (const struct affiliation *f = r->affils; f; f = f->next) {
-		buf_printf(b, "<affiliation a='%s' jid='", affil_names[f->affil]);
+		buf_printf(b, "<affiliation a='%s' dir='%d' jid='", affil_names[f->affil],
+			   f->directory);
 		buf_append_escaped(b, f->bare, strlen(f->bare));
 		buf_puts(b, "'/>");
 	}
@@ -506,8 +508,12 @@ static void load_one(void *arg, const char *key, const void *value, size_t len)
 				  ? name_index(affil_names, xml_attr(f, "a"))
 				  : -1;
 		const char *bare = f->name ? xml_attr(f, "jid") : NULL;
-		if (aff >= 0 && bare)
+		if (aff >= 0 && bare) {
 			affil_set(r, bare, (enum affil)aff);
+			for (struct affiliation *af = r->affils; af; af = af->next)
+				if (strcmp(af->bare, bare) == 0)
+					af->directory = attr_flag(f, "dir");
+		}
 	}
 	if (c->hidden)
 		muc_public_set(lc->l->srv, jid, false);
@@ -1689,4 +1695,88 @@ int room_admin_destroy(struct loop *l, const char *jid, const char *reason, stru
 	destroy_room(l, r, NULL, reason);
 	buf_printf(out, "destroyed %s\n", jid);
 	return 0;
+}
+
+/* --- rooms of directory groups --- */
+
+static bool listed(char *const *v, size_t n, const char *s)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(v[i], s) == 0)
+			return true;
+	return false;
+}
+
+static struct affiliation *affil_entry(struct room *r, const char *bare)
+{
+	for (struct affiliation *f = r->affils; f; f = f->next)
+		if (strcmp(f->bare, bare) == 0)
+			return f;
+	return NULL;
+}
+
+/* Gives bare the affiliation a on the directory's behalf; tells the room
+ * when someone present changes. */
+static void directory_affil(struct loop *l, struct room *r, const char *bare, enum affil a)
+{
+	affil_set(r, bare, a);
+	struct affiliation *f = affil_entry(r, bare);
+	if (f != NULL)
+		f->directory = true;
+	for (struct occupant *o = r->occ; o; o = o->next) {
+		if (strcmp(o->bare, bare) != 0 || o->affil == a)
+			continue;
+		o->affil = a;
+		o->role = default_role(a);
+		broadcast_presence(l, r, o, NULL, NULL, 0, NULL, 0, NULL);
+	}
+}
+
+void room_directory_sync(struct loop *l, const struct muc_service *svc, const char *jid,
+			 const char *name, bool members_only, char *const *members, size_t n_members,
+			 char *const *owners, size_t n_owners)
+{
+	struct room *r = room_find(l, jid);
+	if (r == NULL) {
+		r = room_create(l, svc, jid);
+		log_info("muc: room %s made for directory group '%s'", jid, name);
+	}
+	r->cfg.persistent = true;
+	r->cfg.members_only = members_only;
+	set_text(&r->cfg.name, name);
+	for (size_t i = 0; i < n_owners; i++)
+		if (affil_of(r, owners[i]) != AFF_OWNER)
+			directory_affil(l, r, owners[i], AFF_OWNER);
+	for (size_t i = 0; i < n_members; i++) {
+		enum affil now = affil_of(r, members[i]);
+		/* A ban or a higher affiliation set in the room stays. */
+		if (now == AFF_NONE && !listed(owners, n_owners, members[i]))
+			directory_affil(l, r, members[i], AFF_MEMBER);
+	}
+	/* Who the directory gave an affiliation and no longer lists. */
+	for (struct affiliation *f = r->affils, *next; f; f = next) {
+		next = f->next;
+		if (!f->directory || listed(members, n_members, f->bare) ||
+		    listed(owners, n_owners, f->bare))
+			continue;
+		char *bare = xstrdup(f->bare);
+		bool was_owner = f->affil == AFF_OWNER;
+		affil_set(r, bare, AFF_NONE); /* frees f */
+		for (struct occupant *o = r->occ, *on; o; o = on) {
+			on = o->next;
+			if (strcmp(o->bare, bare) != 0)
+				continue;
+			if (members_only) {
+				remove_occupant(l, r, o, 321); /* persistent: r stays */
+			} else {
+				o->affil = AFF_NONE;
+				o->role = default_role(AFF_NONE);
+				broadcast_presence(l, r, o, NULL, NULL, 0, NULL, 0, NULL);
+			}
+		}
+		log_info("muc: %s left the directory group of %s%s", bare, jid,
+			 was_owner ? " (was an owner)" : "");
+		free(bare);
+	}
+	room_save(l, r);
 }

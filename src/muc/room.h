@@ -31,6 +31,15 @@ int room_admin_create(struct loop *l, const struct muc_service *svc, const char 
 		      const char *owner, struct buf *out);
 int room_admin_destroy(struct loop *l, const char *jid, const char *reason, struct buf *out);
 
+/* The room of a directory group, on its owner loop: made persistent if it
+ * is not there; members (bare JIDs) become members, owners owners; those
+ * the directory made members or owners before and no longer lists lose
+ * that (and their place, status 321, when members_only). A ban or a
+ * higher affiliation given in the room stays. */
+void room_directory_sync(struct loop *l, const struct muc_service *svc, const char *jid,
+			 const char *name, bool members_only, char *const *members, size_t n_members,
+			 char *const *owners, size_t n_owners);
+
 /* Frees every room of loop l (shutdown). */
 void room_loop_free(struct loop *l);
 

@@ -419,7 +419,7 @@ static void test_many_members(void **state)
 		members[i] = malloc(16);
 		snprintf(members[i], 16, "u%02d", i);
 	}
-	struct dir_group g = { name, members, 60 };
+	struct dir_group g = { .name = name, .members = members, .n_members = 60 };
 	struct dir_snapshot snap = { &g, 1, display_name, NULL };
 	assert_int_equal(groups_apply(&f->loops[0], f->gs, DOMAIN, &snap), 60 * 59);
 	assert_int_equal(groups_apply(&f->loops[0], f->gs, DOMAIN, &snap), 0);
