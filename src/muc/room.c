@@ -1,6 +1,7 @@
 #include "muc/room.h"
 
 #include <openssl/rand.h>
+#include <limits.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,6 +58,7 @@ struct occupant {
 struct past {
 	struct refbuf *bytes; /* the message as broadcast, without 'to' */
 	time_t stamp;
+	long long id;         /* in the store (persistent rooms), else 0 */
 };
 
 /* What the owner sets with the muc#roomconfig form (XEP-0045 §10.2). */
@@ -251,6 +253,61 @@ static int name_index(const char *const *names, const char *name)
 	return -1;
 }
 
+/* --- history in the store --- */
+
+#define STORE_MUC_HISTORY "muc_history"
+
+/* The room's localpart, for its entries in the store. */
+static void room_local_of(const struct room *r, char *out, size_t cap)
+{
+	const char *at = strchr(r->jid, '@');
+	snprintf(out, cap, "%.*s", (int)(at - r->jid), r->jid);
+}
+
+/* Keeps a message for joiners: in the ring, and for a persistent room in
+ * the store too (l NULL: it comes from the store). The store keeps what
+ * the ring does; an entry that falls out of one goes from the other. */
+static void history_add(struct loop *l, struct room *r, struct refbuf *bytes, time_t stamp,
+			long long id)
+{
+	int cap = r->svc->host->muc.history;
+	if (cap <= 0)
+		return;
+	char local[JID_PART_MAX + 1];
+	room_local_of(r, local, sizeof local);
+	const struct storage_driver *drv = l ? l->srv->storage : NULL;
+	if (l != NULL && r->cfg.persistent &&
+	    drv->list_push(l->store, r->svc->domain, local, STORE_MUC_HISTORY, bytes->data,
+			   bytes->len, &id) != 0) {
+		log_warn("muc: room %s: cannot store a message of its history", r->jid);
+		id = 0;
+	}
+	int slot = (r->hist_head + r->hist_len) % cap;
+	if (r->hist_len == cap) {
+		struct past *old = &r->hist[r->hist_head];
+		if (l != NULL && old->id > 0)
+			drv->list_trim(l->store, r->svc->domain, local, STORE_MUC_HISTORY, old->id);
+		refbuf_release(old->bytes);
+		slot = r->hist_head;
+		r->hist_head = (r->hist_head + 1) % cap;
+	} else {
+		r->hist_len++;
+	}
+	r->hist[slot].bytes = refbuf_ref(bytes);
+	r->hist[slot].stamp = stamp;
+	r->hist[slot].id = id;
+}
+
+/* A room that stops being persistent, or ends, leaves no history behind. */
+static void history_forget(struct loop *l, struct room *r)
+{
+	char local[JID_PART_MAX + 1];
+	room_local_of(r, local, sizeof local);
+	l->srv->storage->list_trim(l->store, r->svc->domain, local, STORE_MUC_HISTORY, LLONG_MAX);
+	for (int i = 0; i < r->hist_len; i++)
+		r->hist[(r->hist_head + i) % r->svc->host->muc.history].id = 0;
+}
+
 /* --- configuration and persistence --- */
 
 static const char *const whois_values[] = { "moderators", "anyone", NULL };
@@ -429,7 +486,7 @@ static void room_serialize(const struct room *r, struct buf *b)
 
 /* Writes a persistent room's settings to the store, or takes a room that
  * is no longer persistent out of it. */
-static void room_save(struct loop *l, const struct room *r)
+static void room_save(struct loop *l, struct room *r)
 {
 	const char *at = strchr(r->jid, '@');
 	char local[JID_PART_MAX + 1];
@@ -437,6 +494,7 @@ static void room_save(struct loop *l, const struct room *r)
 	const struct storage_driver *drv = l->srv->storage;
 	if (!r->cfg.persistent) {
 		drv->map_del(l->store, r->svc->domain, "", STORE_MUC, local);
+		history_forget(l, r);
 		return;
 	}
 	struct buf b;
@@ -456,6 +514,20 @@ static const char *attr_text(const struct xml_node *n, const char *name)
 {
 	const char *v = xml_attr(n, name);
 	return v && v[0] ? v : NULL;
+}
+
+struct history_load {
+	struct room *r;
+};
+
+static void history_entry(void *arg, long long id, long long stamp, const void *value, size_t len)
+{
+	struct history_load *hl = arg;
+	struct refbuf *rb = refbuf_new(value, len);
+	/* Entries past the ring's size (a smaller history since) drop out of
+	 * the ring here and out of the store at the next message. */
+	history_add(NULL, hl->r, rb, (time_t)stamp, id);
+	refbuf_release(rb);
 }
 
 struct load_ctx {
@@ -517,6 +589,9 @@ static void load_one(void *arg, const char *key, const void *value, size_t len)
 	}
 	if (c->hidden)
 		muc_public_set(lc->l->srv, jid, false);
+	struct history_load hl = { r };
+	lc->l->srv->storage->list_fetch(lc->l->store, lc->svc->domain, key, STORE_MUC_HISTORY,
+					history_entry, &hl);
 	lc->n++;
 	arena_reset(&a);
 }
@@ -717,23 +792,6 @@ static void broadcast_presence(struct loop *l, struct room *r, const struct occu
 }
 
 /* --- history and subject --- */
-
-static void history_add(struct room *r, struct refbuf *bytes)
-{
-	int cap = r->svc->host->muc.history;
-	if (cap <= 0)
-		return;
-	int slot = (r->hist_head + r->hist_len) % cap;
-	if (r->hist_len == cap) {
-		refbuf_release(r->hist[r->hist_head].bytes);
-		slot = r->hist_head;
-		r->hist_head = (r->hist_head + 1) % cap;
-	} else {
-		r->hist_len++;
-	}
-	r->hist[slot].bytes = refbuf_ref(bytes);
-	r->hist[slot].stamp = time(NULL);
-}
 
 /* XEP-0082 date-time, UTC; -1 when it does not parse. */
 static time_t parse_stamp(const char *s)
@@ -1106,7 +1164,7 @@ static void groupchat(struct loop *l, struct room *r, struct occupant *o, struct
 		send_to_occupant(l, p, &b);
 	if (has_body) {
 		struct refbuf *rb = refbuf_new(b.data, b.len);
-		history_add(r, rb);
+		history_add(l, r, rb, time(NULL), 0);
 		refbuf_release(rb);
 	}
 	buf_free(&b);
