@@ -797,6 +797,9 @@ static void inbound_deliver(struct loop *l, struct xml_node *st, struct arena *a
 void presence_inbound(struct loop *l, struct xml_node *st, struct arena *a,
 		      const struct jid *from, const struct jid *to)
 {
+	/* A remote user's presence to a room here: a join, a leave. */
+	if (muc_route(l, st, a, from, to))
+		return;
 	char owner[2 * JID_PART_MAX + 2], contact[2 * JID_PART_MAX + 2];
 	jid_format_bare(to, owner, sizeof owner);
 	jid_format_bare(from, contact, sizeof contact);

@@ -105,6 +105,12 @@ static const struct muc_service *find_service(const struct server *srv, const ch
 	return NULL;
 }
 
+const struct config_host *muc_service_host(const struct server *srv, const char *domain)
+{
+	const struct muc_service *s = find_service(srv, domain);
+	return s ? s->host : NULL;
+}
+
 const char *muc_service_domain(const struct server *srv, const char *host_domain)
 {
 	const struct muc *m = srv->muc;

@@ -50,6 +50,10 @@ struct loop *muc_owner_loop(struct server *srv, const char *room);
 size_t muc_service_count(const struct server *srv);
 const struct muc_service *muc_service_at(const struct server *srv, size_t i);
 
+/* The host whose chat service domain is, or NULL: federation treats a
+ * service's domain as local, with its host's certificate. */
+const struct config_host *muc_service_host(const struct server *srv, const char *domain);
+
 /* The chat service's domain of the host, or NULL when it has none. */
 const char *muc_service_domain(const struct server *srv, const char *host_domain);
 

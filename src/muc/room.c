@@ -14,6 +14,7 @@
 #include "modules/module.h"
 #include "router/deliver.h"
 #include "router/router.h"
+#include "s2s/s2s.h"
 #include "storage/storage.h"
 #include "xml/xml_parse.h"
 
@@ -675,13 +676,22 @@ static char *presence_extra(const struct xml_node *st)
 static struct refbuf *with_to(const char *bytes, size_t len, const char *to);
 
 /* bytes (a stanza without 'to') with to='full', to that session. */
-static void send_to(struct loop *l, const char *full, const char *bytes, size_t len)
+static void send_to(struct loop *l, const struct room *r, const char *full, const char *bytes,
+		    size_t len)
 {
 	struct jid j;
 	if (jid_parse(&j, full, strlen(full)) != 0)
 		return;
 	char bare[2 * JID_PART_MAX + 2];
 	jid_format_bare(&j, bare, sizeof bare);
+	if (config_find_host(l->srv->cfg, j.domain) == NULL) {
+		/* An occupant from another server: over federation, from the
+		 * room's service domain. */
+		struct refbuf *rb = with_to(bytes, len, full);
+		s2s_send_bytes(l, r->svc->domain, j.domain, rb);
+		refbuf_release(rb);
+		return;
+	}
 	struct router_target t;
 	if (router_find_full(l->srv->router, bare, j.resource, &t) != 0)
 		return; /* gone: its unavailable presence is on its way */
@@ -709,10 +719,11 @@ static struct refbuf *with_to(const char *bytes, size_t len, const char *to)
 	return rb;
 }
 
-static void send_to_occupant(struct loop *l, const struct occupant *o, const struct buf *b)
+static void send_to_occupant(struct loop *l, const struct room *r, const struct occupant *o,
+			     const struct buf *b)
 {
 	for (int i = 0; i < o->n_jids; i++)
-		send_to(l, o->jids[i], b->data, b->len);
+		send_to(l, r, o->jids[i], b->data, b->len);
 }
 
 /* Presence of o from its room JID into b (initialised here). type is NULL
@@ -775,15 +786,15 @@ static void broadcast_presence(struct loop *l, struct room *r, const struct occu
 			if (!have_jid)
 				presence_of(&with_jid, r, o, type, true, codes, n_codes, new_nick);
 			have_jid = true;
-			send_to_occupant(l, p, &with_jid);
+			send_to_occupant(l, r, p, &with_jid);
 		} else {
 			if (!have_plain)
 				presence_of(&plain, r, o, type, false, codes, n_codes, new_nick);
 			have_plain = true;
-			send_to_occupant(l, p, &plain);
+			send_to_occupant(l, r, p, &plain);
 		}
 	}
-	send_to_occupant(l, o, &self);
+	send_to_occupant(l, r, o, &self);
 	buf_free(&self);
 	if (have_jid)
 		buf_free(&with_jid);
@@ -877,7 +888,7 @@ static void send_history(struct loop *l, struct room *r, const char *full,
 	for (int i = first; i < r->hist_len; i++) {
 		struct buf b;
 		delayed(&b, r, &r->hist[(r->hist_head + i) % cap]);
-		send_to(l, full, b.data, b.len);
+		send_to(l, r, full, b.data, b.len);
 		buf_free(&b);
 	}
 }
@@ -901,7 +912,7 @@ static void send_subject(struct loop *l, struct room *r, const char *full)
 		buf_puts(&b, "<subject/>");
 	}
 	buf_puts(&b, "</message>");
-	send_to(l, full, b.data, b.len);
+	send_to(l, r, full, b.data, b.len);
 	buf_free(&b);
 }
 
@@ -978,7 +989,7 @@ static void join(struct loop *l, const struct muc_service *svc, struct room *r,
 		struct buf b;
 		presence_of(&b, r, p, NULL, o->role == ROLE_MODERATOR || r->cfg.non_anonymous, NULL,
 			    0, NULL);
-		send_to(l, full, b.data, b.len);
+		send_to(l, r, full, b.data, b.len);
 		buf_free(&b);
 	}
 	/* 2. the newcomer, to everybody (itself last, with 110) */
@@ -993,7 +1004,7 @@ static void join(struct loop *l, const struct muc_service *svc, struct room *r,
 		int codes[] = { 110 };
 		struct buf b;
 		presence_of(&b, r, o, NULL, true, codes, 1, NULL);
-		send_to(l, full, b.data, b.len);
+		send_to(l, r, full, b.data, b.len);
 		buf_free(&b);
 	}
 	/* 3. the discussion so far, 4. the subject */
@@ -1012,7 +1023,7 @@ static void leave(struct loop *l, struct room *r, struct occupant *o, int idx)
 		int codes[] = { 110 };
 		struct buf b;
 		presence_of(&b, r, o, "unavailable", true, codes, 1, NULL);
-		send_to(l, full, b.data, b.len);
+		send_to(l, r, full, b.data, b.len);
 		buf_free(&b);
 		free(o->jids[idx]);
 		o->jids[idx] = o->jids[--o->n_jids];
@@ -1161,7 +1172,7 @@ static void groupchat(struct loop *l, struct room *r, struct occupant *o, struct
 	buf_init(&b);
 	xml_serialize(st, NS_CLIENT, &b);
 	for (struct occupant *p = r->occ; p; p = p->next)
-		send_to_occupant(l, p, &b);
+		send_to_occupant(l, r, p, &b);
 	if (has_body) {
 		struct refbuf *rb = refbuf_new(b.data, b.len);
 		history_add(l, r, rb, time(NULL), 0);
@@ -1187,7 +1198,7 @@ static void private_message(struct loop *l, struct room *r, struct occupant *o,
 	struct buf b;
 	buf_init(&b);
 	xml_serialize(st, NS_CLIENT, &b);
-	send_to_occupant(l, to, &b);
+	send_to_occupant(l, r, to, &b);
 	buf_free(&b);
 }
 
@@ -1262,7 +1273,7 @@ static void invite_or_decline(struct loop *l, struct room *r, struct occupant *o
 	}
 	buf_puts(&b, "</x></message>");
 	if (tj.resource[0])
-		send_to(l, target, b.data, b.len);
+		send_to(l, r, target, b.data, b.len);
 	else
 		send_to_bare(l, bare, &b);
 	buf_free(&b);
@@ -1482,7 +1493,7 @@ static void occupant_iq(struct loop *l, struct room *r, struct xml_node *st, str
 	struct buf b;
 	buf_init(&b);
 	xml_serialize(st, NS_CLIENT, &b);
-	send_to(l, t->jids[0], b.data, b.len);
+	send_to(l, r, t->jids[0], b.data, b.len);
 	buf_free(&b);
 }
 
@@ -1505,7 +1516,7 @@ static void config_changed(struct loop *l, struct room *r)
 		buf_puts(&b, "<status code='172'/>");
 	buf_puts(&b, "</x></message>");
 	for (struct occupant *o = r->occ; o; o = o->next)
-		send_to_occupant(l, o, &b);
+		send_to_occupant(l, r, o, &b);
 	buf_free(&b);
 }
 
@@ -1534,7 +1545,7 @@ static void destroy_room(struct loop *l, struct room *r, const char *venue, cons
 			buf_puts(&b, "</reason>");
 		}
 		buf_puts(&b, "</destroy></x></presence>");
-		send_to_occupant(l, o, &b);
+		send_to_occupant(l, r, o, &b);
 		buf_free(&b);
 	}
 	r->cfg.persistent = false;

@@ -15,6 +15,7 @@
  *
  * Dialback keys: HMAC-SHA256 over "receiving originating stream-id" with
  * SHA-256(secret) as the key (XEP-0185). */
+#include "muc/muc.h"
 #include "s2s/s2s.h"
 
 #include <openssl/evp.h>
@@ -31,6 +32,7 @@
 #include "core/server.h"
 #include "core/util.h"
 #include "dns/dns.h"
+#include "muc/muc.h"
 #include "router/deliver.h"
 #include "stream/conn.h"
 #include "tls/tls.h"
@@ -174,10 +176,19 @@ static const struct config_remote *remote_policy(const struct server *srv, const
 	return NULL;
 }
 
+/* The host a local domain belongs to: a host itself, or the host whose
+ * chat service it is (muc.h); NULL for any other domain. A service's
+ * links use its host's certificate, and dialback keys of its own. */
+static const struct config_host *local_host(const struct server *srv, const char *domain)
+{
+	const struct config_host *h = config_find_host(srv->cfg, domain);
+	return h ? h : muc_service_host(srv, domain);
+}
+
 bool s2s_allowed(const struct server *srv, const char *remote)
 {
 	const struct config_s2s *c = &srv->cfg->s2s;
-	if (!c->enabled || config_find_host(srv->cfg, remote) != NULL)
+	if (!c->enabled || local_host(srv, remote) != NULL)
 		return false;
 	if (c->allow && !word_in_list(c->allow, remote))
 		return false;
@@ -512,7 +523,8 @@ static bool has_mechanism(const struct xml_node *features, const char *name, str
  * records when DNSSEC gave some (DANE, RFC 7673). */
 static SSL *out_new_ssl(struct s2s_out *o, bool direct)
 {
-	SSL *ssl = tls_new_client_s2s(&o->loop->srv->tls, o->local, o->remote, direct);
+	SSL *ssl = tls_new_client_s2s(&o->loop->srv->tls, local_host(o->loop->srv, o->local)->domain,
+				      o->remote, direct);
 	const struct dns_candidate *cand = &o->cands[o->next_cand - 1];
 	o->dane = false;
 	if (ssl == NULL || cand->n_tlsa == 0)
@@ -534,7 +546,8 @@ static SSL *out_new_ssl(struct s2s_out *o, bool direct)
 		log_info("s2s %s -> %s: no usable TLSA record for %s", o->local, o->remote,
 			 cand->host);
 		SSL_free(ssl);
-		return tls_new_client_s2s(&o->loop->srv->tls, o->local, o->remote, direct);
+		return tls_new_client_s2s(&o->loop->srv->tls,
+					  local_host(o->loop->srv, o->local)->domain, o->remote, direct);
 	}
 	o->dane = true;
 	return ssl;
@@ -1103,7 +1116,7 @@ static void out_submit(struct loop *l, struct out_item *it)
 void s2s_send_bytes(struct loop *l, const char *local_domain, const char *remote_domain,
 		    struct refbuf *bytes)
 {
-	if (!s2s_allowed(l->srv, remote_domain) || config_find_host(l->srv->cfg, local_domain) == NULL)
+	if (!s2s_allowed(l->srv, remote_domain) || local_host(l->srv, local_domain) == NULL)
 		return;
 	struct out_item *it = xcalloc(1, sizeof *it);
 	snprintf(it->local, sizeof it->local, "%s", local_domain);
@@ -1120,7 +1133,7 @@ void s2s_route(struct loop *l, struct xml_node *st, struct arena *a, const struc
 	 * sender waits for an answer, so it bounces like a message or an iq
 	 * (RFC 6120 §8.3.1). Broadcasts go by s2s_send_bytes and never do. */
 	bool answerable = type == NULL || (strcmp(type, "error") != 0 && strcmp(type, "result") != 0);
-	if (!s2s_allowed(l->srv, to->domain) || config_find_host(l->srv->cfg, from->domain) == NULL) {
+	if (!s2s_allowed(l->srv, to->domain) || local_host(l->srv, from->domain) == NULL) {
 		if (answerable)
 			deliver_error(l, st, a, "cancel",
 				      l->srv->cfg->s2s.enabled ? "not-allowed"
@@ -1218,10 +1231,11 @@ static void in_open(void *ud, const struct xml_node *root, const char *default_n
 	struct server *srv = s->loop->srv;
 	const char *to = xml_attr(root, "to");
 	const char *from = xml_attr(root, "from");
-	char domain[JID_PART_MAX + 1];
+	char domain[JID_PART_MAX + 1], local[JID_PART_MAX + 1];
 	const struct config_host *host = NULL;
-	if (to != NULL && jid_prep_domain(to, strlen(to), domain, sizeof domain) >= 0)
-		host = config_find_host(srv->cfg, domain);
+	/* local: the domain asked for, a host or a host's chat service. */
+	if (to != NULL && jid_prep_domain(to, strlen(to), local, sizeof local) >= 0)
+		host = local_host(srv, local);
 	random_hex(s->id, 16);
 	struct buf b;
 	buf_init(&b);
@@ -1231,7 +1245,7 @@ static void in_open(void *ud, const struct xml_node *root, const char *default_n
 	buf_puts(&b, s->id);
 	if (host != NULL) {
 		buf_puts(&b, "' from='");
-		buf_append_escaped(&b, host->domain, strlen(host->domain));
+		buf_append_escaped(&b, local, strlen(local));
 	}
 	if (from != NULL) {
 		buf_puts(&b, "' to='");
@@ -1249,7 +1263,7 @@ static void in_open(void *ud, const struct xml_node *root, const char *default_n
 		in_error(s, "host-unknown");
 		return;
 	}
-	snprintf(s->local, sizeof s->local, "%s", host->domain);
+	snprintf(s->local, sizeof s->local, "%s", local);
 	if (from != NULL && jid_prep_domain(from, strlen(from), domain, sizeof domain) >= 0) {
 		if (!s2s_allowed(srv, domain)) {
 			log_info("s2s in %llu (%s): %s is not allowed to federate",
@@ -1258,7 +1272,7 @@ static void in_open(void *ud, const struct xml_node *root, const char *default_n
 			return;
 		}
 		snprintf(s->claimed, sizeof s->claimed, "%s", domain);
-		info_set(srv, s->info, host->domain, domain, NULL, NULL);
+		info_set(srv, s->info, local, domain, NULL, NULL);
 	}
 	s->state = IN_OPEN;
 	const char *version = xml_attr(root, "version");
@@ -1281,7 +1295,7 @@ static void in_db_result(struct s2s_in *s, struct xml_node *st, struct arena *a)
 		in_error(s, "improper-addressing");
 		return;
 	}
-	if (config_find_host(srv->cfg, local) == NULL) {
+	if (local_host(srv, local) == NULL) {
 		in_error(s, "host-unknown");
 		return;
 	}
@@ -1382,7 +1396,7 @@ static void in_db_verify(struct s2s_in *s, struct xml_node *st, struct arena *a)
 	char expect[65];
 	dialback_key(s->loop->srv, from, to, id, expect);
 	const char *key = xml_text(a, st);
-	bool valid = config_find_host(s->loop->srv->cfg, to) != NULL && strcmp(key, expect) == 0;
+	bool valid = local_host(s->loop->srv, to) != NULL && strcmp(key, expect) == 0;
 	struct buf b;
 	buf_init(&b);
 	buf_printf(&b, "<db:verify type='%s' from='", valid ? "valid" : "invalid");
@@ -1518,8 +1532,7 @@ static void in_stanza_routed(struct s2s_in *s, struct xml_node *st, struct arena
 		/* RFC 6120 §4.9.3.9; the hole of CVE-2012-3525. */
 		log_info("s2s in %llu (%s): stanza from %s to %s, a pair not verified on this link",
 			 (unsigned long long)s->conn->id, s->conn->peer, from.domain, to.domain);
-		in_error(s, config_find_host(s->loop->srv->cfg, to.domain) ? "invalid-from"
-									     : "host-unknown");
+		in_error(s, local_host(s->loop->srv, to.domain) ? "invalid-from" : "host-unknown");
 		return;
 	}
 	s->info->last = now_ms();

@@ -535,3 +535,35 @@ def test_dialback_requests_are_bounded(pair, test_ca):
                          % (i, NATTER_A.encode()) for i in range(9)))
     assert b"policy-violation" in read_until(tls, b"</stream:stream>")
     tls.close()
+
+
+async def test_remote_user_in_a_natter_room(pair, net, dns):
+    """bob of natter-b joins a room of natter-a's chat service, talks and
+    leaves (issue 11): the service's domain links like natter-a's own,
+    with natter-a's certificate and dialback of its own."""
+    a, b = pair
+    service = "conference." + NATTER_A
+    room = "team@" + service
+    muc = "<x xmlns='http://jabber.org/protocol/muc'/>"
+    with dns.changed():
+        dns.add_srv(service, "s2s." + NATTER_A)
+        dns.apply()
+        async with diagnose(a, b, dns=dns):
+            alice = await connect(net, a, "alice")
+            bob = await connect(net, b, "bob")
+            alice.send_raw("<presence to='%s/alice'>%s</presence>" % (room, muc))
+            await alice.inbox.get(msg(frm=room), "alice's join done (the subject)")
+            bob.send_raw("<presence to='%s/bob'>%s</presence>" % (room, muc))
+            own = await bob.inbox.get(pres(frm=room + "/bob"), "bob's own presence",
+                                      timeout=20)
+            assert own.xml.get("type") is None, own
+            await alice.inbox.get(pres(frm=room + "/bob"), "bob joined, alice sees")
+            await bob.inbox.get(msg(frm=room), "the subject, the end of bob's join")
+            bob.send_raw("<message to='%s' type='groupchat' id='fed1'><body>hi from b"
+                         "</body></message>" % room)
+            got = await alice.inbox.get(msg(id="fed1"), "bob's message at alice")
+            assert got.xml.get("from") == room + "/bob", got
+            await bob.inbox.get(msg(id="fed1"), "bob's message reflected to bob")
+            bob.send_raw("<presence to='%s/bob' type='unavailable'/>" % room)
+            await alice.inbox.get(pres(frm=room + "/bob", type="unavailable"),
+                                  "bob left, alice sees")
