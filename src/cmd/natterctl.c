@@ -691,6 +691,20 @@ static int natterctl_dns_check(struct natterctl *ctl, const char *domain_arg, co
 			printf("%-*s %d IN SRV 0 5 %d %s.\n", width + 1, owner[t], NATTERCTL_DNS_TTL,
 			       ports[t][p], target);
 
+	/* Other servers reach the host's chat rooms at the service's own
+	 * domain: the same server-to-server records, under that name. */
+	const struct config_host *host = config_find_host(&ctl->cfg, domain);
+	if (host->muc.enabled && (n_ports[LISTENER_S2S] || n_ports[LISTENER_S2S_TLS])) {
+		char service[JID_PART_MAX + 1];
+		snprintf(service, sizeof service, "%s%s", host->muc.domain ? "" : "conference.",
+			 host->muc.domain ? host->muc.domain : domain);
+		printf("; and for the chat service %s (docs/muc.md):\n", service);
+		for (size_t t = LISTENER_S2S; t <= LISTENER_S2S_TLS; t++)
+			for (size_t p = 0; p < n_ports[t]; p++)
+				printf("%s.%s. %d IN SRV 0 5 %d %s.\n", natterctl_dns_services[t],
+				       service, NATTERCTL_DNS_TTL, ports[t][p], target);
+	}
+
 	natterctl_dns_tlsa(ctl, domain, target, ports, n_ports);
 
 	struct ub_ctx *ub = dns_ub_ctx_new(resolver, err, sizeof err);
