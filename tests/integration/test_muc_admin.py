@@ -200,12 +200,23 @@ async def test_ban_removes_with_301_and_rejoin_is_forbidden(server, net):
     assert {301, 110} <= status_codes(own), (
         "the banned occupant gets status 301 and 110 (XEP-0045 9.1):\n%s"
         % describe(own))
-    assert item_of(own).get("affiliation") == "outcast", describe(own)
     seen = await presence_with(carol, "bob's unavailable after the ban",
                                frm=ROOM + "/bob", type="unavailable")
     assert 301 in status_codes(seen), describe(seen)
     error = await join_error(bob, ROOM + "/bob")
     assert_error(error, "forbidden", "auth", ROOM + "/bob")
+
+
+async def test_ban_presence_names_the_outcast_affiliation(server, net):
+    alice, bob = await room_with(net, server, "alice", "bob")
+    await admin_set(alice, jid=jid_of("bob"), affiliation="outcast")
+    for who in (alice, bob):
+        got = await presence_with(who, "bob's unavailable after the ban",
+                                  frm=ROOM + "/bob", type="unavailable",
+                                  code=301)
+        assert item_of(got).get("affiliation") == "outcast", (
+            "%s: the ban presence carries affiliation='outcast' (XEP-0045 "
+            "9.1, example 110):\n%s" % (who.boundjid, describe(got)))
 
 
 async def test_voice_revoked_and_granted(server, net):
