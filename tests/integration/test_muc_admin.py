@@ -14,6 +14,7 @@ its stanzas in order.
 import re
 
 import pytest
+from slixmpp.exceptions import IqError
 
 from imlib import (
     NS_DISCO_INFO, NS_VERSION, accounts, connect, iq_error, jid_of, msg,
@@ -21,8 +22,8 @@ from imlib import (
 from natterlib import NS_CLIENT, q, stanza_error_condition
 from test_muc import (
     NS_DATA, NS_MUC, NS_MUC_OWNER, NS_MUC_USER, ROOM, SERVICE, assert_error,
-    body_of, describe, disco, features_of, from_room, identities_of,
-    item_of, items_of, join, join_error, join_stanza, leave, muc_host,
+    body_of, describe, disco, features_of, from_room, item_of,
+    items_of, join, join_error, join_stanza, leave, muc_host,
     occupant_id, online, others_see_join, say, status_codes)
 
 NS_MUC_ADMIN = NS_MUC + "#admin"
@@ -94,6 +95,13 @@ async def configure(client, room=ROOM, **fields):
     reply = await client.iq(room, config_submit(**fields), "set")
     assert reply["type"] == "result", describe(reply)
     return reply
+
+
+async def iq_error_or_result(client, to, payload, type_):
+    try:
+        return await client.iq(to, payload, type_)
+    except IqError as e:
+        return e.iq
 
 
 async def config_changed(client, room=ROOM):
@@ -250,6 +258,23 @@ async def test_membership_granted_by_jid(server, net):
     assert item_of(joined.self).get("affiliation") == "member", (
         "carol was made a member before she came:\n%s"
         % describe(joined.self))
+
+
+async def test_revoked_member_leaves_members_only_room_with_321(
+        server, net):
+    alice, bob = await online(net, server, "alice", "bob")
+    await join(alice, "alice")
+    await configure(alice, membersonly=True)
+    await admin_set(alice, jid=jid_of("bob"), affiliation="member")
+    await join(bob, "bob")
+    await admin_set(alice, jid=jid_of("bob"), affiliation="none")
+    # The room answers alice's iq after the presences it causes.
+    changed = alice.inbox.find(pres(frm=ROOM + "/bob"))
+    assert changed and changed[-1].xml.get("type") == "unavailable" and \
+        321 in status_codes(changed[-1]), (
+            "a member whose membership is revoked in a members-only room is "
+            "removed with status 321 (XEP-0045 9.4); alice got:\n%s"
+            % "\n".join(describe(s) for s in changed))
 
 
 async def test_affiliation_lists_for_admins_only(server, net):
@@ -451,6 +476,23 @@ async def test_whois_anyone_shows_real_jids(server, net):
         "bob, a participant, sees carol's real JID:\n%s" % describe(newcomer))
 
 
+async def test_privacy_status_codes_follow_the_change(server, net):
+    alice, = await online(net, server, "alice")
+    await join(alice, "alice")
+    await configure(alice, whois="anyone")
+    assert 172 in status_codes(await config_changed(alice))
+    await configure(alice, roomname="Renamed")
+    codes = status_codes(await config_changed(alice))
+    assert 172 not in codes, (
+        "172 says the room became non-anonymous; a change of name in a room "
+        "that already was is 104 alone (XEP-0045 10.2.1): %s" % codes)
+    await configure(alice, whois="moderators")
+    codes = status_codes(await config_changed(alice))
+    assert 173 in codes, (
+        "a room that becomes semi-anonymous says so with 173 (XEP-0045 "
+        "10.2.1): %s" % codes)
+
+
 async def test_maxusers_lowers_the_limit(server, net):
     alice, bob, carol = await online(net, server, "alice", "bob", "carol")
     await join(alice, "alice")
@@ -547,14 +589,6 @@ async def test_owner_outside_the_room_may_destroy_it(server, net):
     assert reply.xml.get("type") == "result", (
         "the owner of an empty persistent room cannot destroy it without "
         "joining it first:\n%s" % describe(reply))
-
-
-async def iq_error_or_result(client, to, payload, type_):
-    from slixmpp.exceptions import IqError
-    try:
-        return await client.iq(to, payload, type_)
-    except IqError as e:
-        return e.iq
 
 
 # ---------------------------------------------------------- invitations --
@@ -690,6 +724,10 @@ async def test_max_rooms_per_account(natter_factory, net):
     error = await join_error(alice, two + "/alice")
     assert_error(error, "not-allowed", "cancel", two + "/alice")
     await leave(alice, "alice", room=one)
+    # Answered by room one's loop after it ended the room.
+    error = await iq_error(alice, one, "<query xmlns='%s'/>" % NS_DISCO_INFO)
+    assert stanza_error_condition(error.xml) == "item-not-found", \
+        describe(error)
     joined = await join(alice, "alice", room=two)
     assert 201 in status_codes(joined.self), describe(joined.self)
 
@@ -707,8 +745,11 @@ async def test_message_rate_limit(natter_factory, net):
     server = accounts(natter_factory(**muc_host(message_rate=1,
                                                 message_burst=3)), "alice")
     alice, = await room_with(net, server, "alice")
-    for n in range(1, 5):
-        await send_groupchat(alice, "quick%d" % n, "q%d" % n)
+    # One write, so that the four arrive well within the second it takes
+    # to earn a fourth token.
+    alice.send_raw("".join(
+        "<message to='%s' type='groupchat' id='q%d'><body>quick%d</body>"
+        "</message>" % (ROOM, n, n) for n in range(1, 5)))
     error = await alice.inbox.get(msg(id="q4", type="error"),
                                   "error for the fourth quick message")
     assert_error(error, "resource-constraint", "wait", ROOM)
