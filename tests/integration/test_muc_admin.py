@@ -442,6 +442,24 @@ async def test_password_protected_room(server, net):
     await join(bob, "bob", history="<password>s3cret</password>")
 
 
+async def test_password_is_asked_of_admins_too(server, net):
+    # XEP-0045 7.2.6: without the right password the service MUST deny
+    # access; docs/muc.md names no exception (unlike a full room's).
+    alice, bob = await online(net, server, "alice", "bob")
+    await join(alice, "alice")
+    await configure(alice, passwordprotectedroom=True, roomsecret="s3cret")
+    await admin_set(alice, jid=jid_of("bob"), affiliation="admin")
+    bob.send_raw(join_stanza(ROOM, "bob"))
+    got = await bob.inbox.get(
+        lambda s: pres(frm=ROOM + "/bob")(s)
+        and (s.xml.get("type") == "error" or 110 in status_codes(s)),
+        "an answer to bob's join without the password")
+    assert got.xml.get("type") == "error", (
+        "bob, an admin, got into the password-protected room without the "
+        "password:\n%s" % describe(got))
+    assert_error(got, "not-authorized", "auth", ROOM + "/bob")
+
+
 async def test_moderated_room_makes_newcomers_visitors(server, net):
     alice, bob = await online(net, server, "alice", "bob")
     await join(alice, "alice")
@@ -820,6 +838,19 @@ async def test_ctl_room_destroy_tells_occupants(server, net):
         assert d is not None and d.findtext(
             q(NS_MUC_USER, "reason")) == "closing time", describe(got)
     assert ROOM not in ctl_ok(server, "list")
+
+
+async def test_ctl_room_create_owner_must_be_a_bare_jid(server, net):
+    proc = server.ctl("room", "create", ROOM, jid_of("alice") + "/desk")
+    if proc.returncode != 0:
+        return      # refused: fine
+    alice, = await online(net, server, "alice")
+    joined = await join(alice, "alice")
+    assert item_of(joined.self).get("affiliation") == "owner", (
+        "natterctl room create accepted the full JID %s/desk as owner but "
+        "alice is not the owner (neither refused nor taken as the bare "
+        "JID):\n%s\n%s" % (jid_of("alice"), describe(joined.self),
+                            server.ctl("room", "info", ROOM).stdout))
 
 
 BAD_ARGS = [
