@@ -135,14 +135,14 @@ def muc_x_child(stanza, name):
     return None if x is None else x.find(q(NS_MUC_USER, name))
 
 
-async def send_groupchat(client, body, msg_id, room=ROOM):
+def send_groupchat(client, body, msg_id, room=ROOM):
     client.send_raw("<message to='%s' type='groupchat' id='%s'><body>%s"
                     "</body></message>" % (room, msg_id, body))
 
 
 async def groupchat_error(client, body, msg_id, condition, etype,
                           room=ROOM):
-    await send_groupchat(client, body, msg_id, room)
+    send_groupchat(client, body, msg_id, room)
     error = await client.inbox.get(
         msg(id=msg_id, type="error"),
         "error answering groupchat %s" % msg_id)
