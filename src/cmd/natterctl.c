@@ -695,7 +695,7 @@ static int natterctl_dns_check(struct natterctl *ctl, const char *domain_arg, co
 	 * domain: the same server-to-server records, under that name. */
 	const struct config_host *host = config_find_host(&ctl->cfg, domain);
 	if (host->muc.enabled && (n_ports[LISTENER_S2S] || n_ports[LISTENER_S2S_TLS])) {
-		char service[JID_PART_MAX + 1];
+		char service[JID_PART_MAX + 16];
 		snprintf(service, sizeof service, "%s%s", host->muc.domain ? "" : "conference.",
 			 host->muc.domain ? host->muc.domain : domain);
 		printf("; and for the chat service %s (docs/muc.md):\n", service);

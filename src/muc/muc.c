@@ -424,6 +424,18 @@ void muc_control(struct server *srv, const char *args, muc_control_done *done, v
 	if (op != CTL_LIST)
 		jid_format_bare(&j, c->room, sizeof c->room);
 	snprintf(c->extra, sizeof c->extra, "%s", extra);
+	if (op == CTL_CREATE && c->extra[0]) {
+		/* The owner is an account: a bare JID, normalised. */
+		struct jid oj;
+		if (jid_parse(&oj, extra, strlen(extra)) != 0 || oj.local[0] == '\0' ||
+		    oj.resource[0] != '\0') {
+			done(arg, false, "the owner must be a bare JID (user@domain)");
+			buf_free(&c->out);
+			free(c);
+			return;
+		}
+		jid_format_bare(&oj, c->extra, sizeof c->extra);
+	}
 	if (op == CTL_LIST) {
 		buf_printf(&c->out, "%-40s %5s  %-10s %-6s %s\n", "ROOM", "USERS", "KIND", "LISTED",
 			   "NAME");

@@ -246,6 +246,20 @@ static enum role default_role(enum affil a)
 	return a >= AFF_ADMIN ? ROLE_MODERATOR : ROLE_PARTICIPANT;
 }
 
+/* Who asks for an admin or owner change: the affiliation holds whether
+ * or not they are in the room; the role only while they are. */
+struct actor {
+	enum affil affil;
+	enum role role;
+};
+
+/* The role an affiliation brings in this room. */
+static enum role role_in(const struct room *r, enum affil a)
+{
+	enum role role = default_role(a);
+	return r->cfg.moderated && a < AFF_MEMBER ? ROLE_VISITOR : role;
+}
+
 static int name_index(const char *const *names, const char *name)
 {
 	for (int i = 0; name && names[i]; i++)
@@ -941,7 +955,7 @@ static void join(struct loop *l, const struct muc_service *svc, struct room *r,
 			deliver_error(l, st, a, "auth", "registration-required");
 			return;
 		}
-		if (r->cfg.password != NULL && af < AFF_ADMIN &&
+		if (r->cfg.password != NULL &&
 		    (pw == NULL || strcmp(xml_text(a, pw), r->cfg.password) != 0)) {
 			deliver_error(l, st, a, "auth", "not-authorized");
 			return;
@@ -967,9 +981,7 @@ static void join(struct loop *l, const struct muc_service *svc, struct room *r,
 		o->nick = xstrdup(nick);
 		o->bare = xstrdup(bare);
 		o->affil = affil_of(r, bare);
-		o->role = default_role(o->affil);
-		if (r->cfg.moderated && o->affil < AFF_MEMBER)
-			o->role = ROLE_VISITOR;
+		o->role = role_in(r, o->affil);
 		occupant_id(r, bare, o->id, sizeof o->id);
 		o->tokens = svc->host->muc.message_burst;
 		o->refilled = now_ms();
@@ -1320,7 +1332,7 @@ static void room_message(struct loop *l, struct room *r, struct xml_node *st, st
 /* One <item/> of a muc#admin set by actor: a role by nick, or an
  * affiliation by JID (XEP-0045 §§8-10). Returns NULL when done (and r may
  * be gone), else the error condition; *etype its type. */
-static const char *admin_item(struct loop *l, struct room **rp, struct occupant *actor,
+static const char *admin_item(struct loop *l, struct room **rp, const struct actor *actor,
 			      const struct xml_node *item, const char **etype)
 {
 	struct room *r = *rp;
@@ -1358,6 +1370,7 @@ static const char *admin_item(struct loop *l, struct room **rp, struct occupant 
 		*etype = "modify";
 		if (jid_parse(&j, jid, strlen(jid)) != 0 || jid_format_bare(&j, bare, sizeof bare) < 0)
 			return "jid-malformed";
+		bool revoked = aff < AFF_MEMBER && r->cfg.members_only;
 		*etype = "auth";
 		if (actor->affil < AFF_ADMIN)
 			return "forbidden";
@@ -1368,20 +1381,24 @@ static const char *admin_item(struct loop *l, struct room **rp, struct occupant 
 		if (now == AFF_OWNER && aff != AFF_OWNER && count_affil(r, AFF_OWNER) == 1)
 			return "conflict"; /* a room keeps one owner at least */
 		affil_set(r, bare, (enum affil)aff);
+		if (r->cfg.persistent)
+			room_save(l, r);
 		for (struct occupant *t = r->occ, *next; t; t = next) {
 			next = t->next;
 			if (strcmp(t->bare, bare) != 0)
 				continue;
-			if (aff == AFF_OUTCAST) {
-				remove_occupant(l, r, t, 301);
+			t->affil = (enum affil)aff;
+			if (aff == AFF_OUTCAST || revoked) {
+				/* Banned (301), or no longer a member of a
+				 * members-only room (321). */
+				remove_occupant(l, r, t, aff == AFF_OUTCAST ? 301 : 321);
 				if (room_find(l, r->jid) != r) {
 					*rp = NULL;
 					return NULL;
 				}
 				continue;
 			}
-			t->affil = (enum affil)aff;
-			t->role = default_role(t->affil);
+			t->role = role_in(r, t->affil);
 			broadcast_presence(l, r, t, NULL, NULL, 0, NULL, 0, NULL);
 		}
 		return NULL;
@@ -1390,7 +1407,7 @@ static const char *admin_item(struct loop *l, struct room **rp, struct occupant 
 	return "bad-request";
 }
 
-static void admin_list(struct iq_ctx *c, struct room *r, struct occupant *actor,
+static void admin_list(struct iq_ctx *c, struct room *r, const struct actor *actor,
 		       const struct xml_node *item)
 {
 	int role = name_index(role_names, xml_attr(item, "role"));
@@ -1430,12 +1447,8 @@ static void admin_list(struct iq_ctx *c, struct room *r, struct occupant *actor,
 	module_reply(c, q);
 }
 
-static void room_admin(struct iq_ctx *c, struct room *r, struct occupant *actor, bool get)
+static void room_admin(struct iq_ctx *c, struct room *r, const struct actor *actor, bool get)
 {
-	if (actor == NULL) {
-		module_error(c, "auth", "forbidden");
-		return;
-	}
 	const struct xml_node *item = xml_child(c->payload, NS_MUC_ADMIN, "item");
 	if (item == NULL) {
 		module_error(c, "modify", "bad-request");
@@ -1448,11 +1461,8 @@ static void room_admin(struct iq_ctx *c, struct room *r, struct occupant *actor,
 	/* The reply first: a kick may end the room and the actor's place. */
 	const char *etype = NULL, *cond = NULL;
 	for (; item && r && !cond; item = item->next) {
-		if (!xml_is(item, NS_MUC_ADMIN, "item"))
-			continue;
-		cond = admin_item(c->loop, &r, actor, item, &etype);
-		if (r != NULL && by_jid(r, c->iq ? xml_attr(c->iq, "from") : "", NULL) != actor)
-			break; /* the actor itself went */
+		if (xml_is(item, NS_MUC_ADMIN, "item"))
+			cond = admin_item(c->loop, &r, actor, item, &etype);
 	}
 	if (cond)
 		module_error(c, etype, cond);
@@ -1503,8 +1513,9 @@ static void add_feature(struct arena *a, struct xml_node *q, const char *var)
 	xml_set_attr(a, f, "var", var);
 }
 
-/* Tells the occupants the configuration changed (status 104). */
-static void config_changed(struct loop *l, struct room *r)
+/* Tells the occupants the configuration changed (104), and if the room
+ * became non-anonymous (172) or semi-anonymous (173). */
+static void config_changed(struct loop *l, struct room *r, bool was_non_anonymous)
 {
 	struct buf b;
 	buf_init(&b);
@@ -1512,8 +1523,8 @@ static void config_changed(struct loop *l, struct room *r)
 	buf_append_escaped(&b, r->jid, strlen(r->jid));
 	buf_printf(&b, "' id='config-%llu'><x xmlns='" NS_MUC_USER "'><status code='104'/>",
 		   ++r->next_sid);
-	if (r->cfg.non_anonymous)
-		buf_puts(&b, "<status code='172'/>");
+	if (r->cfg.non_anonymous != was_non_anonymous)
+		buf_printf(&b, "<status code='%d'/>", r->cfg.non_anonymous ? 172 : 173);
 	buf_puts(&b, "</x></message>");
 	for (struct occupant *o = r->occ; o; o = o->next)
 		send_to_occupant(l, r, o, &b);
@@ -1583,6 +1594,7 @@ static void room_owner(struct iq_ctx *c, struct room *r, bool get)
 		return;
 	}
 	bool was_persistent = r->cfg.persistent;
+	bool was_non_anonymous = r->cfg.non_anonymous;
 	const char *err = config_apply(r, a, x);
 	if (err != NULL) {
 		module_error(c, "modify", err);
@@ -1592,7 +1604,7 @@ static void room_owner(struct iq_ctx *c, struct room *r, bool get)
 	if (r->cfg.persistent || was_persistent)
 		room_save(c->loop, r);
 	module_reply(c, NULL);
-	config_changed(c->loop, r);
+	config_changed(c->loop, r, was_non_anonymous);
 }
 
 static void room_iq(struct loop *l, struct room *r, struct xml_node *st, struct arena *a,
@@ -1661,13 +1673,16 @@ static void room_iq(struct loop *l, struct room *r, struct xml_node *st, struct 
 		module_reply(&c, xml_new(a, NS_DISCO_ITEMS, "query"));
 		return;
 	}
+	char bare[2 * JID_PART_MAX + 2];
+	jid_format_bare(from, bare, sizeof bare);
+	struct occupant *me = by_jid(r, full, NULL);
+	struct actor actor = { affil_of(r, bare), me ? me->role : ROLE_NONE };
 	if (xml_is(c.payload, NS_MUC_ADMIN, "query")) {
-		room_admin(&c, r, by_jid(r, full, NULL), get);
+		room_admin(&c, r, &actor, get);
 		return;
 	}
 	if (xml_is(c.payload, NS_MUC_OWNER, "query")) {
-		struct occupant *o = by_jid(r, full, NULL);
-		if (o == NULL || o->affil != AFF_OWNER) {
+		if (actor.affil != AFF_OWNER) {
 			module_error(&c, "auth", "forbidden");
 			return;
 		}
@@ -1796,7 +1811,7 @@ static void directory_affil(struct loop *l, struct room *r, const char *bare, en
 		if (strcmp(o->bare, bare) != 0 || o->affil == a)
 			continue;
 		o->affil = a;
-		o->role = default_role(a);
+		o->role = role_in(r, a);
 		broadcast_presence(l, r, o, NULL, NULL, 0, NULL, 0, NULL);
 	}
 }
@@ -1839,7 +1854,7 @@ void room_directory_sync(struct loop *l, const struct muc_service *svc, const ch
 				remove_occupant(l, r, o, 321); /* persistent: r stays */
 			} else {
 				o->affil = AFF_NONE;
-				o->role = default_role(AFF_NONE);
+				o->role = role_in(r, AFF_NONE);
 				broadcast_presence(l, r, o, NULL, NULL, 0, NULL, 0, NULL);
 			}
 		}
