@@ -133,6 +133,12 @@ ADDRESSES = {
     PROSODY: "127.0.0.4",
     EJABBERD: "127.0.0.5",
 }
+# The peers' chat services (XEP-0045): Prosody's muc component and
+# ejabberd's mod_muc, each on the peer's own address and s2s port.
+MUC_SERVICES = {
+    PROSODY: "conference." + PROSODY,
+    EJABBERD: "conference." + EJABBERD,
+}
 S2S_PORT = 5269
 # dnsmasq's address and port.  Port 53 because ejabberd resolves SRV
 # targets with libc's getaddrinfo, and libc talks to port 53 only (see
@@ -334,6 +340,11 @@ def standard_records():
     for domain, address in ADDRESSES.items():
         hosts["s2s." + domain] = [address]
         srvs.append(Srv("%s.%s" % (SRV_SERVER, domain), "s2s." + domain))
+    # A peer's chat service is published like a domain of its own, served
+    # by the peer's address (docs/dns.md asks the same of natter's).
+    for domain, service in MUC_SERVICES.items():
+        hosts["s2s." + service] = [ADDRESSES[domain]]
+        srvs.append(Srv("%s.%s" % (SRV_SERVER, service), "s2s." + service))
     return hosts, srvs
 
 
@@ -722,6 +733,7 @@ class PeerServer:
         self.options["cert"] = cert
         self._users = {}
         self._out = None
+        self._cert = None
 
     # -- log ----------------------------------------------------------------
 
@@ -754,8 +766,23 @@ class PeerServer:
     # -- lifecycle ----------------------------------------------------------
 
     @property
+    def muc_domain(self):
+        """The chat service's domain (conference.DOMAIN)."""
+        return "conference." + self.domain
+
+    @property
     def cert(self):
-        return self.options["cert"] or self.ca.cert_for(self.domain)
+        """The certificate given, or one from the test CA naming both the
+        domain and its chat service: the service links to other servers
+        under its own name, and natter (like any server requiring
+        certificates) checks that name in the SAN."""
+        if self.options["cert"]:
+            return self.options["cert"]
+        if self._cert is None:
+            self._cert = self.ca.issue(
+                self.domain, names=[self.domain, self.muc_domain],
+                label="peer-" + self.domain)
+        return self._cert
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
@@ -861,6 +888,7 @@ class Prosody(PeerServer):
         text = string.Template(
             (DATA / "prosody.cfg.lua.in").read_text()).substitute(
             root=self.root, domain=self.domain, address=self.address,
+            muc_domain=self.muc_domain,
             c2s_port=self.c2s_port, s2s_port=self.s2s_port,
             secure_auth="true" if self.options["secure_auth"] else "false",
             dialback_module='"dialback";' if self.options["dialback"]
@@ -938,6 +966,7 @@ class Ejabberd(PeerServer):
         text = string.Template(
             (DATA / "ejabberd.yml.in").read_text()).substitute(
             domain=self.domain, address=self.address,
+            muc_domain=self.muc_domain,
             c2s_port=self.c2s_port, s2s_port=self.s2s_port,
             certfile=cert.combined, ca_file=self.ca.ca_file,
             dialback_module="  mod_s2s_dialback: {}"
