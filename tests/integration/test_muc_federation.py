@@ -112,8 +112,16 @@ async def test_natter_user_uses_remote_room(natter, peer, net, dns):
             describe(gone)
         await bob.inbox.get(pres(frm=room + "/alice", type="unavailable"),
                             "alice's leaving seen by bob", timeout=TIMEOUT)
+        # The room spoke over links of its own domain, both ways.
         await natter.await_log("s2s %s -> %s: authenticated with"
                                % (NATTER_A, peer.muc_domain))
+        await natter.await_log("%s verified for %s with"
+                               % (peer.muc_domain, NATTER_A))
+        links = natter.ctl("s2s", check=True).stdout
+        print("\nnatterctl s2s:\n" + links)
+        rows = [line.split() for line in links.splitlines()
+                if line.split() and line.split()[0] == peer.muc_domain]
+        assert {row[1] for row in rows} == {"in", "out"}, links
 
 
 async def test_session_end_leaves_remote_room(natter, peer, net, dns):
