@@ -16,6 +16,14 @@ Names and addresses
       prosody.fedtest    127.0.0.4     (PROSODY)
       ejabberd.fedtest   127.0.0.5     (EJABBERD)
 
+  Each peer also offers chat rooms (XEP-0045) on conference.<its domain>
+  (MUC_SERVICES, server.muc_domain): Prosody a "muc" Component, whose new
+  rooms stay locked until the owner submits the instant-room form
+  (XEP-0045 10.1.2), ejabberd mod_muc.  The service domains have DNS
+  records like the servers' own (below), pointing at the peer's address,
+  and are named in the peer's certificate (see TestCA), since a service
+  links to other servers under its own name.
+
   c2s listeners are on 127.0.0.1 and a free port (server.c2s_port), which is
   what natterlib.Net.login dials, so `net.login(prosody, jid, password,
   mechanism=prosody.sasl_mechanism)` works as for natterd.
@@ -31,7 +39,8 @@ Dnsmasq (fixture `dns`, session)
       _xmpp-server._tcp.D  SRV 0 0 5269 s2s.D.
       s2s.D                A   <its address>
   and deliberately NO address record for D itself: a server that reaches D
-  has used the SRV record.  Records are changed with set_host()/add_srv()/
+  has used the SRV record.  The peers' chat services get the same pair,
+  s2s.conference.<peer> with the peer's address.  Records are changed with set_host()/add_srv()/
   remove_srv()/... followed by apply() (dnsmasq is restarted on the same
   port; apply() returns once the new records are served), and reset()
   goes back to the standard set.  Tests that change records must call
@@ -55,7 +64,13 @@ TestCA (fixture `test_ca`, session)
       ca.untrusted(domain)        right name, signed by another CA
       ca.wrong_name(domain)       signed by the test CA for another name
       ca.expired(domain)          signed by the test CA, expired
-  ca.ca_file is the PEM every server trusts.
+  ca.ca_file is the PEM every server trusts.  Prosody and ejabberd get
+  (server.cert) a certificate naming both their domain and their chat
+  service, conference.<domain>: natter, requiring certificates, checks the
+  service's name when it links to it, and so does ejabberd when the
+  service links to natter without dialback (SASL EXTERNAL only; without
+  the name, its conference service cannot reach natter at all).  Prosody
+  would fall back to dialback there.
 
 Prosody (fixture `prosody`, session) and Ejabberd (fixture `ejabberd`,
 session)
