@@ -10,6 +10,8 @@ format; the helpers that read it come from test_muc.  Run under
 `flock /tmp/natter-fed.lock` like test_interop.py."""
 
 
+import pytest
+
 from fedlib import NATTER_A, diagnose, fed_connect, unique_name
 from imlib import accounts, connect, drop_connection, pres
 from natterlib import NS_CLIENT, q
@@ -92,6 +94,22 @@ async def test_natter_user_uses_remote_room(natter, peer, net, dns):
         await said(alice, room + "/bob", "hello from " + peer.name)
         await said(bob, room + "/bob", "hello from " + peer.name)
 
+        # Private messages through the room (XEP-0045 7.5), each way.
+        bob.send_raw("<message to='%s/alice' type='chat' id='pm1'>"
+                     "<body>psst</body></message>" % room)
+        got = await alice.inbox.get(
+            lambda s: s.xml.tag == q(NS_CLIENT, "message")
+            and s.xml.get("from") == room + "/bob" and body_of(s) == "psst",
+            "bob's private message from %s/bob" % room, timeout=TIMEOUT)
+        assert got.xml.get("type") == "chat", describe(got)
+        alice.send_raw("<message to='%s/bob' type='chat' id='pm2'>"
+                       "<body>psst back</body></message>" % room)
+        await bob.inbox.get(
+            lambda s: s.xml.tag == q(NS_CLIENT, "message")
+            and s.xml.get("from") == room + "/alice"
+            and body_of(s) == "psst back",
+            "alice's private message from %s/alice" % room, timeout=TIMEOUT)
+
         alice.send_raw("<message to='%s' type='groupchat' id='s1'>"
                        "<subject>natter was here</subject></message>" % room)
         for who in (alice, bob):
@@ -124,10 +142,13 @@ async def test_natter_user_uses_remote_room(natter, peer, net, dns):
         assert {row[1] for row in rows} == {"in", "out"}, links
 
 
-async def test_session_end_leaves_remote_room(natter, peer, net, dns):
-    """A natter session that ends without leaving (its connection reset)
+@pytest.mark.parametrize("how", ["dropped", "unavailable"])
+async def test_session_end_leaves_remote_room(natter, peer, net, dns, how):
+    """A natter session that ends without leaving the room (its
+    connection reset), or goes unavailable without addressing the room,
     is taken out of the peer's room: natterd sends the unavailable the
-    client did not, to the occupant JID it sent directed presence to."""
+    client did not to the occupant JID it sent directed presence to
+    (RFC 6121 4.6.3)."""
     name = unique_name("alice")
     accounts(natter, name)
     room = fresh_room(peer)
@@ -139,10 +160,13 @@ async def test_session_end_leaves_remote_room(natter, peer, net, dns):
         assert 201 not in status_codes(own), describe(own)
         await bob.inbox.get(pres(frm=room + "/alice", type="available"),
                             "alice's join seen by bob", timeout=TIMEOUT)
-        drop_connection(alice)
+        if how == "dropped":
+            drop_connection(alice)          # a reset, no goodbye
+        else:
+            alice.send_raw("<presence type='unavailable'/>")
         seen = await bob.inbox.get(
             pres(frm=room + "/alice", type="unavailable"),
-            "alice's unavailable after her connection was reset",
+            "alice's unavailable after her session %s" % how,
             timeout=TIMEOUT)
         assert item_of(seen) and item_of(seen).get("role") == "none", \
             describe(seen)
