@@ -16,6 +16,14 @@ Names and addresses
       prosody.fedtest    127.0.0.4     (PROSODY)
       ejabberd.fedtest   127.0.0.5     (EJABBERD)
 
+  Each peer also offers chat rooms (XEP-0045) on conference.<its domain>
+  (MUC_SERVICES, server.muc_domain): Prosody a "muc" Component, whose new
+  rooms stay locked until the owner submits the instant-room form
+  (XEP-0045 10.1.2), ejabberd mod_muc.  The service domains have DNS
+  records like the servers' own (below), pointing at the peer's address,
+  and are named in the peer's certificate (see TestCA), since a service
+  links to other servers under its own name.
+
   c2s listeners are on 127.0.0.1 and a free port (server.c2s_port), which is
   what natterlib.Net.login dials, so `net.login(prosody, jid, password,
   mechanism=prosody.sasl_mechanism)` works as for natterd.
@@ -31,7 +39,8 @@ Dnsmasq (fixture `dns`, session)
       _xmpp-server._tcp.D  SRV 0 0 5269 s2s.D.
       s2s.D                A   <its address>
   and deliberately NO address record for D itself: a server that reaches D
-  has used the SRV record.  Records are changed with set_host()/add_srv()/
+  has used the SRV record.  The peers' chat services get the same pair,
+  s2s.conference.<peer> with the peer's address.  Records are changed with set_host()/add_srv()/
   remove_srv()/... followed by apply() (dnsmasq is restarted on the same
   port; apply() returns once the new records are served), and reset()
   goes back to the standard set.  Tests that change records must call
@@ -55,7 +64,13 @@ TestCA (fixture `test_ca`, session)
       ca.untrusted(domain)        right name, signed by another CA
       ca.wrong_name(domain)       signed by the test CA for another name
       ca.expired(domain)          signed by the test CA, expired
-  ca.ca_file is the PEM every server trusts.
+  ca.ca_file is the PEM every server trusts.  Prosody and ejabberd get
+  (server.cert) a certificate naming both their domain and their chat
+  service, conference.<domain>: natter, requiring certificates, checks the
+  service's name when it links to it, and so does ejabberd when the
+  service links to natter without dialback (SASL EXTERNAL only; without
+  the name, its conference service cannot reach natter at all).  Prosody
+  would fall back to dialback there.
 
 Prosody (fixture `prosody`, session) and Ejabberd (fixture `ejabberd`,
 session)
@@ -132,6 +147,12 @@ ADDRESSES = {
     NATTER_B: "127.0.0.3",
     PROSODY: "127.0.0.4",
     EJABBERD: "127.0.0.5",
+}
+# The peers' chat services (XEP-0045): Prosody's muc component and
+# ejabberd's mod_muc, each on the peer's own address and s2s port.
+MUC_SERVICES = {
+    PROSODY: "conference." + PROSODY,
+    EJABBERD: "conference." + EJABBERD,
 }
 S2S_PORT = 5269
 # dnsmasq's address and port.  Port 53 because ejabberd resolves SRV
@@ -334,6 +355,11 @@ def standard_records():
     for domain, address in ADDRESSES.items():
         hosts["s2s." + domain] = [address]
         srvs.append(Srv("%s.%s" % (SRV_SERVER, domain), "s2s." + domain))
+    # A peer's chat service is published like a domain of its own, served
+    # by the peer's address (docs/dns.md asks the same of natter's).
+    for domain, service in MUC_SERVICES.items():
+        hosts["s2s." + service] = [ADDRESSES[domain]]
+        srvs.append(Srv("%s.%s" % (SRV_SERVER, service), "s2s." + service))
     return hosts, srvs
 
 
@@ -722,6 +748,7 @@ class PeerServer:
         self.options["cert"] = cert
         self._users = {}
         self._out = None
+        self._cert = None
 
     # -- log ----------------------------------------------------------------
 
@@ -754,8 +781,23 @@ class PeerServer:
     # -- lifecycle ----------------------------------------------------------
 
     @property
+    def muc_domain(self):
+        """The chat service's domain (conference.DOMAIN)."""
+        return "conference." + self.domain
+
+    @property
     def cert(self):
-        return self.options["cert"] or self.ca.cert_for(self.domain)
+        """The certificate given, or one from the test CA naming both the
+        domain and its chat service: the service links to other servers
+        under its own name, and natter (like any server requiring
+        certificates) checks that name in the SAN."""
+        if self.options["cert"]:
+            return self.options["cert"]
+        if self._cert is None:
+            self._cert = self.ca.issue(
+                self.domain, names=[self.domain, self.muc_domain],
+                label="peer-" + self.domain)
+        return self._cert
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
@@ -861,6 +903,7 @@ class Prosody(PeerServer):
         text = string.Template(
             (DATA / "prosody.cfg.lua.in").read_text()).substitute(
             root=self.root, domain=self.domain, address=self.address,
+            muc_domain=self.muc_domain,
             c2s_port=self.c2s_port, s2s_port=self.s2s_port,
             secure_auth="true" if self.options["secure_auth"] else "false",
             dialback_module='"dialback";' if self.options["dialback"]
@@ -938,6 +981,7 @@ class Ejabberd(PeerServer):
         text = string.Template(
             (DATA / "ejabberd.yml.in").read_text()).substitute(
             domain=self.domain, address=self.address,
+            muc_domain=self.muc_domain,
             c2s_port=self.c2s_port, s2s_port=self.s2s_port,
             certfile=cert.combined, ca_file=self.ca.ca_file,
             dialback_module="  mod_s2s_dialback: {}"
