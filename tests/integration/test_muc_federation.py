@@ -12,6 +12,7 @@ format; the helpers that read it come from test_muc.  Run under
 
 import pytest
 
+import fedlib
 from fedlib import NATTER_A, diagnose, fed_connect, unique_name
 from imlib import accounts, connect, drop_connection, pres
 from natterlib import NS_CLIENT, q
@@ -170,3 +171,38 @@ async def test_session_end_leaves_remote_room(natter, peer, net, dns, how):
             timeout=TIMEOUT)
         assert item_of(seen) and item_of(seen).get("role") == "none", \
             describe(seen)
+
+
+async def test_remote_user_in_natter_room(natter_factory, test_ca, peer, net, dns):
+    """A user of the peer joins a room of natter's chat service, chats with
+    a natter user there and leaves: conference.natter-a links with a
+    certificate that names it, like the peer's service (docs/muc.md)."""
+    service = "conference." + NATTER_A
+    cert = test_ca.issue(NATTER_A, names=[NATTER_A, service], label="muc-" + NATTER_A)
+    natter = natter_factory(
+        extra_listeners=[fedlib.s2s_listener(NATTER_A)],
+        hosts=[{"domain": NATTER_A, "tls_cert": str(cert.chain), "tls_key": str(cert.key)}],
+        s2s={"enabled": True, "ca_file": str(test_ca.ca_file), "connect_timeout": 10},
+        dns={"resolver": dns.resolver})
+    name = unique_name("alice")
+    accounts(natter, name)
+    room = "%s@%s" % (unique_name("team"), service)
+    with dns.changed():
+        dns.add_srv(service, "s2s." + NATTER_A)
+        dns.apply()
+        async with diagnose(natter, peer, dns=dns):
+            alice = await connect(net, natter, name, available=True)
+            await enter(alice, room, "alice")
+            bob = await fed_connect(net, peer, unique_name("bob"))
+            await enter(bob, room, "bob")
+            await alice.inbox.get(pres(frm=room + "/bob"), "bob's join, as alice sees it",
+                                  timeout=TIMEOUT)
+            alice.send_raw("<message to='%s' type='groupchat'><body>hello bob</body>"
+                           "</message>" % room)
+            await said(bob, room + "/alice", "hello bob")
+            bob.send_raw("<message to='%s' type='groupchat'><body>hello alice</body>"
+                         "</message>" % room)
+            await said(alice, room + "/bob", "hello alice")
+            bob.send_raw("<presence to='%s/bob' type='unavailable'/>" % room)
+            await alice.inbox.get(pres(frm=room + "/bob", type="unavailable"),
+                                  "bob left, as alice sees it", timeout=TIMEOUT)
