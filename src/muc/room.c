@@ -86,6 +86,7 @@ struct room {
 	int hist_len, hist_head;
 	struct affiliation *affils; /* owners, admins, members, outcasts */
 	struct room_config cfg;
+	const char *reason;         /* while a kick or ban is announced: its reason */
 	unsigned char secret[16];   /* salts occupant-ids */
 	unsigned long long next_sid;
 };
@@ -770,7 +771,13 @@ static void presence_of(struct buf *b, const struct room *r, const struct occupa
 		buf_append_escaped(b, new_nick, strlen(new_nick));
 		buf_puts(b, "'");
 	}
-	buf_puts(b, "/>");
+	if (type != NULL && r->reason != NULL) {
+		buf_puts(b, "><reason>");
+		buf_append_escaped(b, r->reason, strlen(r->reason));
+		buf_puts(b, "</reason></item>");
+	} else {
+		buf_puts(b, "/>");
+	}
 	for (int i = 0; i < n_codes; i++)
 		buf_printf(b, "<status code='%d'/>", codes[i]);
 	buf_printf(b, "</x><occupant-id xmlns='" NS_OCCUPANT_ID "' id='%s'/></presence>", o->id);
@@ -1054,10 +1061,13 @@ static void leave(struct loop *l, struct room *r, struct occupant *o, int idx)
 
 /* Puts o out of the room with all its sessions (kick 307, ban 301): the
  * code tells everybody, o included, why. */
-static void remove_occupant(struct loop *l, struct room *r, struct occupant *o, int code)
+static void remove_occupant(struct loop *l, struct room *r, struct occupant *o, int code,
+			    const char *reason)
 {
 	int codes[] = { code };
+	r->reason = reason;
 	broadcast_presence(l, r, o, "unavailable", codes, 1, NULL, 0, NULL);
+	r->reason = NULL;
 	struct occupant **p = &r->occ;
 	while (*p != o)
 		p = &(*p)->next;
@@ -1333,13 +1343,15 @@ static void room_message(struct loop *l, struct room *r, struct xml_node *st, st
  * affiliation by JID (XEP-0045 §§8-10). Returns NULL when done (and r may
  * be gone), else the error condition; *etype its type. */
 static const char *admin_item(struct loop *l, struct room **rp, const struct actor *actor,
-			      const struct xml_node *item, const char **etype)
+			      const struct xml_node *item, struct arena *a, const char **etype)
 {
 	struct room *r = *rp;
 	const char *nick = xml_attr(item, "nick");
 	const char *jid = xml_attr(item, "jid");
 	int role = name_index(role_names, xml_attr(item, "role"));
 	int aff = name_index(affil_names, xml_attr(item, "affiliation"));
+	const struct xml_node *why = xml_child(item, NS_MUC_ADMIN, "reason");
+	const char *reason = why ? xml_text(a, why) : NULL;
 	*etype = "cancel";
 	if (nick != NULL && role >= 0 && aff < 0) {
 		struct occupant *t = by_nick(r, nick);
@@ -1355,7 +1367,7 @@ static const char *admin_item(struct loop *l, struct room **rp, const struct act
 		if (t->affil >= AFF_ADMIN && role < ROLE_MODERATOR)
 			return "not-allowed";
 		if (role == ROLE_NONE) {
-			remove_occupant(l, r, t, 307);
+			remove_occupant(l, r, t, 307, reason);
 			if (room_find(l, r->jid) != r)
 				*rp = NULL;
 			return NULL;
@@ -1391,7 +1403,7 @@ static const char *admin_item(struct loop *l, struct room **rp, const struct act
 			if (aff == AFF_OUTCAST || revoked) {
 				/* Banned (301), or no longer a member of a
 				 * members-only room (321). */
-				remove_occupant(l, r, t, aff == AFF_OUTCAST ? 301 : 321);
+				remove_occupant(l, r, t, aff == AFF_OUTCAST ? 301 : 321, reason);
 				if (room_find(l, r->jid) != r) {
 					*rp = NULL;
 					return NULL;
@@ -1462,7 +1474,7 @@ static void room_admin(struct iq_ctx *c, struct room *r, const struct actor *act
 	const char *etype = NULL, *cond = NULL;
 	for (; item && r && !cond; item = item->next) {
 		if (xml_is(item, NS_MUC_ADMIN, "item"))
-			cond = admin_item(c->loop, &r, actor, item, &etype);
+			cond = admin_item(c->loop, &r, actor, item, c->a, &etype);
 	}
 	if (cond)
 		module_error(c, etype, cond);
@@ -1851,7 +1863,7 @@ void room_directory_sync(struct loop *l, const struct muc_service *svc, const ch
 			if (strcmp(o->bare, bare) != 0)
 				continue;
 			if (members_only) {
-				remove_occupant(l, r, o, 321); /* persistent: r stays */
+				remove_occupant(l, r, o, 321, NULL); /* persistent: r stays */
 			} else {
 				o->affil = AFF_NONE;
 				o->role = role_in(r, AFF_NONE);

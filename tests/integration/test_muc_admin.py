@@ -170,6 +170,9 @@ async def test_kick_tells_everybody_with_307(server, net):
         "the kicked occupant gets status 307 and 110 (XEP-0045 8.2):\n%s"
         % describe(own))
     assert item_of(own).get("role") == "none", describe(own)
+    reason = own.xml.find("{%s}x/{%s}item/{%s}reason" % ((NS_MUC_USER,) * 3))
+    assert reason is not None and reason.text == "calm down", (
+        "the kick's reason goes to the kicked one (XEP-0045 8.2):\n%s" % describe(own))
     for who in (alice, carol):
         seen = await presence_with(who, "bob's unavailable after the kick",
                                    frm=ROOM + "/bob", type="unavailable")
