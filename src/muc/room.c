@@ -1034,6 +1034,9 @@ static void join(struct loop *l, const struct muc_service *svc, struct room *r,
 	log_debug("muc: %s joined %s as %s", full, r->jid, nick);
 }
 
+static void remove_occupant(struct loop *l, struct room *r, struct occupant *o, int code,
+			    const char *reason);
+
 static void leave(struct loop *l, struct room *r, struct occupant *o, int idx)
 {
 	const char *full = o->jids[idx];
@@ -1048,25 +1051,18 @@ static void leave(struct loop *l, struct room *r, struct occupant *o, int idx)
 		o->jids[idx] = o->jids[--o->n_jids];
 		return;
 	}
-	broadcast_presence(l, r, o, "unavailable", NULL, 0, NULL, 0, NULL);
-	struct occupant **p = &r->occ;
-	while (*p != o)
-		p = &(*p)->next;
-	*p = o->next;
-	r->n_occ--;
-	occupant_free(o);
-	if (r->n_occ == 0 && !r->cfg.persistent)
-		room_destroy(l, r);
+	remove_occupant(l, r, o, 0, NULL);
 }
 
-/* Puts o out of the room with all its sessions (kick 307, ban 301): the
- * code tells everybody, o included, why. */
+/* Puts o out of the room with all its sessions; code (kick 307, ban 301,
+ * membership 321, or 0 for a plain leave) tells everybody, o included,
+ * why. A temporary room that empties ends. */
 static void remove_occupant(struct loop *l, struct room *r, struct occupant *o, int code,
 			    const char *reason)
 {
 	int codes[] = { code };
 	r->reason = reason;
-	broadcast_presence(l, r, o, "unavailable", codes, 1, NULL, 0, NULL);
+	broadcast_presence(l, r, o, "unavailable", codes, code ? 1 : 0, NULL, 0, NULL);
 	r->reason = NULL;
 	struct occupant **p = &r->occ;
 	while (*p != o)
