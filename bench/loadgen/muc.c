@@ -14,6 +14,7 @@
  * Occupant g (0-based; account first_user + g) is in room g / room_size
  * and lives on worker g % threads. Sending is driven by a 1 ms timer per
  * worker over that worker's senders, as chat.c does. */
+#include <math.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -297,7 +298,10 @@ static void muc_on_tick(uv_timer_t *t)
 	if (!mw->sending || now < mw->start)
 		return;
 	uint64_t until = now < mw->end ? now : mw->end;
-	uint64_t due = (uint64_t)(mw->rate * (double)(until - mw->start) / 1e9);
+	/* Rounded to nearest (the first message half an interval in), so a
+	 * step of a few messages a second still sends all of them within its
+	 * window, and the workers' shares do not each add one. */
+	uint64_t due = (uint64_t)floor(mw->rate * (double)(until - mw->start) / 1e9 + 0.5);
 	if (due > mw->accounted) {
 		struct muc_step *s = &mw->steps[mw->step];
 		uint64_t n = due - mw->accounted;
@@ -468,6 +472,24 @@ static void muc_wait_joins(struct run *r, struct muc_shared *sh, uint64_t expect
 	}
 }
 
+/* Waits until no presence has arrived for `quiet` seconds (at most `cap`):
+ * a joiner's own presence comes back before the server has finished
+ * telling everyone else, and that backlog must not land in the first step. */
+static void muc_settle(struct run *r, struct muc_shared *sh, double quiet, double cap)
+{
+	uint64_t last = atomic_load(&sh->presence);
+	double t_change = run_elapsed(r), t_end = t_change + cap;
+	while (run_elapsed(r) < t_end && run_wait(r, 0.05)) {
+		uint64_t now = atomic_load(&sh->presence);
+		if (now != last) {
+			last = now;
+			t_change = run_elapsed(r);
+		} else if (run_elapsed(r) - t_change >= quiet) {
+			break;
+		}
+	}
+}
+
 /* Runs the rate steps; returns how many ran. */
 static unsigned muc_steps(struct run *r, struct muc_shared *sh, struct muc_result *res)
 {
@@ -615,6 +637,7 @@ int muc_run(const struct opts *o)
 	muc_wait_joins(&r, &sh, o->rooms, true);
 	run_command(&r, CMD_MUC_JOIN);
 	muc_wait_joins(&r, &sh, (uint64_t)o->rooms * o->room_size, false);
+	muc_settle(&r, &sh, 0.5, 30);
 	double join_s = run_elapsed(&r);
 	if (!o->quiet)
 		fprintf(stderr, "muc: %llu rooms ready, %llu of %u occupants in after %.2f s "
