@@ -36,7 +36,7 @@
 #   MUC_SENDERS        muc: occupants of each room that send       5
 #   MUC_RATES          muc: offered deliveries/s (messages/s times the room
 #                      size; the message rate is this divided by the size)
-#                      2000,5000,10000,20000,50000,100000,200000,500000
+#                      2000,5000,10000,20000,50000,100000,200000,500000,1000000
 #   PRESENCE_USERS     presence: users                                 2000
 #   CONTACTS           presence: mutual contacts per user              20
 #   PRESENCE_SECONDS   presence: measured churn phase                  15
@@ -85,7 +85,7 @@ STOP_P99_MS=${STOP_P99_MS:-1000}
 MUC_ROOM_SIZES=${MUC_ROOM_SIZES:-100 1000}
 MUC_ROOMS=${MUC_ROOMS:-1}
 MUC_SENDERS=${MUC_SENDERS:-5}
-MUC_RATES=${MUC_RATES:-2000,5000,10000,20000,50000,100000,200000,500000}
+MUC_RATES=${MUC_RATES:-2000,5000,10000,20000,50000,100000,200000,500000,1000000}
 PRESENCE_USERS=${PRESENCE_USERS:-2000}
 CONTACTS=${CONTACTS:-20}
 PRESENCE_SECONDS=${PRESENCE_SECONDS:-15}

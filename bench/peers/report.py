@@ -163,6 +163,10 @@ def _chat_metrics(load):
 # The muc scenario is read at this p99 bound (natter-load judges each step:
 # every occupant got every message, the offered rate was sent).
 MUC_P99_BOUND_MS = 50
+# ... and at a looser one, judged here the same way from the steps: in a room
+# of 1000, one message is 1000 writes, and a server that cannot finish them
+# within 50 ms has no figure at the first bound at all.
+MUC_P99_LOOSE_MS = 200
 
 
 def _muc_steps(load):
@@ -186,6 +190,17 @@ def _muc_metrics(load):
     cpu = load.get("server_cpu_us_per_delivery_p99_under_%dms" % b)
     if cpu is not None:
         m["server_cpu_us_per_delivery"] = round(cpu, 2)
+    best = None
+    for st in load.get("steps") or []:
+        ok = (st.get("lost", 1) == 0 and st.get("errors", 1) == 0 and
+              st.get("sent", 0) >= 0.95 * st.get("offered_per_s", 0) * st.get("seconds", 0) > 0 and
+              _get(st, "latency_ms.p99", default=1e9) < MUC_P99_LOOSE_MS)
+        if ok and (best is None or st["offered_per_s"] > best["offered_per_s"]):
+            best = st
+    loose = MUC_P99_LOOSE_MS
+    m["delivered_p99_under_%dms" % loose] = round(best["delivered_per_s"]) if best else 0
+    if best and best.get("server_cpu_us_per_delivery"):
+        m["server_cpu_us_per_delivery_p99_under_%dms" % loose] = round(best["server_cpu_us_per_delivery"], 2)
     return m
 
 
@@ -285,7 +300,11 @@ def cmd_summarize(a):
             ("muc-%d" % k, "delivered_p99_under_%dms" % MUC_P99_BOUND_MS,
              "muc, rooms of %d: deliveries/s, p99 < %d ms" % (k, MUC_P99_BOUND_MS), True),
             ("muc-%d" % k, "server_cpu_us_per_delivery",
-             "muc, rooms of %d: server CPU us/delivery" % k, False),
+             "muc, rooms of %d: server CPU us/delivery at that step" % k, False),
+            ("muc-%d" % k, "delivered_p99_under_%dms" % MUC_P99_LOOSE_MS,
+             "muc, rooms of %d: deliveries/s, p99 < %d ms" % (k, MUC_P99_LOOSE_MS), True),
+            ("muc-%d" % k, "server_cpu_us_per_delivery_p99_under_%dms" % MUC_P99_LOOSE_MS,
+             "muc, rooms of %d: server CPU us/delivery at that step" % k, False),
         ]
     peers = [s for s in servers if s != "natter"]
     head = ["metric"] + servers + ["natter/%s" % p for p in peers if "natter" in servers]
