@@ -112,9 +112,9 @@ modules:
   # up to 200 occupants (max_users, and the rooms' own default) and no
   # presence broadcast above 1000 occupants (max_users_presence) become
   # 100000. min_message_interval (0), room_shaper, user_message_shaper
-  # (none) are ejabberd's defaults: no rate limit. New rooms are locked
-  # until configured; natter-load's first joiner submits the instant-room
-  # form (XEP-0045 10.1.2).
+  # (none) are ejabberd's defaults: no rate limit. New rooms are usable at
+  # once (not locked); natter-load's first joiner still submits the
+  # instant-room form on status 201, as it does everywhere.
   mod_muc:
     host: "conference.$BENCH_DOMAIN"
     access_create: all
