@@ -3,13 +3,13 @@
 # machine, over loopback only.
 #
 # For every scenario of the load generator (build/natter-load: idle, login,
-# chat, presence) and every server, in alternating order, this starts the
+# chat, muc, presence) and every server, in alternating order, this starts the
 # server fresh in a scratch directory (bench/peers/SERVER/server.sh), creates
 # the same accounts on it, checks one real login (slixmpp), runs the scenario,
 # measures the server from outside (RSS of all its processes, CPU from
 # /proc/PID/stat), and stops it. Results go to bench/results/ (one JSON file
 # per server and scenario, machine.json, summary.json, table.txt, and the
-# latency-vs-offered-rate plots chat-*.png); the table with natter/peer
+# latency-vs-offered-rate plots chat-*.png and muc-*.png); the table with natter/peer
 # ratios is printed at the end.
 #
 # Everything is bounded: each scenario has a hard time cap (natter-load
@@ -18,7 +18,7 @@
 # Parameters (environment; defaults fit the 2-core, 24 GB CI-sized box and
 # its open-file limit of 20000 per process):
 #   SERVERS            servers to run, in order      natter prosody ejabberd
-#   SCENARIOS          scenarios to run              idle login chat presence
+#   SCENARIOS          scenarios to run              idle login chat muc presence
 #   ROUNDS             repetitions (order alternates between rounds)   1
 #   IDLE_CLIENTS       idle: authenticated clients held                10000
 #   IDLE_SETTLE        idle: seconds between "ready" and measuring RSS  3
@@ -31,6 +31,12 @@
 #                      1000,2000,5000,10000,20000,50000,100000,150000,200000
 #   STEP_SECONDS       chat: seconds per rate step                     5
 #   STOP_P99_MS        chat: stop stepping once p99 exceeds this       1000
+#   MUC_ROOM_SIZES     muc: occupants per room, one run per size   100 1000
+#   MUC_ROOMS          muc: rooms of each size                     1
+#   MUC_SENDERS        muc: occupants of each room that send       5
+#   MUC_RATES          muc: offered deliveries/s (messages/s times the room
+#                      size; the message rate is this divided by the size)
+#                      2000,5000,10000,20000,50000,100000,200000,500000,1000000
 #   PRESENCE_USERS     presence: users                                 2000
 #   CONTACTS           presence: mutual contacts per user              20
 #   PRESENCE_SECONDS   presence: measured churn phase                  15
@@ -58,12 +64,13 @@ peers=$here/peers
 if [ "${SMOKE:-0}" = 1 ]; then
 	: "${IDLE_CLIENTS:=20}" "${IDLE_SETTLE:=0.5}" "${LOGINS:=50}" "${LOGIN_USERS:=10}"
 	: "${LOGIN_CONCURRENCY:=5}" "${CHAT_PAIRS:=5}" "${RATES:=100,200}" "${STEP_SECONDS:=1}"
+	: "${MUC_ROOM_SIZES:=5 20}" "${MUC_RATES:=100,200}"
 	: "${PRESENCE_USERS:=20}" "${CONTACTS:=4}" "${PRESENCE_SECONDS:=2}"
 	: "${SCENARIO_TIMEOUT:=60}" "${LOAD_THREADS:=1}"
 fi
 
 SERVERS=${SERVERS:-natter prosody ejabberd}
-SCENARIOS=${SCENARIOS:-idle login chat presence}
+SCENARIOS=${SCENARIOS:-idle login chat muc presence}
 ROUNDS=${ROUNDS:-1}
 IDLE_CLIENTS=${IDLE_CLIENTS:-10000}
 IDLE_SETTLE=${IDLE_SETTLE:-3}
@@ -75,6 +82,10 @@ CHAT_PAIRS=${CHAT_PAIRS:-1000}
 RATES=${RATES:-1000,2000,5000,10000,20000,50000,100000,150000,200000}
 STEP_SECONDS=${STEP_SECONDS:-5}
 STOP_P99_MS=${STOP_P99_MS:-1000}
+MUC_ROOM_SIZES=${MUC_ROOM_SIZES:-100 1000}
+MUC_ROOMS=${MUC_ROOMS:-1}
+MUC_SENDERS=${MUC_SENDERS:-5}
+MUC_RATES=${MUC_RATES:-2000,5000,10000,20000,50000,100000,200000,500000,1000000}
 PRESENCE_USERS=${PRESENCE_USERS:-2000}
 CONTACTS=${CONTACTS:-20}
 PRESENCE_SECONDS=${PRESENCE_SECONDS:-15}
@@ -111,7 +122,16 @@ for s in $SERVERS; do
 done
 
 max() { m=0; for v in "$@"; do [ "$v" -gt "$m" ] && m=$v; done; echo "$m"; }
-USERS=$(max "$IDLE_CLIENTS" "$LOGIN_USERS" $((2 * CHAT_PAIRS)) "$PRESENCE_USERS")
+# shellcheck disable=SC2046
+USERS=$(max "$IDLE_CLIENTS" "$LOGIN_USERS" $((2 * CHAT_PAIRS)) "$PRESENCE_USERS" \
+	$(for k in $MUC_ROOM_SIZES; do echo $((k * MUC_ROOMS)); done))
+
+# muc_rates SIZE: MUC_RATES (deliveries/s) as messages/s for rooms of SIZE,
+# at least 1, without repeats.
+muc_rates() {
+	echo "$MUC_RATES" | tr ',' '\n' | awk -v k="$1" '{ r = int($1 / k); if (r < 1) r = 1; if (!(r in seen)) { seen[r] = 1; print r } }' |
+		paste -sd, -
+}
 
 work=$(mktemp -d /tmp/natter-bench.XXXXXX)
 current=""   # server running now, stopped by cleanup
@@ -273,6 +293,15 @@ run_scenario() {
 		rss1=""
 		wait "$load_pid" || true
 		;;
+	muc-*)
+		size=${sc#muc-}
+		"$LOAD" muc "${common[@]}" --rooms "$MUC_ROOMS" --room-size "$size" \
+			--senders "$MUC_SENDERS" --rates "$(muc_rates "$size")" \
+			--step-seconds "$STEP_SECONDS" --stop-p99-ms "$STOP_P99_MS" \
+			--concurrency "$LOGIN_CONCURRENCY" >"$raw" 2>"$err" &
+		load_pid=$!
+		wait "$load_pid" || true
+		;;
 	presence)
 		"$LOAD" presence "${common[@]}" --users "$PRESENCE_USERS" --contacts "$CONTACTS" \
 			$roster_opt --seconds "$PRESENCE_SECONDS" \
@@ -308,7 +337,7 @@ version_of() {
 
 /usr/bin/python3 "$peers/report.py" machine --out "$RESULTS/machine.json" \
 	--servers "$SERVERS" --fd-limit "$(ulimit -n)" \
-	--params "PRESENCE_ROSTERS=$PRESENCE_ROSTERS IDLE_CLIENTS=$IDLE_CLIENTS LOGINS=$LOGINS LOGIN_USERS=$LOGIN_USERS LOGIN_CONCURRENCY=$LOGIN_CONCURRENCY LOGIN_MECH=$LOGIN_MECH CHAT_PAIRS=$CHAT_PAIRS RATES=$RATES STEP_SECONDS=$STEP_SECONDS PRESENCE_USERS=$PRESENCE_USERS CONTACTS=$CONTACTS PRESENCE_SECONDS=$PRESENCE_SECONDS LOAD_THREADS=$LOAD_THREADS ROUNDS=$ROUNDS BENCH_CERT_TYPE=$BENCH_CERT_TYPE"
+	--params "MUC_ROOM_SIZES=${MUC_ROOM_SIZES// /+} MUC_ROOMS=$MUC_ROOMS MUC_SENDERS=$MUC_SENDERS MUC_RATES=$MUC_RATES PRESENCE_ROSTERS=$PRESENCE_ROSTERS IDLE_CLIENTS=$IDLE_CLIENTS LOGINS=$LOGINS LOGIN_USERS=$LOGIN_USERS LOGIN_CONCURRENCY=$LOGIN_CONCURRENCY LOGIN_MECH=$LOGIN_MECH CHAT_PAIRS=$CHAT_PAIRS RATES=$RATES STEP_SECONDS=$STEP_SECONDS PRESENCE_USERS=$PRESENCE_USERS CONTACTS=$CONTACTS PRESENCE_SECONDS=$PRESENCE_SECONDS LOAD_THREADS=$LOAD_THREADS ROUNDS=$ROUNDS BENCH_CERT_TYPE=$BENCH_CERT_TYPE"
 
 # Alternate: each scenario runs against every server before the next
 # scenario starts, and each round reverses the order of the servers, so
@@ -318,7 +347,16 @@ for round in $(seq 1 "$ROUNDS"); do
 	if [ $((round % 2)) -eq 0 ]; then
 		order=$(echo "$SERVERS" | tr ' ' '\n' | tac | paste -sd' ' -)
 	fi
-	for sc in $SCENARIOS; do
+	# muc runs once per room size, as scenarios muc-SIZE.
+	# shellcheck disable=SC2001
+	scenarios=$(for sc in $SCENARIOS; do
+		if [ "$sc" = muc ]; then
+			for k in $MUC_ROOM_SIZES; do echo "muc-$k"; done
+		else
+			echo "$sc"
+		fi
+	done)
+	for sc in $scenarios; do
 		for s in $order; do
 			log "round $round: $sc on $s"
 			run_scenario "$s" "$sc" "$round" || log "$s $sc: failed (see above)"
@@ -337,6 +375,13 @@ if command -v gnuplot >/dev/null; then
 	if [ -n "$all" ]; then
 		# shellcheck disable=SC2086
 		gnuplot -c "$here/plot.gp" "$RESULTS/chat-p99.png" "chat p99 latency vs offered rate" $all
+	fi
+	# muc: every server and room size in one plot, against deliveries.
+	all=$(ls "$RESULTS"/muc-*.dat 2>/dev/null | head -8 || true)
+	if [ -n "$all" ]; then
+		# shellcheck disable=SC2086
+		gnuplot -e "xlab='offered deliveries/s (messages/s x occupants)'; bound=50" \
+			-c "$here/plot.gp" "$RESULTS/muc-p99.png" "muc p99 latency vs offered deliveries" $all
 	fi
 fi
 cat "$RESULTS/table.txt"

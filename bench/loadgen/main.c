@@ -18,8 +18,10 @@ int main(int argc, char **argv)
 		return login_run(&o);
 	if (strcmp(o.scenario, "chat") == 0)
 		return chat_run(&o);
+	if (strcmp(o.scenario, "muc") == 0)
+		return muc_run(&o);
 	if (strcmp(o.scenario, "presence") == 0)
 		return presence_run(&o);
-	fprintf(stderr, "natter-load: unknown scenario '%s' (idle, login, chat, presence)\n", o.scenario);
+	fprintf(stderr, "natter-load: unknown scenario '%s' (idle, login, chat, muc, presence)\n", o.scenario);
 	return 2;
 }

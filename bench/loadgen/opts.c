@@ -11,7 +11,8 @@ enum {
 	OPT_CONCURRENCY, OPT_DURATION, OPT_LOGIN_TIMEOUT, OPT_QUIET, OPT_CLIENTS, OPT_HOLD,
 	OPT_STDIN, OPT_LOGINS, OPT_USERS, OPT_PAIRS, OPT_RATES, OPT_STEP_SECONDS,
 	OPT_DRAIN_SECONDS, OPT_STOP_P99, OPT_BODY_SIZE, OPT_MAX_QUEUE, OPT_CONTACTS,
-	OPT_SETUP_ROSTERS, OPT_SETUP_ONLY, OPT_SECONDS, OPT_CHURN, OPT_SERVER_PID, OPT_SMOKE, OPT_HELP,
+	OPT_SETUP_ROSTERS, OPT_SETUP_ONLY, OPT_SECONDS, OPT_CHURN, OPT_ROOMS, OPT_ROOM_SIZE,
+	OPT_SENDERS, OPT_MUC_SERVICE, OPT_ROOM_PREFIX, OPT_SERVER_PID, OPT_SMOKE, OPT_HELP,
 };
 
 static const struct option opts_table[] = {
@@ -49,6 +50,11 @@ static const struct option opts_table[] = {
 	{ "setup-only", no_argument, NULL, OPT_SETUP_ONLY },
 	{ "seconds", required_argument, NULL, OPT_SECONDS },
 	{ "churn", required_argument, NULL, OPT_CHURN },
+	{ "rooms", required_argument, NULL, OPT_ROOMS },
+	{ "room-size", required_argument, NULL, OPT_ROOM_SIZE },
+	{ "senders", required_argument, NULL, OPT_SENDERS },
+	{ "muc-service", required_argument, NULL, OPT_MUC_SERVICE },
+	{ "room-prefix", required_argument, NULL, OPT_ROOM_PREFIX },
 	{ "server-pid", required_argument, NULL, OPT_SERVER_PID },
 	{ "smoke", no_argument, NULL, OPT_SMOKE },
 	{ "help", no_argument, NULL, OPT_HELP },
@@ -67,6 +73,9 @@ void opts_usage(FILE *f)
 "            --concurrency C connectors over --users K accounts\n"
 "  chat      --pairs P online pairs send ~--body-size byte messages at each\n"
 "            offered rate of --rates (msgs/s, aggregate) for --step-seconds\n"
+"  muc       --rooms N rooms of --room-size K occupants; --senders S of each\n"
+"            room send groupchat messages at each offered rate of --rates\n"
+"            (msgs/s sent, all rooms together); every occupant receives\n"
 "  presence  --users U with --contacts R each log out and in again for\n"
 "            --seconds S; counts presence stanzas received per second\n"
 "\n"
@@ -94,6 +103,10 @@ void opts_usage(FILE *f)
 "chat:      --pairs P (100) --rates R1,R2,.. (1000,2000,5000,10k,20k,50k,100k,200k)\n"
 "           --step-seconds S (5) --drain-seconds S (2) --stop-p99-ms MS (1000)\n"
 "           --body-size B (100) --max-queue-kb KB (256)\n"
+"muc:       --rooms N (1) --room-size K (100) --senders S (5, per room)\n"
+"           --muc-service D (conference.DOMAIN) --room-prefix P (bench)\n"
+"           --rates (10,20,50,100,200,500,1000,2000,5000 msgs/s sent), and the\n"
+"           other chat options; reports deliveries/s with p99 < 50 ms\n"
 "presence:  --users U (100) --contacts R (10) --seconds S (10)\n"
 "           --churn N (U/10)  users logging out and in again at any moment\n"
 "           --setup-rosters  make every user a mutual contact of R neighbours\n"
@@ -228,6 +241,10 @@ static void opts_defaults(struct opts *o, bool smoke)
 	o->max_queue_kb = 256;
 	o->contacts = 10;
 	o->seconds = 10;
+	o->rooms = 1;
+	o->room_size = 100;
+	o->senders = 5;
+	o->room_prefix = "bench";
 	if (smoke) {
 		o->concurrency = 5;
 		o->duration = 60;
@@ -244,7 +261,30 @@ static void opts_defaults(struct opts *o, bool smoke)
 		o->drain_seconds = 1;
 		o->contacts = 4;
 		o->seconds = 2;
+		o->room_size = 5;
+		o->senders = 2;
 	}
+}
+
+/* What the muc scenario needs once the command line is read: the service
+ * named after the domain, rates of its own (a message to a room of K is K
+ * deliveries, so chat's rates would be far too high), senders no more than
+ * occupants. */
+static void opts_muc(struct opts *o, bool smoke)
+{
+	if (!o->muc_service) {
+		snprintf(o->muc_service_buf, sizeof o->muc_service_buf, "conference.%s", o->domain);
+		o->muc_service = o->muc_service_buf;
+	}
+	if (o->senders > o->room_size)
+		o->senders = o->room_size;
+	if (strcmp(o->scenario, "muc") != 0 || o->rates_given)
+		return;
+	static const unsigned rates[] = { 10, 20, 50, 100, 200, 500, 1000, 2000, 5000 };
+	static const unsigned smoke_rates[] = { 10, 20 };
+	const unsigned *src = smoke ? smoke_rates : rates;
+	o->nrates = smoke ? 2 : sizeof rates / sizeof rates[0];
+	memcpy(o->rates, src, o->nrates * sizeof *src);
 }
 
 int opts_parse(struct opts *o, int argc, char **argv)
@@ -306,7 +346,10 @@ int opts_parse(struct opts *o, int argc, char **argv)
 		case OPT_LOGINS: rc = opts_uint("logins", optarg, 100000000, &o->logins); break;
 		case OPT_USERS: rc = opts_uint("users", optarg, 10000000, &o->users); break;
 		case OPT_PAIRS: rc = opts_uint("pairs", optarg, 5000000, &o->pairs); break;
-		case OPT_RATES: rc = opts_rates(o, optarg); break;
+		case OPT_RATES:
+			rc = opts_rates(o, optarg);
+			o->rates_given = true;
+			break;
 		case OPT_STEP_SECONDS: rc = opts_seconds("step-seconds", optarg, &o->step_seconds); break;
 		case OPT_DRAIN_SECONDS: rc = opts_seconds("drain-seconds", optarg, &o->drain_seconds); break;
 		case OPT_STOP_P99: rc = opts_seconds("stop-p99-ms", optarg, &o->stop_p99_ms); break;
@@ -317,6 +360,11 @@ int opts_parse(struct opts *o, int argc, char **argv)
 		case OPT_SETUP_ONLY: o->setup_rosters = o->setup_only = true; break;
 		case OPT_SECONDS: rc = opts_seconds("seconds", optarg, &o->seconds); break;
 		case OPT_CHURN: rc = opts_uint("churn", optarg, 10000000, &o->churn); break;
+		case OPT_ROOMS: rc = opts_uint("rooms", optarg, 1000000, &o->rooms); break;
+		case OPT_ROOM_SIZE: rc = opts_uint("room-size", optarg, 1000000, &o->room_size); break;
+		case OPT_SENDERS: rc = opts_uint("senders", optarg, 1000000, &o->senders); break;
+		case OPT_MUC_SERVICE: o->muc_service = optarg; break;
+		case OPT_ROOM_PREFIX: o->room_prefix = optarg; break;
 		case OPT_SERVER_PID: rc = opts_pids(o, optarg); break;
 		case OPT_SMOKE: break;
 		case 'h':
@@ -340,5 +388,6 @@ int opts_parse(struct opts *o, int argc, char **argv)
 	}
 	if (o->body_size < 32)
 		o->body_size = 32;
+	opts_muc(o, smoke);
 	return 0;
 }

@@ -53,11 +53,21 @@ struct opts {
 	unsigned pairs;
 	unsigned rates[OPTS_MAX_RATES];
 	unsigned nrates;
+	bool rates_given;       /* --rates on the command line */
 	double step_seconds;
 	double drain_seconds;
 	double stop_p99_ms;
 	unsigned body_size;
 	unsigned max_queue_kb;  /* per-connection unsent bytes before skipping */
+
+	/* muc (also --rates, --step-seconds, --drain-seconds, --stop-p99-ms,
+	 * --body-size, --max-queue-kb) */
+	unsigned rooms;
+	unsigned room_size;     /* occupants per room */
+	unsigned senders;       /* occupants per room that send */
+	const char *muc_service; /* the chat service's domain */
+	const char *room_prefix; /* rooms are PREFIX1, PREFIX2, ... */
+	char muc_service_buf[300];
 
 	/* presence */
 	unsigned contacts;

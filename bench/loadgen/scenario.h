@@ -13,6 +13,7 @@
 int idle_run(const struct opts *o);
 int login_run(const struct opts *o);
 int chat_run(const struct opts *o);
+int muc_run(const struct opts *o);
 int presence_run(const struct opts *o);
 
 /* Shared by the scenarios. */

@@ -64,6 +64,10 @@ data_dir: $tmp/data
 workers: 2
 hosts:
   - domain: localhost
+    # The muc check sends faster than an occupant may by default (2/s).
+    muc:
+      message_rate: 1000
+      message_burst: 1000
 listeners:
   - type: c2s
     address: 127.0.0.1
@@ -132,6 +136,8 @@ check login-plain 'd["logins"] == 10 and d["login_failed"] == 0 and d["params"][
 	-- login --logins 10 --users 10 --mech plain --threads 2
 check chat 'd["online"] == 10 and len(d["steps"]) == 2 and all(s["delivered"] > 0 and s["lost"] == 0 and s["latency_ms"]["p50"] > 0 for s in d["steps"]) and d["max_rate_p99_under_100ms"] > 0' \
 	-- chat --pairs 5 --rates 50,100 --step-seconds 1
+check muc 'd["rooms_ready"] == 1 and d["joined"] == 5 and d["join_failed"] == 0 and len(d["steps"]) == 2 and all(s["delivered"] == s["deliveries_expected"] == 5 * s["sent"] > 0 and s["lost"] == 0 and s["errors"] == 0 and s["latency_ms"]["p50"] > 0 for s in d["steps"]) and d["delivered_per_s_p99_under_50ms"] > 0 and d["server_cpu_us_per_delivery_p99_under_50ms"] >= 0' \
+	-- muc --room-size 5 --senders 2 --rates 10,20 --step-seconds 1
 check presence 'd["setup"]["users_complete"] == 10 and d["online"] == 10 and d["roster_both_avg"] == 4 and d["cycles"] > 0 and d["presence_received"] > 0' \
 	-- presence --users 10 --first-user 11 --contacts 4 --setup-rosters --seconds 2
 

@@ -107,6 +107,24 @@ modules:
   mod_ping: {}
   mod_roster:
     versioning: false
+  # Chat rooms on conference.$BENCH_DOMAIN, for the muc scenario. The limits
+  # that would measure policy rather than throughput are lifted: rooms of
+  # up to 200 occupants (max_users, and the rooms' own default) and no
+  # presence broadcast above 1000 occupants (max_users_presence) become
+  # 100000. min_message_interval (0), room_shaper, user_message_shaper
+  # (none) are ejabberd's defaults: no rate limit. New rooms are usable at
+  # once (not locked); natter-load's first joiner still submits the
+  # instant-room form on status 201, as it does everywhere.
+  mod_muc:
+    host: "conference.$BENCH_DOMAIN"
+    access_create: all
+    max_users: 100000
+    max_users_presence: 100000
+    min_message_interval: 0
+    room_shaper: none
+    user_message_shaper: none
+    default_room_options:
+      max_users: 100000
 EOF
 }
 

@@ -35,6 +35,14 @@ hosts:
   - domain: $BENCH_DOMAIN
     tls_cert: $dir/cert.pem
     tls_key: $dir/key.pem
+    # Chat rooms on conference.$BENCH_DOMAIN (on by default). The muc
+    # scenario measures throughput, not policy: the per-occupant message
+    # limit (default 2/s, bursts of 10) and the room size (default 200) go
+    # to their maxima, as the peers' limits are lifted.
+    muc:
+      max_occupants: 100000
+      message_rate: 100000
+      message_burst: 100000
 listeners:
   - type: c2s
     address: 127.0.0.1

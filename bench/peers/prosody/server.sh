@@ -54,6 +54,16 @@ ssl = { certificate = "$dir/cert.pem"; key = "$dir/key.pem" }
 
 VirtualHost "$BENCH_DOMAIN"
 	ssl = { certificate = "$dir/cert.pem"; key = "$dir/key.pem" }
+
+-- Chat rooms (mod_muc), for the muc scenario. 0.12's mod_muc has no
+-- per-occupant rate limit and no occupant cap (mod_muc_limits is a community
+-- module, not installed); rooms cache 100 live rooms by default, raised so
+-- no benchmark room is ever evicted. New rooms stay locked until their
+-- owner configures them (0.12's default, XEP-0045 10.1.2): natter-load's
+-- first joiner submits the instant-room form.
+Component "conference.$BENCH_DOMAIN" "muc"
+	muc_room_cache_size = 100000
+	ssl = { certificate = "$dir/cert.pem"; key = "$dir/key.pem" }
 EOF
 }
 
