@@ -108,6 +108,7 @@ static void on_wake(uv_async_t *a)
 		item = next;
 	}
 	if (stopping) {
+		muc_loop_shutdown(l); /* occupants hear of it (332) */
 		conn_shutdown_all(l); /* <system-shutdown/> to every peer */
 		s2s_loop_free(l);     /* its links let go of their connections */
 		muc_loop_free(l);

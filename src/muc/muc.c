@@ -96,6 +96,8 @@ void muc_free(struct server *srv)
 
 void muc_loop_free(struct loop *l) { room_loop_free(l); }
 
+void muc_loop_shutdown(struct loop *l) { room_loop_shutdown(l); }
+
 static const struct muc_service *find_service(const struct server *srv, const char *domain)
 {
 	const struct muc *m = srv->muc;

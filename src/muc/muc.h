@@ -37,6 +37,10 @@ int muc_init(struct server *srv, char *err, size_t errlen);
 /* Frees what muc_init built (after every loop has stopped). */
 void muc_free(struct server *srv);
 
+/* natterd stops: every occupant of loop l's rooms gets its unavailable
+ * presence with status 332, while the links still carry it. */
+void muc_loop_shutdown(struct loop *l);
+
 /* Frees the rooms of loop l, which is stopping. */
 void muc_loop_free(struct loop *l);
 

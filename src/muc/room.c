@@ -1603,6 +1603,7 @@ static void room_owner(struct iq_ctx *c, struct room *r, bool get)
 	}
 	bool was_persistent = r->cfg.persistent;
 	bool was_non_anonymous = r->cfg.non_anonymous;
+	bool was_members_only = r->cfg.members_only;
 	const char *err = config_apply(r, a, x);
 	if (err != NULL) {
 		module_error(c, "modify", err);
@@ -1613,6 +1614,14 @@ static void room_owner(struct iq_ctx *c, struct room *r, bool get)
 		room_save(c->loop, r);
 	module_reply(c, NULL);
 	config_changed(c->loop, r, was_non_anonymous);
+	if (r->cfg.members_only && !was_members_only) {
+		/* Those who are not members leave (322). */
+		for (struct occupant *o = r->occ, *next; o; o = next) {
+			next = o->next;
+			if (o->affil < AFF_MEMBER)
+				remove_occupant(c->loop, r, o, 322, NULL);
+		}
+	}
 }
 
 static void room_iq(struct loop *l, struct room *r, struct xml_node *st, struct arena *a,
@@ -1871,4 +1880,20 @@ void room_directory_sync(struct loop *l, const struct muc_service *svc, const ch
 		free(bare);
 	}
 	room_save(l, r);
+}
+
+void room_loop_shutdown(struct loop *l)
+{
+	struct room_loop *rl = l->muc;
+	static const int shutdown_code[] = { 332 };
+	for (size_t i = 0; rl && i < ROOM_BUCKETS; i++) {
+		for (struct room *r = rl->buckets[i]; r; r = r->next) {
+			for (struct occupant *o = r->occ; o; o = o->next) {
+				struct buf b;
+				presence_of(&b, r, o, "unavailable", true, shutdown_code, 1, NULL);
+				send_to_occupant(l, r, o, &b);
+				buf_free(&b);
+			}
+		}
+	}
 }

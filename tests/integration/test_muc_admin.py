@@ -874,3 +874,26 @@ def test_ctl_room_bad_arguments(server):
     proc = server.ctl("room", "create", ROOM)
     assert proc.returncode != 0 and "exists" in proc.stdout + proc.stderr, (
         proc.stdout, proc.stderr)
+
+
+async def test_room_made_members_only_removes_non_members_with_322(server, net):
+    alice, bob = await room_with(net, server, "alice", "bob")
+    await configure(alice, membersonly=True)
+    own = await presence_with(bob, "bob removed when the room became members-only",
+                              frm=ROOM + "/bob", type="unavailable")
+    assert {322, 110} <= status_codes(own), (
+        "non-members leave a room that becomes members-only with 322 "
+        "(XEP-0045 10.2.1):\n%s" % describe(own))
+    seen = await presence_with(alice, "bob's removal, as alice sees it",
+                               frm=ROOM + "/bob", type="unavailable")
+    assert 322 in status_codes(seen), describe(seen)
+
+
+async def test_shutdown_tells_occupants_with_332(server, net):
+    alice, bob = await room_with(net, server, "alice", "bob")
+    assert server.stop() == []  # SIGTERM, and a clean exit
+    own = await presence_with(bob, "bob's unavailable as natterd stops",
+                              frm=ROOM + "/bob", type="unavailable")
+    assert 332 in status_codes(own), (
+        "occupants hear that the service stops (status 332, XEP-0045 "
+        "status code registry):\n%s" % describe(own))
