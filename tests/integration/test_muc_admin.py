@@ -816,6 +816,8 @@ async def test_ctl_room_list_counts_occupants(server, net):
 
 async def test_ctl_room_info(server, net):
     alice, bob = await room_with(net, server, "alice", "bob")
+    # bob a member first: a room made members-only lets only members stay.
+    await admin_set(alice, jid=jid_of("bob"), affiliation="member")
     await configure(alice, roomname="Lobby", membersonly=True)
     await admin_set(alice, jid=jid_of("carol"), affiliation="member")
     out = ctl_ok(server, "info", ROOM)
@@ -824,7 +826,7 @@ async def test_ctl_room_info(server, net):
     assert re.search(r"^occupants\s+2$", out, re.M), out
     assert re.search(r"^\s+alice\s+moderator\s+owner\s+%s$"
                      % re.escape(alice.boundjid.full), out, re.M), out
-    assert re.search(r"^\s+bob\s+participant\s+none\s+%s$"
+    assert re.search(r"^\s+bob\s+participant\s+member\s+%s$"
                      % re.escape(bob.boundjid.full), out, re.M), out
     assert re.search(r"^\s+member\s+%s$" % re.escape(jid_of("carol")),
                      out, re.M), out
