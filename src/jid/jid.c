@@ -853,3 +853,69 @@ int jid_format_bare(const struct jid *j, char *out, size_t cap)
 {
 	return format_parts(j, false, out, cap);
 }
+
+/* --- nicknames (RFC 8266) --- */
+
+static int32_t map_nfkc(const UChar *in, int32_t n, UChar *out)
+{
+	UErrorCode err = U_ZERO_ERROR;
+	const UNormalizer2 *nfkc = unorm2_getNFKCInstance(&err);
+	if (U_FAILURE(err))
+		return -1;
+	int32_t len = unorm2_normalize(nfkc, in, n, out, JID_WORK_MAX, &err);
+	if (U_FAILURE(err) || len > JID_WORK_MAX)
+		return -1;
+	return len;
+}
+
+/* The Nickname profile's additional mapping (RFC 8266 §2.2): spaces are
+ * ASCII spaces (map_spaces did that), none at either end, never two in a
+ * row. In place; returns the new length. */
+static int32_t trim_spaces(UChar *s, int32_t n)
+{
+	int32_t o = 0;
+	for (int32_t i = 0; i < n; i++) {
+		if (s[i] == 0x20 && (o == 0 || s[o - 1] == 0x20))
+			continue;
+		s[o++] = s[i];
+	}
+	if (o > 0 && s[o - 1] == 0x20)
+		o--;
+	return o;
+}
+
+/* Enforcement (compare false) or the comparison form (compare true, case
+ * mapped too) of a nickname, as UTF-8. */
+static int nickname(const char *in, size_t n, char *out, size_t cap, bool compare)
+{
+	UChar src[JID_WORK_MAX], res[JID_WORK_MAX], tmp[JID_WORK_MAX];
+	if (!raw_part_ok(in, n, out, cap))
+		return -1;
+	int32_t sn = utf8_to_utf16(in, n, src);
+	if (sn <= 0)
+		return -1;
+	int32_t len = map_spaces(src, sn, tmp);
+	if (len < 0)
+		return -1;
+	len = trim_spaces(tmp, len);
+	if (len > 0 && compare) {
+		len = map_lower(tmp, len, src);
+		if (len > 0)
+			len = map_nfkc(src, len, res);
+	} else if (len > 0) {
+		len = map_nfkc(tmp, len, res);
+	}
+	if (len <= 0 || precis_check(res, len, PRECIS_FREEFORM) < 0 || bidi_check(res, len) < 0)
+		return -1;
+	return utf16_to_out(res, len, out, cap);
+}
+
+int jid_prep_nickname(const char *in, size_t n, char *out, size_t cap)
+{
+	return nickname(in, n, out, cap, false);
+}
+
+int jid_nickname_key(const char *in, size_t n, char *out, size_t cap)
+{
+	return nickname(in, n, out, cap, true);
+}

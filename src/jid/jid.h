@@ -29,6 +29,13 @@ int jid_prep_local(const char *in, size_t n, char *out, size_t cap);
 int jid_prep_domain(const char *in, size_t n, char *out, size_t cap);
 int jid_prep_resource(const char *in, size_t n, char *out, size_t cap);
 
+/* A nickname (a chat room's nick) enforced by the PRECIS Nickname profile
+ * (RFC 8266): spaces mapped, trimmed and collapsed, NFKC. jid_nickname_key
+ * is its comparison form (case mapped too): two nicks are the same when
+ * their keys are. Both return the length, or -1 for an invalid nickname. */
+int jid_prep_nickname(const char *in, size_t n, char *out, size_t cap);
+int jid_nickname_key(const char *in, size_t n, char *out, size_t cap);
+
 /* Writes "local@domain/resource" (parts omitted when empty) into out;
  * returns the length, or -1 if cap is too small. */
 int jid_format(const struct jid *j, char *out, size_t cap);

@@ -43,7 +43,8 @@ struct affiliation {
 /* One nick in the room: a person, with one or more of their sessions. */
 struct occupant {
 	struct occupant *next;
-	char *nick;
+	char *nick;        /* enforced by the Nickname profile (RFC 8266) */
+	char *key;         /* its comparison form: one nick, one key */
 	char *bare;        /* the real bare JID */
 	char **jids;       /* the real full JIDs of its sessions */
 	int n_jids;
@@ -141,6 +142,7 @@ static void occupant_free(struct occupant *o)
 		free(o->jids[i]);
 	free(o->jids);
 	free(o->nick);
+	free(o->key);
 	free(o->bare);
 	free(o->extra);
 	free(o);
@@ -625,12 +627,29 @@ void room_load_all(struct loop *l)
 
 /* --- occupants --- */
 
+/* The occupant whose nick is nick, as the Nickname profile compares
+ * (RFC 8266 §2.4: "Alice" and "ALICE" are one nick). */
 static struct occupant *by_nick(struct room *r, const char *nick)
 {
+	char key[JID_PART_MAX + 1];
+	if (jid_nickname_key(nick, strlen(nick), key, sizeof key) < 0)
+		return NULL;
 	for (struct occupant *o = r->occ; o; o = o->next)
-		if (strcmp(o->nick, nick) == 0)
+		if (strcmp(o->key, key) == 0)
 			return o;
 	return NULL;
+}
+
+/* Sets o's nick (already enforced) and its key. */
+static void set_nick(struct occupant *o, const char *nick)
+{
+	char key[JID_PART_MAX + 1];
+	if (jid_nickname_key(nick, strlen(nick), key, sizeof key) < 0)
+		snprintf(key, sizeof key, "%s", nick); /* cannot happen: enforced */
+	free(o->nick);
+	free(o->key);
+	o->nick = xstrdup(nick);
+	o->key = xstrdup(key);
 }
 
 /* The occupant one of whose sessions is full; *idx its index. */
@@ -941,7 +960,7 @@ static void send_subject(struct loop *l, struct room *r, const char *full)
 
 static void join(struct loop *l, const struct muc_service *svc, struct room *r,
 		 const char *room_jid, struct xml_node *st, struct arena *a, const char *full,
-		 const char *bare, const char *nick)
+		 const char *bare, const char *nick, bool nick_changed)
 {
 	bool created = false;
 	struct occupant *o = r ? by_nick(r, nick) : NULL;
@@ -985,7 +1004,7 @@ static void join(struct loop *l, const struct muc_service *svc, struct room *r,
 	bool first_session = o == NULL;
 	if (o == NULL) {
 		o = xcalloc(1, sizeof *o);
-		o->nick = xstrdup(nick);
+		set_nick(o, nick);
 		o->bare = xstrdup(bare);
 		o->affil = affil_of(r, bare);
 		o->role = role_in(r, o->affil);
@@ -1012,11 +1031,13 @@ static void join(struct loop *l, const struct muc_service *svc, struct room *r,
 		buf_free(&b);
 	}
 	/* 2. the newcomer, to everybody (itself last, with 110) */
-	int self_codes[2], n_self = 0;
+	int self_codes[3], n_self = 0;
 	if (r->cfg.non_anonymous)
 		self_codes[n_self++] = 100;
 	if (created)
 		self_codes[n_self++] = 201;
+	if (nick_changed)
+		self_codes[n_self++] = 210; /* the service changed the nick (RFC 8266) */
 	if (first_session) {
 		broadcast_presence(l, r, o, NULL, NULL, 0, self_codes, n_self, NULL);
 	} else {
@@ -1078,14 +1099,13 @@ static void change_nick(struct loop *l, struct room *r, struct occupant *o, stru
 			struct arena *a, const char *nick)
 {
 	struct occupant *other = by_nick(r, nick);
-	if (other != NULL) {
+	if (other != NULL && other != o) {
 		deliver_error(l, st, a, "cancel", "conflict");
 		return;
 	}
 	static const int changed[] = { 303 };
 	broadcast_presence(l, r, o, "unavailable", changed, 1, NULL, 0, nick);
-	free(o->nick);
-	o->nick = xstrdup(nick);
+	set_nick(o, nick);
 	free(o->extra);
 	o->extra = presence_extra(st);
 	broadcast_presence(l, r, o, NULL, NULL, 0, NULL, 0, NULL);
@@ -1105,14 +1125,17 @@ static void room_presence(struct loop *l, const struct muc_service *svc, struct 
 	}
 	if (type != NULL)
 		return; /* errors, probes, subscriptions: nothing for a room */
-	if (to->resource[0] == '\0') {
+	char nick[JID_PART_MAX + 1];
+	if (to->resource[0] == '\0' ||
+	    jid_prep_nickname(to->resource, strlen(to->resource), nick, sizeof nick) < 0) {
 		deliver_error(l, st, a, "modify", "jid-malformed");
 		return;
 	}
 	if (o == NULL) {
-		join(l, svc, r, room_jid, st, a, full, bare, to->resource);
-	} else if (strcmp(o->nick, to->resource) != 0) {
-		change_nick(l, r, o, st, a, to->resource);
+		join(l, svc, r, room_jid, st, a, full, bare, nick,
+		     strcmp(nick, to->resource) != 0);
+	} else if (strcmp(o->nick, nick) != 0) {
+		change_nick(l, r, o, st, a, nick);
 	} else {
 		free(o->extra);
 		o->extra = presence_extra(st);

@@ -797,3 +797,20 @@ async def asyncio_wait(future, what):
     except asyncio.TimeoutError:
         raise AssertionError("no %s within %.0fs" % (what, IO_TIMEOUT)) \
             from None
+
+
+async def test_nicks_compare_by_the_nickname_profile(server, net):
+    """RFC 8266: "Alice" and "ALICE" are one nick, so another account gets
+    conflict; a nick the profile changes (spaces trimmed and collapsed) is
+    the enforced one, and the joiner is told with status 210."""
+    alice, bob, carol = await online(net, server, "alice", "bob", "carol")
+    await join(alice, "Alice")
+    error = await join_error(bob, ROOM + "/ALICE")
+    assert_error(error, "conflict", "cancel", ROOM + "/ALICE")
+    carol.send_raw(join_stanza(ROOM, "  Carol   Jones "))
+    own = await carol.inbox.get(
+        lambda s: s.xml.get("from") == ROOM + "/Carol Jones" and 110 in status_codes(s),
+        "carol's own presence under the enforced nick")
+    assert 210 in status_codes(own), (
+        "a nick the service changed comes with status 210 (XEP-0045 7.2.3):\n%s"
+        % describe(own))

@@ -683,6 +683,29 @@ static void test_threads(void **state)
 	}
 }
 
+/* RFC 8266: spaces mapped, trimmed, collapsed; NFKC; case only in the
+ * comparison form. */
+static void test_nickname(void **state)
+{
+	(void)state;
+	char out[JID_PART_MAX + 1];
+	assert_int_equal(jid_prep_nickname("  Alice   Smith ", 16, out, sizeof out), 11);
+	assert_string_equal(out, "Alice Smith");
+	assert_true(jid_nickname_key("  Alice   Smith ", 16, out, sizeof out) > 0);
+	assert_string_equal(out, "alice smith");
+	/* Fullwidth letters and a no-break space become their plain forms. */
+	const char *wide = "\xef\xbc\xa1" "li\xc2\xa0" "ce";
+	assert_true(jid_prep_nickname(wide, strlen(wide), out, sizeof out) > 0);
+	assert_string_equal(out, "Ali ce");
+	char a[JID_PART_MAX + 1], b[JID_PART_MAX + 1];
+	assert_true(jid_nickname_key("ALICE", 5, a, sizeof a) > 0);
+	assert_true(jid_nickname_key("\xef\xbd\x81" "lice", 7, b, sizeof b) > 0);
+	assert_string_equal(a, b);
+	assert_int_equal(jid_prep_nickname("   ", 3, out, sizeof out), -1);
+	assert_int_equal(jid_prep_nickname("a\x07b", 3, out, sizeof out), -1);
+	assert_int_equal(jid_prep_nickname("", 0, out, sizeof out), -1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -713,6 +736,7 @@ int main(void)
 		cmocka_unit_test(test_prep_cap),
 		cmocka_unit_test(test_roundtrip),
 		cmocka_unit_test(test_threads),
+		cmocka_unit_test(test_nickname),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
