@@ -412,12 +412,7 @@ int chat_run(const struct opts *o)
 	report_obj(&rp, "params");
 	scenario_params(&rp, o);
 	report_u64(&rp, "pairs", o->pairs);
-	report_num(&rp, "step_seconds", o->step_seconds);
-	report_u64(&rp, "body_size", o->body_size);
-	report_arr(&rp, "rates");
-	for (unsigned i = 0; i < o->nrates; i++)
-		report_u64(&rp, NULL, o->rates[i]);
-	report_end(&rp, ']');
+	scenario_step_params(&rp, o);
 	report_end(&rp, '}');
 	report_u64(&rp, "online", online);
 	report_num(&rp, "login_s", login_s);

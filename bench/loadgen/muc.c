@@ -556,12 +556,7 @@ static void muc_report(struct run *r, struct muc_shared *sh, const struct muc_re
 	report_u64(&rp, "rooms", o->rooms);
 	report_u64(&rp, "room_size", o->room_size);
 	report_u64(&rp, "senders_per_room", o->senders);
-	report_num(&rp, "step_seconds", o->step_seconds);
-	report_u64(&rp, "body_size", o->body_size);
-	report_arr(&rp, "rates");
-	for (unsigned i = 0; i < o->nrates; i++)
-		report_u64(&rp, NULL, o->rates[i]);
-	report_end(&rp, ']');
+	scenario_step_params(&rp, o);
 	report_end(&rp, '}');
 	report_u64(&rp, "rooms_ready", atomic_load(&sh->rooms_ready));
 	report_u64(&rp, "joined", atomic_load(&sh->joined));

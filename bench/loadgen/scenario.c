@@ -64,3 +64,13 @@ void scenario_params(struct report *rp, const struct opts *o)
 	report_u64(rp, "src_addresses", o->src_count);
 	report_num(rp, "duration_cap_s", o->duration);
 }
+
+void scenario_step_params(struct report *rp, const struct opts *o)
+{
+	report_num(rp, "step_seconds", o->step_seconds);
+	report_u64(rp, "body_size", o->body_size);
+	report_arr(rp, "rates");
+	for (unsigned i = 0; i < o->nrates; i++)
+		report_u64(rp, NULL, o->rates[i]);
+	report_end(rp, ']');
+}

@@ -27,5 +27,8 @@ bool scenario_wait_logins(struct run *r, uint64_t base_done, uint64_t expected);
 uint64_t scenario_logins_done(struct run *r);
 /* Writes the options every scenario shares into "params". */
 void scenario_params(struct report *rp, const struct opts *o);
+/* Writes the stepped scenarios' options (step_seconds, body_size, rates)
+ * into "params". */
+void scenario_step_params(struct report *rp, const struct opts *o);
 
 #endif
