@@ -113,18 +113,26 @@ static unsigned long long authfail_level(const struct budget *b, unsigned long l
 	return (b->drained_at - now + step - 1) / step;
 }
 
+/* Whether addr or account has spent its budget. Under af->lock. */
+static bool authfail_spent(struct authfail *af, const struct config_limits *lim, const char *addr,
+			   const char *account, unsigned long long now)
+{
+	if (authfail_level(authfail_find(af, 'a', addr, now, false), now,
+			   authfail_step(lim, lim->auth_failures_per_address)) >=
+	    (unsigned long long)lim->auth_failures_per_address)
+		return true;
+	return account != NULL && account[0] != '\0' &&
+	       authfail_level(authfail_find(af, 'u', account, now, false), now,
+			      authfail_step(lim, lim->auth_failures_per_account)) >=
+		       (unsigned long long)lim->auth_failures_per_account;
+}
+
 bool authfail_blocked(struct authfail *af, const struct config_limits *lim, const char *addr,
 		      const char *account)
 {
 	unsigned long long now = now_ms();
 	pthread_mutex_lock(&af->lock);
-	bool blocked = authfail_level(authfail_find(af, 'a', addr, now, false), now,
-				      authfail_step(lim, lim->auth_failures_per_address)) >=
-		       (unsigned long long)lim->auth_failures_per_address;
-	if (!blocked && account != NULL && account[0] != '\0')
-		blocked = authfail_level(authfail_find(af, 'u', account, now, false), now,
-					 authfail_step(lim, lim->auth_failures_per_account)) >=
-			  (unsigned long long)lim->auth_failures_per_account;
+	bool blocked = authfail_spent(af, lim, addr, account, now);
 	pthread_mutex_unlock(&af->lock);
 	return blocked;
 }
@@ -139,11 +147,15 @@ static unsigned long long authfail_add(struct budget *b, unsigned long long now,
 	return authfail_level(b, now, step);
 }
 
-unsigned authfail_record(struct authfail *af, const struct config_limits *lim, const char *addr,
-			 const char *account)
+int authfail_record(struct authfail *af, const struct config_limits *lim, const char *addr,
+		    const char *account, unsigned *delay_ms)
 {
 	unsigned long long now = now_ms();
 	pthread_mutex_lock(&af->lock);
+	if (authfail_spent(af, lim, addr, account, now)) {
+		pthread_mutex_unlock(&af->lock);
+		return -1;
+	}
 	unsigned long long n = authfail_add(authfail_find(af, 'a', addr, now, true), now,
 					    authfail_step(lim, lim->auth_failures_per_address));
 	if (account != NULL && account[0] != '\0') {
@@ -155,7 +167,8 @@ unsigned authfail_record(struct authfail *af, const struct config_limits *lim, c
 	}
 	pthread_mutex_unlock(&af->lock);
 	unsigned shift = n - 1 > 5 ? 5 : (unsigned)(n - 1);
-	return 250u << shift;
+	*delay_ms = 250u << shift;
+	return 0;
 }
 
 void authfail_success(struct authfail *af, const char *account)

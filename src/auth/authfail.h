@@ -35,11 +35,15 @@ bool authfail_blocked(struct authfail *af, const struct config_limits *lim, cons
 		      const char *account);
 
 /* Records a failed login from addr against account (NULL when the
- * mechanism failed before naming one); returns the delay in ms before
- * answering: 250 ms doubling with the recent failures of the address or
- * the account, whichever has more, at most 8 s. */
-unsigned authfail_record(struct authfail *af, const struct config_limits *lim, const char *addr,
-			 const char *account);
+ * mechanism failed before naming one) and sets *delay_ms to the wait
+ * before answering: 250 ms doubling with the recent failures of the
+ * address or the account, whichever has more, at most 8 s. Returns -1,
+ * recording nothing, when the budget was spent meanwhile (by a stream on
+ * another loop): the attempt is then refused as authfail_blocked() would
+ * have. Check and record are one step, so parallel streams never get
+ * more than the budget. */
+int authfail_record(struct authfail *af, const struct config_limits *lim, const char *addr,
+		    const char *account, unsigned *delay_ms);
 
 /* A successful login to account clears that account's failures only. */
 void authfail_success(struct authfail *af, const char *account);

@@ -410,15 +410,22 @@ static void sasl_result(struct c2s *s, enum auth_result r, struct buf *out)
 		arm_idle(s);
 		return;
 	case AUTH_FAILURE: {
-		log_info("c2s %llu (%s): authentication failed for '%s' with %s",
-			 (unsigned long long)s->conn->id, s->conn->peer, s->auth->authid, s->auth->mech);
 		char addr[NETADDR_KEY_STR_MAX], account[AUTH_ACCOUNT_MAX];
 		attempt_keys(s, addr, account);
-		end_auth(s);
 		/* The answer waits a little, longer for an address or account
-		 * that keeps failing, so guessing passwords is slow. */
-		fail_later(s, false, authfail_record(s->loop->srv->authfail, &cfg_of(s)->limits,
-						     addr, account));
+		 * that keeps failing, so guessing passwords is slow; a stream
+		 * on another loop may have spent the budget since the check
+		 * above, and then this one is refused too. */
+		unsigned delay;
+		if (authfail_record(s->loop->srv->authfail, &cfg_of(s)->limits, addr, account,
+				    &delay) < 0) {
+			refuse_attempt(s);
+			return;
+		}
+		log_info("c2s %llu (%s): authentication failed for '%s' with %s",
+			 (unsigned long long)s->conn->id, s->conn->peer, s->auth->authid, s->auth->mech);
+		end_auth(s);
+		fail_later(s, false, delay);
 		return;
 	}
 	case AUTH_INVALID_MECH:
