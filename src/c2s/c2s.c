@@ -16,6 +16,7 @@
 #include "modules/presence.h"
 #include "modules/register.h"
 #include "router/deliver.h"
+#include "router/hooks.h"
 #include "router/router.h"
 #include "stream/conn.h"
 #include "xml/xml_stream.h"
@@ -590,6 +591,10 @@ static void handle_bind(struct c2s *s, struct xml_node *st, struct arena *a)
 	buf_puts(&b, "</jid></bind></iq>");
 	conn_write(s->conn, b.data, b.len);
 	buf_free(&b);
+	struct jid me;
+	session_jid(s, &me);
+	struct hook_ctx hc = { .loop = s->loop, .from = &me, .to = &me, .session = s->conn->id };
+	hooks_run(HOOK_SESSION_STARTED, &hc);
 }
 
 /* Broadcast presence (no 'to'): availability and priority for routing,
@@ -826,6 +831,9 @@ static void on_closed(struct conn *c)
 		session_jid(s, &full);
 		presence_session_ended(s->loop, &full, s->available);
 		send_directed_unavailable(s);
+		struct hook_ctx hc = { .loop = s->loop, .from = &full, .to = &full,
+				       .session = c->id };
+		hooks_run(HOOK_SESSION_ENDED, &hc);
 	}
 	end_auth(s);
 	uncount_unauthenticated(s);

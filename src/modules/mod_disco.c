@@ -122,4 +122,4 @@ static const struct module_iq iqs[] = {
 	{ NULL, NULL, NULL, 0, NULL },
 };
 
-const struct module mod_disco = { "disco", features, iqs };
+const struct module mod_disco = { "disco", features, iqs, NULL };

@@ -9,6 +9,7 @@
 #include "core/arena.h"
 #include "core/status.h"
 #include "jid/jid.h"
+#include "router/hooks.h"
 #include "xml/xml.h"
 
 struct loop;
@@ -40,6 +41,7 @@ struct module {
 	const char *name;
 	const char *const *features; /* NULL-terminated disco features */
 	const struct module_iq *iqs; /* terminated by an entry with type NULL */
+	const struct module_hook *hooks; /* terminated by handle NULL (hooks.h) */
 };
 
 /* NULL-terminated list of every compiled-in module. */

@@ -14,6 +14,7 @@
 #include "modules/module.h"
 #include "modules/offline.h"
 #include "muc/muc.h"
+#include "router/hooks.h"
 #include "modules/presence.h"
 #include "s2s/s2s.h"
 
@@ -149,9 +150,19 @@ static void handle_iq(struct loop *l, struct xml_node *st, struct arena *a,
 		deliver_error(l, st, a, "cancel", "service-unavailable");
 }
 
+/* HOOK_MESSAGE_DELIVER for a message to a local account; true when a
+ * handler consumed it. */
+static bool deliver_hook(struct loop *l, struct xml_node *st, struct arena *a,
+			 const struct jid *from, const struct jid *to, bool offline)
+{
+	struct hook_ctx c = { .loop = l, .st = st, .a = a, .from = from, .to = to,
+			      .offline = offline };
+	return hooks_run(HOOK_MESSAGE_DELIVER, &c) == DONE;
+}
+
 /* RFC 6121 §8.5.2: a message to the bare JID of a local account. */
 static void message_to_bare(struct loop *l, struct xml_node *st, struct arena *a,
-			    const struct jid *to, const char *bare)
+			    const struct jid *from, const struct jid *to, const char *bare)
 {
 	struct router_target t[ROUTER_MAX_TARGETS];
 	int n_sessions;
@@ -161,6 +172,8 @@ static void message_to_bare(struct loop *l, struct xml_node *st, struct arena *a
 		return;
 	}
 	if (n > 0 && !type_is(st, "groupchat")) {
+		if (deliver_hook(l, st, a, from, to, false))
+			return;
 		deliver_to_targets(l, st, t, n);
 		carbons_copy(l, st, bare, "received", 0, t, n);
 		return;
@@ -178,6 +191,8 @@ static void message_to_bare(struct loop *l, struct xml_node *st, struct arena *a
 	}
 	/* chat and normal: kept for the next login (XEP-0160); over the
 	 * quota the sender hears so (RFC 6121 §8.5.2.2.1). */
+	if (deliver_hook(l, st, a, from, to, true))
+		return;
 	switch (offline_store(l, to, st)) {
 	case 0:
 		break;
@@ -249,6 +264,12 @@ void deliver_stanza(struct loop *l, struct xml_node *st, struct arena *a, const 
 		return;
 	if (blocked(l, st, a, from, to))
 		return;
+	if (strcmp(kind, "message") == 0 && from->local[0] != '\0' &&
+	    is_local_domain(l, from->domain)) {
+		struct hook_ctx c = { .loop = l, .st = st, .a = a, .from = from, .to = to };
+		if (hooks_run(HOOK_MESSAGE_SENT, &c) == DONE)
+			return;
+	}
 	if (strcmp(kind, "message") == 0) {
 		/* The sender's other resources see what it sent (XEP-0280). */
 		char from_bare[2 * JID_PART_MAX + 2];
@@ -273,15 +294,19 @@ void deliver_stanza(struct loop *l, struct xml_node *st, struct arena *a, const 
 	if (to->resource[0] != '\0') {
 		struct router_target t;
 		if (router_find_full(l->srv->router, bare, to->resource, &t) == 0) {
+			bool message = strcmp(kind, "message") == 0;
+			if (message && !type_is(st, "error") && !type_is(st, "groupchat") &&
+			    deliver_hook(l, st, a, from, to, false))
+				return;
 			deliver_to_targets(l, st, &t, 1);
-			if (strcmp(kind, "message") == 0)
+			if (message)
 				carbons_copy(l, st, bare, "received", 0, &t, 1);
 			return;
 		}
 		/* RFC 6121 §8.5.3.2: no such resource. */
 		if (strcmp(kind, "message") == 0) {
 			if (type_is(st, "chat") || type_is(st, "normal")) {
-				message_to_bare(l, st, a, to, bare);
+				message_to_bare(l, st, a, from, to, bare);
 				return;
 			}
 			if (type_is(st, "groupchat")) {
@@ -298,7 +323,7 @@ void deliver_stanza(struct loop *l, struct xml_node *st, struct arena *a, const 
 		return; /* presence to an unavailable resource is dropped */
 	}
 	if (strcmp(kind, "message") == 0) {
-		message_to_bare(l, st, a, to, bare);
+		message_to_bare(l, st, a, from, to, bare);
 		return;
 	}
 	/* iq to a bare JID: answered by the server on the account's behalf. */
