@@ -13,6 +13,7 @@
 #include "core/util.h"
 #include "modules/module.h"
 #include "router/deliver.h"
+#include "router/hooks.h"
 #include "router/router.h"
 #include "s2s/s2s.h"
 #include "storage/storage.h"
@@ -1195,6 +1196,10 @@ static void groupchat(struct loop *l, struct room *r, struct occupant *o, struct
 		if (r->cfg.persistent)
 			room_save(l, r);
 	}
+	struct jid real, room;
+	const char *sender = xml_attr(st, "from");
+	bool hook = sender != NULL && jid_parse(&real, sender, strlen(sender)) == 0 &&
+		    jid_parse(&room, r->jid, strlen(r->jid)) == 0;
 	char from[3 * JID_PART_MAX + 3];
 	snprintf(from, sizeof from, "%s/%s", r->jid, o->nick);
 	xml_set_attr(a, st, "from", from);
@@ -1208,6 +1213,10 @@ static void groupchat(struct loop *l, struct room *r, struct occupant *o, struct
 	xml_set_attr(a, s, "by", r->jid);
 	struct xml_node *oid = xml_add_child(a, st, NS_OCCUPANT_ID, "occupant-id");
 	xml_set_attr(a, oid, "id", o->id);
+	if (hook) {
+		struct hook_ctx hc = { .loop = l, .st = st, .a = a, .from = &real, .to = &room };
+		hooks_run(HOOK_ROOM_MESSAGE, &hc);
+	}
 	/* Serialised once, for every occupant alike. */
 	struct buf b;
 	buf_init(&b);
