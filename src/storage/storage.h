@@ -6,6 +6,7 @@
 #ifndef NATTER_STORAGE_H
 #define NATTER_STORAGE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "core/buf.h"
@@ -25,6 +26,37 @@ struct user_credentials {
 
 struct storage;
 
+/* One message of an archive (XEP-0313): an account's, or a room's (its
+ * local part and service domain). */
+struct archive_entry {
+	long long id;              /* assigned by the caller (mam.c): unique,
+				    * increasing with time, microseconds since
+				    * the epoch at most a little ahead */
+	const char *with;          /* the other party's bare JID (a room: the
+				    * sender's occupant JID room/nick) */
+	const char *with_resource; /* its resource, "" when none */
+	int outgoing;              /* 1 sent by the owner, 0 received */
+	const char *body;          /* indexed for full-text search; "" none */
+	const void *value;         /* the message as serialised */
+	size_t len;
+};
+
+/* What an archive query matches; every bound is exclusive and 0 when
+ * absent. Times are ids (see archive_entry). */
+struct archive_query {
+	const char *with;          /* bare JID, or NULL for everyone */
+	const char *with_resource; /* with that resource only, or NULL */
+	long long after_id, before_id;   /* the filter (start, end, after-id...) */
+	long long page_after, page_before; /* the page within it (RSM after/before) */
+	bool from_end;             /* the page is the newest max matches
+				    * (RSM <before/>), else the oldest */
+	int max;                   /* items in the page at most (>= 0) */
+	size_t max_bytes;          /* and their bytes at most (one item always) */
+	const char *text;          /* words that must all be in the body, or NULL */
+	const long long *ids;      /* only these ids (n_ids > 0) */
+	int n_ids;
+};
+
 struct storage_driver {
 	const char *name;
 	/* Opens (and on first use creates and migrates) the store under
@@ -38,7 +70,7 @@ struct storage_driver {
 	int (*user_put)(struct storage *st, const char *domain, const char *local,
 			const struct user_credentials *cred);
 	/* Returns 0 deleted, 1 not found, -1 error. Deletes the account's
-	 * map and list stores with it. */
+	 * map and list stores and its archive with it. */
 	int (*user_del)(struct storage *st, const char *domain, const char *local);
 	/* Calls fn for each account of domain (all domains if domain is NULL),
 	 * sorted by domain then localpart. Returns 0 or -1. */
@@ -112,6 +144,32 @@ struct storage_driver {
 	 * them. Returns the number of items, or -1. */
 	int (*list_size)(struct storage *st, const char *domain, const char *local,
 			 const char *store, long long *bytes);
+
+	/* The message archive (XEP-0313). */
+
+	/* Adds e to the archive of (domain, local). Returns 0 or -1. */
+	int (*archive_put)(struct storage *st, const char *domain, const char *local,
+			   const struct archive_entry *e);
+	/* Calls fn for the page of entries matching q, oldest first.
+	 * *complete is set when nothing beyond the page matches in the
+	 * query's direction; *count (when not NULL) to the number of
+	 * matches of the filter, whatever the page (RSM count). fn's with is
+	 * the entry's with and resource ("bare/res" or "bare"). Returns the number of entries in the page, or -1. */
+	int (*archive_query)(struct storage *st, const char *domain, const char *local,
+			     const struct archive_query *q,
+			     void (*fn)(void *arg, long long id, const void *value, size_t len,
+					int outgoing, const char *with),
+			     void *arg, bool *complete, long long *count);
+	/* Returns 1 if the archive of (domain, local) holds id, 0 if not, -1. */
+	int (*archive_has)(struct storage *st, const char *domain, const char *local,
+			   long long id);
+	/* Deletes the entries older than before_id (LLONG_MAX: all) of one
+	 * archive, or of every archive when domain is NULL. Returns the
+	 * number deleted, or -1. */
+	long long (*archive_delete)(struct storage *st, const char *domain, const char *local,
+				    long long before_id);
+	/* The greatest id in any archive (0 when empty), or -1. */
+	long long (*archive_last_id)(struct storage *st);
 
 	/* Groups the writes between begin and end into one transaction
 	 * (committed by end with commit 1, undone with 0), for batches; other

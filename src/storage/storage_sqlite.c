@@ -69,6 +69,24 @@ static const char *const storage_sqlite_migrations[] = {
 	" value BLOB NOT NULL"
 	");"
 	"CREATE INDEX list_owner ON list (domain, local, store, id);",
+	/* 2 -> 3: message archives (XEP-0313). The id is the caller's
+	 * (time-ordered, see storage.h), so a time range is an id range.
+	 * Bodies are indexed by FTS5 under the same rowid; deleting an entry
+	 * deletes its text. */
+	"CREATE TABLE archive ("
+	" id INTEGER PRIMARY KEY,"
+	" domain TEXT NOT NULL,"
+	" local TEXT NOT NULL,"
+	" with_bare TEXT NOT NULL,"
+	" with_res TEXT NOT NULL,"
+	" outgoing INTEGER NOT NULL,"
+	" value BLOB NOT NULL"
+	");"
+	"CREATE INDEX archive_owner ON archive (domain, local, id);"
+	"CREATE INDEX archive_with ON archive (domain, local, with_bare, id);"
+	"CREATE VIRTUAL TABLE archive_text USING fts5(body, tokenize = 'unicode61 remove_diacritics 2');"
+	"CREATE TRIGGER archive_text_del AFTER DELETE ON archive BEGIN"
+	" DELETE FROM archive_text WHERE rowid = old.id; END;",
 };
 
 #define STORAGE_SQLITE_VERSION \
@@ -100,6 +118,13 @@ struct storage {
 	sqlite3_stmt *list_count;
 	sqlite3_stmt *list_size;
 	sqlite3_stmt *list_del_user;    /* user_del's part */
+	sqlite3_stmt *archive_put;
+	sqlite3_stmt *archive_text_put;
+	sqlite3_stmt *archive_has;
+	sqlite3_stmt *archive_del_user; /* user_del's part */
+	sqlite3_stmt *archive_expire;   /* every archive */
+	sqlite3_stmt *archive_expire_one;
+	sqlite3_stmt *archive_last_id;
 };
 
 static const char storage_sqlite_sql_get[] =
@@ -178,6 +203,28 @@ static const char storage_sqlite_sql_list_count[] =
 static const char storage_sqlite_sql_list_del_user[] =
 	"DELETE FROM list WHERE domain = ?1 AND local = ?2";
 
+static const char storage_sqlite_sql_archive_put[] =
+	"INSERT INTO archive (id, domain, local, with_bare, with_res, outgoing, value)"
+	" VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+
+static const char storage_sqlite_sql_archive_text_put[] =
+	"INSERT INTO archive_text (rowid, body) VALUES (?1, ?2)";
+
+static const char storage_sqlite_sql_archive_has[] =
+	"SELECT 1 FROM archive WHERE id = ?3 AND domain = ?1 AND local = ?2";
+
+static const char storage_sqlite_sql_archive_del_user[] =
+	"DELETE FROM archive WHERE domain = ?1 AND local = ?2";
+
+static const char storage_sqlite_sql_archive_expire[] =
+	"DELETE FROM archive WHERE id < ?1";
+
+static const char storage_sqlite_sql_archive_expire_one[] =
+	"DELETE FROM archive WHERE domain = ?1 AND local = ?2 AND id < ?3";
+
+static const char storage_sqlite_sql_archive_last_id[] =
+	"SELECT coalesce(max(id), 0) FROM archive";
+
 #define STORAGE_SQLITE_STMT(field, sql) { offsetof(struct storage, field), sql }
 
 /* The statements of a handle: where each lives in struct storage, and its
@@ -208,6 +255,13 @@ static const struct {
 	STORAGE_SQLITE_STMT(list_count, storage_sqlite_sql_list_count),
 	STORAGE_SQLITE_STMT(list_size, storage_sqlite_sql_list_size),
 	STORAGE_SQLITE_STMT(list_del_user, storage_sqlite_sql_list_del_user),
+	STORAGE_SQLITE_STMT(archive_put, storage_sqlite_sql_archive_put),
+	STORAGE_SQLITE_STMT(archive_text_put, storage_sqlite_sql_archive_text_put),
+	STORAGE_SQLITE_STMT(archive_has, storage_sqlite_sql_archive_has),
+	STORAGE_SQLITE_STMT(archive_del_user, storage_sqlite_sql_archive_del_user),
+	STORAGE_SQLITE_STMT(archive_expire, storage_sqlite_sql_archive_expire),
+	STORAGE_SQLITE_STMT(archive_expire_one, storage_sqlite_sql_archive_expire_one),
+	STORAGE_SQLITE_STMT(archive_last_id, storage_sqlite_sql_archive_last_id),
 };
 
 static sqlite3_stmt **storage_sqlite_stmt(struct storage *st, size_t i)
@@ -536,7 +590,8 @@ static int storage_sqlite_run(struct storage *st, sqlite3_stmt *stmt, const char
  * new account of the same name would inherit. */
 static int storage_sqlite_user_del(struct storage *st, const char *domain, const char *local)
 {
-	sqlite3_stmt *const steps[] = { st->user_del, st->map_del_user, st->list_del_user };
+	sqlite3_stmt *const steps[] = { st->user_del, st->map_del_user, st->list_del_user,
+					st->archive_del_user };
 	int found = 0;
 
 	if (storage_sqlite_run(st, st->begin, "user_del: begin") < 0)
@@ -876,6 +931,283 @@ static int storage_sqlite_list_count(struct storage *st, const char *domain, con
 	return ret;
 }
 
+/* --- archives --- */
+
+static int storage_sqlite_archive_put(struct storage *st, const char *domain, const char *local,
+				      const struct archive_entry *e)
+{
+	sqlite3_stmt *stmt = st->archive_put;
+	int ret = -1;
+	if (sqlite3_bind_int64(stmt, 1, (sqlite3_int64)e->id) != SQLITE_OK ||
+	    storage_sqlite_bind_text(stmt, 2, domain) < 0 ||
+	    storage_sqlite_bind_text(stmt, 3, local) < 0 ||
+	    storage_sqlite_bind_text(stmt, 4, e->with) < 0 ||
+	    storage_sqlite_bind_text(stmt, 5, e->with_resource ? e->with_resource : "") < 0 ||
+	    sqlite3_bind_int(stmt, 6, e->outgoing ? 1 : 0) != SQLITE_OK ||
+	    storage_sqlite_bind_blob(stmt, 7, e->value, e->len) < 0 ||
+	    sqlite3_step(stmt) != SQLITE_DONE)
+		storage_sqlite_fail(st, "archive_put");
+	else
+		ret = 0;
+	storage_sqlite_done(stmt);
+	if (ret == 0 && e->body != NULL && e->body[0] != '\0') {
+		stmt = st->archive_text_put;
+		if (sqlite3_bind_int64(stmt, 1, (sqlite3_int64)e->id) != SQLITE_OK ||
+		    storage_sqlite_bind_text(stmt, 2, e->body) < 0 ||
+		    sqlite3_step(stmt) != SQLITE_DONE)
+			ret = storage_sqlite_fail(st, "archive_put: text");
+		storage_sqlite_done(stmt);
+	}
+	return ret;
+}
+
+/* The words of text as an FTS5 query: each word quoted (quotes doubled),
+ * so that nothing a user types is FTS5 syntax; all must match. Returns
+ * -1 when there is no word. */
+static int storage_sqlite_fts_words(const char *text, struct buf *out)
+{
+	int words = 0;
+	const char *p = text;
+	while (*p) {
+		while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+			p++;
+		if (!*p)
+			break;
+		if (words++)
+			buf_puts(out, " ");
+		buf_puts(out, "\"");
+		for (; *p && *p != ' ' && *p != '\t' && *p != '\n' && *p != '\r'; p++)
+			buf_append(out, *p == '"' ? "\"\"" : p, *p == '"' ? 2 : 1);
+		buf_puts(out, "\"");
+	}
+	buf_append(out, "", 1); /* NUL */
+	return words > 0 ? 0 : -1;
+}
+
+/* The WHERE clause of a query: fixed SQL with numbered parameters; the
+ * values are bound by storage_sqlite_archive_bind. page adds the RSM
+ * bounds. */
+static void storage_sqlite_archive_where(const struct archive_query *q, bool page, struct buf *sql)
+{
+	buf_puts(sql, " FROM archive WHERE domain = ?1 AND local = ?2");
+	if (q->with != NULL)
+		buf_puts(sql, " AND with_bare = ?3");
+	if (q->with_resource != NULL)
+		buf_puts(sql, " AND with_res = ?4");
+	if (q->after_id > 0)
+		buf_puts(sql, " AND id > ?5");
+	if (q->before_id > 0)
+		buf_puts(sql, " AND id < ?6");
+	if (page && q->page_after > 0)
+		buf_puts(sql, " AND id > ?7");
+	if (page && q->page_before > 0)
+		buf_puts(sql, " AND id < ?8");
+	if (q->text != NULL)
+		buf_puts(sql, " AND id IN (SELECT rowid FROM archive_text WHERE archive_text MATCH ?9)");
+	if (q->n_ids > 0) {
+		buf_puts(sql, " AND id IN (");
+		for (int i = 0; i < q->n_ids; i++)
+			buf_printf(sql, "%s?%d", i ? ", " : "", 20 + i);
+		buf_puts(sql, ")");
+	}
+}
+
+static int storage_sqlite_archive_bind(sqlite3_stmt *stmt, const char *domain, const char *local,
+				       const struct archive_query *q, const char *fts)
+{
+	/* Unused numbers stay NULL; sqlite3_bind_parameter_index tells which
+	 * the statement has. */
+	struct {
+		const char *name;
+		const char *text;
+		long long num;
+	} params[] = {
+		{ "?1", domain, 0 }, { "?2", local, 0 }, { "?3", q->with, 0 },
+		{ "?4", q->with_resource, 0 }, { "?5", NULL, q->after_id },
+		{ "?6", NULL, q->before_id }, { "?7", NULL, q->page_after },
+		{ "?8", NULL, q->page_before }, { "?9", fts, 0 },
+	};
+	for (size_t i = 0; i < sizeof params / sizeof params[0]; i++) {
+		int idx = sqlite3_bind_parameter_index(stmt, params[i].name);
+		if (idx == 0)
+			continue;
+		int rc = params[i].name[1] <= '4' || params[i].name[1] == '9'
+				 ? sqlite3_bind_text(stmt, idx, params[i].text, -1, SQLITE_STATIC)
+				 : sqlite3_bind_int64(stmt, idx, params[i].num);
+		if (rc != SQLITE_OK)
+			return -1;
+	}
+	for (int i = 0; i < q->n_ids; i++) {
+		char name[16];
+		snprintf(name, sizeof name, "?%d", 20 + i);
+		int idx = sqlite3_bind_parameter_index(stmt, name);
+		if (idx == 0 || sqlite3_bind_int64(stmt, idx, q->ids[i]) != SQLITE_OK)
+			return -1;
+	}
+	return 0;
+}
+
+/* An entry of a page collected newest first, to be handed out oldest
+ * first. */
+struct storage_sqlite_row {
+	long long id;
+	int outgoing;
+	size_t len;
+	char *with;
+	char *value;
+};
+
+static int storage_sqlite_archive_query(struct storage *st, const char *domain, const char *local,
+					const struct archive_query *q,
+					void (*fn)(void *arg, long long id, const void *value,
+						   size_t len, int outgoing, const char *with),
+					void *arg, bool *complete, long long *count)
+{
+	struct buf sql, fts;
+	buf_init(&sql);
+	buf_init(&fts);
+	int n = -1, max = q->max < 0 ? 0 : q->max;
+	sqlite3_stmt *stmt = NULL;
+	struct storage_sqlite_row *rows = NULL;
+	int n_rows = 0;
+	*complete = true;
+	if (q->n_ids > 1000)
+		goto out; /* beyond SQLite's parameters; the caller bounds it */
+	if (q->text != NULL && storage_sqlite_fts_words(q->text, &fts) < 0) {
+		n = 0; /* no word at all: nothing can match */
+		if (count)
+			*count = 0;
+		goto out;
+	}
+	const char *fts_text = q->text != NULL ? fts.data : NULL;
+	if (count != NULL) {
+		buf_puts(&sql, "SELECT count(*)");
+		storage_sqlite_archive_where(q, false, &sql);
+		buf_append(&sql, "", 1);
+		if (sqlite3_prepare_v2(st->db, sql.data, -1, &stmt, NULL) != SQLITE_OK ||
+		    storage_sqlite_archive_bind(stmt, domain, local, q, fts_text) < 0 ||
+		    sqlite3_step(stmt) != SQLITE_ROW) {
+			storage_sqlite_fail(st, "archive_query: count");
+			goto out;
+		}
+		*count = sqlite3_column_int64(stmt, 0);
+		sqlite3_finalize(stmt);
+		stmt = NULL;
+		sql.len = 0;
+	}
+	buf_puts(&sql, "SELECT id, outgoing, with_bare, with_res, value");
+	storage_sqlite_archive_where(q, true, &sql);
+	buf_printf(&sql, " ORDER BY id %s LIMIT %d", q->from_end ? "DESC" : "ASC", max + 1);
+	buf_append(&sql, "", 1);
+	if (sqlite3_prepare_v2(st->db, sql.data, -1, &stmt, NULL) != SQLITE_OK ||
+	    storage_sqlite_archive_bind(stmt, domain, local, q, fts_text) < 0) {
+		storage_sqlite_fail(st, "archive_query");
+		goto out;
+	}
+	rows = calloc((size_t)max + 1, sizeof *rows);
+	if (rows == NULL)
+		goto out;
+	size_t bytes = 0;
+	int rc;
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		const void *value;
+		size_t len;
+		if (storage_sqlite_column_blob(stmt, 4, &value, &len) < 0) {
+			rc = SQLITE_ERROR;
+			break;
+		}
+		if (n_rows == max || (n_rows > 0 && bytes + len > q->max_bytes)) {
+			*complete = false; /* one more matches beyond the page */
+			rc = SQLITE_DONE;
+			break;
+		}
+		const char *wb = (const char *)sqlite3_column_text(stmt, 2);
+		const char *wr = (const char *)sqlite3_column_text(stmt, 3);
+		struct storage_sqlite_row *r = &rows[n_rows++];
+		r->id = sqlite3_column_int64(stmt, 0);
+		r->outgoing = sqlite3_column_int(stmt, 1);
+		size_t wl = strlen(wb ? wb : ""), rl = strlen(wr ? wr : "");
+		r->with = malloc(wl + rl + 2);
+		r->value = malloc(len ? len : 1);
+		if (r->with == NULL || r->value == NULL) {
+			rc = SQLITE_NOMEM;
+			break;
+		}
+		snprintf(r->with, wl + rl + 2, "%s%s%s", wb ? wb : "", rl ? "/" : "", wr ? wr : "");
+		memcpy(r->value, value, len);
+		r->len = len;
+		bytes += len;
+	}
+	if (rc != SQLITE_DONE) {
+		storage_sqlite_fail(st, "archive_query");
+		goto out;
+	}
+	for (int i = 0; i < n_rows; i++) {
+		struct storage_sqlite_row *r = &rows[q->from_end ? n_rows - 1 - i : i];
+		fn(arg, r->id, r->value, r->len, r->outgoing, r->with);
+	}
+	n = n_rows;
+out:
+	for (int i = 0; i < n_rows; i++) {
+		free(rows[i].with);
+		free(rows[i].value);
+	}
+	free(rows);
+	if (stmt != NULL)
+		sqlite3_finalize(stmt);
+	buf_free(&sql);
+	buf_free(&fts);
+	return n;
+}
+
+static int storage_sqlite_archive_has(struct storage *st, const char *domain, const char *local,
+				      long long id)
+{
+	sqlite3_stmt *stmt = st->archive_has;
+	int ret = -1, rc;
+	if (storage_sqlite_bind_text(stmt, 1, domain) < 0 ||
+	    storage_sqlite_bind_text(stmt, 2, local) < 0 ||
+	    sqlite3_bind_int64(stmt, 3, (sqlite3_int64)id) != SQLITE_OK)
+		storage_sqlite_fail(st, "archive_has");
+	else if ((rc = sqlite3_step(stmt)) == SQLITE_ROW)
+		ret = 1;
+	else if (rc == SQLITE_DONE)
+		ret = 0;
+	else
+		storage_sqlite_fail(st, "archive_has");
+	storage_sqlite_done(stmt);
+	return ret;
+}
+
+static long long storage_sqlite_archive_delete(struct storage *st, const char *domain,
+					       const char *local, long long before_id)
+{
+	sqlite3_stmt *stmt = domain ? st->archive_expire_one : st->archive_expire;
+	long long ret = -1;
+	int ok = domain ? storage_sqlite_bind_text(stmt, 1, domain) == 0 &&
+				  storage_sqlite_bind_text(stmt, 2, local) == 0 &&
+				  sqlite3_bind_int64(stmt, 3, before_id) == SQLITE_OK
+			: sqlite3_bind_int64(stmt, 1, before_id) == SQLITE_OK;
+	if (!ok || sqlite3_step(stmt) != SQLITE_DONE)
+		storage_sqlite_fail(st, "archive_delete");
+	else
+		ret = sqlite3_changes64(st->db);
+	storage_sqlite_done(stmt);
+	return ret;
+}
+
+static long long storage_sqlite_archive_last_id(struct storage *st)
+{
+	sqlite3_stmt *stmt = st->archive_last_id;
+	long long ret = -1;
+	if (sqlite3_step(stmt) == SQLITE_ROW)
+		ret = sqlite3_column_int64(stmt, 0);
+	else
+		storage_sqlite_fail(st, "archive_last_id");
+	storage_sqlite_done(stmt);
+	return ret;
+}
+
 /* Batches of writes (directory groups: one owner's roster at a time) pay
  * for one commit instead of one per write. */
 static int storage_sqlite_begin(struct storage *st)
@@ -912,6 +1244,11 @@ const struct storage_driver storage_sqlite_driver = {
 	.list_trim = storage_sqlite_list_trim,
 	.list_count = storage_sqlite_list_count,
 	.list_size = storage_sqlite_list_size,
+	.archive_put = storage_sqlite_archive_put,
+	.archive_query = storage_sqlite_archive_query,
+	.archive_has = storage_sqlite_archive_has,
+	.archive_delete = storage_sqlite_archive_delete,
+	.archive_last_id = storage_sqlite_archive_last_id,
 	.begin = storage_sqlite_begin,
 	.end = storage_sqlite_end,
 };

@@ -736,7 +736,7 @@ static void test_sqlite_schema_version(void **state)
 	assert_int_equal(sqlite3_prepare_v2(db, "SELECT version FROM schema_version", -1,
 					    &stmt, NULL), SQLITE_OK);
 	assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
-	assert_int_equal(sqlite3_column_int(stmt, 0), 2);
+	assert_int_equal(sqlite3_column_int(stmt, 0), 3);
 	assert_int_equal(sqlite3_step(stmt), SQLITE_DONE);
 	sqlite3_finalize(stmt);
 	assert_int_equal(sqlite3_exec(db, "UPDATE schema_version SET version = 99", NULL, NULL,
@@ -830,7 +830,7 @@ static void test_sqlite_migrate_from_v1(void **state)
 	assert_int_equal(sqlite3_prepare_v2(db, "SELECT version FROM schema_version", -1, &stmt,
 					    NULL), SQLITE_OK);
 	assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
-	assert_int_equal(sqlite3_column_int(stmt, 0), 2);
+	assert_int_equal(sqlite3_column_int(stmt, 0), 3);
 	assert_int_equal(sqlite3_step(stmt), SQLITE_DONE);
 	sqlite3_finalize(stmt);
 	assert_int_equal(sqlite3_close(db), SQLITE_OK);
@@ -904,6 +904,148 @@ static void test_credentials_known_vectors(void **state)
 	assert_int_equal(storage_credentials_check(&c, "pencil"), -1);
 }
 
+/* --- archives --- */
+
+struct page {
+	long long ids[64];
+	int outgoing[64];
+	char with[64][64];
+	int n;
+};
+
+static void page_add(void *arg, long long id, const void *value, size_t len, int outgoing,
+		     const char *with)
+{
+	struct page *p = arg;
+	(void)value;
+	(void)len;
+	assert_true(p->n < 64);
+	p->ids[p->n] = id;
+	p->outgoing[p->n] = outgoing;
+	snprintf(p->with[p->n], sizeof p->with[p->n], "%s", with);
+	p->n++;
+}
+
+/* alice's archive: ids 100..109, with bob (even) and carol/phone (odd);
+ * bodies "hello N" and, for 105, "the quick brown fox". */
+static void archive_fill(struct fixture *f)
+{
+	for (int i = 0; i < 10; i++) {
+		char body[32];
+		snprintf(body, sizeof body, i == 5 ? "the quick brown fox" : "hello %d", i);
+		struct archive_entry e = { .id = 100 + i,
+					   .with = i % 2 ? "carol@localhost" : "bob@localhost",
+					   .with_resource = i % 2 ? "phone" : "",
+					   .outgoing = i % 3 == 0, .body = body,
+					   .value = body, .len = strlen(body) };
+		assert_int_equal(f->drv->archive_put(f->st, "localhost", "alice", &e), 0);
+	}
+	struct archive_entry other = { .id = 200, .with = "alice@localhost", .with_resource = "",
+				       .body = "hello", .value = "x", .len = 1 };
+	assert_int_equal(f->drv->archive_put(f->st, "localhost", "bob", &other), 0);
+}
+
+static int archive_run(struct fixture *f, const struct archive_query *q, struct page *p,
+		       bool *complete, long long *count)
+{
+	memset(p, 0, sizeof *p);
+	return f->drv->archive_query(f->st, "localhost", "alice", q, page_add, p, complete, count);
+}
+
+static void test_archive_pages_both_ways(void **state)
+{
+	struct fixture *f = *state;
+	struct page p;
+	bool complete;
+	long long count;
+	archive_fill(f);
+	struct archive_query q = { .max = 4, .max_bytes = 1 << 20 };
+	assert_int_equal(archive_run(f, &q, &p, &complete, &count), 4);
+	assert_int_equal(p.ids[0], 100);
+	assert_int_equal(p.ids[3], 103);
+	assert_false(complete);
+	assert_int_equal(count, 10);
+	q.page_after = 107;
+	assert_int_equal(archive_run(f, &q, &p, &complete, &count), 2);
+	assert_int_equal(p.ids[0], 108);
+	assert_true(complete);
+	assert_int_equal(count, 10); /* the page does not change the count */
+	/* From the end: the newest, still oldest first in the page. */
+	q.page_after = 0;
+	q.from_end = true;
+	assert_int_equal(archive_run(f, &q, &p, &complete, NULL), 4);
+	assert_int_equal(p.ids[0], 106);
+	assert_int_equal(p.ids[3], 109);
+	assert_false(complete);
+	q.page_before = 102;
+	assert_int_equal(archive_run(f, &q, &p, &complete, NULL), 2);
+	assert_int_equal(p.ids[0], 100);
+	assert_int_equal(p.ids[1], 101);
+	assert_true(complete);
+}
+
+static void test_archive_filters(void **state)
+{
+	struct fixture *f = *state;
+	struct page p;
+	bool complete;
+	long long count;
+	archive_fill(f);
+	struct archive_query q = { .max = 50, .max_bytes = 1 << 20, .with = "carol@localhost" };
+	assert_int_equal(archive_run(f, &q, &p, &complete, &count), 5);
+	assert_string_equal(p.with[0], "carol@localhost/phone");
+	q.with_resource = "laptop";
+	assert_int_equal(archive_run(f, &q, &p, &complete, &count), 0);
+	assert_int_equal(count, 0);
+	q = (struct archive_query){ .max = 50, .max_bytes = 1 << 20, .after_id = 102,
+				    .before_id = 106 };
+	assert_int_equal(archive_run(f, &q, &p, &complete, &count), 3);
+	assert_int_equal(p.ids[0], 103);
+	long long ids[] = { 101, 104, 200, 999 };
+	q = (struct archive_query){ .max = 50, .max_bytes = 1 << 20, .ids = ids, .n_ids = 4 };
+	assert_int_equal(archive_run(f, &q, &p, &complete, &count), 2); /* 200 is bob's */
+	/* Full text: every word must match; FTS5 syntax is only words. */
+	q = (struct archive_query){ .max = 50, .max_bytes = 1 << 20, .text = "quick fox" };
+	assert_int_equal(archive_run(f, &q, &p, &complete, &count), 1);
+	assert_int_equal(p.ids[0], 105);
+	q.text = "quick cat";
+	assert_int_equal(archive_run(f, &q, &p, &complete, &count), 0);
+	static const char *const hostile[] = { "\"", "fox*", "NEAR(quick fox)", "quick OR cat",
+					       "-fox", "body:fox", "^fox", "(", "  " };
+	for (size_t i = 0; i < sizeof hostile / sizeof *hostile; i++) {
+		q.text = hostile[i];
+		assert_true(archive_run(f, &q, &p, &complete, &count) >= 0);
+	}
+	/* Bytes bound the page, but one item always goes. */
+	q = (struct archive_query){ .max = 50, .max_bytes = 1 };
+	assert_int_equal(archive_run(f, &q, &p, &complete, NULL), 1);
+	assert_false(complete);
+}
+
+static void test_archive_has_delete_and_user_del(void **state)
+{
+	struct fixture *f = *state;
+	struct page p;
+	bool complete;
+	archive_fill(f);
+	assert_int_equal(f->drv->archive_has(f->st, "localhost", "alice", 105), 1);
+	assert_int_equal(f->drv->archive_has(f->st, "localhost", "alice", 200), 0);
+	assert_int_equal(f->drv->archive_last_id(f->st), 200);
+	assert_int_equal(f->drv->archive_delete(f->st, "localhost", "alice", 103), 3);
+	struct archive_query q = { .max = 50, .max_bytes = 1 << 20, .text = "hello" };
+	assert_int_equal(archive_run(f, &q, &p, &complete, NULL), 6); /* 103,104,106..109 */
+	assert_int_equal(f->drv->archive_delete(f->st, NULL, NULL, 107), 4);
+	assert_int_equal(f->drv->archive_has(f->st, "localhost", "bob", 200), 1);
+	struct user_credentials c;
+	memset(&c, 0, sizeof c);
+	c.sha1.iterations = c.sha256.iterations = 4096;
+	assert_int_equal(f->drv->user_put(f->st, "localhost", "alice", &c), 0);
+	assert_int_equal(f->drv->user_del(f->st, "localhost", "alice"), 0);
+	q.text = NULL;
+	assert_int_equal(archive_run(f, &q, &p, &complete, NULL), 0);
+	assert_int_equal(f->drv->archive_has(f->st, "localhost", "bob", 200), 1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest common[] = {
@@ -939,6 +1081,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_list_binary_and_empty, setup_sqlite, teardown),
 		cmocka_unit_test_setup_teardown(test_user_del_removes_stores, setup_sqlite, teardown),
 		cmocka_unit_test_setup_teardown(test_two_handles_stores, setup_sqlite, teardown),
+		cmocka_unit_test_setup_teardown(test_archive_pages_both_ways, setup_sqlite, teardown),
+		cmocka_unit_test_setup_teardown(test_archive_filters, setup_sqlite, teardown),
+		cmocka_unit_test_setup_teardown(test_archive_has_delete_and_user_del, setup_sqlite,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_sqlite_schema_version, setup_sqlite, teardown),
 		cmocka_unit_test_setup_teardown(test_sqlite_migrate_from_v1, setup_sqlite, teardown),
 	};

@@ -1,0 +1,161 @@
+#include "storage/storeq.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "core/log.h"
+#include "core/server.h"
+#include "core/util.h"
+
+struct storeq {
+	const struct storage_driver *drv;
+	struct storage *st;
+	pthread_t thread;
+	pthread_mutex_t lock;
+	pthread_cond_t more;
+	struct storeq_job *head, *tail; /* under lock */
+	size_t pending;                 /* queued or in the running batch; under lock */
+	bool stop;                      /* under lock */
+};
+
+/* On the job's loop: report and free the job. */
+static void storeq_done_call(struct loop *l, void *arg)
+{
+	struct storeq_job *job = arg;
+	if (job->done != NULL)
+		job->done(l, job->arg, job->rc);
+	else
+		free(job->arg);
+	free(job);
+}
+
+static void storeq_finish(struct storeq_job *job)
+{
+	if (job->loop != NULL)
+		loop_call(job->loop, storeq_done_call, job); /* stopped: runs with NULL */
+	else
+		storeq_done_call(NULL, job);
+}
+
+/* Runs one batch in a transaction. A driver whose begin fails still runs
+ * the jobs, each committing alone. */
+static void storeq_run_batch(struct storeq *q, struct storeq_job *batch)
+{
+	bool txn = q->drv->begin(q->st) == 0;
+	for (struct storeq_job *j = batch; j; j = j->next)
+		j->rc = j->run(q->st, q->drv, j->arg);
+	if (txn && q->drv->end(q->st, 1) != 0) {
+		log_error("storage thread: a batch of writes could not be committed");
+		for (struct storeq_job *j = batch; j; j = j->next)
+			j->rc = -1;
+	}
+}
+
+static void *storeq_thread(void *arg)
+{
+	struct storeq *q = arg;
+	for (;;) {
+		pthread_mutex_lock(&q->lock);
+		while (q->head == NULL && !q->stop)
+			pthread_cond_wait(&q->more, &q->lock);
+		if (q->head == NULL) {
+			pthread_mutex_unlock(&q->lock);
+			return NULL;
+		}
+		struct storeq_job *batch = q->head, *last = batch;
+		size_t n = 1;
+		while (last->next != NULL && n < STOREQ_BATCH) {
+			last = last->next;
+			n++;
+		}
+		q->head = last->next;
+		if (q->head == NULL)
+			q->tail = NULL;
+		last->next = NULL;
+		pthread_mutex_unlock(&q->lock);
+
+		storeq_run_batch(q, batch);
+		while (batch != NULL) {
+			struct storeq_job *next = batch->next;
+			storeq_finish(batch);
+			batch = next;
+		}
+		pthread_mutex_lock(&q->lock);
+		q->pending -= n;
+		pthread_mutex_unlock(&q->lock);
+	}
+}
+
+struct storeq *storeq_start(const struct storage_driver *drv, const char *data_dir, char *err,
+			    size_t errlen)
+{
+	struct storeq *q = xcalloc(1, sizeof *q);
+	q->drv = drv;
+	q->st = drv->open(data_dir, err, errlen);
+	if (q->st == NULL) {
+		free(q);
+		return NULL;
+	}
+	pthread_mutex_init(&q->lock, NULL);
+	pthread_cond_init(&q->more, NULL);
+	if (pthread_create(&q->thread, NULL, storeq_thread, q) != 0) {
+		snprintf(err, errlen, "cannot start the storage thread");
+		drv->close(q->st);
+		pthread_mutex_destroy(&q->lock);
+		pthread_cond_destroy(&q->more);
+		free(q);
+		return NULL;
+	}
+	return q;
+}
+
+void storeq_submit(struct storeq *q, struct storeq_job *job)
+{
+	job->next = NULL;
+	pthread_mutex_lock(&q->lock);
+	if (q->tail)
+		q->tail->next = job;
+	else
+		q->head = job;
+	q->tail = job;
+	q->pending++;
+	pthread_cond_signal(&q->more);
+	pthread_mutex_unlock(&q->lock);
+}
+
+void storeq_call(struct storeq *q, struct loop *l,
+		 int (*run)(struct storage *st, const struct storage_driver *drv, void *arg),
+		 void (*done)(struct loop *l, void *arg, int rc), void *arg)
+{
+	struct storeq_job *job = xcalloc(1, sizeof *job);
+	job->run = run;
+	job->done = done;
+	job->loop = l;
+	job->arg = arg;
+	storeq_submit(q, job);
+}
+
+size_t storeq_pending(struct storeq *q)
+{
+	pthread_mutex_lock(&q->lock);
+	size_t n = q->pending;
+	pthread_mutex_unlock(&q->lock);
+	return n;
+}
+
+void storeq_stop(struct storeq *q)
+{
+	if (q == NULL)
+		return;
+	pthread_mutex_lock(&q->lock);
+	q->stop = true;
+	pthread_cond_signal(&q->more);
+	pthread_mutex_unlock(&q->lock);
+	pthread_join(q->thread, NULL);
+	q->drv->close(q->st);
+	pthread_mutex_destroy(&q->lock);
+	pthread_cond_destroy(&q->more);
+	free(q);
+}

@@ -1,0 +1,61 @@
+/* The storage thread (DESIGN.md, "Storage off the loops"): per-message
+ * writes (the archive, offline messages, room history) and the archive's
+ * reads run here, never on an event loop.
+ *
+ * One thread with its own storage handle takes the jobs in the order they
+ * were submitted, runs as many as are waiting (up to STOREQ_BATCH) inside
+ * one transaction (group commit), commits, and only then reports each job
+ * done on the loop that submitted it. A job is durable once its done
+ * callback runs with rc >= 0: that is when a message counts as accepted.
+ * Because jobs run in order, a read submitted after a write sees it. */
+#ifndef NATTER_STOREQ_H
+#define NATTER_STOREQ_H
+
+#include <stddef.h>
+
+#include "storage/storage.h"
+
+struct loop;
+struct storeq;
+
+/* Jobs taken into one transaction at most. */
+#define STOREQ_BATCH 256
+
+struct storeq_job {
+	/* Runs on the storage thread inside the batch's transaction; returns
+	 * >= 0 or -1. It must not call begin/end, nor user_del. */
+	int (*run)(struct storage *st, const struct storage_driver *drv, void *arg);
+	/* Runs on `loop` once the batch is committed, with run's result (-1
+	 * for every job of a batch whose commit failed). When that loop has
+	 * stopped it runs on another thread with l NULL, only to release arg.
+	 * May be NULL (then arg is freed with free()). */
+	void (*done)(struct loop *l, void *arg, int rc);
+	struct loop *loop;  /* where done runs; NULL: on the storage thread */
+	void *arg;
+	int rc;             /* set by the storage thread */
+	struct storeq_job *next;
+};
+
+/* Opens the thread's own handle with drv under data_dir and starts it.
+ * Returns NULL and a message in err on failure. */
+struct storeq *storeq_start(const struct storage_driver *drv, const char *data_dir, char *err,
+			    size_t errlen);
+
+/* Queues job (owned by the queue until done ran; job->arg by the caller's
+ * callbacks). Safe from any thread. */
+void storeq_submit(struct storeq *q, struct storeq_job *job);
+
+/* Convenience: allocates the job. */
+void storeq_call(struct storeq *q, struct loop *l,
+		 int (*run)(struct storage *st, const struct storage_driver *drv, void *arg),
+		 void (*done)(struct loop *l, void *arg, int rc), void *arg);
+
+/* Jobs waiting or running now (a gauge for natterctl and tests). */
+size_t storeq_pending(struct storeq *q);
+
+/* Runs what is queued, then stops the thread and closes its handle. Call
+ * after the loops stopped (done callbacks then release only) and before
+ * they are freed. NULL is fine. */
+void storeq_stop(struct storeq *q);
+
+#endif
