@@ -292,6 +292,31 @@ static const struct config_section config_muc_section = {
 	.size = sizeof(struct config_muc),
 };
 
+static const char *const config_mam_defaults[] = { "always", "never", "roster", NULL };
+
+static const struct config_key config_mam_keys[] = {
+	{ .name = "enabled", .type = KEY_BOOL, .def = "true",
+	  .offset = offsetof(struct config_mam, enabled),
+	  .doc = "keep each account's message archive (XEP-0313 MAM) and rooms' archives" },
+	{ .name = "default", .type = KEY_ENUM, .def = "always", .values = config_mam_defaults,
+	  .offset = offsetof(struct config_mam, def),
+	  .doc = "what an account archives until it sets its own preference: always, never, or "
+		 "roster (only messages with contacts in its roster)" },
+	{ .name = "max_page", .type = KEY_INT, .def = "100", .min = 1, .max = 1000,
+	  .offset = offsetof(struct config_mam, max_page),
+	  .doc = "results in one page of a query at most; a larger <max/> is cut to it" },
+	{ .name = "expiry_days", .type = KEY_INT, .def = "0", .min = 0, .max = 365000,
+	  .offset = offsetof(struct config_mam, expiry_days),
+	  .doc = "archived messages older than this are deleted (checked hourly); 0 keeps them" },
+};
+
+static const struct config_section config_mam_section = {
+	.what = "mam",
+	.keys = config_mam_keys,
+	.n_keys = sizeof config_mam_keys / sizeof config_mam_keys[0],
+	.size = sizeof(struct config_mam),
+};
+
 static const struct config_key config_host_keys[] = {
 	{ .name = "domain", .type = KEY_DOMAIN, .required = true,
 	  .offset = offsetof(struct config_host, domain),
@@ -314,6 +339,9 @@ static const struct config_key config_host_keys[] = {
 	{ .name = "muc", .type = KEY_MAP, .section = &config_muc_section,
 	  .offset = offsetof(struct config_host, muc),
 	  .doc = "multi-user chat (docs/muc.md)" },
+	{ .name = "mam", .type = KEY_MAP, .section = &config_mam_section,
+	  .offset = offsetof(struct config_host, mam),
+	  .doc = "message archives (docs/archive.md)" },
 };
 
 static const struct config_section config_host_section = {

@@ -111,6 +111,17 @@ struct config_muc {
 	int message_burst; /* sent at once before the rate applies */
 };
 
+/* Whose messages an account archives when it has set no preference
+ * (XEP-0313 prefs 'default'). */
+enum mam_default { MAM_ALWAYS, MAM_NEVER, MAM_ROSTER };
+
+struct config_mam {
+	int enabled;          /* message archives (XEP-0313) for the host */
+	enum mam_default def; /* 'default' of accounts without prefs */
+	int max_page;         /* results in one page at most */
+	int expiry_days;      /* entries older are deleted; 0 = kept */
+};
+
 enum host_auth {
 	HOST_AUTH_INTERNAL, /* SCRAM secrets in natter's store */
 	HOST_AUTH_LDAP      /* the directory in 'ldap' */
@@ -124,6 +135,7 @@ struct config_host {
 	struct config_ldap ldap;         /* used when auth is HOST_AUTH_LDAP */
 	struct config_kerberos kerberos;
 	struct config_muc muc;
+	struct config_mam mam;
 };
 
 struct config_listener {

@@ -17,10 +17,12 @@
 #include "core/util.h"
 #include "directory/directory.h"
 #include "modules/blocking.h"
+#include "modules/mam.h"
 #include "modules/module.h"
 #include "muc/muc.h"
 #include "router/router.h"
 #include "s2s/s2s.h"
+#include "storage/storeq.h"
 #include "stream/conn.h"
 #include "tls/certinfo.h"
 
@@ -128,8 +130,11 @@ static void on_check(uv_check_t *c)
 
 static void on_sweep(uv_timer_t *t)
 {
-	conn_sweep(t->data);
-	c2s_sweep(t->data);
+	struct loop *l = t->data;
+	conn_sweep(l);
+	c2s_sweep(l);
+	if (l == l->srv->service)
+		mam_sweep(l);
 }
 
 static void on_connection(uv_stream_t *server, int status)
@@ -420,6 +425,11 @@ int server_run(struct config *cfg, const char *ctl)
 	srv.blocking_cache = blocking_cache_new();
 	for (size_t i = 0; i < sizeof srv.roster_locks / sizeof *srv.roster_locks; i++)
 		pthread_mutex_init(&srv.roster_locks[i], NULL);
+	srv.storeq = storeq_start(srv.storage, cfg->data_dir, err, sizeof err);
+	if (srv.storeq == NULL || mam_init(&srv, err, sizeof err) != 0) {
+		log_error("%s", err);
+		goto out;
+	}
 	if (muc_init(&srv, err, sizeof err) != 0) {
 		log_error("%s", err);
 		goto out;
@@ -481,11 +491,15 @@ out:
 	/* After the loops stopped (whatever a directory thread still posts
 	 * is released by loop_post), before their handles are freed. */
 	directory_stop(&srv);
+	/* What the loops queued is committed (its done callbacks only
+	 * release: the loops stopped). */
+	storeq_stop(srv.storeq);
 	for (int i = 0; srv.loops && i <= srv.n_loops; i++)
 		loop_free(&srv.loops[i]);
 	control_free(&srv);
 	s2s_free(&srv);
 	muc_free(&srv);
+	mam_free(&srv);
 	free(srv.loops);
 	router_free(srv.router);
 	authfail_free(srv.authfail);

@@ -25,6 +25,8 @@ struct s2s;
 struct s2s_loop;
 struct router;
 struct authfail;
+struct storeq;
+struct mam;
 
 enum inbox_kind {
 	INBOX_DELIVER,  /* write bytes to the session */
@@ -94,6 +96,8 @@ struct server {
 	void *control;             /* the control socket's handle (control.c) */
 	struct s2s *s2s;           /* federation, when s2s.enabled (s2s.c) */
 	struct muc *muc;           /* chat services and public rooms (muc.c) */
+	struct storeq *storeq;     /* the storage thread (storeq.h) */
+	struct mam *mam;           /* archive ids, preferences (mod_mam.c) */
 	/* Rosters change by read-modify-write from any loop (both sides of a
 	 * subscription): changes to one account's roster are serialised by
 	 * one of these, picked by hashing the account (roster_lock). */

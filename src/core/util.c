@@ -86,3 +86,54 @@ bool word_in_list(const char *list, const char *word)
 	}
 	return false;
 }
+
+int datetime_parse(const char *s, long long *usec)
+{
+	struct tm tm = { 0 };
+	const char *p = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+	if (p == NULL || strlen(s) < 19 || s[4] != '-' || s[10] != 'T')
+		return -1;
+	long long frac = 0;
+	if (*p == '.') {
+		int digits = 0;
+		for (p++; *p >= '0' && *p <= '9'; p++, digits++) {
+			if (digits < 6)
+				frac = frac * 10 + (*p - '0');
+		}
+		if (digits == 0)
+			return -1;
+		for (; digits < 6; digits++)
+			frac *= 10;
+	}
+	long long offset = 0;
+	if (*p == 'Z') {
+		p++;
+	} else if ((*p == '+' || *p == '-') && p[1] >= '0' && p[1] <= '2' && p[2] >= '0' &&
+		   p[2] <= '9' && p[3] == ':' && p[4] >= '0' && p[4] <= '5' && p[5] >= '0' &&
+		   p[5] <= '9') {
+		offset = ((p[1] - '0') * 10 + (p[2] - '0')) * 3600 +
+			 ((p[4] - '0') * 10 + (p[5] - '0')) * 60;
+		if (*p == '+')
+			offset = -offset;
+		p += 6;
+	} else {
+		return -1;
+	}
+	if (*p != '\0')
+		return -1;
+	time_t t = timegm(&tm);
+	if (t == (time_t)-1 && tm.tm_year != 69)
+		return -1;
+	*usec = ((long long)t + offset) * 1000000 + frac;
+	return 0;
+}
+
+void datetime_format(long long usec, char *out, size_t cap)
+{
+	time_t t = (time_t)(usec / 1000000);
+	struct tm tm;
+	gmtime_r(&t, &tm);
+	char day[24];
+	strftime(day, sizeof day, "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(out, cap, "%s.%03dZ", day, (int)(usec / 1000 % 1000));
+}

@@ -26,4 +26,13 @@ bool word_in_list(const char *list, const char *word);
 /* Fills out with n random bytes as 2n lower-case hex digits plus NUL. */
 void random_hex(char *out, size_t n);
 
+/* XEP-0082 DateTime ("2026-12-04T18:20:00Z", optional fraction, Z or
+ * +hh:mm / -hh:mm) as microseconds since the epoch in *usec. Returns 0, or
+ * -1 when s is not one (nothing after it is accepted). */
+int datetime_parse(const char *s, long long *usec);
+
+/* Writes usec (microseconds since the epoch) as an XEP-0082 DateTime in UTC
+ * with milliseconds ("2026-12-04T18:20:00.123Z") into out (>= 25 bytes). */
+void datetime_format(long long usec, char *out, size_t cap);
+
 #endif

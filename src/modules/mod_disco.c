@@ -55,6 +55,8 @@ void disco_caps_ver(char *out, size_t cap)
  * everything but a hidden version. */
 static bool module_shown(const struct iq_ctx *c, const struct module *m)
 {
+	if (!module_on_host(m, c->loop, c->to->domain))
+		return false;
 	if (!c->to_account)
 		return !(strcmp(m->name, "version") == 0 && c->loop->srv->cfg->hide_version);
 	if (strcmp(m->name, "disco") == 0 || strcmp(m->name, "offline") == 0)
@@ -122,4 +124,4 @@ static const struct module_iq iqs[] = {
 	{ NULL, NULL, NULL, 0, NULL },
 };
 
-const struct module mod_disco = { "disco", features, iqs, NULL };
+const struct module mod_disco = { .name = "disco", .features = features, .iqs = iqs };

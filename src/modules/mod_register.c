@@ -207,6 +207,8 @@ static void register_remove(struct iq_ctx *c)
 	}
 	struct loop *l = c->loop;
 	presence_account_removed(l, c->from);
+	struct hook_ctx hc = { .loop = l, .from = c->from, .to = c->from };
+	hooks_run(HOOK_ACCOUNT_DELETED, &hc);
 	switch (l->srv->storage->user_del(l->store, c->from->domain, c->from->local)) {
 	case 0:
 		log_info("account %s@%s removed in-band", c->from->local, c->from->domain);
@@ -574,4 +576,4 @@ static const struct module_iq iqs[] = {
 	{ NULL, NULL, NULL, 0, NULL },
 };
 
-const struct module mod_register = { "register", features, iqs, NULL };
+const struct module mod_register = { .name = "register", .features = features, .iqs = iqs };

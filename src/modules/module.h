@@ -13,6 +13,7 @@
 #include "xml/xml.h"
 
 struct loop;
+struct config_host;
 
 /* One iq addressed to the server (to_account false: to the domain) or to
  * an account's bare JID that the server answers on its behalf. */
@@ -42,7 +43,14 @@ struct module {
 	const char *const *features; /* NULL-terminated disco features */
 	const struct module_iq *iqs; /* terminated by an entry with type NULL */
 	const struct module_hook *hooks; /* terminated by handle NULL (hooks.h) */
+	/* Whether the module serves host h (its features are shown, its
+	 * handlers answer); NULL: every host. */
+	bool (*on_host)(const struct config_host *h);
 };
+
+/* Whether m serves the host of domain (a host's domain; false for others
+ * when m has on_host). */
+bool module_on_host(const struct module *m, struct loop *l, const char *domain);
 
 /* NULL-terminated list of every compiled-in module. */
 extern const struct module *const modules_all[];

@@ -16,11 +16,20 @@ extern const struct module mod_private;
 extern const struct module mod_register;
 extern const struct module mod_offline;
 extern const struct module mod_carbons;
+extern const struct module mod_mam;
 
 const struct module *const modules_all[] = { &mod_disco, &mod_ping, &mod_roster, &mod_blocking,
 					      &mod_version, &mod_time, &mod_last, &mod_vcard,
 					      &mod_private, &mod_register, &mod_offline,
-					      &mod_carbons, NULL };
+					      &mod_carbons, &mod_mam, NULL };
+
+bool module_on_host(const struct module *m, struct loop *l, const char *domain)
+{
+	if (m->on_host == NULL)
+		return true;
+	const struct config_host *h = config_find_host(l->srv->cfg, domain);
+	return h != NULL && m->on_host(h);
+}
 
 enum status module_dispatch_iq(struct iq_ctx *c)
 {
@@ -31,7 +40,8 @@ enum status module_dispatch_iq(struct iq_ctx *c)
 	for (const struct module *const *m = modules_all; *m; m++) {
 		for (const struct module_iq *h = (*m)->iqs; h && h->type; h++) {
 			if ((h->targets & target) && strcmp(h->type, type) == 0 &&
-			    xml_is(c->payload, h->ns, h->name)) {
+			    xml_is(c->payload, h->ns, h->name) &&
+			    module_on_host(*m, c->loop, c->to->domain)) {
 				enum status st = h->handle(c);
 				if (st != DECLINED)
 					return OK;
