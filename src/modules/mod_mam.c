@@ -510,6 +510,7 @@ struct mam_query_job {
 	/* the answer, built on the storage thread */
 	int rc;                                 /* -1 error, -2 item-not-found */
 	struct buf out;                         /* the result messages */
+	size_t *ends;                           /* where each one ends in out */
 	long long first, last, total;
 	bool complete;
 	int n;
@@ -540,6 +541,8 @@ static void mam_result(void *arg, long long id, const void *value, size_t len, i
 			    "<delay xmlns='" NS_DELAY "' stamp='%s'/>", id, stamp);
 	buf_append(&j->out, value, len);
 	buf_puts(&j->out, "</forwarded></result></message>");
+	j->ends = xrealloc(j->ends, (size_t)(j->n + 2) * sizeof *j->ends);
+	j->ends[j->n] = j->out.len;
 	if (j->n++ == 0)
 		j->first = id;
 	j->last = id;
@@ -569,14 +572,17 @@ static void mam_query_free(struct mam_query_job *j)
 	free(j->queryid);
 	free(j->iq_id);
 	free(j->text);
+	free(j->ends);
 	buf_free(&j->out);
 	free(j);
 }
 
-/* Sends stanzas (serialised for a client stream) to the full JID to: as
- * they are to a local session, through the router as a tree to anyone
- * else (a remote occupant asking a room). */
-static void mam_send(struct loop *l, const char *to, struct buf *stanzas)
+/* Sends n stanzas (serialised for a client stream, the i-th ending at
+ * ends[i] in b) to the full JID to: as they are to a local session,
+ * through the router as trees to anyone else (a remote occupant asking a
+ * room). */
+static void mam_send(struct loop *l, const char *to, const struct buf *b, const size_t *ends,
+		     int n)
 {
 	struct jid j;
 	if (jid_parse(&j, to, strlen(to)) != 0)
@@ -586,26 +592,22 @@ static void mam_send(struct loop *l, const char *to, struct buf *stanzas)
 		struct router_target t;
 		jid_format_bare(&j, bare, sizeof bare);
 		if (router_find_full(l->srv->router, bare, j.resource, &t) == 0) {
-			struct refbuf *r = refbuf_new(stanzas->data, stanzas->len);
+			struct refbuf *r = refbuf_new(b->data, b->len);
 			deliver_to_session(l, &t, r);
 			refbuf_release(r);
 		}
 		return;
 	}
-	struct buf w;
-	buf_init(&w);
-	buf_puts(&w, "<r xmlns='" NS_CLIENT "'>");
-	buf_append(&w, stanzas->data, stanzas->len);
-	buf_puts(&w, "</r>");
-	struct arena a;
-	arena_init(&a);
-	struct xml_node *r = xml_parse_element(&a, w.data, w.len);
-	for (struct xml_node *st = r ? r->children : NULL; st; st = st->next) {
-		if (st->name != NULL)
+	size_t start = 0;
+	for (int i = 0; i < n; i++) {
+		struct arena a;
+		arena_init(&a);
+		struct xml_node *st = xml_parse_element(&a, b->data + start, ends[i] - start);
+		if (st != NULL)
 			deliver_to_jid(l, st, &j);
+		arena_reset(&a);
+		start = ends[i];
 	}
-	arena_reset(&a);
-	buf_free(&w);
 }
 
 /* Sends the finished query's answer: the results, then the iq result
@@ -619,6 +621,7 @@ static void mam_query_done(struct loop *l, void *arg, int rc)
 	}
 	struct buf b;
 	buf_init(&b);
+	int n = 0;
 	if (rc < 0 || j->rc < 0) {
 		const char *cond = j->rc == -2 ? "item-not-found" : "internal-server-error";
 		const char *type = j->rc == -2 ? "cancel" : "wait";
@@ -631,6 +634,7 @@ static void mam_query_done(struct loop *l, void *arg, int rc)
 			   type, cond);
 	} else {
 		buf_append(&b, j->out.data, j->out.len);
+		n = j->n;
 		buf_puts(&b, "<iq type='result'");
 		mam_xml_attr(&b, "to", j->to);
 		mam_xml_attr(&b, "from", j->archive_jid);
@@ -646,7 +650,9 @@ static void mam_query_done(struct loop *l, void *arg, int rc)
 			buf_printf(&b, "<count>%lld</count>", j->total);
 		buf_puts(&b, "</set></fin></iq>");
 	}
-	mam_send(l, j->to, &b);
+	j->ends = xrealloc(j->ends, (size_t)(n + 1) * sizeof *j->ends);
+	j->ends[n] = b.len;
+	mam_send(l, j->to, &b, j->ends, n + 1);
 	buf_free(&b);
 	mam_query_free(j);
 }

@@ -12,10 +12,12 @@
 
 struct loop;
 
-/* Stores message st for the account to (bare or full JID). Returns 0 when
- * it is committed to the store, 1 when the account's quota is full
- * (limits.max_offline_messages, or max_offline_size bytes with this one),
- * -1 on a store error. */
+/* Stores message st for the account to (bare or full JID), on the storage
+ * thread. Returns 0 when it is queued; once it is committed it counts as
+ * accepted. When the account's quota is full (limits.max_offline_messages,
+ * or max_offline_size bytes with this one) the sender then gets
+ * service-unavailable, on a store error internal-server-error. Returns 1
+ * (nothing queued) when offline storage is off (a quota of 0). */
 int offline_store(struct loop *l, const struct jid *to, struct xml_node *st);
 
 /* Sends the stored messages of owner (bare JID) to the session on loop l,
