@@ -36,6 +36,7 @@
 #include "core/config.h"
 #include "core/control.h"
 #include "core/log.h"
+#include "core/util.h"
 #include "dns/dns.h"
 #include "jid/jid.h"
 #include "storage/storage.h"
@@ -76,6 +77,11 @@ static void natterctl_usage(FILE *out)
 	      "  room info ROOM                          a room's settings and occupants\n"
 	      "  room create ROOM [OWNER]                a persistent room, owned by OWNER\n"
 	      "  room destroy ROOM [REASON]              ends a room; occupants are told\n"
+	      "  mam expire --before DATETIME [--user JID]\n"
+	      "                                          delete archived messages older than\n"
+	      "                                          DATETIME (XEP-0082, e.g.\n"
+	      "                                          2026-01-01T00:00:00Z) of every archive\n"
+	      "                                          or of one account\n"
 	      "  dns DOMAIN [--target HOST] [--resolver ADDR[@PORT]]\n"
 	      "                                          print the SRV records to publish for\n"
 	      "                                          a configured host (pointing to HOST,\n"
@@ -1082,6 +1088,38 @@ static int natterctl_user(struct natterctl *ctl, int argc, char **argv)
 	return natterctl_error("unknown command 'user %s' (try --help)", sub);
 }
 
+/* natterctl mam expire --before DATETIME [--user JID]: on the store, with
+ * natterd running or not (SQLite's WAL lets both write). */
+static int natterctl_mam(struct natterctl *ctl, int argc, char **argv)
+{
+	const char *before = NULL, *user = NULL;
+	if (argc < 1 || strcmp(argv[0], "expire") != 0)
+		return natterctl_error("usage: natterctl mam expire --before DATETIME [--user JID]");
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--before") == 0 && i + 1 < argc)
+			before = argv[++i];
+		else if (strcmp(argv[i], "--user") == 0 && i + 1 < argc)
+			user = argv[++i];
+		else
+			return natterctl_error("mam expire: unknown argument '%s'", argv[i]);
+	}
+	long long usec;
+	if (before == NULL || datetime_parse(before, &usec) != 0)
+		return natterctl_error("mam expire: --before needs an XEP-0082 date-time, "
+				       "e.g. 2026-01-01T00:00:00Z");
+	char local[JID_PART_MAX + 1], domain[JID_PART_MAX + 1];
+	if (user != NULL && natterctl_jid(&ctl->cfg, user, local, domain))
+		return 1;
+	if (natterctl_open(ctl))
+		return 1;
+	long long n = ctl->driver->archive_delete(ctl->st, user ? domain : NULL,
+						  user ? local : NULL, usec);
+	if (n < 0)
+		return natterctl_error("cannot delete from the archive");
+	printf("%lld archived message(s) deleted\n", n);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct natterctl ctl = { 0 };
@@ -1146,6 +1184,8 @@ int main(int argc, char **argv)
 			rc = natterctl_error("usage: natterctl directory refresh");
 		else
 			rc = natterctl_control(&ctl, "directory refresh");
+	} else if (strcmp(argv[i], "mam") == 0) {
+		rc = natterctl_mam(&ctl, argc - i - 1, argv + i + 1);
 	} else if (strcmp(argv[i], "dns") == 0) {
 		rc = natterctl_dns(&ctl, argc - i - 1, argv + i + 1);
 	} else {

@@ -57,6 +57,12 @@ bool mam_archivable(const struct xml_node *st);
  * archive_jid. Used for accounts and by rooms. */
 void mam_query(struct iq_ctx *c, const char *domain, const char *local, const char *archive_jid);
 
+/* Answers an iq get of the query form (XEP-0313 §4.1.1). */
+void mam_query_form(struct iq_ctx *c);
+
+/* Deletes the archive of (domain, local), on the storage thread. */
+void mam_forget_archive(struct loop *l, const char *domain, const char *local);
+
 /* Adds a room's message to its archive: id (its stanza-id), sent by the
  * occupant nick, bytes as broadcast (without 'to'). */
 void mam_archive_room(struct loop *l, const char *service, const char *room, long long id,

@@ -820,8 +820,7 @@ static enum status mam_query_own(struct iq_ctx *c)
 	return OK;
 }
 
-/* The query form (XEP-0313 §4.1.1). */
-static enum status mam_form(struct iq_ctx *c)
+void mam_query_form(struct iq_ctx *c)
 {
 	struct xml_node *q = xml_new(c->a, NS_MAM, "query");
 	struct xml_node *x = xml_add_child(c->a, q, NS_DATA, "x");
@@ -844,7 +843,31 @@ static enum status mam_form(struct iq_ctx *c)
 		}
 	}
 	module_reply(c, q);
+}
+
+static enum status mam_form(struct iq_ctx *c)
+{
+	mam_query_form(c);
 	return OK;
+}
+
+struct mam_forget_job {
+	char domain[JID_PART_MAX + 1];
+	char local[JID_PART_MAX + 1];
+};
+
+static int mam_forget_run(struct storage *st, const struct storage_driver *drv, void *arg)
+{
+	struct mam_forget_job *j = arg;
+	return drv->archive_delete(st, j->domain, j->local, LLONG_MAX) < 0 ? -1 : 0;
+}
+
+void mam_forget_archive(struct loop *l, const char *domain, const char *local)
+{
+	struct mam_forget_job *j = xcalloc(1, sizeof *j);
+	snprintf(j->domain, sizeof j->domain, "%s", domain);
+	snprintf(j->local, sizeof j->local, "%s", local);
+	storeq_call(l->srv->storeq, l, mam_forget_run, NULL, j);
 }
 
 /* --- preferences iqs --- */

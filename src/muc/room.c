@@ -11,17 +11,18 @@
 #include "core/log.h"
 #include "core/server.h"
 #include "core/util.h"
+#include "modules/mam.h"
 #include "modules/module.h"
 #include "router/deliver.h"
 #include "router/hooks.h"
 #include "router/router.h"
 #include "s2s/s2s.h"
 #include "storage/storage.h"
+#include "storage/storeq.h"
 #include "xml/xml_parse.h"
 
 #define NS_DISCO_INFO "http://jabber.org/protocol/disco#info"
 #define NS_DISCO_ITEMS "http://jabber.org/protocol/disco#items"
-#define NS_SID "urn:xmpp:sid:0"
 #define NS_OCCUPANT_ID "urn:xmpp:occupant-id:0"
 #define NS_DATA "jabber:x:data"
 
@@ -61,7 +62,8 @@ struct occupant {
 struct past {
 	struct refbuf *bytes; /* the message as broadcast, without 'to' */
 	time_t stamp;
-	long long id;         /* in the store (persistent rooms), else 0 */
+	long long id;         /* in the history store (persistent rooms of a
+			       * host without archives), else 0 */
 };
 
 /* What the owner sets with the muc#roomconfig form (XEP-0045 §10.2). */
@@ -283,19 +285,32 @@ static void room_local_of(const struct room *r, char *out, size_t cap)
 	snprintf(out, cap, "%.*s", (int)(at - r->jid), r->jid);
 }
 
-/* Keeps a message for joiners: in the ring, and for a persistent room in
- * the store too (l NULL: it comes from the store). The store keeps what
- * the ring does; an entry that falls out of one goes from the other. */
-static void history_add(struct loop *l, struct room *r, struct refbuf *bytes, time_t stamp,
-			long long id)
+/* Whether the room keeps its messages in the archive (XEP-0313): a
+ * persistent room of a host with archives. Its history for joiners is
+ * then the archive's newest messages. */
+static bool room_archives(const struct room *r)
 {
+	return r->cfg.persistent && r->svc->host->mam.enabled;
+}
+
+/* Keeps a message for joiners: in the ring, and for a persistent room in
+ * the store too (l NULL: it comes from the store). An archiving room's
+ * message goes to its archive (aid, its stanza-id), which keeps it after
+ * it leaves the ring; otherwise the history store keeps what the ring
+ * does, and an entry that falls out of one goes from the other. */
+static void history_add(struct loop *l, struct room *r, struct refbuf *bytes, time_t stamp,
+			long long id, long long aid, const char *nick, const char *body)
+{
+	char local[JID_PART_MAX + 1];
+	room_local_of(r, local, sizeof local);
+	if (l != NULL && aid > 0 && room_archives(r))
+		mam_archive_room(l, r->svc->domain, local, aid, nick, body, bytes->data,
+				 bytes->len);
 	int cap = r->svc->host->muc.history;
 	if (cap <= 0)
 		return;
-	char local[JID_PART_MAX + 1];
-	room_local_of(r, local, sizeof local);
 	const struct storage_driver *drv = l ? l->srv->storage : NULL;
-	if (l != NULL && r->cfg.persistent &&
+	if (l != NULL && r->cfg.persistent && !room_archives(r) &&
 	    drv->list_push(l->store, r->svc->domain, local, STORE_MUC_HISTORY, bytes->data,
 			   bytes->len, &id) != 0) {
 		log_warn("muc: room %s: cannot store a message of its history", r->jid);
@@ -317,12 +332,14 @@ static void history_add(struct loop *l, struct room *r, struct refbuf *bytes, ti
 	r->hist[slot].id = id;
 }
 
-/* A room that stops being persistent, or ends, leaves no history behind. */
+/* A room that stops being persistent, or ends, leaves no history behind:
+ * neither its history store nor its archive. */
 static void history_forget(struct loop *l, struct room *r)
 {
 	char local[JID_PART_MAX + 1];
 	room_local_of(r, local, sizeof local);
 	l->srv->storage->list_trim(l->store, r->svc->domain, local, STORE_MUC_HISTORY, LLONG_MAX);
+	mam_forget_archive(l, r->svc->domain, local);
 	for (int i = 0; i < r->hist_len; i++)
 		r->hist[(r->hist_head + i) % r->svc->host->muc.history].id = 0;
 }
@@ -545,7 +562,18 @@ static void history_entry(void *arg, long long id, long long stamp, const void *
 	struct refbuf *rb = refbuf_new(value, len);
 	/* Entries past the ring's size (a smaller history since) drop out of
 	 * the ring here and out of the store at the next message. */
-	history_add(NULL, hl->r, rb, (time_t)stamp, id);
+	history_add(NULL, hl->r, rb, (time_t)stamp, id, 0, NULL, NULL);
+	refbuf_release(rb);
+}
+
+static void archived_entry(void *arg, long long id, const void *value, size_t len, int outgoing,
+			   const char *with)
+{
+	(void)outgoing;
+	(void)with;
+	struct history_load *hl = arg;
+	struct refbuf *rb = refbuf_new(value, len);
+	history_add(NULL, hl->r, rb, (time_t)(id / 1000000), 0, 0, NULL, NULL);
 	refbuf_release(rb);
 }
 
@@ -611,6 +639,14 @@ static void load_one(void *arg, const char *key, const void *value, size_t len)
 	struct history_load hl = { r };
 	lc->l->srv->storage->list_fetch(lc->l->store, lc->svc->domain, key, STORE_MUC_HISTORY,
 					history_entry, &hl);
+	if (room_archives(r) && r->svc->host->muc.history > 0) {
+		/* At start, before any client: the one read on the loop. */
+		struct archive_query q = { .from_end = true, .max = r->svc->host->muc.history,
+					   .max_bytes = SIZE_MAX };
+		bool complete;
+		lc->l->srv->storage->archive_query(lc->l->store, lc->svc->domain, key, &q,
+						   archived_entry, &hl, &complete, NULL);
+	}
 	lc->n++;
 	arena_reset(&a);
 }
@@ -1206,8 +1242,14 @@ static void groupchat(struct loop *l, struct room *r, struct occupant *o, struct
 	xml_set_attr(a, st, "to", NULL);
 	drop_our_stanza_ids(r, st);
 	char sid[40];
-	snprintf(sid, sizeof sid, "%llu-", ++r->next_sid);
-	random_hex(sid + strlen(sid), 8);
+	long long aid = 0;
+	if (room_archives(r) && has_body) {
+		aid = mam_new_id(l->srv);
+		snprintf(sid, sizeof sid, "%lld", aid);
+	} else {
+		snprintf(sid, sizeof sid, "%llu-", ++r->next_sid);
+		random_hex(sid + strlen(sid), 8);
+	}
 	struct xml_node *s = xml_add_child(a, st, NS_SID, "stanza-id");
 	xml_set_attr(a, s, "id", sid);
 	xml_set_attr(a, s, "by", r->jid);
@@ -1225,7 +1267,8 @@ static void groupchat(struct loop *l, struct room *r, struct occupant *o, struct
 		send_to_occupant(l, r, p, &b);
 	if (has_body) {
 		struct refbuf *rb = refbuf_new(b.data, b.len);
-		history_add(l, r, rb, time(NULL), 0);
+		struct xml_node *body = xml_child(st, NS_CLIENT, "body");
+		history_add(l, r, rb, time(NULL), 0, aid, o->nick, xml_text(a, body));
 		refbuf_release(rb);
 	}
 	buf_free(&b);
@@ -1694,7 +1737,7 @@ static void room_iq(struct loop *l, struct room *r, struct xml_node *st, struct 
 			rc->moderated ? "muc_moderated" : "muc_unmoderated",
 			rc->non_anonymous ? "muc_nonanonymous" : "muc_semianonymous",
 			rc->password ? "muc_passwordprotected" : "muc_unsecured",
-			NS_SID, NS_OCCUPANT_ID, NULL
+			NS_SID, NS_OCCUPANT_ID, room_archives(r) ? NS_MAM : NULL, NULL
 		};
 		for (const char *const *f = features; *f; f++)
 			add_feature(a, q, *f);
@@ -1728,6 +1771,22 @@ static void room_iq(struct loop *l, struct room *r, struct xml_node *st, struct 
 	struct actor actor = { affil_of(r, bare), me ? me->role : ROLE_NONE };
 	if (xml_is(c.payload, NS_MUC_ADMIN, "query")) {
 		room_admin(&c, r, &actor, get);
+		return;
+	}
+	if (xml_is(c.payload, NS_MAM, "query") && room_archives(r)) {
+		/* The archive is for those who may read the room. */
+		if (actor.affil == AFF_OUTCAST ||
+		    (r->cfg.members_only && actor.affil < AFF_MEMBER && me == NULL)) {
+			module_error(&c, "auth", "forbidden");
+			return;
+		}
+		if (get) {
+			mam_query_form(&c);
+			return;
+		}
+		char local[JID_PART_MAX + 1];
+		room_local_of(r, local, sizeof local);
+		mam_query(&c, r->svc->domain, local, r->jid);
 		return;
 	}
 	if (xml_is(c.payload, NS_MUC_OWNER, "query")) {

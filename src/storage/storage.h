@@ -164,7 +164,8 @@ struct storage_driver {
 	int (*archive_has)(struct storage *st, const char *domain, const char *local,
 			   long long id);
 	/* Deletes the entries older than before_id (LLONG_MAX: all) of one
-	 * archive, or of every archive when domain is NULL. Returns the
+	 * archive, of every archive of domain when local is NULL, or of every
+	 * archive when domain is NULL. Returns the
 	 * number deleted, or -1. */
 	long long (*archive_delete)(struct storage *st, const char *domain, const char *local,
 				    long long before_id);

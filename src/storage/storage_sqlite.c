@@ -124,6 +124,7 @@ struct storage {
 	sqlite3_stmt *archive_del_user; /* user_del's part */
 	sqlite3_stmt *archive_expire;   /* every archive */
 	sqlite3_stmt *archive_expire_one;
+	sqlite3_stmt *archive_expire_domain;
 	sqlite3_stmt *archive_last_id;
 };
 
@@ -222,6 +223,9 @@ static const char storage_sqlite_sql_archive_expire[] =
 static const char storage_sqlite_sql_archive_expire_one[] =
 	"DELETE FROM archive WHERE domain = ?1 AND local = ?2 AND id < ?3";
 
+static const char storage_sqlite_sql_archive_expire_domain[] =
+	"DELETE FROM archive WHERE domain = ?1 AND id < ?2";
+
 static const char storage_sqlite_sql_archive_last_id[] =
 	"SELECT coalesce(max(id), 0) FROM archive";
 
@@ -261,6 +265,7 @@ static const struct {
 	STORAGE_SQLITE_STMT(archive_del_user, storage_sqlite_sql_archive_del_user),
 	STORAGE_SQLITE_STMT(archive_expire, storage_sqlite_sql_archive_expire),
 	STORAGE_SQLITE_STMT(archive_expire_one, storage_sqlite_sql_archive_expire_one),
+	STORAGE_SQLITE_STMT(archive_expire_domain, storage_sqlite_sql_archive_expire_domain),
 	STORAGE_SQLITE_STMT(archive_last_id, storage_sqlite_sql_archive_last_id),
 };
 
@@ -1182,12 +1187,15 @@ static int storage_sqlite_archive_has(struct storage *st, const char *domain, co
 static long long storage_sqlite_archive_delete(struct storage *st, const char *domain,
 					       const char *local, long long before_id)
 {
-	sqlite3_stmt *stmt = domain ? st->archive_expire_one : st->archive_expire;
+	sqlite3_stmt *stmt = !domain ? st->archive_expire
+			     : local ? st->archive_expire_one : st->archive_expire_domain;
 	long long ret = -1;
-	int ok = domain ? storage_sqlite_bind_text(stmt, 1, domain) == 0 &&
-				  storage_sqlite_bind_text(stmt, 2, local) == 0 &&
-				  sqlite3_bind_int64(stmt, 3, before_id) == SQLITE_OK
-			: sqlite3_bind_int64(stmt, 1, before_id) == SQLITE_OK;
+	int ok = !domain ? sqlite3_bind_int64(stmt, 1, before_id) == SQLITE_OK
+		 : local ? storage_sqlite_bind_text(stmt, 1, domain) == 0 &&
+				   storage_sqlite_bind_text(stmt, 2, local) == 0 &&
+				   sqlite3_bind_int64(stmt, 3, before_id) == SQLITE_OK
+			 : storage_sqlite_bind_text(stmt, 1, domain) == 0 &&
+				   sqlite3_bind_int64(stmt, 2, before_id) == SQLITE_OK;
 	if (!ok || sqlite3_step(stmt) != SQLITE_DONE)
 		storage_sqlite_fail(st, "archive_delete");
 	else
