@@ -407,7 +407,17 @@ void mam_archive_room(struct loop *l, const char *service, const char *room, lon
 	j->id = id;
 	j->body = body != NULL ? xstrdup(body) : NULL;
 	buf_init(&j->value);
-	buf_append(&j->value, bytes, len);
+	/* The room broadcasts in the stream's default namespace; inside
+	 * <forwarded/> the message must say it is jabber:client. */
+	static const char open[] = "<message";
+	if (len > sizeof open && memcmp(bytes, open, sizeof open - 1) == 0 &&
+	    (bytes[sizeof open - 1] == ' ' || bytes[sizeof open - 1] == '>')) {
+		buf_puts(&j->value, open);
+		buf_puts(&j->value, " xmlns='" NS_CLIENT "'");
+		buf_append(&j->value, bytes + sizeof open - 1, len - (sizeof open - 1));
+	} else {
+		buf_append(&j->value, bytes, len);
+	}
 	storeq_call(l->srv->storeq, l, mam_put_run, mam_put_done, j);
 }
 

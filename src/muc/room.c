@@ -572,7 +572,18 @@ static void archived_entry(void *arg, long long id, const void *value, size_t le
 	(void)outgoing;
 	(void)with;
 	struct history_load *hl = arg;
-	struct refbuf *rb = refbuf_new(value, len);
+	/* Back to the stream's default namespace (mam_archive_room added it). */
+	static const char ns[] = "<message xmlns='" NS_CLIENT "'";
+	struct buf b;
+	buf_init(&b);
+	if (len > sizeof ns && memcmp(value, ns, sizeof ns - 1) == 0) {
+		buf_puts(&b, "<message");
+		buf_append(&b, (const char *)value + sizeof ns - 1, len - (sizeof ns - 1));
+	} else {
+		buf_append(&b, value, len);
+	}
+	struct refbuf *rb = refbuf_new(b.data, b.len);
+	buf_free(&b);
 	history_add(NULL, hl->r, rb, (time_t)(id / 1000000), 0, 0, NULL, NULL);
 	refbuf_release(rb);
 }

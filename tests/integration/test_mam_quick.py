@@ -31,3 +31,24 @@ async def test_smoke(natter, net):
     res, fin = await query(alice, "<query xmlns='%s' queryid='q2'/>" % NS)
     assert len(res) == 5
     print(res[0])
+
+
+async def test_room_smoke(natter_factory, net):
+    from imlib import restart_on_same_data
+    from test_muc import ROOM, online, join, say
+    from test_muc_admin import configure
+    server = accounts(natter_factory(), "alice", "bob")
+    alice, = await online(net, server, "alice")
+    await join(alice, "alice")
+    await configure(alice, persistentroom=True)
+    for i in range(3):
+        await say(alice, "room msg %d" % i)
+    res, fin = await query(alice, "<query xmlns='%s' queryid='r1'/>" % NS, to=ROOM)
+    assert len(res) == 3, fin
+    print(res[0])
+    server = restart_on_same_data(natter_factory, server)
+    alice, bob = await online(net, server, "alice", "bob")
+    res, fin = await query(bob, "<query xmlns='%s' queryid='r2'/>" % NS, to=ROOM)
+    assert len(res) == 3, fin
+    got = await join(bob, "bob")
+    print(got)
