@@ -305,8 +305,8 @@ static const struct config_key config_mam_keys[] = {
 	{ .name = "max_page", .type = KEY_INT, .def = "100", .min = 1, .max = 1000,
 	  .offset = offsetof(struct config_mam, max_page),
 	  .doc = "results in one page of a query at most; a larger <max/> is cut to it" },
-	{ .name = "expiry_days", .type = KEY_INT, .def = "0", .min = 0, .max = 365000,
-	  .offset = offsetof(struct config_mam, expiry_days),
+	{ .name = "archive_expiry", .type = KEY_INT, .def = "0", .min = 0, .max = 365000,
+	  .offset = offsetof(struct config_mam, archive_expiry),
 	  .doc = "archived messages older than this are deleted (checked hourly); 0 keeps them" },
 };
 

@@ -119,7 +119,7 @@ struct config_mam {
 	int enabled;          /* message archives (XEP-0313) for the host */
 	enum mam_default def; /* 'default' of accounts without prefs */
 	int max_page;         /* results in one page at most */
-	int expiry_days;      /* entries older are deleted; 0 = kept */
+	int archive_expiry;      /* entries older are deleted; 0 = kept */
 };
 
 enum host_auth {

@@ -36,7 +36,7 @@ long long mam_last_id(struct server *srv);
 long long mam_parse_id(const char *s);
 
 /* Once a second on the service loop: deletes expired entries hourly
- * (hosts[].mam.expiry_days). */
+ * (hosts[].mam.archive_expiry). */
 void mam_sweep(struct loop *l);
 
 /* The multi-device catch-up (docs/archive.md): when a session queried its

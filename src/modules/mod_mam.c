@@ -1041,13 +1041,13 @@ void mam_sweep(struct loop *l)
 	const struct config *cfg = l->srv->cfg;
 	for (size_t i = 0; i < cfg->n_hosts; i++) {
 		const struct config_host *h = &cfg->hosts[i];
-		if (!h->mam.enabled || h->mam.expiry_days <= 0)
+		if (!h->mam.enabled || h->mam.archive_expiry <= 0)
 			continue;
 		struct mam_expire_job *j = xcalloc(1, sizeof *j);
 		snprintf(j->domain, sizeof j->domain, "%s", h->domain);
 		const char *svc = muc_service_domain(l->srv, h->domain);
 		snprintf(j->service, sizeof j->service, "%s", svc ? svc : "");
-		j->before = ((long long)now - (long long)h->mam.expiry_days * 86400) * 1000000;
+		j->before = ((long long)now - (long long)h->mam.archive_expiry * 86400) * 1000000;
 		storeq_call(l->srv->storeq, l, mam_expire_run, mam_expire_done, j);
 	}
 }
