@@ -327,10 +327,12 @@ static int mam_put_run(struct storage *st, const struct storage_driver *drv, voi
 	return drv->archive_put(st, j->domain, j->local, &e);
 }
 
+/* On the storage thread: nothing waits for an archive write. */
 static void mam_put_done(struct loop *l, void *arg, int rc)
 {
+	(void)l;
 	struct mam_put_job *j = arg;
-	if (rc < 0 && l != NULL)
+	if (rc < 0)
 		log_error("mam: message %lld of %s@%s could not be archived", j->id, j->local,
 			  j->domain);
 	free(j->body);
@@ -355,7 +357,7 @@ static void mam_put(struct loop *l, const struct jid *owner, const struct jid *w
 	buf_init(&j->value);
 	/* Written inside <forwarded/> later: the message keeps its xmlns. */
 	xml_serialize(st, NS_FORWARD, &j->value);
-	storeq_call(l->srv->storeq, l, mam_put_run, mam_put_done, j);
+	storeq_call(l->srv->storeq, NULL, mam_put_run, mam_put_done, j);
 }
 
 static enum status mam_on_sent(struct hook_ctx *c)
@@ -418,7 +420,7 @@ void mam_archive_room(struct loop *l, const char *service, const char *room, lon
 	} else {
 		buf_append(&j->value, bytes, len);
 	}
-	storeq_call(l->srv->storeq, l, mam_put_run, mam_put_done, j);
+	storeq_call(l->srv->storeq, NULL, mam_put_run, mam_put_done, j);
 }
 
 long long mam_stanza_id_of(const char *xml, size_t len, const char *owner)
@@ -877,7 +879,7 @@ void mam_forget_archive(struct loop *l, const char *domain, const char *local)
 	struct mam_forget_job *j = xcalloc(1, sizeof *j);
 	snprintf(j->domain, sizeof j->domain, "%s", domain);
 	snprintf(j->local, sizeof j->local, "%s", local);
-	storeq_call(l->srv->storeq, l, mam_forget_run, NULL, j);
+	storeq_call(l->srv->storeq, NULL, mam_forget_run, NULL, j);
 }
 
 /* --- preferences iqs --- */

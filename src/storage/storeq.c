@@ -21,9 +21,8 @@ struct storeq {
 };
 
 /* On the job's loop: report and free the job. */
-static void storeq_done_call(struct loop *l, void *arg)
+static void storeq_done_one(struct loop *l, struct storeq_job *job)
 {
-	struct storeq_job *job = arg;
 	if (job->done != NULL)
 		job->done(l, job->arg, job->rc);
 	else
@@ -31,12 +30,58 @@ static void storeq_done_call(struct loop *l, void *arg)
 	free(job);
 }
 
-static void storeq_finish(struct storeq_job *job)
+/* On a loop: the done callbacks of one batch's jobs for that loop, in
+ * order (one wake-up per loop and batch, not per job). */
+static void storeq_done_call(struct loop *l, void *arg)
 {
-	if (job->loop != NULL)
-		loop_call(job->loop, storeq_done_call, job); /* stopped: runs with NULL */
-	else
-		storeq_done_call(NULL, job);
+	struct storeq_job *job = arg;
+	while (job != NULL) {
+		struct storeq_job *next = job->next;
+		storeq_done_one(l, job);
+		job = next;
+	}
+}
+
+/* Hands the batch's jobs back: those without a loop are finished here,
+ * the others go to their loops, one list per loop. */
+static void storeq_finish(struct storeq_job *batch)
+{
+	struct {
+		struct loop *loop;
+		struct storeq_job *head, *tail;
+	} per[8];
+	int n = 0;
+	while (batch != NULL) {
+		struct storeq_job *job = batch;
+		batch = batch->next;
+		job->next = NULL;
+		if (job->loop == NULL) {
+			storeq_done_one(NULL, job);
+			continue;
+		}
+		int i = 0;
+		while (i < n && per[i].loop != job->loop)
+			i++;
+		if (i == n) {
+			if (n == (int)(sizeof per / sizeof *per)) {
+				/* More loops than slots: flush them all first. */
+				for (int k = 0; k < n; k++)
+					loop_call(per[k].loop, storeq_done_call, per[k].head);
+				n = i = 0;
+			}
+			per[n].loop = job->loop;
+			per[n].head = per[n].tail = NULL;
+			n++;
+		}
+		if (per[i].tail)
+			per[i].tail->next = job;
+		else
+			per[i].head = job;
+		per[i].tail = job;
+	}
+	/* A stopped loop runs the call here with l NULL (loop_post). */
+	for (int k = 0; k < n; k++)
+		loop_call(per[k].loop, storeq_done_call, per[k].head);
 }
 
 /* Runs one batch in a transaction. A driver whose begin fails still runs
@@ -77,11 +122,7 @@ static void *storeq_thread(void *arg)
 		pthread_mutex_unlock(&q->lock);
 
 		storeq_run_batch(q, batch);
-		while (batch != NULL) {
-			struct storeq_job *next = batch->next;
-			storeq_finish(batch);
-			batch = next;
-		}
+		storeq_finish(batch);
 		pthread_mutex_lock(&q->lock);
 		q->pending -= n;
 		pthread_mutex_unlock(&q->lock);

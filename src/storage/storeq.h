@@ -26,9 +26,11 @@ struct storeq_job {
 	 * >= 0 or -1. It must not call begin/end, nor user_del. */
 	int (*run)(struct storage *st, const struct storage_driver *drv, void *arg);
 	/* Runs on `loop` once the batch is committed, with run's result (-1
-	 * for every job of a batch whose commit failed). When that loop has
-	 * stopped it runs on another thread with l NULL, only to release arg.
-	 * May be NULL (then arg is freed with free()). */
+	 * for every job of a batch whose commit failed); the jobs of one
+	 * batch for one loop come back together, in order. With no loop, or
+	 * when that loop has stopped, it runs on another thread with l NULL:
+	 * then it only releases arg (and may log). May be NULL (then arg is
+	 * freed with free()). */
 	void (*done)(struct loop *l, void *arg, int rc);
 	struct loop *loop;  /* where done runs; NULL: on the storage thread */
 	void *arg;
