@@ -17,8 +17,11 @@
 #include "core/util.h"
 #include "directory/directory.h"
 #include "modules/blocking.h"
+#include "modules/caps.h"
 #include "modules/module.h"
+#include "modules/pubsub.h"
 #include "muc/muc.h"
+#include "router/iqreq.h"
 #include "router/router.h"
 #include "s2s/s2s.h"
 #include "stream/conn.h"
@@ -424,6 +427,12 @@ int server_run(struct config *cfg, const char *ctl)
 		log_error("%s", err);
 		goto out;
 	}
+	srv.iqreq = iqreq_new();
+	srv.caps = caps_new(cfg->limits.caps_cache_size);
+	if ((srv.pubsub = pubsub_new(cfg, err, sizeof err)) == NULL) {
+		log_error("%s", err);
+		goto out;
+	}
 	if (cfg->s2s.enabled && s2s_init(&srv) != 0) {
 		log_error("cannot set up federation");
 		goto out;
@@ -486,6 +495,10 @@ out:
 	control_free(&srv);
 	s2s_free(&srv);
 	muc_free(&srv);
+	/* In-flight requests release what they hold (caps' included). */
+	iqreq_free(srv.iqreq);
+	caps_free(srv.caps);
+	pubsub_free(srv.pubsub);
 	free(srv.loops);
 	router_free(srv.router);
 	authfail_free(srv.authfail);

@@ -94,6 +94,9 @@ struct server {
 	void *control;             /* the control socket's handle (control.c) */
 	struct s2s *s2s;           /* federation, when s2s.enabled (s2s.c) */
 	struct muc *muc;           /* chat services and public rooms (muc.c) */
+	struct iqreq *iqreq;       /* iq requests the server sent (iqreq.h) */
+	struct caps *caps;         /* entity capabilities seen (caps.h) */
+	struct pubsub *pubsub;     /* PEP and pubsub services (pubsub.h) */
 	/* Rosters change by read-modify-write from any loop (both sides of a
 	 * subscription): changes to one account's roster are serialised by
 	 * one of these, picked by hashing the account (roster_lock). */
