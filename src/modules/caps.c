@@ -250,19 +250,32 @@ static char *join(struct arena *a, const char *const *parts, int n)
 	return s;
 }
 
-/* One extended form (XEP-0128) as §5.1 step 5 writes it; NULL when it
- * has no FORM_TYPE (ignored) or is malformed (*bad). */
-static const char *form_string(const struct xml_node *x, struct arena *a, bool *bad)
+struct caps_field {
+	const char *var;
+	const char *text; /* "var<value<value<..." */
+};
+
+static int cmp_field(const void *x, const void *y)
+{
+	return strcmp(((const struct caps_field *)x)->var, ((const struct caps_field *)y)->var);
+}
+
+/* One extended form (XEP-0128) as §5.1 step 5 writes it, in *out with
+ * its FORM_TYPE in *type; returns false when it has no FORM_TYPE
+ * (ignored) or is malformed (*bad). */
+static bool form_string(const struct xml_node *x, struct arena *a, bool *bad, const char **type,
+			const char **out)
 {
 	const char *form_type = NULL;
-	struct caps_strs fields = { 0 };
+	struct caps_field *fields = NULL;
+	int n_fields = 0;
 	for (struct xml_node *f = x->children; f; f = f->next) {
 		if (!xml_is(f, NS_DATA, "field"))
 			continue;
 		const char *var = xml_attr(f, "var");
 		if (var == NULL) {
 			*bad = true;
-			return NULL;
+			return false;
 		}
 		struct caps_strs values = { 0 };
 		for (struct xml_node *v = f->children; v; v = v->next)
@@ -271,7 +284,7 @@ static const char *form_string(const struct xml_node *x, struct arena *a, bool *
 		if (strcmp(var, "FORM_TYPE") == 0) {
 			if (form_type != NULL || values.n != 1) {
 				*bad = true;
-				return NULL;
+				return false;
 			}
 			form_type = values.v[0];
 			continue;
@@ -290,48 +303,66 @@ static const char *form_string(const struct xml_node *x, struct arena *a, bool *
 		memcpy(s, b.data ? b.data : "", b.len);
 		s[b.len] = '\0';
 		buf_free(&b);
-		strs_add(a, &fields, s);
+		struct caps_field *nf = arena_alloc(a, (size_t)(n_fields + 1) * sizeof *nf);
+		if (n_fields)
+			memcpy(nf, fields, (size_t)n_fields * sizeof *nf);
+		nf[n_fields].var = var;
+		nf[n_fields].text = s;
+		fields = nf;
+		n_fields++;
 	}
 	if (form_type == NULL)
-		return NULL;
-	if (fields.n > 1)
-		qsort(fields.v, (size_t)fields.n, sizeof *fields.v, cmp_str);
+		return false;
+	if (n_fields > 1)
+		qsort(fields, (size_t)n_fields, sizeof *fields, cmp_field);
 	const char *head[2] = { form_type, "<" };
 	const char *s = join(a, head, 2);
-	for (int i = 0; i < fields.n; i++) {
-		const char *two[2] = { s, fields.v[i] };
+	for (int i = 0; i < n_fields; i++) {
+		const char *two[2] = { s, fields[i].text };
 		s = join(a, two, 2);
 	}
-	return s;
+	*type = form_type;
+	*out = s;
+	return true;
 }
 
 int caps_hash(const struct xml_node *query, struct arena *a, char *out, size_t cap)
 {
-	struct caps_strs ids = { 0 }, feats = { 0 }, forms = { 0 };
+	struct caps_strs ids = { 0 }, feats = { 0 }, forms = { 0 }, form_types = { 0 };
 	bool bad = false;
 	for (struct xml_node *n = query->children; n; n = n->next) {
 		if (xml_is(n, NS_DISCO_INFO, "identity")) {
-			const char *p[8] = { attr_or_empty(n, "category"), "/", attr_or_empty(n, "type"),
-					     "/", xml_lang(n), "/", attr_or_empty(n, "name"), "<" };
-			strs_add(a, &ids, join(a, p, 8));
+			const char *p[7] = { attr_or_empty(n, "category"), "/", attr_or_empty(n, "type"),
+					     "/", xml_lang(n), "/", attr_or_empty(n, "name") };
+			strs_add(a, &ids, join(a, p, 7));
 		} else if (xml_is(n, NS_DISCO_INFO, "feature")) {
-			const char *p[2] = { attr_or_empty(n, "var"), "<" };
-			strs_add(a, &feats, join(a, p, 2));
+			strs_add(a, &feats, attr_or_empty(n, "var"));
 		} else if (xml_is(n, NS_DATA, "x")) {
-			const char *f = form_string(n, a, &bad);
-			if (f != NULL)
+			const char *type, *f;
+			if (form_string(n, a, &bad, &type, &f)) {
+				strs_add(a, &form_types, type);
 				strs_add(a, &forms, f);
+			}
 		}
 	}
+	/* Forms sort by FORM_TYPE: "type<..." orders as the types do
+	 * unless one type is a prefix of another, which §5.4 refuses
+	 * (two forms of one FORM_TYPE) in the common case. */
 	if (bad || !strs_sort_unique(&ids) || !strs_sort_unique(&feats) ||
-	    !strs_sort_unique(&forms) || cap < 29)
+	    !strs_sort_unique(&form_types) || !strs_sort_unique(&forms) || cap < 29)
 		return -1;
 	struct buf b;
 	buf_init(&b);
-	for (int i = 0; i < ids.n; i++)
+	/* Sorted as values, each followed by '<' (§5.1: '<' sorts after
+	 * characters such as '#'). */
+	for (int i = 0; i < ids.n; i++) {
 		buf_puts(&b, ids.v[i]);
-	for (int i = 0; i < feats.n; i++)
+		buf_puts(&b, "<");
+	}
+	for (int i = 0; i < feats.n; i++) {
 		buf_puts(&b, feats.v[i]);
+		buf_puts(&b, "<");
+	}
 	for (int i = 0; i < forms.n; i++)
 		buf_puts(&b, forms.v[i]);
 	unsigned char md[SHA_DIGEST_LENGTH];
@@ -359,7 +390,7 @@ static void caps_on_info(struct loop *l, void *arg, struct xml_node *reply, stru
 	const char *type = reply ? xml_attr(reply, "type") : NULL;
 	if (type != NULL && strcmp(type, "result") == 0)
 		q = xml_child(reply, NS_DISCO_INFO, "query");
-	char ver[32];
+	char ver[32] = "";
 	if (q == NULL || l == NULL || loop_stopping(l) || caps_hash(q, a, ver, sizeof ver) != 0 ||
 	    strcmp(ver, p->ver) != 0) {
 		if (q != NULL)

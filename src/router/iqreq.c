@@ -72,7 +72,7 @@ int iqreq_send(struct loop *l, struct xml_node *iq, struct arena *a, const struc
 			slot = i;
 	if (slot >= 0) {
 		struct iqreq_entry *e = &q->e[slot];
-		snprintf(id, sizeof id, "natter-%llu", ++q->next_id);
+		snprintf(id, sizeof id, "natter-iq-%llu", ++q->next_id);
 		snprintf(e->id, sizeof e->id, "%s", id);
 		jid_format(to, e->to, sizeof e->to);
 		e->deadline = now + IQREQ_TIMEOUT_MS;
@@ -95,7 +95,7 @@ int iqreq_send(struct loop *l, struct xml_node *iq, struct arena *a, const struc
 bool iqreq_answer(struct loop *l, struct xml_node *st, struct arena *a, const struct jid *from)
 {
 	const char *id = xml_attr(st, "id");
-	if (id == NULL || strncmp(id, "natter-", 7) != 0)
+	if (id == NULL || strncmp(id, "natter-iq-", 10) != 0)
 		return false;
 	struct iqreq *q = l->srv->iqreq;
 	char who[3 * JID_PART_MAX + 3];
