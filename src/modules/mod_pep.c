@@ -228,20 +228,23 @@ static void send_last_of(struct loop *l, const char *owner, const struct jid *wh
 
 struct subscribed_to {
 	struct loop *l;
-	const struct jid *who;
+	struct arena *a;
+	const char **owners; /* local contacts who is subscribed to */
+	int n, max;
 };
 
-static void send_last_contact(void *arg, struct roster_item *it)
+/* Collects only: roster_each's callback must not use the store. */
+static void collect_subscribed_to(void *arg, struct roster_item *it)
 {
 	struct subscribed_to *s = arg;
 	char domain[JID_PART_MAX + 1];
 	const char *at = strchr(it->jid, '@');
-	if (!(it->sub & SUB_TO) || at == NULL)
+	if (!(it->sub & SUB_TO) || at == NULL || s->n >= s->max)
 		return;
 	snprintf(domain, sizeof domain, "%s", at + 1);
 	/* A remote contact's server sends its own PEP items. */
 	if (config_find_host(s->l->srv->cfg, domain) != NULL)
-		send_last_of(s->l, it->jid, s->who);
+		s->owners[s->n++] = arena_strdup(s->a, it->jid);
 }
 
 /* A local resource's caps are known: its own account's last items and
@@ -254,8 +257,11 @@ static void pep_local_known(struct loop *l, const struct jid *who, const char *o
 	send_last_of(l, bare, who);
 	struct arena a;
 	arena_init(&a);
-	struct subscribed_to s = { l, who };
-	roster_each(l, bare, &a, send_last_contact, &s);
+	struct subscribed_to s = { .l = l, .a = &a, .max = l->srv->cfg->limits.max_roster_items };
+	s.owners = arena_alloc(&a, (size_t)s.max * sizeof *s.owners);
+	roster_each(l, bare, &a, collect_subscribed_to, &s);
+	for (int i = 0; i < s.n; i++)
+		send_last_of(l, s.owners[i], who);
 	arena_reset(&a);
 }
 

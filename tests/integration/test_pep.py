@@ -7,8 +7,9 @@ import pytest
 from imlib import accounts, mutual, assert_not_delivered, msg
 from natterlib import q
 from peplib import (
-    NS_PUBSUB, event_items, event_item_ids, event_payload, expect_error,
-    get_items, pep_connect, publish)
+    NS_PUBSUB, event_items, event_item_ids, event_of, event_payload,
+    event_retract_ids, expect_error, get_items, pep_connect, publish,
+    publish_xml)
 
 NS_TUNE = "http://jabber.org/protocol/tune"
 NS_MOOD = "http://jabber.org/protocol/mood"
@@ -33,3 +34,196 @@ async def test_publish_notifies_contact_with_caps(net, server):
     await alice.inbox.get(event_items(NS_TUNE, frm="alice@localhost"))
     items = await get_items(bob, "alice@localhost", NS_TUNE)
     assert [i.get("id") for i in items] == [item_id]
+
+
+async def test_no_notification_without_notify_or_subscription(net, server):
+    """carol wants tune but has no presence subscription; bob is a
+    contact without +notify: neither is notified."""
+    alice = await pep_connect(net, server, "alice", interests=[NS_TUNE])
+    bob = await pep_connect(net, server, "bob", interests=[NS_MOOD])
+    carol = await pep_connect(net, server, "carol", interests=[NS_TUNE])
+    await mutual(alice, bob)
+    await publish(alice, NS_TUNE, TUNE % (NS_TUNE, "Siberian Khatru"))
+    await alice.inbox.get(event_items(NS_TUNE))
+    for who in (bob, carol):
+        await assert_not_delivered(who, event_items(NS_TUNE), "a tune event",
+                                   alice, "m-" + who.boundjid.user)
+
+
+async def test_retract_notifies_and_items_max(net, server):
+    alice = await pep_connect(net, server, "alice", interests=[NS_TUNE])
+    bob = await pep_connect(net, server, "bob", interests=[NS_TUNE])
+    await mutual(alice, bob)
+    opts = {"pubsub#max_items": "3"}
+    for i in range(4):
+        await publish(alice, NS_TUNE, TUNE % (NS_TUNE, "t%d" % i), "i%d" % i,
+                      options=opts if i == 0 else None)
+        await bob.inbox.get(event_items(NS_TUNE))
+    items = await get_items(bob, "alice@localhost", NS_TUNE)
+    assert [i.get("id") for i in items] == ["i1", "i2", "i3"]
+    items = await get_items(bob, "alice@localhost", NS_TUNE, max_items=1)
+    assert [i.get("id") for i in items] == ["i3"]
+    items = await get_items(bob, "alice@localhost", NS_TUNE, ids=["i2"])
+    assert [i.get("id") for i in items] == ["i2"]
+    await alice.iq(None, "<pubsub xmlns='%s'><retract node='%s' notify='true'>"
+                   "<item id='i2'/></retract></pubsub>" % (NS_PUBSUB, NS_TUNE),
+                   "set")
+    got = await bob.inbox.get(
+        lambda s: event_items(NS_TUNE)(s) and event_retract_ids(s) == ["i2"],
+        "retract event")
+    assert got is not None
+    items = await get_items(alice, None, NS_TUNE)
+    assert [i.get("id") for i in items] == ["i1", "i3"]
+    await expect_error(alice, None, "<pubsub xmlns='%s'><retract node='%s'>"
+                       "<item id='nope'/></retract></pubsub>" % (NS_PUBSUB, NS_TUNE),
+                       "set", "item-not-found")
+
+
+async def test_presence_access_model(net, server):
+    alice = await pep_connect(net, server, "alice")
+    carol = await pep_connect(net, server, "carol")
+    await publish(alice, NS_TUNE, TUNE % (NS_TUNE, "x"))
+    await expect_error(carol, "alice@localhost",
+                       "<pubsub xmlns='%s'><items node='%s'/></pubsub>"
+                       % (NS_PUBSUB, NS_TUNE), "get", "not-authorized",
+                       "presence-subscription-required")
+    await expect_error(carol, "alice@localhost",
+                       "<pubsub xmlns='%s'><items node='nothing'/></pubsub>"
+                       % NS_PUBSUB, "get", "item-not-found")
+
+
+async def test_open_whitelist_and_roster_models(net, server):
+    alice = await pep_connect(net, server, "alice")
+    bob = await pep_connect(net, server, "bob")
+    carol = await pep_connect(net, server, "carol")
+    await mutual(alice, bob)
+    await publish(alice, "open-node", "<x xmlns='urn:test'/>",
+                  options={"pubsub#access_model": "open"})
+    assert len(await get_items(carol, "alice@localhost", "open-node")) == 1
+    await publish(alice, "secret", "<x xmlns='urn:test'/>",
+                  options={"pubsub#access_model": "whitelist"})
+    await expect_error(bob, "alice@localhost",
+                       "<pubsub xmlns='%s'><items node='secret'/></pubsub>"
+                       % NS_PUBSUB, "get", "not-allowed", "closed-node")
+    await publish(alice, "friends", "<x xmlns='urn:test'/>",
+                  options={"pubsub#access_model": "roster",
+                           "pubsub#roster_groups_allowed": "Friends"})
+    await expect_error(bob, "alice@localhost",
+                       "<pubsub xmlns='%s'><items node='friends'/></pubsub>"
+                       % NS_PUBSUB, "get", "not-authorized",
+                       "not-in-roster-group")
+    await alice.iq(None, "<query xmlns='jabber:iq:roster'><item jid='bob@localhost'>"
+                   "<group>Friends</group></item></query>", "set")
+    assert len(await get_items(bob, "alice@localhost", "friends")) == 1
+    # disco#items lists what the asker may see.
+    reply = await carol.iq("alice@localhost",
+                           "<query xmlns='http://jabber.org/protocol/disco#items'/>")
+    nodes = [i.get("node") for i in reply.xml.iter(
+        "{http://jabber.org/protocol/disco#items}item")]
+    assert nodes == ["open-node"]
+
+
+async def test_publish_options_precondition(net, server):
+    alice = await pep_connect(net, server, "alice")
+    await publish(alice, "n", "<x xmlns='urn:test'/>",
+                  options={"pubsub#access_model": "open",
+                           "pubsub#persist_items": "true",
+                           "pubsub#max_items": "max"})
+    await publish(alice, "n", "<x xmlns='urn:test'/>",
+                  options={"pubsub#access_model": "open"})
+    await expect_error(alice, None, publish_xml(
+        "n", "<x xmlns='urn:test'/>", options={"pubsub#access_model": "whitelist"}),
+        "set", "conflict", "precondition-not-met")
+
+
+async def test_disco_info_on_account(net, server):
+    alice = await pep_connect(net, server, "alice")
+    reply = await alice.iq("alice@localhost",
+                           "<query xmlns='http://jabber.org/protocol/disco#info'/>")
+    ids = [(i.get("category"), i.get("type")) for i in reply.xml.iter(
+        "{http://jabber.org/protocol/disco#info}identity")]
+    feats = [f.get("var") for f in reply.xml.iter(
+        "{http://jabber.org/protocol/disco#info}feature")]
+    assert ("pubsub", "pep") in ids
+    assert NS_PUBSUB + "#publish-options" in feats
+
+
+async def test_last_item_on_coming_online(net, server):
+    """bob comes online after alice published: he gets her last item;
+    so does alice's own new session."""
+    alice = await pep_connect(net, server, "alice", interests=[NS_TUNE])
+    bob = await pep_connect(net, server, "bob", interests=[NS_TUNE])
+    await mutual(alice, bob)
+    await publish(alice, NS_TUNE, TUNE % (NS_TUNE, "first"), "a")
+    await publish(alice, NS_TUNE, TUNE % (NS_TUNE, "last"), "b")
+    await bob.close()
+    bob2 = await pep_connect(net, server, "bob", "r2", interests=[NS_TUNE])
+    got = await bob2.inbox.get(event_items(NS_TUNE, frm="alice@localhost"),
+                               "last tune of alice")
+    assert event_item_ids(got) == ["b"]
+    alice2 = await pep_connect(net, server, "alice", "r2", interests=[NS_TUNE])
+    got = await alice2.inbox.get(event_items(NS_TUNE, frm="alice@localhost"))
+    assert event_item_ids(got) == ["b"]
+
+
+async def test_delete_and_purge(net, server):
+    alice = await pep_connect(net, server, "alice", interests=[NS_TUNE])
+    await publish(alice, NS_TUNE, TUNE % (NS_TUNE, "x"), "a")
+    await alice.inbox.get(event_items(NS_TUNE))
+    await alice.iq(None, "<pubsub xmlns='%s#owner'><purge node='%s'/></pubsub>"
+                   % (NS_PUBSUB, NS_TUNE), "set")
+    await alice.inbox.get(event_of(NS_TUNE, "purge"), "purge event")
+    assert await get_items(alice, None, NS_TUNE) == []
+    await alice.iq(None, "<pubsub xmlns='%s#owner'><delete node='%s'/></pubsub>"
+                   % (NS_PUBSUB, NS_TUNE), "set")
+    await alice.inbox.get(event_of(NS_TUNE, "delete"), "delete event")
+    await expect_error(alice, None, "<pubsub xmlns='%s'><items node='%s'/></pubsub>"
+                       % (NS_PUBSUB, NS_TUNE), "get", "item-not-found")
+
+
+async def test_bad_requests(net, server):
+    alice = await pep_connect(net, server, "alice")
+    bob = await pep_connect(net, server, "bob")
+    P = NS_PUBSUB
+    await expect_error(alice, None, "<pubsub xmlns='%s'><publish node='n'/></pubsub>" % P,
+                       "set", "bad-request", "item-required")
+    await expect_error(alice, None, "<pubsub xmlns='%s'><publish node='n'><item/></publish>"
+                       "</pubsub>" % P, "set", "bad-request", "payload-required")
+    await expect_error(alice, None, "<pubsub xmlns='%s'><publish><item><x xmlns='urn:t'/>"
+                       "</item></publish></pubsub>" % P, "set", "bad-request",
+                       "nodeid-required")
+    await expect_error(alice, None, "<pubsub xmlns='%s'><publish node=''><item><x xmlns='urn:t'/>"
+                       "</item></publish></pubsub>" % P, "set", "bad-request",
+                       "nodeid-required")
+    await expect_error(alice, None, "<pubsub xmlns='%s'><publish node='%s'><item><x xmlns='urn:t'/>"
+                       "</item></publish></pubsub>" % (P, "n" * 300), "set", "bad-request",
+                       "nodeid-required")
+    await expect_error(bob, "alice@localhost", publish_xml("n", "<x xmlns='urn:t'/>"),
+                       "set", "forbidden")
+    await publish(alice, "n", "<x xmlns='urn:t'/>")
+    await expect_error(bob, "alice@localhost", "<pubsub xmlns='%s#owner'><configure node='n'/>"
+                       "</pubsub>" % P, "get", "forbidden")
+    await expect_error(alice, None, "<pubsub xmlns='%s'><bogus/></pubsub>" % P, "get",
+                       "feature-not-implemented")
+    await net.assert_served(server)
+
+
+async def test_limits(net, natter_factory):
+    server = natter_factory(limits={"pubsub_max_items": 5,
+                                    "pubsub_max_item_size": 2048,
+                                    "pubsub_max_nodes": 2})
+    accounts(server, "alice")
+    alice = await pep_connect(net, server, "alice")
+    await expect_error(alice, None, publish_xml("n", "<x xmlns='urn:t'>%s</x>" % ("a" * 3000)),
+                       "set", "not-acceptable", "payload-too-big")
+    await expect_error(alice, None, publish_xml("n", "<x xmlns='urn:t'/>",
+                                                options={"pubsub#max_items": "6"}),
+                       "set", "not-acceptable", "max-items-exceeded")
+    await publish(alice, "n1", "<x xmlns='urn:t'/>", options={"pubsub#max_items": "max"})
+    await publish(alice, "n2", "<x xmlns='urn:t'/>")
+    await expect_error(alice, None, publish_xml("n3", "<x xmlns='urn:t'/>"),
+                       "set", "not-allowed", "max-nodes-exceeded")
+    for i in range(8):
+        await publish(alice, "n1", "<x xmlns='urn:t'/>", "i%d" % i)
+    assert len(await get_items(alice, None, "n1")) == 5
+    await net.assert_served(server)
