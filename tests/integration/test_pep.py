@@ -9,7 +9,7 @@ from natterlib import q
 from peplib import (
     NS_PUBSUB, event_items, event_item_ids, event_of, event_payload,
     event_retract_ids, expect_error, get_items, pep_connect, publish,
-    publish_xml)
+    publish_xml, send_caps_presence)
 
 NS_TUNE = "http://jabber.org/protocol/tune"
 NS_MOOD = "http://jabber.org/protocol/mood"
@@ -227,3 +227,119 @@ async def test_limits(net, natter_factory):
         await publish(alice, "n1", "<x xmlns='urn:t'/>", "i%d" % i)
     assert len(await get_items(alice, None, "n1")) == 5
     await net.assert_served(server)
+
+
+NS_BOOKMARKS = "urn:xmpp:bookmarks:1"
+NS_OMEMO_DEVICES = "eu.siacs.conversations.axolotl.devicelist"
+
+
+async def test_notifications_cross_loops(net, natter_factory):
+    """Four loops: sessions land on different ones; every contact still
+    gets the event."""
+    server = natter_factory(workers=4)
+    accounts(server, "alice", "bob", "carol")
+    alice = await pep_connect(net, server, "alice", interests=[NS_MOOD])
+    others = [await pep_connect(net, server, n, "r%d" % i, interests=[NS_MOOD])
+              for n in ("bob", "carol") for i in range(2)]
+    await mutual(alice, others[0])
+    await mutual(alice, others[2])
+    await publish(alice, NS_MOOD, "<mood xmlns='%s'><happy/></mood>" % NS_MOOD)
+    for c in others:
+        await c.inbox.get(event_items(NS_MOOD, frm="alice@localhost"),
+                          "mood event on %s" % c.boundjid)
+
+
+async def test_bookmarks_private_to_pep_and_back(net, server):
+    """XEP-0411: XEP-0048 bookmarks in private XML show up as XEP-0402
+    items (whitelist), and a private get answers from PEP."""
+    alice = await pep_connect(net, server, "alice", interests=[NS_BOOKMARKS])
+    bob = await pep_connect(net, server, "bob")
+    await mutual(alice, bob)
+    await alice.iq(None, "<query xmlns='jabber:iq:private'><storage xmlns='storage:bookmarks'>"
+                   "<conference jid='room@conference.localhost' name='Room' autojoin='true'>"
+                   "<nick>al</nick></conference></storage></query>", "set")
+    items = await get_items(alice, None, NS_BOOKMARKS)
+    assert [i.get("id") for i in items] == ["room@conference.localhost"]
+    conf = items[0].find(q(NS_BOOKMARKS, "conference"))
+    assert conf.get("autojoin") == "true" and conf.get("name") == "Room"
+    assert conf.find(q(NS_BOOKMARKS, "nick")).text == "al"
+    await expect_error(bob, "alice@localhost", "<pubsub xmlns='%s'><items node='%s'/></pubsub>"
+                       % (NS_PUBSUB, NS_BOOKMARKS), "get", "not-allowed", "closed-node")
+    # A XEP-0402 client adds one; the XEP-0048 view has both.
+    await publish(alice, NS_BOOKMARKS, "<conference xmlns='%s' name='Two' autojoin='false'/>"
+                  % NS_BOOKMARKS, "two@conference.localhost",
+                  options={"pubsub#access_model": "whitelist",
+                           "pubsub#persist_items": "true",
+                           "pubsub#max_items": "max",
+                           "pubsub#send_last_published_item": "never"})
+    reply = await alice.iq(None, "<query xmlns='jabber:iq:private'>"
+                           "<storage xmlns='storage:bookmarks'/></query>")
+    jids = sorted(c.get("jid") for c in reply.xml.iter("{storage:bookmarks}conference"))
+    assert jids == ["room@conference.localhost", "two@conference.localhost"]
+
+
+async def test_vcard_photo_publishes_avatar(net, server):
+    """XEP-0398: a vCard with a PHOTO publishes XEP-0084 data and
+    metadata, readable by anyone (open)."""
+    import base64
+    import hashlib
+    png = b"\x89PNG\r\n\x1a\n" + b"x" * 100
+    b64 = base64.b64encode(png).decode()
+    alice = await pep_connect(net, server, "alice")
+    carol = await pep_connect(net, server, "carol")
+    await alice.iq(None, "<vCard xmlns='vcard-temp'><PHOTO><TYPE>image/png</TYPE>"
+                   "<BINVAL>%s\n%s</BINVAL></PHOTO></vCard>" % (b64[:40], b64[40:]), "set")
+    sha = hashlib.sha1(png).hexdigest()
+    meta = await get_items(carol, "alice@localhost", "urn:xmpp:avatar:metadata")
+    info = meta[0].find(q("urn:xmpp:avatar:metadata", "metadata")).find(
+        q("urn:xmpp:avatar:metadata", "info"))
+    assert (meta[0].get("id"), info.get("bytes"), info.get("type")) == (
+        sha, str(len(png)), "image/png")
+    data = await get_items(carol, "alice@localhost", "urn:xmpp:avatar:data", ids=[sha])
+    assert base64.b64decode(data[0].find(q("urn:xmpp:avatar:data", "data")).text) == png
+    # The vCard itself is stored as before.
+    reply = await alice.iq(None, "<vCard xmlns='vcard-temp'/>")
+    assert reply.xml.find(q("vcard-temp", "vCard")).find(q("vcard-temp", "PHOTO")) is not None
+
+
+async def test_avatar_with_slixmpp_plugin(net, server):
+    """XEP-0084 with slixmpp's own plugin (publish data + metadata, the
+    contact's plugin gets the metadata event)."""
+    alice = await pep_connect(net, server, "alice", plugins=("xep_0084",))
+    bob = await pep_connect(net, server, "bob", plugins=("xep_0084",))
+    await send_caps_presence(bob)
+    await mutual(alice, bob)
+    data = b"\x89PNG fake avatar"
+    await alice["xep_0084"].publish_avatar(data)
+    import hashlib
+    sha = hashlib.sha1(data).hexdigest()
+    await alice["xep_0084"].publish_avatar_metadata(
+        [{"id": sha, "type": "image/png", "bytes": len(data)}])
+    got = await bob.inbox.get(event_items("urn:xmpp:avatar:metadata",
+                                          frm="alice@localhost"), "avatar metadata")
+    assert event_item_ids(got) == [sha]
+    reply = await bob["xep_0084"].retrieve_avatar("alice@localhost", sha)
+    assert reply["pubsub"]["items"]["item"]["id"] == sha
+
+
+async def test_omemo_devicelist_open(net, server):
+    """XEP-0384: device list and bundle published open, fetched by a
+    stranger; nick (XEP-0172) as an opaque item."""
+    alice = await pep_connect(net, server, "alice")
+    carol = await pep_connect(net, server, "carol")
+    await publish(alice, NS_OMEMO_DEVICES, "<list xmlns='eu.siacs.conversations.axolotl'>"
+                  "<device id='1234'/></list>", "current",
+                  options={"pubsub#access_model": "open"})
+    await publish(alice, NS_OMEMO_DEVICES.replace("devicelist", "bundles:1234"),
+                  "<bundle xmlns='eu.siacs.conversations.axolotl'><signedPreKeyPublic "
+                  "signedPreKeyId='1'>AAAA</signedPreKeyPublic></bundle>", "current",
+                  options={"pubsub#access_model": "open"})
+    await publish(alice, "urn:xmpp:omemo:2:devices", "<devices xmlns='urn:xmpp:omemo:2'>"
+                  "<device id='1234'/></devices>", "current",
+                  options={"pubsub#access_model": "open", "pubsub#max_items": "max"})
+    for node in (NS_OMEMO_DEVICES, "eu.siacs.conversations.axolotl.bundles:1234",
+                 "urn:xmpp:omemo:2:devices"):
+        items = await get_items(carol, "alice@localhost", node)
+        assert [i.get("id") for i in items] == ["current"], node
+    await publish(alice, "http://jabber.org/protocol/nick",
+                  "<nick xmlns='http://jabber.org/protocol/nick'>Al</nick>")
