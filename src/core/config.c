@@ -34,6 +34,7 @@
 _Static_assert(sizeof(enum log_level) == sizeof(int), "enum log_level is not int-sized");
 _Static_assert(sizeof(enum listener_type) == sizeof(int), "enum listener_type is not int-sized");
 _Static_assert(sizeof(enum host_auth) == sizeof(int), "enum host_auth is not int-sized");
+_Static_assert(sizeof(enum pubsub_create) == sizeof(int), "enum pubsub_create is not int-sized");
 _Static_assert(sizeof(enum s2s_auth_policy) == sizeof(int), "enum s2s_auth_policy is not int-sized");
 
 enum key_type {
@@ -89,7 +90,7 @@ struct config_parser {
 };
 
 /* Keys per mapping are few; lines[] is sized by this. */
-#define CONFIG_MAX_KEYS 32
+#define CONFIG_MAX_KEYS 48
 
 static int config_fail(struct config_parser *p, size_t line, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
@@ -317,6 +318,30 @@ static const struct config_section config_mam_section = {
 	.size = sizeof(struct config_mam),
 };
 
+static const char *const config_pubsub_creates[] = { "local", "all", "admins", NULL };
+
+static const struct config_key config_pubsub_keys[] = {
+	{ .name = "enabled", .type = KEY_BOOL, .def = "true",
+	  .offset = offsetof(struct config_pubsub, enabled),
+	  .doc = "serve a publish-subscribe service (XEP-0060) for the host" },
+	{ .name = "domain", .type = KEY_DOMAIN,
+	  .offset = offsetof(struct config_pubsub, domain),
+	  .doc = "the pubsub service's domain; default: pubsub. and the host's domain" },
+	{ .name = "create", .type = KEY_ENUM, .def = "local", .values = config_pubsub_creates,
+	  .offset = offsetof(struct config_pubsub, create),
+	  .doc = "who may create nodes: local (the host's accounts), all, or admins" },
+	{ .name = "admins", .type = KEY_STRING, .nullable = true,
+	  .offset = offsetof(struct config_pubsub, admins),
+	  .doc = "space-separated bare JIDs that own every node of the service" },
+};
+
+static const struct config_section config_pubsub_section = {
+	.what = "pubsub",
+	.keys = config_pubsub_keys,
+	.n_keys = sizeof config_pubsub_keys / sizeof config_pubsub_keys[0],
+	.size = sizeof(struct config_pubsub),
+};
+
 static const struct config_key config_host_keys[] = {
 	{ .name = "domain", .type = KEY_DOMAIN, .required = true,
 	  .offset = offsetof(struct config_host, domain),
@@ -342,6 +367,9 @@ static const struct config_key config_host_keys[] = {
 	{ .name = "mam", .type = KEY_MAP, .section = &config_mam_section,
 	  .offset = offsetof(struct config_host, mam),
 	  .doc = "message archives (docs/archive.md)" },
+	{ .name = "pubsub", .type = KEY_MAP, .section = &config_pubsub_section,
+	  .offset = offsetof(struct config_host, pubsub),
+	  .doc = "the publish-subscribe service (docs/pubsub.md)" },
 };
 
 static const struct config_section config_host_section = {
@@ -464,6 +492,26 @@ static const struct config_key config_limits_keys[] = {
 	  .min = 4096, .max = 64 * 1024 * 1024,
 	  .offset = offsetof(struct config_limits, max_blocklist_size),
 	  .doc = "bytes of one block list as a <blocklist/> result" },
+	/* Publish-subscribe: PEP nodes of accounts and pubsub services. */
+	{ .name = "pubsub_max_items", .type = KEY_INT, .def = "256", .min = 1, .max = 100000,
+	  .offset = offsetof(struct config_limits, pubsub_max_items),
+	  .doc = "items one pubsub node keeps; a larger max_items: not-acceptable" },
+	{ .name = "pubsub_max_item_size", .type = KEY_SIZE, .def = "131072",
+	  .min = 1024, .max = 16 * 1024 * 1024,
+	  .offset = offsetof(struct config_limits, pubsub_max_item_size),
+	  .doc = "bytes of one published item, serialised; larger: payload-too-big" },
+	{ .name = "pubsub_max_nodes", .type = KEY_INT, .def = "128", .min = 1, .max = 100000,
+	  .offset = offsetof(struct config_limits, pubsub_max_nodes),
+	  .doc = "pubsub nodes per account (PEP) or per creator (service)" },
+	{ .name = "pubsub_max_subscriptions", .type = KEY_INT, .def = "1000", .min = 1,
+	  .max = 100000, .offset = offsetof(struct config_limits, pubsub_max_subscriptions),
+	  .doc = "subscriptions and affiliations one pubsub node keeps" },
+	{ .name = "pubsub_max_notifications", .type = KEY_INT, .def = "1000", .min = 1,
+	  .max = 1000000, .offset = offsetof(struct config_limits, pubsub_max_notifications),
+	  .doc = "notifications one publish sends at most (the rest are not sent)" },
+	{ .name = "caps_cache_size", .type = KEY_INT, .def = "1024", .min = 16, .max = 1000000,
+	  .offset = offsetof(struct config_limits, caps_cache_size),
+	  .doc = "entity capabilities (XEP-0115) versions the server remembers" },
 };
 
 static const struct config_section config_limits_section = {
@@ -1180,6 +1228,17 @@ static int config_check_host(struct config_parser *p, void *items, size_t idx,
 		if (i < idx && hosts[i].muc.domain && strcmp(hosts[i].muc.domain, h->muc.domain) == 0)
 			return config_fail(p, lines[6], "muc domain '%s' is another host's",
 					   h->muc.domain);
+	}
+	/* lines[7]: pubsub, whose domain is nobody else's either. */
+	for (size_t i = 0; i <= idx && h->pubsub.domain; i++) {
+		if (strcmp(hosts[i].domain, h->pubsub.domain) == 0 ||
+		    (hosts[i].muc.domain && strcmp(hosts[i].muc.domain, h->pubsub.domain) == 0))
+			return config_fail(p, lines[7], "pubsub domain '%s' is already in use",
+					   h->pubsub.domain);
+		if (i < idx && hosts[i].pubsub.domain &&
+		    strcmp(hosts[i].pubsub.domain, h->pubsub.domain) == 0)
+			return config_fail(p, lines[7], "pubsub domain '%s' is another host's",
+					   h->pubsub.domain);
 	}
 	/* GSS-API reads one keytab per process (KRB5_KTNAME). */
 	for (size_t i = 0; i < idx && h->kerberos.keytab; i++)

@@ -119,7 +119,21 @@ struct config_mam {
 	int enabled;          /* message archives (XEP-0313) for the host */
 	enum mam_default def; /* 'default' of accounts without prefs */
 	int max_page;         /* results in one page at most */
-	int archive_expiry;      /* entries older are deleted; 0 = kept */
+	int archive_expiry;   /* days: entries older are deleted; 0 = kept */
+};
+
+/* Who may create nodes on a host's pubsub service. */
+enum pubsub_create {
+	PUBSUB_CREATE_LOCAL,  /* accounts of the host */
+	PUBSUB_CREATE_ALL,    /* anyone, federated users too */
+	PUBSUB_CREATE_ADMINS  /* only the JIDs in admins */
+};
+
+struct config_pubsub {
+	int enabled;       /* a publish-subscribe service (XEP-0060) for the host */
+	char *domain;      /* its domain; NULL = "pubsub." + the host's */
+	enum pubsub_create create;
+	char *admins;      /* space-separated bare JIDs: owners of every node */
 };
 
 enum host_auth {
@@ -136,6 +150,7 @@ struct config_host {
 	struct config_kerberos kerberos;
 	struct config_muc muc;
 	struct config_mam mam;
+	struct config_pubsub pubsub;
 };
 
 struct config_listener {
@@ -172,6 +187,13 @@ struct config_limits {
 	size_t max_offline_size;     /* offline messages, serialised */
 	int max_blocklist_items;     /* block list items (XEP-0191) */
 	size_t max_blocklist_size;   /* a whole <blocklist/> result */
+	/* Publish-subscribe (PEP and the pubsub services, docs/pubsub.md). */
+	int pubsub_max_items;        /* items one node keeps (its max_items at most) */
+	size_t pubsub_max_item_size; /* one item, serialised */
+	int pubsub_max_nodes;        /* nodes per account (PEP) or per creator (service) */
+	int pubsub_max_subscriptions;/* subscriptions and affiliations per node */
+	int pubsub_max_notifications;/* notifications one publish sends at most */
+	int caps_cache_size;         /* entity capabilities (XEP-0115) versions kept */
 };
 
 struct config {

@@ -18,8 +18,11 @@
 #include "directory/directory.h"
 #include "modules/blocking.h"
 #include "modules/mam.h"
+#include "modules/caps.h"
 #include "modules/module.h"
+#include "modules/pubsub.h"
 #include "muc/muc.h"
+#include "router/iqreq.h"
 #include "router/router.h"
 #include "s2s/s2s.h"
 #include "storage/storeq.h"
@@ -434,6 +437,12 @@ int server_run(struct config *cfg, const char *ctl)
 		log_error("%s", err);
 		goto out;
 	}
+	srv.iqreq = iqreq_new();
+	srv.caps = caps_new(cfg->limits.caps_cache_size);
+	if ((srv.pubsub = pubsub_new(cfg, err, sizeof err)) == NULL) {
+		log_error("%s", err);
+		goto out;
+	}
 	if (cfg->s2s.enabled && s2s_init(&srv) != 0) {
 		log_error("cannot set up federation");
 		goto out;
@@ -500,6 +509,10 @@ out:
 	s2s_free(&srv);
 	muc_free(&srv);
 	mam_free(&srv);
+	/* In-flight requests release what they hold (caps' included). */
+	iqreq_free(srv.iqreq);
+	caps_free(srv.caps);
+	pubsub_free(srv.pubsub);
 	free(srv.loops);
 	router_free(srv.router);
 	authfail_free(srv.authfail);

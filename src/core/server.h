@@ -98,6 +98,9 @@ struct server {
 	struct muc *muc;           /* chat services and public rooms (muc.c) */
 	struct storeq *storeq;     /* the storage thread (storeq.h) */
 	struct mam *mam;           /* archive ids, preferences (mod_mam.c) */
+	struct iqreq *iqreq;       /* iq requests the server sent (iqreq.h) */
+	struct caps *caps;         /* entity capabilities seen (caps.h) */
+	struct pubsub *pubsub;     /* PEP and pubsub services (pubsub.h) */
 	/* Rosters change by read-modify-write from any loop (both sides of a
 	 * subscription): changes to one account's roster are serialised by
 	 * one of these, picked by hashing the account (roster_lock). */

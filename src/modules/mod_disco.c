@@ -8,6 +8,7 @@
 
 #include "core/server.h"
 #include "modules/module.h"
+#include "modules/pubsub_service.h"
 #include "muc/muc.h"
 
 #define NS_DISCO_INFO "http://jabber.org/protocol/disco#info"
@@ -87,6 +88,10 @@ static enum status info(struct iq_ctx *c)
 	if (c->to_account) {
 		xml_set_attr(c->a, id, "category", "account");
 		xml_set_attr(c->a, id, "type", "registered");
+		/* XEP-0163 §6.1: every account is a PEP service (mod_pep). */
+		struct xml_node *pep = xml_add_child(c->a, q, NS_DISCO_INFO, "identity");
+		xml_set_attr(c->a, pep, "category", "pubsub");
+		xml_set_attr(c->a, pep, "type", "pep");
 	} else {
 		xml_set_attr(c->a, id, "category", "server");
 		xml_set_attr(c->a, id, "type", "im");
@@ -105,12 +110,19 @@ static enum status info(struct iq_ctx *c)
 static enum status items(struct iq_ctx *c)
 {
 	struct xml_node *q = xml_new(c->a, NS_DISCO_ITEMS, "query");
-	/* The server's own services (XEP-0030 §4): the chat service. */
+	/* The server's own services (XEP-0030 §4): the chat and pubsub
+	 * services. */
 	const char *muc = c->to_account ? NULL : muc_service_domain(c->loop->srv, c->to->domain);
 	if (muc != NULL && xml_attr(c->payload, "node") == NULL) {
 		struct xml_node *it = xml_add_child(c->a, q, NS_DISCO_ITEMS, "item");
 		xml_set_attr(c->a, it, "jid", muc);
 		xml_set_attr(c->a, it, "name", "Chatrooms");
+	}
+	const char *ps = c->to_account ? NULL : pubsub_service_domain(c->loop->srv, c->to->domain);
+	if (ps != NULL && xml_attr(c->payload, "node") == NULL) {
+		struct xml_node *it = xml_add_child(c->a, q, NS_DISCO_ITEMS, "item");
+		xml_set_attr(c->a, it, "jid", ps);
+		xml_set_attr(c->a, it, "name", "Publish-Subscribe");
 	}
 	module_reply(c, q);
 	return OK;

@@ -24,6 +24,7 @@
 #include "core/work.h"
 #include "jid/jid.h"
 #include "modules/module.h"
+#include "router/hooks.h"
 #include "modules/presence.h"
 #include "router/deliver.h"
 
@@ -207,7 +208,9 @@ static void register_remove(struct iq_ctx *c)
 	}
 	struct loop *l = c->loop;
 	presence_account_removed(l, c->from);
-	struct hook_ctx hc = { .loop = l, .from = c->from, .to = c->from };
+	struct jid account = *c->from;
+	account.resource[0] = '\0';
+	struct hook_ctx hc = { .loop = l, .from = &account, .to = &account };
 	hooks_run(HOOK_ACCOUNT_DELETED, &hc);
 	switch (l->srv->storage->user_del(l->store, c->from->domain, c->from->local)) {
 	case 0:

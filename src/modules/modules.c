@@ -4,6 +4,7 @@
 #include "modules/module.h"
 #include "router/deliver.h"
 
+extern const struct module mod_pep;
 extern const struct module mod_ping;
 extern const struct module mod_disco;
 extern const struct module mod_roster;
@@ -18,7 +19,10 @@ extern const struct module mod_offline;
 extern const struct module mod_carbons;
 extern const struct module mod_mam;
 
-const struct module *const modules_all[] = { &mod_disco, &mod_ping, &mod_roster, &mod_blocking,
+/* mod_pep comes first: it answers disco#items and node queries to
+ * accounts, and sees private XML and vCard sets before mod_private and
+ * mod_vcard do (for XEP-0411 and XEP-0398), then declines. */
+const struct module *const modules_all[] = { &mod_pep, &mod_disco, &mod_ping, &mod_roster, &mod_blocking,
 					      &mod_version, &mod_time, &mod_last, &mod_vcard,
 					      &mod_private, &mod_register, &mod_offline,
 					      &mod_carbons, &mod_mam, NULL };

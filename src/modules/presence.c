@@ -9,7 +9,9 @@
 #include "core/server.h"
 #include "modules/blocking.h"
 #include "modules/offline.h"
+#include "modules/pubsub_service.h"
 #include "muc/muc.h"
+#include "router/hooks.h"
 #include "router/deliver.h"
 #include "router/router.h"
 #include "s2s/s2s.h"
@@ -604,6 +606,18 @@ static void initial_presence(struct loop *l, uint64_t session, const struct jid 
 		offline_deliver(l, owner, session);
 }
 
+/* HOOK_PRESENCE_DELIVER: presence st from contact (a full JID) reached
+ * the local account recipient (a bare JID string). */
+static void deliver_hook(struct loop *l, struct xml_node *st, struct arena *a,
+			 const struct jid *contact, const char *recipient)
+{
+	struct jid to;
+	if (jid_parse(&to, recipient, strlen(recipient)) != 0)
+		return;
+	struct hook_ctx hc = { .loop = l, .st = st, .a = a, .from = contact, .to = &to };
+	hooks_run(HOOK_PRESENCE_DELIVER, &hc);
+}
+
 void presence_broadcast(struct loop *l, uint64_t session, const struct jid *from,
 			struct xml_node *st, struct arena *a, bool was_available)
 {
@@ -623,6 +637,9 @@ void presence_broadcast(struct loop *l, uint64_t session, const struct jid *from
 	buf_free(&b);
 	router_set_presence_stanza(l->srv->router, owner, from->resource, session,
 				   available ? p : NULL);
+	struct hook_ctx hc = { .loop = l, .st = st, .a = a, .from = from, .to = from,
+			       .session = session };
+	hooks_run(HOOK_PRESENCE_BROADCAST, &hc);
 	if (!available && !was_available) {
 		refbuf_release(p);
 		return; /* nothing was announced, so there is nothing to withdraw */
@@ -631,9 +648,13 @@ void presence_broadcast(struct loop *l, uint64_t session, const struct jid *from
 		note_last_activity(l, from);
 	struct contacts c = { .a = a };
 	roster_each(l, owner, a, collect, &c);
-	for (int i = 0; i < c.n_from; i++)
-		if (!presence_blocked(l, owner, c.from[i]))
-			send_presence_to(l, owner, c.from[i], p->data, p->len);
+	for (int i = 0; i < c.n_from; i++) {
+		if (presence_blocked(l, owner, c.from[i]))
+			continue;
+		send_presence_to(l, owner, c.from[i], p->data, p->len);
+		if (is_local(l, c.from[i]))
+			deliver_hook(l, st, a, from, c.from[i]);
+	}
 	/* RFC 6121 §4.2.2: the sending resource gets its presence back too. */
 	send_to_available(l, owner, p->data, p->len, 0);
 	refbuf_release(p);
@@ -686,7 +707,7 @@ void presence_outbound(struct loop *l, struct xml_node *st, struct arena *a,
 {
 	/* A chat room's presence (joins, leaves, a session's end) is the
 	 * room's business, not the roster's. */
-	if (muc_route(l, st, a, from, to))
+	if (muc_route(l, st, a, from, to) || pubsub_service_route(l, st, a, from, to))
 		return;
 	const char *type = xml_attr(st, "type");
 	char owner[2 * JID_PART_MAX + 2], contact[2 * JID_PART_MAX + 2];
@@ -792,13 +813,15 @@ static void inbound_deliver(struct loop *l, struct xml_node *st, struct arena *a
 		}
 	}
 	buf_free(&b);
+	struct hook_ctx hc = { .loop = l, .st = st, .a = a, .from = from, .to = to };
+	hooks_run(HOOK_PRESENCE_DELIVER, &hc);
 }
 
 void presence_inbound(struct loop *l, struct xml_node *st, struct arena *a,
 		      const struct jid *from, const struct jid *to)
 {
 	/* A remote user's presence to a room here: a join, a leave. */
-	if (muc_route(l, st, a, from, to))
+	if (muc_route(l, st, a, from, to) || pubsub_service_route(l, st, a, from, to))
 		return;
 	char owner[2 * JID_PART_MAX + 2], contact[2 * JID_PART_MAX + 2];
 	jid_format_bare(to, owner, sizeof owner);

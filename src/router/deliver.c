@@ -15,7 +15,9 @@
 #include "modules/offline.h"
 #include "muc/muc.h"
 #include "router/hooks.h"
+#include "router/iqreq.h"
 #include "modules/presence.h"
+#include "modules/pubsub_service.h"
 #include "s2s/s2s.h"
 
 static bool is_local_domain(struct loop *l, const char *domain)
@@ -141,8 +143,13 @@ static bool type_is(const struct xml_node *st, const char *type)
 static void handle_iq(struct loop *l, struct xml_node *st, struct arena *a,
 		      const struct jid *from, const struct jid *to, bool to_account)
 {
-	if (!type_is(st, "get") && !type_is(st, "set"))
-		return; /* results and errors to the server end here */
+	if (!type_is(st, "get") && !type_is(st, "set")) {
+		/* Results and errors to the server end here, unless they
+		 * answer a request the server sent (iqreq.h). */
+		if (!to_account)
+			iqreq_answer(l, st, a, from);
+		return;
+	}
 	struct iq_ctx c = { .loop = l, .iq = st, .a = a, .from = from, .to = to,
 			    .to_account = to_account };
 	c.payload = xml_first_element(st);
@@ -260,7 +267,7 @@ void deliver_stanza(struct loop *l, struct xml_node *st, struct arena *a, const 
 		presence_outbound(l, st, a, from, to);
 		return;
 	}
-	if (muc_route(l, st, a, from, to))
+	if (muc_route(l, st, a, from, to) || pubsub_service_route(l, st, a, from, to))
 		return;
 	if (blocked(l, st, a, from, to))
 		return;

@@ -32,6 +32,7 @@
 #include "core/server.h"
 #include "core/util.h"
 #include "dns/dns.h"
+#include "modules/pubsub_service.h"
 #include "muc/muc.h"
 #include "router/deliver.h"
 #include "stream/conn.h"
@@ -177,12 +178,15 @@ static const struct config_remote *remote_policy(const struct server *srv, const
 }
 
 /* The host a local domain belongs to: a host itself, or the host whose
- * chat service it is (muc.h); NULL for any other domain. A service's
- * links use its host's certificate, and dialback keys of its own. */
+ * chat service (muc.h) or pubsub service (pubsub_service.h) it is; NULL
+ * for any other domain. A service's links use its host's certificate,
+ * and dialback keys of its own. */
 static const struct config_host *local_host(const struct server *srv, const char *domain)
 {
 	const struct config_host *h = config_find_host(srv->cfg, domain);
-	return h ? h : muc_service_host(srv, domain);
+	if (h == NULL)
+		h = muc_service_host(srv, domain);
+	return h ? h : pubsub_service_host(srv, domain);
 }
 
 bool s2s_allowed(const struct server *srv, const char *remote)

@@ -1,0 +1,345 @@
+"""PEP (XEP-0163): every account is a pubsub service at its bare JID."""
+
+import asyncio
+
+import pytest
+
+from imlib import accounts, mutual, assert_not_delivered, msg
+from natterlib import q
+from peplib import (
+    NS_PUBSUB, event_items, event_item_ids, event_of, event_payload,
+    event_retract_ids, expect_error, get_items, pep_connect, publish,
+    publish_xml, send_caps_presence)
+
+NS_TUNE = "http://jabber.org/protocol/tune"
+NS_MOOD = "http://jabber.org/protocol/mood"
+TUNE = "<tune xmlns='%s'><artist>Yes</artist><title>%s</title></tune>"
+
+
+@pytest.fixture
+def server(natter):
+    return accounts(natter, "alice", "bob", "carol")
+
+
+async def test_publish_notifies_contact_with_caps(net, server):
+    alice = await pep_connect(net, server, "alice", interests=[NS_TUNE])
+    bob = await pep_connect(net, server, "bob", interests=[NS_TUNE])
+    await mutual(alice, bob)
+    item_id = await publish(alice, NS_TUNE, TUNE % (NS_TUNE, "Roundabout"))
+    got = await bob.inbox.get(event_items(NS_TUNE, frm="alice@localhost"),
+                              "tune notification from alice")
+    assert event_item_ids(got) == [item_id]
+    assert event_payload(got).find(q(NS_TUNE, "title")).text == "Roundabout"
+    # The publisher's own resource wants it too.
+    await alice.inbox.get(event_items(NS_TUNE, frm="alice@localhost"))
+    items = await get_items(bob, "alice@localhost", NS_TUNE)
+    assert [i.get("id") for i in items] == [item_id]
+
+
+async def test_no_notification_without_notify_or_subscription(net, server):
+    """carol wants tune but has no presence subscription; bob is a
+    contact without +notify: neither is notified."""
+    alice = await pep_connect(net, server, "alice", interests=[NS_TUNE])
+    bob = await pep_connect(net, server, "bob", interests=[NS_MOOD])
+    carol = await pep_connect(net, server, "carol", interests=[NS_TUNE])
+    await mutual(alice, bob)
+    await publish(alice, NS_TUNE, TUNE % (NS_TUNE, "Siberian Khatru"))
+    await alice.inbox.get(event_items(NS_TUNE))
+    for who in (bob, carol):
+        await assert_not_delivered(who, event_items(NS_TUNE), "a tune event",
+                                   alice, "m-" + who.boundjid.user)
+
+
+async def test_retract_notifies_and_items_max(net, server):
+    alice = await pep_connect(net, server, "alice", interests=[NS_TUNE])
+    bob = await pep_connect(net, server, "bob", interests=[NS_TUNE])
+    await mutual(alice, bob)
+    opts = {"pubsub#max_items": "3"}
+    for i in range(4):
+        await publish(alice, NS_TUNE, TUNE % (NS_TUNE, "t%d" % i), "i%d" % i,
+                      options=opts if i == 0 else None)
+        await bob.inbox.get(event_items(NS_TUNE))
+    items = await get_items(bob, "alice@localhost", NS_TUNE)
+    assert [i.get("id") for i in items] == ["i1", "i2", "i3"]
+    items = await get_items(bob, "alice@localhost", NS_TUNE, max_items=1)
+    assert [i.get("id") for i in items] == ["i3"]
+    items = await get_items(bob, "alice@localhost", NS_TUNE, ids=["i2"])
+    assert [i.get("id") for i in items] == ["i2"]
+    await alice.iq(None, "<pubsub xmlns='%s'><retract node='%s' notify='true'>"
+                   "<item id='i2'/></retract></pubsub>" % (NS_PUBSUB, NS_TUNE),
+                   "set")
+    got = await bob.inbox.get(
+        lambda s: event_items(NS_TUNE)(s) and event_retract_ids(s) == ["i2"],
+        "retract event")
+    assert got is not None
+    items = await get_items(alice, None, NS_TUNE)
+    assert [i.get("id") for i in items] == ["i1", "i3"]
+    await expect_error(alice, None, "<pubsub xmlns='%s'><retract node='%s'>"
+                       "<item id='nope'/></retract></pubsub>" % (NS_PUBSUB, NS_TUNE),
+                       "set", "item-not-found")
+
+
+async def test_presence_access_model(net, server):
+    alice = await pep_connect(net, server, "alice")
+    carol = await pep_connect(net, server, "carol")
+    await publish(alice, NS_TUNE, TUNE % (NS_TUNE, "x"))
+    await expect_error(carol, "alice@localhost",
+                       "<pubsub xmlns='%s'><items node='%s'/></pubsub>"
+                       % (NS_PUBSUB, NS_TUNE), "get", "not-authorized",
+                       "presence-subscription-required")
+    await expect_error(carol, "alice@localhost",
+                       "<pubsub xmlns='%s'><items node='nothing'/></pubsub>"
+                       % NS_PUBSUB, "get", "item-not-found")
+
+
+async def test_open_whitelist_and_roster_models(net, server):
+    alice = await pep_connect(net, server, "alice")
+    bob = await pep_connect(net, server, "bob")
+    carol = await pep_connect(net, server, "carol")
+    await mutual(alice, bob)
+    await publish(alice, "open-node", "<x xmlns='urn:test'/>",
+                  options={"pubsub#access_model": "open"})
+    assert len(await get_items(carol, "alice@localhost", "open-node")) == 1
+    await publish(alice, "secret", "<x xmlns='urn:test'/>",
+                  options={"pubsub#access_model": "whitelist"})
+    await expect_error(bob, "alice@localhost",
+                       "<pubsub xmlns='%s'><items node='secret'/></pubsub>"
+                       % NS_PUBSUB, "get", "not-allowed", "closed-node")
+    await publish(alice, "friends", "<x xmlns='urn:test'/>",
+                  options={"pubsub#access_model": "roster",
+                           "pubsub#roster_groups_allowed": "Friends"})
+    await expect_error(bob, "alice@localhost",
+                       "<pubsub xmlns='%s'><items node='friends'/></pubsub>"
+                       % NS_PUBSUB, "get", "not-authorized",
+                       "not-in-roster-group")
+    await alice.iq(None, "<query xmlns='jabber:iq:roster'><item jid='bob@localhost'>"
+                   "<group>Friends</group></item></query>", "set")
+    assert len(await get_items(bob, "alice@localhost", "friends")) == 1
+    # disco#items lists what the asker may see.
+    reply = await carol.iq("alice@localhost",
+                           "<query xmlns='http://jabber.org/protocol/disco#items'/>")
+    nodes = [i.get("node") for i in reply.xml.iter(
+        "{http://jabber.org/protocol/disco#items}item")]
+    assert nodes == ["open-node"]
+
+
+async def test_publish_options_precondition(net, server):
+    alice = await pep_connect(net, server, "alice")
+    await publish(alice, "n", "<x xmlns='urn:test'/>",
+                  options={"pubsub#access_model": "open",
+                           "pubsub#persist_items": "true",
+                           "pubsub#max_items": "max"})
+    await publish(alice, "n", "<x xmlns='urn:test'/>",
+                  options={"pubsub#access_model": "open"})
+    await expect_error(alice, None, publish_xml(
+        "n", "<x xmlns='urn:test'/>", options={"pubsub#access_model": "whitelist"}),
+        "set", "conflict", "precondition-not-met")
+
+
+async def test_disco_info_on_account(net, server):
+    alice = await pep_connect(net, server, "alice")
+    reply = await alice.iq("alice@localhost",
+                           "<query xmlns='http://jabber.org/protocol/disco#info'/>")
+    ids = [(i.get("category"), i.get("type")) for i in reply.xml.iter(
+        "{http://jabber.org/protocol/disco#info}identity")]
+    feats = [f.get("var") for f in reply.xml.iter(
+        "{http://jabber.org/protocol/disco#info}feature")]
+    assert ("pubsub", "pep") in ids
+    assert NS_PUBSUB + "#publish-options" in feats
+
+
+async def test_last_item_on_coming_online(net, server):
+    """bob comes online after alice published: he gets her last item;
+    so does alice's own new session."""
+    alice = await pep_connect(net, server, "alice", interests=[NS_TUNE])
+    bob = await pep_connect(net, server, "bob", interests=[NS_TUNE])
+    await mutual(alice, bob)
+    await publish(alice, NS_TUNE, TUNE % (NS_TUNE, "first"), "a")
+    await publish(alice, NS_TUNE, TUNE % (NS_TUNE, "last"), "b")
+    await bob.close()
+    bob2 = await pep_connect(net, server, "bob", "r2", interests=[NS_TUNE])
+    got = await bob2.inbox.get(event_items(NS_TUNE, frm="alice@localhost"),
+                               "last tune of alice")
+    assert event_item_ids(got) == ["b"]
+    alice2 = await pep_connect(net, server, "alice", "r2", interests=[NS_TUNE])
+    got = await alice2.inbox.get(event_items(NS_TUNE, frm="alice@localhost"))
+    assert event_item_ids(got) == ["b"]
+
+
+async def test_delete_and_purge(net, server):
+    alice = await pep_connect(net, server, "alice", interests=[NS_TUNE])
+    await publish(alice, NS_TUNE, TUNE % (NS_TUNE, "x"), "a")
+    await alice.inbox.get(event_items(NS_TUNE))
+    await alice.iq(None, "<pubsub xmlns='%s#owner'><purge node='%s'/></pubsub>"
+                   % (NS_PUBSUB, NS_TUNE), "set")
+    await alice.inbox.get(event_of(NS_TUNE, "purge"), "purge event")
+    assert await get_items(alice, None, NS_TUNE) == []
+    await alice.iq(None, "<pubsub xmlns='%s#owner'><delete node='%s'/></pubsub>"
+                   % (NS_PUBSUB, NS_TUNE), "set")
+    await alice.inbox.get(event_of(NS_TUNE, "delete"), "delete event")
+    await expect_error(alice, None, "<pubsub xmlns='%s'><items node='%s'/></pubsub>"
+                       % (NS_PUBSUB, NS_TUNE), "get", "item-not-found")
+
+
+async def test_bad_requests(net, server):
+    alice = await pep_connect(net, server, "alice")
+    bob = await pep_connect(net, server, "bob")
+    P = NS_PUBSUB
+    await expect_error(alice, None, "<pubsub xmlns='%s'><publish node='n'/></pubsub>" % P,
+                       "set", "bad-request", "item-required")
+    await expect_error(alice, None, "<pubsub xmlns='%s'><publish node='n'><item/></publish>"
+                       "</pubsub>" % P, "set", "bad-request", "payload-required")
+    await expect_error(alice, None, "<pubsub xmlns='%s'><publish><item><x xmlns='urn:t'/>"
+                       "</item></publish></pubsub>" % P, "set", "bad-request",
+                       "nodeid-required")
+    await expect_error(alice, None, "<pubsub xmlns='%s'><publish node=''><item><x xmlns='urn:t'/>"
+                       "</item></publish></pubsub>" % P, "set", "bad-request",
+                       "nodeid-required")
+    await expect_error(alice, None, "<pubsub xmlns='%s'><publish node='%s'><item><x xmlns='urn:t'/>"
+                       "</item></publish></pubsub>" % (P, "n" * 300), "set", "bad-request",
+                       "nodeid-required")
+    await expect_error(bob, "alice@localhost", publish_xml("n", "<x xmlns='urn:t'/>"),
+                       "set", "forbidden")
+    await publish(alice, "n", "<x xmlns='urn:t'/>")
+    await expect_error(bob, "alice@localhost", "<pubsub xmlns='%s#owner'><configure node='n'/>"
+                       "</pubsub>" % P, "get", "forbidden")
+    await expect_error(alice, None, "<pubsub xmlns='%s'><bogus/></pubsub>" % P, "get",
+                       "feature-not-implemented")
+    await net.assert_served(server)
+
+
+async def test_limits(net, natter_factory):
+    server = natter_factory(limits={"pubsub_max_items": 5,
+                                    "pubsub_max_item_size": 2048,
+                                    "pubsub_max_nodes": 2})
+    accounts(server, "alice")
+    alice = await pep_connect(net, server, "alice")
+    await expect_error(alice, None, publish_xml("n", "<x xmlns='urn:t'>%s</x>" % ("a" * 3000)),
+                       "set", "not-acceptable", "payload-too-big")
+    await expect_error(alice, None, publish_xml("n", "<x xmlns='urn:t'/>",
+                                                options={"pubsub#max_items": "6"}),
+                       "set", "not-acceptable", "max-items-exceeded")
+    await publish(alice, "n1", "<x xmlns='urn:t'/>", options={"pubsub#max_items": "max"})
+    await publish(alice, "n2", "<x xmlns='urn:t'/>")
+    await expect_error(alice, None, publish_xml("n3", "<x xmlns='urn:t'/>"),
+                       "set", "not-allowed", "max-nodes-exceeded")
+    for i in range(8):
+        await publish(alice, "n1", "<x xmlns='urn:t'/>", "i%d" % i)
+    assert len(await get_items(alice, None, "n1")) == 5
+    await net.assert_served(server)
+
+
+NS_BOOKMARKS = "urn:xmpp:bookmarks:1"
+NS_OMEMO_DEVICES = "eu.siacs.conversations.axolotl.devicelist"
+
+
+async def test_notifications_cross_loops(net, natter_factory):
+    """Four loops: sessions land on different ones; every contact still
+    gets the event."""
+    server = natter_factory(workers=4)
+    accounts(server, "alice", "bob", "carol")
+    alice = await pep_connect(net, server, "alice", interests=[NS_MOOD])
+    others = [await pep_connect(net, server, n, "r%d" % i, interests=[NS_MOOD])
+              for n in ("bob", "carol") for i in range(2)]
+    await mutual(alice, others[0])
+    await mutual(alice, others[2])
+    await publish(alice, NS_MOOD, "<mood xmlns='%s'><happy/></mood>" % NS_MOOD)
+    for c in others:
+        await c.inbox.get(event_items(NS_MOOD, frm="alice@localhost"),
+                          "mood event on %s" % c.boundjid)
+
+
+async def test_bookmarks_private_to_pep_and_back(net, server):
+    """XEP-0411: XEP-0048 bookmarks in private XML show up as XEP-0402
+    items (whitelist), and a private get answers from PEP."""
+    alice = await pep_connect(net, server, "alice", interests=[NS_BOOKMARKS])
+    bob = await pep_connect(net, server, "bob")
+    await mutual(alice, bob)
+    await alice.iq(None, "<query xmlns='jabber:iq:private'><storage xmlns='storage:bookmarks'>"
+                   "<conference jid='room@conference.localhost' name='Room' autojoin='true'>"
+                   "<nick>al</nick></conference></storage></query>", "set")
+    items = await get_items(alice, None, NS_BOOKMARKS)
+    assert [i.get("id") for i in items] == ["room@conference.localhost"]
+    conf = items[0].find(q(NS_BOOKMARKS, "conference"))
+    assert conf.get("autojoin") == "true" and conf.get("name") == "Room"
+    assert conf.find(q(NS_BOOKMARKS, "nick")).text == "al"
+    await expect_error(bob, "alice@localhost", "<pubsub xmlns='%s'><items node='%s'/></pubsub>"
+                       % (NS_PUBSUB, NS_BOOKMARKS), "get", "not-allowed", "closed-node")
+    # A XEP-0402 client adds one; the XEP-0048 view has both.
+    await publish(alice, NS_BOOKMARKS, "<conference xmlns='%s' name='Two' autojoin='false'/>"
+                  % NS_BOOKMARKS, "two@conference.localhost",
+                  options={"pubsub#access_model": "whitelist",
+                           "pubsub#persist_items": "true",
+                           "pubsub#max_items": "max",
+                           "pubsub#send_last_published_item": "never"})
+    reply = await alice.iq(None, "<query xmlns='jabber:iq:private'>"
+                           "<storage xmlns='storage:bookmarks'/></query>")
+    jids = sorted(c.get("jid") for c in reply.xml.iter("{storage:bookmarks}conference"))
+    assert jids == ["room@conference.localhost", "two@conference.localhost"]
+
+
+async def test_vcard_photo_publishes_avatar(net, server):
+    """XEP-0398: a vCard with a PHOTO publishes XEP-0084 data and
+    metadata, readable by anyone (open)."""
+    import base64
+    import hashlib
+    png = b"\x89PNG\r\n\x1a\n" + b"x" * 100
+    b64 = base64.b64encode(png).decode()
+    alice = await pep_connect(net, server, "alice")
+    carol = await pep_connect(net, server, "carol")
+    await alice.iq(None, "<vCard xmlns='vcard-temp'><PHOTO><TYPE>image/png</TYPE>"
+                   "<BINVAL>%s\n%s</BINVAL></PHOTO></vCard>" % (b64[:40], b64[40:]), "set")
+    sha = hashlib.sha1(png).hexdigest()
+    meta = await get_items(carol, "alice@localhost", "urn:xmpp:avatar:metadata")
+    info = meta[0].find(q("urn:xmpp:avatar:metadata", "metadata")).find(
+        q("urn:xmpp:avatar:metadata", "info"))
+    assert (meta[0].get("id"), info.get("bytes"), info.get("type")) == (
+        sha, str(len(png)), "image/png")
+    data = await get_items(carol, "alice@localhost", "urn:xmpp:avatar:data", ids=[sha])
+    assert base64.b64decode(data[0].find(q("urn:xmpp:avatar:data", "data")).text) == png
+    # The vCard itself is stored as before.
+    reply = await alice.iq(None, "<vCard xmlns='vcard-temp'/>")
+    assert reply.xml.find(q("vcard-temp", "vCard")).find(q("vcard-temp", "PHOTO")) is not None
+
+
+async def test_avatar_with_slixmpp_plugin(net, server):
+    """XEP-0084 with slixmpp's own plugin (publish data + metadata, the
+    contact's plugin gets the metadata event)."""
+    alice = await pep_connect(net, server, "alice", plugins=("xep_0084",))
+    bob = await pep_connect(net, server, "bob", plugins=("xep_0084",))
+    await send_caps_presence(bob)
+    await mutual(alice, bob)
+    data = b"\x89PNG fake avatar"
+    await alice["xep_0084"].publish_avatar(data)
+    import hashlib
+    sha = hashlib.sha1(data).hexdigest()
+    await alice["xep_0084"].publish_avatar_metadata(
+        [{"id": sha, "type": "image/png", "bytes": len(data)}])
+    got = await bob.inbox.get(event_items("urn:xmpp:avatar:metadata",
+                                          frm="alice@localhost"), "avatar metadata")
+    assert event_item_ids(got) == [sha]
+    reply = await bob["xep_0084"].retrieve_avatar("alice@localhost", sha)
+    assert reply["pubsub"]["items"]["item"]["id"] == sha
+
+
+async def test_omemo_devicelist_open(net, server):
+    """XEP-0384: device list and bundle published open, fetched by a
+    stranger; nick (XEP-0172) as an opaque item."""
+    alice = await pep_connect(net, server, "alice")
+    carol = await pep_connect(net, server, "carol")
+    await publish(alice, NS_OMEMO_DEVICES, "<list xmlns='eu.siacs.conversations.axolotl'>"
+                  "<device id='1234'/></list>", "current",
+                  options={"pubsub#access_model": "open"})
+    await publish(alice, NS_OMEMO_DEVICES.replace("devicelist", "bundles:1234"),
+                  "<bundle xmlns='eu.siacs.conversations.axolotl'><signedPreKeyPublic "
+                  "signedPreKeyId='1'>AAAA</signedPreKeyPublic></bundle>", "current",
+                  options={"pubsub#access_model": "open"})
+    await publish(alice, "urn:xmpp:omemo:2:devices", "<devices xmlns='urn:xmpp:omemo:2'>"
+                  "<device id='1234'/></devices>", "current",
+                  options={"pubsub#access_model": "open", "pubsub#max_items": "max"})
+    for node in (NS_OMEMO_DEVICES, "eu.siacs.conversations.axolotl.bundles:1234",
+                 "urn:xmpp:omemo:2:devices"):
+        items = await get_items(carol, "alice@localhost", node)
+        assert [i.get("id") for i in items] == ["current"], node
+    await publish(alice, "http://jabber.org/protocol/nick",
+                  "<nick xmlns='http://jabber.org/protocol/nick'>Al</nick>")
