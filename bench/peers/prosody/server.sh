@@ -15,6 +15,10 @@ write_config() {
 	port=$1
 	mkdir -p "$dir/data" "$dir/certs"
 	peer_cert "$dir"
+	# Optional features (../common.sh): the message archive, PEP.
+	extra_modules=""
+	[ "$BENCH_MAM" = on ] && extra_modules="$extra_modules \"mam\";"
+	[ "$BENCH_PEP" = on ] && extra_modules="$extra_modules \"pep\";"
 	cat >"$dir/prosody.cfg.lua" <<EOF
 -- Written by bench/peers/prosody/server.sh; regenerated on every start.
 
@@ -40,11 +44,20 @@ network_backend = "epoll"
 -- ping. presence, message, iq, offline and c2s are always loaded.
 -- mod_limits (the c2s rate limiter) is not loaded, so there is no traffic
 -- shaping; it is also listed as disabled in case a global default enables it.
-modules_enabled = { "tls"; "saslauth"; "roster"; "disco"; "ping"; "posix" }
+modules_enabled = { "tls"; "saslauth"; "roster"; "disco"; "ping"; "posix";$extra_modules }
 modules_disabled = { "s2s"; "s2s_auth_certs"; "limits"; "bosh"; "websocket"; "http" }
 
 authentication = "internal_hashed"
-storage = "internal"
+-- Everything in the file store, except the message archive (mod_mam, when
+-- BENCH_MAM=on): SQLite through mod_storage_sql (Debian's lua-dbi-sqlite3),
+-- the store Prosody recommends for archives. Archive everything by default
+-- (default_archive_policy), keep it forever (the default expiry is a week,
+-- which would drop a bulk-loaded archive dated in the past).
+default_storage = "internal"
+storage = { archive = "sql" }
+sql = { driver = "SQLite3", database = "$dir/data/prosody.sqlite" }
+default_archive_policy = true
+archive_expires_after = "never"
 allow_registration = false
 c2s_require_encryption = true
 default_iteration_count = $BENCH_SCRAM_ITERATIONS
