@@ -34,6 +34,7 @@ enum {
 	CMD_PEP_LOGIN_PUBLISHER = CMD_SCENARIO,
 	CMD_PEP_LOGIN_CONTACTS,
 	CMD_PEP_SUBSCRIBE, /* setup: the publisher asks every contact */
+	CMD_PEP_RETRY,     /* setup: ... asks again those not yet 'both' */
 	CMD_PEP_LOGOUT,
 	CMD_PEP_PUBLISH,   /* the publisher publishes once (the check) */
 	CMD_PEP_STEP,
@@ -48,7 +49,9 @@ enum {
 #define PEP_TICK_MS 1
 #define PEP_LEAD_NS 20000000ull
 #define PEP_P99_BOUND_MS 200.0
-#define PEP_STALL_SECONDS 15.0
+#define PEP_STALL_SECONDS 20.0
+#define PEP_RETRY_SECONDS 3.0
+#define PEP_RETRIES 5
 
 /* Everyone's: written by whichever worker sees the event. */
 struct pep_shared {
@@ -65,6 +68,7 @@ struct pep_shared {
 	_Atomic uint64_t pub_ok, pub_err, unsupported;
 	_Atomic uint64_t both;      /* setup: contacts 'both' in the publisher's roster */
 	_Atomic uint64_t publisher_both; /* in the publisher's login roster */
+	unsigned setup_retries;
 	char presence[512];         /* the contacts' initial presence, with caps */
 	char ver[64];
 };
@@ -391,9 +395,12 @@ static void pep_command(struct worker *w, int cmd)
 		pep_logins(w);
 		break;
 	case CMD_PEP_SUBSCRIBE:
+	case CMD_PEP_RETRY:
 		if (!pub || !pub->c)
 			break;
 		for (unsigned k = 1; k <= o->contacts; k++) {
+			if (cmd == CMD_PEP_RETRY && pw->setup_bits[k])
+				continue;
 			char user[64];
 			conn_username(o, o->first_user + k, user, sizeof user);
 			conn_sendf(pub->c, "<iq type='set' id='rs%u'><query xmlns='" NS_ROSTER "'>"
@@ -564,13 +571,21 @@ static double pep_setup(struct run *r, struct pep_shared *sh)
 	run_command(r, CMD_PEP_LOGIN_CONTACTS);
 	scenario_wait_logins(r, base, 1ull + o->contacts);
 	run_command(r, CMD_PEP_SUBSCRIBE);
+	/* A busy server may take its time; one that has gone quiet is asked
+	 * again for what is missing (a request it lost, or one that reached a
+	 * contact before it was online). */
 	uint64_t last = 0;
-	double t_change = run_elapsed(r);
+	double t_change = run_elapsed(r), t_retry = t_change;
+	unsigned retries = 0;
 	while (atomic_load(&sh->both) < o->contacts) {
 		uint64_t b = atomic_load(&sh->both);
 		if (b != last) {
 			last = b;
-			t_change = run_elapsed(r);
+			t_change = t_retry = run_elapsed(r);
+		} else if (run_elapsed(r) - t_retry > PEP_RETRY_SECONDS && retries < PEP_RETRIES) {
+			run_command(r, CMD_PEP_RETRY);
+			retries++;
+			t_retry = run_elapsed(r);
 		} else if (run_elapsed(r) - t_change > PEP_STALL_SECONDS) {
 			fprintf(stderr, "pep: roster setup stalled at %llu of %u contacts\n",
 				(unsigned long long)b, o->contacts);
@@ -581,6 +596,7 @@ static double pep_setup(struct run *r, struct pep_shared *sh)
 		if (!run_wait(r, 0.05))
 			break;
 	}
+	sh->setup_retries = retries;
 	run_command(r, CMD_PEP_LOGOUT);
 	double t_end = run_elapsed(r) + 5;
 	while (run_sum(r, offsetof(struct counters, started)) > run_sum(r, offsetof(struct counters, closed)) &&
@@ -738,6 +754,7 @@ int pep_run(const struct opts *o)
 		report_obj(&rp, "setup");
 		report_num(&rp, "seconds", setup_s);
 		report_u64(&rp, "contacts_both", atomic_load(&sh->both));
+		report_u64(&rp, "retries", sh->setup_retries);
 		report_end(&rp, '}');
 	}
 	report_u64(&rp, "publisher_roster_both", atomic_load(&sh->publisher_both));
