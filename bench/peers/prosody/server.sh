@@ -157,6 +157,14 @@ for u in range(n):
 EOF
 }
 
+# archive PREFIX USERS MESSAGES HEAVY HEAVY_EVERY: the mam scenario's
+# archive written into the archive's SQLite tables (made by the server at
+# start with BENCH_MAM=on) in one transaction, row for row what the server
+# writes for the same messages (../mam_archive.py says which fields).
+archive() {
+	/usr/bin/python3 "$here/../mam_archive.py" prosody "$dir/data/prosody.sqlite" "$BENCH_DOMAIN" "$@"
+}
+
 pids() { peer_pidfile_pids; }
 
 stop() { peer_pidfile_stop; }
