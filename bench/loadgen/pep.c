@@ -766,6 +766,7 @@ int pep_run(const struct opts *o)
 	report_hist_ms(&rp, "first_publish_to_last_ms", &check->full);
 	report_u64(&rp, "publish_ok", atomic_load(&sh->pub_ok));
 	report_u64(&rp, "publish_errors", atomic_load(&sh->pub_err));
+	report_u64(&rp, "unsupported", atomic_load(&sh->unsupported));
 	report_arr(&rp, "steps");
 	for (unsigned i = 0; i < nsteps; i++)
 		pep_report_step(&rp, &res[i], online);
