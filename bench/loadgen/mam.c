@@ -198,7 +198,7 @@ static void mam_on_result(struct conn *c, struct mam_user *p, struct stanza *st)
 	if (!type || strcmp(type, "result") != 0) {
 		const char *cond = mam_condition(st);
 		char msg[200];
-		snprintf(msg, sizeof msg, "user %u: archive query refused: %s", p->idx, cond);
+		snprintf(msg, sizeof msg, "%s%u: archive query refused: %s", o->users_prefix, o->first_user + p->idx, cond);
 		worker_note_error(w, msg);
 		worker_count(&mw->errors, 1);
 		if (strcmp(cond, "feature-not-implemented") == 0 ||
