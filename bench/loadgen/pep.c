@@ -49,7 +49,7 @@ enum {
 #define PEP_TICK_MS 1
 #define PEP_LEAD_NS 20000000ull
 #define PEP_P99_BOUND_MS 200.0
-#define PEP_STALL_SECONDS 20.0
+#define PEP_STALL_SECONDS 60.0
 #define PEP_RETRY_SECONDS 3.0
 #define PEP_RETRIES 5
 
@@ -418,12 +418,13 @@ static void pep_command(struct worker *w, int cmd)
 			pep_publish(w, pub->c, (int)o->nrates);
 		break;
 	case CMD_PEP_STEP:
-		if (!pub)
-			break;
+		/* Every worker counts the step's window; the publisher's sends. */
 		pw->step = pw->sh->step;
 		pw->start = pw->sh->start;
 		pw->end = pw->sh->end;
 		pw->accounted = 0;
+		if (!pub)
+			break;
 		pw->sending = true;
 		uv_timer_start(&pw->tick, pep_on_tick, PEP_TICK_MS, PEP_TICK_MS);
 		break;

@@ -12,7 +12,9 @@
 #                               optional: the presence scenario's rosters
 #                               (ring of USERS, CONTACTS/2 on either side,
 #                               subscription both) written into the store;
-#                               exit status 3 where the server has no route
+#                               exit status 3 where the server has no route;
+#                               a 4th argument "star": the pep scenario's
+#                               (user 1 and each of users 2..USERS)
 #   server.sh archive DIR PREFIX USERS MESSAGES HEAVY HEAVY_EVERY
 #                               optional: the mam scenario's archive (layout
 #                               in bench/loadgen/mam.c, mam_pair) written

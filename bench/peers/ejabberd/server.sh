@@ -217,8 +217,9 @@ users() {
 		"$(cat "$dir/dist_port")" "$BENCH_DOMAIN" "$prefix" "$count"
 }
 
-# rosters PREFIX USERS CONTACTS: the presence scenario's rosters (ring of
-# USERS, CONTACTS/2 on either side, subscription both), written into
+# rosters PREFIX USERS CONTACTS [star]: the presence scenario's rosters (ring
+# of USERS, CONTACTS/2 on either side, subscription both; star: the pep
+# scenario's, user 1 and each of the others), written into
 # mod_roster's mnesia table in a few remote calls (bulk_rosters.escript).
 rosters() {
 	prefix=${1:?PREFIX}
@@ -226,7 +227,7 @@ rosters() {
 	contacts=${3:?CONTACTS}
 	env HOME="$dir" ERL_FLAGS="$(erl_common) -dist_listen false -hidden" \
 		escript "$here/bulk_rosters.escript" "$NODE" "$(cat "$dir/cookie")" \
-		"$BENCH_DOMAIN" "$prefix" "$users" "$contacts"
+		"$BENCH_DOMAIN" "$prefix" "$users" "$contacts" "${4:-ring}"
 }
 
 # archive PREFIX USERS MESSAGES HEAVY HEAVY_EVERY: the mam scenario's

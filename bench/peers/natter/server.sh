@@ -111,7 +111,7 @@ rosters() {
 	prefix=${1:?PREFIX}
 	users=${2:?USERS}
 	contacts=${3:?CONTACTS}
-	if ! "$build/natterctl" --help 2>&1 | grep -q 'roster add-bulk'; then
+	if [ "${4:-ring}" != ring ] || ! "$build/natterctl" --help 2>&1 | grep -q 'roster add-bulk'; then
 		exit 3
 	fi
 	"$build/natterctl" -c "$dir/natter.yaml" roster add-bulk "$prefix" "$users" "$contacts" \

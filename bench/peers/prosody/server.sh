@@ -127,31 +127,38 @@ for i in range(1, count + 1):
 EOF
 }
 
-# rosters PREFIX USERS CONTACTS: the presence scenario's rosters, written
+# rosters PREFIX USERS CONTACTS [star]: the presence scenario's rosters, written
 # straight into the file store (data/localhost/roster/<user>.dat): user i
 # (0-based; account PREFIX<i+1>) has the CONTACTS/2 users on either side of
 # it on a ring of USERS as contacts, subscription both, as natter-load's
 # presence --setup-rosters leaves them (CONTACTS rounded up to even and kept
-# below USERS, as natter-load does).
+# below USERS, as natter-load does). star: the pep scenario's instead, user
+# 0 (the publisher) and each of users 1..USERS-1, subscription both.
 rosters() {
 	prefix=${1:?PREFIX}
 	users=${2:?USERS}
 	contacts=${3:?CONTACTS}
+	layout=${4:-ring}
 	/usr/bin/python3 - "$dir/data/$BENCH_DOMAIN/roster" "$prefix" "$users" "$contacts" \
-		"$BENCH_DOMAIN" <<'EOF'
+		"$BENCH_DOMAIN" "$layout" <<'EOF'
 import os, sys
 path, prefix, n, r, domain = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+star = sys.argv[6] == "star"
 r += r & 1
 if r > n - 1:
     r = (n - 1) & ~1
 os.makedirs(path, exist_ok=True)
 enc = lambda s: "".join(c if c.isalnum() else "%%%02x" % ord(c) for c in s)
+def neighbours(u):
+    if star:
+        # The pep scenario: user 0 and each of users 1..n-1.
+        return range(1, n) if u == 0 else [0]
+    return [v for d in range(1, r // 2 + 1) for v in ((u + d) % n, (u - d) % n)]
 for u in range(n):
     items = ['\t[false] = {\n\t\t["version"] = 1;\n\t\t["pending"] = {};\n\t};\n']
-    for d in range(1, r // 2 + 1):
-        for v in ((u + d) % n, (u - d) % n):
-            items.append('\t["%s%d@%s"] = {\n\t\t["subscription"] = "both";\n'
-                         '\t\t["groups"] = {};\n\t};\n' % (prefix, v + 1, domain))
+    for v in neighbours(u):
+        items.append('\t["%s%d@%s"] = {\n\t\t["subscription"] = "both";\n'
+                     '\t\t["groups"] = {};\n\t};\n' % (prefix, v + 1, domain))
     with open(os.path.join(path, enc("%s%d" % (prefix, u + 1)) + ".dat"), "w") as f:
         f.write("return {\n" + "".join(items) + "};\n")
 EOF
