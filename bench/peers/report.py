@@ -389,6 +389,14 @@ def cmd_summarize(a):
         if all(v is None for v in vals):
             continue
         row = [label + (" (more is better)" if higher else " (less is better)")]
+        ratio_row = key.startswith("on_off")
+        if ratio_row:
+            # Already a ratio (archive on / off per server): two decimals,
+            # and no natter/peer ratio of ratios.
+            row += ["-" if v is None else "%.2f" % v for v in vals]
+            row += ["" for p in peers if "natter" in servers]
+            rows.append(row)
+            continue
         row += ["-" if v is None else ("%.1f" % v if isinstance(v, float) and v < 100 else "%d" % round(v))
                 for v in vals]
         if "natter" in servers:

@@ -17,6 +17,12 @@ write_config() {
 	peer_cert "$dir"
 	# Optional features (../common.sh): the message archive, PEP.
 	extra_modules=""
+	# Nagle's algorithm stays on (0.12's default, nagle = true: no
+	# TCP_NODELAY on client sockets) unless BENCH_PROSODY_NODELAY=1; with it
+	# on, a reply written in several pieces (an archive page) waits for the
+	# client's delayed ACK: about 44 ms per page here.
+	nagle=""
+	[ "${BENCH_PROSODY_NODELAY:-0}" = 1 ] && nagle="network_settings = { nagle = false }"
 	[ "$BENCH_MAM" = on ] && extra_modules="$extra_modules \"mam\";"
 	[ "$BENCH_PEP" = on ] && extra_modules="$extra_modules \"pep\";"
 	cat >"$dir/prosody.cfg.lua" <<EOF
@@ -39,6 +45,7 @@ legacy_ssl_ports = { }
 
 -- net.server_epoll is 0.12's default backend; named so no one wonders.
 network_backend = "epoll"
+$nagle
 
 -- What the load generator uses, and nothing else: TLS, SASL, roster, disco,
 -- ping. presence, message, iq, offline and c2s are always loaded.
