@@ -367,6 +367,9 @@ def cmd_summarize(a):
         f.write("\n")
 
     rows_spec = list(ROWS)
+    deep = (machine.get("params") or {}).get("MAM_DEEP", "10000")
+    if deep != "10000":
+        rows_spec = [(sc, k, l.replace("10,000", deep), h) for sc, k, l, h in rows_spec]
     sizes = sorted({int(sc[4:]) for per in summary.values() for sc in per
                     if sc.startswith("muc-") and sc[4:].isdigit()})
     at = next((i for i, r in enumerate(rows_spec) if r[0] == "presence"), len(rows_spec))
