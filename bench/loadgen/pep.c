@@ -80,6 +80,7 @@ struct pep_step {
 	_Atomic uint64_t behind;
 	_Atomic uint64_t received;         /* notifications of this step's publishes */
 	_Atomic uint64_t delivered_window; /* any notification received during the step */
+	_Atomic uint64_t duplicates;       /* a publish notified to a contact again */
 	struct hist lat;                   /* per notification */
 };
 
@@ -87,6 +88,7 @@ struct pep_user {
 	struct conn *c;
 	unsigned idx;       /* 0 = the publisher, 1..R the contacts */
 	bool online;
+	uint8_t *seen;      /* contacts: bit per publish already notified */
 };
 
 struct pep_worker {
@@ -201,6 +203,7 @@ static unsigned pep_user_number(const struct opts *o, const char *jid)
 static void pep_notification(struct conn *c, const struct stanza *ev)
 {
 	struct pep_worker *pw = c->w->scen;
+	struct pep_user *p = c->data;
 	struct pep_shared *sh = pw->sh;
 	uint64_t now = uv_hrtime();
 	const struct stanza *items = stanza_child(ev, NS_PUBSUB_EVENT " items");
@@ -222,6 +225,14 @@ static void pep_notification(struct conn *c, const struct stanza *ev)
 		if (!t)
 			continue;
 		struct pep_step *s = &pw->steps[step];
+		/* Some servers tell a contact of the same item twice (the last
+		 * item again, once they have resolved its capabilities): count
+		 * each publish once per contact. */
+		if (p->seen[n / 8] & (1u << (n % 8))) {
+			worker_count(&s->duplicates, 1);
+			continue;
+		}
+		p->seen[n / 8] |= (uint8_t)(1u << (n % 8));
 		worker_count(&s->received, 1);
 		hist_add(&s->lat, now > t ? (now - t) / 1000 : 0);
 		if (pw->step >= 0 && now >= pw->start && now < pw->end)
@@ -453,7 +464,7 @@ static uint64_t pep_sum(struct run *r, int step, size_t field)
 /* One step, all workers merged. */
 struct pep_result {
 	unsigned offered;
-	uint64_t published, skipped, behind, received, window, expected;
+	uint64_t published, skipped, behind, received, window, expected, duplicates;
 	uint64_t complete, incomplete; /* publishes every contact online got, or not */
 	double seconds;
 	double gen_cores, server_cores;
@@ -477,6 +488,7 @@ static void pep_collect(struct run *r, struct pep_shared *sh, int step, uint64_t
 	res->behind = PEP_SUM(r, step, behind);
 	res->received = PEP_SUM(r, step, received);
 	res->window = PEP_SUM(r, step, delivered_window);
+	res->duplicates = PEP_SUM(r, step, duplicates);
 	res->expected = (n1 - n0) * expect;
 	res->complete = res->incomplete = 0;
 	for (uint64_t n = n0; n < n1; n++) {
@@ -542,6 +554,7 @@ static void pep_report_step(struct report *rp, const struct pep_result *s, uint6
 	report_u64(rp, "published", s->published);
 	report_u64(rp, "notifications_expected", s->expected);
 	report_u64(rp, "notifications", s->received);
+	report_u64(rp, "duplicates", s->duplicates);
 	report_num(rp, "notifications_per_s", s->seconds > 0 ? (double)s->window / s->seconds : 0);
 	report_u64(rp, "publishes_complete", s->complete);
 	report_u64(rp, "publishes_incomplete", s->incomplete);
@@ -692,8 +705,10 @@ int pep_run(const struct opts *o)
 			pw->conc = 1;
 		pw->users = calloc(pw->nusers + 1, sizeof *pw->users);
 		pw->steps = calloc(o->nrates + 1, sizeof *pw->steps);
-		for (unsigned k = 0; k < pw->nusers; k++)
+		for (unsigned k = 0; k < pw->nusers; k++) {
 			pw->users[k].idx = i + r.nw * k;
+			pw->users[k].seen = calloc(sh->max_pub / 8 + 1, 1);
+		}
 		if (i == 0)
 			pw->setup_bits = calloc(total, 1);
 		r.w[i]->scen = pw;
@@ -790,6 +805,8 @@ int pep_run(const struct opts *o)
 	report_cpu_line(&m0, &m1);
 	run_free(&r);
 	for (unsigned i = 0; i < o->threads; i++) {
+		for (unsigned k = 0; k < pws[i].nusers; k++)
+			free(pws[i].users[k].seen);
 		free(pws[i].users);
 		free(pws[i].steps);
 		free(pws[i].setup_bits);
