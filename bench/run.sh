@@ -3,7 +3,8 @@
 # machine, over loopback only.
 #
 # For every scenario of the load generator (build/natter-load: idle, login,
-# chat, muc, presence) and every server, in alternating order, this starts the
+# chat, muc, presence; chat-mam is chat with the message archive off and on,
+# mam the archive's query latency, pep avatar notifications) and every server, in alternating order, this starts the
 # server fresh in a scratch directory (bench/peers/SERVER/server.sh), creates
 # the same accounts on it, checks one real login (slixmpp), runs the scenario,
 # measures the server from outside (RSS of all its processes, CPU from
@@ -18,7 +19,8 @@
 # Parameters (environment; defaults fit the 2-core, 24 GB CI-sized box and
 # its open-file limit of 20000 per process):
 #   SERVERS            servers to run, in order      natter prosody ejabberd
-#   SCENARIOS          scenarios to run              idle login chat muc presence
+#   SCENARIOS          scenarios to run
+#                      idle login chat muc presence chat-mam mam pep
 #   ROUNDS             repetitions (order alternates between rounds)   1
 #   IDLE_CLIENTS       idle: authenticated clients held                10000
 #   IDLE_SETTLE        idle: seconds between "ready" and measuring RSS  3
@@ -37,6 +39,23 @@
 #   MUC_RATES          muc: offered deliveries/s (messages/s times the room
 #                      size; the message rate is this divided by the size)
 #                      2000,5000,10000,20000,50000,100000,200000,500000,1000000
+#   MAM_CHAT_RATES     chat-mam: offered rates, msgs/s (chat run twice per
+#                      server, its message archive off and on; CHAT_PAIRS,
+#                      STEP_SECONDS, STOP_P99_MS as chat)
+#                      200,500,1000,2000,5000,10000,20000,50000,100000
+#   MAM_USERS          mam: accounts the archive is spread over        1000
+#   MAM_MESSAGES       mam: messages in the archive (each stored twice) 1000000
+#   MAM_HEAVY          mam: measured users, each in many more messages  4
+#   MAM_HEAVY_EVERY    mam: every Nth message goes to a measured user   20
+#   MAM_DEEP           mam: the deep page starts this many messages back 10000
+#   MAM_PAGE           mam: results per page (RSM max)                  50
+#   MAM_QUERIES        mam: measured queries of each kind per user      200
+#   MAM_FILL_RATE      mam: msgs/s at most where the archive is sent over
+#                      XMPP (servers without a bulk loader: natter)     20000
+#   MAM_TIMEOUT        mam: hard cap of that run, seconds               900
+#   PEP_CONTACTS       pep: contacts of the publishing user            500
+#   PEP_RATES          pep: offered avatar publishes/s
+#                      1,2,5,10,20,50,100,200
 #   PRESENCE_USERS     presence: users                                 2000
 #   CONTACTS           presence: mutual contacts per user              20
 #   PRESENCE_SECONDS   presence: measured churn phase                  15
@@ -67,10 +86,13 @@ if [ "${SMOKE:-0}" = 1 ]; then
 	: "${MUC_ROOM_SIZES:=5 20}" "${MUC_RATES:=100,200}"
 	: "${PRESENCE_USERS:=20}" "${CONTACTS:=4}" "${PRESENCE_SECONDS:=2}"
 	: "${SCENARIO_TIMEOUT:=60}" "${LOAD_THREADS:=1}"
+	: "${MAM_CHAT_RATES:=50,100}" "${MAM_USERS:=20}" "${MAM_MESSAGES:=2000}" "${MAM_HEAVY:=2}"
+	: "${MAM_DEEP:=100}" "${MAM_PAGE:=10}" "${MAM_QUERIES:=10}" "${MAM_TIMEOUT:=120}"
+	: "${PEP_CONTACTS:=10}" "${PEP_RATES:=5,10}"
 fi
 
 SERVERS=${SERVERS:-natter prosody ejabberd}
-SCENARIOS=${SCENARIOS:-idle login chat muc presence}
+SCENARIOS=${SCENARIOS:-idle login chat muc presence chat-mam mam pep}
 ROUNDS=${ROUNDS:-1}
 IDLE_CLIENTS=${IDLE_CLIENTS:-10000}
 IDLE_SETTLE=${IDLE_SETTLE:-3}
@@ -86,6 +108,18 @@ MUC_ROOM_SIZES=${MUC_ROOM_SIZES:-100 1000}
 MUC_ROOMS=${MUC_ROOMS:-1}
 MUC_SENDERS=${MUC_SENDERS:-5}
 MUC_RATES=${MUC_RATES:-2000,5000,10000,20000,50000,100000,200000,500000,1000000}
+MAM_CHAT_RATES=${MAM_CHAT_RATES:-200,500,1000,2000,5000,10000,20000,50000,100000}
+MAM_USERS=${MAM_USERS:-1000}
+MAM_MESSAGES=${MAM_MESSAGES:-1000000}
+MAM_HEAVY=${MAM_HEAVY:-4}
+MAM_HEAVY_EVERY=${MAM_HEAVY_EVERY:-20}
+MAM_DEEP=${MAM_DEEP:-10000}
+MAM_PAGE=${MAM_PAGE:-50}
+MAM_QUERIES=${MAM_QUERIES:-200}
+MAM_FILL_RATE=${MAM_FILL_RATE:-20000}
+MAM_TIMEOUT=${MAM_TIMEOUT:-900}
+PEP_CONTACTS=${PEP_CONTACTS:-500}
+PEP_RATES=${PEP_RATES:-1,2,5,10,20,50,100,200}
 PRESENCE_USERS=${PRESENCE_USERS:-2000}
 CONTACTS=${CONTACTS:-20}
 PRESENCE_SECONDS=${PRESENCE_SECONDS:-15}
@@ -124,6 +158,7 @@ done
 max() { m=0; for v in "$@"; do [ "$v" -gt "$m" ] && m=$v; done; echo "$m"; }
 # shellcheck disable=SC2046
 USERS=$(max "$IDLE_CLIENTS" "$LOGIN_USERS" $((2 * CHAT_PAIRS)) "$PRESENCE_USERS" \
+	"$MAM_USERS" $((PEP_CONTACTS + 1)) \
 	$(for k in $MUC_ROOM_SIZES; do echo $((k * MUC_ROOMS)); done))
 
 # muc_rates SIZE: MUC_RATES (deliveries/s) as messages/s for rooms of SIZE,
@@ -221,6 +256,14 @@ run_scenario() {
 	s=$1 sc=$2 round=$3
 	out=$RESULTS/$s-$sc.json
 	[ "$ROUNDS" -gt 1 ] && out=$RESULTS/$s-$sc-r$round.json
+	# The features a scenario needs (bench/peers/common.sh); everything
+	# else runs with them off, as before.
+	BENCH_MAM=off BENCH_PEP=off
+	case "$sc" in
+	chat-mam-on | mam) BENCH_MAM=on ;;
+	pep) BENCH_PEP=on ;;
+	esac
+	export BENCH_MAM BENCH_PEP
 	if ! start_server "$s"; then
 		stop_server "$s"
 		return 1
@@ -241,11 +284,40 @@ run_scenario() {
 			esac
 		fi
 	fi
+	if [ "$sc" = pep ]; then
+		# The publisher (u1) and its PEP_CONTACTS contacts, written into the
+		# store where the script can; over XMPP otherwise.
+		roster_opt=--setup-rosters
+		rc=0
+		"$peers/$s/server.sh" rosters "$work/$s" "$PREFIX" $((PEP_CONTACTS + 1)) "$PEP_CONTACTS" star \
+			>/dev/null || rc=$?
+		case $rc in
+		0) roster_opt="" ;;
+		3) log "$s: pep rosters over XMPP (no bulk roster route)" ;;
+		*) log "$s: writing rosters failed"; stop_server "$s"; return 1 ;;
+		esac
+	fi
 	# After the rosters: ejabberd would cache the empty roster of this user.
 	if ! check_server "$s"; then
 		log "$s: login check failed"
 		stop_server "$s"
 		return 1
+	fi
+	fill_opt=""
+	archive_s=""
+	if [ "$sc" = mam ]; then
+		# After the login check, whose message makes ejabberd open its
+		# archive. Exit status 3: no bulk route (natter-load --fill sends
+		# the archive over XMPP instead).
+		rc=0
+		t_a=$(date +%s.%N)
+		"$peers/$s/server.sh" archive "$work/$s" "$PREFIX" "$MAM_USERS" "$MAM_MESSAGES" \
+			"$MAM_HEAVY" "$MAM_HEAVY_EVERY" >&2 || rc=$?
+		case $rc in
+		0) archive_s=$(echo "$(date +%s.%N) - $t_a" | bc) ;;
+		3) fill_opt=--fill; log "$s: archive sent over XMPP (no bulk route)" ;;
+		*) log "$s: writing the archive failed"; stop_server "$s"; return 1 ;;
+		esac
 	fi
 	sleep 1
 	pids=$(server_pids "$s")
@@ -285,6 +357,29 @@ run_scenario() {
 		load_pid=$!
 		wait "$load_pid" || true
 		;;
+	chat-mam-*)
+		"$LOAD" chat "${common[@]}" --pairs "$CHAT_PAIRS" --rates "$MAM_CHAT_RATES" \
+			--step-seconds "$STEP_SECONDS" --stop-p99-ms "$STOP_P99_MS" \
+			--concurrency "$LOGIN_CONCURRENCY" >"$raw" 2>"$err" &
+		load_pid=$!
+		wait "$load_pid" || true
+		;;
+	mam)
+		"$LOAD" mam "${common[@]}" --duration "$MAM_TIMEOUT" --users "$MAM_USERS" \
+			--messages "$MAM_MESSAGES" --heavy "$MAM_HEAVY" --heavy-every "$MAM_HEAVY_EVERY" \
+			--deep "$MAM_DEEP" --page "$MAM_PAGE" --queries "$MAM_QUERIES" \
+			--fill-rate "$MAM_FILL_RATE" $fill_opt \
+			--concurrency "$LOGIN_CONCURRENCY" >"$raw" 2>"$err" &
+		load_pid=$!
+		wait "$load_pid" || true
+		;;
+	pep)
+		"$LOAD" pep "${common[@]}" --contacts "$PEP_CONTACTS" $roster_opt \
+			--rates "$PEP_RATES" --step-seconds "$STEP_SECONDS" --stop-p99-ms "$STOP_P99_MS" \
+			--concurrency "$LOGIN_CONCURRENCY" >"$raw" 2>"$err" &
+		load_pid=$!
+		wait "$load_pid" || true
+		;;
 	chat)
 		"$LOAD" chat "${common[@]}" --pairs "$CHAT_PAIRS" --rates "$RATES" \
 			--step-seconds "$STEP_SECONDS" --stop-p99-ms "$STOP_P99_MS" \
@@ -320,12 +415,19 @@ run_scenario() {
 	[ -n "$rss1" ] || rss1=$(rss_kib "$pids")
 	alive=1
 	for p in ${pids//,/ }; do kill -0 "$p" 2>/dev/null || alive=0; done
+	# What the server really ran with: natter's script notes features its
+	# build rejected.
+	features=""
+	[ "$BENCH_MAM" = on ] && features="mam"
+	[ "$BENCH_PEP" = on ] && features="$features pep"
+	[ -s "$work/$s/features" ] && features=$(cat "$work/$s/features")
 	stop_server "$s"
 	grep -v '^ready' "$err" | sed "s/^/  $s $sc: /" >&2 || true
 	/usr/bin/python3 "$peers/report.py" record --out "$out" --server "$s" --scenario "$sc" \
 		--round "$round" --load-json "$raw" --rss-before "$rss0" --rss-after "$rss1" \
 		--cpu-s "$(echo "($cpu1 - $cpu0) / $CLK_TCK" | bc -l)" \
-		--wall-s "$(echo "$t1 - $t0" | bc -l)" --alive "$alive" --version "$(version_of "$s")"
+		--wall-s "$(echo "$t1 - $t0" | bc -l)" --alive "$alive" --version "$(version_of "$s")" \
+		--features "${features# }" --archive-load-s "$archive_s"
 }
 
 version_of() {
@@ -337,7 +439,7 @@ version_of() {
 
 /usr/bin/python3 "$peers/report.py" machine --out "$RESULTS/machine.json" \
 	--servers "$SERVERS" --fd-limit "$(ulimit -n)" \
-	--params "MUC_ROOM_SIZES=${MUC_ROOM_SIZES// /+} MUC_ROOMS=$MUC_ROOMS MUC_SENDERS=$MUC_SENDERS MUC_RATES=$MUC_RATES PRESENCE_ROSTERS=$PRESENCE_ROSTERS IDLE_CLIENTS=$IDLE_CLIENTS LOGINS=$LOGINS LOGIN_USERS=$LOGIN_USERS LOGIN_CONCURRENCY=$LOGIN_CONCURRENCY LOGIN_MECH=$LOGIN_MECH CHAT_PAIRS=$CHAT_PAIRS RATES=$RATES STEP_SECONDS=$STEP_SECONDS PRESENCE_USERS=$PRESENCE_USERS CONTACTS=$CONTACTS PRESENCE_SECONDS=$PRESENCE_SECONDS LOAD_THREADS=$LOAD_THREADS ROUNDS=$ROUNDS BENCH_CERT_TYPE=$BENCH_CERT_TYPE"
+	--params "MAM_CHAT_RATES=$MAM_CHAT_RATES MAM_USERS=$MAM_USERS MAM_MESSAGES=$MAM_MESSAGES MAM_HEAVY=$MAM_HEAVY MAM_HEAVY_EVERY=$MAM_HEAVY_EVERY MAM_DEEP=$MAM_DEEP MAM_PAGE=$MAM_PAGE MAM_QUERIES=$MAM_QUERIES MAM_FILL_RATE=$MAM_FILL_RATE PEP_CONTACTS=$PEP_CONTACTS PEP_RATES=$PEP_RATES MUC_ROOM_SIZES=${MUC_ROOM_SIZES// /+} MUC_ROOMS=$MUC_ROOMS MUC_SENDERS=$MUC_SENDERS MUC_RATES=$MUC_RATES PRESENCE_ROSTERS=$PRESENCE_ROSTERS IDLE_CLIENTS=$IDLE_CLIENTS LOGINS=$LOGINS LOGIN_USERS=$LOGIN_USERS LOGIN_CONCURRENCY=$LOGIN_CONCURRENCY LOGIN_MECH=$LOGIN_MECH CHAT_PAIRS=$CHAT_PAIRS RATES=$RATES STEP_SECONDS=$STEP_SECONDS PRESENCE_USERS=$PRESENCE_USERS CONTACTS=$CONTACTS PRESENCE_SECONDS=$PRESENCE_SECONDS LOAD_THREADS=$LOAD_THREADS ROUNDS=$ROUNDS BENCH_CERT_TYPE=$BENCH_CERT_TYPE"
 
 # Alternate: each scenario runs against every server before the next
 # scenario starts, and each round reverses the order of the servers, so
@@ -352,6 +454,9 @@ for round in $(seq 1 "$ROUNDS"); do
 	scenarios=$(for sc in $SCENARIOS; do
 		if [ "$sc" = muc ]; then
 			for k in $MUC_ROOM_SIZES; do echo "muc-$k"; done
+		elif [ "$sc" = chat-mam ]; then
+			echo chat-mam-off
+			echo chat-mam-on
 		else
 			echo "$sc"
 		fi

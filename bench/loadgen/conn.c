@@ -130,7 +130,7 @@ void conn_sendf(struct conn *c, const char *fmt, ...)
 
 /* Appends s escaped for an attribute value: ids and addresses echoed back
  * to the server come from parsed (unescaped) XML. */
-static void conn_send_escaped(struct conn *c, const char *s)
+void conn_send_escaped(struct conn *c, const char *s)
 {
 	const char *start = s;
 	for (; *s; s++) {
@@ -707,9 +707,10 @@ static void conn_features_bind(struct conn *c, struct stanza *st)
  * announce presence in one write; the roster result completes the login. */
 static void conn_start_session(struct conn *c)
 {
-	conn_send(c,
-		  "<iq type='get' id='" ID_ROSTER "'><query xmlns='" NS_ROSTER "'/></iq><presence/>",
-		  sizeof("<iq type='get' id='" ID_ROSTER "'><query xmlns='" NS_ROSTER "'/></iq><presence/>") - 1);
+	static const char roster_get[] = "<iq type='get' id='" ID_ROSTER "'><query xmlns='" NS_ROSTER "'/></iq>";
+	const char *presence = c->ops->initial_presence ? c->ops->initial_presence : "<presence/>";
+	conn_send(c, roster_get, sizeof roster_get - 1);
+	conn_send(c, presence, strlen(presence));
 	c->state = CONN_ROSTER;
 }
 
@@ -809,6 +810,8 @@ static void conn_answer_iq(struct conn *c, struct stanza *st)
 	bool known = ping || (strcmp(type, "set") == 0 && stanza_child(st, NS_ROSTER " query"));
 	if (ping)
 		worker_count(&c->w->ctr.pings, 1);
+	if (!known && c->ops->iq && c->ops->iq(c, st))
+		return;
 	conn_send(c, "<iq type='", 10);
 	conn_send(c, known ? "result" : "error", known ? 6 : 5);
 	conn_send(c, "' id='", 6);

@@ -49,6 +49,13 @@ struct conn_ops {
 	/* The connection is gone; c->failed says whether it failed and
 	 * c->fail_kind how. Called once; c is freed afterwards. */
 	void (*closed)(struct conn *c);
+	/* Optional: a request (iq get or set) other than a ping or a roster
+	 * push. Returns true when it has answered; otherwise the connection
+	 * answers service-unavailable. ops->stanza still sees the iq. */
+	bool (*iq)(struct conn *c, struct stanza *st);
+	/* Optional: the initial presence sent with the login's roster get
+	 * (e.g. with entity capabilities, XEP-0115); NULL is <presence/>. */
+	const char *initial_presence;
 };
 
 struct conn {
@@ -89,6 +96,9 @@ struct conn *conn_open(struct worker *w, unsigned user, const struct conn_ops *o
  * Ignored once the stream is closing. */
 void conn_send(struct conn *c, const char *data, size_t len);
 void conn_sendf(struct conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Queues s escaped for an attribute value or character data (&, <, >,
+ * quotes): for ids and addresses echoed back from parsed XML. */
+void conn_send_escaped(struct conn *c, const char *s);
 /* Bytes queued and not yet accepted by the kernel. */
 size_t conn_backlog(const struct conn *c);
 /* Ends the stream politely: </stream:stream>, then waits (at most 2 s)

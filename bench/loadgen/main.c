@@ -22,6 +22,10 @@ int main(int argc, char **argv)
 		return muc_run(&o);
 	if (strcmp(o.scenario, "presence") == 0)
 		return presence_run(&o);
-	fprintf(stderr, "natter-load: unknown scenario '%s' (idle, login, chat, muc, presence)\n", o.scenario);
+	if (strcmp(o.scenario, "mam") == 0)
+		return mam_run(&o);
+	if (strcmp(o.scenario, "pep") == 0)
+		return pep_run(&o);
+	fprintf(stderr, "natter-load: unknown scenario '%s' (idle, login, chat, muc, presence, mam, pep)\n", o.scenario);
 	return 2;
 }

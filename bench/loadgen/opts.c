@@ -13,6 +13,8 @@ enum {
 	OPT_DRAIN_SECONDS, OPT_STOP_P99, OPT_BODY_SIZE, OPT_MAX_QUEUE, OPT_CONTACTS,
 	OPT_SETUP_ROSTERS, OPT_SETUP_ONLY, OPT_SECONDS, OPT_CHURN, OPT_ROOMS, OPT_ROOM_SIZE,
 	OPT_SENDERS, OPT_MUC_SERVICE, OPT_ROOM_PREFIX, OPT_SERVER_PID, OPT_SMOKE, OPT_HELP,
+	OPT_MESSAGES, OPT_HEAVY, OPT_HEAVY_EVERY, OPT_DEEP, OPT_PAGE, OPT_QUERIES, OPT_FILL,
+	OPT_FILL_RATE,
 };
 
 static const struct option opts_table[] = {
@@ -56,6 +58,14 @@ static const struct option opts_table[] = {
 	{ "muc-service", required_argument, NULL, OPT_MUC_SERVICE },
 	{ "room-prefix", required_argument, NULL, OPT_ROOM_PREFIX },
 	{ "server-pid", required_argument, NULL, OPT_SERVER_PID },
+	{ "messages", required_argument, NULL, OPT_MESSAGES },
+	{ "heavy", required_argument, NULL, OPT_HEAVY },
+	{ "heavy-every", required_argument, NULL, OPT_HEAVY_EVERY },
+	{ "deep", required_argument, NULL, OPT_DEEP },
+	{ "page", required_argument, NULL, OPT_PAGE },
+	{ "queries", required_argument, NULL, OPT_QUERIES },
+	{ "fill", no_argument, NULL, OPT_FILL },
+	{ "fill-rate", required_argument, NULL, OPT_FILL_RATE },
 	{ "smoke", no_argument, NULL, OPT_SMOKE },
 	{ "help", no_argument, NULL, OPT_HELP },
 	{ NULL, 0, NULL, 0 },
@@ -78,6 +88,12 @@ void opts_usage(FILE *f)
 "            (msgs/s sent, all rooms together); every occupant receives\n"
 "  presence  --users U with --contacts R each log out and in again for\n"
 "            --seconds S; counts presence stanzas received per second\n"
+"  mam       message archive (XEP-0313) queries on an archive of --messages\n"
+"            over --users (made over XMPP first with --fill): latency of the\n"
+"            latest page and of a page --deep messages back\n"
+"  pep       one user with --contacts R (all online, +notify in their caps)\n"
+"            publishes avatar metadata (XEP-0084) at each rate of --rates\n"
+"            (publishes/s); notifications/s and publish-to-last latency\n"
 "\n"
 "server and accounts:\n"
 "  --host ADDR (127.0.0.1)  --port N (5222)  --domain D (localhost)\n"
@@ -110,7 +126,14 @@ void opts_usage(FILE *f)
 "presence:  --users U (100) --contacts R (10) --seconds S (10)\n"
 "           --churn N (U/10)  users logging out and in again at any moment\n"
 "           --setup-rosters  make every user a mutual contact of R neighbours\n"
-"           --setup-only     ... and stop there\n", f);
+"           --setup-only     ... and stop there\n"
+"mam:       --users U (100) --messages M (10000) --heavy H (4) --heavy-every N (20)\n"
+"           --deep D (10000) --page N (50) --queries Q (100, of each kind, per\n"
+"           heavy user) --fill (send the archive over XMPP first)\n"
+"           --fill-rate R (10000 msgs/s at most)\n"
+"pep:       --contacts R (500) --rates (1,2,5,10,20,50,100 publishes/s)\n"
+"           --step-seconds S --drain-seconds S --stop-p99-ms MS\n"
+"           --setup-rosters  make the contacts mutual over XMPP first\n", f);
 }
 
 static int opts_uint(const char *name, const char *s, unsigned long max, unsigned *out)
@@ -245,6 +268,13 @@ static void opts_defaults(struct opts *o, bool smoke)
 	o->room_size = 100;
 	o->senders = 5;
 	o->room_prefix = "bench";
+	o->messages = 10000;
+	o->heavy = 4;
+	o->heavy_every = 20;
+	o->deep = 10000;
+	o->page = 50;
+	o->queries = 100;
+	o->fill_rate = 10000;
 	if (smoke) {
 		o->concurrency = 5;
 		o->duration = 60;
@@ -263,6 +293,11 @@ static void opts_defaults(struct opts *o, bool smoke)
 		o->seconds = 2;
 		o->room_size = 5;
 		o->senders = 2;
+		o->messages = 2000;
+		o->heavy = 2;
+		o->deep = 100;
+		o->page = 10;
+		o->queries = 10;
 	}
 }
 
@@ -282,6 +317,22 @@ static void opts_muc(struct opts *o, bool smoke)
 		return;
 	static const unsigned rates[] = { 10, 20, 50, 100, 200, 500, 1000, 2000, 5000 };
 	static const unsigned smoke_rates[] = { 10, 20 };
+	const unsigned *src = smoke ? smoke_rates : rates;
+	o->nrates = smoke ? 2 : sizeof rates / sizeof rates[0];
+	memcpy(o->rates, src, o->nrates * sizeof *src);
+}
+
+/* pep: 500 contacts and publish rates of its own unless given. */
+static void opts_pep(struct opts *o, bool smoke)
+{
+	if (strcmp(o->scenario, "pep") != 0)
+		return;
+	if (!o->contacts_given)
+		o->contacts = smoke ? 5 : 500;
+	if (o->rates_given)
+		return;
+	static const unsigned rates[] = { 1, 2, 5, 10, 20, 50, 100, 200 };
+	static const unsigned smoke_rates[] = { 5, 10 };
 	const unsigned *src = smoke ? smoke_rates : rates;
 	o->nrates = smoke ? 2 : sizeof rates / sizeof rates[0];
 	memcpy(o->rates, src, o->nrates * sizeof *src);
@@ -355,7 +406,18 @@ int opts_parse(struct opts *o, int argc, char **argv)
 		case OPT_STOP_P99: rc = opts_seconds("stop-p99-ms", optarg, &o->stop_p99_ms); break;
 		case OPT_BODY_SIZE: rc = opts_uint("body-size", optarg, 65536, &o->body_size); break;
 		case OPT_MAX_QUEUE: rc = opts_uint("max-queue-kb", optarg, 1u << 20, &o->max_queue_kb); break;
-		case OPT_CONTACTS: rc = opts_uint("contacts", optarg, 100000, &o->contacts); break;
+		case OPT_CONTACTS:
+			rc = opts_uint("contacts", optarg, 100000, &o->contacts);
+			o->contacts_given = true;
+			break;
+		case OPT_MESSAGES: rc = opts_uint("messages", optarg, 1000000000, &o->messages); break;
+		case OPT_HEAVY: rc = opts_uint("heavy", optarg, 1000000, &o->heavy); break;
+		case OPT_HEAVY_EVERY: rc = opts_uint("heavy-every", optarg, 1000000, &o->heavy_every); break;
+		case OPT_DEEP: rc = opts_uint("deep", optarg, 100000000, &o->deep); break;
+		case OPT_PAGE: rc = opts_uint("page", optarg, 1000, &o->page); break;
+		case OPT_QUERIES: rc = opts_uint("queries", optarg, 10000000, &o->queries); break;
+		case OPT_FILL: o->fill = true; break;
+		case OPT_FILL_RATE: rc = opts_uint("fill-rate", optarg, 10000000, &o->fill_rate); break;
 		case OPT_SETUP_ROSTERS: o->setup_rosters = true; break;
 		case OPT_SETUP_ONLY: o->setup_rosters = o->setup_only = true; break;
 		case OPT_SECONDS: rc = opts_seconds("seconds", optarg, &o->seconds); break;
@@ -389,5 +451,12 @@ int opts_parse(struct opts *o, int argc, char **argv)
 	if (o->body_size < 32)
 		o->body_size = 32;
 	opts_muc(o, smoke);
+	opts_pep(o, smoke);
+	if (strcmp(o->scenario, "mam") == 0 && (o->users < 2 || o->heavy == 0 || o->heavy > o->users ||
+						 o->heavy_every == 0 || o->page == 0)) {
+		fprintf(stderr, "natter-load: mam needs --users of at least 2, --heavy from 1 to --users, "
+				"--heavy-every and --page of at least 1\n");
+		return -1;
+	}
 	return 0;
 }

@@ -76,6 +76,19 @@ struct opts {
 	double seconds;         /* measured churn phase */
 	unsigned churn;         /* users in a logout/login cycle at once; 0 = U/10 */
 
+	/* mam (also --users: accounts the archive is spread over) */
+	unsigned messages;      /* messages in the archive (each in two users' archives) */
+	unsigned heavy;         /* users 1..heavy take part in extra messages; measured */
+	unsigned heavy_every;   /* every Nth message goes to a heavy user */
+	unsigned deep;          /* how far back the deep page starts */
+	unsigned page;          /* results per page (RSM max) */
+	unsigned queries;       /* measured queries of each kind per measured user */
+	bool fill;              /* send the archive's messages over XMPP first */
+	unsigned fill_rate;     /* ... at most this many per second */
+
+	/* pep (also --contacts, --rates in publishes/s, --setup-rosters) */
+	bool contacts_given;
+
 	int server_pids[OPTS_MAX_PIDS];
 	unsigned nserver_pids;
 };

@@ -15,6 +15,8 @@ int login_run(const struct opts *o);
 int chat_run(const struct opts *o);
 int muc_run(const struct opts *o);
 int presence_run(const struct opts *o);
+int mam_run(const struct opts *o);
+int pep_run(const struct opts *o);
 
 /* Shared by the scenarios. */
 

@@ -58,6 +58,13 @@ tls_port=$2
 password=smoke-pw
 
 mkdir "$tmp/data"
+# The message archive, with the keys bench/peers/natter/server.sh uses
+# (NATTER_MAM_CONFIG there): where this build rejects them, the mam check
+# only asks that the archive queries are refused cleanly.
+mam_keys='    mam:
+      enabled: true
+      default: always'
+write_config() {
 cat >"$tmp/natter.yaml" <<EOF
 log_level: info
 data_dir: $tmp/data
@@ -68,6 +75,7 @@ hosts:
     muc:
       message_rate: 1000
       message_burst: 1000
+$1
 listeners:
   - type: c2s
     address: 127.0.0.1
@@ -76,6 +84,13 @@ listeners:
     address: 127.0.0.1
     port: $tls_port
 EOF
+}
+mam_on=1
+write_config "$mam_keys"
+if ! "$natterd" -c "$tmp/natter.yaml" --check-config >/dev/null 2>&1; then
+	mam_on=0
+	write_config ""
+fi
 
 i=1
 while [ $i -le 20 ]; do
@@ -140,6 +155,24 @@ check muc 'd["rooms_ready"] == 1 and d["joined"] == 5 and d["join_failed"] == 0 
 	-- muc --room-size 5 --senders 2 --rates 10,20 --step-seconds 1
 check presence 'd["setup"]["users_complete"] == 10 and d["online"] == 10 and d["roster_both_avg"] == 4 and d["cycles"] > 0 and d["presence_received"] > 0' \
 	-- presence --users 10 --first-user 11 --contacts 4 --setup-rosters --seconds 2
+
+# The archive: 400 messages among user1..user20 sent over XMPP, then
+# user1 and user2 page back 20 messages and query the newest page and the
+# one 20 back. Without an archive in this build, every query must be
+# refused as unsupported.
+if [ "$mam_on" = 1 ]; then
+	mam_cond='d["archive"]["fill_received"] == 400 and d["supported"] and d["walk"]["clients_reached_deep"] == 2 and d["latest_results_avg"] == 10 and d["deep_results_avg"] == 10 and d["short_pages"] == 0 and d["query_errors"] == 0'
+else
+	mam_cond='d["archive"]["fill_received"] == 400 and not d["supported"] and d["unsupported"] == 2'
+fi
+check mam "$mam_cond" \
+	-- mam --users 20 --messages 400 --heavy 2 --deep 20 --page 10 --queries 3 --fill
+# PEP: user11 with 5 contacts (rosters over XMPP, after the presence check,
+# whose rings they extend) publishes avatar metadata; every contact must
+# hear of every publish, or, in a build without PEP, the publish must be
+# refused as unsupported.
+check pep '(d["supported"] and d["setup"]["contacts_both"] == 5 and d["first_publish_notified"] == 5 and len(d["steps"]) == 2 and all(s["publishes_incomplete"] == 0 and s["notifications"] == 5 * s["published"] > 0 for s in d["steps"])) or (not d["supported"] and d["publish_errors"] > 0 and d["unsupported"] > 0)' \
+	-- pep --first-user 11 --contacts 5 --setup-rosters --rates 5,10 --step-seconds 1
 
 # The server must have survived all of it and stop cleanly, without a
 # sanitizer report (when built with them).

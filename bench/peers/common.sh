@@ -12,7 +12,15 @@
 #                               optional: the presence scenario's rosters
 #                               (ring of USERS, CONTACTS/2 on either side,
 #                               subscription both) written into the store;
-#                               exit status 3 where the server has no route
+#                               exit status 3 where the server has no route;
+#                               a 4th argument "star": the pep scenario's
+#                               (user 1 and each of users 2..USERS)
+#   server.sh archive DIR PREFIX USERS MESSAGES HEAVY HEAVY_EVERY
+#                               optional: the mam scenario's archive (layout
+#                               in bench/loadgen/mam.c, mam_pair) written
+#                               into the store as the server itself writes
+#                               it; exit status 3 where the server has no
+#                               route (natter-load --fill sends it over XMPP)
 #   server.sh pids DIR          print the PIDs of every process of the server
 #                               (for RSS and CPU accounting), one per line
 #   server.sh stop DIR          stop it and wait until it is gone
@@ -23,6 +31,14 @@
 # the same certificate).
 
 BENCH_DOMAIN=localhost
+# Features some scenarios switch on (on|off); off leaves each server as the
+# other scenarios measure it.
+#   BENCH_MAM  the message archive (XEP-0313), archiving every chat message
+#              of every user by default, in SQLite where the server can
+#   BENCH_PEP  PEP (XEP-0163) with entity capabilities (XEP-0115), so
+#              +notify features in clients' caps subscribe them
+BENCH_MAM=${BENCH_MAM:-off}
+BENCH_PEP=${BENCH_PEP:-off}
 # SCRAM iteration count for the accounts of every server: natter's minimum and
 # default, and ejabberd's default (Prosody's default is 10000).
 BENCH_SCRAM_ITERATIONS=${BENCH_SCRAM_ITERATIONS:-4096}
@@ -141,6 +157,7 @@ peer_dispatch() {
 	start) start "$@" ;;
 	users) users "$@" ;;
 	rosters) rosters "$@" ;;
+	archive) archive "$@" ;;
 	pids) pids ;;
 	stop) stop ;;
 	*) die "unknown subcommand $cmd" ;;

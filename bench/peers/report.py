@@ -12,7 +12,9 @@ machine, and summarise everything into a table with natter/peer ratios.
       writes DIR/summary.json, DIR/table.txt, DIR/chat-SERVER.dat and
       DIR/muc-SIZE-SERVER.dat (the data of the latency plots) from
       DIR/SERVER-SCENARIO[-rN].json. The muc scenario runs once per room
-      size, recorded as scenario muc-SIZE.
+      size, recorded as scenario muc-SIZE; chat-mam runs chat with the
+      message archive off and on, recorded as chat-mam-off and chat-mam-on,
+      and their ratio is the pseudo-scenario chat-mam.
 """
 
 import argparse
@@ -51,8 +53,11 @@ def cmd_record(a):
         "server_rss_after_kib": a.rss_after,
         "server_cpu_s": round(a.cpu_s, 3),
         "wall_s": round(a.wall_s, 3),
+        "features": a.features,
         "load": load,
     }
+    if a.archive_load_s:
+        rec["archive_load_s"] = round(float(a.archive_load_s), 1)
     with open(a.out, "w") as f:
         json.dump(rec, f, indent=1)
         f.write("\n")
@@ -204,6 +209,44 @@ def _muc_metrics(load):
     return m
 
 
+def _mam_metrics(rec, load):
+    """Archive query latency; a kind of page only where every measured user
+    got it (the deep page needs an archive at least --deep long)."""
+    m = {}
+    if not load.get("supported"):
+        return m
+    heavy = _get(load, "params.heavy", default=0)
+    if load.get("latest_results_avg"):
+        m["latest_p50_ms"] = _get(load, "latest_page_ms.p50")
+        m["latest_p99_ms"] = _get(load, "latest_page_ms.p99")
+    if _get(load, "walk.clients_reached_deep", default=0) >= heavy > 0 and load.get("deep_results_avg"):
+        m["deep_p50_ms"] = _get(load, "deep_page_ms.p50")
+        m["deep_p99_ms"] = _get(load, "deep_page_ms.p99")
+    m["walk_page_p50_ms"] = _get(load, "walk.page_ms.p50")
+    m["archive_messages"] = _get(load, "archive.messages")
+    m["archive_load_s"] = rec.get("archive_load_s") or _get(load, "archive.fill_s")
+    m["short_pages"] = load.get("short_pages")
+    return m
+
+
+def _pep_metrics(load):
+    m = {}
+    if not load.get("supported") or not load.get("first_publish_notified"):
+        return m
+    m["notifications_per_s"] = round(load.get("notifications_per_s_p99_under_200ms", 0) or 0)
+    m["publishes_per_s"] = load.get("max_rate_p99_under_200ms", 0)
+    m["contacts_notified"] = load.get("first_publish_notified")
+    steps = load.get("steps") or []
+    if steps:
+        m["first_step_publishes_per_s"] = steps[0].get("offered_per_s")
+        m["publish_to_last_p50_ms"] = _get(steps[0], "publish_to_last_ms.p50")
+        m["publish_to_last_p99_ms"] = _get(steps[0], "publish_to_last_ms.p99")
+    for st in steps:
+        if st.get("offered_per_s") == m["publishes_per_s"] and st.get("server_cpu_us_per_notification"):
+            m["server_cpu_us_per_notification"] = round(st["server_cpu_us_per_notification"], 2)
+    return m
+
+
 def _metrics(rec):
     """The numbers of one run that go into the table."""
     load = rec.get("load") or {}
@@ -221,13 +264,19 @@ def _metrics(rec):
         m["p50_ms"] = _get(load, "p50_ms", "login_ms.p50")
         m["p99_ms"] = _get(load, "p99_ms", "login_ms.p99")
         m["failed"] = _get(load, "login_failed", "connections.login_failed", default=0)
-    elif sc == "chat":
+    elif sc == "chat" or sc.startswith("chat-mam-"):
         m, _ = _chat_metrics(load)
+    elif sc == "mam":
+        m = _mam_metrics(rec, load)
+    elif sc == "pep":
+        m = _pep_metrics(load)
     elif sc.startswith("muc-"):
         m = _muc_metrics(load)
     elif sc == "presence":
         m["presence_per_s"] = round(_get(load, "presence_per_s", "received_per_s",
                                          "presences_per_s", default=0) or 0)
+    if rec.get("features"):
+        m["features"] = rec["features"]
     m["errors"] = _get(load, "connections.failed", default=0)
     m["first_error"] = _get(load, "errors.first", "error")
     return m
@@ -242,6 +291,21 @@ ROWS = [
     ("chat", "rate_p99_under_10ms", "chat: msgs/s, p99 < 10 ms", True),
     ("chat", "server_cpu_us_per_msg", "chat: server CPU us/msg", False),
     ("presence", "presence_per_s", "presence: stanzas/s", True),
+    # Issue 12: the archive, MAM queries, PEP.
+    ("chat-mam-off", "rate_p99_under_100ms", "chat, archive off: msgs/s, p99 < 100 ms", True),
+    ("chat-mam-on", "rate_p99_under_100ms", "chat, archive on (all): msgs/s, p99 < 100 ms", True),
+    ("chat-mam", "on_off_100ms", "chat: archive on/off, p99 < 100 ms", True),
+    ("chat-mam-off", "rate_p99_under_10ms", "chat, archive off: msgs/s, p99 < 10 ms", True),
+    ("chat-mam-on", "rate_p99_under_10ms", "chat, archive on (all): msgs/s, p99 < 10 ms", True),
+    ("chat-mam-on", "server_cpu_us_per_msg", "chat, archive on: server CPU us/msg", False),
+    ("mam", "latest_p50_ms", "mam: latest page p50 ms", False),
+    ("mam", "latest_p99_ms", "mam: latest page p99 ms", False),
+    ("mam", "deep_p50_ms", "mam: page 10,000 back p50 ms", False),
+    ("mam", "deep_p99_ms", "mam: page 10,000 back p99 ms", False),
+    ("pep", "notifications_per_s", "pep: notifications/s, p99 publish-to-last < 200 ms", True),
+    ("pep", "publish_to_last_p50_ms", "pep: publish to last notification p50 ms, 1/s", False),
+    ("pep", "publish_to_last_p99_ms", "pep: publish to last notification p99 ms, 1/s", False),
+    ("pep", "server_cpu_us_per_notification", "pep: server CPU us/notification", False),
 ]
 
 
@@ -282,6 +346,17 @@ def cmd_summarize(a):
                 for offered, delivered, p50, p99, _c in steps:
                     f.write("%g %g %g %g\n" % (offered, delivered, p50, p99))
 
+    # Archive on against off, per server, from the two chat-mam runs.
+    for server, per in summary.items():
+        on, off = per.get("chat-mam-on"), per.get("chat-mam-off")
+        if on and off:
+            r = {}
+            for bound in ("100ms", "10ms"):
+                a_on, a_off = on.get("rate_p99_under_" + bound), off.get("rate_p99_under_" + bound)
+                if isinstance(a_on, (int, float)) and a_off:
+                    r["on_off_" + bound] = round(a_on / a_off, 2)
+            per["chat-mam"] = r
+
     try:
         with open(os.path.join(a.results, "machine.json")) as f:
             machine = json.load(f)
@@ -292,6 +367,9 @@ def cmd_summarize(a):
         f.write("\n")
 
     rows_spec = list(ROWS)
+    deep = (machine.get("params") or {}).get("MAM_DEEP", "10000")
+    if deep != "10000":
+        rows_spec = [(sc, k, l.replace("10,000", deep), h) for sc, k, l, h in rows_spec]
     sizes = sorted({int(sc[4:]) for per in summary.values() for sc in per
                     if sc.startswith("muc-") and sc[4:].isdigit()})
     at = next((i for i, r in enumerate(rows_spec) if r[0] == "presence"), len(rows_spec))
@@ -314,6 +392,14 @@ def cmd_summarize(a):
         if all(v is None for v in vals):
             continue
         row = [label + (" (more is better)" if higher else " (less is better)")]
+        ratio_row = key.startswith("on_off")
+        if ratio_row:
+            # Already a ratio (archive on / off per server): two decimals,
+            # and no natter/peer ratio of ratios.
+            row += ["-" if v is None else "%.2f" % v for v in vals]
+            row += ["" for p in peers if "natter" in servers]
+            rows.append(row)
+            continue
         row += ["-" if v is None else ("%.1f" % v if isinstance(v, float) and v < 100 else "%d" % round(v))
                 for v in vals]
         if "natter" in servers:
@@ -338,6 +424,8 @@ def cmd_summarize(a):
     notes = []
     for server in servers:
         for sc, m in sorted(summary.get(server, {}).items()):
+            if m.get("features") and "rejected" in str(m.get("features")):
+                notes.append("%s %s: ran with %s" % (server, sc, m["features"]))
             if m.get("first_error"):
                 notes.append("%s %s: %s errors, first: %s" % (server, sc, m.get("errors"),
                                                                m["first_error"]))
@@ -364,6 +452,8 @@ def main():
     r.add_argument("--wall-s", type=float, default=0)
     r.add_argument("--alive", type=int, default=1)
     r.add_argument("--version", default="")
+    r.add_argument("--features", default="")
+    r.add_argument("--archive-load-s", default="")
     m = sub.add_parser("machine")
     m.add_argument("--out", required=True)
     m.add_argument("--servers", required=True)

@@ -2,7 +2,10 @@
 %% The presence scenario's rosters for the benchmark's ejabberd node.
 %%
 %% usage (from server.sh): ERL_FLAGS="..." bulk_rosters.escript NODE COOKIE
-%%                         DOMAIN PREFIX USERS CONTACTS
+%%                         DOMAIN PREFIX USERS CONTACTS [star]
+%%
+%% star: the pep scenario's rosters instead, user 0 (the publisher) and each
+%% of users 1..USERS-1, subscription both.
 %%
 %% User i (0-based; account PREFIX<i+1>) gets the CONTACTS/2 users on either
 %% side of it on a ring of USERS as contacts with subscription both, as
@@ -14,6 +17,8 @@
 -define(FIELDS, [usj, us, jid, name, subscription, ask, groups, askmessage, xs]).
 
 main([Node0, Cookie, Domain, Prefix, Users0, Contacts0]) ->
+    main([Node0, Cookie, Domain, Prefix, Users0, Contacts0, "ring"]);
+main([Node0, Cookie, Domain, Prefix, Users0, Contacts0, Layout]) ->
     Node = list_to_atom(Node0),
     N = list_to_integer(Users0),
     R = contacts(list_to_integer(Contacts0), N),
@@ -28,10 +33,17 @@ main([Node0, Cookie, Domain, Prefix, Users0, Contacts0]) ->
     end,
     Host = list_to_binary(Domain),
     Name = fun(I) -> list_to_binary(Prefix ++ integer_to_list(I + 1)) end,
-    Items = [item(Name(U), Name(V), Host)
-             || U <- lists:seq(0, N - 1),
-                D <- lists:seq(1, R div 2),
-                V <- [(U + D) rem N, (U - D + N) rem N]],
+    Items = case Layout of
+                %% The pep scenario: user 0 and each of users 1..N-1.
+                "star" ->
+                    lists:append([[item(Name(0), Name(V), Host), item(Name(V), Name(0), Host)]
+                                  || V <- lists:seq(1, N - 1)]);
+                _ ->
+                    [item(Name(U), Name(V), Host)
+                     || U <- lists:seq(0, N - 1),
+                        D <- lists:seq(1, R div 2),
+                        V <- [(U + D) rem N, (U - D + N) rem N]]
+            end,
     write(Node, Items),
     io:format("~b roster items (~b contacts each)~n", [length(Items), R]);
 main(_) ->

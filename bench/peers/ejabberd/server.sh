@@ -33,6 +33,31 @@ write_config() {
 	[ -s "$dir/cookie" ] || od -An -N16 -tx1 /dev/urandom | tr -d ' \n' >"$dir/cookie"
 	chmod 600 "$dir/cookie"
 	echo $((port + 1)) >"$dir/dist_port"
+	# Optional features (../common.sh), appended to the module list below.
+	features=""
+	if [ "$BENCH_MAM" = on ]; then
+		# The message archive in SQLite (Debian's erlang-p1-sqlite3; the
+		# node creates the file and the schema, sql/lite.sql, itself), as
+		# Prosody's: ejabberd's own advice is SQL, not mnesia, for
+		# archives. default: always archives every message of every user.
+		features="$features
+  mod_mam:
+    db_type: sql
+    default: always"
+	fi
+	if [ "$BENCH_PEP" = on ]; then
+		# PEP: mod_pubsub with the pep plugin; mod_caps turns the +notify
+		# features of clients' capabilities into subscriptions.
+		features="$features
+  mod_caps: {}
+  mod_pubsub:
+    plugins:
+      - flat
+      - pep"
+	fi
+	sql=""
+	[ "$BENCH_MAM" = on ] && sql="sql_type: sqlite
+sql_database: \"$dir/ejabberd.sqlite\""
 	cat >"$dir/ejabberd.yml" <<EOF
 # Written by bench/peers/ejabberd/server.sh; regenerated on every start.
 loglevel: warning
@@ -77,6 +102,7 @@ auth_method: internal
 auth_password_format: scram
 auth_scram_hash: sha
 default_db: mnesia
+$sql
 disable_sasl_mechanisms:
   - "digest-md5"
   - "X-OAUTH2"
@@ -124,7 +150,7 @@ modules:
     room_shaper: none
     user_message_shaper: none
     default_room_options:
-      max_users: 100000
+      max_users: 100000$features
 EOF
 }
 
@@ -191,8 +217,9 @@ users() {
 		"$(cat "$dir/dist_port")" "$BENCH_DOMAIN" "$prefix" "$count"
 }
 
-# rosters PREFIX USERS CONTACTS: the presence scenario's rosters (ring of
-# USERS, CONTACTS/2 on either side, subscription both), written into
+# rosters PREFIX USERS CONTACTS [star]: the presence scenario's rosters (ring
+# of USERS, CONTACTS/2 on either side, subscription both; star: the pep
+# scenario's, user 1 and each of the others), written into
 # mod_roster's mnesia table in a few remote calls (bulk_rosters.escript).
 rosters() {
 	prefix=${1:?PREFIX}
@@ -200,7 +227,15 @@ rosters() {
 	contacts=${3:?CONTACTS}
 	env HOME="$dir" ERL_FLAGS="$(erl_common) -dist_listen false -hidden" \
 		escript "$here/bulk_rosters.escript" "$NODE" "$(cat "$dir/cookie")" \
-		"$BENCH_DOMAIN" "$prefix" "$users" "$contacts"
+		"$BENCH_DOMAIN" "$prefix" "$users" "$contacts" "${4:-ring}"
+}
+
+# archive PREFIX USERS MESSAGES HEAVY HEAVY_EVERY: the mam scenario's
+# archive written into the archive's SQLite tables (made by the server at
+# start with BENCH_MAM=on) in one transaction, row for row what the server
+# writes for the same messages (../mam_archive.py says which fields).
+archive() {
+	/usr/bin/python3 "$here/../mam_archive.py" ejabberd "$dir/ejabberd.sqlite" "$BENCH_DOMAIN" "$@"
 }
 
 pids() { peer_pidfile_pids; }
@@ -220,6 +255,7 @@ case "$cmd" in
 start) start "$@" ;;
 users) users "$@" ;;
 rosters) rosters "$@" ;;
+archive) archive "$@" ;;
 ctl) ctl "$@" ;;
 pids) pids ;;
 stop) stop ;;

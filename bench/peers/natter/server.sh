@@ -16,8 +16,21 @@ repo=$(cd "$here/../../.." && pwd)
 build=${NATTER_BUILD:-$repo/build}
 [ -x "$build/natterd" ] && [ -x "$build/natterctl" ] || die "no natterd/natterctl in $build (make build)"
 
+# The host keys that switch natter's message archive (XEP-0313) and PEP
+# (XEP-0163) on for BENCH_MAM=on / BENCH_PEP=on (../common.sh), indented as
+# keys of the host entry. MAM: the lead's design (archive everything by
+# default); PEP: nothing, on the assumption that it is on by default like
+# chat rooms. Adjust here once the features land. A build whose config
+# check rejects the keys runs without them (and says so, in
+# $dir/features, which run.sh records with the result).
+NATTER_MAM_CONFIG='    mam:
+      enabled: true
+      default: always'
+NATTER_PEP_CONFIG=''
+
 write_config() {
 	port=$1
+	features=${2-}
 	mkdir -p "$dir/data"
 	peer_cert "$dir"
 	# workers: one event loop per core, as natter's default (0) also does;
@@ -43,6 +56,7 @@ hosts:
       max_occupants: 100000
       message_rate: 100000
       message_burst: 100000
+$features
 listeners:
   - type: c2s
     address: 127.0.0.1
@@ -52,7 +66,20 @@ EOF
 
 start() {
 	port=${1:?PORT}
-	write_config "$port"
+	features=""
+	note=""
+	[ "$BENCH_MAM" = on ] && features="$features$NATTER_MAM_CONFIG
+" && note="$note mam"
+	[ "$BENCH_PEP" = on ] && [ -n "$NATTER_PEP_CONFIG" ] && features="$features$NATTER_PEP_CONFIG
+"
+	[ "$BENCH_PEP" = on ] && note="$note pep"
+	write_config "$port" "$features"
+	if [ -n "$features" ] && ! "$build/natterd" -c "$dir/natter.yaml" --check-config >"$dir/check.log" 2>&1; then
+		echo "natter/server.sh: this natterd rejects the feature keys ($(head -n 1 "$dir/check.log")); running without them" >&2
+		write_config "$port" ""
+		note="$note (config keys rejected: off)"
+	fi
+	echo "${note# }" >"$dir/features"
 	"$build/natterd" -c "$dir/natter.yaml" --check-config >/dev/null ||
 		die "natterd rejects $dir/natter.yaml"
 	peer_raise_fds
@@ -84,12 +111,16 @@ rosters() {
 	prefix=${1:?PREFIX}
 	users=${2:?USERS}
 	contacts=${3:?CONTACTS}
-	if ! "$build/natterctl" --help 2>&1 | grep -q 'roster add-bulk'; then
+	if [ "${4:-ring}" != ring ] || ! "$build/natterctl" --help 2>&1 | grep -q 'roster add-bulk'; then
 		exit 3
 	fi
 	"$build/natterctl" -c "$dir/natter.yaml" roster add-bulk "$prefix" "$users" "$contacts" \
 		"$BENCH_DOMAIN"
 }
+
+# archive: no bulk route into natter's store yet (exit status 3):
+# natter-load mam --fill sends the archive over XMPP.
+archive() { exit 3; }
 
 pids() { peer_pidfile_pids; }
 

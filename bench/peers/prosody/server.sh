@@ -15,6 +15,16 @@ write_config() {
 	port=$1
 	mkdir -p "$dir/data" "$dir/certs"
 	peer_cert "$dir"
+	# Optional features (../common.sh): the message archive, PEP.
+	extra_modules=""
+	# Nagle's algorithm stays on (0.12's default, nagle = true: no
+	# TCP_NODELAY on client sockets) unless BENCH_PROSODY_NODELAY=1; with it
+	# on, a reply written in several pieces (an archive page) waits for the
+	# client's delayed ACK: about 44 ms per page here.
+	nagle=""
+	[ "${BENCH_PROSODY_NODELAY:-0}" = 1 ] && nagle="network_settings = { nagle = false }"
+	[ "$BENCH_MAM" = on ] && extra_modules="$extra_modules \"mam\";"
+	[ "$BENCH_PEP" = on ] && extra_modules="$extra_modules \"pep\";"
 	cat >"$dir/prosody.cfg.lua" <<EOF
 -- Written by bench/peers/prosody/server.sh; regenerated on every start.
 
@@ -35,16 +45,26 @@ legacy_ssl_ports = { }
 
 -- net.server_epoll is 0.12's default backend; named so no one wonders.
 network_backend = "epoll"
+$nagle
 
 -- What the load generator uses, and nothing else: TLS, SASL, roster, disco,
 -- ping. presence, message, iq, offline and c2s are always loaded.
 -- mod_limits (the c2s rate limiter) is not loaded, so there is no traffic
 -- shaping; it is also listed as disabled in case a global default enables it.
-modules_enabled = { "tls"; "saslauth"; "roster"; "disco"; "ping"; "posix" }
+modules_enabled = { "tls"; "saslauth"; "roster"; "disco"; "ping"; "posix";$extra_modules }
 modules_disabled = { "s2s"; "s2s_auth_certs"; "limits"; "bosh"; "websocket"; "http" }
 
 authentication = "internal_hashed"
-storage = "internal"
+-- Everything in the file store, except the message archive (mod_mam, when
+-- BENCH_MAM=on): SQLite through mod_storage_sql (Debian's lua-dbi-sqlite3),
+-- the store Prosody recommends for archives. Archive everything by default
+-- (default_archive_policy), keep it forever (the default expiry is a week,
+-- which would drop a bulk-loaded archive dated in the past).
+default_storage = "internal"
+storage = { archive = "sql" }
+sql = { driver = "SQLite3", database = "$dir/data/prosody.sqlite" }
+default_archive_policy = true
+archive_expires_after = "never"
 allow_registration = false
 c2s_require_encryption = true
 default_iteration_count = $BENCH_SCRAM_ITERATIONS
@@ -114,34 +134,49 @@ for i in range(1, count + 1):
 EOF
 }
 
-# rosters PREFIX USERS CONTACTS: the presence scenario's rosters, written
+# rosters PREFIX USERS CONTACTS [star]: the presence scenario's rosters, written
 # straight into the file store (data/localhost/roster/<user>.dat): user i
 # (0-based; account PREFIX<i+1>) has the CONTACTS/2 users on either side of
 # it on a ring of USERS as contacts, subscription both, as natter-load's
 # presence --setup-rosters leaves them (CONTACTS rounded up to even and kept
-# below USERS, as natter-load does).
+# below USERS, as natter-load does). star: the pep scenario's instead, user
+# 0 (the publisher) and each of users 1..USERS-1, subscription both.
 rosters() {
 	prefix=${1:?PREFIX}
 	users=${2:?USERS}
 	contacts=${3:?CONTACTS}
+	layout=${4:-ring}
 	/usr/bin/python3 - "$dir/data/$BENCH_DOMAIN/roster" "$prefix" "$users" "$contacts" \
-		"$BENCH_DOMAIN" <<'EOF'
+		"$BENCH_DOMAIN" "$layout" <<'EOF'
 import os, sys
 path, prefix, n, r, domain = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+star = sys.argv[6] == "star"
 r += r & 1
 if r > n - 1:
     r = (n - 1) & ~1
 os.makedirs(path, exist_ok=True)
 enc = lambda s: "".join(c if c.isalnum() else "%%%02x" % ord(c) for c in s)
+def neighbours(u):
+    if star:
+        # The pep scenario: user 0 and each of users 1..n-1.
+        return range(1, n) if u == 0 else [0]
+    return [v for d in range(1, r // 2 + 1) for v in ((u + d) % n, (u - d) % n)]
 for u in range(n):
     items = ['\t[false] = {\n\t\t["version"] = 1;\n\t\t["pending"] = {};\n\t};\n']
-    for d in range(1, r // 2 + 1):
-        for v in ((u + d) % n, (u - d) % n):
-            items.append('\t["%s%d@%s"] = {\n\t\t["subscription"] = "both";\n'
-                         '\t\t["groups"] = {};\n\t};\n' % (prefix, v + 1, domain))
+    for v in neighbours(u):
+        items.append('\t["%s%d@%s"] = {\n\t\t["subscription"] = "both";\n'
+                     '\t\t["groups"] = {};\n\t};\n' % (prefix, v + 1, domain))
     with open(os.path.join(path, enc("%s%d" % (prefix, u + 1)) + ".dat"), "w") as f:
         f.write("return {\n" + "".join(items) + "};\n")
 EOF
+}
+
+# archive PREFIX USERS MESSAGES HEAVY HEAVY_EVERY: the mam scenario's
+# archive written into the archive's SQLite tables (made by the server at
+# start with BENCH_MAM=on) in one transaction, row for row what the server
+# writes for the same messages (../mam_archive.py says which fields).
+archive() {
+	/usr/bin/python3 "$here/../mam_archive.py" prosody "$dir/data/prosody.sqlite" "$BENCH_DOMAIN" "$@"
 }
 
 pids() { peer_pidfile_pids; }
