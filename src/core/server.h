@@ -70,6 +70,7 @@ struct loop {
 	struct storage *store;    /* this loop's own storage handle */
 	struct s2s_loop *s2s;     /* federation: DNS and outgoing links (s2s.c) */
 	struct room_loop *muc;    /* the chat rooms this loop owns (room.c) */
+	int iqs_waiting;          /* iqs held until the store caught up (deliver.c) */
 	uv_tcp_t *listeners;
 	void *listener_data;      /* per listener: its config (server.c) */
 	size_t n_listeners;

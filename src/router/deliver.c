@@ -15,6 +15,8 @@
 #include "modules/offline.h"
 #include "muc/muc.h"
 #include "router/hooks.h"
+#include "storage/storeq.h"
+#include "xml/xml_parse.h"
 #include "router/iqreq.h"
 #include "modules/presence.h"
 #include "modules/pubsub_service.h"
@@ -140,6 +142,56 @@ static bool type_is(const struct xml_node *st, const char *type)
 	return strcmp(t, type) == 0;
 }
 
+static void answer_iq(struct loop *l, struct xml_node *st, struct arena *a,
+		      const struct jid *from, const struct jid *to, bool to_account)
+{
+	struct iq_ctx c = { .loop = l, .iq = st, .a = a, .from = from, .to = to,
+			    .to_account = to_account };
+	c.payload = xml_first_element(st);
+	if (module_dispatch_iq(&c) != OK)
+		deliver_error(l, st, a, "cancel", "service-unavailable");
+}
+
+/* An iq held until the storage thread committed what was queued before
+ * it: a copy, with its own arena. */
+struct held_iq {
+	struct arena a;
+	struct xml_node *st;
+	struct jid from, to;
+	bool to_account;
+};
+
+static int held_iq_run(struct storage *st, const struct storage_driver *drv, void *arg)
+{
+	(void)st, (void)drv, (void)arg;
+	return 0;
+}
+
+static void held_iq_done(struct loop *l, void *arg, int rc)
+{
+	(void)rc;
+	struct held_iq *h = arg;
+	if (l != NULL) {
+		l->iqs_waiting--;
+		answer_iq(l, h->st, &h->a, &h->from, &h->to, h->to_account);
+	}
+	arena_reset(&h->a);
+	free(h);
+}
+
+static void hold_iq(struct loop *l, struct xml_node *st, const struct jid *from,
+		    const struct jid *to, bool to_account)
+{
+	struct held_iq *h = xcalloc(1, sizeof *h);
+	arena_init(&h->a);
+	h->st = xml_copy(&h->a, st);
+	h->from = *from;
+	h->to = *to;
+	h->to_account = to_account;
+	l->iqs_waiting++;
+	storeq_call(l->srv->storeq, l, held_iq_run, held_iq_done, h);
+}
+
 static void handle_iq(struct loop *l, struct xml_node *st, struct arena *a,
 		      const struct jid *from, const struct jid *to, bool to_account)
 {
@@ -150,11 +202,15 @@ static void handle_iq(struct loop *l, struct xml_node *st, struct arena *a,
 			iqreq_answer(l, st, a, from);
 		return;
 	}
-	struct iq_ctx c = { .loop = l, .iq = st, .a = a, .from = from, .to = to,
-			    .to_account = to_account };
-	c.payload = xml_first_element(st);
-	if (module_dispatch_iq(&c) != OK)
-		deliver_error(l, st, a, "cancel", "service-unavailable");
+	/* An answer from the server means that what the sender sent before
+	 * is durable (offline messages, the archive): while the storage
+	 * thread has work in hand, the iq waits behind it, and so do the
+	 * iqs after it, which keeps them in order. */
+	if (l->iqs_waiting > 0 || storeq_busy(l->srv->storeq)) {
+		hold_iq(l, st, from, to, to_account);
+		return;
+	}
+	answer_iq(l, st, a, from, to, to_account);
 }
 
 /* HOOK_MESSAGE_DELIVER for a message to a local account; true when a

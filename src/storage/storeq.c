@@ -17,6 +17,8 @@ struct storeq {
 	pthread_cond_t more;
 	struct storeq_job *head, *tail; /* under lock */
 	size_t pending;                 /* queued or in the running batch; under lock */
+	unsigned long long submitted;   /* jobs submitted so far (atomic) */
+	unsigned long long committed;   /* jobs committed so far (atomic) */
 	bool stop;                      /* under lock */
 };
 
@@ -122,6 +124,7 @@ static void *storeq_thread(void *arg)
 		pthread_mutex_unlock(&q->lock);
 
 		storeq_run_batch(q, batch);
+		__atomic_add_fetch(&q->committed, n, __ATOMIC_RELEASE);
 		storeq_finish(batch);
 		pthread_mutex_lock(&q->lock);
 		q->pending -= n;
@@ -162,6 +165,7 @@ void storeq_submit(struct storeq *q, struct storeq_job *job)
 		q->head = job;
 	q->tail = job;
 	q->pending++;
+	__atomic_add_fetch(&q->submitted, 1, __ATOMIC_RELEASE);
 	pthread_cond_signal(&q->more);
 	pthread_mutex_unlock(&q->lock);
 }
@@ -176,6 +180,12 @@ void storeq_call(struct storeq *q, struct loop *l,
 	job->loop = l;
 	job->arg = arg;
 	storeq_submit(q, job);
+}
+
+bool storeq_busy(struct storeq *q)
+{
+	return __atomic_load_n(&q->committed, __ATOMIC_ACQUIRE) <
+	       __atomic_load_n(&q->submitted, __ATOMIC_ACQUIRE);
 }
 
 size_t storeq_pending(struct storeq *q)

@@ -11,6 +11,7 @@
 #ifndef NATTER_STOREQ_H
 #define NATTER_STOREQ_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "storage/storage.h"
@@ -51,6 +52,11 @@ void storeq_submit(struct storeq *q, struct storeq_job *job);
 void storeq_call(struct storeq *q, struct loop *l,
 		 int (*run)(struct storage *st, const struct storage_driver *drv, void *arg),
 		 void (*done)(struct loop *l, void *arg, int rc), void *arg);
+
+/* Whether some job submitted so far is not committed yet. A caller that
+ * must answer only after everything before is durable queues behind them
+ * (any job: they run in order) when this is true. */
+bool storeq_busy(struct storeq *q);
 
 /* Jobs waiting or running now (a gauge for natterctl and tests). */
 size_t storeq_pending(struct storeq *q);

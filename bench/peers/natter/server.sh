@@ -27,6 +27,10 @@ NATTER_MAM_CONFIG='    mam:
       enabled: true
       default: always'
 NATTER_PEP_CONFIG=''
+# The archive is on by default in natter; the peers' is off by default, so
+# runs without BENCH_MAM turn natter's off to compare like with like.
+NATTER_NO_MAM_CONFIG='    mam:
+      enabled: false'
 
 write_config() {
 	port=$1
@@ -68,8 +72,14 @@ start() {
 	port=${1:?PORT}
 	features=""
 	note=""
-	[ "$BENCH_MAM" = on ] && features="$features$NATTER_MAM_CONFIG
-" && note="$note mam"
+	if [ "$BENCH_MAM" = on ]; then
+		features="$features$NATTER_MAM_CONFIG
+"
+		note="$note mam"
+	else
+		features="$features$NATTER_NO_MAM_CONFIG
+"
+	fi
 	[ "$BENCH_PEP" = on ] && [ -n "$NATTER_PEP_CONFIG" ] && features="$features$NATTER_PEP_CONFIG
 "
 	[ "$BENCH_PEP" = on ] && note="$note pep"
