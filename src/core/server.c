@@ -16,6 +16,7 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "directory/directory.h"
+#include "journal/journal_writer.h"
 #include "modules/blocking.h"
 #include "modules/module.h"
 #include "muc/muc.h"
@@ -414,13 +415,16 @@ int server_run(struct config *cfg, const char *ctl)
 		auth_done(srv.gsasl);
 		return 1;
 	}
-	disco_caps_ver(srv.caps_ver, sizeof srv.caps_ver);
 	srv.router = router_new();
 	srv.authfail = authfail_new();
 	srv.blocking_cache = blocking_cache_new();
 	for (size_t i = 0; i < sizeof srv.roster_locks / sizeof *srv.roster_locks; i++)
 		pthread_mutex_init(&srv.roster_locks[i], NULL);
 	if (muc_init(&srv, err, sizeof err) != 0) {
+		log_error("%s", err);
+		goto out;
+	}
+	if (journal_writer_start_all(&srv, err, sizeof err) != 0) {
 		log_error("%s", err);
 		goto out;
 	}
@@ -484,6 +488,8 @@ out:
 	for (int i = 0; srv.loops && i <= srv.n_loops; i++)
 		loop_free(&srv.loops[i]);
 	control_free(&srv);
+	/* After the loops: nothing submits any more; the queues drain. */
+	journal_writer_stop_all(&srv);
 	s2s_free(&srv);
 	muc_free(&srv);
 	free(srv.loops);

@@ -689,4 +689,4 @@ static const struct module_iq iqs[] = {
 	{ NULL, NULL, NULL, 0, NULL },
 };
 
-const struct module mod_blocking = { "blocking", features, iqs, NULL };
+const struct module mod_blocking = { "blocking", features, iqs, NULL, NULL };

@@ -98,4 +98,4 @@ static const struct module_iq iqs[] = {
 	{ NULL, NULL, NULL, 0, NULL },
 };
 
-const struct module mod_carbons = { "carbons", features, iqs, NULL };
+const struct module mod_carbons = { "carbons", features, iqs, NULL, NULL };

@@ -25,11 +25,12 @@ static int cmp_str(const void *a, const void *b)
 }
 
 /* XEP-0115 §5.1: the verification string over identity and features. */
-void disco_caps_ver(char *out, size_t cap)
+void disco_caps_ver(const struct server *srv, const char *domain, char *out, size_t cap)
 {
 	const char *features[256];
 	size_t n = 0;
 	for (const struct module *const *m = modules_all; *m; m++)
+		if ((*m)->shown == NULL || (*m)->shown(srv, domain))
 		for (const char *const *f = (*m)->features; f && *f && n < 256; f++)
 			features[n++] = *f;
 	qsort(features, n, sizeof *features, cmp_str);
@@ -56,7 +57,8 @@ void disco_caps_ver(char *out, size_t cap)
 static bool module_shown(const struct iq_ctx *c, const struct module *m)
 {
 	if (!c->to_account)
-		return !(strcmp(m->name, "version") == 0 && c->loop->srv->cfg->hide_version);
+		return !(strcmp(m->name, "version") == 0 && c->loop->srv->cfg->hide_version) &&
+		       (m->shown == NULL || m->shown(c->loop->srv, c->to->domain));
 	if (strcmp(m->name, "disco") == 0 || strcmp(m->name, "offline") == 0)
 		return true;
 	for (const struct module_iq *h = m->iqs; h && h->type; h++)
@@ -71,7 +73,7 @@ static enum status info(struct iq_ctx *c)
 	if (node != NULL) {
 		/* Only the caps node of the server itself is known. */
 		char ver[64], want[128];
-		disco_caps_ver(ver, sizeof ver);
+		disco_caps_ver(c->loop->srv, c->to->domain, ver, sizeof ver);
 		snprintf(want, sizeof want, "%s#%s", DISCO_CAPS_NODE, ver);
 		if (c->to_account || strcmp(node, want) != 0) {
 			module_error(c, "cancel", "item-not-found");
@@ -122,4 +124,4 @@ static const struct module_iq iqs[] = {
 	{ NULL, NULL, NULL, 0, NULL },
 };
 
-const struct module mod_disco = { "disco", features, iqs, NULL };
+const struct module mod_disco = { "disco", features, iqs, NULL, NULL };

@@ -155,4 +155,4 @@ static const struct module_iq iqs[] = {
 	{ NULL, NULL, NULL, 0, NULL },
 };
 
-const struct module mod_last = { "last", features, iqs, NULL };
+const struct module mod_last = { "last", features, iqs, NULL, NULL };

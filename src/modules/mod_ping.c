@@ -14,4 +14,4 @@ static const struct module_iq iqs[] = {
 	{ NULL, NULL, NULL, 0, NULL },
 };
 
-const struct module mod_ping = { "ping", features, iqs, NULL };
+const struct module mod_ping = { "ping", features, iqs, NULL, NULL };

@@ -143,4 +143,4 @@ static const struct module_iq iqs[] = {
 	{ NULL, NULL, NULL, 0, NULL },
 };
 
-const struct module mod_private = { "private", features, iqs, NULL };
+const struct module mod_private = { "private", features, iqs, NULL, NULL };

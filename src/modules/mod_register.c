@@ -574,4 +574,4 @@ static const struct module_iq iqs[] = {
 	{ NULL, NULL, NULL, 0, NULL },
 };
 
-const struct module mod_register = { "register", features, iqs, NULL };
+const struct module mod_register = { "register", features, iqs, NULL, NULL };

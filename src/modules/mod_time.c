@@ -43,4 +43,4 @@ static const struct module_iq iqs[] = {
 	{ NULL, NULL, NULL, 0, NULL },
 };
 
-const struct module mod_time = { "time", features, iqs, NULL };
+const struct module mod_time = { "time", features, iqs, NULL, NULL };

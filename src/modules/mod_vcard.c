@@ -177,4 +177,4 @@ static const struct module_iq iqs[] = {
 	{ NULL, NULL, NULL, 0, NULL },
 };
 
-const struct module mod_vcard = { "vcard", features, iqs, NULL };
+const struct module mod_vcard = { "vcard", features, iqs, NULL, NULL };

@@ -45,4 +45,4 @@ static const struct module_iq iqs[] = {
 	{ NULL, NULL, NULL, 0, NULL },
 };
 
-const struct module mod_version = { "version", features, iqs, NULL };
+const struct module mod_version = { "version", features, iqs, NULL, NULL };

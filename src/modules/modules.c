@@ -16,11 +16,12 @@ extern const struct module mod_private;
 extern const struct module mod_register;
 extern const struct module mod_offline;
 extern const struct module mod_carbons;
+extern const struct module mod_journal;
 
 const struct module *const modules_all[] = { &mod_disco, &mod_ping, &mod_roster, &mod_blocking,
 					      &mod_version, &mod_time, &mod_last, &mod_vcard,
 					      &mod_private, &mod_register, &mod_offline,
-					      &mod_carbons, NULL };
+					      &mod_carbons, &mod_journal, NULL };
 
 enum status module_dispatch_iq(struct iq_ctx *c)
 {

@@ -166,4 +166,4 @@ void offline_deliver(struct loop *l, const char *owner, uint64_t session)
  * initial presence (presence.c). */
 static const char *const features[] = { "msgoffline", NULL };
 
-const struct module mod_offline = { "offline", features, NULL, NULL };
+const struct module mod_offline = { "offline", features, NULL, NULL, NULL };

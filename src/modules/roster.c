@@ -581,4 +581,4 @@ static const struct module_iq iqs[] = {
 	{ NULL, NULL, NULL, 0, NULL },
 };
 
-const struct module mod_roster = { "roster", features, iqs, NULL };
+const struct module mod_roster = { "roster", features, iqs, NULL, NULL };
