@@ -164,9 +164,12 @@ static void send_features(struct c2s *s)
 			     "<ver xmlns='urn:xmpp:features:rosterver'/>"
 			     "<sub xmlns='urn:xmpp:features:pre-approval'/>");
 	}
-	if (s->secure)
+	if (s->secure) {
+		char ver[64];
+		disco_caps_ver(s->loop->srv, s->domain, ver, sizeof ver);
 		buf_printf(&b, "<c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='%s' ver='%s'/>",
-			   DISCO_CAPS_NODE, s->loop->srv->caps_ver);
+			   DISCO_CAPS_NODE, ver);
+	}
 	buf_puts(&b, "</stream:features>");
 	conn_write(s->conn, b.data, b.len);
 	buf_free(&b);

@@ -12,6 +12,10 @@
  *   natterctl [-c CONFIG] cert [DOMAIN]
  *   natterctl [-c CONFIG] dns DOMAIN [--target HOST] [--resolver ADDR[@PORT]]
  *   natterctl [-c CONFIG] dns --remote DOMAIN [--resolver ADDR[@PORT]] [--timeout SECONDS]
+ *   natterctl [-c CONFIG] journal verify [--host DOMAIN] [--key PUBFILE]
+ *   natterctl [-c CONFIG] journal export (--user JID | --room JID) [--from TIME] [--to TIME]
+ *                                        [--format json|mbox] [--host DOMAIN]
+ *   natterctl [-c CONFIG] journal pubkey
  *
  * Exit status 0 on success, 1 on any error (message on stderr). */
 #include <arpa/inet.h>
@@ -39,6 +43,7 @@
 #include "core/util.h"
 #include "dns/dns.h"
 #include "jid/jid.h"
+#include "journal/journal.h"
 #include "storage/storage.h"
 #include "tls/certinfo.h"
 
@@ -92,6 +97,21 @@ static void natterctl_usage(FILE *out)
 	      "                                          show where natterd would connect to\n"
 	      "                                          reach a remote server's DOMAIN\n"
 	      "                                          (give up after SECONDS, default 30)\n"
+	      "  journal verify [--host DOMAIN] [--key PUBFILE]\n"
+	      "                                          check the archive-all journal of each\n"
+	      "                                          host with one (or of DOMAIN): every\n"
+	      "                                          record, chain link and checkpoint\n"
+	      "                                          signature; exit 0 if intact, 1 if\n"
+	      "                                          anything was edited, removed,\n"
+	      "                                          reordered or cut (each place named)\n"
+	      "  journal export (--user JID | --room JID) [--from TIME] [--to TIME]\n"
+	      "                 [--format json|mbox] [--host DOMAIN]\n"
+	      "                                          one user's or one room's messages\n"
+	      "                                          from the journal, TIME in ISO 8601\n"
+	      "                                          (UTC unless it has a zone), --to\n"
+	      "                                          excluded; json (default) or mbox\n"
+	      "  journal pubkey                          print the journal's public key (PEM)\n"
+	      "                                          for an auditor's verify --key\n"
 	      "\n"
 	      "options:\n"
 	      "  -c, --config CONFIG  configuration file (default: built-in defaults)\n"
@@ -1120,6 +1140,168 @@ static int natterctl_mam(struct natterctl *ctl, int argc, char **argv)
 	return 0;
 }
 
+/* The public key verify uses: --key, else data_dir/journal.pub. */
+static EVP_PKEY *natterctl_journal_pub(const struct natterctl *ctl, const char *key)
+{
+	char path[4096], err[1024];
+	if (key == NULL)
+		snprintf(path, sizeof path, "%s/journal.pub", ctl->cfg.data_dir);
+	EVP_PKEY *pub = journal_key_load_public(key ? key : path, err, sizeof err);
+	if (pub == NULL)
+		natterctl_error("%s", err);
+	return pub;
+}
+
+/* --host DOMAIN as a configured host, or NULL (message printed). */
+static const struct config_host *natterctl_journal_host(const struct natterctl *ctl,
+							 const char *arg)
+{
+	char domain[JID_PART_MAX + 1];
+	if (jid_prep_domain(arg, strlen(arg), domain, sizeof domain) <= 0) {
+		natterctl_error("'%s': invalid domain", arg);
+		return NULL;
+	}
+	const struct config_host *h = config_find_host(&ctl->cfg, domain);
+	if (h == NULL)
+		natterctl_error("%s is not a configured host", domain);
+	return h;
+}
+
+static int natterctl_journal_verify(struct natterctl *ctl, const char *host, const char *key)
+{
+	const struct config_host *only = NULL;
+	if (host != NULL && (only = natterctl_journal_host(ctl, host)) == NULL)
+		return 1;
+	EVP_PKEY *pub = natterctl_journal_pub(ctl, key);
+	if (pub == NULL)
+		return 1;
+	int rc = 0, checked = 0;
+	for (size_t i = 0; i < ctl->cfg.n_hosts; i++) {
+		const struct config_host *h = &ctl->cfg.hosts[i];
+		if (only ? h != only : !h->journal.enabled)
+			continue;
+		char dir[4096];
+		journal_dir(&ctl->cfg, h, dir, sizeof dir);
+		printf("host %s:\n", h->domain);
+		if (journal_verify(dir, h->domain, pub, stdout) != 0)
+			rc = 1;
+		checked++;
+	}
+	EVP_PKEY_free(pub);
+	if (checked == 0)
+		return natterctl_error("no host has journal.enabled (give --host DOMAIN)");
+	return rc;
+}
+
+/* The host whose chat service is the domain of room (bare JID). */
+static const struct config_host *natterctl_room_host(const struct config *cfg, const char *room)
+{
+	const char *at = strchr(room, '@');
+	const char *domain = at ? at + 1 : room;
+	for (size_t i = 0; i < cfg->n_hosts; i++) {
+		const struct config_host *h = &cfg->hosts[i];
+		char svc[JID_PART_MAX + 16];
+		snprintf(svc, sizeof svc, "conference.%s", h->domain);
+		if (strcmp(h->muc.domain ? h->muc.domain : svc, domain) == 0)
+			return h;
+	}
+	return NULL;
+}
+
+static int natterctl_journal_export(struct natterctl *ctl, int argc, char **argv)
+{
+	static const char usage[] = "usage: natterctl journal export (--user JID | --room JID) "
+				    "[--from TIME] [--to TIME] [--format json|mbox] [--host DOMAIN]";
+	const char *user = NULL, *room = NULL, *from = NULL, *to = NULL, *format = "json";
+	const char *host = NULL;
+	for (int i = 0; i < argc; i++) {
+		const char **slot = strcmp(argv[i], "--user") == 0     ? &user
+				    : strcmp(argv[i], "--room") == 0   ? &room
+				    : strcmp(argv[i], "--from") == 0   ? &from
+				    : strcmp(argv[i], "--to") == 0     ? &to
+				    : strcmp(argv[i], "--format") == 0 ? &format
+				    : strcmp(argv[i], "--host") == 0   ? &host
+								       : NULL;
+		if (slot == NULL || i + 1 == argc)
+			return natterctl_error("%s", usage);
+		*slot = argv[++i];
+	}
+	if ((user == NULL) == (room == NULL))
+		return natterctl_error("%s", usage);
+	enum journal_format fmt;
+	if (strcmp(format, "json") == 0)
+		fmt = JOURNAL_FORMAT_JSON;
+	else if (strcmp(format, "mbox") == 0)
+		fmt = JOURNAL_FORMAT_MBOX;
+	else
+		return natterctl_error("--format is json or mbox, not '%s'", format);
+	struct journal_filter f = { .from_us = INT64_MIN, .to_us = INT64_MAX };
+	if (from && journal_parse_time(from, &f.from_us) != 0)
+		return natterctl_error("--from '%s' is not an ISO 8601 time", from);
+	if (to && journal_parse_time(to, &f.to_us) != 0)
+		return natterctl_error("--to '%s' is not an ISO 8601 time", to);
+	char local[JID_PART_MAX + 1], domain[JID_PART_MAX + 1], bare[2 * JID_PART_MAX + 2];
+	const struct config_host *h;
+	if (user != NULL) {
+		if (natterctl_jid(&ctl->cfg, user, local, domain) != 0)
+			return 1;
+		snprintf(bare, sizeof bare, "%s@%s", local, domain);
+		f.user = bare;
+		h = config_find_host(&ctl->cfg, domain);
+	} else {
+		struct jid j;
+		if (jid_parse(&j, room, strlen(room)) != 0 || j.local[0] == '\0' ||
+		    j.resource[0] != '\0')
+			return natterctl_error("'%s' is not a room's bare JID", room);
+		jid_format_bare(&j, bare, sizeof bare);
+		f.room = bare;
+		h = natterctl_room_host(&ctl->cfg, bare);
+		if (h == NULL && host == NULL)
+			return natterctl_error("%s is not on a configured host's chat service (give "
+					       "--host DOMAIN)", bare);
+	}
+	if (host != NULL && (h = natterctl_journal_host(ctl, host)) == NULL)
+		return 1;
+	char dir[4096];
+	journal_dir(&ctl->cfg, h, dir, sizeof dir);
+	return journal_export(dir, &f, fmt, stdout, stderr);
+}
+
+static int natterctl_journal(struct natterctl *ctl, int argc, char **argv)
+{
+	static const char usage[] = "usage: natterctl journal verify [--host DOMAIN] [--key PUBFILE]"
+				    " | export ... | pubkey";
+	if (argc >= 1 && strcmp(argv[0], "verify") == 0) {
+		const char *host = NULL, *key = NULL;
+		for (int i = 1; i < argc; i++) {
+			if (strcmp(argv[i], "--host") == 0 && i + 1 < argc)
+				host = argv[++i];
+			else if (strcmp(argv[i], "--key") == 0 && i + 1 < argc)
+				key = argv[++i];
+			else
+				return natterctl_error("%s", usage);
+		}
+		return natterctl_journal_verify(ctl, host, key);
+	}
+	if (argc >= 1 && strcmp(argv[0], "export") == 0)
+		return natterctl_journal_export(ctl, argc - 1, argv + 1);
+	if (argc == 1 && strcmp(argv[0], "pubkey") == 0) {
+		char path[4096];
+		snprintf(path, sizeof path, "%s/journal.pub", ctl->cfg.data_dir);
+		FILE *f = fopen(path, "rb");
+		if (f == NULL)
+			return natterctl_error("%s: %s (natterd makes it when a journal is on)", path,
+					       strerror(errno));
+		char buf[4096];
+		size_t n;
+		while ((n = fread(buf, 1, sizeof buf, f)) > 0)
+			fwrite(buf, 1, n, stdout);
+		fclose(f);
+		return 0;
+	}
+	return natterctl_error("%s", usage);
+}
+
 int main(int argc, char **argv)
 {
 	struct natterctl ctl = { 0 };
@@ -1188,6 +1370,8 @@ int main(int argc, char **argv)
 		rc = natterctl_mam(&ctl, argc - i - 1, argv + i + 1);
 	} else if (strcmp(argv[i], "dns") == 0) {
 		rc = natterctl_dns(&ctl, argc - i - 1, argv + i + 1);
+	} else if (strcmp(argv[i], "journal") == 0) {
+		rc = natterctl_journal(&ctl, argc - i - 1, argv + i + 1);
 	} else {
 		rc = natterctl_error("unknown command '%s' (try --help)", argv[i]);
 	}

@@ -342,6 +342,44 @@ static const struct config_section config_pubsub_section = {
 	.size = sizeof(struct config_pubsub),
 };
 
+static const struct config_key config_journal_keys[] = {
+	{ .name = "enabled", .type = KEY_BOOL, .def = "false",
+	  .offset = offsetof(struct config_journal, enabled),
+	  .doc = "record every message through the host in a signed, hash-chained journal (docs/archive.md)" },
+	{ .name = "dir", .type = KEY_STRING,
+	  .offset = offsetof(struct config_journal, dir),
+	  .doc = "directory of the journal's segment files; default: data_dir/journal/DOMAIN" },
+	{ .name = "retention_days", .type = KEY_INT, .def = "0", .min = 0, .max = 36500,
+	  .offset = offsetof(struct config_journal, retention_days),
+	  .doc = "whole segments last written longer ago are removed; 0 = kept for ever" },
+	{ .name = "segment_size", .type = KEY_SIZE, .def = "67108864", .min = 4096,
+	  .max = 1024LL * 1024 * 1024, .offset = offsetof(struct config_journal, segment_size),
+	  .doc = "bytes of one segment file before the next one starts" },
+	{ .name = "checkpoint_records", .type = KEY_INT, .def = "1000", .min = 1, .max = 10000000,
+	  .offset = offsetof(struct config_journal, checkpoint_records),
+	  .doc = "a signed checkpoint after this many records" },
+	{ .name = "checkpoint_interval", .type = KEY_INT, .def = "60", .min = 1, .max = 86400,
+	  .offset = offsetof(struct config_journal, checkpoint_interval),
+	  .doc = "seconds after which records not yet under a checkpoint get one" },
+	{ .name = "queue_size", .type = KEY_INT, .def = "10000", .min = 1, .max = 10000000,
+	  .offset = offsetof(struct config_journal, queue_size),
+	  .doc = "records waiting for the writer at most; past it loops wait, then refuse" },
+	{ .name = "queue_wait_ms", .type = KEY_INT, .def = "200", .min = 0, .max = 10000,
+	  .offset = offsetof(struct config_journal, queue_wait_ms),
+	  .doc = "milliseconds a message waits for room in a full queue before it is refused (wait, resource-constraint)" },
+	{ .name = "notice", .type = KEY_STRING, .nullable = true,
+	  .def = "This server keeps a journal of every message you send and receive.",
+	  .offset = offsetof(struct config_journal, notice),
+	  .doc = "message sent to every session at login while the journal is on; ~ = none" },
+};
+
+static const struct config_section config_journal_section = {
+	.what = "journal",
+	.keys = config_journal_keys,
+	.n_keys = sizeof config_journal_keys / sizeof config_journal_keys[0],
+	.size = sizeof(struct config_journal),
+};
+
 static const struct config_key config_host_keys[] = {
 	{ .name = "domain", .type = KEY_DOMAIN, .required = true,
 	  .offset = offsetof(struct config_host, domain),
@@ -370,6 +408,9 @@ static const struct config_key config_host_keys[] = {
 	{ .name = "pubsub", .type = KEY_MAP, .section = &config_pubsub_section,
 	  .offset = offsetof(struct config_host, pubsub),
 	  .doc = "the publish-subscribe service (docs/pubsub.md)" },
+	{ .name = "journal", .type = KEY_MAP, .section = &config_journal_section,
+	  .offset = offsetof(struct config_host, journal),
+	  .doc = "the archive-all journal (docs/archive.md)" },
 };
 
 static const struct config_section config_host_section = {

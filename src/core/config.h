@@ -136,6 +136,19 @@ struct config_pubsub {
 	char *admins;      /* space-separated bare JIDs: owners of every node */
 };
 
+/* The archive-all journal of a host (docs/archive.md, "The journal"). */
+struct config_journal {
+	int enabled;          /* record every message through the host */
+	char *dir;            /* segment files; NULL = data_dir/journal/DOMAIN */
+	int retention_days;   /* whole segments older are removed; 0 = kept */
+	size_t segment_size;  /* bytes of a segment before the next one starts */
+	int checkpoint_records; /* a signed checkpoint after this many records */
+	int checkpoint_interval; /* ... or after this many seconds with new records */
+	int queue_size;       /* records waiting for the writer, at most */
+	int queue_wait_ms;    /* a loop waits this long for room, then refuses */
+	char *notice;         /* sent to each session at login; NULL = none */
+};
+
 enum host_auth {
 	HOST_AUTH_INTERNAL, /* SCRAM secrets in natter's store */
 	HOST_AUTH_LDAP      /* the directory in 'ldap' */
@@ -151,6 +164,7 @@ struct config_host {
 	struct config_muc muc;
 	struct config_mam mam;
 	struct config_pubsub pubsub;
+	struct config_journal journal;
 };
 
 struct config_listener {

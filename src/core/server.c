@@ -16,6 +16,7 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "directory/directory.h"
+#include "journal/journal_writer.h"
 #include "modules/blocking.h"
 #include "modules/mam.h"
 #include "modules/caps.h"
@@ -422,7 +423,6 @@ int server_run(struct config *cfg, const char *ctl)
 		auth_done(srv.gsasl);
 		return 1;
 	}
-	disco_caps_ver(srv.caps_ver, sizeof srv.caps_ver);
 	srv.router = router_new();
 	srv.authfail = authfail_new();
 	srv.blocking_cache = blocking_cache_new();
@@ -440,6 +440,10 @@ int server_run(struct config *cfg, const char *ctl)
 	srv.iqreq = iqreq_new();
 	srv.caps = caps_new(cfg->limits.caps_cache_size);
 	if ((srv.pubsub = pubsub_new(cfg, err, sizeof err)) == NULL) {
+		log_error("%s", err);
+		goto out;
+	}
+	if (journal_writer_start_all(&srv, err, sizeof err) != 0) {
 		log_error("%s", err);
 		goto out;
 	}
@@ -506,6 +510,8 @@ out:
 	for (int i = 0; srv.loops && i <= srv.n_loops; i++)
 		loop_free(&srv.loops[i]);
 	control_free(&srv);
+	/* After the loops: nothing submits any more; the queues drain. */
+	journal_writer_stop_all(&srv);
 	s2s_free(&srv);
 	muc_free(&srv);
 	mam_free(&srv);

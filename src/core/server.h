@@ -9,6 +9,7 @@
 #define NATTER_SERVER_H
 
 #include <gsasl.h>
+#include <openssl/evp.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -27,6 +28,7 @@ struct router;
 struct authfail;
 struct storeq;
 struct mam;
+struct journal_writer;
 
 enum inbox_kind {
 	INBOX_DELIVER,  /* write bytes to the session */
@@ -115,7 +117,10 @@ struct server {
 	 * delays a client loop. Its index (n_loops) matches no session. */
 	struct loop *service;
 	uint64_t next_conn_id;     /* atomically incremented */
-	char caps_ver[64];
+	/* The archive-all journal (journal_writer.h): one writer per entry of
+	 * cfg->hosts, NULL where it is off; the signing key they share. */
+	struct journal_writer **journals;
+	EVP_PKEY *journal_key;
 };
 
 /* Builds everything from cfg (TLS contexts, storage, listeners) and runs

@@ -26,13 +26,17 @@ static int cmp_str(const void *a, const void *b)
 }
 
 /* XEP-0115 §5.1: the verification string over identity and features. */
-void disco_caps_ver(char *out, size_t cap)
+void disco_caps_ver(const struct server *srv, const char *domain, char *out, size_t cap)
 {
 	const char *features[256];
 	size_t n = 0;
-	for (const struct module *const *m = modules_all; *m; m++)
+	const struct config_host *h = config_find_host(srv->cfg, domain);
+	for (const struct module *const *m = modules_all; *m; m++) {
+		if ((*m)->on_host != NULL && (h == NULL || !(*m)->on_host(h)))
+			continue;
 		for (const char *const *f = (*m)->features; f && *f && n < 256; f++)
 			features[n++] = *f;
+	}
 	qsort(features, n, sizeof *features, cmp_str);
 	struct buf b;
 	buf_init(&b);
@@ -74,7 +78,7 @@ static enum status info(struct iq_ctx *c)
 	if (node != NULL) {
 		/* Only the caps node of the server itself is known. */
 		char ver[64], want[128];
-		disco_caps_ver(ver, sizeof ver);
+		disco_caps_ver(c->loop->srv, c->to->domain, ver, sizeof ver);
 		snprintf(want, sizeof want, "%s#%s", DISCO_CAPS_NODE, ver);
 		if (c->to_account || strcmp(node, want) != 0) {
 			module_error(c, "cancel", "item-not-found");

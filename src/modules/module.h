@@ -14,6 +14,7 @@
 
 struct loop;
 struct config_host;
+struct server;
 
 /* One iq addressed to the server (to_account false: to the domain) or to
  * an account's bare JID that the server answers on its behalf. */
@@ -62,9 +63,10 @@ enum status module_dispatch_iq(struct iq_ctx *c);
 /* The node the server's entity capabilities (XEP-0115) are published under. */
 #define DISCO_CAPS_NODE "https://natter.chat"
 
-/* Writes the server's XEP-0115 verification string (base64 SHA-1 over its
- * disco identity and the features of every module) into out (>= 29 bytes). */
-void disco_caps_ver(char *out, size_t cap);
+/* Writes the XEP-0115 verification string of the host domain (base64
+ * SHA-1 over the server's disco identity and the features of every module
+ * shown there) into out (>= 29 bytes). */
+void disco_caps_ver(const struct server *srv, const char *domain, char *out, size_t cap);
 
 /* Sends <iq type='result'/> for c->iq with payload (may be NULL). */
 void module_reply(struct iq_ctx *c, struct xml_node *payload);

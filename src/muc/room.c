@@ -1268,7 +1268,9 @@ static void groupchat(struct loop *l, struct room *r, struct occupant *o, struct
 	xml_set_attr(a, oid, "id", o->id);
 	if (hook) {
 		struct hook_ctx hc = { .loop = l, .st = st, .a = a, .from = &real, .to = &room };
-		hooks_run(HOOK_ROOM_MESSAGE, &hc);
+		/* DONE: a handler refused it (and told the sender). */
+		if (hooks_run(HOOK_ROOM_MESSAGE, &hc) == DONE)
+			return;
 	}
 	/* Serialised once, for every occupant alike. */
 	struct buf b;
