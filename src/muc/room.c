@@ -1295,6 +1295,19 @@ static void private_message(struct loop *l, struct room *r, struct occupant *o,
 		deliver_error(l, st, a, "cancel", "item-not-found");
 		return;
 	}
+	/* A local sender's private message is a message it sent (its
+	 * archive, the journal), to the occupant JID it wrote to. */
+	struct jid real, occupant;
+	const char *sender = xml_attr(st, "from");
+	char to_jid[3 * JID_PART_MAX + 3];
+	snprintf(to_jid, sizeof to_jid, "%s/%s", r->jid, to->nick);
+	if (sender != NULL && jid_parse(&real, sender, strlen(sender)) == 0 &&
+	    real.local[0] != '\0' && config_find_host(l->srv->cfg, real.domain) != NULL &&
+	    jid_parse(&occupant, to_jid, strlen(to_jid)) == 0) {
+		struct hook_ctx hc = { .loop = l, .st = st, .a = a, .from = &real, .to = &occupant };
+		if (hooks_run(HOOK_MESSAGE_SENT, &hc) == DONE)
+			return;
+	}
 	char from[3 * JID_PART_MAX + 3];
 	snprintf(from, sizeof from, "%s/%s", r->jid, o->nick);
 	xml_set_attr(a, st, "from", from);

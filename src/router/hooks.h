@@ -21,8 +21,10 @@ struct loop;
 
 enum hook_event {
 	/* A message a local client sent, after its from was stamped and
-	 * before it is routed anywhere (to a local account, a room, another
-	 * domain). st may be changed (e.g. a stanza-id added). */
+	 * before it is routed anywhere (to a local account, another domain;
+	 * a private message to a room occupant from the room, with to = the
+	 * occupant JID; not groupchat, see HOOK_ROOM_MESSAGE). st may be
+	 * changed (e.g. a stanza-id added). */
 	HOOK_MESSAGE_SENT,
 	/* A message about to be delivered to a local account (to is its
 	 * bare or full JID), from anyone: a local account, another domain or

@@ -183,6 +183,22 @@ async def test_offline_message_recorded_once(server, net):
         ("off1", "while you were out")], got
 
 
+async def test_private_message_in_a_room_is_recorded_once(server, net):
+    alice = await connect(net, server, "alice", available=True)
+    bob = await connect(net, server, "bob", available=True)
+    await join(alice, "Alice", room=ROOM)
+    await join(bob, "Bob", room=ROOM)
+    alice.send_raw("<message to='%s/Bob' type='chat' id='pm1'><body>just "
+                   "between us</body></message>" % ROOM)
+    await bob.inbox.get(lambda s: s.xml.get("id") == "pm1", "the private message")
+    stop(server)
+    assert_verifies(server)
+    got = [m for m in export(server, "--user", "alice@localhost")
+           if m.get("body") == "just between us"]
+    assert [(m["from"], m["to"], m["type"], m["recorded"]) for m in got] == [
+        (alice.boundjid.full, ROOM + "/Bob", "chat", "sent")], got
+
+
 async def test_groupchat_recorded_once_per_room_message(server, net):
     alice = await connect(net, server, "alice", available=True)
     bob = await connect(net, server, "bob", available=True)
