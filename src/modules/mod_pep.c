@@ -24,6 +24,7 @@
 #include "modules/pubsub.h"
 #include "modules/pubsub_service.h"
 #include "modules/roster.h"
+#include "xml/xml_parse.h"
 
 #define NS_DISCO_INFO "http://jabber.org/protocol/disco#info"
 #define NS_DISCO_ITEMS "http://jabber.org/protocol/disco#items"
@@ -43,12 +44,17 @@ static bool own_account(const struct iq_ctx *c)
 	       strcmp(c->to->domain, c->from->domain) == 0;
 }
 
+static void pep_avatar_to_vcard(struct iq_ctx *c, const struct pubsub_host *h);
+
 static enum status pep_iq(struct iq_ctx *c)
 {
 	char bare[2 * JID_PART_MAX + 2];
 	struct pubsub_host h;
 	pubsub_pep_host(c->loop->srv, c->to, bare, sizeof bare, &h);
-	return pubsub_iq(c, &h);
+	enum status st = pubsub_iq(c, &h);
+	if (st == OK)
+		pep_avatar_to_vcard(c, &h);
+	return st;
 }
 
 /* --- XEP-0411: XEP-0048 bookmarks in private XML <-> XEP-0402 --- */
@@ -211,6 +217,89 @@ static enum status pep_vcard_set(struct iq_ctx *c)
 	xml_set_attr(c->a, info, "type", t[0] ? t : "image/png");
 	pubsub_publish_item(l, &h, NS_AVATAR_META, meta, &avatar_options);
 	return DECLINED; /* mod_vcard stores the vCard */
+}
+
+/* --- XEP-0398 the other way: a new XEP-0084 avatar becomes the PHOTO --- */
+
+/* After the owner published avatar metadata (pep_iq answered): the image
+ * it names, from the data node, replaces the vCard's PHOTO, so that
+ * vCard-based clients (XEP-0153) see the new avatar; metadata without
+ * <info/> (avatar turned off) removes it. The vCard is written to the
+ * store directly, so this does not publish again (pep_vcard_set). */
+static void pep_avatar_to_vcard(struct iq_ctx *c, const struct pubsub_host *h)
+{
+	struct loop *l = c->loop;
+	struct xml_node *pub = xml_child(c->payload, NS_PUBSUB, "publish");
+	const char *node = pub ? xml_attr(pub, "node") : NULL;
+	if (node == NULL || strcmp(node, NS_AVATAR_META) != 0 || !own_account(c) ||
+	    strcmp(xml_attr(c->iq, "type"), "set") != 0)
+		return;
+	struct xml_node *item = xml_child(pub, NS_PUBSUB, "item");
+	struct xml_node *meta = item ? xml_child(item, NS_AVATAR_META, "metadata") : NULL;
+	const char *item_id = item ? xml_attr(item, "id") : NULL;
+	if (meta == NULL || item_id == NULL)
+		return;
+	/* Only if the publish went through: the node's newest item is it. */
+	struct xml_node *have[256];
+	int n = pubsub_items(l, h, NS_AVATAR_META, c->a, have, 256);
+	if (n <= 0 || xml_attr(have[n - 1], "id") == NULL ||
+	    strcmp(xml_attr(have[n - 1], "id"), item_id) != 0)
+		return;
+	/* The first inline image (an <info/> without url). */
+	struct xml_node *info = NULL;
+	for (struct xml_node *i = meta->children; i; i = i->next)
+		if (xml_is(i, NS_AVATAR_META, "info") && xml_attr(i, "url") == NULL &&
+		    xml_attr(i, "id") != NULL) {
+			info = i;
+			break;
+		}
+	const char *b64 = NULL;
+	if (info != NULL) {
+		struct xml_node *data[256];
+		int m = pubsub_items(l, h, NS_AVATAR_DATA, c->a, data, 256);
+		for (int i = 0; i < m; i++) {
+			const char *id = xml_attr(data[i], "id");
+			struct xml_node *d = xml_child(data[i], NS_AVATAR_DATA, "data");
+			if (id != NULL && d != NULL && strcmp(id, xml_attr(info, "id")) == 0)
+				b64 = xml_text(c->a, d);
+		}
+		if (b64 == NULL)
+			return; /* the data was not published first: nothing to show */
+	}
+	const struct storage_driver *drv = l->srv->storage;
+	struct buf b;
+	buf_init(&b);
+	int rc = drv->map_get(l->store, c->to->domain, c->to->local, "vcard", "vcard", &b);
+	struct xml_node *v = rc == 0 ? xml_parse_element(c->a, b.data, b.len) : NULL;
+	if (rc < 0 || (rc == 0 && (v == NULL || !xml_is(v, NS_VCARD, "vCard")))) {
+		buf_free(&b);
+		return; /* unreadable or no store: leave it */
+	}
+	if (v == NULL)
+		v = xml_new(c->a, NS_VCARD, "vCard");
+	struct xml_node **pp = &v->children;
+	v->last = NULL;
+	while (*pp) {
+		if (xml_is(*pp, NS_VCARD, "PHOTO")) {
+			*pp = (*pp)->next;
+			continue;
+		}
+		v->last = *pp;
+		pp = &(*pp)->next;
+	}
+	if (info != NULL) {
+		struct xml_node *photo = xml_add_child(c->a, v, NS_VCARD, "PHOTO");
+		const char *type = xml_attr(info, "type");
+		type = type ? type : "image/png";
+		xml_add_text(c->a, xml_add_child(c->a, photo, NS_VCARD, "TYPE"), type, strlen(type));
+		xml_add_text(c->a, xml_add_child(c->a, photo, NS_VCARD, "BINVAL"), b64, strlen(b64));
+	}
+	buf_free(&b);
+	buf_init(&b);
+	xml_serialize(v, NS_CLIENT, &b);
+	if (b.len <= l->srv->cfg->limits.max_vcard_size)
+		drv->map_put(l->store, c->to->domain, c->to->local, "vcard", "vcard", b.data, b.len);
+	buf_free(&b);
 }
 
 /* --- who gets the last items (XEP-0163 §4.3) --- */

@@ -322,6 +322,35 @@ async def test_avatar_with_slixmpp_plugin(net, server):
     assert reply["pubsub"]["items"]["item"]["id"] == sha
 
 
+async def test_avatar_becomes_vcard_photo(net, server):
+    """XEP-0398 the other way: an XEP-0084 avatar (slixmpp's plugin, data
+    then metadata) becomes the vCard PHOTO that vCard-based clients read;
+    metadata without <info/> (avatar off) removes it."""
+    import base64
+    import hashlib
+    alice = await pep_connect(net, server, "alice", plugins=("xep_0084",))
+    carol = await pep_connect(net, server, "carol")
+    await alice.iq(None, "<vCard xmlns='vcard-temp'><FN>Alice</FN></vCard>", "set")
+    data = b"\x89PNG another avatar"
+    sha = hashlib.sha1(data).hexdigest()
+    await alice["xep_0084"].publish_avatar(data)
+    await alice["xep_0084"].publish_avatar_metadata(
+        [{"id": sha, "type": "image/png", "bytes": len(data)}])
+    reply = await carol.iq("alice@localhost", "<vCard xmlns='vcard-temp'/>")
+    vcard = reply.xml.find(q("vcard-temp", "vCard"))
+    photo = vcard.find(q("vcard-temp", "PHOTO"))
+    assert photo is not None, "no PHOTO after the avatar was published"
+    assert photo.findtext(q("vcard-temp", "TYPE")) == "image/png"
+    assert base64.b64decode(photo.findtext(q("vcard-temp", "BINVAL"))) == data
+    assert vcard.findtext(q("vcard-temp", "FN")) == "Alice", "the rest stays"
+    await publish(alice, "urn:xmpp:avatar:metadata",
+                  "<metadata xmlns='urn:xmpp:avatar:metadata'/>", "off")
+    reply = await carol.iq("alice@localhost", "<vCard xmlns='vcard-temp'/>")
+    vcard = reply.xml.find(q("vcard-temp", "vCard"))
+    assert vcard.find(q("vcard-temp", "PHOTO")) is None
+    assert vcard.findtext(q("vcard-temp", "FN")) == "Alice"
+
+
 async def test_omemo_devicelist_open(net, server):
     """XEP-0384: device list and bundle published open, fetched by a
     stranger; nick (XEP-0172) as an opaque item."""
