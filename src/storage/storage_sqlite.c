@@ -462,6 +462,9 @@ static struct storage *storage_sqlite_open(const char *data_dir, char *err, size
 	 * mode; only a power loss can lose the last commits. */
 	if (storage_sqlite_wal(st->db, path, err, errlen) < 0 ||
 	    storage_sqlite_exec(st->db, "PRAGMA synchronous = NORMAL", err, errlen) < 0 ||
+	    /* Archive indexes are written all over (one leaf per owner):
+	     * a page cache of up to 32 MiB keeps them from being read back. */
+	    storage_sqlite_exec(st->db, "PRAGMA cache_size = -32768", err, errlen) < 0 ||
 	    storage_sqlite_exec(st->db, "PRAGMA foreign_keys = ON", err, errlen) < 0 ||
 	    storage_sqlite_migrate(st->db, err, errlen) < 0)
 		goto fail_path;

@@ -15,6 +15,7 @@ struct storeq {
 	pthread_t thread;
 	pthread_mutex_t lock;
 	pthread_cond_t more;
+	pthread_cond_t room;            /* signalled when a batch is taken */
 	struct storeq_job *head, *tail; /* under lock */
 	size_t pending;                 /* queued or in the running batch; under lock */
 	unsigned long long submitted;   /* jobs submitted so far (atomic) */
@@ -128,6 +129,7 @@ static void *storeq_thread(void *arg)
 		storeq_finish(batch);
 		pthread_mutex_lock(&q->lock);
 		q->pending -= n;
+		pthread_cond_broadcast(&q->room);
 		pthread_mutex_unlock(&q->lock);
 	}
 }
@@ -144,6 +146,7 @@ struct storeq *storeq_start(const struct storage_driver *drv, const char *data_d
 	}
 	pthread_mutex_init(&q->lock, NULL);
 	pthread_cond_init(&q->more, NULL);
+	pthread_cond_init(&q->room, NULL);
 	if (pthread_create(&q->thread, NULL, storeq_thread, q) != 0) {
 		snprintf(err, errlen, "cannot start the storage thread");
 		drv->close(q->st);
@@ -159,6 +162,10 @@ void storeq_submit(struct storeq *q, struct storeq_job *job)
 {
 	job->next = NULL;
 	pthread_mutex_lock(&q->lock);
+	/* Backpressure: a loop that outruns the store waits here, and so
+	 * stops reading its clients, rather than queueing without bound. */
+	while (q->pending >= STOREQ_MAX_PENDING && !q->stop)
+		pthread_cond_wait(&q->room, &q->lock);
 	if (q->tail)
 		q->tail->next = job;
 	else
@@ -208,5 +215,6 @@ void storeq_stop(struct storeq *q)
 	q->drv->close(q->st);
 	pthread_mutex_destroy(&q->lock);
 	pthread_cond_destroy(&q->more);
+	pthread_cond_destroy(&q->room);
 	free(q);
 }

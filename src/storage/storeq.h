@@ -20,7 +20,10 @@ struct loop;
 struct storeq;
 
 /* Jobs taken into one transaction at most. */
-#define STOREQ_BATCH 256
+#define STOREQ_BATCH 4096
+/* Jobs queued at most; storeq_submit waits for room beyond (a loop that
+ * writes faster than the store stops reading its clients meanwhile). */
+#define STOREQ_MAX_PENDING 16384
 
 struct storeq_job {
 	/* Runs on the storage thread inside the batch's transaction; returns
@@ -45,7 +48,8 @@ struct storeq *storeq_start(const struct storage_driver *drv, const char *data_d
 			    size_t errlen);
 
 /* Queues job (owned by the queue until done ran; job->arg by the caller's
- * callbacks). Safe from any thread. */
+ * callbacks). Safe from any thread except the storage thread's done
+ * callbacks; waits while STOREQ_MAX_PENDING jobs are queued. */
 void storeq_submit(struct storeq *q, struct storeq_job *job);
 
 /* Convenience: allocates the job. */
