@@ -72,7 +72,10 @@ static const char *const storage_sqlite_migrations[] = {
 	/* 2 -> 3: message archives (XEP-0313). The id is the caller's
 	 * (time-ordered, see storage.h), so a time range is an id range.
 	 * Bodies are indexed by FTS5 under the same rowid; deleting an entry
-	 * deletes its text. */
+	 * deletes its text. No index led by the other party: it cost 40 % of
+	 * the archive's write rate (every write lands on a random leaf). The
+	 * owner's index carries with_bare instead, so a query 'with' someone
+	 * (and its count) walks the owner's index, not its rows. */
 	"CREATE TABLE archive ("
 	" id INTEGER PRIMARY KEY,"
 	" domain TEXT NOT NULL,"
@@ -82,8 +85,7 @@ static const char *const storage_sqlite_migrations[] = {
 	" outgoing INTEGER NOT NULL,"
 	" value BLOB NOT NULL"
 	");"
-	"CREATE INDEX archive_owner ON archive (domain, local, id);"
-	"CREATE INDEX archive_with ON archive (domain, local, with_bare, id);"
+	"CREATE INDEX archive_owner ON archive (domain, local, id, with_bare);"
 	"CREATE VIRTUAL TABLE archive_text USING fts5(body, tokenize = 'unicode61 remove_diacritics 2');"
 	"CREATE TRIGGER archive_text_del AFTER DELETE ON archive BEGIN"
 	" DELETE FROM archive_text WHERE rowid = old.id; END;",
