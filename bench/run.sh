@@ -42,7 +42,8 @@
 #   MAM_CHAT_RATES     chat-mam: offered rates, msgs/s (chat run twice per
 #                      server, its message archive off and on; CHAT_PAIRS,
 #                      STEP_SECONDS, STOP_P99_MS as chat)
-#                      200,500,1000,2000,5000,10000,20000,50000,100000
+#                      200,500,1000,2000,5000,10000,20000,25000,...,50000,
+#                      60000,80000,100000 (steps of 5000 where archives bind)
 #   MAM_USERS          mam: accounts the archive is spread over        1000
 #   MAM_MESSAGES       mam: messages in the archive (each stored twice) 1000000
 #   MAM_HEAVY          mam: measured users, each in many more messages  4
@@ -108,7 +109,7 @@ MUC_ROOM_SIZES=${MUC_ROOM_SIZES:-100 1000}
 MUC_ROOMS=${MUC_ROOMS:-1}
 MUC_SENDERS=${MUC_SENDERS:-5}
 MUC_RATES=${MUC_RATES:-2000,5000,10000,20000,50000,100000,200000,500000,1000000}
-MAM_CHAT_RATES=${MAM_CHAT_RATES:-200,500,1000,2000,5000,10000,20000,50000,100000}
+MAM_CHAT_RATES=${MAM_CHAT_RATES:-200,500,1000,2000,5000,10000,20000,25000,30000,35000,40000,45000,50000,60000,80000,100000}
 MAM_USERS=${MAM_USERS:-1000}
 MAM_MESSAGES=${MAM_MESSAGES:-1000000}
 MAM_HEAVY=${MAM_HEAVY:-4}
