@@ -77,6 +77,7 @@ struct pubsub *pubsub_new(const struct config *cfg, char *err, size_t errlen)
 	struct pubsub *p = xcalloc(1, sizeof *p);
 	for (size_t i = 0; i < 64; i++)
 		pthread_mutex_init(&p->locks[i], NULL);
+	pthread_mutex_init(&p->creators_lock, NULL);
 	p->services = xcalloc(cfg->n_hosts ? cfg->n_hosts : 1, sizeof *p->services);
 	for (size_t i = 0; i < cfg->n_hosts; i++) {
 		const struct config_host *h = &cfg->hosts[i];
@@ -105,6 +106,7 @@ void pubsub_free(struct pubsub *p)
 		return;
 	for (size_t i = 0; i < 64; i++)
 		pthread_mutex_destroy(&p->locks[i]);
+	pthread_mutex_destroy(&p->creators_lock);
 	free(p->services);
 	free(p);
 }
@@ -1126,7 +1128,9 @@ static void ps_creator_add(struct loop *l, const struct pubsub_host *h, const ch
 {
 	if (h->pep || creator == NULL || creator[0] == '\0')
 		return;
-	pthread_mutex_t *lock = ps_lock_of(l, h, "");
+	/* Not ps_lock_of: the caller holds a node's lock, which may be the
+	 * same one (a self-deadlock one instant node in 64 hit). */
+	pthread_mutex_t *lock = &l->srv->pubsub->creators_lock;
 	pthread_mutex_lock(lock);
 	int n = ps_creator_count(l, h, creator);
 	if (n >= 0) {

@@ -104,6 +104,9 @@ struct pubsub_service {
 struct pubsub {
 	/* Changes to one node, across loops: by hash of (service, node). */
 	pthread_mutex_t locks[64];
+	/* The count of nodes each creator has (a service's STORE_CREATORS):
+	 * taken while a node's lock is held, so never one of those. */
+	pthread_mutex_t creators_lock;
 	struct pubsub_service *services;
 	size_t n_services;
 };

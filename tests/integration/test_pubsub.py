@@ -113,3 +113,20 @@ async def test_node_limit_per_creator(net, natter_factory):
     await expect_error(alice, SVC, "<pubsub xmlns='%s'><create node='c'/></pubsub>"
                        % NS_PUBSUB, "set", "not-allowed", "max-nodes-exceeded")
     await net.assert_served(server)
+
+
+@pytest.mark.natter_config(limits={"pubsub_max_nodes": 1000})
+async def test_many_instant_nodes(net, natter):
+    """Regression: creating a node counted its creator under one of the 64
+    node locks while holding the node's own, and 1 instant node in 64
+    deadlocked its loop. 300 in a row hit that bucket with a probability
+    of 99 %; every one must get its answer."""
+    accounts(natter, "alice")
+    alice = await pep_connect(net, natter, "alice")
+    names = set()
+    for _ in range(300):
+        reply = await alice.iq(SVC, "<pubsub xmlns='%s'><create/></pubsub>"
+                               % NS_PUBSUB, "set")
+        names.add(reply.xml.find(q(NS_PUBSUB, "pubsub")).find(
+            q(NS_PUBSUB, "create")).get("node"))
+    assert len(names) == 300
