@@ -696,7 +696,7 @@ static const char *mam_query_parse(struct iq_ctx *c, struct mam_query_job *j, in
 	if ((v = mam_field_value(c->a, form, "with")) != NULL) {
 		struct jid w;
 		if (jid_parse(&w, v, strlen(v)) != 0)
-			return "jid-malformed";
+			return "bad-request"; /* a field's value, not an address */
 		jid_format_bare(&w, j->with, sizeof j->with);
 		j->q.with = j->with;
 		if (w.resource[0] != '\0') {
