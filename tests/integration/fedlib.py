@@ -96,7 +96,10 @@ session)
       server.log, .log_mark(), .wait_for_log(needle, since=...),
       server.log_tail(lines)
       with server.configured(**options): ...  restarts with other options
-          (secure_auth, dialback, cert=CertPair) and restores them after.
+          (secure_auth, dialback, cert=CertPair, extra_modules) and
+          restores them after.  extra_modules is Lua list entries for
+          Prosody's modules_enabled ('"pep";'), YAML entries under
+          ejabberd's modules: (indented two spaces).
   fed_connect(net, server, name) logs a slixmpp session in (with an
   imlib.Inbox, automatic subscription answers off, like imlib.connect).
   diagnose(*servers) wraps a test body so that a failure carries the
@@ -879,13 +882,13 @@ class Prosody(PeerServer):
 
     def __init__(self, dns, ca, domain=PROSODY, address=None,
                  s2s_port=S2S_PORT, *, secure_auth=True, dialback=True,
-                 cert=None, extra=""):
+                 cert=None, extra="", extra_modules=""):
         require(PROSODY_BIN, "prosody")
         require("/usr/lib/x86_64-linux-gnu/lua/5.4/lunbound.so",
                 "lua-unbound")
         super().__init__(dns, ca, domain, address, s2s_port, cert,
                          {"secure_auth": secure_auth, "dialback": dialback,
-                          "extra": extra})
+                          "extra": extra, "extra_modules": extra_modules})
         self.config_path = self.root / "prosody.cfg.lua"
         (self.root / "data").mkdir()
         (self.root / "certs").mkdir()   # where certmanager looks first
@@ -909,7 +912,8 @@ class Prosody(PeerServer):
             dialback_module='"dialback";' if self.options["dialback"]
             else "",
             ca_file=self.ca.ca_file, cert=cert.cert, key=cert.key,
-            resolver=self.dns.resolver, extra=self.options["extra"])
+            resolver=self.dns.resolver, extra=self.options["extra"],
+            extra_modules=self.options["extra_modules"])
         self.config_path.write_text(text)
 
     def start(self):

@@ -19,13 +19,16 @@ PLUGINS = ("xep_0030", "xep_0060", "xep_0115", "xep_0163", "xep_0004")
 
 
 async def pep_connect(net, server, name, resource="r", interests=(),
-                      plugins=(), available=True):
+                      plugins=(), available=True, password=None,
+                      mechanism="SCRAM-SHA-256"):
     """A session of NAME with slixmpp's disco, pubsub, caps and PEP
     plugins (at their defaults, registered before it logs in, as a client
     ships) and +notify for each of interests; with available, its initial
-    presence (carrying caps) has been processed."""
+    presence (carrying caps) has been processed.  password and mechanism
+    are for other servers' accounts (fedlib's peers)."""
     client = XmppClient("%s/%s" % (jid_of(name, server.domain), resource),
-                        password_of(name), mechanism="SCRAM-SHA-256")
+                        password_of(name) if password is None else password,
+                        mechanism=mechanism)
     for p in PLUGINS + tuple(plugins):
         client.register_plugin(p)
     for ns in interests:
