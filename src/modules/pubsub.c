@@ -1588,22 +1588,34 @@ static void ps_do_create(struct ps_req *r, struct xml_node *el, struct xml_node 
 	module_reply(r->c, rp);
 }
 
+/* The owner's use cases (§8): loads node name for r, holding its lock in
+ * *lock (to be released by the caller) when set changes it; false with
+ * *e set when it is missing or r's sender does not own it. */
+static bool ps_owned_node(struct ps_req *r, const char *name, bool set, pthread_mutex_t **lock,
+			  struct ps_node *n, struct ps_err *e)
+{
+	struct loop *l = r->c->loop;
+	if (set && ps_name_ok(name)) {
+		*lock = ps_lock_of(l, r->h, name);
+		pthread_mutex_lock(*lock);
+	}
+	if (!ps_node_get(l, r->h, name, r->a, n, e))
+		return false;
+	if (!ps_is_owner(r->h, n, r->from)) {
+		ps_set_err(e, "auth", "forbidden", NULL);
+		return false;
+	}
+	return true;
+}
+
 static void ps_do_configure(struct ps_req *r, struct xml_node *el, bool set)
 {
 	struct loop *l = r->c->loop;
 	const char *name = ps_node_attr(el);
 	pthread_mutex_t *lock = NULL;
-	if (set && ps_name_ok(name)) {
-		lock = ps_lock_of(l, r->h, name);
-		pthread_mutex_lock(lock);
-	}
 	struct ps_node n;
 	struct ps_err e;
-	bool ok = ps_node_get(l, r->h, name, r->a, &n, &e);
-	if (ok && !ps_is_owner(r->h, &n, r->from)) {
-		ps_set_err(&e, "auth", "forbidden", NULL);
-		ok = false;
-	}
+	bool ok = ps_owned_node(r, name, set, &lock, &n, &e);
 	struct xml_node *x = set ? xml_child(el, NS_DATA, "x") : NULL;
 	const char *xtype = x ? xml_attr(x, "type") : NULL;
 	if (ok && set && x == NULL) {
@@ -1719,17 +1731,9 @@ static void ps_do_manage(struct ps_req *r, struct xml_node *el, bool subs, bool 
 	struct loop *l = r->c->loop;
 	const char *name = ps_node_attr(el);
 	pthread_mutex_t *lock = NULL;
-	if (set && ps_name_ok(name)) {
-		lock = ps_lock_of(l, r->h, name);
-		pthread_mutex_lock(lock);
-	}
 	struct ps_node n;
 	struct ps_err e;
-	bool ok = ps_node_get(l, r->h, name, r->a, &n, &e);
-	if (ok && !ps_is_owner(r->h, &n, r->from)) {
-		ps_set_err(&e, "auth", "forbidden", NULL);
-		ok = false;
-	}
+	bool ok = ps_owned_node(r, name, set, &lock, &n, &e);
 	for (struct xml_node *c = el->children; ok && set && c; c = c->next) {
 		if (!xml_is(c, NS_PUBSUB_OWNER, subs ? "subscription" : "affiliation"))
 			continue;

@@ -493,10 +493,11 @@ def caps_ver(info):
         .decode()
 
 
-def restart_on_same_data(natter_factory, server, kill=False):
+def restart_on_same_data(natter_factory, server, kill=False, keep_config=False):
     """Stops server (SIGTERM, or SIGKILL with kill=True) and starts a new
-    natterd on the same data directory (new ports).  A clean stop must be
-    clean; after SIGKILL only the kill itself is excused."""
+    natterd on the same data directory (new ports), with the same
+    configuration when keep_config (else the defaults).  A clean stop must
+    be clean; after SIGKILL only the kill itself is excused."""
     if kill:
         server.proc.send_signal(signal.SIGKILL)
         server.proc.wait()
@@ -507,4 +508,7 @@ def restart_on_same_data(natter_factory, server, kill=False):
         problems = server.stop()
     assert not problems, "natterd did not stop cleanly: %s\n%s" % (
         "; ".join(problems), server.log)
+    if keep_config:
+        return natter_factory(**{k: v for k, v in server.config.items()
+                                 if k != "listeners"})
     return natter_factory(data_dir=server.config["data_dir"])

@@ -34,7 +34,8 @@ from slixmpp.xmlstream.matcher import MatchXPath
 
 from imlib import (
     NS_DELAY, NS_DISCO_INFO, NS_REGISTER, accounts, connect, error_condition,
-    jid_of, msg, now_utc, parse_stamp, roster_set, send_available)
+    jid_of, msg, now_utc, parse_stamp, restart_on_same_data, roster_set,
+    send_available)
 from natterlib import IO_TIMEOUT, NS_CLIENT, q
 
 NS_MAM = "urn:xmpp:mam:2"
@@ -321,22 +322,9 @@ def assert_increasing(items, what):
 
 
 def restart(natter_factory, server, kill=False):
-    """Stops natterd (SIGTERM, or SIGKILL with kill=True) and starts a new
-    one on the same data directory with the same configuration (new
-    ports): unlike imlib.restart_on_same_data it keeps hosts (mam:),
-    limits and the rest.  After SIGKILL only the kill is excused."""
-    if kill:
-        server.proc.kill()
-        server.proc.wait()
-        problems = [p for p in server.stop()
-                    if "signal 9" not in p and "exited during" not in p
-                    and "status -9" not in p]
-    else:
-        problems = server.stop()
-    assert not problems, "natterd did not stop cleanly: %s\n%s" % (
-        "; ".join(problems), server.log)
-    keep = {k: v for k, v in server.config.items() if k != "listeners"}
-    return natter_factory(**keep)
+    """Restarts natterd on the same data with the same configuration
+    (hosts with their mam: block, limits)."""
+    return restart_on_same_data(natter_factory, server, kill=kill, keep_config=True)
 
 
 async def chat(net, server, *names):
