@@ -46,8 +46,15 @@ enum hook_event {
 	HOOK_PRESENCE_DELIVER,
 	/* A session bound a resource (from = its full JID; st is NULL). */
 	HOOK_SESSION_STARTED,
-	/* A session ended (from = its full JID; st is NULL). */
+	/* A session ended (from = its full JID; st is NULL). A session
+	 * that stream management (XEP-0198) keeps detached has not ended:
+	 * this runs when it is closed or its resumption time runs out. */
 	HOOK_SESSION_ENDED,
+	/* A message was kept for a local session that has no connection now
+	 * (detached by stream management, XEP-0198, waiting to resume):
+	 * session = that session, to = its full JID, from = the sender.
+	 * Push notifications (XEP-0357) hang here. st must not be changed. */
+	HOOK_MESSAGE_QUEUED,
 	/* An account was deleted (from = its bare JID; st is NULL), before
 	 * its stores are. */
 	HOOK_ACCOUNT_DELETED,
