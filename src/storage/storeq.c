@@ -21,6 +21,7 @@ struct storeq {
 	struct storeq_job *head, *tail; /* under lock */
 	size_t pending;                 /* queued or in the running batch; under lock */
 	size_t queued;                  /* in the list, not taken yet; under lock */
+	size_t awaited;                 /* of those, jobs with a loop waiting */
 	bool lingering;                 /* the thread waits for a fuller batch */
 	unsigned long long submitted;   /* jobs submitted so far (atomic) */
 	unsigned long long committed;   /* jobs committed so far (atomic) */
@@ -113,14 +114,17 @@ static uint64_t storeq_now_ns(void)
 }
 
 /* Under sustained load (the previous commit ended less than
- * STOREQ_LINGER_US ago), waits up to that long for STOREQ_GROUP jobs, so
- * that one commit covers many: a commit rewrites every page the batch
- * touched, and archive writes touch one index leaf per owner. Idle, a job
- * runs at once. Called and returns with q->lock held. */
+ * STOREQ_LINGER_US ago) of jobs no loop waits for (archive writes), waits
+ * up to that long for STOREQ_GROUP jobs, so that one commit covers many:
+ * a commit rewrites every page the batch touched, and archive writes
+ * touch one index leaf per owner. Idle, or
+ * when a loop waits for a job (a query, a held iq), jobs run at once.
+ * Called and returns with q->lock held. */
 static void storeq_linger(struct storeq *q, uint64_t last_commit)
 {
 	uint64_t now = storeq_now_ns();
-	if (q->queued >= STOREQ_GROUP || now - last_commit > STOREQ_LINGER_US * 1000u)
+	if (q->queued >= STOREQ_GROUP || q->awaited > 0 ||
+	    now - last_commit > STOREQ_LINGER_US * 1000u)
 		return;
 	uint64_t until_ns = now + STOREQ_LINGER_US * 1000u;
 	struct timespec until;
@@ -131,7 +135,8 @@ static void storeq_linger(struct storeq *q, uint64_t last_commit)
 		until.tv_nsec -= 1000000000;
 	}
 	q->lingering = true;
-	while (q->queued < STOREQ_GROUP && !q->stop && storeq_now_ns() < until_ns) {
+	while (q->queued < STOREQ_GROUP && q->awaited == 0 && !q->stop &&
+	       storeq_now_ns() < until_ns) {
 		if (pthread_cond_timedwait(&q->more, &q->lock, &until) == ETIMEDOUT)
 			break;
 	}
@@ -154,10 +159,13 @@ static void *storeq_thread(void *arg)
 		storeq_linger(q, last_commit);
 		struct storeq_job *batch = q->head, *last = batch;
 		size_t n = 1;
+		size_t awaited = batch->loop != NULL;
 		while (last->next != NULL && n < STOREQ_BATCH) {
 			last = last->next;
 			n++;
+			awaited += last->loop != NULL;
 		}
+		q->awaited -= awaited;
 		q->head = last->next;
 		if (q->head == NULL)
 			q->tail = NULL;
@@ -215,9 +223,11 @@ void storeq_submit(struct storeq *q, struct storeq_job *job)
 	q->tail = job;
 	q->pending++;
 	q->queued++;
+	q->awaited += job->loop != NULL;
 	__atomic_add_fetch(&q->submitted, 1, __ATOMIC_RELEASE);
-	/* A lingering thread wakes for a full group only (or its deadline). */
-	if (!q->lingering || q->queued >= STOREQ_GROUP)
+	/* A lingering thread wakes for a full group only (or its deadline),
+	 * or for a job a loop waits on. */
+	if (!q->lingering || q->queued >= STOREQ_GROUP || job->loop != NULL)
 		pthread_cond_signal(&q->more);
 	pthread_mutex_unlock(&q->lock);
 }

@@ -22,10 +22,12 @@ struct storeq;
 
 /* Jobs taken into one transaction at most. */
 #define STOREQ_BATCH 4096
-/* Group commit under load: when jobs keep coming (the last commit ended
- * less than STOREQ_LINGER_US ago), the thread waits up to that long for
- * STOREQ_GROUP of them before it starts a transaction. An idle queue runs
- * a job at once; a busy one adds at most this to a job's latency. */
+/* Group commit under load: when jobs that no loop waits for (loop NULL:
+ * archive writes) keep coming (the last commit ended less than
+ * STOREQ_LINGER_US ago), the thread waits up to that long for
+ * STOREQ_GROUP of them before it starts a transaction. An idle queue, or
+ * one holding a job with a loop (a query, an iq held for durability),
+ * runs at once; lingering adds at most this to a write's latency. */
 #define STOREQ_GROUP 2048
 #define STOREQ_LINGER_US 10000
 /* Jobs queued at most; storeq_submit waits for room beyond (a loop that
