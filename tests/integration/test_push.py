@@ -163,6 +163,14 @@ async def phone(net, server, name="alice", **enable_kw):
     return client
 
 
+async def later_publish(app, bob, node):
+    """Another message, and the notification it makes at node: whatever
+    the messages before it made for other registrations reached the app
+    server before this one (one batch per message, in order)."""
+    message(bob, ALICE, "later")
+    return await next_publish(app, node)
+
+
 def publishes_before(app, note, node=None):
     """The publishes (to node, if given) the app server got before note."""
     index = next(i for i, s in enumerate(app.inbox.seen) if s is note.stanza)
@@ -373,7 +381,8 @@ async def test_error_reply_disables_the_registration(server, net):
     await answered(app, note, ("cancel", "item-not-found"))
     await phone(net, server, node="fresh")
     message(bob, ALICE, "two")
-    fresh = await next_publish(app, "fresh")
+    await answered(app, await next_publish(app, "fresh"))
+    fresh = await later_publish(app, bob, "fresh")
     assert publishes_before(app, fresh, "doomed") == [note.stanza], (
         "the refused registration was notified again:\n%s"
         % app.inbox.describe(app.inbox.seen))
@@ -461,6 +470,8 @@ async def test_account_deletion_removes_registrations(server, net):
     message(bob, ALICE, "hello again")
     note = await next_publish(app, "new")
     assert note.count == 1
+    await answered(app, note)
+    note = await later_publish(app, bob, "new")
     assert not publishes_before(app, note, "old"), app.inbox.describe(
         app.inbox.seen)
     await answered(app, note)
