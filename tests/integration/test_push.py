@@ -16,14 +16,15 @@ default-client test is sent by slixmpp at its defaults (no mechanism
 pinned, its own channel binding), built by hand.
 """
 
+import asyncio
 import xml.etree.ElementTree as ET
 
 import pytest
 
 from imlib import (
-    NS_REGISTER, accounts, connect, error_condition, iq_error,
-    restart_on_same_data)
-from natterlib import NS_CLIENT, q
+    NS_REGISTER, accounts, connect, drop_connection, error_condition,
+    iq_error, restart_on_same_data)
+from natterlib import IO_TIMEOUT, NS_CLIENT, XmppClient, q
 
 NS_PUSH = "urn:xmpp:push:0"
 NS_PUBSUB = "http://jabber.org/protocol/pubsub"
@@ -475,3 +476,45 @@ async def test_account_deletion_removes_registrations(server, net):
     assert not publishes_before(app, note, "old"), app.inbox.describe(
         app.inbox.seen)
     await answered(app, note)
+
+
+async def sm_login(net, server, name, resource):
+    """A slixmpp session with its stream management plugin (XEP-0198, at
+    its defaults: resumable); skips the test when natter offers none."""
+    client = XmppClient("%s@localhost/%s" % (name, resource),
+                        name + "-secret", mechanism="SCRAM-SHA-256")
+    client.register_plugin("xep_0198")
+    net._open.append(client)
+    client.connect(("127.0.0.1", server.c2s_port))
+    kind, detail = await asyncio.wait_for(asyncio.shield(client._outcome),
+                                          IO_TIMEOUT)
+    assert kind == "ok", (kind, detail)
+    if "stream_management" not in client.features:
+        pytest.skip("this natter has no stream management (XEP-0198)")
+    return client
+
+
+async def test_message_queued_for_a_detached_session_notifies_its_registration(
+        server, net):
+    app = await connect(net, server, "pushsvc", "app")
+    # A registration enabled by a session that is gone: not this path's.
+    await phone(net, server, node="other-device")
+    alice = await sm_login(net, server, "alice", "phone")
+    await enable(alice, node="this-device", fields={"secret": "t"})
+    await alice.available()
+    mark = server.log_mark()
+    drop_connection(alice)
+    await server.await_log("detached", since=mark)
+    bob = await connect(net, server, "bob")
+    message(bob, ALICE, "while you were away")
+    note = await next_publish(app, "this-device")
+    assert note.options["secret"] == ["t"]
+    assert note.count == 1
+    await answered(app, note)
+    message(bob, ALICE + "/phone", "again")
+    later = await next_publish(app, "this-device")
+    assert later.count == 2
+    assert not publishes_before(app, later, "other-device"), (
+        "only the registration the detached session enabled:\n%s"
+        % app.inbox.describe(app.inbox.seen))
+    await answered(app, later)
