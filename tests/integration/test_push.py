@@ -25,6 +25,7 @@ from imlib import (
     NS_REGISTER, accounts, connect, drop_connection, error_condition,
     iq_error, restart_on_same_data)
 from natterlib import IO_TIMEOUT, NS_CLIENT, XmppClient, q
+from test_config import check_config, line_of
 
 NS_PUSH = "urn:xmpp:push:0"
 NS_PUBSUB = "http://jabber.org/protocol/pubsub"
@@ -32,6 +33,7 @@ NS_DATA = "jabber:x:data"
 NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
 PUBLISH_OPTIONS = "http://jabber.org/protocol/pubsub#publish-options"
 SUMMARY = "urn:xmpp:push:summary"
+IQREQ_TIMEOUT = 30  # seconds, IQREQ_TIMEOUT_MS in src/router/iqreq.h
 NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 
 ALICE, BOB = "alice@localhost", "bob@localhost"
@@ -126,9 +128,9 @@ class Notification:
         return int(self.summary["message-count"])
 
 
-async def next_publish(app, node=None, what=None):
+async def next_publish(app, node=None, what=None, timeout=IO_TIMEOUT):
     stanza = await app.inbox.get(
-        is_publish(node), what or "a publish to node %s" % node)
+        is_publish(node), what or "a publish to node %s" % node, timeout)
     return Notification(stanza)
 
 
@@ -402,6 +404,44 @@ async def test_wait_error_keeps_the_registration(server, net):
     again = await next_publish(app, "busy")
     assert again.count == 2
     await answered(app, again)
+
+
+async def test_no_answer_keeps_the_registration(server, net):
+    """A notification the app server never answers times out (30 s,
+    iqreq.h); the registration stays and what was folded meanwhile goes
+    then. A late answer to the expired request changes nothing."""
+    app = await connect(net, server, "pushsvc", "app")
+    await phone(net, server, node="slow")
+    bob = await connect(net, server, "bob")
+    message(bob, ALICE, "one")
+    first = await next_publish(app, "slow")
+    message(bob, ALICE, "two")
+    await bob.barrier()
+    later = await next_publish(app, "slow", timeout=IQREQ_TIMEOUT + 15)
+    assert later.count == 2, later.summary
+    assert "no answer from %s" % APP in server.log
+    answer(app, first)
+    await answered(app, later)
+    message(bob, ALICE, "three")
+    last = await next_publish(app, "slow")
+    assert last.count == 3
+    await answered(app, last)
+
+
+@pytest.mark.parametrize("key,value", [
+    ("include_body", "sometimes"), ("include_sender", "yes"),
+    ("max_registrations", 0), ("max_registrations", 33),
+    ("min_interval", -1), ("enabled", "maybe")])
+def test_bad_push_keys_reported_with_file_and_line(natter_factory, key,
+                                                    value):
+    server = natter_factory(start=False, hosts=[
+        {"domain": "localhost", "push": {key: value}}])
+    proc = check_config(server.config_path)
+    assert proc.returncode == 1, (proc.returncode, proc.stderr)
+    text = server.config_path.read_text()
+    where = "%s:%d:" % (server.config_path, line_of(text, key + ":"))
+    assert where in proc.stderr, "expected %r in:\n%s" % (where,
+                                                          proc.stderr)
 
 
 async def test_registrations_survive_a_restart(natter_factory, net):
