@@ -650,8 +650,10 @@ static enum status push_disable(struct iq_ctx *c)
 /* Whether the message would make a phone show something: a body, an
  * encrypted payload (OMEMO, OpenPGP: no readable body), or a call
  * (XEP-0353 propose). Chat states, receipts, markers and the copies of
- * one's own sent messages are not. *body gets the body, or NULL. */
-static bool worth_waking(struct arena *a, const struct xml_node *st, const char **body)
+ * one's own sent messages are not. *body gets the body, or NULL; *sender
+ * the from of the message a received carbon carries (else it stays). */
+static bool worth_waking(struct arena *a, const struct xml_node *st, const char **body,
+			 const char **sender)
 {
 	*body = NULL;
 	if (st == NULL || strcmp(st->name, "message") != 0)
@@ -667,6 +669,8 @@ static bool worth_waking(struct arena *a, const struct xml_node *st, const char 
 		st = fwd ? xml_child(fwd, NULL, "message") : NULL;
 		if (st == NULL)
 			return false;
+		if (xml_attr(st, "from") != NULL)
+			*sender = xml_attr(st, "from");
 	}
 	struct xml_node *b = xml_child(st, NULL, "body");
 	if (b != NULL && strcmp(b->ns, NS_CLIENT) != 0 && strcmp(b->ns, NS_SERVER) != 0)
@@ -948,13 +952,14 @@ static struct push_read_job *read_job(const struct jid *account, const char *key
  * all of them). */
 static void push_event(struct hook_ctx *c, const struct jid *account, const char *key)
 {
-	const char *body;
-	if (!worth_waking(c->a, c->st, &body))
+	const char *body, *sender = NULL;
+	char from[3 * JID_PART_MAX + 3];
+	if (c->from != NULL && jid_format(c->from, from, sizeof from) >= 0)
+		sender = from;
+	if (!worth_waking(c->a, c->st, &body, &sender))
 		return;
 	struct push_read_job *j = read_job(account, key);
-	char sender[3 * JID_PART_MAX + 3];
-	if (c->from != NULL && jid_format(c->from, sender, sizeof sender) >= 0)
-		j->sender = xstrdup(sender);
+	j->sender = sender ? xstrdup(sender) : NULL;
 	j->body = cut_body(body);
 	storeq_call(c->loop->srv->storeq, c->loop, read_run, read_done, j);
 }
