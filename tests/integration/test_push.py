@@ -279,6 +279,31 @@ async def test_messages_while_one_is_in_flight_are_folded(server, net):
     await answered(app, last)
 
 
+async def test_a_burst_makes_a_handful_of_notifications(server, net):
+    """400 messages as fast as bob can send them, an app server that
+    answers at once: the last notification counts all 400, and there are
+    no more of them than one per min_interval (2 s) plus the first."""
+    app = await connect(net, server, "pushsvc", "app")
+    await phone(net, server)
+    bob = await connect(net, server, "bob")
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    for i in range(400):
+        message(bob, ALICE, "burst %d" % i)
+    await bob.barrier()
+    notes = []
+    while not notes or notes[-1].count < 400:
+        note = await next_publish(app)
+        notes.append(note)
+        answer(app, note)
+    elapsed = loop.time() - start
+    counts = [n.count for n in notes]
+    assert counts == sorted(counts) and counts[0] == 1, counts
+    assert len(notes) <= 2 + elapsed / 2, (len(notes), elapsed, counts)
+    print("400 messages in %.1fs: %d notifications %s" % (
+        elapsed, len(notes), counts))
+
+
 async def test_sender_and_body_only_when_the_client_opted_in(server, net):
     app = await connect(net, server, "pushsvc", "app")
     alice = await connect(net, server, "alice", "phone")
