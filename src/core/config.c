@@ -380,6 +380,36 @@ static const struct config_section config_journal_section = {
 	.size = sizeof(struct config_journal),
 };
 
+static const char *const config_push_includes[] = { "never", "opt-in", "always", NULL };
+
+static const struct config_key config_push_keys[] = {
+	{ .name = "enabled", .type = KEY_BOOL, .def = "true",
+	  .offset = offsetof(struct config_push, enabled),
+	  .doc = "accounts may enable push notifications (XEP-0357) to their apps' push services" },
+	{ .name = "max_registrations", .type = KEY_INT, .def = "8", .min = 1, .max = 32,
+	  .offset = offsetof(struct config_push, max_registrations),
+	  .doc = "push registrations (app server JID and node) per account; one more: policy-violation" },
+	{ .name = "min_interval", .type = KEY_INT, .def = "2", .min = 0, .max = 3600,
+	  .offset = offsetof(struct config_push, min_interval),
+	  .doc = "seconds between two notifications to one registration; messages in between are "
+		 "folded into the next" },
+	{ .name = "include_sender", .type = KEY_ENUM, .def = "opt-in", .values = config_push_includes,
+	  .offset = offsetof(struct config_push, include_sender),
+	  .doc = "last-message-sender in a notification: never, opt-in (only when the client asked "
+		 "at enable), or always" },
+	{ .name = "include_body", .type = KEY_ENUM, .def = "opt-in", .values = config_push_includes,
+	  .offset = offsetof(struct config_push, include_body),
+	  .doc = "last-message-body in a notification: never, opt-in (only when the client asked "
+		 "at enable), or always" },
+};
+
+static const struct config_section config_push_section = {
+	.what = "push",
+	.keys = config_push_keys,
+	.n_keys = sizeof config_push_keys / sizeof config_push_keys[0],
+	.size = sizeof(struct config_push),
+};
+
 static const struct config_key config_host_keys[] = {
 	{ .name = "domain", .type = KEY_DOMAIN, .required = true,
 	  .offset = offsetof(struct config_host, domain),
@@ -411,6 +441,9 @@ static const struct config_key config_host_keys[] = {
 	{ .name = "journal", .type = KEY_MAP, .section = &config_journal_section,
 	  .offset = offsetof(struct config_host, journal),
 	  .doc = "the archive-all journal (docs/archive.md)" },
+	{ .name = "push", .type = KEY_MAP, .section = &config_push_section,
+	  .offset = offsetof(struct config_host, push),
+	  .doc = "push notifications to mobile apps (docs/mobile.md)" },
 };
 
 static const struct config_section config_host_section = {

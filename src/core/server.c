@@ -20,6 +20,7 @@
 #include "journal/journal_writer.h"
 #include "modules/blocking.h"
 #include "modules/mam.h"
+#include "modules/push.h"
 #include "modules/caps.h"
 #include "modules/module.h"
 #include "modules/pubsub.h"
@@ -140,6 +141,8 @@ static void on_sweep(uv_timer_t *t)
 	c2s_sweep(l);
 	if (l == l->srv->service)
 		mam_sweep(l);
+	else
+		push_sweep(l);
 }
 
 static void on_connection(uv_stream_t *server, int status)
@@ -443,6 +446,7 @@ int server_run(struct config *cfg, const char *ctl)
 		goto out;
 	}
 	srv.iqreq = iqreq_new();
+	push_init(&srv);
 	srv.caps = caps_new(cfg->limits.caps_cache_size);
 	if ((srv.pubsub = pubsub_new(cfg, err, sizeof err)) == NULL) {
 		log_error("%s", err);
@@ -522,6 +526,7 @@ out:
 	mam_free(&srv);
 	/* In-flight requests release what they hold (caps' included). */
 	iqreq_free(srv.iqreq);
+	push_free(&srv);
 	caps_free(srv.caps);
 	pubsub_free(srv.pubsub);
 	free(srv.loops);
