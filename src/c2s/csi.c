@@ -33,6 +33,16 @@ struct csi_nick {
 	char *nick; /* (heap) */
 };
 
+/* Encrypted payloads: a body beside them is only a fallback text, so what
+ * they say (a mention, say) cannot be known. */
+static const char *const encrypted_ns[] = {
+	"eu.siacs.conversations.axolotl", /* OMEMO (XEP-0384, legacy) */
+	"urn:xmpp:omemo:2",               /* OMEMO */
+	"urn:xmpp:openpgp:0",             /* OpenPGP for XMPP (XEP-0373) */
+	"urn:xmpp:eme:0",                 /* XEP-0380 */
+	"jabber:x:encrypted",             /* XEP-0027 */
+};
+
 /* Children of a message that say nothing the user must see at once. A
  * message made only of these (and no body) may wait. */
 static const char *const waiting_ns[] = {
@@ -249,10 +259,24 @@ static bool mentions(const struct csi *c, const char *bare, const struct xml_nod
 	return false;
 }
 
+static bool in_list(const char *ns, const char *const *list, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(ns, list[i]) == 0)
+			return true;
+	return false;
+}
+
 static bool is_waiting_ns(const char *ns)
 {
-	for (size_t i = 0; i < sizeof waiting_ns / sizeof waiting_ns[0]; i++)
-		if (strcmp(ns, waiting_ns[i]) == 0)
+	return in_list(ns, waiting_ns, sizeof waiting_ns / sizeof waiting_ns[0]);
+}
+
+static bool is_encrypted(const struct xml_node *m)
+{
+	for (const struct xml_node *ch = m->children; ch; ch = ch->next)
+		if (ch->name != NULL &&
+		    in_list(ch->ns, encrypted_ns, sizeof encrypted_ns / sizeof encrypted_ns[0]))
 			return true;
 	return false;
 }
@@ -295,7 +319,8 @@ static enum csi_class classify_message(const struct csi *c, const char *bare,
 		return CSI_URGENT;
 	const struct xml_node *body = xml_child(m, NS_CLIENT, "body");
 	if (body != NULL) {
-		if (type != NULL && strcmp(type, "groupchat") == 0 && !mentions(c, bare, m, body, a))
+		if (type != NULL && strcmp(type, "groupchat") == 0 && !is_encrypted(m) &&
+		    !mentions(c, bare, m, body, a))
 			return CSI_HOLD;
 		return CSI_URGENT;
 	}
@@ -329,8 +354,8 @@ static enum csi_class classify_message(const struct csi *c, const char *bare,
 			return CSI_URGENT;
 		}
 	}
-	if (event != NULL)
-		return chat_state || other ? CSI_HOLD : classify_event(m, event, a, key);
+	if (event != NULL) /* ids, delay or addresses beside it change nothing */
+		return chat_state ? CSI_HOLD : classify_event(m, event, a, key);
 	const char *from = xml_attr(m, "from");
 	if (chat_state && !other && from != NULL) {
 		*key = make_key(a, 'c', from, NULL, NULL);

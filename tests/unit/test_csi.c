@@ -150,6 +150,11 @@ static void test_classes(void **state)
 				      "uri='xmpp:bob@localhost'/></message>",
 				  NULL),
 			 CSI_URGENT);
+	assert_int_equal(class_of(&c, "<message from='r@c/al' type='groupchat'><body>I sent you "
+				      "an OMEMO encrypted message</body><encrypted xmlns='eu.siacs."
+				      "conversations.axolotl'/></message>",
+				  NULL),
+			 CSI_URGENT);
 	/* carbons follow what they carry */
 	assert_int_equal(class_of(&c, "<message from='bob@localhost'><received xmlns='urn:xmpp:"
 				      "carbons:2'><forwarded xmlns='urn:xmpp:forward:0'><message "
@@ -177,6 +182,11 @@ static void test_classes(void **state)
 				      "</items></event></message>",
 				  NULL),
 			 CSI_HOLD);
+	assert_int_equal(class_of(&c, "<message from='a@x' type='headline'><event xmlns='http://"
+				      "jabber.org/protocol/pubsub#event'><items node='n'><item id='i'/>"
+				      "</items></event><delay xmlns='urn:xmpp:delay' stamp='x'/></message>",
+				  NULL),
+			 CSI_COLLAPSE);
 	/* anything unknown passes */
 	assert_int_equal(class_of(&c, "<message from='a@x/r'><x xmlns='jabber:x:conference' "
 				      "jid='r@c'/></message>",
