@@ -114,6 +114,12 @@ static void flush_from(struct csi *c, const char *from)
 	c->n = kept;
 }
 
+void csi_end(struct csi *c)
+{
+	c->inactive = false;
+	csi_flush(c);
+}
+
 void csi_free(struct csi *c)
 {
 	for (int i = 0; i < c->n; i++)

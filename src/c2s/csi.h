@@ -73,6 +73,13 @@ void csi_deliver(struct csi *c, const char *bare, const struct config_limits *li
 /* Writes everything held, in order. */
 void csi_flush(struct csi *c);
 
+/* The client's stream ended but its session lives on (detached for
+ * stream management): what is held goes to the write path now, in order,
+ * where stream management keeps it with the unacknowledged stanzas, and
+ * the state is active again, as a resumed stream starts (XEP-0352: the
+ * state is not restored on resumption). */
+void csi_end(struct csi *c);
+
 /* Frees what is held without writing it (the session is gone) and the
  * nicks; c may be initialised again. */
 void csi_free(struct csi *c);

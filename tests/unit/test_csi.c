@@ -242,6 +242,16 @@ static void test_collapse_and_order(void **state)
 	assert_string_equal(written(&o), "a0 a2 q1 q2 b1 cs2 a3 m1 a4 ");
 	deliver(&c, &lim, "<presence id='a5' from='a@x/r'/>");
 	assert_string_equal(written(&o), "a0 a2 q1 q2 b1 cs2 a3 m1 a4 a5 ");
+	/* The stream ends (stream management keeps the session): what is
+	 * held is released, and the session is active again. */
+	assert_int_equal(csi_nonza(&c, xml_parse_element(&a, "<inactive xmlns='urn:xmpp:csi:0'/>",
+							  34)),
+			 0);
+	deliver(&c, &lim, "<presence id='a6' from='a@x/r'/>");
+	csi_end(&c);
+	assert_false(c.inactive);
+	deliver(&c, &lim, "<presence id='a7' from='a@x/r'/>");
+	assert_string_equal(written(&o), "a0 a2 q1 q2 b1 cs2 a3 m1 a4 a5 a6 a7 ");
 	arena_reset(&a);
 	csi_free(&c);
 	buf_free(&o.ids);
