@@ -14,6 +14,7 @@
 #define NS_FORWARD "urn:xmpp:forward:0"
 #define NS_PUBSUB_EVENT "http://jabber.org/protocol/pubsub#event"
 #define NS_REFERENCE "urn:xmpp:reference:0"
+#define NS_DELAY "urn:xmpp:delay"
 
 /* One held stanza: its sender, its collapse key (or none) and its bytes,
  * in one allocation. */
@@ -50,7 +51,6 @@ static const char *const waiting_ns[] = {
 	"urn:xmpp:chat-markers:0",             /* XEP-0333 */
 	"urn:xmpp:hints",                      /* XEP-0334 */
 	"urn:xmpp:sid:0",                      /* XEP-0359 ids */
-	"urn:xmpp:delay",                      /* XEP-0203 */
 	"http://jabber.org/protocol/address",  /* XEP-0033 */
 };
 
@@ -330,7 +330,7 @@ static enum csi_class classify_message(const struct csi *c, const char *bare,
 			return CSI_HOLD;
 		return CSI_URGENT;
 	}
-	bool chat_state = false, other = false;
+	bool chat_state = false, other = false, delayed = false;
 	const struct xml_node *event = NULL;
 	for (const struct xml_node *ch = m->children; ch; ch = ch->next) {
 		if (ch->name == NULL)
@@ -341,6 +341,8 @@ static enum csi_class classify_message(const struct csi *c, const char *bare,
 			chat_state = true;
 		} else if (is_waiting_ns(ch->ns)) {
 			other = true;
+		} else if (xml_is(ch, NS_DELAY, "delay")) {
+			delayed = true;
 		} else if (xml_is(ch, NS_PUBSUB_EVENT, "event") && event == NULL) {
 			event = ch;
 		} else if (depth == 0 && (xml_is(ch, NS_CARBONS, "received") ||
@@ -362,6 +364,10 @@ static enum csi_class classify_message(const struct csi *c, const char *bare,
 	}
 	if (event != NULL) /* ids, delay or addresses beside it change nothing */
 		return chat_state ? CSI_HOLD : classify_event(m, event, a, key);
+	/* Delayed: it comes from a store (offline messages), whose copy goes
+	 * once it is written; holding it here would risk losing it. */
+	if (delayed)
+		return CSI_URGENT;
 	const char *from = xml_attr(m, "from");
 	if (chat_state && !other && from != NULL) {
 		*key = make_key(a, 'c', from, NULL, NULL);

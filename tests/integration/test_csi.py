@@ -247,6 +247,21 @@ async def test_urgent_body_less_messages_pass(natter, net, payload):
         describe(got)
 
 
+async def test_stored_messages_pass_to_an_inactive_client(natter, net):
+    """What offline storage delivers passes even without a body: the
+    store's copy is deleted once it is written, so it must not wait."""
+    accounts(natter, "bob", "alice")
+    alice = await connect(net, natter, "alice", "desk")
+    alice.send_raw("<message to='%s' id='stored'><received xmlns='%s' "
+                   "id='x'/></message>" % (jid_of("bob", natter.domain),
+                                           NS_RECEIPTS))
+    await alice.barrier()
+    phone = await connect(net, natter, "bob", "phone")
+    await go_inactive(phone)
+    phone.send_raw("<presence/>")
+    await phone.inbox.get(msg(id="stored"), "the stored receipt")
+
+
 async def test_iq_passes_after_its_senders_held_stanzas_only(natter, net):
     """An iq is written at once.  What its sender had held goes first (in
     order from one sender, RFC 6120 10.1); others' stays held."""

@@ -136,6 +136,11 @@ static void test_classes(void **state)
 				      "</message>",
 				  NULL),
 			 CSI_URGENT);
+	assert_int_equal(class_of(&c, "<message from='a@x/r'><received xmlns='urn:xmpp:receipts' "
+				      "id='m'/><delay xmlns='urn:xmpp:delay' stamp='s'>Offline Storage"
+				      "</delay></message>",
+				  NULL),
+			 CSI_URGENT);
 	/* room messages: a mention passes */
 	assert_int_equal(class_of(&c, "<message from='r@c/al' type='groupchat'><body>hello"
 				      "</body></message>",
