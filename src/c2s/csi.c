@@ -81,7 +81,6 @@ void csi_flush(struct csi *c)
 {
 	if (c->n == 0)
 		return;
-	c->n_flushes++;
 	/* The items go first, so that a write that ends the session (a peer
 	 * past its output bound) finds nothing half-released. */
 	struct csi_item **items = c->items;
@@ -415,7 +414,6 @@ static void hold(struct csi *c, const struct config_limits *lim, const char *fro
 			const struct csi_item *it = c->items[i];
 			if (it->key != NULL && it->hash == h && strcmp(it->key, key) == 0) {
 				remove_at(c, i);
-				c->n_collapsed++;
 				break;
 			}
 		}
@@ -448,7 +446,6 @@ static void hold(struct csi *c, const struct config_limits *lim, const char *fro
 	}
 	c->items[c->n++] = it;
 	c->bytes += cost;
-	c->n_held++;
 }
 
 void csi_deliver(struct csi *c, const char *bare, const struct config_limits *lim,

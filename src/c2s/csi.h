@@ -44,9 +44,6 @@ struct csi {
 	int n_nicks;
 	csi_write_fn *write;
 	void *arg;
-	uint64_t n_held;         /* stanzas ever held (statistics) */
-	uint64_t n_collapsed;    /* of those, replaced by a newer one */
-	uint64_t n_flushes;      /* times held stanzas were written */
 };
 
 /* Room nicks remembered per session for mentions (the oldest is forgotten). */
