@@ -38,10 +38,10 @@ struct csi {
 	bool inactive;           /* the client said <inactive/> last */
 	int n;                   /* stanzas held */
 	int cap;                 /* room in items */
+	int n_nicks;             /* entries in nicks */
 	size_t bytes;            /* their size, bookkeeping included */
 	struct csi_item **items; /* held stanzas, oldest first (heap) */
 	struct csi_nick *nicks;  /* the client's own nick per room (heap) */
-	int n_nicks;
 	csi_write_fn *write;
 	void *arg;
 };
