@@ -41,6 +41,7 @@ Prints a Markdown table; --json FILE writes the figures.
 
 import argparse
 import asyncio
+import bisect
 import json
 import os
 import random
@@ -210,32 +211,56 @@ def socket_fd(pid, server_port, client_port):
     raise RuntimeError("no fd of natterd for client port %d" % client_port)
 
 
-CALL = re.compile(r"^(?:\[pid\s+)?(\d+)\]?\s+(write|writev|sendmsg|sendto)\((\d+),")
+CALL = re.compile(r"^(?:\[pid\s+)?(\d+)\]?\s+(\d+\.\d+)\s+(write|writev|sendmsg|sendto)"
+                  r"\((\d+),")
 RESULT = re.compile(r"=\s+(-?\d+)")
-RESUMED = re.compile(r"^(?:\[pid\s+)?(\d+)\]?\s+<\.\.\. (write|writev|sendmsg|sendto) resumed>")
+RESUMED = re.compile(r"^(?:\[pid\s+)?(\d+)\]?\s+\d+\.\d+\s+<\.\.\. "
+                     r"(write|writev|sendmsg|sendto) resumed>")
 
 
 def count_writes(path, fds):
-    """write calls and bytes per fd in an strace -f log."""
-    counts = {fd: [0, 0] for fd in fds}
+    """Per fd in an strace -f -ttt log: [write calls, bytes written, the
+    wall-clock times of those calls]."""
+    counts = {fd: [0, 0, []] for fd in fds}
     pending = {}
     for line in Path(path).read_text(errors="replace").splitlines():
         m = CALL.match(line)
         if m:
-            fd = int(m.group(3))
+            fd, when = int(m.group(4)), float(m.group(2))
             if line.rstrip().endswith("<unfinished ...>"):
-                pending[m.group(1)] = fd
+                pending[m.group(1)] = (fd, when)
                 continue
         else:
             m = RESUMED.match(line)
             if not m or m.group(1) not in pending:
                 continue
-            fd = pending.pop(m.group(1))
+            fd, when = pending.pop(m.group(1))
         r = RESULT.search(line.rsplit(")", 1)[-1] if ")" in line else line)
         if fd in counts and r and int(r.group(1)) > 0:
             counts[fd][0] += 1
             counts[fd][1] += int(r.group(1))
+            counts[fd][2].append(when)
     return counts
+
+
+def radio(write_times, marks, tail):
+    """Seconds of the simulated hour a phone's radio stays in its
+    high-power state, and how often it has to enter it, if every write
+    keeps it there for tail seconds: each write happens during the event
+    replayed last before it (marks: (wall time, simulated time), in
+    order)."""
+    walls = [w for w, _ in marks]
+    sim = sorted(marks[max(0, bisect.bisect_right(walls, t) - 1)][1]
+                 for t in write_times)
+    on, wakeups, until = 0.0, 0, None
+    for t in sim:
+        if until is None or t > until:
+            wakeups += 1
+            on += tail
+        else:
+            on += t + tail - until
+        until = t + tail
+    return on, wakeups
 
 
 async def run(args):
@@ -298,7 +323,7 @@ async def run(args):
         tracer = None
         if not args.no_strace:
             tracer = subprocess.Popen(
-                ["strace", "-f", "-qq", "-s", "0", "-e", "signal=none",
+                ["strace", "-f", "-qq", "-ttt", "-s", "0", "-e", "signal=none",
                  "-e", "trace=write,writev,sendmsg,sendto",
                  "-o", str(trace), "-p", str(pid)])
             # Attached once a write to the phone shows in the log.
@@ -318,7 +343,9 @@ async def run(args):
             p.counting = True
         started = time.monotonic()
         n_msg = 0
+        marks = []
         for t, kind, c, xml in events:
+            marks.append((time.time(), t))
             if kind in ("wake", "sleep"):
                 await observer.synced(phones["csi"], "<%s xmlns='%s'/>" % (
                     "active" if kind == "wake" else "inactive", NS_CSI))
@@ -339,6 +366,7 @@ async def run(args):
                     % (n_msg, n_msg, NS_CHATSTATES))
                 await contacts[c].barrier()
         # The end of the hour: the phone wakes once more and gets the rest.
+        marks.append((time.time(), args.minutes * 60.0))
         phones["csi"].send("<active xmlns='%s'/>" % NS_CSI)
         for p in phones.values():
             await p.barrier()
@@ -351,7 +379,8 @@ async def run(args):
             lines = trace.read_text(errors="replace").splitlines()[mark:]
             trace.write_text("\n".join(lines) + "\n")
             counts = count_writes(trace, fds.values())
-            writes = {mode: counts[fd] for mode, fd in fds.items()}
+            writes = {mode: counts[fd][:2] + list(radio(
+                counts[fd][2], marks, args.radio_tail)) for mode, fd in fds.items()}
         return events, phones, writes, elapsed
     finally:
         server.stop()
@@ -374,6 +403,9 @@ def main():
     ap.add_argument("--active-share", type=float, default=0.05)
     ap.add_argument("--wakeups", type=int, default=12)
     ap.add_argument("--seed", type=int, default=13)
+    ap.add_argument("--radio-tail", type=float, default=10,
+                    help="seconds a write keeps a phone's radio in its "
+                    "high-power state")
     ap.add_argument("--no-strace", action="store_true")
     ap.add_argument("--json", help="write the figures to this file")
     args = ap.parse_args()
@@ -384,29 +416,34 @@ def main():
     result = {"parameters": vars(args), "events": kinds,
               "replay_seconds": round(elapsed, 1), "phones": {}}
     for mode, p in phones.items():
-        w = writes.get(mode, [None, None])
+        w = writes.get(mode, [None] * 4)
         result["phones"][mode] = {
             "stanzas": p.stanzas, "bytes": p.bytes, "reads": p.reads,
-            "writes": w[0], "tls_bytes": w[1]}
+            "writes": w[0], "tls_bytes": w[1],
+            "radio_seconds": None if w[2] is None else round(w[2]),
+            "radio_wakeups": w[3]}
     print("events: %s; replayed in %.1f s" % (
         ", ".join("%s %d" % kv for kv in sorted(kinds.items())), elapsed))
     print()
     print("| phone | stanzas | XML bytes | natterd writes | TLS bytes "
-          "| client reads |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+          "| client reads | radio on (s) | radio wake-ups |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for mode in ("plain", "csi"):
         r = result["phones"][mode]
-        print("| %s | %d | %d | %s | %s | %d |" % (
+        print("| %s | %d | %d | %s | %s | %d | %s | %s |" % (
             "without CSI" if mode == "plain" else "with CSI", r["stanzas"],
-            r["bytes"], r["writes"], r["tls_bytes"], r["reads"]))
+            r["bytes"], r["writes"], r["tls_bytes"], r["reads"],
+            r["radio_seconds"], r["radio_wakeups"]))
     a, b = result["phones"]["plain"], result["phones"]["csi"]
 
     def ratio(x, y):
         return "%.1f×" % (x / y) if x and y else "n/a"
-    print("| ratio | %s | %s | %s | %s | %s |" % (
+    print("| ratio | %s | %s | %s | %s | %s | %s | %s |" % (
         ratio(a["stanzas"], b["stanzas"]), ratio(a["bytes"], b["bytes"]),
         ratio(a["writes"], b["writes"]), ratio(a["tls_bytes"], b["tls_bytes"]),
-        ratio(a["reads"], b["reads"])))
+        ratio(a["reads"], b["reads"]),
+        ratio(a["radio_seconds"], b["radio_seconds"]),
+        ratio(a["radio_wakeups"], b["radio_wakeups"])))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
 
