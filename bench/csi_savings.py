@@ -430,10 +430,12 @@ def main():
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for mode in ("plain", "csi"):
         r = result["phones"][mode]
-        print("| %s | %d | %d | %s | %s | %d | %s | %s |" % (
+        print("| %s | %d | %d | %s | %s | %d | %s | %s |" % ((
             "without CSI" if mode == "plain" else "with CSI", r["stanzas"],
-            r["bytes"], r["writes"], r["tls_bytes"], r["reads"],
-            r["radio_seconds"], r["radio_wakeups"]))
+            r["bytes"]) + tuple("–" if v is None else v for v in (
+                r["writes"], r["tls_bytes"])) + (r["reads"],) + tuple(
+                "–" if v is None else v for v in (
+                    r["radio_seconds"], r["radio_wakeups"]))))
     a, b = result["phones"]["plain"], result["phones"]["csi"]
 
     def ratio(x, y):
