@@ -307,6 +307,35 @@ async def test_chat_states_collapse_per_sender(natter, net):
     ], describe(got)
 
 
+async def test_pep_notifications_of_one_item_collapse(natter, net):
+    """A newer notification of the same item replaces the held one; other
+    items wait beside it, in order."""
+    from peplib import event_items, event_item_ids, event_payload, \
+        pep_connect, publish
+    ns_tune = "http://jabber.org/protocol/tune"
+    tune = "<tune xmlns='%s'><title>%%s</title></tune>" % ns_tune
+    accounts(natter, "bob", "alice")
+    phone = await pep_connect(net, natter, "bob", "phone",
+                              interests=[ns_tune])
+    alice = await pep_connect(net, natter, "alice", interests=[ns_tune])
+    await mutual(phone, alice)
+    mark = await go_inactive(phone)
+    for title in ("one", "two", "three"):
+        await publish(alice, ns_tune, tune % title, item_id="current")
+    await publish(alice, ns_tune, tune % "other", item_id="second")
+    await alice.barrier()
+    got = await arrived_so_far(phone, mark)
+    assert got == [], "notifications reached an inactive client:\n%s" % \
+        describe(got)
+    active(phone)
+    await phone.barrier()
+    got = [s for s in received_since(phone, mark)
+           if event_items(ns_tune)(s)]
+    assert [(event_item_ids(s), event_payload(s).findtext(
+        q(ns_tune, "title"))) for s in got] == [
+        (["current"], "three"), (["second"], "other")], describe(got)
+
+
 # -------------------------------------------------------------- rooms --
 
 async def test_room_mention_passes_other_room_messages_wait(natter, net):
