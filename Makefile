@@ -6,7 +6,7 @@ CONFIG ?= etc/natter.yaml
 FUZZ_SECONDS ?= 60
 
 .PHONY: all run test deps-build deps-test build build-asan build-fuzz \
-	unit integration fuzz bench-smoke bench bench-directory clean
+	unit integration fuzz bench-smoke bench bench-directory bench-csi clean
 
 all: build
 
@@ -52,6 +52,10 @@ bench: build
 # LDAP logins against the internal store (docs/performance.md, issue 5).
 bench-directory: build deps-test
 	NATTER_BUILD=$(CURDIR)/build /usr/bin/python3 bench/directory/run.py
+
+# What client state indication saves a phone (docs/performance.md, issue 13).
+bench-csi: build deps-test
+	NATTER_BUILD=$(CURDIR)/build /usr/bin/python3 bench/csi_savings.py
 
 # (The benchmark smoke, bench/loadgen/smoke.sh, runs as a ctest in both builds.)
 test: deps-test unit integration fuzz

@@ -6,6 +6,7 @@
 
 #include "auth/auth.h"
 #include "auth/authfail.h"
+#include "c2s/csi.h"
 #include "core/log.h"
 #include "core/netaddr.h"
 #include "core/server.h"
@@ -65,9 +66,11 @@ struct c2s {
 	unsigned long long last_input;
 	unsigned long long ping_sent;
 	char *photo_hash;    /* XEP-0153 hash from the directory (heap), or NULL */
+	struct csi csi;      /* client state (XEP-0352): what waits while inactive */
 };
 
 static void c2s_stanza(void *ud, struct xml_node *st, struct arena *a);
+static void write_stanza(void *arg, const char *data, size_t len);
 static void send_directed_unavailable(struct c2s *s);
 static void c2s_open(void *ud, const struct xml_node *root, const char *default_ns);
 static void c2s_close_stream(void *ud);
@@ -162,7 +165,8 @@ static void send_features(struct c2s *s)
 		buf_puts(&b, "<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>"
 			     "<session xmlns='urn:ietf:params:xml:ns:xmpp-session'><optional/></session>"
 			     "<ver xmlns='urn:xmpp:features:rosterver'/>"
-			     "<sub xmlns='urn:xmpp:features:pre-approval'/>");
+			     "<sub xmlns='urn:xmpp:features:pre-approval'/>"
+			     "<csi xmlns='" NS_CSI "'/>");
 	}
 	if (s->secure) {
 		char ver[64];
@@ -763,6 +767,12 @@ static void handle_active(struct c2s *s, struct xml_node *st, struct arena *a)
 static void c2s_stanza(void *ud, struct xml_node *st, struct arena *a)
 {
 	struct c2s *s = ud;
+	if ((s->state == C2S_BIND || s->state == C2S_ACTIVE) && xml_is(st, NS_CSI, NULL)) {
+		/* Offered with the features after authentication. */
+		if (csi_nonza(&s->csi, st) != 0)
+			stream_error(s, "unsupported-stanza-type");
+		return;
+	}
 	switch (s->state) {
 	case C2S_STARTTLS:
 		handle_starttls(s, st);
@@ -821,6 +831,7 @@ static void free_c2s(uv_handle_t *h)
 	free(s->bare);
 	free(s->full);
 	free(s->photo_hash);
+	csi_free(&s->csi);
 	free(s);
 }
 
@@ -954,6 +965,7 @@ void c2s_accept(struct loop *l, uv_stream_t *listener, bool direct)
 	s->state = C2S_HEADER;
 	s->last_input = now_ms();
 	c->owner = s;
+	csi_init(&s->csi, write_stanza, s);
 	const struct config_limits *lim = &l->srv->cfg->limits;
 	struct xml_stream_limits xl = { lim->max_stanza_size, lim->max_depth, lim->max_attributes };
 	s->xs = xml_stream_new(&xl, &stream_handlers, s);
@@ -989,6 +1001,14 @@ void c2s_write_unauthenticated(struct loop *l, uint64_t session, const char *dat
 	conn_write(c, data, len);
 }
 
+/* Where every stanza routed to the client is written: at once, or when
+ * client state indication releases it. */
+static void write_stanza(void *arg, const char *data, size_t len)
+{
+	struct c2s *s = arg;
+	conn_write(s->conn, data, len);
+}
+
 int c2s_deliver(struct loop *l, uint64_t session, const char *data, size_t len)
 {
 	struct conn *c = conn_find(l, session);
@@ -997,7 +1017,7 @@ int c2s_deliver(struct loop *l, uint64_t session, const char *data, size_t len)
 	struct c2s *s = c->owner;
 	if (s->state != C2S_ACTIVE)
 		return -1;
-	conn_write(c, data, len);
+	csi_deliver(&s->csi, s->bare, &cfg_of(s)->limits, data, len);
 	return 0;
 }
 

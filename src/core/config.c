@@ -586,6 +586,14 @@ static const struct config_key config_limits_keys[] = {
 	{ .name = "caps_cache_size", .type = KEY_INT, .def = "1024", .min = 16, .max = 1000000,
 	  .offset = offsetof(struct config_limits, caps_cache_size),
 	  .doc = "entity capabilities (XEP-0115) versions the server remembers" },
+	/* Client state indication: what waits for a client that is inactive. */
+	{ .name = "csi_max_held_stanzas", .type = KEY_INT, .def = "256", .min = 0, .max = 100000,
+	  .offset = offsetof(struct config_limits, csi_max_held_stanzas),
+	  .doc = "stanzas held for one inactive client (XEP-0352) before all are written; 0: none held" },
+	{ .name = "csi_max_held_bytes", .type = KEY_SIZE, .def = "131072",
+	  .min = 4096, .max = 64 * 1024 * 1024,
+	  .offset = offsetof(struct config_limits, csi_max_held_bytes),
+	  .doc = "bytes held for one inactive client before all are written" },
 };
 
 static const struct config_section config_limits_section = {

@@ -222,6 +222,9 @@ struct config_limits {
 	int pubsub_max_subscriptions;/* subscriptions and affiliations per node */
 	int pubsub_max_notifications;/* notifications one publish sends at most */
 	int caps_cache_size;         /* entity capabilities (XEP-0115) versions kept */
+	/* Client state indication (XEP-0352, docs/mobile.md). */
+	int csi_max_held_stanzas;    /* held for one inactive client; 0 = hold nothing */
+	size_t csi_max_held_bytes;   /* their bytes, bookkeeping included */
 };
 
 struct config {
