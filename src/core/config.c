@@ -553,6 +553,12 @@ static const struct config_key config_limits_keys[] = {
 	{ .name = "caps_cache_size", .type = KEY_INT, .def = "1024", .min = 16, .max = 1000000,
 	  .offset = offsetof(struct config_limits, caps_cache_size),
 	  .doc = "entity capabilities (XEP-0115) versions the server remembers" },
+	{ .name = "fast_token_lifetime", .type = KEY_INT, .def = "1209600", .min = 0,
+	  .max = 31536000, .offset = offsetof(struct config_limits, fast_token_lifetime),
+	  .doc = "seconds a FAST token (XEP-0484) is valid; 0 turns FAST off" },
+	{ .name = "max_fast_tokens", .type = KEY_INT, .def = "16", .min = 1, .max = 1000,
+	  .offset = offsetof(struct config_limits, max_fast_tokens),
+	  .doc = "devices per account holding FAST tokens; a new one evicts the least recently used" },
 };
 
 static const struct config_section config_limits_section = {

@@ -208,6 +208,9 @@ struct config_limits {
 	int pubsub_max_subscriptions;/* subscriptions and affiliations per node */
 	int pubsub_max_notifications;/* notifications one publish sends at most */
 	int caps_cache_size;         /* entity capabilities (XEP-0115) versions kept */
+	/* Fast reconnects (XEP-0484, docs/mobile.md). */
+	int fast_token_lifetime;     /* seconds a FAST token is valid; 0 = FAST off */
+	int max_fast_tokens;         /* devices per account holding a FAST token */
 };
 
 struct config {
