@@ -496,3 +496,30 @@ void fast_forget_account(struct loop *l, const char *domain, const char *local)
 	snprintf(j->local, sizeof j->local, "%s", local);
 	storeq_call(l->srv->storeq, NULL, forget_run, NULL, j);
 }
+
+static void describe_time(struct buf *out, long long secs)
+{
+	char when[40];
+	datetime_format(secs * 1000000LL, when, sizeof when);
+	buf_puts(out, when);
+}
+
+void fast_describe(const void *value, size_t len, struct buf *out)
+{
+	struct record r;
+	if (parse_record(value, len, &r) != 0) {
+		buf_puts(out, "(unreadable record)");
+		return;
+	}
+	buf_puts(out, "last used ");
+	describe_time(out, r.last_used);
+	buf_printf(out, ", software '%s', device '%s'", r.software, r.device_name);
+	const struct slot *slots[] = { &r.current, &r.fresh };
+	const char *names[] = { "in use", "issued" };
+	for (int i = 0; i < 2; i++) {
+		if (slots[i]->mech[0] == '\0')
+			continue;
+		buf_printf(out, "; %s: %s, expires ", names[i], slots[i]->mech);
+		describe_time(out, slots[i]->expiry);
+	}
+}

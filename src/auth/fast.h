@@ -109,4 +109,9 @@ int fast_issue(struct loop *l, const char *domain, const char *local, const char
  * storage thread; st/drv given: done at once on that handle instead. */
 void fast_forget_account(struct loop *l, const char *domain, const char *local);
 
+/* Appends a description of one device's record (a value of FAST_MAP)
+ * for operators: last use, what the user-agent said, and the expiry of
+ * each token held; no secret. */
+void fast_describe(const void *value, size_t len, struct buf *out);
+
 #endif
