@@ -264,3 +264,31 @@ async def test_legacy_stock_slixmpp_still_logs_in(natter, net):
                                    + "/stock", password_of("alice"))
     reply = await client.ping()
     assert reply["type"] == "result"
+
+
+async def test_directory_host_plain_in_sasl2(natter_factory, slapd, net):
+    """On a host whose accounts are in LDAP, PLAIN in SASL2 waits for the
+    directory (as legacy SASL does) and binds; FAST is not offered there
+    and a token login is an unknown mechanism."""
+    from dirlib import LDAP_DOMAIN, LDAP_PASSWORDS, ldap_host
+    server = natter_factory(hosts=[{"domain": "localhost"},
+                                   ldap_host(slapd, LDAP_DOMAIN)])
+    stream, features = await connect(net, server, domain=LDAP_DOMAIN)
+    assert sasl2_feature(features).find(
+        "%s/%s" % (q(NS_SASL2, "inline"), q(NS_FAST, "fast"))) is None
+    await stream.send(authenticate(
+        "PLAIN", b64("\0alice\0" + LDAP_PASSWORDS["alice"]),
+        user_agent(new_device()) + bind2("ldap")))
+    authz, bound, _ = success_parts(await answer(stream))
+    assert bound is not None and authz.startswith("alice@%s/ldap." % LDAP_DOMAIN)
+    await stream.features()
+    await stream.ping_server(to=LDAP_DOMAIN)
+
+    stream, _ = await connect(net, server, domain=LDAP_DOMAIN)
+    await stream.send(authenticate(
+        "PLAIN", b64("\0alice\0wrong"), user_agent(new_device())))
+    assert failure_condition(await answer(stream)) == "not-authorized"
+    await stream.send(authenticate("HT-SHA-256-NONE", b64("alice\0" + "x" * 32),
+                                   user_agent(new_device())
+                                   + "<fast xmlns='%s'/>" % NS_FAST))
+    assert failure_condition(await answer(stream)) == "invalid-mechanism"
