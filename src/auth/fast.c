@@ -185,7 +185,7 @@ struct slot {
 };
 
 struct record {
-	long long last_used;
+	long long last_used; /* microseconds since the epoch */
 	char software[65];
 	char device_name[65];
 	struct slot fresh;   /* issued, not used yet */
@@ -269,6 +269,15 @@ static void new_slot(struct slot *sl, const char *mech, long long expiry)
 	sl->count = 0;
 }
 
+/* Microseconds since the epoch: when a device was last used, fine
+ * enough that logins in one second still order. */
+static long long now_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (long long)ts.tv_sec * 1000000LL + ts.tv_nsec / 1000;
+}
+
 /* --- the storage-thread jobs --- */
 
 struct lru {
@@ -317,6 +326,8 @@ struct issue_job {
 	struct slot slot;
 	int max;
 	long long now;
+	void (*done)(struct loop *l, void *arg, int rc);
+	void *arg;
 };
 
 static int issue_run(struct storage *st, const struct storage_driver *drv, void *arg)
@@ -343,9 +354,17 @@ static int issue_run(struct storage *st, const struct storage_driver *drv, void 
 	return w;
 }
 
+static void issue_done(struct loop *l, void *arg, int rc)
+{
+	struct issue_job *j = arg;
+	j->done(l != NULL && !loop_stopping(l) ? l : NULL, j->arg, rc);
+	free(j);
+}
+
 int fast_issue(struct loop *l, const char *domain, const char *local, const char *device,
 	       const char *software, const char *device_name, const char *mech,
-	       char token[FAST_TOKEN_MAX], long long *expiry)
+	       char token[FAST_TOKEN_MAX], long long *expiry,
+	       void (*done)(struct loop *l, void *arg, int rc), void *arg)
 {
 	const struct config_limits *lim = &l->srv->cfg->limits;
 	if (lim->fast_token_lifetime <= 0 || device == NULL || device[0] == '\0')
@@ -356,12 +375,14 @@ int fast_issue(struct loop *l, const char *domain, const char *local, const char
 	snprintf(j->device, sizeof j->device, "%s", device);
 	clean_copy(j->software, sizeof j->software, software);
 	clean_copy(j->device_name, sizeof j->device_name, device_name);
-	j->now = (long long)time(NULL);
+	j->now = now_us();
 	j->max = lim->max_fast_tokens;
-	new_slot(&j->slot, mech, j->now + lim->fast_token_lifetime);
+	new_slot(&j->slot, mech, (long long)time(NULL) + lim->fast_token_lifetime);
 	derive_token(l->srv->fast_key, domain, local, j->device, j->slot.nonce, token);
 	*expiry = j->slot.expiry;
-	storeq_call(l->srv->storeq, NULL, issue_run, NULL, j);
+	j->done = done;
+	j->arg = arg;
+	storeq_call(l->srv->storeq, l, issue_run, issue_done, j);
 	return 0;
 }
 
@@ -426,7 +447,7 @@ static int check_run(struct storage *st, const struct storage_driver *drv, void 
 		used->count = fc->count;
 	r.current = *used;
 	memset(&r.fresh, 0, sizeof r.fresh);
-	r.last_used = (long long)fc->now;
+	r.last_used = now_us();
 	if (fc->invalidate) {
 		int d = drv->map_del(st, fc->domain, fc->local, FAST_MAP, fc->device);
 		log_info("FAST: %s@%s invalidated the token of device '%s'", fc->local, fc->domain,
@@ -511,8 +532,9 @@ void fast_describe(const void *value, size_t len, struct buf *out)
 		buf_puts(out, "(unreadable record)");
 		return;
 	}
-	buf_puts(out, "last used ");
-	describe_time(out, r.last_used);
+	char when[40];
+	datetime_format(r.last_used, when, sizeof when);
+	buf_printf(out, "last used %s", when);
 	buf_printf(out, ", software '%s', device '%s'", r.software, r.device_name);
 	const struct slot *slots[] = { &r.current, &r.fresh };
 	const char *names[] = { "in use", "issued" };

@@ -98,12 +98,15 @@ void fast_check(struct loop *l, struct fast_check *fc,
 		void (*done)(struct loop *l, struct fast_check *fc, void *arg), void *arg);
 
 /* Issues a token for the device after a login by another mechanism:
- * token receives it (base64url) and *expiry its expiry; the record is
- * written by the storage thread behind whatever is queued. Returns 0, or
- * -1 (no token then). */
+ * token receives it (base64url) and *expiry its expiry. The storage
+ * thread writes the record; done runs on l once it is committed (rc < 0:
+ * it was not, so the token must not be handed out; l NULL when the loop
+ * stopped). Returns 0, or -1 when FAST is off or there is no device (done
+ * does not run then). */
 int fast_issue(struct loop *l, const char *domain, const char *local, const char *device,
 	       const char *software, const char *device_name, const char *mech,
-	       char token[FAST_TOKEN_MAX], long long *expiry);
+	       char token[FAST_TOKEN_MAX], long long *expiry,
+	       void (*done)(struct loop *l, void *arg, int rc), void *arg);
 
 /* Forgets every token of the account (a password change). Queued on the
  * storage thread; st/drv given: done at once on that handle instead. */

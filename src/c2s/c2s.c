@@ -732,12 +732,33 @@ static bool handle_sasl2(struct c2s *s, struct xml_node *st, struct arena *a)
 	return true;
 }
 
-/* The SASL2 exchange succeeded (s->bare is set): Bind 2, FAST token,
- * <success/> and the new features, without a stream restart. */
+static void sasl2_finish(struct c2s *s);
+
+static void on_token_stored(struct loop *l, void *arg, int rc)
+{
+	struct fast_wait *w = arg;
+	struct conn *c = l == NULL ? NULL : conn_find(l, w->conn_id);
+	struct c2s *s = c && c->ops == &c2s_ops ? c->owner : NULL;
+	unsigned seq = w->seq;
+	free(w);
+	if (s == NULL || s->state != C2S_SASL_WAIT || s->auth_seq != seq || s->sasl2 == NULL)
+		return;
+	if (rc < 0)
+		s->sasl2->new_token[0] = '\0'; /* not stored: not handed out */
+	sasl2_finish(s);
+}
+
+/* The SASL2 exchange succeeded (s->bare is set). A token asked for at a
+ * login by another mechanism is stored before <success/> hands it out,
+ * so that a client never holds a token the server lost. */
 static void sasl2_success(struct c2s *s, struct buf *out)
 {
 	struct sasl2_request *r = s->sasl2;
-	s->sasl2 = NULL;
+	if (out->len > 0) {
+		r->additional = xmalloc(out->len + 1);
+		memcpy(r->additional, out->data, out->len);
+		r->additional[out->len] = '\0';
+	}
 	const struct config_host *host = config_find_host(cfg_of(s), s->domain);
 	if (r->request_token[0] && strncmp(r->mech, "HT-", 3) != 0 && r->ua_id[0] &&
 	    fast_enabled(cfg_of(s)) && host != NULL && host->auth == HOST_AUTH_INTERNAL &&
@@ -745,10 +766,27 @@ static void sasl2_success(struct c2s *s, struct buf *out)
 		size_t local_len = (size_t)(strchr(s->bare, '@') - s->bare);
 		char local[JID_PART_MAX + 1];
 		snprintf(local, sizeof local, "%.*s", (int)local_len, s->bare);
+		struct fast_wait *w = xmalloc(sizeof *w);
+		w->conn_id = s->conn->id;
+		w->seq = ++s->auth_seq;
 		if (fast_issue(s->loop, s->domain, local, r->ua_id, r->software, r->device,
-			       r->request_token, r->new_token, &r->new_expiry) != 0)
-			r->new_token[0] = '\0';
+			       r->request_token, r->new_token, &r->new_expiry, on_token_stored,
+			       w) == 0) {
+			s->state = C2S_SASL_WAIT;
+			return;
+		}
+		free(w);
+		r->new_token[0] = '\0';
 	}
+	sasl2_finish(s);
+}
+
+/* Bind 2, <success/> and the new features, without a stream restart. */
+static void sasl2_finish(struct c2s *s)
+{
+	struct sasl2_request *r = s->sasl2;
+	s->sasl2 = NULL;
+	s->state = C2S_BIND;
 	struct buf b, inl;
 	buf_init(&b);
 	buf_init(&inl);
@@ -766,9 +804,9 @@ static void sasl2_success(struct c2s *s, struct buf *out)
 		buf_puts(&inl, "</bound>");
 	}
 	buf_puts(&b, "<success xmlns='" NS_SASL2 "'>");
-	if (out->len > 0) {
+	if (r->additional != NULL) {
 		buf_puts(&b, "<additional-data>");
-		buf_append(&b, out->data, out->len);
+		buf_puts(&b, r->additional);
 		buf_puts(&b, "</additional-data>");
 	}
 	const char *who = s->full ? s->full : s->bare;
@@ -783,18 +821,17 @@ static void sasl2_success(struct c2s *s, struct buf *out)
 			   r->new_token);
 	}
 	buf_puts(&b, "</success>");
+	/* XEP-0388 §2.6.1: features follow at once; no stream restart. */
 	conn_write(s->conn, b.data, b.len);
+	OPENSSL_cleanse(b.data, b.len);
 	buf_free(&b);
 	buf_free(&inl);
 	OPENSSL_cleanse(r->new_token, sizeof r->new_token);
 	sasl2_free(r);
-	/* XEP-0388 §2.6.1: features follow at once; no stream restart. */
-	if (s->state == C2S_ACTIVE) {
+	if (s->state == C2S_ACTIVE)
 		send_str(s, "<stream:features/>");
-	} else {
-		s->state = C2S_BIND;
+	else
 		send_features(s);
-	}
 	arm_idle(s);
 	if (s->state == C2S_ACTIVE)
 		session_started(s);
@@ -1058,8 +1095,9 @@ static void handle_active(struct c2s *s, struct xml_node *st, struct arena *a)
 static void c2s_stanza(void *ud, struct xml_node *st, struct arena *a)
 {
 	struct c2s *s = ud;
-	if (s->authenticated && xml_is(st, NS_SASL2, NULL)) {
-		/* XEP-0388 §3.8: no <authenticate/> after success. */
+	if (s->authenticated && (xml_is(st, NS_SASL2, NULL) || s->state == C2S_SASL_WAIT)) {
+		/* XEP-0388: no <authenticate/> after success, and nothing
+		 * before the <success/> of a login that stores its token. */
 		stream_error(s, "policy-violation");
 		return;
 	}

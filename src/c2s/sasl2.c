@@ -146,6 +146,7 @@ void sasl2_free(struct sasl2_request *r)
 	if (r == NULL)
 		return;
 	free(r->initial);
+	free(r->additional);
 	free(r);
 }
 

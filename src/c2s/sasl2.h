@@ -42,6 +42,7 @@ struct sasl2_request {
 	bool fast_invalidate;
 	char request_token[32];     /* <request-token mechanism=.../>, "" none */
 	/* Filled in on the way to the answer. */
+	char *additional;           /* base64 success data (heap), or NULL */
 	bool expired;               /* a FAST token past its expiry: the failure
 				     * is credentials-expired */
 	char new_token[FAST_TOKEN_MAX]; /* a FAST token for <success/>, "" none */

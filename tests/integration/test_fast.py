@@ -230,6 +230,7 @@ async def test_devices_per_account_are_bounded(natter, net):
     tokens = []
     for d in devices:
         tokens.append((await token_by_password(net, natter, "alice", d))[0])
+    # The token is stored before the success that hands it out.
     listed = natter.ctl("fast", "list", jid_of("alice", natter.domain),
                         check=True).stdout
     assert len(listed.splitlines()) == 2 and devices[0] not in listed
