@@ -198,3 +198,54 @@ def success_parts(elem):
 
 def new_device():
     return str(uuid.uuid4())
+
+
+def fast_login_exporter(port, user, token, device, *, domain="localhost",
+                        cb_override=None):
+    """A blocking HT-SHA-256-EXPR login over pyOpenSSL, which (unlike
+    Python's ssl) can export keying material for tls-exporter (RFC 9266).
+    Returns the server's answer as text, the responder hash checked on
+    success."""
+    import socket
+
+    from OpenSSL import SSL
+
+    from natterlib import NS_STREAM, NS_TLS, read_until
+
+    header = ("<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
+              "xmlns:stream='%s' to='%s' version='1.0'>" % (NS_STREAM, domain))
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(header.encode())
+    read_until(sock, b"</stream:features>")
+    sock.sendall(("<starttls xmlns='%s'/>" % NS_TLS).encode())
+    read_until(sock, b"<proceed")
+    ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
+    ctx.set_min_proto_version(SSL.TLS1_3_VERSION)
+    conn = SSL.Connection(ctx, sock)
+    conn.set_tlsext_host_name(domain.encode())
+    conn.set_connect_state()
+    sock.setblocking(True)
+    conn.do_handshake()
+    cb = conn.export_keying_material(b"EXPORTER-Channel-Binding", 32)
+    if cb_override is not None:
+        cb = cb_override
+    conn.sendall(header.encode())
+    got = b""
+    while b"</stream:features>" not in got:
+        got += conn.recv(65536)
+    conn.sendall(authenticate(
+        "HT-SHA-256-EXPR", ht_initial(user, token, cb),
+        user_agent(device) + "<fast xmlns='%s'/>" % NS_FAST).encode())
+    got = b""
+    while b"</success>" not in got and b"</failure>" not in got:
+        data = conn.recv(65536)
+        if not data:
+            break
+        got += data
+    text = got.decode()
+    if "</success>" in text:
+        data = text.split("<additional-data>")[1].split("</additional-data>")[0]
+        assert unb64(data) == ht_responder(token, cb), \
+            "the server's HT responder hash does not verify"
+    conn.close()
+    return text

@@ -271,3 +271,23 @@ async def test_fast_off(natter, net):
         inline=user_agent(new_device())
         + "<request-token xmlns='%s' mechanism='HT-SHA-256-NONE'/>" % NS_FAST)
     assert success_parts(success)[2] is None
+
+
+async def test_exporter_bound_token(natter, net):
+    """HT-SHA-256-EXPR, the channel binding TLS 1.3 clients use: the
+    token works with the connection's tls-exporter value, not with another
+    one, and not with -NONE."""
+    from sasl2lib import fast_login_exporter
+    accounts(natter, "alice")
+    device = new_device()
+    token, _ = await token_by_password(net, natter, "alice", device,
+                                       mech="HT-SHA-256-EXPR")
+    answer_text = await asyncio.to_thread(
+        fast_login_exporter, natter.c2s_port, "alice", token, device,
+        cb_override=b"\0" * 32)
+    assert "<not-authorized" in answer_text, answer_text
+    _, elem = await fast(net, natter, "alice", token, device)
+    assert failure_condition(elem) == "not-authorized"
+    answer_text = await asyncio.to_thread(
+        fast_login_exporter, natter.c2s_port, "alice", token, device)
+    assert "<success" in answer_text and "<token" in answer_text, answer_text
