@@ -724,8 +724,10 @@ static bool handle_sasl2(struct c2s *s, struct xml_node *st, struct arena *a)
 		end_auth(s);
 		sasl_failure(s, "aborted");
 		s->state = C2S_AUTH;
-	} else if (s->sasl2 != NULL && s->state == C2S_SASL_FAIL && xml_is(st, NS_SASL2, NULL)) {
-		/* The delayed failure answers this exchange. */
+	} else if (s->sasl2 != NULL && s->state == C2S_SASL_FAIL &&
+		   (xml_is(st, NS_SASL2, "response") || xml_is(st, NS_SASL2, "abort"))) {
+		/* The delayed failure answers this exchange; an abort must not
+		 * cut the delay short. */
 	} else {
 		stream_error(s, "policy-violation");
 	}

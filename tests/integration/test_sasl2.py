@@ -292,3 +292,27 @@ async def test_directory_host_plain_in_sasl2(natter_factory, slapd, net):
                                    user_agent(new_device())
                                    + "<fast xmlns='%s'/>" % NS_FAST))
     assert failure_condition(await answer(stream)) == "invalid-mechanism"
+
+
+async def test_abort_does_not_cut_the_failure_delay(natter, net):
+    """As in legacy SASL: the answer to a wrong SCRAM proof is delayed, and
+    an <abort/> meanwhile changes nothing; a new <authenticate/> before
+    the answer ends the stream."""
+    from sasl2lib import Scram
+    accounts(natter, "alice")
+    stream, _ = await connect(net, natter)
+
+    async def wrong_proof_then(extra):
+        scram = Scram("SCRAM-SHA-256", "alice", "wrong")
+        await stream.send(authenticate("SCRAM-SHA-256", scram.first()))
+        challenge = await answer(stream)
+        assert challenge.tag == q(NS_SASL2, "challenge")
+        await stream.send("<response xmlns='%s'>%s</response>%s"
+                          % (NS_SASL2, scram.final(challenge.text), extra))
+
+    started = asyncio.get_running_loop().time()
+    await wrong_proof_then("<abort xmlns='%s'/>" % NS_SASL2)
+    assert failure_condition(await answer(stream)) == "not-authorized"
+    assert asyncio.get_running_loop().time() - started >= 0.2
+    await wrong_proof_then(authenticate("PLAIN", b64("\0alice\0wrong")))
+    await expect_stream_error(stream, "policy-violation")
