@@ -90,6 +90,12 @@ struct sasl2_request *sasl2_parse(struct xml_node *st, struct arena *a, const ch
 		*condition = "invalid-mechanism";
 		return NULL;
 	}
+	if (xml_attr(st, "upgrade") != NULL) {
+		/* XEP-0388 §2.3: no <upgrade/> task is offered, so any asked
+		 * for fails the authentication. */
+		*condition = "invalid-mechanism";
+		return NULL;
+	}
 	struct sasl2_request *r = xcalloc(1, sizeof *r);
 	snprintf(r->mech, sizeof r->mech, "%s", mech);
 	int n_initial = 0, n_bind = 0, n_fast = 0;

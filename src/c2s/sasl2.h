@@ -57,7 +57,8 @@ void sasl2_write_feature(struct buf *out, SSL *ssl, const struct config *cfg,
 
 /* Reads <authenticate/> into a new request. Returns NULL with *condition
  * set to the SASL condition to fail with (malformed-request, or
- * invalid-mechanism when there is no mechanism attribute). Elements it
+ * invalid-mechanism when there is no mechanism attribute or an upgrade
+ * task is asked for: none is offered). Elements it
  * does not know, inline or in <bind/>, are ignored (XEP-0388/0386
  * extensibility); each is logged at debug level. */
 struct sasl2_request *sasl2_parse(struct xml_node *st, struct arena *a, const char **condition);

@@ -195,6 +195,10 @@ async def test_unknown_mechanism_and_missing_mechanism(natter, net):
     assert failure_condition(await answer(stream)) == "invalid-mechanism"
     await stream.send("<authenticate xmlns='%s'/>" % NS_SASL2)
     assert failure_condition(await answer(stream)) == "invalid-mechanism"
+    # No upgrade task is offered (XEP-0388 §2.3: fail the authentication).
+    await stream.send("<authenticate xmlns='%s' mechanism='SCRAM-SHA-1' "
+                      "upgrade='UPGR-SCRAM-SHA-256'/>" % NS_SASL2)
+    assert failure_condition(await answer(stream)) == "invalid-mechanism"
 
 
 async def test_abort(natter, net):

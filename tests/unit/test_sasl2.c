@@ -64,6 +64,10 @@ static void test_parse_refusals(void **state)
 	const char *cond;
 	assert_null(parse("<authenticate xmlns='urn:xmpp:sasl:2'/>", &cond));
 	assert_string_equal(cond, "invalid-mechanism");
+	assert_null(parse("<authenticate xmlns='urn:xmpp:sasl:2' mechanism='SCRAM-SHA-1' "
+			  "upgrade='UPGR-SCRAM-SHA-256'/>",
+			  &cond));
+	assert_string_equal(cond, "invalid-mechanism");
 	assert_null(parse("<authenticate xmlns='urn:xmpp:sasl:2' mechanism='PLAIN'>"
 			  "<initial-response>AA==</initial-response>"
 			  "<initial-response>AA==</initial-response></authenticate>",
