@@ -449,11 +449,15 @@ static int check_run(struct storage *st, const struct storage_driver *drv, void 
 	memset(&r.fresh, 0, sizeof r.fresh);
 	r.last_used = now_us();
 	if (fc->invalidate) {
-		int d = drv->map_del(st, fc->domain, fc->local, FAST_MAP, fc->device);
 		log_info("FAST: %s@%s invalidated the token of device '%s'", fc->local, fc->domain,
 			 fc->device);
-		buf_free(&v);
-		return d < 0 ? -1 : 0;
+		memset(&r.current, 0, sizeof r.current);
+		if (fc->next_mech[0] == '\0') {
+			int d = drv->map_del(st, fc->domain, fc->local, FAST_MAP, fc->device);
+			buf_free(&v);
+			return d < 0 ? -1 : 0;
+		}
+		/* A <request-token/> beside it: the device starts afresh. */
 	}
 	if (fc->next_mech[0] != '\0') {
 		new_slot(&r.fresh, fc->next_mech, (long long)fc->now + fc->new_expiry);

@@ -168,6 +168,18 @@ async def test_invalidate(natter, net):
     assert new is None, "no new token after an invalidation"
     _, elem = await fast(net, natter, "alice", token, device)
     assert failure_condition(elem) == "not-authorized"
+    # With a <request-token/> beside it, the device starts afresh: the old
+    # token ends, a new one is handed out.
+    token, _ = await token_by_password(net, natter, "alice", device)
+    _, success = await fast(
+        net, natter, "alice", token, device, fast_attrs=" invalidate='true'",
+        inline="<request-token xmlns='%s' mechanism='HT-SHA-256-NONE'/>"
+        % NS_FAST)
+    fresh = next_token(success)
+    _, elem = await fast(net, natter, "alice", token, device)
+    assert failure_condition(elem) == "not-authorized"
+    _, elem = await fast(net, natter, "alice", fresh, device)
+    success_parts(elem)
 
 
 async def test_natterctl_list_and_revoke(natter, net):
