@@ -259,8 +259,8 @@ async def test_gssapi_in_sasl2_with_bind2(internal, kdc, net):
 
     from natterlib import q
     from sasl2lib import (NS_SASL2, answer, authenticate, b64, bind2,
-                          connect, new_device, sasl2_feature, success_parts,
-                          unb64, user_agent)
+                          connect, fast_login, new_device, sasl2_feature,
+                          success_parts, unb64, user_agent)
 
     internal.add_user(ALICE_INTERNAL, "unused-password")
     ticket = kdc.kinit("alice@NATTER.TEST")
@@ -272,8 +272,10 @@ async def test_gssapi_in_sasl2_with_bind2(internal, kdc, net):
         _, gss = kerberos.authGSSClientInit("xmpp@localhost")
         kerberos.authGSSClientStep(gss, "")
         first = kerberos.authGSSClientResponse(gss)
-    await stream.send(authenticate("GSSAPI", first,
-                                   user_agent(new_device()) + bind2("krb")))
+    device = new_device()
+    await stream.send(authenticate(
+        "GSSAPI", first, user_agent(device) + bind2("krb")
+        + "<request-token xmlns='urn:xmpp:fast:0' mechanism='HT-SHA-256-NONE'/>"))
     established = False
     for _ in range(5):
         elem = await answer(stream)
@@ -294,8 +296,15 @@ async def test_gssapi_in_sasl2_with_bind2(internal, kdc, net):
             resp = kerberos.authGSSClientResponse(gss) or ""
         await stream.send("<response xmlns='%s'>%s</response>"
                           % (NS_SASL2, resp))
-    authz, bound, _ = success_parts(elem)
+    authz, bound, token = success_parts(elem)
     assert bound is not None and authz.startswith(ALICE_INTERNAL + "/krb.")
     await stream.features()
     await stream.ping_server()
     assert "Kerberos principal alice@NATTER.TEST" in internal.log
+    # The Kerberos login got a FAST token: the next reconnect needs no
+    # ticket.
+    assert token is not None
+    again, _ = await connect(net, internal)
+    success = await fast_login(again, "alice", token.get("token"),
+                               ua_id=device, inline=bind2("krb"))
+    assert success_parts(success)[0] == authz
