@@ -337,8 +337,8 @@ static int issue_run(struct storage *st, const struct storage_driver *drv, void 
 	buf_init(&v);
 	struct record r;
 	int rc = drv->map_get(st, j->domain, j->local, FAST_MAP, j->device, &v);
-	if (rc < 0 || (rc == 0 && parse_record(v.data, v.len, &r) != 0))
-		memset(&r, 0, sizeof r);
+	if (rc != 0 || parse_record(v.data, v.len, &r) != 0)
+		memset(&r, 0, sizeof r); /* a new device, or a record not read */
 	if (rc == 1 && evict(st, drv, j->domain, j->local, j->device, j->max) < 0)
 		rc = -1;
 	/* XEP-0484 §4.4: the unused token issued before goes; the one in

@@ -191,6 +191,9 @@ async def test_natterctl_list_and_revoke(natter, net):
     listed = natter.ctl("fast", "list", alice, check=True).stdout
     assert phone in listed and laptop in listed
     assert t_phone not in listed and "natter-tests" in listed
+    # Tokens handed out and not used yet: nothing is "in use".
+    assert listed.count("issued: HT-SHA-256-NONE") == 2, listed
+    assert "in use" not in listed, listed
     natter.ctl("fast", "revoke", alice, phone, check=True)
     _, elem = await fast(net, natter, "alice", t_phone, phone)
     assert failure_condition(elem) == "not-authorized"
@@ -245,7 +248,7 @@ async def test_devices_per_account_are_bounded(natter, net):
     # The token is stored before the success that hands it out.
     listed = natter.ctl("fast", "list", jid_of("alice", natter.domain),
                         check=True).stdout
-    assert len(listed.splitlines()) == 2 and devices[0] not in listed
+    assert len(listed.splitlines()) == 2 and devices[0] not in listed, listed
     _, elem = await fast(net, natter, "alice", tokens[0], devices[0])
     assert failure_condition(elem) == "not-authorized"
     _, elem = await fast(net, natter, "alice", tokens[2], devices[2])
