@@ -26,7 +26,7 @@ build-asan: deps-test
 
 build-fuzz: deps-test
 	@CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DNATTER_SANITIZE=ON -DNATTER_FUZZ=ON >/dev/null
-	@cmake --build build-fuzz -j $(JOBS) --target fuzz_xml
+	@cmake --build build-fuzz -j $(JOBS) --target fuzz_xml fuzz_sasl2
 
 run: build
 	./build/natterd -c $(CONFIG)
@@ -40,6 +40,7 @@ integration: build build-asan
 
 fuzz: build-fuzz
 	scripts/run-fuzz.sh build-fuzz/fuzz_xml $(FUZZ_SECONDS)
+	scripts/run-fuzz.sh build-fuzz/fuzz_sasl2 20
 
 # A tiny run of every benchmark scenario, so the harness cannot rot.
 bench-smoke: build

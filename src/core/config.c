@@ -594,6 +594,12 @@ static const struct config_key config_limits_keys[] = {
 	  .min = 4096, .max = 64 * 1024 * 1024,
 	  .offset = offsetof(struct config_limits, csi_max_held_bytes),
 	  .doc = "bytes held for one inactive client before all are written" },
+	{ .name = "fast_token_lifetime", .type = KEY_INT, .def = "1209600", .min = 0,
+	  .max = 31536000, .offset = offsetof(struct config_limits, fast_token_lifetime),
+	  .doc = "seconds a FAST token (XEP-0484) is valid; 0 turns FAST off" },
+	{ .name = "max_fast_tokens", .type = KEY_INT, .def = "16", .min = 1, .max = 1000,
+	  .offset = offsetof(struct config_limits, max_fast_tokens),
+	  .doc = "devices per account holding FAST tokens; a new one evicts the least recently used" },
 };
 
 static const struct config_section config_limits_section = {

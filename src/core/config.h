@@ -225,6 +225,9 @@ struct config_limits {
 	/* Client state indication (XEP-0352, docs/mobile.md). */
 	int csi_max_held_stanzas;    /* held for one inactive client; 0 = hold nothing */
 	size_t csi_max_held_bytes;   /* their bytes, bookkeeping included */
+	/* Fast reconnects (XEP-0484, docs/mobile.md). */
+	int fast_token_lifetime;     /* seconds a FAST token is valid; 0 = FAST off */
+	int max_fast_tokens;         /* devices per account holding a FAST token */
 };
 
 struct config {

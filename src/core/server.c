@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "auth/auth.h"
+#include "auth/fast.h"
 #include "auth/authfail.h"
 #include "c2s/c2s.h"
 #include "core/control.h"
@@ -428,7 +429,8 @@ int server_run(struct config *cfg, const char *ctl)
 	}
 	if (tls_init(&srv.tls, cfg, err, sizeof err) != 0) {
 		log_error("%s", err);
-		auth_done(srv.gsasl);
+		fast_free(&srv);
+	auth_done(srv.gsasl);
 		return 1;
 	}
 	srv.router = router_new();
@@ -441,6 +443,8 @@ int server_run(struct config *cfg, const char *ctl)
 		log_error("%s", err);
 		goto out;
 	}
+	if (fast_init(&srv) != 0)
+		goto out;
 	if (muc_init(&srv, err, sizeof err) != 0) {
 		log_error("%s", err);
 		goto out;
@@ -536,6 +540,7 @@ out:
 	for (size_t i = 0; i < sizeof srv.roster_locks / sizeof *srv.roster_locks; i++)
 		pthread_mutex_destroy(&srv.roster_locks[i]);
 	tls_free(&srv.tls);
+	fast_free(&srv);
 	auth_done(srv.gsasl);
 	log_info("natterd stopped");
 	return rc;

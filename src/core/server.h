@@ -123,6 +123,7 @@ struct server {
 	 * cfg->hosts, NULL where it is off; the signing key they share. */
 	struct journal_writer **journals;
 	EVP_PKEY *journal_key;
+	unsigned char fast_key[32]; /* FAST tokens are derived from it (fast.h) */
 };
 
 /* Builds everything from cfg (TLS contexts, storage, listeners) and runs
