@@ -804,6 +804,8 @@ static void sasl2_finish(struct c2s *s)
 		if (r->carbons)
 			router_set_interested(s->loop->srv->router, s->bare, s->resource,
 					      s->conn->id, ROUTER_WANTS_CARBONS);
+		if (r->inactive)
+			csi_set_inactive(&s->csi);
 		buf_puts(&inl, "<bound xmlns='" NS_BIND2 "'>");
 		if (r->sm_enable)
 			sasl2_sm_enable(s, r, &inl);

@@ -132,10 +132,15 @@ void csi_free(struct csi *c)
 	csi_init(c, c->write, c->arg);
 }
 
+void csi_set_inactive(struct csi *c)
+{
+	c->inactive = true;
+}
+
 int csi_nonza(struct csi *c, const struct xml_node *el)
 {
 	if (xml_is(el, NS_CSI, "inactive")) {
-		c->inactive = true;
+		csi_set_inactive(c);
 		return 0;
 	}
 	if (xml_is(el, NS_CSI, "active")) {

@@ -61,6 +61,9 @@ void csi_init(struct csi *c, csi_write_fn *write, void *arg);
  * <unsupported-stanza-type/>). */
 int csi_nonza(struct csi *c, const struct xml_node *el);
 
+/* As <inactive/>: the client starts inactive (inline in Bind 2). */
+void csi_set_inactive(struct csi *c);
+
 /* A serialised stanza for the client (bare is its account, "local@domain",
  * for mentions; lim gives the bounds). Written at once, or held while the
  * client is inactive. data is copied when held; it stays the caller's. */

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "auth/auth.h"
+#include "c2s/csi.h"
 #include "core/log.h"
 #include "core/util.h"
 
@@ -16,6 +17,7 @@ void sasl2_write_feature(struct buf *out, SSL *ssl, const struct config *cfg,
 	buf_puts(out, "<inline>"
 		      "<bind xmlns='" NS_BIND2 "'><inline>"
 		      "<feature var='" NS_CARBONS2 "'/>"
+		      "<feature var='" NS_CSI "'/>"
 		      "</inline></bind>");
 	/* Stream management (XEP-0198) goes here, as <sm xmlns='urn:xmpp:sm:3'/>
 	 * and a <feature var='urn:xmpp:sm:3'/> in bind's inline, once c2s
@@ -73,6 +75,8 @@ static void read_bind(struct sasl2_request *r, const struct xml_node *bind, stru
 			r->tag[o] = '\0';
 		} else if (xml_is(c, NS_CARBONS2, "enable")) {
 			r->carbons = true;
+		} else if (xml_is(c, NS_CSI, "inactive")) {
+			r->inactive = true; /* XEP-0386 §3: the client starts inactive */
 		} else if (xml_is(c, NS_SM3, "enable")) {
 			r->sm_enable = true;
 			r->sm_enable_resume = truthy(xml_attr(c, "resume"));

@@ -32,6 +32,7 @@ struct sasl2_request {
 	bool bind;                  /* <bind xmlns='urn:xmpp:bind:0'/> inline */
 	char tag[33];               /* its <tag/>, cleaned */
 	bool carbons;               /* <enable xmlns='urn:xmpp:carbons:2'/> in bind */
+	bool inactive;              /* <inactive xmlns='urn:xmpp:csi:0'/> in bind */
 	bool sm_enable;             /* <enable xmlns='urn:xmpp:sm:3'/> in bind */
 	bool sm_enable_resume;      /*   with resume='true' */
 	bool sm_resume;             /* <resume xmlns='urn:xmpp:sm:3'/> inline */

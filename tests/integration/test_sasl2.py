@@ -10,6 +10,9 @@ import pytest
 from imlib import accounts, connect as im_connect, jid_of, password_of
 from natterlib import (NS_BIND, NS_CLIENT, NS_SASL, NS_STREAM,
                        expect_stream_error, q)
+NS_CSI = "urn:xmpp:csi:0"
+NS_CHATSTATES = "http://jabber.org/protocol/chatstates"
+
 from sasl2lib import (NS_BIND2, NS_CARBONS, NS_FAST, NS_SASL2, answer,
                       authenticate, b64, bind2, connect, failure_condition,
                       new_device, sasl2_feature, scram_login, success_parts,
@@ -31,7 +34,7 @@ async def test_sasl2_advertised_with_the_legacy_mechanisms(natter, net):
     bind = inline.find(q(NS_BIND2, "bind"))
     assert bind is not None
     assert [f.get("var") for f in bind.iter(q(NS_BIND2, "feature"))] == \
-        [NS_CARBONS]
+        [NS_CARBONS, NS_CSI]
     assert inline.find(q(NS_FAST, "fast")) is not None
     # Not advertised until stream management is wired in.
     assert inline.find(q("urn:xmpp:sm:3", "sm")) is None
@@ -156,6 +159,36 @@ async def test_inline_carbons(natter, net):
     assert received is not None, ET.tostring(carbon, "unicode")
     assert "for the other one" in ET.tostring(carbon, "unicode")
     assert other.boundjid.full.endswith("/other")
+
+
+@pytest.mark.natter_config(workers=1)
+async def test_inline_inactive_starts_the_session_inactive(natter, net):
+    """XEP-0386 with XEP-0352: <inactive/> in <bind/> makes the new session
+    inactive from its first stanza: a chat state from a contact waits (the
+    session's own ping is answered first), and <active/> lets it through.
+    One event loop: bob's stanza has reached alice's session once bob's
+    own round trip to the server is over."""
+    accounts(natter, "alice", "bob")
+    stream, _ = await connect(net, natter)
+    success = await scram_login(
+        stream, "alice", password_of("alice"),
+        inline=user_agent(new_device())
+        + bind2("phone", extra="<inactive xmlns='%s'/>" % NS_CSI))
+    authz, bound, _ = success_parts(success)
+    assert bound is not None
+    await stream.features()
+    bob = await im_connect(net, natter, "bob")
+    bob.send_raw("<message to='%s' type='chat'><composing xmlns='%s'/>"
+                 "</message>" % (authz, NS_CHATSTATES))
+    await bob.barrier()
+    await stream.send("<iq type='get' id='p1' to='%s'><ping xmlns='urn:xmpp:ping'/>"
+                      "</iq>" % natter.domain)
+    first = await stream.next()
+    assert first is not None and first.tag == q(NS_CLIENT, "iq"), \
+        stream.describe()
+    await stream.send("<active xmlns='%s'/>" % NS_CSI)
+    msg = await stream.expect(q(NS_CLIENT, "message"))
+    assert msg.find(q(NS_CHATSTATES, "composing")) is not None
 
 
 async def test_unknown_inline_elements_are_ignored(natter, net):
