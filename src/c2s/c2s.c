@@ -1582,6 +1582,8 @@ static void resume_take(struct loop *l, void *arg)
 			uv_close((uv_handle_t *)&old->timer, free_c2s);
 		}
 	}
+	if (r->failed == NULL && r->to_loop != l->index)
+		log_info("c2s: %s handed over from loop %d to loop %d", r->full, l->index, r->to_loop);
 	if (r->to_loop == l->index)
 		resume_finish(l, r);
 	else

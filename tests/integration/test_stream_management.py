@@ -1,0 +1,235 @@
+"""Stream management (XEP-0198): acks both ways, sessions that outlive their
+connection (detached, then resumed from anywhere, or ended with their
+messages kept offline), refusals, and durability: an ack from natter means
+the message is safe."""
+
+import asyncio
+import re
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from imlib import accounts, connect, msg, send_available, mutual, pres
+from natterlib import NS_CLIENT, NS_STREAM, q, stream_error_condition
+from smlib import NS_SM, SmClient, authenticated, sm, sm_login, sm_resume
+
+ALICE, BOB = "alice@localhost", "bob@localhost"
+NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+
+
+@pytest.fixture
+def server(natter):
+    return accounts(natter, "alice", "bob", "carol")
+
+
+def condition(failed):
+    for child in failed:
+        if child.tag.startswith("{%s}" % NS_STANZAS):
+            return child.tag.split("}", 1)[1]
+    return None
+
+
+def chat(to, msg_id, body=None):
+    return "<message to='%s' id='%s' type='chat'><body>%s</body></message>" % (
+        to, msg_id, body or "text of " + msg_id)
+
+
+async def messages(client, n, timeout=10):
+    """The next n messages (skipping other stanzas), by id."""
+    got = []
+    while len(got) < n:
+        elem = await client.next_stanza(timeout)
+        if elem.tag == q(NS_CLIENT, "message"):
+            got.append(elem.get("id"))
+    return got
+
+
+async def test_feature_offered_only_after_authentication(net, server):
+    stream, features = await net.raw_tls(server)
+    assert features.find(sm("sm")) is None, ET.tostring(features, "unicode")
+    stream, features = await authenticated(net, server, "alice")
+    assert features.find(sm("sm")) is not None, ET.tostring(features, "unicode")
+
+
+async def test_enable_gives_an_unguessable_resumable_id(net, server):
+    a = await sm_login(net, server, "alice")
+    b = await sm_login(net, server, "alice", resource="two")
+    assert a.enabled.get("resume") == "true"
+    assert a.enabled.get("max") == "300"
+    assert re.fullmatch("[0-9a-f]{32}", a.sm_id), a.sm_id
+    assert a.sm_id != b.sm_id
+    plain = await sm_login(net, server, "bob", resume=False)
+    assert plain.enabled.get("id") is None and plain.enabled.get("resume") is None
+
+
+async def test_acks_both_ways(net, server):
+    a = await sm_login(net, server, "alice")
+    for i in range(3):
+        await a.send("<iq type='get' id='p%d' to='localhost'>"
+                     "<ping xmlns='urn:xmpp:ping'/></iq>" % i)
+    assert await a.request_ack() == 3
+    # The server asks on its own after stream_management.request_every (5)
+    # stanzas, and the client's answer releases them.
+    bob = await connect(net, server, "bob")
+    for i in range(5):
+        bob.send_raw(chat(a.jid, "m%d" % i))
+    got = []
+    while a.requests == 0:
+        elem = await a.next()
+        if elem.tag == q(NS_CLIENT, "message"):
+            got.append(elem.get("id"))
+    assert a.requests == 1
+    # The client answered with h: 3 iq results and 5 messages.
+    assert a.h >= 5
+    # Answering every <r/> keeps the server's count exact: one more ask
+    # of ours sees everything.
+    await a.send("<iq type='get' id='last' to='localhost'>"
+                 "<ping xmlns='urn:xmpp:ping'/></iq>")
+    assert await a.request_ack() == 4
+
+
+async def test_enable_before_bind_or_twice_and_resume_before_auth(net, server):
+    stream, _ = await authenticated(net, server, "alice")
+    c = SmClient(stream, "alice")
+    await c.send("<enable xmlns='%s'/>" % NS_SM)
+    failed = await c.expect_sm("failed")
+    assert condition(failed) == "unexpected-request"
+    await stream.bind("r")
+    await c.enable()
+    await c.send("<enable xmlns='%s'/>" % NS_SM)
+    assert condition(await c.expect_sm("failed")) == "unexpected-request"
+    await c.send("<resume xmlns='%s' previd='%s' h='0'/>" % (NS_SM, c.sm_id))
+    assert condition(await c.expect_sm("failed")) == "unexpected-request"
+    # Before authentication.
+    raw, _ = await net.raw_tls(server)
+    pre = SmClient(raw, "bob")
+    await pre.send("<resume xmlns='%s' previd='%s' h='0'/>" % (NS_SM, c.sm_id))
+    assert condition(await pre.expect_sm("failed")) == "unexpected-request"
+    # The session still works.
+    assert await c.request_ack() == 0
+
+
+async def test_resume_after_the_connection_is_cut(net, server):
+    """Unacknowledged stanzas are sent again, then what came while the
+    session was detached, in order and once; presence stays available
+    meanwhile; the new connection comes from another address."""
+    a = await sm_login(net, server, "alice")
+    await a.send("<presence/>")
+    bob = await connect(net, server, "bob")
+    for i in range(4):
+        bob.send_raw(chat(a.jid, "m%d" % i))
+    got = await messages(a, 4)
+    assert got == ["m0", "m1", "m2", "m3"]
+    # The client handled m0 and m1 only: say so, then lose the line.
+    handled = a.h - 2
+    await a.ack(handled)
+    mark = server.log_mark()
+    a.cut()
+    await server.await_log("detached", since=mark)
+    for i in range(4, 8):
+        bob.send_raw(chat(ALICE, "m%d" % i))  # to the bare JID: still online
+    await bob.barrier()
+    assert not bob.inbox.find(msg(type="error"))
+    a.h = handled
+    b, answer = await sm_resume(net, server, a, source="127.0.0.2")
+    assert answer.tag == sm("resumed"), ET.tostring(answer, "unicode")
+    assert answer.get("previd") == a.sm_id
+    assert answer.get("h") == "1"  # the presence
+    got = await messages(b, 6)
+    assert got == ["m2", "m3", "m4", "m5", "m6", "m7"]
+    # Nothing more, nothing twice.
+    await b.send("<iq type='get' id='x' to='localhost'>"
+                 "<ping xmlns='urn:xmpp:ping'/></iq>")
+    while True:
+        elem = await b.next_stanza()
+        assert elem.tag != q(NS_CLIENT, "message"), ET.tostring(elem, "unicode")
+        if elem.get("id") == "x":
+            break
+    # The session goes on: the server's count went on from the old one.
+    assert await b.request_ack() == 2
+
+
+async def test_refusals(net, server):
+    a = await sm_login(net, server, "alice")
+    mark = server.log_mark()
+    a.cut()
+    await server.await_log("detached", since=mark)
+
+    async def refused(name, previd, h=0):
+        stream, _ = await authenticated(net, server, name)
+        c = SmClient(stream, name)
+        await c.send("<resume xmlns='%s' previd='%s' h='%d'/>" % (NS_SM, previd, h))
+        return c, await c.expect_sm("failed")
+
+    # Unknown, forged, another account's.
+    for name, previd in (("alice", "0" * 32), ("alice", "zz"),
+                         ("alice", a.sm_id[:-1] + ("0" if a.sm_id[-1] != "0" else "1")),
+                         ("bob", a.sm_id)):
+        c, failed = await refused(name, previd)
+        assert condition(failed) == "item-not-found", ET.tostring(failed, "unicode")
+        assert failed.get("h") is None
+        # The stream may bind a fresh session instead.
+        await c.stream.bind("after-failed")
+    # An h above what was sent: refused, and the session stays resumable.
+    c, failed = await refused("alice", a.sm_id, h=5)
+    assert condition(failed) == "undefined-condition"
+    too_high = failed.find(sm("handled-count-too-high"))
+    assert too_high is not None and too_high.get("h") == "5" and \
+        too_high.get("send-count") == "0", ET.tostring(failed, "unicode")
+    b, answer = await sm_resume(net, server, a)
+    assert answer.tag == sm("resumed")
+    # Twice on one stream.
+    await b.send("<resume xmlns='%s' previd='%s' h='0'/>" % (NS_SM, a.sm_id))
+    assert condition(await b.expect_sm("failed")) == "unexpected-request"
+    # An <a/> above what was sent is a stream error.
+    await b.send("<a xmlns='%s' h='7'/>" % NS_SM)
+    err = await b.stream.expect(q(NS_STREAM, "error"))
+    assert stream_error_condition(err) == "undefined-condition"
+    th = err.find(sm("handled-count-too-high"))
+    assert th is not None and th.get("h") == "7" and th.get("send-count") == "0"
+    # Others are served all along.
+    bob = await connect(net, server, "bob")
+    await bob.barrier()
+
+
+async def test_half_dead_connection_is_taken_over(net, server):
+    a = await sm_login(net, server, "alice")
+    b, answer = await sm_resume(net, server, a, source="127.0.0.3")
+    assert answer.tag == sm("resumed")
+    # The old connection gets <conflict/> and closes.
+    err = await a.stream.expect(q(NS_STREAM, "error"))
+    assert stream_error_condition(err) == "conflict"
+    bob = await connect(net, server, "bob")
+    bob.send_raw(chat(ALICE + "/sm", "after"))
+    assert await messages(b, 1) == ["after"]
+
+
+async def test_resume_works_from_any_loop(net, server):
+    """natterd runs two loops (workers: 2) and the kernel spreads
+    connections between them: over ten resumptions, at least one lands on
+    the other loop, and each one gets exactly what was queued."""
+    a = await sm_login(net, server, "alice")
+    bob = await connect(net, server, "bob")
+    mark = server.log_mark()
+    for round_ in range(10):
+        mark_round = server.log_mark()
+        a.cut()
+        await server.await_log("detached", since=mark_round)
+        bob.send_raw(chat(ALICE + "/sm", "r%d" % round_))
+        await bob.barrier()
+        a, answer = await sm_resume(net, server, a,
+                                    source="127.0.%d.%d" % (round_ + 1, round_ + 5))
+        assert answer.tag == sm("resumed"), ET.tostring(answer, "unicode")
+        assert await messages(a, 1) == ["r%d" % round_]
+        await a.ack()
+    assert "from loop" in server.log[mark:], server.log[mark:]
+
+
+async def test_clean_close_ends_the_session(net, server):
+    a = await sm_login(net, server, "alice")
+    await a.send("</stream:stream>")
+    await a.stream.read_until_closed()
+    stream, _ = await authenticated(net, server, "alice")
+    c = SmClient(stream, "alice")
+    await c.send("<resume xmlns='%s' previd='%s' h='0'/>" % (NS_SM, a.sm_id))
+    assert condition(await c.expect_sm("failed")) == "item-not-found"
