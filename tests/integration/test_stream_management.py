@@ -233,3 +233,99 @@ async def test_clean_close_ends_the_session(net, server):
     c = SmClient(stream, "alice")
     await c.send("<resume xmlns='%s' previd='%s' h='0'/>" % (NS_SM, a.sm_id))
     assert condition(await c.expect_sm("failed")) == "item-not-found"
+
+
+@pytest.mark.natter_config(stream_management={"resume_timeout": 2})
+async def test_resumption_time_runs_out(net, server):
+    """The session lives on while detached (available, iqs waiting), and
+    when the time runs out it ends: unavailable to contacts, messages to
+    offline storage, iqs answered with service-unavailable."""
+    alice0 = await connect(net, server, "alice", available=True)
+    bob = await connect(net, server, "bob", available=True)
+    await mutual(alice0, bob)
+    alice0.disconnect()
+    await bob.inbox.get(pres(frm_bare=ALICE, type="unavailable"), "alice0 gone")
+    a = await sm_login(net, server, "alice")
+    await a.send("<presence/>")
+    await bob.inbox.get(pres(frm=ALICE + "/sm"), "alice available")
+    bob.send_raw(chat(a.jid, "m0"))
+    bob.send_raw("<iq type='get' id='q0' to='%s'><query xmlns='jabber:iq:version'/></iq>"
+                 % a.jid)
+    got = []
+    while len(got) < 2:
+        elem = await a.next_stanza()
+        if elem.tag != q(NS_CLIENT, "presence"):
+            got.append(elem.get("id"))
+    assert got == ["m0", "q0"]
+    mark = server.log_mark()
+    a.cut()
+    await server.await_log("detached", since=mark)
+    bob.send_raw(chat(a.jid, "m1"))
+    bob.send_raw("<iq type='get' id='q1' to='%s'><query xmlns='jabber:iq:version'/></iq>"
+                 % a.jid)
+    bob.send_raw("<presence type='probe' to='%s'/>" % ALICE)
+    # Still available while detached: a probe is answered with it.
+    await bob.inbox.get(pres(frm=ALICE + "/sm", type=None), "alice still available")
+    assert not bob.inbox.find(pres(frm=ALICE + "/sm", type="unavailable"))
+    await server.await_log("was not resumed in time", since=mark, timeout=10)
+    await bob.inbox.get(pres(frm=ALICE + "/sm", type="unavailable"), "unavailable")
+    for iq_id in ("q0", "q1"):
+        err = await bob.inbox.get(lambda s, i=iq_id: s.xml.get("id") == i, iq_id)
+        assert err.xml.get("type") == "error"
+        cond = err.xml.find("{%s}error/{%s}service-unavailable" % (NS_CLIENT, NS_STANZAS))
+        assert cond is not None, ET.tostring(err.xml, "unicode")
+    assert "2 message(s) kept offline, 2 iq(s) bounced" in server.log[mark:]
+    # The resumption is refused now; the messages wait offline, once each.
+    stream, _ = await authenticated(net, server, "alice")
+    c = SmClient(stream, "alice")
+    await c.send("<resume xmlns='%s' previd='%s' h='0'/>" % (NS_SM, a.sm_id))
+    assert condition(await c.expect_sm("failed")) == "item-not-found"
+    alice = await connect(net, server, "alice", "new")
+    await send_available(alice)
+    for m in ("m0", "m1"):
+        await alice.inbox.get(msg(id=m), m)
+    await alice.barrier()
+    assert not alice.inbox.find(msg(id="m0")) and not alice.inbox.find(msg(id="m1"))
+
+
+@pytest.mark.natter_config(stream_management={"max_unacked": 10})
+async def test_queue_bound_ends_the_session_without_losing_messages(net, server):
+    a = await sm_login(net, server, "alice")
+    mark = server.log_mark()
+    a.cut()
+    await server.await_log("detached", since=mark)
+    bob = await connect(net, server, "bob")
+    for i in range(15):
+        bob.send_raw(chat(a.jid, "o%d" % i))
+    await bob.barrier()
+    await server.await_log("too many unacknowledged", since=mark)
+    await server.await_log("kept offline", since=mark)
+    alice = await connect(net, server, "alice", "new")
+    await send_available(alice)
+    for i in range(15):
+        await alice.inbox.get(msg(id="o%d" % i), "o%d" % i)
+    # An attached client that never acks is closed with resource-constraint.
+    a = await sm_login(net, server, "alice", resource="slow")
+    for i in range(15):
+        bob.send_raw(chat(a.jid, "p%d" % i))
+    while True:
+        elem = await a.next(answer=False)
+        if elem.tag == q(NS_STREAM, "error"):
+            break
+    assert stream_error_condition(elem) == "resource-constraint"
+
+
+async def test_ack_flood_is_bounded(net, server):
+    """Many <r/> from a client that does not read: one <a/> is queued while
+    the same one is still unwritten; many <a/>: no output at all."""
+    a = await sm_login(net, server, "alice")
+    sock = a.stream.writer.transport.get_extra_info("socket")
+    burst = ("<r xmlns='%s'/>" % NS_SM) * 2000 + ("<a xmlns='%s' h='0'/>" % NS_SM) * 2000
+    for _ in range(25):
+        await a.send(burst)
+    bob = await connect(net, server, "bob")
+    await bob.barrier()
+    assert await a.request_ack() == 0
+    answers = len(a.acks)
+    assert answers < 50000, answers
+    assert sock is not None
