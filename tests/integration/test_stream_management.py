@@ -34,11 +34,12 @@ def chat(to, msg_id, body=None):
         to, msg_id, body or "text of " + msg_id)
 
 
-async def messages(client, n, timeout=10):
-    """The next n messages (skipping other stanzas), by id."""
+async def messages(client, n, timeout=10, answer=True):
+    """The next n messages (skipping other stanzas), by id; the server's
+    <r/> are answered when answer."""
     got = []
     while len(got) < n:
-        elem = await client.next_stanza(timeout)
+        elem = await client.next_stanza(timeout, answer)
         if elem.tag == q(NS_CLIENT, "message"):
             got.append(elem.get("id"))
     return got
@@ -329,3 +330,102 @@ async def test_ack_flood_is_bounded(net, server):
     answers = len(a.acks)
     assert answers < 50000, answers
     assert sock is not None
+
+
+# ------------------------------------------------------------ durability --
+
+async def flood(sender, to, n, prefix="d"):
+    for i in range(n):
+        sender.send_raw(chat(to, "%s%d" % (prefix, i)))
+    await sender.barrier()
+
+
+async def test_durability_1000_messages_across_a_cut(net, server):
+    """1,000 messages to an SM client whose connection is cut (RST) while
+    they flow; after the resumption each has arrived exactly once."""
+    a = await sm_login(net, server, "alice")
+    bob = await connect(net, server, "bob")
+    sending = asyncio.ensure_future(flood(bob, ALICE + "/sm", 1000))
+    first = await messages(a, 300)
+    mark = server.log_mark()
+    a.cut()
+    await sending
+    await server.await_log("detached", since=mark)
+    b, answer = await sm_resume(net, server, a, source="127.0.0.9")
+    assert answer.tag == sm("resumed"), ET.tostring(answer, "unicode")
+    rest = await messages(b, 700)
+    got = first + rest
+    assert got == ["d%d" % i for i in range(1000)]
+    assert await b.request_ack() == 0
+    # Nothing more comes.
+    await b.send("<iq type='get' id='end' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+    while True:
+        elem = await b.next_stanza()
+        assert elem.tag != q(NS_CLIENT, "message"), ET.tostring(elem, "unicode")
+        if elem.get("id") == "end":
+            break
+
+
+@pytest.mark.natter_config(stream_management={"resume_timeout": 2},
+                           limits={"max_offline_messages": 2000})
+async def test_durability_1000_messages_past_the_resumption_time(net, server):
+    a = await sm_login(net, server, "alice")
+    bob = await connect(net, server, "bob")
+    sending = asyncio.ensure_future(flood(bob, ALICE + "/sm", 1000))
+    # Read but never acknowledged: all 1,000 are the server's to keep.
+    await messages(a, 300, answer=False)
+    mark = server.log_mark()
+    a.cut()
+    await sending
+    await server.await_log("was not resumed in time", since=mark, timeout=10)
+    await server.await_log("kept offline", since=mark)
+    alice = await connect(net, server, "alice", "back")
+    await send_available(alice)
+    for i in range(1000):
+        await alice.inbox.get(msg(id="d%d" % i), "d%d" % i)
+    await alice.barrier()
+    extra = alice.inbox.find(lambda s: s.xml.tag == q(NS_CLIENT, "message"))
+    assert not extra, alice.inbox.describe(extra)
+
+
+@pytest.mark.natter_config(limits={"max_offline_messages": 5000})
+async def test_durability_acked_messages_survive_kill_9(net, natter_factory, server):
+    """A sender with stream management gets <a h/> only for what is
+    durable: natterd killed with SIGKILL while messages flow, every message
+    the sender saw acknowledged is delivered after the restart."""
+    from imlib import restart_on_same_data
+    bob = await sm_login(net, server, "bob")
+    acked = 0
+    sent = 0
+    for batch in range(40):
+        for i in range(25):
+            await bob.send(chat(ALICE, "k%d" % sent))
+            sent += 1
+        await bob.send("<r xmlns='%s'/>" % NS_SM)
+        if batch == 30:
+            break
+    # Read what came back so far, then kill while the rest may be in flight.
+    while True:
+        try:
+            elem = await bob.next(timeout=0.5)
+        except AssertionError:
+            break
+        if elem.tag == sm("a"):
+            acked = max(acked, int(elem.get("h")))
+    for i in range(200):
+        await bob.send(chat(ALICE, "k%d" % sent))
+        sent += 1
+    await bob.send("<r xmlns='%s'/>" % NS_SM)
+    try:
+        while True:
+            elem = await bob.next(timeout=0.2)
+            if elem.tag == sm("a"):
+                acked = max(acked, int(elem.get("h")))
+    except AssertionError:
+        pass
+    server = restart_on_same_data(natter_factory, server, kill=True, keep_config=True)
+    assert acked >= 25 * 31, (acked, sent)
+    alice = await connect(net, server, "alice")
+    await send_available(alice)
+    for i in range(acked):
+        await alice.inbox.get(msg(id="k%d" % i), "k%d of %d acknowledged" % (i, acked))
