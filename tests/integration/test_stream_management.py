@@ -429,3 +429,43 @@ async def test_durability_acked_messages_survive_kill_9(net, natter_factory, ser
     await send_available(alice)
     for i in range(acked):
         await alice.inbox.get(msg(id="k%d" % i), "k%d of %d acknowledged" % (i, acked))
+
+
+# ------------------------------------------------------- real clients --
+
+async def test_slixmpp_at_its_defaults_resumes(net, server):
+    """slixmpp's own XEP-0198 plugin, nothing configured: it enables
+    resumption, loses its connection (RST), reconnects and resumes; a
+    message sent meanwhile arrives once."""
+    from imlib import drop_connection
+    from natterlib import XmppClient
+    client = XmppClient(ALICE + "/phone", "alice-secret", mechanism=None,
+                        channel_binding=True)
+    client.register_plugin("xep_0198")
+    net._open.append(client)
+    enabled = asyncio.get_running_loop().create_future()
+    resumed = asyncio.get_running_loop().create_future()
+    client.add_event_handler("sm_enabled", lambda e: enabled.done() or enabled.set_result(e))
+    client.add_event_handler("session_resumed",
+                             lambda e: resumed.done() or resumed.set_result(e))
+    client.connect(("127.0.0.1", server.c2s_port))
+    await asyncio.wait_for(enabled, 10)
+    sm_id = client.plugin["xep_0198"].sm_id
+    assert sm_id, "slixmpp did not get a resumable session"
+    bob = await connect(net, server, "bob")
+    bob.send_raw(chat(ALICE + "/phone", "before"))
+    first = await asyncio.wait_for(client.messages.get(), 10)
+    assert first["id"] == "before"
+    mark = server.log_mark()
+    drop_connection(client)
+    await server.await_log("detached", since=mark)
+    bob.send_raw(chat(ALICE + "/phone", "meanwhile"))
+    await bob.barrier()
+    client.connect(("127.0.0.1", server.c2s_port))
+    await asyncio.wait_for(resumed, 10)
+    got = await asyncio.wait_for(client.messages.get(), 10)
+    assert got["id"] == "meanwhile"
+    await bob.barrier()
+    await asyncio.sleep(0)
+    assert client.messages.empty(), client.messages.get_nowait()
+    assert "resumed alice@localhost/phone" in server.log[mark:]
