@@ -135,3 +135,65 @@ async def sm_resume(net, server, old, source=None, h=None):
             break
     client.counting = answer.tag == sm("resumed")
     return client, answer
+
+
+class CuttableProxy:
+    """A TCP relay on 127.0.0.1 to a server port, for clients the test
+    cannot reach into (Profanity): cut() resets every relayed connection
+    at once (RST to both sides), as a network that vanishes does; new
+    connections are relayed again after it."""
+
+    def __init__(self, target_port):
+        self.target_port = target_port
+        self.pairs = []
+        self.server = None
+        self.port = None
+        self.connections = 0
+
+    async def start(self):
+        import asyncio
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def _relay(self, reader, writer):
+        import asyncio
+        up_reader, up_writer = await asyncio.open_connection(
+            "127.0.0.1", self.target_port)
+        self.connections += 1
+        pair = (writer, up_writer)
+        self.pairs.append(pair)
+
+        async def pump(src, dst):
+            try:
+                while True:
+                    data = await src.read(65536)
+                    if not data:
+                        break
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                if not dst.transport.is_closing():
+                    dst.close()
+        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+
+    def cut(self):
+        for pair in self.pairs:
+            for w in pair:
+                sock = w.transport.get_extra_info("socket")
+                if sock is not None:
+                    try:
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                        struct.pack("ii", 1, 0))
+                    except OSError:
+                        pass
+                w.transport.abort()
+        self.pairs = []
+
+    async def close(self):
+        self.cut()
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()

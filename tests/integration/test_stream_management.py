@@ -469,3 +469,50 @@ async def test_slixmpp_at_its_defaults_resumes(net, server):
     await asyncio.sleep(0)
     assert client.messages.empty(), client.messages.get_nowait()
     assert "resumed alice@localhost/phone" in server.log[mark:]
+
+
+async def test_profanity_resumes_after_its_connection_drops(net, server):
+    """Profanity 0.13 (libstrophe 0.12, Debian 12) at its defaults, but for
+    accepting the self-signed certificate for good (`/tls always`) and a 1 s reconnect delay
+    (`/reconnect 1`; its default is 30 s): its connection is reset; it
+    reconnects and resumes; a message sent meanwhile shows once."""
+    import tempfile
+    import shutil
+    from pathlib import Path
+    from test_profanity import Profanity
+    from smlib import CuttableProxy
+    proxy = await CuttableProxy(server.c2s_port).start()
+    root = Path(tempfile.mkdtemp(prefix="natter-prof-"))
+    alice = Profanity(root, root / "data").start()
+    try:
+        alice.server = server
+        await alice.wait_for("Type '/help' to show complete help")
+        alice.type("/connect %s server 127.0.0.1 port %d" % (ALICE, proxy.port))
+        await alice.wait_for("Enter password:")
+        alice.type("alice-secret")
+        # Reconnecting must not ask again: trust this certificate for good.
+        await alice.wait_for("Use '/tls allow' to accept this certificate.")
+        alice.type("/tls always")
+        await alice.wait_for("logged in successfully")
+        alice.server = server
+        alice.type("/reconnect 1")
+        await server.await_log("stream management on, resumable")
+        bob = await connect(net, server, "bob")
+        bob.send_raw(chat(ALICE, "b1", "before-the-cut-quince"))
+        await alice.wait_for("<< chat message: %s/r (win 2)" % BOB)
+        mark = server.log_mark()
+        proxy.cut()
+        await server.await_log("detached", since=mark)
+        bob.send_raw(chat(ALICE, "b2", "while-away-marmalade"))
+        await bob.barrier()
+        await server.await_log("resumed alice@localhost/", since=mark, timeout=20)
+        alice.type("/win 2")
+        screen = await alice.wait_for("while-away-marmalade")
+        assert screen.count("while-away-marmalade") == 1, screen
+        assert screen.count("before-the-cut-quince") == 1, screen
+        assert proxy.connections == 2
+    finally:
+        print(alice.describe())
+        alice.kill()
+        await proxy.close()
+        shutil.rmtree(root, ignore_errors=True)
