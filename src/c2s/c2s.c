@@ -241,6 +241,12 @@ static void c2s_close_stream(void *ud)
 	if (s->state == C2S_CLOSED)
 		return;
 	s->ending = true; /* a clean close ends the session (XEP-0198 §7) */
+	if (s->sm != NULL) {
+		/* The client leaves knowingly: what it was sent counts as
+		 * delivered, as without stream management; only what never
+		 * reached its connection goes to offline storage (end_sm). */
+		sm_ack(s->sm, s->sm->acked + s->sm->written);
+	}
 	send_str(s, "</stream:stream>");
 	s->state = C2S_CLOSED;
 	xml_stream_stop(s->xs);
@@ -1054,15 +1060,16 @@ static void expire_soon(struct c2s *s);
 
 int c2s_deliver(struct loop *l, uint64_t session, const char *data, size_t len)
 {
-	struct c2s *s = find_session(l, session);
-	if (s == NULL) {
-		/* Resumed elsewhere a moment ago: the sender saw the old entry. */
-		struct router_target t;
-		if (sm_table_get_forward(l, session, &t) != 0)
-			return -1;
+	/* Resumed on another connection a moment ago (the old one may still
+	 * be closing): the sender saw the old registry entry. */
+	struct router_target t;
+	if (sm_table_get_forward(l, session, &t) == 0) {
 		forward(l, &t, data, len);
 		return 0;
 	}
+	struct c2s *s = find_session(l, session);
+	if (s == NULL)
+		return -1;
 	if (s->sm != NULL)
 		return sm_deliver(s, data, len);
 	if (s->state != C2S_ACTIVE)
