@@ -1491,7 +1491,7 @@ static void sm_send_failed(struct c2s *s, const char *condition)
 /* <enable/> on a bound session, or Bind 2's inline enable (XEP-0386):
  * turns stream management on and writes <enabled/> to out. Returns 0, or
  * -1 with <failed/> in out (not bound, already enabled). */
-static int sm_enable_session(struct c2s *s, bool want_resume, struct buf *out)
+static int c2s_sm_enable(struct c2s *s, bool want_resume, struct buf *out)
 {
 	if (s->state != C2S_ACTIVE || s->sm != NULL) {
 		sm_write_failed(out, "unexpected-request", -1, false, 0, 0);
@@ -1680,7 +1680,7 @@ static void resume_finish(struct loop *l, void *arg)
  * SM id and asks its loop to hand it over; the answer (<resumed/> and the
  * stanzas, or <failed/>) is written by resume_finish. Returns 0 when the
  * request is under way, -1 with <failed/> already written. */
-static int sm_resume_session(struct c2s *s, const char *previd, const char *h_attr)
+static int c2s_sm_resume(struct c2s *s, const char *previd, const char *h_attr)
 {
 	unsigned char key[ROUTER_SM_KEY];
 	uint32_t h;
@@ -1741,11 +1741,11 @@ static bool sm_intercept(struct c2s *s, struct xml_node *st)
 		const char *res = xml_attr(st, "resume");
 		struct buf b;
 		buf_init(&b);
-		sm_enable_session(s, res && (strcmp(res, "true") == 0 || strcmp(res, "1") == 0), &b);
+		c2s_sm_enable(s, res && (strcmp(res, "true") == 0 || strcmp(res, "1") == 0), &b);
 		conn_write(s->conn, b.data, b.len);
 		buf_free(&b);
 	} else if (strcmp(st->name, "resume") == 0) {
-		sm_resume_session(s, xml_attr(st, "previd"), xml_attr(st, "h"));
+		c2s_sm_resume(s, xml_attr(st, "previd"), xml_attr(st, "h"));
 	} else if ((strcmp(st->name, "r") == 0 || strcmp(st->name, "a") == 0) && s->sm != NULL &&
 		   s->state == C2S_ACTIVE) {
 		if (st->name[0] == 'r')

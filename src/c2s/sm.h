@@ -12,10 +12,18 @@
  * The session lifecycle lives in c2s.c; this file knows no struct c2s.
  *
  * For XEP-0386/0388 (Bind 2 and SASL2 carry enable and resume inline),
- * c2s.c exports c2s_sm_enable() and c2s_sm_resume() (c2s.h): they do what
- * <enable/> and <resume/> do and write the same <enabled/>, <resumed/> or
- * <failed/> elements, built by sm_write_enabled() and sm_write_failed()
- * below. */
+ * c2s.c has two entry points beside the top-level elements' handling:
+ *  - c2s_sm_enable(s, want_resume, out): on a bound session, turns stream
+ *    management on and appends <enabled/> (or <failed/>) to out, for Bind
+ *    2 to put inside its <bound/>;
+ *  - c2s_sm_resume(s, previd, h): on an authenticated stream that has not
+ *    bound, asks the session's owner loop to hand the session over. The
+ *    answer comes later (the session may live on another loop), from
+ *    resume_finish(): <resumed/> followed by the unacknowledged stanzas, or
+ *    <failed/>. SASL2 wraps that answer in its <success/>, so the one
+ *    write of <resumed/>/<failed/> in resume_finish() is where it hooks in.
+ * The elements themselves are built by sm_write_enabled(),
+ * sm_write_resumed() and sm_write_failed() below. */
 #ifndef NATTER_SM_H
 #define NATTER_SM_H
 

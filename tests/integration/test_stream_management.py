@@ -421,6 +421,29 @@ async def test_durability_acked_messages_survive_kill_9(net, natter_factory, ser
         await alice.inbox.get(msg(id="k%d" % i), "k%d of %d acknowledged" % (i, acked))
 
 
+async def test_stopping_natterd_keeps_what_detached_sessions_held(
+        net, natter_factory, server):
+    """natterd stops (SIGTERM) with a session detached and one attached,
+    both holding unacknowledged messages: they end, their messages go to
+    offline storage, and the stop is clean (no leak, no error)."""
+    from imlib import restart_on_same_data
+    a = await sm_login(net, server, "alice", resource="away")
+    b = await sm_login(net, server, "alice", resource="here")
+    bob = await connect(net, server, "bob")
+    mark = server.log_mark()
+    a.cut()
+    await server.await_log("detached", since=mark)
+    bob.send_raw(chat(ALICE + "/away", "s1"))
+    bob.send_raw(chat(ALICE + "/here", "s2"))
+    await bob.barrier()
+    assert await messages(b, 1, answer=False) == ["s2"]
+    server = restart_on_same_data(natter_factory, server, keep_config=True)
+    alice = await connect(net, server, "alice", "new")
+    await send_available(alice)
+    for m in ("s1", "s2"):
+        await alice.inbox.get(msg(id=m), m)
+
+
 # ------------------------------------------------------- real clients --
 
 async def test_slixmpp_at_its_defaults_resumes(net, server):
