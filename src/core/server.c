@@ -1,5 +1,6 @@
 #include "core/server.h"
 
+#include <pthread.h>
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -282,6 +283,10 @@ static void loop_free(struct loop *l)
 static void loop_thread(void *arg)
 {
 	struct loop *l = arg;
+	/* Named for top -H, perf and gdb: "natter-loop0", ... */
+	char name[16];
+	snprintf(name, sizeof name, "natter-loop%d", l->index);
+	pthread_setname_np(pthread_self(), name);
 	uv_run(&l->uv, UV_RUN_DEFAULT);
 }
 
