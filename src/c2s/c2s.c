@@ -1324,6 +1324,8 @@ static void end_sm(struct c2s *s)
 	if (sm == NULL)
 		return;
 	s->sm = NULL;
+	if (sm->resumable && s->bare != NULL)
+		router_sm_ended(s->loop->srv->router, s->bare, sm->key, sm->in);
 	uint32_t n = sm->len;
 	struct bounce b = { s, 0, 0 };
 	sm_drain(sm, bounce_one, &b);
@@ -1697,9 +1699,18 @@ static int c2s_sm_resume(struct c2s *s, const char *previd, const char *h_attr)
 	if (sm_parse_id(previd, key) != 0 ||
 	    router_find_sm(s->loop->srv->router, s->bare, key, &t, resource, sizeof resource) != 0 ||
 	    t.loop < 0 || t.loop >= s->loop->srv->n_loops) {
-		log_info("c2s %llu (%s): resumption of an unknown session refused",
-			 (unsigned long long)s->conn->id, s->conn->peer);
-		sm_send_failed(s, "item-not-found");
+		/* An ended session of this account tells the client how many
+		 * of its stanzas were handled, so it resends only the rest. */
+		uint32_t ended_h;
+		bool ended = sm_parse_id(previd, key) == 0 &&
+			     router_find_ended_sm(s->loop->srv->router, s->bare, key, &ended_h) == 0;
+		log_info("c2s %llu (%s): resumption of an %s session refused",
+			 (unsigned long long)s->conn->id, s->conn->peer, ended ? "ended" : "unknown");
+		struct buf b;
+		buf_init(&b);
+		sm_write_failed(&b, "item-not-found", ended ? (long long)ended_h : -1, false, 0, 0);
+		conn_write(s->conn, b.data, b.len);
+		buf_free(&b);
 		return -1;
 	}
 	struct resume *r = xcalloc(1, sizeof *r);

@@ -25,11 +25,22 @@ struct raccount {
 	char bare[];              /* normalised bare JID */
 };
 
+/* A resumable session that ended: what a late <resume/> is told (the
+ * count of the client's stanzas it had handled). */
+struct ended_sm {
+	uint64_t account;                     /* hash of the bare JID */
+	unsigned char key[ROUTER_SM_KEY];
+	uint32_t h;
+	bool used;
+};
+
 struct shard {
 	pthread_mutex_t lock;
 	struct raccount **buckets;
 	size_t cap;   /* power of two */
 	size_t count; /* accounts */
+	struct ended_sm *ended; /* ROUTER_ENDED_SM, oldest overwritten; lazily */
+	unsigned ended_next;
 };
 
 struct router {
@@ -79,6 +90,7 @@ void router_free(struct router *r)
 			}
 		}
 		free(s->buckets);
+		free(s->ended);
 		pthread_mutex_destroy(&s->lock);
 	}
 	free(r);
@@ -425,4 +437,38 @@ int router_move(struct router *r, const char *bare, const char *resource, uint64
 	struct move m = { new_session, new_loop, false };
 	with_session(r, bare, resource, session, move_session, &m);
 	return m.done ? 0 : -1;
+}
+
+void router_sm_ended(struct router *r, const char *bare, const unsigned char *key, uint32_t h)
+{
+	uint64_t hash;
+	struct shard *s = shard_of(r, bare, &hash);
+	pthread_mutex_lock(&s->lock);
+	if (s->ended == NULL)
+		s->ended = xcalloc(ROUTER_ENDED_SM, sizeof *s->ended);
+	struct ended_sm *e = &s->ended[s->ended_next++ % ROUTER_ENDED_SM];
+	e->account = hash;
+	memcpy(e->key, key, ROUTER_SM_KEY);
+	e->h = h;
+	e->used = true;
+	pthread_mutex_unlock(&s->lock);
+}
+
+int router_find_ended_sm(struct router *r, const char *bare, const unsigned char *key,
+			 uint32_t *h)
+{
+	uint64_t hash;
+	struct shard *s = shard_of(r, bare, &hash);
+	int rc = -1;
+	pthread_mutex_lock(&s->lock);
+	for (unsigned i = 0; s->ended != NULL && i < ROUTER_ENDED_SM; i++) {
+		struct ended_sm *e = &s->ended[i];
+		if (e->used && e->account == hash && same_key(e->key, key)) {
+			*h = e->h;
+			rc = 0;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&s->lock);
+	return rc;
 }

@@ -101,6 +101,19 @@ void router_set_sm_key(struct router *r, const char *bare, const char *resource,
 int router_find_sm(struct router *r, const char *bare, const unsigned char *key,
 		   struct router_target *out, char *resource, size_t resource_size);
 
+/* Resumable sessions that ended are remembered, the last
+ * ROUTER_ENDED_SM per shard (of 64), so that a late <resume/> is told how
+ * many of its stanzas were handled (XEP-0198's 'h' on <failed/>). */
+#define ROUTER_ENDED_SM 256
+
+/* Records that the session of bare with that key ended having handled h
+ * of the client's stanzas. */
+void router_sm_ended(struct router *r, const char *bare, const unsigned char *key, uint32_t h);
+
+/* The h of an ended session of bare with that key: 0 and *h, or -1. */
+int router_find_ended_sm(struct router *r, const char *bare, const unsigned char *key,
+			 uint32_t *h);
+
 /* A resumed session moves to another connection, perhaps on another loop:
  * the entry (bare, resource, session) takes the new id and loop, keeping
  * presence and interests. Returns 0, or -1 when it is not registered. */

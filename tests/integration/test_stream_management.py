@@ -233,7 +233,8 @@ async def test_clean_close_ends_the_session(net, server):
     stream, _ = await authenticated(net, server, "alice")
     c = SmClient(stream, "alice")
     await c.send("<resume xmlns='%s' previd='%s' h='0'/>" % (NS_SM, a.sm_id))
-    assert condition(await c.expect_sm("failed")) == "item-not-found"
+    failed = await c.expect_sm("failed")
+    assert condition(failed) == "item-not-found" and failed.get("h") == "0"
 
 
 @pytest.mark.natter_config(stream_management={"resume_timeout": 2})
@@ -276,11 +277,20 @@ async def test_resumption_time_runs_out(net, server):
         cond = err.xml.find("{%s}error/{%s}service-unavailable" % (NS_CLIENT, NS_STANZAS))
         assert cond is not None, ET.tostring(err.xml, "unicode")
     assert "2 message(s) kept offline, 2 iq(s) bounced" in server.log[mark:]
-    # The resumption is refused now; the messages wait offline, once each.
+    # The resumption is refused now, telling how many of the client's
+    # stanzas were handled (its presence); the messages wait offline.
     stream, _ = await authenticated(net, server, "alice")
     c = SmClient(stream, "alice")
     await c.send("<resume xmlns='%s' previd='%s' h='0'/>" % (NS_SM, a.sm_id))
-    assert condition(await c.expect_sm("failed")) == "item-not-found"
+    failed = await c.expect_sm("failed")
+    assert condition(failed) == "item-not-found"
+    assert failed.get("h") == "1", ET.tostring(failed, "unicode")
+    # Another account does not learn even that.
+    stream, _ = await authenticated(net, server, "bob")
+    c = SmClient(stream, "bob")
+    await c.send("<resume xmlns='%s' previd='%s' h='0'/>" % (NS_SM, a.sm_id))
+    failed = await c.expect_sm("failed")
+    assert condition(failed) == "item-not-found" and failed.get("h") is None
     alice = await connect(net, server, "alice", "new")
     await send_available(alice)
     for m in ("m0", "m1"):
