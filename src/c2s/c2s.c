@@ -1226,6 +1226,8 @@ static void message_queued(struct c2s *s, const char *data, size_t len)
 		struct hook_ctx hc = { .loop = s->loop, .st = st, .a = &a, .from = &fj, .to = &me,
 				       .session = s->id };
 		hooks_run(HOOK_MESSAGE_QUEUED, &hc);
+		log_debug("c2s %llu: message from %s queued for %s (detached)",
+			  (unsigned long long)s->id, from, s->full);
 	}
 	arena_reset(&a);
 }

@@ -131,6 +131,8 @@ async def test_resume_after_the_connection_is_cut(net, server):
         bob.send_raw(chat(ALICE, "m%d" % i))  # to the bare JID: still online
     await bob.barrier()
     assert not bob.inbox.find(msg(type="error"))
+    # Each message kept while detached went through HOOK_MESSAGE_QUEUED.
+    assert server.log[mark:].count("queued for %s (detached)" % a.jid) == 4
     a.h = handled
     b, answer = await sm_resume(net, server, a, source="127.0.0.2")
     assert answer.tag == sm("resumed"), ET.tostring(answer, "unicode")
