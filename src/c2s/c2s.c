@@ -76,6 +76,8 @@ struct c2s {
 	struct sm *sm;       /* stream management, once enabled (sm.h) */
 	bool ending;         /* the session ends with this connection: it was
 			      * closed cleanly or by a stream error */
+	bool moving;         /* being handed over to a resuming connection:
+			      * it neither ends nor expires meanwhile */
 };
 
 static void c2s_stanza(void *ud, struct xml_node *st, struct arena *a);
@@ -1083,6 +1085,8 @@ void c2s_kick(struct loop *l, uint64_t session, const char *condition)
 	struct c2s *s = find_session(l, session);
 	if (s == NULL)
 		return;
+	if (s->moving)
+		return; /* it lives on with the resuming connection */
 	if (s->conn == NULL) {
 		/* Detached: it ends as if its time had run out. */
 		if (strcmp(condition, "conflict") == 0)
@@ -1160,11 +1164,11 @@ void c2s_kick_account(struct loop *l, const char *bare, const char *condition)
  * loops would reach deep into conn.c, whereas a session is a handful of
  * fields. So the resuming stream asks the session's owner loop (through
  * its inbox when it is another one) to hand the session over: the owner
- * checks the account, the SM id and the client's h, closes the old
- * connection if it is still there, moves the registry entry to the new
- * connection's id and loop, leaves a short-lived forward for stanzas that
- * senders had already addressed to the old id, and posts the session's
- * fields and queue back. Stanzas that reach the new connection before the
+ * checks the account, the SM id and the client's h and moves the registry
+ * entry to the new connection's id and loop; then, from the end of its
+ * inbox, closes the old connection if it is still there, leaves a
+ * short-lived forward for stanzas that senders had already addressed to
+ * the old id, and posts the session's fields and queue back. Stanzas that reach the new connection before the
  * hand-over is complete wait in a queue of its own, appended after the
  * session's. */
 
@@ -1344,6 +1348,8 @@ static bool keeps_session(struct c2s *s)
 {
 	if (loop_stopping(s->loop))
 		return false;
+	if (s->moving)
+		return true; /* resume_hand_over takes it */
 	if (s->state == C2S_RESUMING)
 		return true; /* the hand-over decides (resume_finish) */
 	return s->registered && s->sm != NULL && s->sm->resumable && !s->ending &&
@@ -1372,6 +1378,8 @@ static void detach(struct c2s *s)
 static void on_resume_timeout(uv_timer_t *t)
 {
 	struct c2s *s = t->data;
+	if (s->moving)
+		return;
 	log_info("c2s %llu: %s %s", (unsigned long long)s->id, s->full,
 		 s->ending ? "ends while detached" : "was not resumed in time");
 	sm_table_del(s->loop, s->id);
@@ -1547,6 +1555,15 @@ static void resume_finish(struct loop *l, void *arg);
 
 /* On the session's owner loop: checks the request and hands the session
  * over (see the comment at the top of this part). */
+static void resume_hand_over(struct loop *l, void *arg);
+
+/* On the session's owner loop: checks the request and moves the registry
+ * entry to the resuming connection (see the comment at the top of this
+ * part). The session itself goes in a second step, resume_hand_over, run
+ * from the end of this loop's inbox: a stanza that a sender addressed to
+ * the old entry and posted here before the move is in the inbox before
+ * that step, so it joins the session's queue ahead of what senders now
+ * send to the new connection. */
 static void resume_take(struct loop *l, void *arg)
 {
 	struct resume *r = arg;
@@ -1556,13 +1573,43 @@ static void resume_take(struct loop *l, void *arg)
 	}
 	struct c2s *old = find_session(l, r->from);
 	if (old == NULL || old->sm == NULL || !old->sm->resumable || !old->registered ||
-	    old->ending || old->bare == NULL || strcmp(old->bare, r->bare) != 0 ||
+	    old->ending || old->moving || old->bare == NULL || strcmp(old->bare, r->bare) != 0 ||
 	    memcmp(old->sm->key, r->key, ROUTER_SM_KEY) != 0) {
 		r->failed = "item-not-found";
 	} else if (sm_ack(old->sm, r->h) != 0) {
 		r->failed = "undefined-condition";
 		r->too_high = true;
 		r->send_count = sm_sent(old->sm);
+	} else {
+		const char *resource = old->full + strlen(r->bare) + 1;
+		router_move(l->srv->router, r->bare, resource, old->id, r->to, r->to_loop);
+		old->moving = true;
+		if (old->conn == NULL)
+			uv_timer_stop(&old->timer);
+		loop_call(l, resume_hand_over, r);
+		return;
+	}
+	if (r->to_loop == l->index)
+		resume_finish(l, r);
+	else
+		loop_call(&l->srv->loops[r->to_loop], resume_finish, r);
+}
+
+/* Second step on the owner loop: the session's fields and queue go to the
+ * resuming connection's loop; the old connection, if still there, closes;
+ * stanzas still addressed to the old id are passed on for a while. */
+static void resume_hand_over(struct loop *l, void *arg)
+{
+	struct resume *r = arg;
+	if (loop_stopping(l)) {
+		free_resume(r);
+		return;
+	}
+	struct c2s *old = find_session(l, r->from);
+	if (old == NULL || !old->moving) {
+		/* Cannot happen: a moving session neither ends nor expires. */
+		log_warn("c2s %llu: session to hand over is gone", (unsigned long long)r->from);
+		r->failed = "item-not-found";
 	} else {
 		r->full = old->full;
 		r->available = old->available;
@@ -1578,8 +1625,7 @@ static void resume_take(struct loop *l, void *arg)
 		old->photo_hash = NULL;
 		old->sm = NULL;
 		old->registered = false;
-		const char *resource = r->full + strlen(r->bare) + 1;
-		router_move(l->srv->router, r->bare, resource, old->id, r->to, r->to_loop);
+		old->moving = false;
 		sm_table_del(l, old->id);
 		sm_table_forward(l, old->id, r->to, r->to_loop);
 		if (old->conn != NULL) {
@@ -1592,9 +1638,10 @@ static void resume_take(struct loop *l, void *arg)
 			old->state = C2S_CLOSED;
 			uv_close((uv_handle_t *)&old->timer, free_c2s);
 		}
+		if (r->to_loop != l->index)
+			log_info("c2s: %s handed over from loop %d to loop %d", r->full, l->index,
+				 r->to_loop);
 	}
-	if (r->failed == NULL && r->to_loop != l->index)
-		log_info("c2s: %s handed over from loop %d to loop %d", r->full, l->index, r->to_loop);
 	if (r->to_loop == l->index)
 		resume_finish(l, r);
 	else
