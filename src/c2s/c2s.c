@@ -86,7 +86,7 @@ static bool sm_intercept(struct c2s *s, struct xml_node *st);
 static bool keeps_session(struct c2s *s);
 static void detach(struct c2s *s);
 static void end_sm(struct c2s *s);
-static void sm_tick(struct c2s *s, unsigned long long now);
+static void sm_tick(struct c2s *s);
 static void send_directed_unavailable(struct c2s *s);
 static void c2s_open(void *ud, const struct xml_node *root, const char *default_ns);
 static void c2s_close_stream(void *ud);
@@ -1122,7 +1122,7 @@ static void sweep_one(struct conn *c, void *arg)
 	    sw->now - s->last_input < C2S_IDLE_RELEASE_MS)
 		return;
 	if (s->sm != NULL)
-		sm_tick(s, sw->now);
+		sm_tick(s);
 	if (xml_stream_release(s->xs) == 0) {
 		log_debug("c2s %llu: idle, parser released", (unsigned long long)c->id);
 		sw->released++;
@@ -1199,9 +1199,8 @@ static void sm_flush(struct c2s *s)
 /* Once a second for a session silent for a while: fewer stanzas than
  * request_every are unacknowledged, so ask now; at most one <r/> is ever
  * unanswered. An empty queue gives its memory back. */
-static void sm_tick(struct c2s *s, unsigned long long now)
+static void sm_tick(struct c2s *s)
 {
-	(void)now;
 	if (s->state != C2S_ACTIVE)
 		return;
 	if (!s->sm->request_pending && s->sm->written > 0)
