@@ -454,3 +454,45 @@ async def test_held_stanzas_of_a_closed_session_are_freed(natter, net):
         await send_chat_state(alice, phone.boundjid.full, "composing")
     await phone.close()
     await net.assert_served(natter)
+
+
+# -------------------------------------------- with stream management --
+
+async def test_held_stanzas_survive_a_cut_and_come_on_resume(natter, net):
+    """Held stanzas are not yet sent for stream management: when the
+    connection is cut they join the unacknowledged ones, and the resumed
+    stream gets them, in order; it starts active (XEP-0352)."""
+    from smlib import sm_login, sm_resume, sm
+    accounts(natter, "bob", "alice")
+    phone = await sm_login(net, natter, "bob", resource="phone")
+    await phone.send("<inactive xmlns='%s'/>" % NS_CSI)
+    await phone.request_ack()
+    alice = await connect(net, natter, "alice", "desk")
+    to = phone.jid
+    for state in ("composing", "paused", "composing"):
+        await send_chat_state(alice, to, state)
+    alice.send_raw("<message to='%s' id='rcpt'><received xmlns='%s' id='x'/>"
+                   "</message>" % (to, NS_RECEIPTS))
+    await alice.barrier()
+    await phone.send("<iq type='get' id='p1' to='localhost'><ping xmlns="
+                     "'urn:xmpp:ping'/></iq>")
+    first = await phone.next_stanza()
+    assert first.tag == q(NS_CLIENT, "iq") and first.get("id") == "p1", \
+        "held stanzas were sent: %s" % phone.stream.describe()
+    phone.cut()
+    resumed, answer = await sm_resume(net, natter, phone)
+    assert answer.tag == sm("resumed"), resumed.stream.describe()
+    got = [await resumed.next_stanza(), await resumed.next_stanza()]
+    assert [(chat_state_of_xml(e), e.get("id")) for e in got] == [
+        ("composing", None), (None, "rcpt")], resumed.stream.describe()
+    # Active again: a chat state comes at once.
+    await send_chat_state(alice, to, "paused")
+    got = await resumed.next_stanza()
+    assert chat_state_of_xml(got) == "paused", resumed.stream.describe()
+
+
+def chat_state_of_xml(elem):
+    for child in elem:
+        if child.tag.startswith("{%s}" % NS_CHATSTATES):
+            return child.tag.split("}", 1)[1]
+    return None

@@ -545,17 +545,19 @@ async def test_account_deletion_removes_registrations(server, net):
 
 async def sm_login(net, server, name, resource):
     """A slixmpp session with its stream management plugin (XEP-0198, at
-    its defaults: resumable); skips the test when natter offers none."""
+    its defaults: resumable), once stream management is enabled."""
     client = XmppClient("%s@localhost/%s" % (name, resource),
                         name + "-secret", mechanism="SCRAM-SHA-256")
     client.register_plugin("xep_0198")
+    enabled = asyncio.get_running_loop().create_future()
+    client.add_event_handler(
+        "sm_enabled", lambda e: enabled.done() or enabled.set_result(e))
     net._open.append(client)
     client.connect(("127.0.0.1", server.c2s_port))
     kind, detail = await asyncio.wait_for(asyncio.shield(client._outcome),
                                           IO_TIMEOUT)
     assert kind == "ok", (kind, detail)
-    if "stream_management" not in client.features:
-        pytest.skip("this natter has no stream management (XEP-0198)")
+    await asyncio.wait_for(enabled, IO_TIMEOUT)
     return client
 
 
