@@ -68,6 +68,8 @@ struct c2s {
 	struct auth_session *auth; /* only while a SASL exchange runs */
 	struct sasl2_request *sasl2; /* only while a SASL2 exchange runs,
 				      * until its answer is written (sasl2.h) */
+	struct sasl2_request *sasl2_resuming; /* a SASL2 success waiting for its
+					       * inline resumption's answer */
 	char *bare;          /* "local@domain" once authenticated (heap) */
 	char *full;          /* "local@domain/resource" once bound (heap) */
 	const char *resource;/* points into full */
@@ -600,22 +602,12 @@ static void handle_auth(struct c2s *s, struct xml_node *st, struct arena *a)
  * delays, deadline, max_auth_failures), answered in the SASL2 profile
  * while s->sasl2 is set; the elements are read and written in sasl2.c. */
 
-/* Stream management inline (XEP-0198 in SASL2 and Bind 2). NOT WIRED YET:
- * after the merge the coordinator connects these two to sm.h (sm_resume,
- * sm_enable) and then advertises <sm xmlns='urn:xmpp:sm:3'/> and its
- * Bind 2 feature in sasl2_write_feature. Until then SM is not offered:
- * a <resume/> is not taken (the login binds as usual) and an <enable/>
- * in <bind/> is ignored, as by a server without SM. */
-static bool sasl2_sm_resume(struct c2s *s, const struct sasl2_request *r, struct buf *success)
-{
-	(void)s, (void)r, (void)success; /* sm_resume: <resumed/> into success, true */
-	return false;
-}
-
-static void sasl2_sm_enable(struct c2s *s, const struct sasl2_request *r, struct buf *bound)
-{
-	(void)s, (void)r, (void)bound; /* sm_enable: <enabled/> into bound */
-}
+/* Stream management inline (XEP-0198 in SASL2 and Bind 2): the resumption
+ * runs first (it may need the session's owner loop); its <resumed/> or
+ * <failed/> comes back through resume_answer, which finishes the SASL2
+ * success with it (sasl2_resume_answered). */
+static int c2s_sm_enable(struct c2s *s, bool want_resume, struct buf *out);
+static int c2s_sm_resume(struct c2s *s, const char *previd, const char *h_attr);
 
 struct fast_wait {
 	uint64_t conn_id;
@@ -828,11 +820,20 @@ static void sasl2_finish(struct c2s *s)
 {
 	struct sasl2_request *r = s->sasl2;
 	s->sasl2 = NULL;
-	s->state = C2S_BIND;
+	if (r->sm_answer == NULL || !r->sm_resumed)
+		s->state = C2S_BIND; /* a resumed session is ACTIVE already */
+	if (r->sm_resume && r->sm_answer == NULL) {
+		/* Answered through resume_answer, at once or from resume_finish. */
+		s->sasl2_resuming = r;
+		c2s_sm_resume(s, r->sm_previd, r->sm_h);
+		return;
+	}
 	struct buf b, inl;
 	buf_init(&b);
 	buf_init(&inl);
-	bool resumed = r->sm_resume && sasl2_sm_resume(s, r, &inl);
+	bool resumed = r->sm_answer != NULL && r->sm_resumed;
+	if (r->sm_answer != NULL)
+		buf_puts(&inl, r->sm_answer);
 	if (!resumed && r->bind) {
 		char resource[JID_PART_MAX + 1];
 		sasl2_bind_resource(r, s->bare, resource, sizeof resource);
@@ -844,7 +845,7 @@ static void sasl2_finish(struct c2s *s)
 			csi_set_inactive(&s->csi);
 		buf_puts(&inl, "<bound xmlns='" NS_BIND2 "'>");
 		if (r->sm_enable)
-			sasl2_sm_enable(s, r, &inl);
+			c2s_sm_enable(s, r->sm_enable_resume, &inl);
 		buf_puts(&inl, "</bound>");
 	}
 	buf_puts(&b, "<success xmlns='" NS_SASL2 "'>");
@@ -877,8 +878,23 @@ static void sasl2_finish(struct c2s *s)
 	else
 		send_features(s);
 	arm_idle(s);
-	if (s->state == C2S_ACTIVE)
+	if (s->state == C2S_ACTIVE && !resumed)
 		session_started(s);
+}
+
+/* The inline resumption's answer (el: <resumed/> or <failed/>): the SASL2
+ * success goes out with it, binding a new session (Bind 2) when it
+ * failed. A resumed session's stanzas follow (resume_finish). */
+static void sasl2_resume_answered(struct c2s *s, const struct buf *el, bool resumed)
+{
+	struct sasl2_request *r = s->sasl2_resuming;
+	s->sasl2_resuming = NULL;
+	r->sm_answer = xmalloc(el->len + 1);
+	memcpy(r->sm_answer, el->data, el->len);
+	r->sm_answer[el->len] = '\0';
+	r->sm_resumed = resumed;
+	s->sasl2 = r;
+	sasl2_finish(s);
 }
 
 /* --- the bound session --- */
@@ -1214,6 +1230,7 @@ static void free_c2s(uv_handle_t *h)
 	free(s->photo_hash);
 	csi_free(&s->csi);
 	sm_free(s->sm);
+	sasl2_free(s->sasl2_resuming);
 	free(s);
 }
 
@@ -1854,12 +1871,22 @@ static void handle_a(struct c2s *s, struct xml_node *st)
 
 /* --- enable and resume --- */
 
+/* A resumption's answer (<resumed/> or <failed/>): written, or inside the
+ * SASL2 success that carried the <resume/> inline (XEP-0388). */
+static void resume_answer(struct c2s *s, const struct buf *el, bool resumed)
+{
+	if (s->sasl2_resuming != NULL)
+		sasl2_resume_answered(s, el, resumed);
+	else
+		conn_write(s->conn, el->data, el->len);
+}
+
 static void sm_send_failed(struct c2s *s, const char *condition)
 {
 	struct buf b;
 	buf_init(&b);
 	sm_write_failed(&b, condition, -1, false, 0, 0);
-	conn_write(s->conn, b.data, b.len);
+	resume_answer(s, &b, false);
 	buf_free(&b);
 }
 
@@ -2038,11 +2065,11 @@ static void resume_finish(struct loop *l, void *arg)
 			struct buf b;
 			buf_init(&b);
 			sm_write_failed(&b, r->failed, -1, r->too_high, r->h, r->send_count);
-			conn_write(s->conn, b.data, b.len);
-			buf_free(&b);
 			s->state = C2S_BIND; /* it may bind a new session instead */
 			log_info("c2s %llu (%s): resumption refused (%s)", (unsigned long long)s->id,
 				 s->conn->peer, r->failed);
+			resume_answer(s, &b, false);
+			buf_free(&b);
 		}
 		free_resume(r);
 		return;
@@ -2082,10 +2109,10 @@ static void resume_finish(struct loop *l, void *arg)
 	struct buf b;
 	buf_init(&b);
 	sm_write_resumed(&b, s->sm);
-	conn_write(s->conn, b.data, b.len);
-	buf_free(&b);
 	log_info("c2s %llu (%s): resumed %s, %u stanza(s) to send again",
 		 (unsigned long long)s->id, s->conn->peer, s->full, s->sm->len);
+	resume_answer(s, &b, true);
+	buf_free(&b);
 	sm_flush(s);
 	arm_idle(s);
 }
@@ -2122,7 +2149,7 @@ static int c2s_sm_resume(struct c2s *s, const char *previd, const char *h_attr)
 		struct buf b;
 		buf_init(&b);
 		sm_write_failed(&b, "item-not-found", ended ? (long long)ended_h : -1, false, 0, 0);
-		conn_write(s->conn, b.data, b.len);
+		resume_answer(s, &b, false);
 		buf_free(&b);
 		return -1;
 	}

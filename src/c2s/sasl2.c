@@ -6,6 +6,7 @@
 
 #include "auth/auth.h"
 #include "c2s/csi.h"
+#include "c2s/sm.h"
 #include "core/log.h"
 #include "core/util.h"
 
@@ -18,10 +19,9 @@ void sasl2_write_feature(struct buf *out, SSL *ssl, const struct config *cfg,
 		      "<bind xmlns='" NS_BIND2 "'><inline>"
 		      "<feature var='" NS_CARBONS2 "'/>"
 		      "<feature var='" NS_CSI "'/>"
-		      "</inline></bind>");
-	/* Stream management (XEP-0198) goes here, as <sm xmlns='urn:xmpp:sm:3'/>
-	 * and a <feature var='urn:xmpp:sm:3'/> in bind's inline, once c2s
-	 * wires sasl2_sm_enable and sasl2_sm_resume (c2s.c) to sm.h. */
+		      "<feature var='" NS_SM "'/>"
+		      "</inline></bind>"
+		      "<sm xmlns='" NS_SM "'/>");
 	/* FAST only where natter keeps the accounts: a token must not
 	 * outlive an account removed from a directory. */
 	if (fast_enabled(cfg) && host != NULL && host->auth == HOST_AUTH_INTERNAL)
@@ -157,6 +157,7 @@ void sasl2_free(struct sasl2_request *r)
 		return;
 	free(r->initial);
 	free(r->additional);
+	free(r->sm_answer);
 	free(r);
 }
 

@@ -48,6 +48,9 @@ struct sasl2_request {
 				     * is credentials-expired */
 	char new_token[FAST_TOKEN_MAX]; /* a FAST token for <success/>, "" none */
 	long long new_expiry;       /* its expiry, seconds since the epoch */
+	char *sm_answer;            /* the inline resume's <resumed/> or <failed/>
+				     * (heap), once it came; NULL before */
+	bool sm_resumed;            /* it was <resumed/> */
 };
 
 /* Appends <authentication xmlns='urn:xmpp:sasl:2'> with the mechanisms

@@ -11,6 +11,7 @@ from imlib import accounts, connect as im_connect, jid_of, password_of
 from natterlib import (NS_BIND, NS_CLIENT, NS_SASL, NS_STREAM,
                        expect_stream_error, q)
 NS_CSI = "urn:xmpp:csi:0"
+NS_SM = "urn:xmpp:sm:3"
 NS_CHATSTATES = "http://jabber.org/protocol/chatstates"
 
 from sasl2lib import (NS_BIND2, NS_CARBONS, NS_FAST, NS_SASL2, answer,
@@ -34,10 +35,9 @@ async def test_sasl2_advertised_with_the_legacy_mechanisms(natter, net):
     bind = inline.find(q(NS_BIND2, "bind"))
     assert bind is not None
     assert [f.get("var") for f in bind.iter(q(NS_BIND2, "feature"))] == \
-        [NS_CARBONS, NS_CSI]
+        [NS_CARBONS, NS_CSI, NS_SM]
     assert inline.find(q(NS_FAST, "fast")) is not None
-    # Not advertised until stream management is wired in.
-    assert inline.find(q("urn:xmpp:sm:3", "sm")) is None
+    assert inline.find(q(NS_SM, "sm")) is not None
 
 
 async def test_one_round_trip_to_a_bound_session_that_receives(natter, net):
@@ -198,9 +198,7 @@ async def test_unknown_inline_elements_are_ignored(natter, net):
     stream, _ = await connect(net, natter)
     inline = (user_agent(new_device())
               + "<megabind xmlns='urn:example:megabind'><x/></megabind>"
-              + bind2("t", extra="<enable xmlns='urn:example:other'/>"
-                      "<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
-              + "<resume xmlns='urn:xmpp:sm:3' previd='nope' h='3'/>")
+              + bind2("t", extra="<enable xmlns='urn:example:other'/>"))
     success = await scram_login(stream, "alice", password_of("alice"),
                                 inline=inline)
     authz, bound, _ = success_parts(success)
@@ -353,3 +351,92 @@ async def test_abort_does_not_cut_the_failure_delay(natter, net):
     assert asyncio.get_running_loop().time() - started >= 0.2
     await wrong_proof_then(authenticate("PLAIN", b64("\0alice\0wrong")))
     await expect_stream_error(stream, "policy-violation")
+
+
+# ---------------------------------------- stream management inline --
+
+def sm_enable_inline(resume=True):
+    return "<enable xmlns='%s'%s/>" % (NS_SM, " resume='true'" if resume else "")
+
+
+def cut(stream):
+    """Loses the connection as a phone in a lift does: an RST."""
+    import socket
+    import struct
+    transport = stream.writer.transport
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                        struct.pack("ii", 1, 0))
+    transport.abort()
+
+
+async def test_inline_enable_then_inline_resume(natter, net):
+    """XEP-0386 + XEP-0198: stream management enabled inside <bind/>
+    (<enabled/> in <bound/>); after a cut, one <authenticate/> with an
+    inline <resume/> gets a <success/> carrying <resumed/> and the same
+    full JID, then what was sent meanwhile, once. No <bound/>: nothing was
+    bound anew."""
+    accounts(natter, "alice", "bob")
+    device = new_device()
+    stream, _ = await connect(net, natter)
+    success = await scram_login(
+        stream, "alice", password_of("alice"),
+        inline=user_agent(device) + bind2("phone", extra=sm_enable_inline()))
+    authz, bound, _ = success_parts(success)
+    enabled = bound.find(q(NS_SM, "enabled"))
+    assert enabled is not None and enabled.get("resume") == "true", \
+        ET.tostring(success, "unicode")
+    previd = enabled.get("id")
+    await stream.features()
+    bob = await im_connect(net, natter, "bob")
+    bob.send_raw("<message to='%s' type='chat' id='before'><body>1</body>"
+                 "</message>" % authz)
+    first = await stream.expect(q(NS_CLIENT, "message"))
+    assert first.get("id") == "before"
+    mark = natter.log_mark()
+    cut(stream)
+    await natter.await_log("detached", since=mark)
+    bob.send_raw("<message to='%s' type='chat' id='meanwhile'><body>2</body>"
+                 "</message>" % authz)
+    await bob.barrier()
+    again, _ = await connect(net, natter)
+    success = await scram_login(
+        again, "alice", password_of("alice"),
+        inline=user_agent(device)
+        + "<resume xmlns='%s' previd='%s' h='1'/>" % (NS_SM, previd)
+        + bind2("phone"))
+    authz2, bound2, _ = success_parts(success)
+    resumed = success.find(q(NS_SM, "resumed"))
+    assert resumed is not None and resumed.get("previd") == previd, \
+        ET.tostring(success, "unicode")
+    assert bound2 is None and authz2 == authz
+    features = await again.features()
+    assert features.find(q(NS_BIND, "bind")) is None
+    msg = await again.expect(q(NS_CLIENT, "message"))
+    assert msg.get("id") == "meanwhile", again.describe()
+    # 'before' was acknowledged (h='1'): it does not come again.
+    await again.ping_server()
+    assert "before" not in again.describe(), again.describe()
+
+
+async def test_inline_resume_refused_binds_a_new_session(natter, net):
+    """An inline <resume/> of an unknown session: the <success/> carries
+    <failed><item-not-found/></failed> and, since <bind/> came too, a new
+    session with stream management as asked."""
+    accounts(natter, "alice")
+    stream, _ = await connect(net, natter)
+    success = await scram_login(
+        stream, "alice", password_of("alice"),
+        inline=user_agent(new_device())
+        + "<resume xmlns='%s' previd='bm9uZQ' h='0'/>" % NS_SM
+        + bind2("phone", extra=sm_enable_inline()))
+    authz, bound, _ = success_parts(success)
+    failed = success.find(q(NS_SM, "failed"))
+    assert failed is not None and \
+        failed.find(q("urn:ietf:params:xml:ns:xmpp-stanzas",
+                      "item-not-found")) is not None, \
+        ET.tostring(success, "unicode")
+    assert bound is not None and bound.find(q(NS_SM, "enabled")) is not None
+    await stream.features()
+    await stream.ping_server()
