@@ -655,6 +655,24 @@ static const struct config_section config_dns_section = {
 	.size = sizeof(struct config_dns),
 };
 
+static const struct config_key config_tls_keys[] = {
+	{ .name = "session_tickets", .type = KEY_BOOL, .def = "true",
+	  .offset = offsetof(struct config_tls, session_tickets),
+	  .doc = "let reconnecting clients resume their TLS session with a ticket "
+		 "(no certificate signature)" },
+	{ .name = "ticket_rotation", .type = KEY_INT, .def = "3600", .min = 1, .max = 302400,
+	  .offset = offsetof(struct config_tls, ticket_rotation),
+	  .doc = "seconds between two ticket keys; a ticket is accepted for one to two of "
+		 "these periods; keys live in memory only" },
+};
+
+static const struct config_section config_tls_section = {
+	.what = "tls",
+	.keys = config_tls_keys,
+	.n_keys = sizeof config_tls_keys / sizeof config_tls_keys[0],
+	.size = sizeof(struct config_tls),
+};
+
 static const struct config_key config_top_keys[] = {
 	{ .name = "log_level", .type = KEY_ENUM, .def = "info", .values = config_log_levels,
 	  .offset = offsetof(struct config, log_level),
@@ -709,6 +727,9 @@ static const struct config_key config_top_keys[] = {
 	{ .name = "dns", .type = KEY_MAP, .section = &config_dns_section,
 	  .offset = offsetof(struct config, dns),
 	  .doc = "DNS lookups (docs/dns.md)" },
+	{ .name = "tls", .type = KEY_MAP, .section = &config_tls_section,
+	  .offset = offsetof(struct config, tls),
+	  .doc = "TLS session resumption on the c2s listeners (docs/security.md)" },
 };
 
 /* config_parse_mapping() keeps one line number per key of a mapping. */
