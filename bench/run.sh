@@ -62,7 +62,9 @@
 #   RECONNECT_CONCURRENCY reconnect: reconnects in flight after the cut 500
 #   NATTER_RECONNECT_MODES reconnect-best: natter's modes, best first
 #                      (the first one natter-load does not refuse with
-#                      exit 3, "unsupported", is measured)  fast resume full
+#                      exit 3, "unsupported", is measured; full+tls is full
+#                      offering the first connection's TLS session back)
+#                                                fast resume full+tls full
 #   PEER_RECONNECT_MODES   reconnect-best: the peers' modes   resume full
 #                      (reconnect runs twice per server: reconnect-full, a
 #                      full TLS handshake + SCRAM + bind for everyone, and
@@ -135,7 +137,7 @@ PEP_CONTACTS=${PEP_CONTACTS:-500}
 PEP_RATES=${PEP_RATES:-1,2,5,10,20,50,100,200}
 RECONNECT_CLIENTS=${RECONNECT_CLIENTS:-5000}
 RECONNECT_CONCURRENCY=${RECONNECT_CONCURRENCY:-500}
-NATTER_RECONNECT_MODES=${NATTER_RECONNECT_MODES:-fast resume full}
+NATTER_RECONNECT_MODES=${NATTER_RECONNECT_MODES:-fast resume full+tls full}
 PEER_RECONNECT_MODES=${PEER_RECONNECT_MODES:-resume full}
 PRESENCE_USERS=${PRESENCE_USERS:-2000}
 CONTACTS=${CONTACTS:-20}
@@ -382,9 +384,11 @@ run_scenario() {
 		fi
 		for mode in $modes; do
 			rc=0
+			tls_opt=""
+			[ "$mode" = full+tls ] && mode=full tls_opt=--tls-resume
 			"$LOAD" reconnect "${common[@]}" --clients "$RECONNECT_CLIENTS" \
 				--concurrency "$LOGIN_CONCURRENCY" \
-				--reconnect-concurrency "$RECONNECT_CONCURRENCY" --mode "$mode" \
+				--reconnect-concurrency "$RECONNECT_CONCURRENCY" --mode "$mode" $tls_opt \
 				>"$raw" 2>"$err" &
 			load_pid=$!
 			wait "$load_pid" || rc=$?

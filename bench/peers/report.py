@@ -275,6 +275,8 @@ def _metrics(rec):
     elif sc.startswith("reconnect-"):
         # Issue 13: all clients cut at once and back; mode is the one that ran.
         m["mode"] = _get(load, "params.mode")
+        if m["mode"] == "full" and _get(load, "params.tls_resume"):
+            m["mode"] = "full+tls"
         m["supported"] = _get(load, "supported")
         m["clients"] = _get(load, "logged_in")
         m["reconnects_per_s"] = round(_get(load, "reconnects_per_s", default=0) or 0)

@@ -82,12 +82,14 @@ def first_session(server, ctx, *, direct=False):
 def test_second_connection_resumes(natter, tls, direct):
     ctx = insecure_client_context(maximum=TLS_MAX[tls])
     session = first_session(natter, ctx, direct=direct)
+    assert "established, session resumed" not in natter.log
     sock = tls_connect(natter, ctx, direct=direct, session=session)
     try:
         assert sock.version() == tls
         assert sock.session_reused, "natterd did not resume the session"
     finally:
         sock.close()
+    natter.wait_for_log("%s established, session resumed" % tls)
 
 
 def test_ticket_works_across_ports(natter):
