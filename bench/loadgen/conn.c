@@ -699,8 +699,12 @@ static void conn_sasl2_start(struct conn *c, struct stanza *features)
 	} else if (conn_child_text_is(auth, NS_SASL2 " mechanism", mech)) {
 		c->scram = calloc(1, sizeof *c->scram);
 		initial = c->scram ? sasl_scram_start(c->scram, user) : NULL;
+	} else if (conn_child_text_is(auth, NS_SASL2 " mechanism", "PLAIN")) {
+		/* The first login only gets the token; it is not measured. */
+		mech = "PLAIN";
+		initial = sasl_plain_initial(user, o->password);
 	} else {
-		conn_fail(c, FAIL_UNSUPPORTED, "SASL2 does not offer %s", mech);
+		conn_fail(c, FAIL_UNSUPPORTED, "SASL2 offers neither SCRAM-SHA-1 nor PLAIN");
 		return;
 	}
 	if (!initial) {
@@ -1062,8 +1066,9 @@ static void conn_sasl2(struct conn *c, struct stanza *st)
 	/* The server proves itself in additional-data before we believe it. */
 	struct stanza *ad = stanza_child(st, NS_SASL2 " additional-data");
 	bool ok = c->fast_auth ? ad && sasl_ht_verify(k->token, ad->text)
-			       : c->scram && ((ad && ad->text_len && sasl_scram_verify(c->scram, ad->text)) ||
-					      c->scram->verified);
+		  : c->scram	 ? (ad && ad->text_len && sasl_scram_verify(c->scram, ad->text)) ||
+				   c->scram->verified
+				 : true; /* PLAIN proves nothing back */
 	if (!ok) {
 		conn_fail(c, FAIL_AUTH, "bad or missing server proof in SASL2 <success/>");
 		return;

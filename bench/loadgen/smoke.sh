@@ -29,7 +29,9 @@ command -v python3 >/dev/null || { echo "smoke: needs python3" >&2; exit 2; }
 # sun_path is small.
 tmp=$(mktemp -d /tmp/nload.XXXXXX) || exit 2
 server_pid=
+stub_pid=
 cleanup() {
+	[ -n "$stub_pid" ] && kill -TERM "$stub_pid" 2>/dev/null
 	if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
 		kill -TERM "$server_pid" 2>/dev/null
 		i=0
@@ -118,7 +120,7 @@ done
 
 passed=0
 failed=0
-common="--port $port --domain localhost --password $password --smoke --quiet --duration 60 --server-pid $server_pid"
+common_rest="--domain localhost --password $password --smoke --quiet --duration 60"
 
 # check NAME PYTHON-CONDITION -- natter-load ARGS...: runs natter-load and
 # evaluates the condition with the JSON result bound to d.
@@ -129,7 +131,9 @@ check() {
 	# allow3=1: exit status 3 (the server lacks what the run needs) is an
 	# answer too; the condition says which answer is right.
 	rc=0
-	timeout 90 "$load" "$@" $common >"$tmp/$name.json" 2>"$tmp/$name.err" || rc=$?
+	# check_port / check_pid: another server than natterd (the stub).
+	timeout 90 "$load" "$@" --port "${check_port:-$port}" --server-pid "${check_pid:-$server_pid}" \
+		$common_rest >"$tmp/$name.json" 2>"$tmp/$name.err" || rc=$?
 	[ "${allow3:-0}" = 1 ] && [ "$rc" = 3 ] && rc=0
 	if [ "$rc" = 0 ] &&
 		python3 - "$tmp/$name.json" "$cond" <<'EOF'
@@ -177,6 +181,30 @@ allow3=1 check reconnect-resume "$resumed_or_refused" -- reconnect --clients 10 
 allow3=1 check reconnect-fast "$resumed_or_refused" -- reconnect --clients 10 --mode fast
 allow3=1 check idle-sm '(d["supported"] and d["logged_in"] == 10 and d["online_at_end"] == 10) or (not d["supported"] and d["errors"]["unsupported"] == 10)' \
 	-- idle --clients 10 --hold 1 --sm
+
+# fast mode against fast_stub.py, a stand-in server with SASL2, FAST,
+# Bind 2 and SM written from the XEPs, which checks the client strictly
+# (until natterd has them): resumed, and with every resume refused, rebound.
+for refuse in 0 1; do
+	STUB_REFUSE_RESUME=$refuse python3 "$here/fast_stub.py" "$tmp/data/certs/localhost.crt" \
+		"$tmp/data/certs/localhost.key" "$password" >"$tmp/stub$refuse.out" 2>&1 &
+	stub_pid=$!
+	i=0
+	while ! grep -q '^port' "$tmp/stub$refuse.out" && [ $i -lt 100 ]; do
+		sleep 0.1
+		i=$((i + 1))
+	done
+	stub_port=$(awk '/^port/ { print $2 }' "$tmp/stub$refuse.out")
+	if [ "$refuse" = 0 ]; then
+		cond='d["supported"] and d["reconnects"] == 10 and d["reconnect_failed"] == 0 and d["tls_resumed"] == 10 and d["sm_resumed"] == 10 and d["sm_rebound"] == 0'
+	else
+		cond='d["supported"] and d["reconnects"] == 10 and d["reconnect_failed"] == 0 and d["sm_resumed"] == 0 and d["sm_rebound"] == 10'
+	fi
+	check_port=$stub_port check_pid=$stub_pid check "reconnect-fast-stub$refuse" "$cond" \
+		-- reconnect --clients 10 --mode fast
+	kill -TERM "$stub_pid" 2>/dev/null
+	wait "$stub_pid" 2>/dev/null
+done
 
 if [ "$mam_on" = 1 ]; then
 	mam_cond='d["archive"]["fill_received"] == 400 and d["supported"] and d["walk"]["clients_reached_deep"] == 2 and d["latest_results_avg"] == 10 and d["deep_results_avg"] == 10 and d["short_pages"] == 0 and d["query_errors"] == 0'
