@@ -357,6 +357,10 @@ run_scenario() {
 		mkfifo "$work/hold"
 		sm_opt=""
 		[ "$sc" = idle-sm ] && sm_opt=--sm
+		# The loop below looks for "ready" in $err, which the previous
+		# run's may still hold: the redirection truncating it comes only
+		# after the fifo opens.
+		rm -f "$err"
 		"$LOAD" idle "${common[@]}" --clients "$IDLE_CLIENTS" $sm_opt \
 			--concurrency "$LOGIN_CONCURRENCY" --hold "$SCENARIO_TIMEOUT" --stdin \
 			<"$work/hold" >"$raw" 2>"$err" &
