@@ -663,9 +663,12 @@ static bool conn_child_text_is(const struct stanza *parent, const char *name, co
 
 /* SASL2 (XEP-0388) with what a phone reconnecting sends in one go: the
  * FAST token (XEP-0484, HT-SHA-256-NONE) and SM <resume/> when it has
- * them, else SCRAM-SHA-1 asking for a token; always Bind 2 (XEP-0386)
- * enabling SM, which the server uses when there is nothing to resume or
- * the resume fails. Missing features end the connection as unsupported. */
+ * them, else SCRAM-SHA-1 asking for a token; always Bind 2 (XEP-0386),
+ * enabling SM where the server offers it, which the server uses when there
+ * is nothing to resume or the resume fails. Without SM inline every
+ * reconnect is a new session (FAST, Bind 2, roster and presence), as a
+ * client does with such a server. Missing SASL2, FAST or Bind 2 ends the
+ * connection as unsupported. */
 static void conn_sasl2_start(struct conn *c, struct stanza *features)
 {
 	const struct opts *o = c->w->run->o;
@@ -685,10 +688,7 @@ static void conn_sasl2_start(struct conn *c, struct stanza *features)
 		conn_fail(c, FAIL_UNSUPPORTED, "Bind 2 (XEP-0386) not offered inline");
 		return;
 	}
-	if (!stanza_child(inl, NS_SM " sm")) {
-		conn_fail(c, FAIL_UNSUPPORTED, "stream management not offered inline in SASL2");
-		return;
-	}
+	c->sasl2_sm = stanza_child(inl, NS_SM " sm") != NULL;
 	char user[64];
 	conn_username(o, c->user, user, sizeof user);
 	c->fast_auth = k->resume && k->token[0];
@@ -721,13 +721,13 @@ static void conn_sasl2_start(struct conn *c, struct stanza *features)
 		conn_sendf(c, "<fast xmlns='" NS_FAST "' count='%u'/>", ++k->fast_count);
 	else
 		conn_sendf(c, "<request-token xmlns='" NS_FAST "' mechanism='HT-SHA-256-NONE'/>");
-	if (k->resume && k->sm_id[0]) {
+	if (c->sasl2_sm && k->resume && k->sm_id[0]) {
 		conn_sendf(c, "<resume xmlns='" NS_SM "' h='%u' previd='", k->h_in);
 		conn_send_escaped(c, k->sm_id);
 		conn_send(c, "'/>", 3);
 	}
-	conn_sendf(c, "<bind xmlns='" NS_BIND2 "'><tag>natter-load</tag>"
-		      "<enable xmlns='" NS_SM "' resume='true'/></bind></authenticate>");
+	conn_sendf(c, "<bind xmlns='" NS_BIND2 "'><tag>natter-load</tag>%s</bind></authenticate>",
+		   c->sasl2_sm ? "<enable xmlns='" NS_SM "' resume='true'/>" : "");
 	c->state = CONN_SASL2;
 }
 
@@ -1078,6 +1078,7 @@ static void conn_sasl2(struct conn *c, struct stanza *st)
 		free(c->scram);
 		c->scram = NULL;
 	}
+	k->fast_used = c->fast_auth;
 	struct stanza *tok = stanza_child(st, NS_FAST " token");
 	const char *token = tok ? stanza_attr(tok, "token") : NULL;
 	if (token && strlen(token) < sizeof k->token) {
@@ -1102,14 +1103,14 @@ static void conn_sasl2(struct conn *c, struct stanza *st)
 	}
 	struct stanza *bound = stanza_child(st, NS_BIND2 " bound");
 	struct stanza *en = bound ? stanza_child(bound, NS_SM " enabled") : NULL;
-	if (!bound || !en) {
+	if (!bound || (c->sasl2_sm && !en)) {
 		conn_fail(c, FAIL_UNSUPPORTED, "%s", bound ? "Bind 2 did not enable stream management"
 							   : "SASL2 <success/> without <bound/>");
 		return;
 	}
-	if (!conn_sm_enabled(c, en))
+	if (en && !conn_sm_enabled(c, en))
 		return;
-	k->sm_rebound = k->resume;
+	k->sm_rebound = k->resume && c->sasl2_sm;
 	conn_start_session(c);
 }
 

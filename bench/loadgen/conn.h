@@ -81,6 +81,7 @@ struct conn_carry {
 	char ua_id[37];        /* SASL2 user-agent id (a UUID) */
 	/* what the last connection did */
 	bool tls_resumed;      /* its TLS handshake resumed */
+	bool fast_used;        /* it authenticated with the FAST token */
 	bool sm_resumed;       /* it resumed the SM session */
 	bool sm_rebound;       /* its SASL2 resume failed and Bind 2 made a new session */
 };
@@ -102,6 +103,7 @@ struct conn {
 	bool dirty;
 	bool sm_counting;        /* SM on: count inbound stanzas, answer <r/> */
 	bool fast_auth;          /* this SASL2 authentication uses the FAST token */
+	bool sasl2_sm;           /* SASL2 offers SM inline (resume, Bind 2 enable) */
 	struct conn_carry *carry; /* NULL: a plain login (see struct conn_carry) */
 	uv_tcp_t tcp;
 	SSL *ssl;

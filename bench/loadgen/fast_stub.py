@@ -12,7 +12,9 @@ for tests only: one password, no storage, no routing.
     fast_stub.py CERT KEY PASSWORD   prints "port N", serves until killed
 
 With STUB_REFUSE_RESUME=1 every SM resumption fails (item-not-found), so
-the client's Bind 2 fallback makes a new session.
+the client's Bind 2 fallback makes a new session. With STUB_NO_SM=1 there
+is no stream management at all: every login is FAST (after the first) and
+a new Bind 2 session.
 """
 import asyncio
 import base64
@@ -149,11 +151,12 @@ async def serve(reader, writer, tls_ctx):
         st.restart()
         await st.header()
         from_attr = st.root.get("from", "")
+        with_sm = os.environ.get("STUB_NO_SM") != "1"
         await st.send(header() + (
             "<stream:features><authentication xmlns='%s'><mechanism>SCRAM-SHA-1</mechanism>"
             "<inline><fast xmlns='%s'><mechanism>HT-SHA-256-NONE</mechanism></fast>"
-            "<bind xmlns='%s'/><sm xmlns='%s'/></inline></authentication></stream:features>"
-            % (NS_SASL2, NS_FAST, NS_BIND2, NS_SM)))
+            "<bind xmlns='%s'/>%s</inline></authentication></stream:features>"
+            % (NS_SASL2, NS_FAST, NS_BIND2, "<sm xmlns='%s'/>" % NS_SM if with_sm else "")))
         auth = await st.next()
         if auth.tag != q(NS_SASL2, "authenticate"):
             await st.fail("expected SASL2 <authenticate/>")
@@ -194,6 +197,8 @@ async def serve(reader, writer, tls_ctx):
         jid = "%s@localhost/stub-%s" % (user, os.urandom(3).hex())
         resume = auth.find(q(NS_SM, "resume"))
         sm_id = None
+        if resume is not None and not with_sm:
+            await st.fail("<resume/> without SM offered")
         if resume is not None:
             sess = sessions.get(resume.get("previd"))
             h = int(resume.get("h", "-1"))
@@ -207,7 +212,14 @@ async def serve(reader, writer, tls_ctx):
                 why = "h %s, sent %s" % (h, sess and sess["sent"])
                 extra += ("<failed xmlns='%s' h='0'><item-not-found xmlns='urn:ietf:params:"
                           "xml:ns:xmpp-stanzas'/><text>%s</text></failed>" % (NS_SM, why))
-        if sm_id is None:
+        if sm_id is None and not with_sm:
+            bind = auth.find(q(NS_BIND2, "bind"))
+            if bind is None or bind.find(q(NS_SM, "enable")) is not None:
+                await st.fail("Bind 2 missing, or SM enabled without SM offered")
+            sm_id = "none"
+            sessions[sm_id] = {"user": user, "sent": 0}
+            extra += "<bound xmlns='%s'/>" % NS_BIND2
+        elif sm_id is None:
             bind = auth.find(q(NS_BIND2, "bind"))
             enable = bind.find(q(NS_SM, "enable")) if bind is not None else None
             if enable is None or enable.get("resume") not in ("true", "1"):
@@ -227,7 +239,8 @@ async def serve(reader, writer, tls_ctx):
                               % (el.get("id"), NS_ROSTER))
                 sent += 1
                 # An ack request: the client must answer with what it got.
-                await st.send("<r xmlns='%s'/>" % NS_SM)
+                if with_sm:
+                    await st.send("<r xmlns='%s'/>" % NS_SM)
             elif el.tag == q(NS_SM, "a"):
                 if int(el.get("h")) != sent:
                     await st.fail("client h %s, sent %d" % (el.get("h"), sent))

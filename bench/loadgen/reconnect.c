@@ -12,7 +12,9 @@
  *   fast    TLS session resumption, then SASL2 (XEP-0388) with the FAST
  *           token (XEP-0484, HT-SHA-256-NONE) obtained at the first login
  *           (<request-token/>) and SM <resume/> inline, with Bind 2
- *           (XEP-0386) enabling SM as the fallback when the resume fails.
+ *           (XEP-0386) enabling SM as the fallback when the resume fails;
+ *           against a server with SASL2 and FAST but no SM, FAST and Bind 2
+ *           make a new session every time (roster and presence again).
  *
  * A reconnect's latency runs from its connect to online (the roster
  * result, or <resumed/>); "all back" runs from the cut to the last client
@@ -49,7 +51,7 @@ struct rc_worker {
 	bool reconnecting;    /* after the cut */
 	_Atomic uint64_t t_cut;  /* uv_hrtime() of this worker's cut */
 	_Atomic uint64_t t_last; /* uv_hrtime() of its last reconnect online */
-	_Atomic uint64_t back, failed, tls_resumed, sm_resumed, sm_rebound;
+	_Atomic uint64_t back, failed, tls_resumed, fast_used, sm_resumed, sm_rebound;
 	struct hist rc_us;    /* connect to online, per reconnect */
 	struct hist cut_us;   /* cut to online, per reconnect */
 };
@@ -78,6 +80,7 @@ static void rc_on_online(struct conn *c)
 		hist_add(&rw->cut_us, (c->t_online - t_cut) / 1000);
 		worker_count(&rw->back, 1);
 		worker_count(&rw->tls_resumed, k->tls_resumed);
+		worker_count(&rw->fast_used, k->fast_used);
 		worker_count(&rw->sm_resumed, k->sm_resumed);
 		worker_count(&rw->sm_rebound, k->sm_rebound);
 		atomic_store_explicit(&rw->t_last, c->t_online, memory_order_relaxed);
@@ -112,7 +115,7 @@ static void rc_prepare(const struct opts *o, struct conn_carry *k, bool reconnec
 	k->sasl2 = o->mode == MODE_FAST;
 	k->resume = reconnecting && o->mode != MODE_FULL;
 	k->offer_tls = reconnecting && (o->mode != MODE_FULL || o->tls_resume);
-	k->tls_resumed = k->sm_resumed = k->sm_rebound = false;
+	k->tls_resumed = k->fast_used = k->sm_resumed = k->sm_rebound = false;
 }
 
 static void rc_fill(struct worker *w)
@@ -277,6 +280,7 @@ int reconnect_run(const struct opts *o)
 	report_hist_ms(&rp, "reconnect_ms", rc);
 	report_hist_ms(&rp, "cut_to_online_ms", cut);
 	report_u64(&rp, "tls_resumed", rc_sum(rws, r.nw, offsetof(struct rc_worker, tls_resumed)));
+	report_u64(&rp, "fast_used", rc_sum(rws, r.nw, offsetof(struct rc_worker, fast_used)));
 	report_u64(&rp, "sm_resumed", rc_sum(rws, r.nw, offsetof(struct rc_worker, sm_resumed)));
 	report_u64(&rp, "sm_rebound", rc_sum(rws, r.nw, offsetof(struct rc_worker, sm_rebound)));
 	report_num(&rp, "reconnect_wall_s", m3.wall - m2.wall);
@@ -292,11 +296,12 @@ int reconnect_run(const struct opts *o)
 	if (measured)
 		fprintf(stderr,
 			"reconnect (%s): %llu back (%llu failed) in %.2f s = %.0f/s; latency p50 %.1f ms, "
-			"p99 %.1f ms; TLS resumed %llu, SM resumed %llu, rebound %llu",
+			"p99 %.1f ms; TLS resumed %llu, FAST %llu, SM resumed %llu, rebound %llu",
 			rc_mode_name(o->mode), (unsigned long long)back, (unsigned long long)failed,
 			all_back_s, rate, hist_quantile_us(rc, 0.5) / 1000.0,
 			hist_quantile_us(rc, 0.99) / 1000.0,
 			(unsigned long long)rc_sum(rws, r.nw, offsetof(struct rc_worker, tls_resumed)),
+			(unsigned long long)rc_sum(rws, r.nw, offsetof(struct rc_worker, fast_used)),
 			(unsigned long long)rc_sum(rws, r.nw, offsetof(struct rc_worker, sm_resumed)),
 			(unsigned long long)rc_sum(rws, r.nw, offsetof(struct rc_worker, sm_rebound)));
 	if (measured && server_cpu >= 0 && back)

@@ -178,32 +178,41 @@ check reconnect-tls 'd["reconnects"] == 10 and d["reconnect_failed"] == 0 and d[
 	-- reconnect --clients 10 --mode full --tls-resume
 resumed_or_refused='(d["supported"] and d["reconnects"] == 10 and d["reconnect_failed"] == 0 and d["sm_resumed"] == 10 and d["tls_resumed"] == 10) or (not d["supported"] and d["errors"]["unsupported"] > 0 and d["reconnects"] == 0)'
 allow3=1 check reconnect-resume "$resumed_or_refused" -- reconnect --clients 10 --mode resume
-allow3=1 check reconnect-fast "$resumed_or_refused" -- reconnect --clients 10 --mode fast
+# fast: with SM every reconnect resumes its session; without (natter has
+# SASL2 and FAST before SM) each is FAST + Bind 2, a new session.
+fast_or_refused='(d["supported"] and d["reconnects"] == 10 and d["reconnect_failed"] == 0 and d["tls_resumed"] == 10 and d["fast_used"] == 10 and d["sm_resumed"] in (0, 10) and d["sm_rebound"] == 0) or (not d["supported"] and d["errors"]["unsupported"] > 0 and d["reconnects"] == 0)'
+allow3=1 check reconnect-fast "$fast_or_refused" -- reconnect --clients 10 --mode fast
 allow3=1 check idle-sm '(d["supported"] and d["logged_in"] == 10 and d["online_at_end"] == 10) or (not d["supported"] and d["errors"]["unsupported"] == 10)' \
 	-- idle --clients 10 --hold 1 --sm
 
 # fast mode against fast_stub.py, a stand-in server with SASL2, FAST,
 # Bind 2 and SM written from the XEPs, which checks the client strictly
 # (until natterd has them): resumed, and with every resume refused, rebound.
-for refuse in 0 1; do
-	STUB_REFUSE_RESUME=$refuse python3 "$here/fast_stub.py" "$tmp/data/certs/localhost.crt" \
-		"$tmp/data/certs/localhost.key" "$password" >"$tmp/stub$refuse.out" 2>&1 &
+for variant in resume refuse nosm; do
+	refuse=0 nosm=0
+	[ "$variant" = refuse ] && refuse=1
+	[ "$variant" = nosm ] && nosm=1
+	STUB_REFUSE_RESUME=$refuse STUB_NO_SM=$nosm python3 "$here/fast_stub.py" \
+		"$tmp/data/certs/localhost.crt" "$tmp/data/certs/localhost.key" "$password" \
+		>"$tmp/stub-$variant.out" 2>&1 &
 	stub_pid=$!
 	i=0
-	while ! grep -q '^port' "$tmp/stub$refuse.out" && [ $i -lt 100 ]; do
+	while ! grep -q '^port' "$tmp/stub-$variant.out" && [ $i -lt 100 ]; do
 		sleep 0.1
 		i=$((i + 1))
 	done
-	stub_port=$(awk '/^port/ { print $2 }' "$tmp/stub$refuse.out")
-	if [ "$refuse" = 0 ]; then
-		cond='d["supported"] and d["reconnects"] == 10 and d["reconnect_failed"] == 0 and d["tls_resumed"] == 10 and d["sm_resumed"] == 10 and d["sm_rebound"] == 0'
-	else
-		cond='d["supported"] and d["reconnects"] == 10 and d["reconnect_failed"] == 0 and d["sm_resumed"] == 0 and d["sm_rebound"] == 10'
-	fi
-	check_port=$stub_port check_pid=$stub_pid check "reconnect-fast-stub$refuse" "$cond" \
+	stub_port=$(awk '/^port/ { print $2 }' "$tmp/stub-$variant.out")
+	case $variant in
+	resume) cond='d["sm_resumed"] == 10 and d["sm_rebound"] == 0' ;;
+	refuse) cond='d["sm_resumed"] == 0 and d["sm_rebound"] == 10' ;;
+	nosm) cond='d["sm_resumed"] == 0 and d["sm_rebound"] == 0' ;;
+	esac
+	check_port=$stub_port check_pid=$stub_pid check "reconnect-fast-stub-$variant" \
+		"d[\"supported\"] and d[\"reconnects\"] == 10 and d[\"reconnect_failed\"] == 0 and d[\"tls_resumed\"] == 10 and d[\"fast_used\"] == 10 and $cond" \
 		-- reconnect --clients 10 --mode fast
 	kill -TERM "$stub_pid" 2>/dev/null
 	wait "$stub_pid" 2>/dev/null
+	stub_pid=
 done
 
 if [ "$mam_on" = 1 ]; then
