@@ -6,7 +6,7 @@ CONFIG ?= etc/natter.yaml
 FUZZ_SECONDS ?= 60
 
 .PHONY: all run test deps-build deps-test build build-asan build-fuzz \
-	unit integration fuzz bench-smoke bench bench-directory clean
+	unit integration fuzz bench-smoke bench bench-directory bench-csi clean
 
 all: build
 
@@ -26,7 +26,7 @@ build-asan: deps-test
 
 build-fuzz: deps-test
 	@CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DNATTER_SANITIZE=ON -DNATTER_FUZZ=ON >/dev/null
-	@cmake --build build-fuzz -j $(JOBS) --target fuzz_xml
+	@cmake --build build-fuzz -j $(JOBS) --target fuzz_xml fuzz_sasl2
 
 run: build
 	./build/natterd -c $(CONFIG)
@@ -40,6 +40,7 @@ integration: build build-asan
 
 fuzz: build-fuzz
 	scripts/run-fuzz.sh build-fuzz/fuzz_xml $(FUZZ_SECONDS)
+	scripts/run-fuzz.sh build-fuzz/fuzz_sasl2 20
 
 # A tiny run of every benchmark scenario, so the harness cannot rot.
 bench-smoke: build
@@ -52,6 +53,10 @@ bench: build
 # LDAP logins against the internal store (docs/performance.md, issue 5).
 bench-directory: build deps-test
 	NATTER_BUILD=$(CURDIR)/build /usr/bin/python3 bench/directory/run.py
+
+# What client state indication saves a phone (docs/performance.md, issue 13).
+bench-csi: build deps-test
+	NATTER_BUILD=$(CURDIR)/build /usr/bin/python3 bench/csi_savings.py
 
 # (The benchmark smoke, bench/loadgen/smoke.sh, runs as a ctest in both builds.)
 test: deps-test unit integration fuzz

@@ -36,6 +36,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "auth/fast.h"
 #include "core/buf.h"
 #include "core/config.h"
 #include "core/control.h"
@@ -66,6 +67,8 @@ static void natterctl_usage(FILE *out)
 	      "  user passwd JID [--password-file FILE]  set an account's password\n"
 	      "  user del JID                            delete an account\n"
 	      "  user list [DOMAIN]                      list accounts (of one domain)\n"
+	      "  fast list JID                           devices holding FAST tokens (XEP-0484)\n"
+	      "  fast revoke JID [DEVICE]                forget a device's tokens (all without DEVICE)\n"
 	      "  user add-bulk PREFIX COUNT DOMAIN [--password-file FILE]\n"
 	      "                                          create PREFIX1..PREFIXCOUNT@DOMAIN,\n"
 	      "                                          all with one password and one salt\n"
@@ -276,6 +279,9 @@ static int natterctl_set_password(struct natterctl *ctl, const char *local, cons
 	explicit_bzero(password, sizeof password);
 	if (rc == 0 && ctl->driver->user_put(ctl->st, domain, local, &cred) < 0)
 		rc = natterctl_error("cannot store %s@%s", local, domain);
+	/* A new password ends the FAST tokens the old one got (XEP-0484). */
+	if (rc == 0 && ctl->driver->map_del(ctl->st, domain, local, FAST_MAP, NULL) < 0)
+		rc = natterctl_error("cannot forget the FAST tokens of %s@%s", local, domain);
 	explicit_bzero(&cred, sizeof cred);
 	return rc;
 }
@@ -1108,6 +1114,42 @@ static int natterctl_user(struct natterctl *ctl, int argc, char **argv)
 	return natterctl_error("unknown command 'user %s' (try --help)", sub);
 }
 
+static void natterctl_print_fast(void *arg, const char *key, const void *value, size_t len)
+{
+	(void)arg;
+	struct buf b;
+	buf_init(&b);
+	fast_describe(value, len, &b);
+	printf("%s\t%.*s\n", key, (int)b.len, b.data);
+	buf_free(&b);
+}
+
+/* natterctl fast list JID | fast revoke JID [DEVICE]: on the store, with
+ * natterd running or not; a revoked token fails its next login. */
+static int natterctl_fast(struct natterctl *ctl, int argc, char **argv)
+{
+	static const char usage[] = "usage: natterctl fast list JID | fast revoke JID [DEVICE]";
+	bool list = argc == 2 && strcmp(argv[0], "list") == 0;
+	bool revoke = (argc == 2 || argc == 3) && strcmp(argv[0], "revoke") == 0;
+	if (!list && !revoke)
+		return natterctl_error("%s", usage);
+	char local[JID_PART_MAX + 1], domain[JID_PART_MAX + 1];
+	if (natterctl_jid(&ctl->cfg, argv[1], local, domain) || natterctl_open(ctl))
+		return 1;
+	if (list) {
+		int n = ctl->driver->map_list(ctl->st, domain, local, FAST_MAP, natterctl_print_fast,
+					      NULL);
+		return n < 0 ? natterctl_error("cannot read the store") : 0;
+	}
+	int rc = ctl->driver->map_del(ctl->st, domain, local, FAST_MAP, argc == 3 ? argv[2] : NULL);
+	if (rc < 0)
+		return natterctl_error("cannot write the store");
+	if (rc == 1)
+		return natterctl_error("%s holds no FAST token%s%s", argv[1],
+				       argc == 3 ? " for device " : "", argc == 3 ? argv[2] : "");
+	return 0;
+}
+
 /* natterctl mam expire --before DATETIME [--user JID]: on the store, with
  * natterd running or not (SQLite's WAL lets both write). */
 static int natterctl_mam(struct natterctl *ctl, int argc, char **argv)
@@ -1366,6 +1408,8 @@ int main(int argc, char **argv)
 			rc = natterctl_error("usage: natterctl directory refresh");
 		else
 			rc = natterctl_control(&ctl, "directory refresh");
+	} else if (strcmp(argv[i], "fast") == 0) {
+		rc = natterctl_fast(&ctl, argc - i - 1, argv + i + 1);
 	} else if (strcmp(argv[i], "mam") == 0) {
 		rc = natterctl_mam(&ctl, argc - i - 1, argv + i + 1);
 	} else if (strcmp(argv[i], "dns") == 0) {

@@ -380,6 +380,36 @@ static const struct config_section config_journal_section = {
 	.size = sizeof(struct config_journal),
 };
 
+static const char *const config_push_includes[] = { "never", "opt-in", "always", NULL };
+
+static const struct config_key config_push_keys[] = {
+	{ .name = "enabled", .type = KEY_BOOL, .def = "true",
+	  .offset = offsetof(struct config_push, enabled),
+	  .doc = "accounts may enable push notifications (XEP-0357) to their apps' push services" },
+	{ .name = "max_registrations", .type = KEY_INT, .def = "8", .min = 1, .max = 32,
+	  .offset = offsetof(struct config_push, max_registrations),
+	  .doc = "push registrations (app server JID and node) per account; one more: policy-violation" },
+	{ .name = "min_interval", .type = KEY_INT, .def = "2", .min = 0, .max = 3600,
+	  .offset = offsetof(struct config_push, min_interval),
+	  .doc = "seconds between two notifications to one registration; messages in between are "
+		 "folded into the next" },
+	{ .name = "include_sender", .type = KEY_ENUM, .def = "opt-in", .values = config_push_includes,
+	  .offset = offsetof(struct config_push, include_sender),
+	  .doc = "last-message-sender in a notification: never, opt-in (only when the client asked "
+		 "at enable), or always" },
+	{ .name = "include_body", .type = KEY_ENUM, .def = "opt-in", .values = config_push_includes,
+	  .offset = offsetof(struct config_push, include_body),
+	  .doc = "last-message-body in a notification: never, opt-in (only when the client asked "
+		 "at enable), or always" },
+};
+
+static const struct config_section config_push_section = {
+	.what = "push",
+	.keys = config_push_keys,
+	.n_keys = sizeof config_push_keys / sizeof config_push_keys[0],
+	.size = sizeof(struct config_push),
+};
+
 static const struct config_key config_host_keys[] = {
 	{ .name = "domain", .type = KEY_DOMAIN, .required = true,
 	  .offset = offsetof(struct config_host, domain),
@@ -411,6 +441,9 @@ static const struct config_key config_host_keys[] = {
 	{ .name = "journal", .type = KEY_MAP, .section = &config_journal_section,
 	  .offset = offsetof(struct config_host, journal),
 	  .doc = "the archive-all journal (docs/archive.md)" },
+	{ .name = "push", .type = KEY_MAP, .section = &config_push_section,
+	  .offset = offsetof(struct config_host, push),
+	  .doc = "push notifications to mobile apps (docs/mobile.md)" },
 };
 
 static const struct config_section config_host_section = {
@@ -553,6 +586,20 @@ static const struct config_key config_limits_keys[] = {
 	{ .name = "caps_cache_size", .type = KEY_INT, .def = "1024", .min = 16, .max = 1000000,
 	  .offset = offsetof(struct config_limits, caps_cache_size),
 	  .doc = "entity capabilities (XEP-0115) versions the server remembers" },
+	/* Client state indication: what waits for a client that is inactive. */
+	{ .name = "csi_max_held_stanzas", .type = KEY_INT, .def = "256", .min = 0, .max = 100000,
+	  .offset = offsetof(struct config_limits, csi_max_held_stanzas),
+	  .doc = "stanzas held for one inactive client (XEP-0352) before all are written; 0: none held" },
+	{ .name = "csi_max_held_bytes", .type = KEY_SIZE, .def = "131072",
+	  .min = 4096, .max = 64 * 1024 * 1024,
+	  .offset = offsetof(struct config_limits, csi_max_held_bytes),
+	  .doc = "bytes held for one inactive client before all are written" },
+	{ .name = "fast_token_lifetime", .type = KEY_INT, .def = "1209600", .min = 0,
+	  .max = 31536000, .offset = offsetof(struct config_limits, fast_token_lifetime),
+	  .doc = "seconds a FAST token (XEP-0484) is valid; 0 turns FAST off" },
+	{ .name = "max_fast_tokens", .type = KEY_INT, .def = "16", .min = 1, .max = 1000,
+	  .offset = offsetof(struct config_limits, max_fast_tokens),
+	  .doc = "devices per account holding FAST tokens; a new one evicts the least recently used" },
 };
 
 static const struct config_section config_limits_section = {

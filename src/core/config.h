@@ -156,6 +156,19 @@ struct config_journal {
 	char *notice;         /* sent to each session at login; NULL = none */
 };
 
+/* Whether a push notification (XEP-0357) carries the last message's sender
+ * or body: never, when the client opted in at enable, or always. */
+enum push_include { PUSH_INCLUDE_NEVER, PUSH_INCLUDE_OPT_IN, PUSH_INCLUDE_ALWAYS };
+
+/* Push notifications of a host (docs/mobile.md, "Push notifications"). */
+struct config_push {
+	int enabled;           /* accounts may enable push (XEP-0357) */
+	int max_registrations; /* app server registrations per account */
+	int min_interval;      /* seconds between two notifications to one registration */
+	enum push_include include_sender; /* last-message-sender in the summary */
+	enum push_include include_body;   /* last-message-body in the summary */
+};
+
 enum host_auth {
 	HOST_AUTH_INTERNAL, /* SCRAM secrets in natter's store */
 	HOST_AUTH_LDAP      /* the directory in 'ldap' */
@@ -172,6 +185,7 @@ struct config_host {
 	struct config_mam mam;
 	struct config_pubsub pubsub;
 	struct config_journal journal;
+	struct config_push push;
 };
 
 struct config_listener {
@@ -215,6 +229,12 @@ struct config_limits {
 	int pubsub_max_subscriptions;/* subscriptions and affiliations per node */
 	int pubsub_max_notifications;/* notifications one publish sends at most */
 	int caps_cache_size;         /* entity capabilities (XEP-0115) versions kept */
+	/* Client state indication (XEP-0352, docs/mobile.md). */
+	int csi_max_held_stanzas;    /* held for one inactive client; 0 = hold nothing */
+	size_t csi_max_held_bytes;   /* their bytes, bookkeeping included */
+	/* Fast reconnects (XEP-0484, docs/mobile.md). */
+	int fast_token_lifetime;     /* seconds a FAST token is valid; 0 = FAST off */
+	int max_fast_tokens;         /* devices per account holding a FAST token */
 };
 
 struct config {

@@ -1,5 +1,6 @@
 #include "core/server.h"
 
+#include <pthread.h>
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -10,6 +11,7 @@
 #include <unistd.h>
 
 #include "auth/auth.h"
+#include "auth/fast.h"
 #include "auth/authfail.h"
 #include "c2s/c2s.h"
 #include "core/control.h"
@@ -19,6 +21,7 @@
 #include "journal/journal_writer.h"
 #include "modules/blocking.h"
 #include "modules/mam.h"
+#include "modules/push.h"
 #include "modules/caps.h"
 #include "modules/module.h"
 #include "modules/pubsub.h"
@@ -139,6 +142,8 @@ static void on_sweep(uv_timer_t *t)
 	c2s_sweep(l);
 	if (l == l->srv->service)
 		mam_sweep(l);
+	else
+		push_sweep(l);
 }
 
 static void on_connection(uv_stream_t *server, int status)
@@ -281,6 +286,10 @@ static void loop_free(struct loop *l)
 static void loop_thread(void *arg)
 {
 	struct loop *l = arg;
+	/* Named for top -H, perf and gdb: "natter-loop0", ... */
+	char name[16];
+	snprintf(name, sizeof name, "natter-loop%d", l->index);
+	pthread_setname_np(pthread_self(), name);
 	uv_run(&l->uv, UV_RUN_DEFAULT);
 }
 
@@ -427,7 +436,8 @@ int server_run(struct config *cfg, const char *ctl)
 	}
 	if (tls_init(&srv.tls, cfg, err, sizeof err) != 0) {
 		log_error("%s", err);
-		auth_done(srv.gsasl);
+		fast_free(&srv);
+	auth_done(srv.gsasl);
 		return 1;
 	}
 	srv.router = router_new();
@@ -440,11 +450,14 @@ int server_run(struct config *cfg, const char *ctl)
 		log_error("%s", err);
 		goto out;
 	}
+	if (fast_init(&srv) != 0)
+		goto out;
 	if (muc_init(&srv, err, sizeof err) != 0) {
 		log_error("%s", err);
 		goto out;
 	}
 	srv.iqreq = iqreq_new();
+	push_init(&srv);
 	srv.caps = caps_new(cfg->limits.caps_cache_size);
 	if ((srv.pubsub = pubsub_new(cfg, err, sizeof err)) == NULL) {
 		log_error("%s", err);
@@ -532,6 +545,7 @@ out:
 	mam_free(&srv);
 	/* In-flight requests release what they hold (caps' included). */
 	iqreq_free(srv.iqreq);
+	push_free(&srv);
 	caps_free(srv.caps);
 	pubsub_free(srv.pubsub);
 	free(srv.loops);
@@ -541,6 +555,7 @@ out:
 	for (size_t i = 0; i < sizeof srv.roster_locks / sizeof *srv.roster_locks; i++)
 		pthread_mutex_destroy(&srv.roster_locks[i]);
 	tls_free(&srv.tls);
+	fast_free(&srv);
 	auth_done(srv.gsasl);
 	log_info("natterd stopped");
 	return rc;

@@ -28,6 +28,7 @@ struct router;
 struct authfail;
 struct storeq;
 struct mam;
+struct push;
 struct journal_writer;
 
 enum inbox_kind {
@@ -101,6 +102,7 @@ struct server {
 	struct muc *muc;           /* chat services and public rooms (muc.c) */
 	struct storeq *storeq;     /* the storage thread (storeq.h) */
 	struct mam *mam;           /* archive ids, preferences (mod_mam.c) */
+	struct push *push;         /* push notifications in flight (mod_push.c) */
 	struct iqreq *iqreq;       /* iq requests the server sent (iqreq.h) */
 	struct caps *caps;         /* entity capabilities seen (caps.h) */
 	struct pubsub *pubsub;     /* PEP and pubsub services (pubsub.h) */
@@ -121,6 +123,7 @@ struct server {
 	 * cfg->hosts, NULL where it is off; the signing key they share. */
 	struct journal_writer **journals;
 	EVP_PKEY *journal_key;
+	unsigned char fast_key[32]; /* FAST tokens are derived from it (fast.h) */
 };
 
 /* Builds everything from cfg (TLS contexts, storage, listeners) and runs

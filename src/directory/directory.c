@@ -649,6 +649,7 @@ static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
 	struct directory *d = w->d;
+	pthread_setname_np(pthread_self(), "natter-dir");
 	struct ldap_conn *lc = ldap_conn_new(d->cfg, d->bind_password);
 	unsigned backoff = 1000;
 	for (;;) {

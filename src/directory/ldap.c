@@ -94,6 +94,7 @@ static void ldap_watch_del(LDAP *ld, Sockbuf *sb, struct ldap_conncb *ctx)
 static void *ldap_watch_run(void *arg)
 {
 	struct ldap_watch *w = arg;
+	pthread_setname_np(pthread_self(), "natter-ldapwatch");
 
 	pthread_mutex_lock(&w->mu);
 	while (!w->done) {

@@ -226,6 +226,7 @@ static void *writer_thread(void *arg)
 {
 	struct journal_writer *w = arg;
 	const struct config_journal *cfg = w->cfg;
+	pthread_setname_np(pthread_self(), "natter-journal");
 	pthread_mutex_lock(&w->lock);
 	for (;;) {
 		if (w->count == 0 && !w->stop) {

@@ -658,7 +658,7 @@ static void mam_query_done(struct loop *l, void *arg, int rc)
 		buf_puts(&b, "><set xmlns='" NS_RSM "'>");
 		if (j->n > 0)
 			buf_printf(&b, "<first>%lld</first><last>%lld</last>", j->first, j->last);
-		if (j->count)
+		if (j->count && j->total >= 0)
 			buf_printf(&b, "<count>%lld</count>", j->total);
 		buf_puts(&b, "</set></fin></iq>");
 	}

@@ -11,6 +11,7 @@
  * (PBKDF2, milliseconds), always on a worker thread (work.h); the answer
  * follows from there. */
 #include "modules/register.h"
+#include "auth/fast.h"
 
 #include <pthread.h>
 #include <stdbool.h>
@@ -287,6 +288,8 @@ static void password_done(struct loop *l, void *arg)
 		} else {
 			log_info("account %s@%s changed its password in-band", p->who.local,
 				 p->who.domain);
+			/* The FAST tokens the old password got end with it. */
+			fast_forget_account(l, p->who.domain, p->who.local);
 			answer_later(l, p, NULL, NULL);
 		}
 	}

@@ -19,6 +19,7 @@ extern const struct module mod_offline;
 extern const struct module mod_carbons;
 extern const struct module mod_mam;
 extern const struct module mod_journal;
+extern const struct module mod_push;
 
 /* mod_pep comes first: it answers disco#items and node queries to
  * accounts, and sees private XML and vCard sets before mod_private and
@@ -26,7 +27,8 @@ extern const struct module mod_journal;
 const struct module *const modules_all[] = { &mod_pep, &mod_disco, &mod_ping, &mod_roster, &mod_blocking,
 					      &mod_version, &mod_time, &mod_last, &mod_vcard,
 					      &mod_private, &mod_register, &mod_offline,
-					      &mod_carbons, &mod_mam, &mod_journal, NULL };
+					      &mod_carbons, &mod_mam, &mod_journal, &mod_push,
+					      NULL };
 
 bool module_on_host(const struct module *m, struct loop *l, const char *domain)
 {

@@ -196,10 +196,10 @@ static void handle_iq(struct loop *l, struct xml_node *st, struct arena *a,
 		      const struct jid *from, const struct jid *to, bool to_account)
 {
 	if (!type_is(st, "get") && !type_is(st, "set")) {
-		/* Results and errors to the server end here, unless they
-		 * answer a request the server sent (iqreq.h). */
-		if (!to_account)
-			iqreq_answer(l, st, a, from);
+		/* Results and errors to the server or to an account's bare
+		 * JID end here, unless they answer a request the server sent
+		 * (iqreq.h; push notifications go from the bare JID). */
+		iqreq_answer(l, st, a, from);
 		return;
 	}
 	/* An answer from the server means that what the sender sent before

@@ -92,6 +92,22 @@ int iqreq_send(struct loop *l, struct xml_node *iq, struct arena *a, const struc
 	return 0;
 }
 
+void iqreq_expire_due(struct loop *l)
+{
+	struct iqreq *q = l->srv->iqreq;
+	struct iqreq_entry expired[16];
+	size_t n;
+	if (q == NULL)
+		return;
+	do {
+		pthread_mutex_lock(&q->lock);
+		n = iqreq_expire(q, now_ms(), expired, 16);
+		pthread_mutex_unlock(&q->lock);
+		for (size_t i = 0; i < n; i++)
+			expired[i].done(l, expired[i].arg, NULL, NULL);
+	} while (n == 16);
+}
+
 bool iqreq_answer(struct loop *l, struct xml_node *st, struct arena *a, const struct jid *from)
 {
 	const char *id = xml_attr(st, "id");

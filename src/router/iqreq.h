@@ -38,6 +38,12 @@ void iqreq_free(struct iqreq *q);
 int iqreq_send(struct loop *l, struct xml_node *iq, struct arena *a, const struct jid *to,
 	       iqreq_done *done, void *arg);
 
+/* Reports the requests past their deadline as failed (reply NULL), on l.
+ * Called once a second, so that a request nobody answers is known to
+ * have failed soon after IQREQ_TIMEOUT_MS even when no other request is
+ * sent. */
+void iqreq_expire_due(struct loop *l);
+
 /* An iq result or error addressed to the server (from is its stamped
  * sender): if it answers a request of ours, runs its done and returns
  * true; false for anything else (the caller drops it). */

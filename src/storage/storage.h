@@ -41,6 +41,11 @@ struct archive_entry {
 	size_t len;
 };
 
+/* An archive query counts its matches (RSM <count/>) up to this many;
+ * beyond, the count is left out: counting walks every match, and a
+ * client paging from the newest end needs none. */
+#define ARCHIVE_COUNT_MAX 10000
+
 /* What an archive query matches; every bound is exclusive and 0 when
  * absent. Times are ids (see archive_entry). */
 struct archive_query {
@@ -153,8 +158,10 @@ struct storage_driver {
 	/* Calls fn for the page of entries matching q, oldest first.
 	 * *complete is set when nothing beyond the page matches in the
 	 * query's direction; *count (when not NULL) to the number of
-	 * matches of the filter, whatever the page (RSM count). fn's with is
-	 * the entry's with and resource ("bare/res" or "bare"). Returns the number of entries in the page, or -1. */
+	 * matches of the filter, whatever the page (RSM count), or -1 when
+	 * there are more than ARCHIVE_COUNT_MAX. fn's with is the entry's
+	 * with and resource ("bare/res" or "bare"). Returns the number of
+	 * entries in the page, or -1. */
 	int (*archive_query)(struct storage *st, const char *domain, const char *local,
 			     const struct archive_query *q,
 			     void (*fn)(void *arg, long long id, const void *value, size_t len,

@@ -1,7 +1,9 @@
 #include "storage/storeq.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -18,6 +20,9 @@ struct storeq {
 	pthread_cond_t room;            /* signalled when a batch is taken */
 	struct storeq_job *head, *tail; /* under lock */
 	size_t pending;                 /* queued or in the running batch; under lock */
+	size_t queued;                  /* in the list, not taken yet; under lock */
+	size_t awaited;                 /* of those, jobs with a loop waiting */
+	bool lingering;                 /* the thread waits for a fuller batch */
 	unsigned long long submitted;   /* jobs submitted so far (atomic) */
 	unsigned long long committed;   /* jobs committed so far (atomic) */
 	bool stop;                      /* under lock */
@@ -101,9 +106,48 @@ static void storeq_run_batch(struct storeq *q, struct storeq_job *batch)
 	}
 }
 
+static uint64_t storeq_now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Under sustained load (the previous commit ended less than
+ * STOREQ_LINGER_US ago) of jobs no loop waits for (archive writes), waits
+ * up to that long for STOREQ_GROUP jobs, so that one commit covers many:
+ * a commit rewrites every page the batch touched, and archive writes
+ * touch one index leaf per owner. Idle, or
+ * when a loop waits for a job (a query, a held iq), jobs run at once.
+ * Called and returns with q->lock held. */
+static void storeq_linger(struct storeq *q, uint64_t last_commit)
+{
+	uint64_t now = storeq_now_ns();
+	if (q->queued >= STOREQ_GROUP || q->awaited > 0 ||
+	    now - last_commit > STOREQ_LINGER_US * 1000u)
+		return;
+	uint64_t until_ns = now + STOREQ_LINGER_US * 1000u;
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_nsec += STOREQ_LINGER_US * 1000;
+	if (until.tv_nsec >= 1000000000) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000;
+	}
+	q->lingering = true;
+	while (q->queued < STOREQ_GROUP && q->awaited == 0 && !q->stop &&
+	       storeq_now_ns() < until_ns) {
+		if (pthread_cond_timedwait(&q->more, &q->lock, &until) == ETIMEDOUT)
+			break;
+	}
+	q->lingering = false;
+}
+
 static void *storeq_thread(void *arg)
 {
 	struct storeq *q = arg;
+	uint64_t last_commit = 0;
+	pthread_setname_np(pthread_self(), "natter-store");
 	for (;;) {
 		pthread_mutex_lock(&q->lock);
 		while (q->head == NULL && !q->stop)
@@ -112,19 +156,25 @@ static void *storeq_thread(void *arg)
 			pthread_mutex_unlock(&q->lock);
 			return NULL;
 		}
+		storeq_linger(q, last_commit);
 		struct storeq_job *batch = q->head, *last = batch;
 		size_t n = 1;
+		size_t awaited = batch->loop != NULL;
 		while (last->next != NULL && n < STOREQ_BATCH) {
 			last = last->next;
 			n++;
+			awaited += last->loop != NULL;
 		}
+		q->awaited -= awaited;
 		q->head = last->next;
 		if (q->head == NULL)
 			q->tail = NULL;
 		last->next = NULL;
+		q->queued -= n;
 		pthread_mutex_unlock(&q->lock);
 
 		storeq_run_batch(q, batch);
+		last_commit = storeq_now_ns();
 		__atomic_add_fetch(&q->committed, n, __ATOMIC_RELEASE);
 		storeq_finish(batch);
 		pthread_mutex_lock(&q->lock);
@@ -172,8 +222,13 @@ void storeq_submit(struct storeq *q, struct storeq_job *job)
 		q->head = job;
 	q->tail = job;
 	q->pending++;
+	q->queued++;
+	q->awaited += job->loop != NULL;
 	__atomic_add_fetch(&q->submitted, 1, __ATOMIC_RELEASE);
-	pthread_cond_signal(&q->more);
+	/* A lingering thread wakes for a full group only (or its deadline),
+	 * or for a job a loop waits on. */
+	if (!q->lingering || q->queued >= STOREQ_GROUP || job->loop != NULL)
+		pthread_cond_signal(&q->more);
 	pthread_mutex_unlock(&q->lock);
 }
 

@@ -4,7 +4,8 @@
  *
  * One thread with its own storage handle takes the jobs in the order they
  * were submitted, runs as many as are waiting (up to STOREQ_BATCH) inside
- * one transaction (group commit), commits, and only then reports each job
+ * one transaction (group commit; under load it waits a moment for a
+ * fuller batch, see STOREQ_LINGER_US), commits, and only then reports each job
  * done on the loop that submitted it. A job is durable once its done
  * callback runs with rc >= 0: that is when a message counts as accepted.
  * Because jobs run in order, a read submitted after a write sees it. */
@@ -21,6 +22,14 @@ struct storeq;
 
 /* Jobs taken into one transaction at most. */
 #define STOREQ_BATCH 4096
+/* Group commit under load: when jobs that no loop waits for (loop NULL:
+ * archive writes) keep coming (the last commit ended less than
+ * STOREQ_LINGER_US ago), the thread waits up to that long for
+ * STOREQ_GROUP of them before it starts a transaction. An idle queue, or
+ * one holding a job with a loop (a query, an iq held for durability),
+ * runs at once; lingering adds at most this to a write's latency. */
+#define STOREQ_GROUP 2048
+#define STOREQ_LINGER_US 10000
 /* Jobs queued at most; storeq_submit waits for room beyond (a loop that
  * writes faster than the store stops reading its clients meanwhile). */
 #define STOREQ_MAX_PENDING 16384

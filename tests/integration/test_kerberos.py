@@ -248,3 +248,63 @@ async def test_gssapi_explicit_hostname(natter_factory, kdc, slapd, net):
     client = await gssapi_login(net, server, "bob@%s/krb" % LDAP_DOMAIN,
                                 ticket, service_host="localhost")
     assert client.boundjid.bare == "bob@" + LDAP_DOMAIN
+
+
+async def test_gssapi_in_sasl2_with_bind2(internal, kdc, net):
+    """Kerberos inside SASL2 (XEP-0388) with Bind 2 (XEP-0386), which no
+    other server offers: the GSSAPI exchange runs in <authenticate>,
+    <challenge> and <response>, and the <success> carries the bound full
+    JID; the session then works without a stream restart."""
+    import kerberos
+
+    from natterlib import q
+    from sasl2lib import (NS_SASL2, answer, authenticate, b64, bind2,
+                          connect, fast_login, new_device, sasl2_feature,
+                          success_parts, unb64, user_agent)
+
+    internal.add_user(ALICE_INTERNAL, "unused-password")
+    ticket = kdc.kinit("alice@NATTER.TEST")
+    stream, features = await connect(net, internal)
+    offered = [m.text for m in sasl2_feature(features).findall(
+        q(NS_SASL2, "mechanism"))]
+    assert "GSSAPI" in offered, offered
+    with _Env(ticket):
+        _, gss = kerberos.authGSSClientInit("xmpp@localhost")
+        kerberos.authGSSClientStep(gss, "")
+        first = kerberos.authGSSClientResponse(gss)
+    device = new_device()
+    await stream.send(authenticate(
+        "GSSAPI", first, user_agent(device) + bind2("krb")
+        + "<request-token xmlns='urn:xmpp:fast:0' mechanism='HT-SHA-256-NONE'/>"))
+    established = False
+    for _ in range(5):
+        elem = await answer(stream)
+        if elem.tag != q(NS_SASL2, "challenge"):
+            break
+        challenge = b64(unb64(elem.text))
+        with _Env(ticket):
+            if not established:
+                if kerberos.authGSSClientStep(gss, challenge) != \
+                        kerberos.AUTH_GSS_CONTINUE:
+                    established = True
+            else:
+                # RFC 4752 §3.1: the security-layer offer, answered with
+                # no layer and the identity (the bare JID's localpart).
+                kerberos.authGSSClientUnwrap(gss, challenge)
+                offer = kerberos.authGSSClientResponse(gss)
+                kerberos.authGSSClientWrap(gss, offer, "alice")
+            resp = kerberos.authGSSClientResponse(gss) or ""
+        await stream.send("<response xmlns='%s'>%s</response>"
+                          % (NS_SASL2, resp))
+    authz, bound, token = success_parts(elem)
+    assert bound is not None and authz.startswith(ALICE_INTERNAL + "/krb.")
+    await stream.features()
+    await stream.ping_server()
+    assert "Kerberos principal alice@NATTER.TEST" in internal.log
+    # The Kerberos login got a FAST token: the next reconnect needs no
+    # ticket.
+    assert token is not None
+    again, _ = await connect(net, internal)
+    success = await fast_login(again, "alice", token.get("token"),
+                               ua_id=device, inline=bind2("krb"))
+    assert success_parts(success)[0] == authz

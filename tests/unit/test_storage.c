@@ -984,6 +984,35 @@ static void test_archive_pages_both_ways(void **state)
 	assert_true(complete);
 }
 
+/* The RSM count is exact up to ARCHIVE_COUNT_MAX and left out (-1)
+ * beyond; the page itself does not depend on it. A query of the same
+ * shape again (the handle's compiled statements) gives the same. */
+static void test_archive_count_is_bounded(void **state)
+{
+	struct fixture *f = *state;
+	struct page p;
+	bool complete;
+	long long count;
+	assert_int_equal(f->drv->begin(f->st), 0);
+	for (int i = 0; i <= ARCHIVE_COUNT_MAX; i++) {
+		struct archive_entry e = { .id = 1000 + i, .with = "bob@localhost",
+					   .with_resource = "", .body = "hi", .value = "x", .len = 1 };
+		assert_int_equal(f->drv->archive_put(f->st, "localhost", "alice", &e), 0);
+	}
+	assert_int_equal(f->drv->end(f->st, 1), 0);
+	struct archive_query q = { .max = 3, .max_bytes = 1 << 20, .from_end = true };
+	for (int round = 0; round < 2; round++) {
+		assert_int_equal(archive_run(f, &q, &p, &complete, &count), 3);
+		assert_int_equal(count, -1);
+		assert_int_equal(p.ids[2], 1000 + ARCHIVE_COUNT_MAX);
+		assert_false(complete);
+	}
+	/* One fewer match: counted. */
+	q.after_id = 1000;
+	assert_int_equal(archive_run(f, &q, &p, &complete, &count), 3);
+	assert_int_equal(count, ARCHIVE_COUNT_MAX);
+}
+
 static void test_archive_filters(void **state)
 {
 	struct fixture *f = *state;
@@ -1083,6 +1112,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_two_handles_stores, setup_sqlite, teardown),
 		cmocka_unit_test_setup_teardown(test_archive_pages_both_ways, setup_sqlite, teardown),
 		cmocka_unit_test_setup_teardown(test_archive_filters, setup_sqlite, teardown),
+		cmocka_unit_test_setup_teardown(test_archive_count_is_bounded, setup_sqlite,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_archive_has_delete_and_user_del, setup_sqlite,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_sqlite_schema_version, setup_sqlite, teardown),
