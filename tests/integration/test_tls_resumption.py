@@ -251,3 +251,88 @@ def test_scram_plus_binding_checked_on_a_resumed_session(natter, options):
     assert status == 1, "%s\n%s" % (lines, err)
     assert "resumed: yes" in lines
     assert lines[-1].startswith("failure: "), lines
+
+
+# ----------------------------------------------- FAST over a resumed session --
+
+def exporter_fast_login(port, user, token, device, session=None,
+                        tamper=False):
+    """A blocking HT-SHA-256-EXPR login (XEP-0484) over pyOpenSSL, which
+    can both export keying material (tls-exporter, RFC 9266) and offer a
+    session; returns (the server's answer, the TLS session to offer next)."""
+    from OpenSSL import SSL
+
+    from sasl2lib import NS_FAST, authenticate, ht_initial, ht_responder, \
+        unb64, user_agent
+
+    sock = socket.create_connection(("127.0.0.1", port), timeout=IO_TIMEOUT)
+    sock.sendall(HEADER)
+    read_until(sock, b"</stream:features>")
+    sock.sendall(("<starttls xmlns='%s'/>" % NS_TLS).encode())
+    read_until(sock, b"<proceed")
+    ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
+    ctx.set_min_proto_version(SSL.TLS1_3_VERSION)
+    conn = SSL.Connection(ctx, sock)
+    conn.set_tlsext_host_name(b"localhost")
+    if session is not None:
+        conn.set_session(session)
+    conn.set_connect_state()
+    conn.do_handshake()
+    cb = conn.export_keying_material(b"EXPORTER-Channel-Binding", 32)
+    if tamper:
+        cb = bytes([cb[0] ^ 1]) + cb[1:]
+    conn.sendall(HEADER)
+    got = b""
+    while b"</stream:features>" not in got:
+        got += conn.recv(65536)
+    conn.sendall(authenticate(
+        "HT-SHA-256-EXPR", ht_initial(user, token, cb),
+        user_agent(device) + "<fast xmlns='%s'/>" % NS_FAST).encode())
+    got = b""
+    while b"</success>" not in got and b"</failure>" not in got:
+        data = conn.recv(65536)
+        if not data:
+            break
+        got += data
+    text = got.decode()
+    if "</success>" in text:
+        proof = re.search(r"<additional-data>([^<]*)</additional-data>", text)
+        assert proof and unb64(proof.group(1)) == ht_responder(token, cb), text
+    fresh = conn.get_session()
+    conn.close()
+    sock.close()
+    return text, fresh
+
+
+async def test_fast_token_with_tls_exporter_on_a_resumed_session(natter, net):
+    """A phone's reconnect: TLS resumed with the last connection's ticket,
+    then the FAST token bound to that (resumed) connection's tls-exporter
+    value. The binding is the resumed connection's own: a value off by a
+    bit is refused there too."""
+    import asyncio
+
+    from imlib import accounts
+    from sasl2lib import new_device
+    from test_fast import token_by_password
+
+    accounts(natter, "alice")
+    device = new_device()
+    token, _ = await token_by_password(net, natter, "alice", device,
+                                       mech="HT-SHA-256-EXPR")
+    text, session = await asyncio.to_thread(
+        exporter_fast_login, natter.c2s_port, "alice", token, device)
+    assert "<success" in text, text
+    token = re.search(r"token='([^']+)'", text).group(1)
+
+    mark = natter.log_mark()
+    text, _ = await asyncio.to_thread(
+        exporter_fast_login, natter.c2s_port, "alice", token, device,
+        session, tamper=True)
+    assert "<not-authorized" in text, text
+    await natter.await_log("TLSv1.3 established, session resumed", since=mark)
+
+    mark = natter.log_mark()
+    text, _ = await asyncio.to_thread(
+        exporter_fast_login, natter.c2s_port, "alice", token, device, session)
+    assert "<success" in text, text
+    await natter.await_log("TLSv1.3 established, session resumed", since=mark)
