@@ -277,6 +277,8 @@ def exporter_fast_login(port, user, token, device, session=None,
     if session is not None:
         conn.set_session(session)
     conn.set_connect_state()
+    # pyOpenSSL wants a blocking socket; natterd's auth_timeout bounds it.
+    sock.setblocking(True)
     conn.do_handshake()
     cb = conn.export_keying_material(b"EXPORTER-Channel-Binding", 32)
     if tamper:
@@ -299,6 +301,9 @@ def exporter_fast_login(port, user, token, device, session=None,
         proof = re.search(r"<additional-data>([^<]*)</additional-data>", text)
         assert proof and unb64(proof.group(1)) == ht_responder(token, cb), text
     fresh = conn.get_session()
+    # Freed without a close_notify, OpenSSL would mark the session not
+    # resumable; TLS 1.3 does not ask for that (RFC 8446 §6.1).
+    conn.set_shutdown(SSL.SENT_SHUTDOWN | SSL.RECEIVED_SHUTDOWN)
     conn.close()
     sock.close()
     return text, fresh
