@@ -1,4 +1,5 @@
 #include "c2s/c2s.h"
+#include "c2s/sm.h"
 
 #include <malloc.h>
 #include <openssl/crypto.h>
@@ -17,12 +18,15 @@
 #include "directory/directory.h"
 #include "jid/jid.h"
 #include "modules/module.h"
+#include "modules/offline.h"
 #include "modules/presence.h"
 #include "modules/register.h"
 #include "router/deliver.h"
 #include "router/hooks.h"
 #include "router/router.h"
+#include "storage/storeq.h"
 #include "stream/conn.h"
+#include "xml/xml_parse.h"
 #include "xml/xml_stream.h"
 
 enum c2s_state {
@@ -35,6 +39,8 @@ enum c2s_state {
 	C2S_SASL_WAIT,/* the directory checks the account (AUTH_PENDING) */
 	C2S_BIND,     /* authenticated: waiting for resource binding */
 	C2S_ACTIVE,   /* bound session */
+	C2S_RESUMING, /* authenticated: an SM resumption is under way (sm.h) */
+	C2S_DETACHED, /* no connection: waiting to be resumed (sm.h) */
 	C2S_CLOSED
 };
 
@@ -72,10 +78,23 @@ struct c2s {
 	unsigned long long ping_sent;
 	char *photo_hash;    /* XEP-0153 hash from the directory (heap), or NULL */
 	struct csi csi;      /* client state (XEP-0352): what waits while inactive */
+	uint64_t id;         /* registry id once bound: the connection's id, or
+			      * the last connection's while detached */
+	struct sm *sm;       /* stream management, once enabled (sm.h) */
+	bool ending;         /* the session ends with this connection: it was
+			      * closed cleanly or by a stream error */
+	bool moving;         /* being handed over to a resuming connection:
+			      * it neither ends nor expires meanwhile */
 };
 
 static void c2s_stanza(void *ud, struct xml_node *st, struct arena *a);
 static void write_stanza(void *arg, const char *data, size_t len);
+static void send_stanza(struct c2s *s, const char *data, size_t len);
+static bool sm_intercept(struct c2s *s, struct xml_node *st);
+static bool keeps_session(struct c2s *s);
+static void detach(struct c2s *s);
+static void end_sm(struct c2s *s);
+static void sm_tick(struct c2s *s);
 static void send_directed_unavailable(struct c2s *s);
 static void c2s_open(void *ud, const struct xml_node *root, const char *default_ns);
 static void c2s_close_stream(void *ud);
@@ -126,11 +145,15 @@ static void send_header(struct c2s *s, const char *from)
 	s->header_sent = true;
 }
 
-/* Sends a stream error and closes: RFC 6120 §4.9. */
-static void stream_error(struct c2s *s, const char *condition)
+/* Sends a stream error and closes: RFC 6120 §4.9. app is an
+ * application-specific condition element, or NULL. A stream error ends the
+ * session, except a timeout: a resumable session is only detached then. */
+static void stream_error_app(struct c2s *s, const char *condition, const char *app)
 {
-	if (s->state == C2S_CLOSED)
+	if (s->state == C2S_CLOSED || s->conn == NULL)
 		return;
+	if (strcmp(condition, "connection-timeout") != 0)
+		s->ending = true;
 	if (!s->header_sent)
 		send_header(s, s->domain ? s->domain : cfg_of(s)->hosts[0].domain);
 	log_info("c2s %llu (%s): stream error <%s/>", (unsigned long long)s->conn->id,
@@ -138,9 +161,9 @@ static void stream_error(struct c2s *s, const char *condition)
 	struct buf b;
 	buf_init(&b);
 	buf_printf(&b,
-		   "<stream:error><%s xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>"
+		   "<stream:error><%s xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>%s</stream:error>"
 		   "</stream:stream>",
-		   condition);
+		   condition, app ? app : "");
 	conn_write(s->conn, b.data, b.len);
 	buf_free(&b);
 	s->state = C2S_CLOSED;
@@ -148,6 +171,11 @@ static void stream_error(struct c2s *s, const char *condition)
 	if (s->xs)
 		xml_stream_stop(s->xs);
 	conn_close(s->conn);
+}
+
+static void stream_error(struct c2s *s, const char *condition)
+{
+	stream_error_app(s, condition, NULL);
 }
 
 static void send_features(struct c2s *s)
@@ -172,7 +200,8 @@ static void send_features(struct c2s *s)
 			     "<session xmlns='urn:ietf:params:xml:ns:xmpp-session'><optional/></session>"
 			     "<ver xmlns='urn:xmpp:features:rosterver'/>"
 			     "<sub xmlns='urn:xmpp:features:pre-approval'/>"
-			     "<csi xmlns='" NS_CSI "'/>");
+			     "<csi xmlns='" NS_CSI "'/>"
+			     "<sm xmlns='" NS_SM "'/>");
 	}
 	if (s->secure) {
 		char ver[64];
@@ -223,6 +252,13 @@ static void c2s_close_stream(void *ud)
 	struct c2s *s = ud;
 	if (s->state == C2S_CLOSED)
 		return;
+	s->ending = true; /* a clean close ends the session (XEP-0198 §7) */
+	if (s->sm != NULL) {
+		/* The client leaves knowingly: what it was sent counts as
+		 * delivered, as without stream management; only what never
+		 * reached its connection goes to offline storage (end_sm). */
+		sm_ack(s->sm, s->sm->acked + s->sm->written);
+	}
 	send_str(s, "</stream:stream>");
 	s->state = C2S_CLOSED;
 	xml_stream_stop(s->xs);
@@ -859,7 +895,7 @@ static void iq_error(struct c2s *s, struct xml_node *st, struct arena *a, const 
 	struct buf b;
 	buf_init(&b);
 	xml_serialize(st, NS_CLIENT, &b);
-	conn_write(s->conn, b.data, b.len);
+	send_stanza(s, b.data, b.len);
 	buf_free(&b);
 }
 
@@ -885,6 +921,7 @@ static void bind_session(struct c2s *s, const char *resource)
 	s->full = xmalloc(bare_len + strlen(resource) + 2);
 	sprintf(s->full, "%s/%s", s->bare, resource);
 	s->resource = s->full + bare_len + 1;
+	s->id = s->conn->id;
 	struct router_target old;
 	if (router_bind(s->loop->srv->router, s->bare, s->resource, s->conn->id,
 			s->loop->index, &old) == 1) {
@@ -1057,7 +1094,7 @@ static void handle_active(struct c2s *s, struct xml_node *st, struct arena *a)
 			buf_puts(&b, "<iq type='result' id='");
 			buf_append_escaped(&b, id, strlen(id));
 			buf_puts(&b, "'/>");
-			conn_write(s->conn, b.data, b.len);
+			send_stanza(s, b.data, b.len);
 			buf_free(&b);
 			return;
 		}
@@ -1078,7 +1115,7 @@ static void handle_active(struct c2s *s, struct xml_node *st, struct arena *a)
 			struct buf b;
 			buf_init(&b);
 			xml_serialize(st, NS_CLIENT, &b);
-			conn_write(s->conn, b.data, b.len);
+			send_stanza(s, b.data, b.len);
 			buf_free(&b);
 		}
 		return;
@@ -1109,6 +1146,8 @@ static void c2s_stanza(void *ud, struct xml_node *st, struct arena *a)
 		stream_error(s, "policy-violation");
 		return;
 	}
+	if (sm_intercept(s, st))
+		return;
 	if ((s->state == C2S_BIND || s->state == C2S_ACTIVE) && xml_is(st, NS_CSI, NULL)) {
 		/* Offered with the features after authentication. */
 		if (csi_nonza(&s->csi, st) != 0)
@@ -1175,29 +1214,44 @@ static void free_c2s(uv_handle_t *h)
 	free(s->full);
 	free(s->photo_hash);
 	csi_free(&s->csi);
+	sm_free(s->sm);
 	free(s);
+}
+
+/* The session ends: out of the registry, unavailable to contacts, and
+ * what stream management still held goes where the RFCs say. */
+static void end_session(struct c2s *s)
+{
+	if (s->registered) {
+		s->registered = false;
+		router_unbind(s->loop->srv->router, s->bare, s->resource, s->id);
+		log_info("c2s %llu: %s disconnected", (unsigned long long)s->id, s->full);
+		struct jid full;
+		session_jid(s, &full);
+		presence_session_ended(s->loop, &full, s->available);
+		send_directed_unavailable(s);
+		end_sm(s);
+		struct hook_ctx hc = { .loop = s->loop, .from = &full, .to = &full,
+				       .session = s->id };
+		hooks_run(HOOK_SESSION_ENDED, &hc);
+	}
+	end_sm(s);
 }
 
 static void on_closed(struct conn *c)
 {
 	struct c2s *s = c->owner;
-	if (s->registered) {
-		router_unbind(s->loop->srv->router, s->bare, s->resource, c->id);
-		log_info("c2s %llu: %s disconnected", (unsigned long long)c->id, s->full);
-		struct jid full;
-		session_jid(s, &full);
-		presence_session_ended(s->loop, &full, s->available);
-		send_directed_unavailable(s);
-		struct hook_ctx hc = { .loop = s->loop, .from = &full, .to = &full,
-				       .session = c->id };
-		hooks_run(HOOK_SESSION_ENDED, &hc);
-	}
 	end_auth(s);
 	sasl2_free(s->sasl2);
 	s->sasl2 = NULL;
 	uncount_unauthenticated(s);
-	s->state = C2S_CLOSED;
 	uv_timer_stop(&s->timer);
+	if (keeps_session(s)) {
+		detach(s);
+		return;
+	}
+	end_session(s);
+	s->state = C2S_CLOSED;
 	uv_close((uv_handle_t *)&s->timer, free_c2s);
 }
 
@@ -1286,7 +1340,10 @@ static void on_idle(uv_timer_t *t)
 		   s->domain, id);
 	if (s->state != C2S_ACTIVE)
 		b.len = 0, buf_puts(&b, " "); /* not bound: a whitespace probe */
-	conn_write(s->conn, b.data, b.len);
+	if (s->state == C2S_ACTIVE)
+		send_stanza(s, b.data, b.len);
+	else
+		conn_write(s->conn, b.data, b.len);
 	buf_free(&b);
 	s->ping_pending = true;
 	s->ping_sent = now;
@@ -1346,32 +1403,62 @@ void c2s_write_unauthenticated(struct loop *l, uint64_t session, const char *dat
 	conn_write(c, data, len);
 }
 
-/* Where every stanza routed to the client is written: at once, or when
- * client state indication releases it. */
-static void write_stanza(void *arg, const char *data, size_t len)
+/* The session registered as id on loop l: on its connection, or detached
+ * (or resuming) without one. */
+static struct c2s *find_session(struct loop *l, uint64_t id)
 {
-	struct c2s *s = arg;
-	conn_write(s->conn, data, len);
+	struct conn *c = conn_find(l, id);
+	if (c != NULL)
+		return c->ops == &c2s_ops ? c->owner : NULL;
+	return sm_table_get(l, id);
 }
+
+static int sm_deliver(struct c2s *s, const char *data, size_t len);
+static void forward(struct loop *l, const struct router_target *t, const char *data, size_t len);
+static void expire_soon(struct c2s *s);
 
 int c2s_deliver(struct loop *l, uint64_t session, const char *data, size_t len)
 {
-	struct conn *c = conn_find(l, session);
-	if (c == NULL || c->ops != &c2s_ops)
+	/* Resumed on another connection a moment ago (the old one may still
+	 * be closing): the sender saw the old registry entry. */
+	struct router_target t;
+	if (sm_table_get_forward(l, session, &t) == 0) {
+		forward(l, &t, data, len);
+		return 0;
+	}
+	struct c2s *s = find_session(l, session);
+	if (s == NULL)
 		return -1;
-	struct c2s *s = c->owner;
-	if (s->state != C2S_ACTIVE)
+	if (s->sm == NULL && s->state != C2S_ACTIVE)
 		return -1;
+	/* Client state indication first: what it holds is not sent yet, so
+	 * stream management counts it only once it is written. */
 	csi_deliver(&s->csi, s->bare, &cfg_of(s)->limits, data, len);
 	return 0;
 }
 
+/* Where every stanza routed to the client goes once client state
+ * indication lets it: stream management's queue, or the connection. */
+static void write_stanza(void *arg, const char *data, size_t len)
+{
+	send_stanza(arg, data, len);
+}
+
 void c2s_kick(struct loop *l, uint64_t session, const char *condition)
 {
-	struct conn *c = conn_find(l, session);
-	if (c == NULL || c->ops != &c2s_ops)
+	struct c2s *s = find_session(l, session);
+	if (s == NULL)
 		return;
-	struct c2s *s = c->owner;
+	if (s->moving)
+		return; /* it lives on with the resuming connection */
+	if (s->conn == NULL) {
+		/* Detached: it ends as if its time had run out. */
+		if (strcmp(condition, "conflict") == 0)
+			s->registered = false;
+		s->ending = true;
+		expire_soon(s);
+		return;
+	}
 	/* A replaced session is already out of the registry: it must not
 	 * unbind (and announce unavailable for) the new one. */
 	if (strcmp(condition, "conflict") == 0)
@@ -1398,6 +1485,8 @@ static void sweep_one(struct conn *c, void *arg)
 	if (s->state == C2S_CLOSED || s->state == C2S_SASL_WAIT ||
 	    sw->now - s->last_input < C2S_IDLE_RELEASE_MS)
 		return;
+	if (s->sm != NULL)
+		sm_tick(s);
 	if (xml_stream_release(s->xs) == 0) {
 		log_debug("c2s %llu: idle, parser released", (unsigned long long)c->id);
 		sw->released++;
@@ -1409,6 +1498,7 @@ void c2s_sweep(struct loop *l)
 {
 	struct sweep sw = { now_ms(), 0 };
 	conn_each(l, sweep_one, &sw);
+	sm_table_sweep(l);
 	/* Parsers are freed in bulk when a crowd goes idle: hand the pages
 	 * back to the system rather than keep them as free heap. */
 	if (sw.released >= 64)
@@ -1421,4 +1511,674 @@ void c2s_kick_account(struct loop *l, const char *bare, const char *condition)
 	int n = router_find_all(l->srv->router, bare, t, ROUTER_MAX_TARGETS);
 	for (int i = 0; i < n; i++)
 		kick_target(l, &t[i], condition);
+}
+
+/* --- stream management (XEP-0198): sessions that outlive connections ---
+ *
+ * A session with stream management keeps every stanza it writes until the
+ * client acknowledges it (sm.h). When the connection drops without
+ * </stream:stream> (a reset, a timeout), a resumable session is detached:
+ * the struct c2s stays, without connection, parser or output buffer, in
+ * its loop's table and in the registry, still available; what arrives for
+ * it is queued and HOOK_MESSAGE_QUEUED runs for each message.
+ *
+ * Resumption moves the session to the connection, not the connection to
+ * the session. The new connection may have been accepted by any loop
+ * (SO_REUSEPORT); moving a socket, its TLS state and its parser between
+ * loops would reach deep into conn.c, whereas a session is a handful of
+ * fields. So the resuming stream asks the session's owner loop (through
+ * its inbox when it is another one) to hand the session over: the owner
+ * checks the account, the SM id and the client's h and moves the registry
+ * entry to the new connection's id and loop; then, from the end of its
+ * inbox, closes the old connection if it is still there, leaves a
+ * short-lived forward for stanzas that senders had already addressed to
+ * the old id, and posts the session's fields and queue back. Stanzas that reach the new connection before the
+ * hand-over is complete wait in a queue of its own, appended after the
+ * session's. */
+
+static const struct config_sm *sm_cfg(struct c2s *s) { return &cfg_of(s)->sm; }
+
+static void sm_write_one(void *arg, struct refbuf *r)
+{
+	struct c2s *s = arg;
+	conn_write(s->conn, r->data, r->len);
+}
+
+static void sm_request(struct c2s *s)
+{
+	send_str(s, "<r xmlns='" NS_SM "'/>");
+	s->sm->request_pending = true;
+	s->sm->since_request = 0;
+}
+
+/* Writes what waits for the connection; asks for an ack once
+ * stream_management.request_every stanzas went out since the last ask. */
+static void sm_flush(struct c2s *s)
+{
+	sm_each_unwritten(s->sm, sm_write_one, s);
+	if (!s->sm->request_pending && s->sm->since_request >= (uint32_t)sm_cfg(s)->request_every)
+		sm_request(s);
+}
+
+/* Once a second for a session silent for a while: fewer stanzas than
+ * request_every are unacknowledged, so ask now; at most one <r/> is ever
+ * unanswered. An empty queue gives its memory back. */
+static void sm_tick(struct c2s *s)
+{
+	if (s->state != C2S_ACTIVE)
+		return;
+	if (!s->sm->request_pending && s->sm->written > 0)
+		sm_request(s);
+	sm_trim(s->sm);
+}
+
+static void on_resume_timeout(uv_timer_t *t);
+
+static void expire_soon(struct c2s *s)
+{
+	if (s->state == C2S_DETACHED)
+		uv_timer_start(&s->timer, on_resume_timeout, 0, 0);
+}
+
+/* HOOK_MESSAGE_QUEUED for a message kept for a detached session. */
+static void message_queued(struct c2s *s, const char *data, size_t len)
+{
+	struct arena a;
+	arena_init(&a);
+	struct xml_node *st = xml_parse_element(&a, data, len);
+	const char *from = st ? xml_attr(st, "from") : NULL;
+	struct jid fj, me;
+	if (from != NULL && jid_parse(&fj, from, strlen(from)) == 0) {
+		session_jid(s, &me);
+		struct hook_ctx hc = { .loop = s->loop, .st = st, .a = &a, .from = &fj, .to = &me,
+				       .session = s->id };
+		hooks_run(HOOK_MESSAGE_QUEUED, &hc);
+		log_debug("c2s %llu: message from %s queued for %s (detached)",
+			  (unsigned long long)s->id, from, s->full);
+	}
+	arena_reset(&a);
+}
+
+static bool is_message(const char *data, size_t len)
+{
+	return len > 9 && memcmp(data, "<message", 8) == 0 &&
+	       (data[8] == ' ' || data[8] == '>' || data[8] == '/');
+}
+
+/* A stanza for a session with stream management: kept until acknowledged,
+ * written now if the session has a connection. Past the queue's bounds
+ * the session ends (stanzas kept go to offline storage, end_sm). */
+static int sm_deliver(struct c2s *s, const char *data, size_t len)
+{
+	struct refbuf *r = refbuf_new(data, len);
+	int over = sm_push(s->sm, sm_cfg(s), r);
+	refbuf_release(r);
+	if (s->state == C2S_ACTIVE)
+		sm_flush(s);
+	else if (s->state == C2S_DETACHED && is_message(data, len))
+		message_queued(s, data, len);
+	if (over != 0 && !s->ending) {
+		log_info("c2s %llu: %s holds too many unacknowledged stanzas (%u, %zu bytes)",
+			 (unsigned long long)s->id, s->full ? s->full : s->bare, s->sm->len,
+			 s->sm->bytes);
+		s->ending = true;
+		if (s->conn != NULL)
+			stream_error(s, "resource-constraint");
+		else
+			expire_soon(s);
+	}
+	return 0;
+}
+
+static void send_stanza(struct c2s *s, const char *data, size_t len)
+{
+	if (s->sm == NULL)
+		conn_write(s->conn, data, len);
+	else
+		sm_deliver(s, data, len);
+}
+
+static void forward(struct loop *l, const struct router_target *t, const char *data, size_t len)
+{
+	struct refbuf *r = refbuf_new(data, len);
+	deliver_to_session(l, t, r);
+	refbuf_release(r);
+}
+
+/* --- the end of a session with stream management --- */
+
+struct bounce {
+	struct c2s *s;
+	int kept, bounced;
+};
+
+/* An unacknowledged stanza of a session that ends: a chat or normal
+ * message goes to offline storage (its stanza-id lets a device that
+ * catches up from the archive skip it, offline.c), an iq get or set gets
+ * service-unavailable (RFC 6121 §8.5.3.2.2), the rest is dropped
+ * (presence, errors, results, carbons copies, groupchat, headlines). */
+static void bounce_one(void *arg, struct refbuf *r)
+{
+	struct bounce *b = arg;
+	struct c2s *s = b->s;
+	struct arena a;
+	arena_init(&a);
+	struct xml_node *st = s->full ? xml_parse_element(&a, r->data, r->len) : NULL;
+	const char *type = st ? xml_attr(st, "type") : NULL;
+	if (st == NULL) {
+	} else if (strcmp(st->name, "message") == 0) {
+		bool plain = type == NULL || strcmp(type, "chat") == 0 || strcmp(type, "normal") == 0;
+		bool carbon = xml_child(st, "urn:xmpp:carbons:2", "received") != NULL ||
+			      xml_child(st, "urn:xmpp:carbons:2", "sent") != NULL;
+		if (plain && !carbon) {
+			struct jid me;
+			session_jid(s, &me);
+			if (offline_store(s->loop, &me, st) == 0)
+				b->kept++;
+			else
+				deliver_error(s->loop, st, &a, "cancel", "service-unavailable");
+		}
+	} else if (strcmp(st->name, "iq") == 0 && type != NULL &&
+		   (strcmp(type, "get") == 0 || strcmp(type, "set") == 0)) {
+		deliver_error(s->loop, st, &a, "cancel", "service-unavailable");
+		b->bounced++;
+	}
+	arena_reset(&a);
+	refbuf_release(r);
+}
+
+static void end_sm(struct c2s *s)
+{
+	struct sm *sm = s->sm;
+	if (sm == NULL)
+		return;
+	s->sm = NULL;
+	if (sm->resumable && s->bare != NULL)
+		router_sm_ended(s->loop->srv->router, s->bare, sm->key, sm->in);
+	uint32_t n = sm->len;
+	struct bounce b = { s, 0, 0 };
+	sm_drain(sm, bounce_one, &b);
+	if (n > 0)
+		log_info("c2s %llu: %s ended with %u unacknowledged stanza(s): %d message(s) kept "
+			 "offline, %d iq(s) bounced", (unsigned long long)s->id,
+			 s->full ? s->full : "(unbound)", n, b.kept, b.bounced);
+	sm_free(sm);
+}
+
+/* Whether the connection's end leaves the session detached rather than
+ * ended. */
+static bool keeps_session(struct c2s *s)
+{
+	if (loop_stopping(s->loop))
+		return false;
+	if (s->moving)
+		return true; /* resume_hand_over takes it */
+	if (s->state == C2S_RESUMING)
+		return true; /* the hand-over decides (resume_finish) */
+	return s->registered && s->sm != NULL && s->sm->resumable && !s->ending &&
+	       sm_cfg(s)->resume_timeout > 0;
+}
+
+static void detach(struct c2s *s)
+{
+	csi_end(&s->csi); /* held stanzas join the unacknowledged ones */
+	s->conn = NULL;
+	xml_stream_free(s->xs);
+	s->xs = NULL;
+	sm_table_put(s->loop, s->id, s);
+	s->sm->written = 0;
+	s->sm->since_request = 0;
+	s->sm->request_pending = false;
+	s->sm->ack_held = s->sm->ack_again = false;
+	s->sm->last_a_end = 0;
+	if (s->state == C2S_RESUMING)
+		return;
+	s->state = C2S_DETACHED;
+	log_info("c2s %llu: %s detached, resumable for %d s (%u stanza(s) unacknowledged)",
+		 (unsigned long long)s->id, s->full, sm_cfg(s)->resume_timeout, s->sm->len);
+	uv_timer_start(&s->timer, on_resume_timeout, (uint64_t)sm_cfg(s)->resume_timeout * 1000, 0);
+}
+
+static void on_resume_timeout(uv_timer_t *t)
+{
+	struct c2s *s = t->data;
+	if (s->moving)
+		return;
+	log_info("c2s %llu: %s %s", (unsigned long long)s->id, s->full,
+		 s->ending ? "ends while detached" : "was not resumed in time");
+	sm_table_del(s->loop, s->id);
+	end_session(s);
+	s->state = C2S_CLOSED;
+	uv_close((uv_handle_t *)&s->timer, free_c2s);
+}
+
+void c2s_loop_shutdown(struct loop *l)
+{
+	struct c2s *s;
+	while ((s = sm_table_pop(l)) != NULL) {
+		uv_timer_stop(&s->timer);
+		end_session(s);
+		s->state = C2S_CLOSED;
+		uv_close((uv_handle_t *)&s->timer, free_c2s);
+	}
+	sm_table_free(l);
+}
+
+/* --- acks --- */
+
+/* An <a/> means the stanzas it counts are handled, and for a message that
+ * means durable (docs/mobile.md): while the storage thread has writes in
+ * hand (offline messages, the archive) the answer waits behind them, as
+ * iq answers do (deliver.c). One answer waits at most per session; an
+ * <r/> meanwhile is answered after it, with the count of then. */
+struct ack_wait {
+	uint64_t conn_id;
+	uint32_t h;
+};
+
+static void write_a(struct c2s *s, uint32_t h)
+{
+	struct sm *sm = s->sm;
+	/* An <r/> flood from a peer that does not read gets one answer
+	 * while the last one with the same count is still unwritten. */
+	if (h == sm->last_a && sm->last_a_end > 0 && s->conn->out_written < sm->last_a_end)
+		return;
+	char b[64];
+	snprintf(b, sizeof b, "<a xmlns='" NS_SM "' h='%u'/>", h);
+	send_str(s, b);
+	sm->last_a = h;
+	sm->last_a_end = s->conn->out_total;
+}
+
+static int ack_run(struct storage *st, const struct storage_driver *drv, void *arg)
+{
+	(void)st, (void)drv, (void)arg;
+	return 0;
+}
+
+static void sm_answer(struct c2s *s);
+
+static void ack_done(struct loop *l, void *arg, int rc)
+{
+	(void)rc;
+	struct ack_wait *w = arg;
+	struct conn *c = l == NULL || loop_stopping(l) ? NULL : conn_find(l, w->conn_id);
+	struct c2s *s = c && c->ops == &c2s_ops ? c->owner : NULL;
+	if (s != NULL && s->sm != NULL && s->sm->ack_held && s->state == C2S_ACTIVE) {
+		s->sm->ack_held = false;
+		write_a(s, w->h);
+		if (s->sm->ack_again) {
+			s->sm->ack_again = false;
+			sm_answer(s);
+		}
+	}
+	free(w);
+}
+
+static void sm_answer(struct c2s *s)
+{
+	struct sm *sm = s->sm;
+	struct loop *l = s->loop;
+	if (sm->ack_held) {
+		sm->ack_again = true;
+		return;
+	}
+	if (l->iqs_waiting > 0 || storeq_busy(l->srv->storeq)) {
+		struct ack_wait *w = xmalloc(sizeof *w);
+		w->conn_id = s->conn->id;
+		w->h = sm->in;
+		sm->ack_held = true;
+		storeq_call(l->srv->storeq, l, ack_run, ack_done, w);
+		return;
+	}
+	write_a(s, sm->in);
+}
+
+static void handle_a(struct c2s *s, struct xml_node *st)
+{
+	uint32_t h;
+	if (sm_parse_h(xml_attr(st, "h"), &h) != 0) {
+		stream_error(s, "invalid-xml");
+		return;
+	}
+	if (sm_ack(s->sm, h) != 0) {
+		/* XEP-0198 §4: more than was sent is a broken peer. */
+		char app[160];
+		snprintf(app, sizeof app,
+			 "<handled-count-too-high xmlns='" NS_SM "' h='%u' send-count='%u'/>", h,
+			 sm_sent(s->sm));
+		stream_error_app(s, "undefined-condition", app);
+		return;
+	}
+	s->sm->request_pending = false;
+}
+
+/* --- enable and resume --- */
+
+static void sm_send_failed(struct c2s *s, const char *condition)
+{
+	struct buf b;
+	buf_init(&b);
+	sm_write_failed(&b, condition, -1, false, 0, 0);
+	conn_write(s->conn, b.data, b.len);
+	buf_free(&b);
+}
+
+/* <enable/> on a bound session, or Bind 2's inline enable (XEP-0386):
+ * turns stream management on and writes <enabled/> to out. Returns 0, or
+ * -1 with <failed/> in out (not bound, already enabled). */
+static int c2s_sm_enable(struct c2s *s, bool want_resume, struct buf *out)
+{
+	if (s->state != C2S_ACTIVE || s->sm != NULL) {
+		sm_write_failed(out, "unexpected-request", -1, false, 0, 0);
+		return -1;
+	}
+	int timeout = sm_cfg(s)->resume_timeout;
+	s->sm = sm_new(want_resume && timeout > 0);
+	if (s->sm->resumable)
+		router_set_sm_key(s->loop->srv->router, s->bare, s->resource, s->id, s->sm->key);
+	sm_write_enabled(out, s->sm, timeout);
+	log_debug("c2s %llu: stream management on%s", (unsigned long long)s->id,
+		  s->sm->resumable ? ", resumable" : "");
+	return 0;
+}
+
+/* A resumption on its way between loops: the request, then the answer. */
+struct resume {
+	uint64_t to;              /* the resuming connection */
+	int to_loop;
+	uint64_t from;            /* the session's registry id */
+	uint32_t h;               /* what the client says it handled */
+	unsigned char key[ROUTER_SM_KEY];
+	char bare[2 * JID_PART_MAX + 2];
+	/* the answer */
+	const char *failed;       /* NULL: resumed */
+	bool too_high;
+	uint32_t send_count;
+	char *full;
+	bool available;
+	int priority;
+	char **directed;
+	int n_directed;
+	char *photo_hash;
+	struct sm *sm;
+};
+
+static void free_resume(struct resume *r)
+{
+	for (int i = 0; i < r->n_directed; i++)
+		free(r->directed[i]);
+	free(r->directed);
+	free(r->full);
+	free(r->photo_hash);
+	sm_free(r->sm);
+	free(r);
+}
+
+static void resume_finish(struct loop *l, void *arg);
+
+/* On the session's owner loop: checks the request and hands the session
+ * over (see the comment at the top of this part). */
+static void resume_hand_over(struct loop *l, void *arg);
+
+/* On the session's owner loop: checks the request and moves the registry
+ * entry to the resuming connection (see the comment at the top of this
+ * part). The session itself goes in a second step, resume_hand_over, run
+ * from the end of this loop's inbox: a stanza that a sender addressed to
+ * the old entry and posted here before the move is in the inbox before
+ * that step, so it joins the session's queue ahead of what senders now
+ * send to the new connection. */
+static void resume_take(struct loop *l, void *arg)
+{
+	struct resume *r = arg;
+	if (loop_stopping(l)) {
+		free_resume(r);
+		return;
+	}
+	struct c2s *old = find_session(l, r->from);
+	if (old == NULL || old->sm == NULL || !old->sm->resumable || !old->registered ||
+	    old->ending || old->moving || old->bare == NULL || strcmp(old->bare, r->bare) != 0 ||
+	    memcmp(old->sm->key, r->key, ROUTER_SM_KEY) != 0) {
+		r->failed = "item-not-found";
+	} else if (sm_ack(old->sm, r->h) != 0) {
+		r->failed = "undefined-condition";
+		r->too_high = true;
+		r->send_count = sm_sent(old->sm);
+	} else {
+		const char *resource = old->full + strlen(r->bare) + 1;
+		router_move(l->srv->router, r->bare, resource, old->id, r->to, r->to_loop);
+		old->moving = true;
+		if (old->conn == NULL)
+			uv_timer_stop(&old->timer);
+		loop_call(l, resume_hand_over, r);
+		return;
+	}
+	if (r->to_loop == l->index)
+		resume_finish(l, r);
+	else
+		loop_call(&l->srv->loops[r->to_loop], resume_finish, r);
+}
+
+/* Second step on the owner loop: the session's fields and queue go to the
+ * resuming connection's loop; the old connection, if still there, closes;
+ * stanzas still addressed to the old id are passed on for a while. */
+static void resume_hand_over(struct loop *l, void *arg)
+{
+	struct resume *r = arg;
+	if (loop_stopping(l)) {
+		free_resume(r);
+		return;
+	}
+	struct c2s *old = find_session(l, r->from);
+	if (old == NULL || !old->moving) {
+		/* Cannot happen: a moving session neither ends nor expires. */
+		log_warn("c2s %llu: session to hand over is gone", (unsigned long long)r->from);
+		r->failed = "item-not-found";
+	} else {
+		r->full = old->full;
+		r->available = old->available;
+		r->priority = old->priority;
+		r->directed = old->directed;
+		r->n_directed = old->n_directed;
+		r->photo_hash = old->photo_hash;
+		csi_end(&old->csi); /* what a half-dead connection held */
+		r->sm = old->sm;
+		old->full = NULL;
+		old->resource = NULL;
+		old->directed = NULL;
+		old->n_directed = 0;
+		old->photo_hash = NULL;
+		old->sm = NULL;
+		old->registered = false;
+		old->moving = false;
+		sm_table_del(l, old->id);
+		sm_table_forward(l, old->id, r->to, r->to_loop);
+		if (old->conn != NULL) {
+			/* Half-dead: the new connection takes over. */
+			log_info("c2s %llu: session resumed on another connection; this one closes",
+				 (unsigned long long)old->conn->id);
+			stream_error(old, "conflict");
+		} else {
+			uv_timer_stop(&old->timer);
+			old->state = C2S_CLOSED;
+			uv_close((uv_handle_t *)&old->timer, free_c2s);
+		}
+		if (r->to_loop != l->index)
+			log_info("c2s: %s handed over from loop %d to loop %d", r->full, l->index,
+				 r->to_loop);
+	}
+	if (r->to_loop == l->index)
+		resume_finish(l, r);
+	else
+		loop_call(&l->srv->loops[r->to_loop], resume_finish, r);
+}
+
+/* On the resuming connection's loop: <resumed/> and the stanzas again, or
+ * <failed/>. The connection may have gone meanwhile: then the session
+ * stays detached here. */
+static void resume_finish(struct loop *l, void *arg)
+{
+	struct resume *r = arg;
+	struct c2s *s = loop_stopping(l) ? NULL : find_session(l, r->to);
+	if (s == NULL || s->state != C2S_RESUMING) {
+		if (r->failed == NULL && !loop_stopping(l)) {
+			log_warn("c2s %llu: resumed session lost its connection", (unsigned long long)r->to);
+			router_unbind(l->srv->router, r->bare, r->full + strlen(r->bare) + 1, r->to);
+		}
+		free_resume(r);
+		return;
+	}
+	if (r->failed != NULL) {
+		sm_free(s->sm);
+		s->sm = NULL;
+		if (s->conn == NULL) {
+			sm_table_del(l, s->id);
+			s->state = C2S_CLOSED;
+			uv_close((uv_handle_t *)&s->timer, free_c2s);
+		} else {
+			struct buf b;
+			buf_init(&b);
+			sm_write_failed(&b, r->failed, -1, r->too_high, r->h, r->send_count);
+			conn_write(s->conn, b.data, b.len);
+			buf_free(&b);
+			s->state = C2S_BIND; /* it may bind a new session instead */
+			log_info("c2s %llu (%s): resumption refused (%s)", (unsigned long long)s->id,
+				 s->conn->peer, r->failed);
+		}
+		free_resume(r);
+		return;
+	}
+	s->full = r->full;
+	s->resource = s->full + strlen(s->bare) + 1;
+	s->available = r->available;
+	s->priority = r->priority;
+	s->directed = r->directed;
+	s->n_directed = r->n_directed;
+	if (s->photo_hash == NULL) {
+		s->photo_hash = r->photo_hash;
+		r->photo_hash = NULL;
+	}
+	struct sm *early = s->sm;
+	s->sm = r->sm;
+	sm_append(s->sm, early);
+	sm_free(early);
+	s->sm->written = 0;
+	s->sm->since_request = 0;
+	s->sm->request_pending = false;
+	s->sm->ack_held = s->sm->ack_again = false;
+	s->sm->last_a_end = 0;
+	s->registered = true;
+	r->full = NULL;
+	r->directed = NULL;
+	r->n_directed = 0;
+	r->sm = NULL;
+	free_resume(r);
+	if (s->conn == NULL) {
+		s->state = C2S_DETACHED;
+		uv_timer_start(&s->timer, on_resume_timeout,
+			       s->ending ? 0 : (uint64_t)sm_cfg(s)->resume_timeout * 1000, 0);
+		return;
+	}
+	s->state = C2S_ACTIVE;
+	struct buf b;
+	buf_init(&b);
+	sm_write_resumed(&b, s->sm);
+	conn_write(s->conn, b.data, b.len);
+	buf_free(&b);
+	log_info("c2s %llu (%s): resumed %s, %u stanza(s) to send again",
+		 (unsigned long long)s->id, s->conn->peer, s->full, s->sm->len);
+	sm_flush(s);
+	arm_idle(s);
+}
+
+/* <resume/> on an authenticated stream that has not bound a resource, or
+ * SASL2's inline resume (XEP-0388): finds the account's session by the
+ * SM id and asks its loop to hand it over; the answer (<resumed/> and the
+ * stanzas, or <failed/>) is written by resume_finish. Returns 0 when the
+ * request is under way, -1 with <failed/> already written. */
+static int c2s_sm_resume(struct c2s *s, const char *previd, const char *h_attr)
+{
+	unsigned char key[ROUTER_SM_KEY];
+	uint32_t h;
+	if (!s->authenticated || s->state != C2S_BIND || s->sm != NULL) {
+		sm_send_failed(s, "unexpected-request");
+		return -1;
+	}
+	struct router_target t;
+	char resource[JID_PART_MAX + 1];
+	if (sm_parse_h(h_attr, &h) != 0) {
+		sm_send_failed(s, "bad-request");
+		return -1;
+	}
+	if (sm_parse_id(previd, key) != 0 ||
+	    router_find_sm(s->loop->srv->router, s->bare, key, &t, resource, sizeof resource) != 0 ||
+	    t.loop < 0 || t.loop >= s->loop->srv->n_loops) {
+		/* An ended session of this account tells the client how many
+		 * of its stanzas were handled, so it resends only the rest. */
+		uint32_t ended_h;
+		bool ended = sm_parse_id(previd, key) == 0 &&
+			     router_find_ended_sm(s->loop->srv->router, s->bare, key, &ended_h) == 0;
+		log_info("c2s %llu (%s): resumption of an %s session refused",
+			 (unsigned long long)s->conn->id, s->conn->peer, ended ? "ended" : "unknown");
+		struct buf b;
+		buf_init(&b);
+		sm_write_failed(&b, "item-not-found", ended ? (long long)ended_h : -1, false, 0, 0);
+		conn_write(s->conn, b.data, b.len);
+		buf_free(&b);
+		return -1;
+	}
+	struct resume *r = xcalloc(1, sizeof *r);
+	r->to = s->conn->id;
+	r->to_loop = s->loop->index;
+	r->from = t.session;
+	r->h = h;
+	memcpy(r->key, key, sizeof key);
+	snprintf(r->bare, sizeof r->bare, "%s", s->bare);
+	s->id = s->conn->id;
+	s->state = C2S_RESUMING;
+	s->sm = sm_new(false); /* holds what comes before the hand-over */
+	if (t.loop == s->loop->index)
+		resume_take(s->loop, r);
+	else
+		loop_call(&s->loop->srv->loops[t.loop], resume_take, r);
+	return 0;
+}
+
+/* Stream management's elements, wherever they come; counts the client's
+ * stanzas. Returns true when st was one of them (handled here). */
+static bool sm_intercept(struct c2s *s, struct xml_node *st)
+{
+	if (!xml_is(st, NS_SM, NULL)) {
+		if (s->state == C2S_RESUMING) {
+			/* Nothing may overtake <resumed/>. */
+			stream_error(s, "policy-violation");
+			return true;
+		}
+		if (s->sm != NULL && s->state == C2S_ACTIVE && xml_is(st, NS_CLIENT, NULL))
+			s->sm->in++;
+		return false;
+	}
+	if (strcmp(st->name, "enable") == 0) {
+		if (!s->authenticated) {
+			sm_send_failed(s, "unexpected-request");
+			return true;
+		}
+		const char *res = xml_attr(st, "resume");
+		struct buf b;
+		buf_init(&b);
+		c2s_sm_enable(s, res && (strcmp(res, "true") == 0 || strcmp(res, "1") == 0), &b);
+		conn_write(s->conn, b.data, b.len);
+		buf_free(&b);
+	} else if (strcmp(st->name, "resume") == 0) {
+		c2s_sm_resume(s, xml_attr(st, "previd"), xml_attr(st, "h"));
+	} else if ((strcmp(st->name, "r") == 0 || strcmp(st->name, "a") == 0) && s->sm != NULL &&
+		   s->state == C2S_ACTIVE) {
+		if (st->name[0] == 'r')
+			sm_answer(s);
+		else
+			handle_a(s, st);
+	} else {
+		stream_error(s, "unsupported-stanza-type");
+	}
+	return true;
 }

@@ -38,4 +38,8 @@ void c2s_sweep(struct loop *l);
  * stream error condition (a static string). */
 void c2s_kick_account(struct loop *l, const char *bare, const char *condition);
 
+/* The loop stops: sessions detached by stream management (c2s/sm.h) end
+ * now, their unacknowledged messages kept offline. */
+void c2s_loop_shutdown(struct loop *l);
+
 #endif

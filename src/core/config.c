@@ -720,6 +720,30 @@ static const struct config_section config_tls_section = {
 	.size = sizeof(struct config_tls),
 };
 
+static const struct config_key config_sm_keys[] = {
+	{ .name = "resume_timeout", .type = KEY_INT, .def = "300", .min = 0, .max = 86400,
+	  .offset = offsetof(struct config_sm, resume_timeout),
+	  .doc = "seconds a session whose connection dropped waits to be resumed; 0 = no resumption" },
+	{ .name = "max_unacked", .type = KEY_INT, .def = "2000", .min = 10, .max = 1000000,
+	  .offset = offsetof(struct config_sm, max_unacked),
+	  .doc = "stanzas one session may hold unacknowledged (sent or queued while detached); "
+		 "past it the session ends and its messages go to offline storage" },
+	{ .name = "max_unacked_size", .type = KEY_SIZE, .def = "2097152",
+	  .min = 65536, .max = 1024 * 1024 * 1024,
+	  .offset = offsetof(struct config_sm, max_unacked_size),
+	  .doc = "bytes of those stanzas" },
+	{ .name = "request_every", .type = KEY_INT, .def = "5", .min = 1, .max = 10000,
+	  .offset = offsetof(struct config_sm, request_every),
+	  .doc = "stanzas sent before the server asks the client for an ack" },
+};
+
+static const struct config_section config_sm_section = {
+	.what = "stream_management",
+	.keys = config_sm_keys,
+	.n_keys = sizeof config_sm_keys / sizeof config_sm_keys[0],
+	.size = sizeof(struct config_sm),
+};
+
 static const struct config_key config_top_keys[] = {
 	{ .name = "log_level", .type = KEY_ENUM, .def = "info", .values = config_log_levels,
 	  .offset = offsetof(struct config, log_level),
@@ -777,6 +801,9 @@ static const struct config_key config_top_keys[] = {
 	{ .name = "tls", .type = KEY_MAP, .section = &config_tls_section,
 	  .offset = offsetof(struct config, tls),
 	  .doc = "TLS session resumption on the c2s listeners (docs/security.md)" },
+	{ .name = "stream_management", .type = KEY_MAP, .section = &config_sm_section,
+	  .offset = offsetof(struct config, sm),
+	  .doc = "stream management and resumption (XEP-0198, docs/mobile.md)" },
 };
 
 /* config_parse_mapping() keeps one line number per key of a mapping. */

@@ -237,6 +237,14 @@ struct config_limits {
 	int max_fast_tokens;         /* devices per account holding a FAST token */
 };
 
+/* Stream management (XEP-0198, docs/mobile.md). */
+struct config_sm {
+	int resume_timeout;          /* seconds a detached session waits; 0 = no resumption */
+	int max_unacked;             /* stanzas one session keeps unacknowledged or queued */
+	size_t max_unacked_size;     /* bytes of those */
+	int request_every;           /* stanzas sent between the server's ack requests */
+};
+
 struct config {
 	char *path;          /* file it was read from, NULL for built-in defaults */
 	enum log_level log_level;
@@ -260,6 +268,7 @@ struct config {
 	struct config_s2s s2s;
 	struct config_dns dns;
 	struct config_tls tls;
+	struct config_sm sm;
 };
 
 /* Fills *cfg with the built-in defaults (the embedded default: domain

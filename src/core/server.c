@@ -118,6 +118,7 @@ static void on_wake(uv_async_t *a)
 	}
 	if (stopping) {
 		muc_loop_shutdown(l); /* occupants hear of it (332) */
+		c2s_loop_shutdown(l); /* detached sessions end */
 		conn_shutdown_all(l); /* <system-shutdown/> to every peer */
 		s2s_loop_free(l);     /* its links let go of their connections */
 		muc_loop_free(l);

@@ -30,6 +30,7 @@ struct storeq;
 struct mam;
 struct push;
 struct journal_writer;
+struct sm_table;
 
 enum inbox_kind {
 	INBOX_DELIVER,  /* write bytes to the session */
@@ -74,6 +75,7 @@ struct loop {
 	struct s2s_loop *s2s;     /* federation: DNS and outgoing links (s2s.c) */
 	struct room_loop *muc;    /* the chat rooms this loop owns (room.c) */
 	int iqs_waiting;          /* iqs held until the store caught up (deliver.c) */
+	struct sm_table *sm;      /* sessions without a connection (c2s/sm.h) */
 	uv_tcp_t *listeners;
 	void *listener_data;      /* per listener: its config (server.c) */
 	size_t n_listeners;

@@ -1,6 +1,7 @@
 #include "router/router.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,6 +13,8 @@ struct rsession {
 	struct router_target t;
 	struct refbuf *presence; /* last broadcast presence; NULL if none */
 	unsigned interest;       /* ROUTER_WANTS_* the session asked for */
+	bool has_sm_key;
+	unsigned char sm_key[ROUTER_SM_KEY]; /* resumption (XEP-0198) */
 	struct rsession *next;
 	char resource[]; /* normalised resourcepart */
 };
@@ -22,11 +25,22 @@ struct raccount {
 	char bare[];              /* normalised bare JID */
 };
 
+/* A resumable session that ended: what a late <resume/> is told (the
+ * count of the client's stanzas it had handled). */
+struct ended_sm {
+	uint64_t account;                     /* hash of the bare JID */
+	unsigned char key[ROUTER_SM_KEY];
+	uint32_t h;
+	bool used;
+};
+
 struct shard {
 	pthread_mutex_t lock;
 	struct raccount **buckets;
 	size_t cap;   /* power of two */
 	size_t count; /* accounts */
+	struct ended_sm *ended; /* ROUTER_ENDED_SM, oldest overwritten; lazily */
+	unsigned ended_next;
 };
 
 struct router {
@@ -76,6 +90,7 @@ void router_free(struct router *r)
 			}
 		}
 		free(s->buckets);
+		free(s->ended);
 		pthread_mutex_destroy(&s->lock);
 	}
 	free(r);
@@ -359,4 +374,101 @@ int router_find_interested(struct router *r, const char *bare, unsigned what,
 int router_find_all(struct router *r, const char *bare, struct router_target *out, int max)
 {
 	return collect(r, bare, any, 0, out, NULL, max);
+}
+
+static void store_sm_key(struct rsession *rs, void *arg)
+{
+	memcpy(rs->sm_key, arg, ROUTER_SM_KEY);
+	rs->has_sm_key = true;
+}
+
+void router_set_sm_key(struct router *r, const char *bare, const char *resource,
+		       uint64_t session, const unsigned char *key)
+{
+	with_session(r, bare, resource, session, store_sm_key, (void *)key);
+}
+
+/* Compares in constant time: the key is a secret. */
+static bool same_key(const unsigned char *a, const unsigned char *b)
+{
+	unsigned char d = 0;
+	for (int i = 0; i < ROUTER_SM_KEY; i++)
+		d |= a[i] ^ b[i];
+	return d == 0;
+}
+
+int router_find_sm(struct router *r, const char *bare, const unsigned char *key,
+		   struct router_target *out, char *resource, size_t resource_size)
+{
+	uint64_t h;
+	struct shard *s = shard_of(r, bare, &h);
+	int rc = -1;
+	pthread_mutex_lock(&s->lock);
+	struct raccount *a = *find_account(s, h, bare);
+	for (struct rsession *rs = a ? a->sessions : NULL; rs; rs = rs->next) {
+		if (rs->has_sm_key && same_key(rs->sm_key, key)) {
+			*out = rs->t;
+			snprintf(resource, resource_size, "%s", rs->resource);
+			rc = 0;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&s->lock);
+	return rc;
+}
+
+struct move {
+	uint64_t session;
+	int loop;
+	bool done;
+};
+
+static void move_session(struct rsession *rs, void *arg)
+{
+	struct move *m = arg;
+	rs->t.session = m->session;
+	rs->t.loop = m->loop;
+	m->done = true;
+}
+
+int router_move(struct router *r, const char *bare, const char *resource, uint64_t session,
+		uint64_t new_session, int new_loop)
+{
+	struct move m = { new_session, new_loop, false };
+	with_session(r, bare, resource, session, move_session, &m);
+	return m.done ? 0 : -1;
+}
+
+void router_sm_ended(struct router *r, const char *bare, const unsigned char *key, uint32_t h)
+{
+	uint64_t hash;
+	struct shard *s = shard_of(r, bare, &hash);
+	pthread_mutex_lock(&s->lock);
+	if (s->ended == NULL)
+		s->ended = xcalloc(ROUTER_ENDED_SM, sizeof *s->ended);
+	struct ended_sm *e = &s->ended[s->ended_next++ % ROUTER_ENDED_SM];
+	e->account = hash;
+	memcpy(e->key, key, ROUTER_SM_KEY);
+	e->h = h;
+	e->used = true;
+	pthread_mutex_unlock(&s->lock);
+}
+
+int router_find_ended_sm(struct router *r, const char *bare, const unsigned char *key,
+			 uint32_t *h)
+{
+	uint64_t hash;
+	struct shard *s = shard_of(r, bare, &hash);
+	int rc = -1;
+	pthread_mutex_lock(&s->lock);
+	for (unsigned i = 0; s->ended != NULL && i < ROUTER_ENDED_SM; i++) {
+		struct ended_sm *e = &s->ended[i];
+		if (e->used && e->account == hash && same_key(e->key, key)) {
+			*h = e->h;
+			rc = 0;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&s->lock);
+	return rc;
 }

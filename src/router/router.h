@@ -87,4 +87,37 @@ void router_clear_interested(struct router *r, const char *bare, const char *res
 int router_find_interested(struct router *r, const char *bare, unsigned what,
 			   struct router_target *out, int max);
 
+/* Stream management (XEP-0198, c2s/sm.h): a session that can be resumed
+ * is found again by its account and the secret part of its SM id. */
+#define ROUTER_SM_KEY 16
+
+/* Records the session's resumption key (ROUTER_SM_KEY bytes). */
+void router_set_sm_key(struct router *r, const char *bare, const char *resource,
+		       uint64_t session, const unsigned char *key);
+
+/* The session of account bare whose resumption key is key: 0 and its
+ * target and resource (room for JID_PART_MAX + 1 bytes), or -1 when the
+ * account has none (another account's key finds nothing). */
+int router_find_sm(struct router *r, const char *bare, const unsigned char *key,
+		   struct router_target *out, char *resource, size_t resource_size);
+
+/* Resumable sessions that ended are remembered, the last
+ * ROUTER_ENDED_SM per shard (of 64), so that a late <resume/> is told how
+ * many of its stanzas were handled (XEP-0198's 'h' on <failed/>). */
+#define ROUTER_ENDED_SM 256
+
+/* Records that the session of bare with that key ended having handled h
+ * of the client's stanzas. */
+void router_sm_ended(struct router *r, const char *bare, const unsigned char *key, uint32_t h);
+
+/* The h of an ended session of bare with that key: 0 and *h, or -1. */
+int router_find_ended_sm(struct router *r, const char *bare, const unsigned char *key,
+			 uint32_t *h);
+
+/* A resumed session moves to another connection, perhaps on another loop:
+ * the entry (bare, resource, session) takes the new id and loop, keeping
+ * presence and interests. Returns 0, or -1 when it is not registered. */
+int router_move(struct router *r, const char *bare, const char *resource, uint64_t session,
+		uint64_t new_session, int new_loop);
+
 #endif

@@ -100,6 +100,19 @@ def test_bad_value_reported_with_file_and_line(unstarted, old, new):
     assert where in proc.stderr, "expected %r in:\n%s" % (where, proc.stderr)
 
 
+@pytest.mark.parametrize("line", ["resume_timeout: -1", "max_unacked: 5",
+                                  "max_unacked_size: 1k", "request_every: 0",
+                                  "resumption: yes"])
+def test_bad_stream_management_key_reported_with_file_and_line(unstarted, line):
+    text = unstarted.config_path.read_text().rstrip("\n") + \
+        "\nstream_management:\n  %s\n" % line
+    unstarted.config_path.write_text(text)
+    proc = check_config(unstarted.config_path)
+    assert proc.returncode == 1, (proc.returncode, proc.stderr)
+    where = "%s:%d:" % (unstarted.config_path, line_of(text, line))
+    assert where in proc.stderr, "expected %r in:\n%s" % (where, proc.stderr)
+
+
 def test_yaml_syntax_error_reported_with_file_and_line(unstarted):
     text = unstarted.config_path.read_text() + "limits: [unclosed\n"
     unstarted.config_path.write_text(text)
