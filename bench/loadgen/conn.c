@@ -665,9 +665,9 @@ static bool conn_child_text_is(const struct stanza *parent, const char *name, co
  * FAST token (XEP-0484, HT-SHA-256-NONE) and SM <resume/> when it has
  * them, else SCRAM-SHA-1 asking for a token; always Bind 2 (XEP-0386),
  * enabling SM where the server offers it, which the server uses when there
- * is nothing to resume or the resume fails. Without SM inline every
- * reconnect is a new session (FAST, Bind 2, roster and presence), as a
- * client does with such a server. Missing SASL2, FAST or Bind 2 ends the
+ * is nothing to resume or the resume fails. Without SM inline in SASL2
+ * every reconnect is a new session (FAST, Bind 2, roster and presence),
+ * as a client does with such a server. Missing SASL2, FAST or Bind 2 ends the
  * connection as unsupported. */
 static void conn_sasl2_start(struct conn *c, struct stanza *features)
 {
