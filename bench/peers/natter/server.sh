@@ -27,9 +27,9 @@ NATTER_MAM_CONFIG='    mam:
       enabled: true
       default: always'
 NATTER_PEP_CONFIG=''
-# Stream management (XEP-0198) for BENCH_SM=on: nothing, on the assumption
-# that it will be on by default when it lands; the reconnect scenario finds
-# out (natter-load exits 3 when a feature is missing).
+# Stream management (XEP-0198) for BENCH_SM=on: nothing, natter's is on by
+# default (stream_management.resume_timeout 300 s, as ejabberd's); the
+# reconnect scenario finds out what is missing (natter-load exits 3).
 NATTER_SM_CONFIG=''
 # The archive is on by default in natter; the peers' is off by default, so
 # runs without BENCH_MAM turn natter's off to compare like with like.
