@@ -21,6 +21,7 @@
 #   SERVERS            servers to run, in order      natter prosody ejabberd
 #   SCENARIOS          scenarios to run
 #                      idle login chat muc presence chat-mam mam pep
+#                      reconnect idle-sm
 #   ROUNDS             repetitions (order alternates between rounds)   1
 #   IDLE_CLIENTS       idle: authenticated clients held                10000
 #   IDLE_SETTLE        idle: seconds between "ready" and measuring RSS  3
@@ -57,6 +58,18 @@
 #   PEP_CONTACTS       pep: contacts of the publishing user            500
 #   PEP_RATES          pep: offered avatar publishes/s
 #                      1,2,5,10,20,50,100,200
+#   RECONNECT_CLIENTS  reconnect: clients cut at once and reconnecting 5000
+#   RECONNECT_CONCURRENCY reconnect: reconnects in flight after the cut 500
+#   NATTER_RECONNECT_MODES reconnect-best: natter's modes, best first
+#                      (the first one natter-load does not refuse with
+#                      exit 3, "unsupported", is measured; full+tls is full
+#                      offering the first connection's TLS session back)
+#                                                fast resume full+tls full
+#   PEER_RECONNECT_MODES   reconnect-best: the peers' modes   resume full
+#                      (reconnect runs twice per server: reconnect-full, a
+#                      full TLS handshake + SCRAM + bind for everyone, and
+#                      reconnect-best; idle-sm is idle with stream
+#                      management enabled by every client)
 #   PRESENCE_USERS     presence: users                                 2000
 #   CONTACTS           presence: mutual contacts per user              20
 #   PRESENCE_SECONDS   presence: measured churn phase                  15
@@ -90,10 +103,11 @@ if [ "${SMOKE:-0}" = 1 ]; then
 	: "${MAM_CHAT_RATES:=50,100}" "${MAM_USERS:=20}" "${MAM_MESSAGES:=2000}" "${MAM_HEAVY:=2}"
 	: "${MAM_DEEP:=100}" "${MAM_PAGE:=10}" "${MAM_QUERIES:=10}" "${MAM_TIMEOUT:=120}"
 	: "${PEP_CONTACTS:=10}" "${PEP_RATES:=5,10}"
+	: "${RECONNECT_CLIENTS:=20}" "${RECONNECT_CONCURRENCY:=10}"
 fi
 
 SERVERS=${SERVERS:-natter prosody ejabberd}
-SCENARIOS=${SCENARIOS:-idle login chat muc presence chat-mam mam pep}
+SCENARIOS=${SCENARIOS:-idle login chat muc presence chat-mam mam pep reconnect idle-sm}
 ROUNDS=${ROUNDS:-1}
 IDLE_CLIENTS=${IDLE_CLIENTS:-10000}
 IDLE_SETTLE=${IDLE_SETTLE:-3}
@@ -121,6 +135,10 @@ MAM_FILL_RATE=${MAM_FILL_RATE:-20000}
 MAM_TIMEOUT=${MAM_TIMEOUT:-900}
 PEP_CONTACTS=${PEP_CONTACTS:-500}
 PEP_RATES=${PEP_RATES:-1,2,5,10,20,50,100,200}
+RECONNECT_CLIENTS=${RECONNECT_CLIENTS:-5000}
+RECONNECT_CONCURRENCY=${RECONNECT_CONCURRENCY:-500}
+NATTER_RECONNECT_MODES=${NATTER_RECONNECT_MODES:-fast resume full+tls full}
+PEER_RECONNECT_MODES=${PEER_RECONNECT_MODES:-resume full}
 PRESENCE_USERS=${PRESENCE_USERS:-2000}
 CONTACTS=${CONTACTS:-20}
 PRESENCE_SECONDS=${PRESENCE_SECONDS:-15}
@@ -159,7 +177,7 @@ done
 max() { m=0; for v in "$@"; do [ "$v" -gt "$m" ] && m=$v; done; echo "$m"; }
 # shellcheck disable=SC2046
 USERS=$(max "$IDLE_CLIENTS" "$LOGIN_USERS" $((2 * CHAT_PAIRS)) "$PRESENCE_USERS" \
-	"$MAM_USERS" $((PEP_CONTACTS + 1)) \
+	"$MAM_USERS" $((PEP_CONTACTS + 1)) "$RECONNECT_CLIENTS" \
 	$(for k in $MUC_ROOM_SIZES; do echo $((k * MUC_ROOMS)); done))
 
 # muc_rates SIZE: MUC_RATES (deliveries/s) as messages/s for rooms of SIZE,
@@ -259,12 +277,13 @@ run_scenario() {
 	[ "$ROUNDS" -gt 1 ] && out=$RESULTS/$s-$sc-r$round.json
 	# The features a scenario needs (bench/peers/common.sh); everything
 	# else runs with them off, as before.
-	BENCH_MAM=off BENCH_PEP=off
+	BENCH_MAM=off BENCH_PEP=off BENCH_SM=off
 	case "$sc" in
 	chat-mam-on | mam) BENCH_MAM=on ;;
 	pep) BENCH_PEP=on ;;
+	reconnect-* | idle-sm) BENCH_SM=on ;;
 	esac
-	export BENCH_MAM BENCH_PEP
+	export BENCH_MAM BENCH_PEP BENCH_SM
 	if ! start_server "$s"; then
 		stop_server "$s"
 		return 1
@@ -332,11 +351,17 @@ run_scenario() {
 	err=$work/load.err
 	rss1=""
 	case "$sc" in
-	idle)
+	idle | idle-sm)
 		# Hold the clients until we have measured, then close stdin.
 		rm -f "$work/hold"
 		mkfifo "$work/hold"
-		"$LOAD" idle "${common[@]}" --clients "$IDLE_CLIENTS" \
+		sm_opt=""
+		[ "$sc" = idle-sm ] && sm_opt=--sm
+		# The loop below looks for "ready" in $err, which the previous
+		# run's may still hold: the redirection truncating it comes only
+		# after the fifo opens.
+		rm -f "$err"
+		"$LOAD" idle "${common[@]}" --clients "$IDLE_CLIENTS" $sm_opt \
 			--concurrency "$LOGIN_CONCURRENCY" --hold "$SCENARIO_TIMEOUT" --stdin \
 			<"$work/hold" >"$raw" 2>"$err" &
 		load_pid=$!
@@ -351,6 +376,29 @@ run_scenario() {
 		rss1=$(rss_kib "$pids")
 		exec 3>&-
 		wait "$load_pid" || true
+		;;
+	reconnect-full | reconnect-best)
+		# Best: the first mode this server does not refuse (exit 3:
+		# it lacks SM, SASL2 or FAST; the failed attempt's logins
+		# are not measured).
+		modes=full
+		if [ "$sc" = reconnect-best ]; then
+			modes=$PEER_RECONNECT_MODES
+			[ "$s" = natter ] && modes=$NATTER_RECONNECT_MODES
+		fi
+		for mode in $modes; do
+			rc=0
+			tls_opt=""
+			[ "$mode" = full+tls ] && mode=full tls_opt=--tls-resume
+			"$LOAD" reconnect "${common[@]}" --clients "$RECONNECT_CLIENTS" \
+				--concurrency "$LOGIN_CONCURRENCY" \
+				--reconnect-concurrency "$RECONNECT_CONCURRENCY" --mode "$mode" $tls_opt \
+				>"$raw" 2>"$err" &
+			load_pid=$!
+			wait "$load_pid" || rc=$?
+			[ "$rc" = 3 ] || break
+			log "$s: reconnect mode $mode unsupported ($(grep -m1 '^first error' "$err" || true))"
+		done
 		;;
 	login)
 		"$LOAD" login "${common[@]}" --logins "$LOGINS" --users "$LOGIN_USERS" \
@@ -440,7 +488,7 @@ version_of() {
 
 /usr/bin/python3 "$peers/report.py" machine --out "$RESULTS/machine.json" \
 	--servers "$SERVERS" --fd-limit "$(ulimit -n)" \
-	--params "MAM_CHAT_RATES=$MAM_CHAT_RATES MAM_USERS=$MAM_USERS MAM_MESSAGES=$MAM_MESSAGES MAM_HEAVY=$MAM_HEAVY MAM_HEAVY_EVERY=$MAM_HEAVY_EVERY MAM_DEEP=$MAM_DEEP MAM_PAGE=$MAM_PAGE MAM_QUERIES=$MAM_QUERIES MAM_FILL_RATE=$MAM_FILL_RATE PEP_CONTACTS=$PEP_CONTACTS PEP_RATES=$PEP_RATES MUC_ROOM_SIZES=${MUC_ROOM_SIZES// /+} MUC_ROOMS=$MUC_ROOMS MUC_SENDERS=$MUC_SENDERS MUC_RATES=$MUC_RATES PRESENCE_ROSTERS=$PRESENCE_ROSTERS IDLE_CLIENTS=$IDLE_CLIENTS LOGINS=$LOGINS LOGIN_USERS=$LOGIN_USERS LOGIN_CONCURRENCY=$LOGIN_CONCURRENCY LOGIN_MECH=$LOGIN_MECH CHAT_PAIRS=$CHAT_PAIRS RATES=$RATES STEP_SECONDS=$STEP_SECONDS PRESENCE_USERS=$PRESENCE_USERS CONTACTS=$CONTACTS PRESENCE_SECONDS=$PRESENCE_SECONDS LOAD_THREADS=$LOAD_THREADS ROUNDS=$ROUNDS BENCH_CERT_TYPE=$BENCH_CERT_TYPE"
+	--params "MAM_CHAT_RATES=$MAM_CHAT_RATES MAM_USERS=$MAM_USERS MAM_MESSAGES=$MAM_MESSAGES MAM_HEAVY=$MAM_HEAVY MAM_HEAVY_EVERY=$MAM_HEAVY_EVERY MAM_DEEP=$MAM_DEEP MAM_PAGE=$MAM_PAGE MAM_QUERIES=$MAM_QUERIES MAM_FILL_RATE=$MAM_FILL_RATE PEP_CONTACTS=$PEP_CONTACTS PEP_RATES=$PEP_RATES MUC_ROOM_SIZES=${MUC_ROOM_SIZES// /+} MUC_ROOMS=$MUC_ROOMS MUC_SENDERS=$MUC_SENDERS MUC_RATES=$MUC_RATES PRESENCE_ROSTERS=$PRESENCE_ROSTERS IDLE_CLIENTS=$IDLE_CLIENTS LOGINS=$LOGINS LOGIN_USERS=$LOGIN_USERS LOGIN_CONCURRENCY=$LOGIN_CONCURRENCY LOGIN_MECH=$LOGIN_MECH CHAT_PAIRS=$CHAT_PAIRS RATES=$RATES STEP_SECONDS=$STEP_SECONDS PRESENCE_USERS=$PRESENCE_USERS CONTACTS=$CONTACTS PRESENCE_SECONDS=$PRESENCE_SECONDS RECONNECT_CLIENTS=$RECONNECT_CLIENTS RECONNECT_CONCURRENCY=$RECONNECT_CONCURRENCY LOAD_THREADS=$LOAD_THREADS ROUNDS=$ROUNDS BENCH_CERT_TYPE=$BENCH_CERT_TYPE"
 
 # Alternate: each scenario runs against every server before the next
 # scenario starts, and each round reverses the order of the servers, so
@@ -453,7 +501,10 @@ for round in $(seq 1 "$ROUNDS"); do
 	# muc runs once per room size, as scenarios muc-SIZE.
 	# shellcheck disable=SC2001
 	scenarios=$(for sc in $SCENARIOS; do
-		if [ "$sc" = muc ]; then
+		if [ "$sc" = reconnect ]; then
+			echo reconnect-full
+			echo reconnect-best
+		elif [ "$sc" = muc ]; then
 			for k in $MUC_ROOM_SIZES; do echo "muc-$k"; done
 		elif [ "$sc" = chat-mam ]; then
 			echo chat-mam-off

@@ -30,9 +30,12 @@ static const char *const conn_state_names[] = {
 	[CONN_HANDSHAKE] = "tls-handshake",
 	[CONN_STREAM2] = "tls-stream-features",
 	[CONN_SASL] = "sasl",
+	[CONN_SASL2] = "sasl2",
 	[CONN_STREAM3] = "bind-features",
 	[CONN_BIND] = "bind",
 	[CONN_SESSION] = "session",
+	[CONN_SM_ENABLE] = "sm-enable",
+	[CONN_SM_RESUME] = "sm-resume",
 	[CONN_ROSTER] = "roster",
 	[CONN_ONLINE] = "online",
 	[CONN_CLOSING] = "closing",
@@ -46,6 +49,9 @@ struct conn_wreq {
 	char data[];
 };
 
+static void conn_start_session(struct conn *c);
+static void conn_go_online(struct conn *c);
+static const char *conn_condition(const struct stanza *st);
 static void conn_on_open(void *ud, const char **attrs);
 static void conn_on_element(void *ud, struct stanza *st);
 static void conn_on_close(void *ud);
@@ -169,8 +175,14 @@ static void conn_on_closed(uv_handle_t *h)
 	if (c->ops->closed)
 		c->ops->closed(c);
 	stanza_parser_free(&c->parser);
-	if (c->ssl)
+	if (c->ssl) {
+		/* OpenSSL marks the session of a connection freed without a
+		 * close_notify as not resumable (ssl_clear_bad_session), and a
+		 * session kept for resumption is that same object. A lost link
+		 * does not make a session bad: RFC 8446 §6.1 dropped the rule. */
+		SSL_set_shutdown(c->ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
 		SSL_free(c->ssl);
+	}
 	if (c->scram) {
 		sasl_scram_clear(c->scram);
 		free(c->scram);
@@ -191,6 +203,25 @@ static void conn_shut(struct conn *c)
 	conn_unmark_dirty(c);
 	stanza_parser_stop(&c->parser);
 	uv_close((uv_handle_t *)&c->tcp, conn_on_closed);
+}
+
+void conn_cut(struct conn *c)
+{
+	uv_os_fd_t fd;
+	if (c->state == CONN_CLOSED)
+		return;
+	if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0) {
+		struct linger l = { .l_onoff = 1, .l_linger = 0 };
+		setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+	}
+	conn_shut(c);
+}
+
+void conn_carry_clear(struct conn_carry *k)
+{
+	if (k->tls)
+		SSL_SESSION_free(k->tls);
+	k->tls = NULL;
 }
 
 void conn_fail(struct conn *c, enum fail_kind kind, const char *fmt, ...)
@@ -327,10 +358,18 @@ void conn_flush_all(struct worker *w)
 
 static void conn_send_header(struct conn *c)
 {
+	const struct opts *o = c->w->run->o;
+	/* FAST clients name themselves on the secure stream (XEP-0484 §4). */
+	char from[400] = "";
+	if (c->carry && c->carry->sasl2 && c->ssl) {
+		char user[64];
+		conn_username(o, c->user, user, sizeof user);
+		snprintf(from, sizeof from, " from='%s@%s'", user, o->domain);
+	}
 	conn_sendf(c,
-		   "<?xml version='1.0'?><stream:stream to='%s' version='1.0' xml:lang='en' "
+		   "<?xml version='1.0'?><stream:stream to='%s'%s version='1.0' xml:lang='en' "
 		   "xmlns='" NS_CLIENT "' xmlns:stream='" NS_STREAM "'>",
-		   c->w->run->o->domain);
+		   o->domain, from);
 }
 
 static void conn_handshake(struct conn *c)
@@ -341,6 +380,8 @@ static void conn_handshake(struct conn *c)
 	if (r == 1) {
 		if (SSL_session_reused(c->ssl))
 			worker_count(&c->w->ctr.tls_resumed, 1);
+		if (c->carry)
+			c->carry->tls_resumed = SSL_session_reused(c->ssl);
 		c->state = CONN_STREAM2;
 		stanza_parser_reset(&c->parser);
 		conn_send_header(c);
@@ -372,7 +413,9 @@ static void conn_tls_begin(struct conn *c)
 	SSL_set_bio(c->ssl, c->rbio, c->wbio);
 	SSL_set_connect_state(c->ssl);
 	SSL_set_tlsext_host_name(c->ssl, o->domain);
-	if (o->tls_resume && c->w->session)
+	if (c->carry && c->carry->offer_tls && c->carry->tls)
+		SSL_set_session(c->ssl, c->carry->tls);
+	else if (o->tls_resume && c->w->session)
 		SSL_set_session(c->ssl, c->w->session);
 	c->state = CONN_HANDSHAKE;
 	conn_handshake(c);
@@ -610,11 +653,93 @@ static bool conn_mech_offered(const struct stanza *mechs, const char *name)
 	return false;
 }
 
+static bool conn_child_text_is(const struct stanza *parent, const char *name, const char *text)
+{
+	for (const struct stanza *m = parent ? parent->child : NULL; m; m = m->next)
+		if (stanza_is(m, name) && strcmp(m->text, text) == 0)
+			return true;
+	return false;
+}
+
+/* SASL2 (XEP-0388) with what a phone reconnecting sends in one go: the
+ * FAST token (XEP-0484, HT-SHA-256-NONE) and SM <resume/> when it has
+ * them, else SCRAM-SHA-1 asking for a token; always Bind 2 (XEP-0386),
+ * enabling SM where the server offers it, which the server uses when there
+ * is nothing to resume or the resume fails. Without SM inline in SASL2
+ * every reconnect is a new session (FAST, Bind 2, roster and presence),
+ * as a client does with such a server. Missing SASL2, FAST or Bind 2 ends the
+ * connection as unsupported. */
+static void conn_sasl2_start(struct conn *c, struct stanza *features)
+{
+	const struct opts *o = c->w->run->o;
+	struct conn_carry *k = c->carry;
+	struct stanza *auth = stanza_child(features, NS_SASL2 " authentication");
+	struct stanza *inl = auth ? stanza_child(auth, NS_SASL2 " inline") : NULL;
+	struct stanza *fast = inl ? stanza_child(inl, NS_FAST " fast") : NULL;
+	if (!auth) {
+		conn_fail(c, FAIL_UNSUPPORTED, "SASL2 (XEP-0388) not offered");
+		return;
+	}
+	if (!fast || !conn_child_text_is(fast, NS_FAST " mechanism", "HT-SHA-256-NONE")) {
+		conn_fail(c, FAIL_UNSUPPORTED, "FAST (XEP-0484) with HT-SHA-256-NONE not offered");
+		return;
+	}
+	if (!stanza_child(inl, NS_BIND2 " bind")) {
+		conn_fail(c, FAIL_UNSUPPORTED, "Bind 2 (XEP-0386) not offered inline");
+		return;
+	}
+	c->sasl2_sm = stanza_child(inl, NS_SM " sm") != NULL;
+	char user[64];
+	conn_username(o, c->user, user, sizeof user);
+	c->fast_auth = k->resume && k->token[0];
+	const char *mech = c->fast_auth ? "HT-SHA-256-NONE" : "SCRAM-SHA-1";
+	char *initial = NULL;
+	if (c->fast_auth) {
+		initial = sasl_ht_initial(user, k->token);
+	} else if (conn_child_text_is(auth, NS_SASL2 " mechanism", mech)) {
+		c->scram = calloc(1, sizeof *c->scram);
+		initial = c->scram ? sasl_scram_start(c->scram, user) : NULL;
+	} else if (conn_child_text_is(auth, NS_SASL2 " mechanism", "PLAIN")) {
+		/* The first login only gets the token; it is not measured. */
+		mech = "PLAIN";
+		initial = sasl_plain_initial(user, o->password);
+	} else {
+		conn_fail(c, FAIL_UNSUPPORTED, "SASL2 offers neither SCRAM-SHA-1 nor PLAIN");
+		return;
+	}
+	if (!initial) {
+		conn_fail(c, FAIL_AUTH, "cannot start %s", mech);
+		return;
+	}
+	conn_sendf(c,
+		   "<authenticate xmlns='" NS_SASL2 "' mechanism='%s'>"
+		   "<initial-response>%s</initial-response>"
+		   "<user-agent id='%s'><software>natter-load</software><device>bench</device></user-agent>",
+		   mech, initial, k->ua_id);
+	free(initial);
+	if (c->fast_auth)
+		conn_sendf(c, "<fast xmlns='" NS_FAST "' count='%u'/>", ++k->fast_count);
+	else
+		conn_sendf(c, "<request-token xmlns='" NS_FAST "' mechanism='HT-SHA-256-NONE'/>");
+	if (c->sasl2_sm && k->resume && k->sm_id[0]) {
+		conn_sendf(c, "<resume xmlns='" NS_SM "' h='%u' previd='", k->h_in);
+		conn_send_escaped(c, k->sm_id);
+		conn_send(c, "'/>", 3);
+	}
+	conn_sendf(c, "<bind xmlns='" NS_BIND2 "'><tag>natter-load</tag>%s</bind></authenticate>",
+		   c->sasl2_sm ? "<enable xmlns='" NS_SM "' resume='true'/>" : "");
+	c->state = CONN_SASL2;
+}
+
 static void conn_features_auth(struct conn *c, struct stanza *st)
 {
 	const struct opts *o = c->w->run->o;
 	if (!stanza_is(st, NS_STREAM " features")) {
 		conn_fail(c, FAIL_PROTOCOL, "expected stream features, got <%s>", st->name);
+		return;
+	}
+	if (c->carry && c->carry->sasl2) {
+		conn_sasl2_start(c, st);
 		return;
 	}
 	struct stanza *mechs = stanza_child(st, NS_SASL " mechanisms");
@@ -690,6 +815,18 @@ static void conn_features_bind(struct conn *c, struct stanza *st)
 		conn_fail(c, FAIL_PROTOCOL, "expected stream features, got <%s>", st->name);
 		return;
 	}
+	struct conn_carry *k = c->carry;
+	if (k && (k->sm_enable || k->resume) && !stanza_child(st, NS_SM " sm")) {
+		conn_fail(c, FAIL_UNSUPPORTED, "stream management (XEP-0198) not offered");
+		return;
+	}
+	if (k && k->resume && k->sm_id[0]) {
+		conn_sendf(c, "<resume xmlns='" NS_SM "' h='%u' previd='", k->h_in);
+		conn_send_escaped(c, k->sm_id);
+		conn_send(c, "'/>", 3);
+		c->state = CONN_SM_RESUME;
+		return;
+	}
 	if (!stanza_child(st, NS_BIND " bind")) {
 		conn_fail(c, FAIL_PROTOCOL, "resource binding not offered");
 		return;
@@ -712,6 +849,18 @@ static void conn_start_session(struct conn *c)
 	conn_send(c, roster_get, sizeof roster_get - 1);
 	conn_send(c, presence, strlen(presence));
 	c->state = CONN_ROSTER;
+}
+
+/* Bound (and the session, if required): SM first when asked for, so the
+ * roster result and presence already count. */
+static void conn_after_bind(struct conn *c)
+{
+	if (c->carry && c->carry->sm_enable) {
+		conn_sendf(c, "<enable xmlns='" NS_SM "' resume='true'/>");
+		c->state = CONN_SM_ENABLE;
+		return;
+	}
+	conn_start_session(c);
 }
 
 static bool conn_iq_is(const struct stanza *st, const char *id)
@@ -742,7 +891,7 @@ static void conn_bind_answer(struct conn *c, struct stanza *st)
 			  sizeof("<iq type='set' id='" ID_SESSION "'><session xmlns='" NS_SESSION "'/></iq>") - 1);
 		c->state = CONN_SESSION;
 	} else {
-		conn_start_session(c);
+		conn_after_bind(c);
 	}
 }
 
@@ -754,12 +903,11 @@ static void conn_session_answer(struct conn *c, struct stanza *st)
 		conn_fail(c, FAIL_PROTOCOL, "session establishment failed");
 		return;
 	}
-	conn_start_session(c);
+	conn_after_bind(c);
 }
 
 static void conn_roster_result(struct conn *c, struct stanza *st)
 {
-	struct worker *w = c->w;
 	if (!conn_attr_is(st, "type", "result")) {
 		conn_fail(c, FAIL_PROTOCOL, "roster get failed");
 		return;
@@ -772,7 +920,27 @@ static void conn_roster_result(struct conn *c, struct stanza *st)
 		if (conn_attr_is(it, "subscription", "both"))
 			c->roster_both++;
 	}
+	if (c->ops->roster)
+		c->ops->roster(c, q);
+	if (c->state == CONN_CLOSED)
+		return;
+	conn_go_online(c);
+}
+
+/* The login is complete (roster result, or SM resumed). */
+static void conn_go_online(struct conn *c)
+{
+	struct worker *w = c->w;
 	/* By now the server's TLS 1.3 tickets have arrived. */
+	if (c->carry) {
+		SSL_SESSION *sess = SSL_get1_session(c->ssl);
+		if (sess && SSL_SESSION_is_resumable(sess)) {
+			conn_carry_clear(c->carry);
+			c->carry->tls = sess;
+		} else if (sess) {
+			SSL_SESSION_free(sess);
+		}
+	}
 	if (w->run->o->tls_resume) {
 		SSL_SESSION *sess = SSL_get1_session(c->ssl);
 		if (sess && SSL_SESSION_is_resumable(sess)) {
@@ -783,10 +951,6 @@ static void conn_roster_result(struct conn *c, struct stanza *st)
 			SSL_SESSION_free(sess);
 		}
 	}
-	if (c->ops->roster)
-		c->ops->roster(c, q);
-	if (c->state == CONN_CLOSED)
-		return;
 	c->state = CONN_ONLINE;
 	c->was_online = true;
 	c->t_online = uv_hrtime();
@@ -840,6 +1004,116 @@ static void conn_stanza(struct conn *c, struct stanza *st)
 		c->ops->stanza(c, st);
 }
 
+/* The <enabled/> of a new SM session: it must allow resumption. */
+static bool conn_sm_enabled(struct conn *c, const struct stanza *en)
+{
+	const char *id = stanza_attr(en, "id");
+	const char *res = stanza_attr(en, "resume");
+	if (!id || !res || (strcmp(res, "true") != 0 && strcmp(res, "1") != 0)) {
+		conn_fail(c, FAIL_UNSUPPORTED, "stream management enabled without resumption");
+		return false;
+	}
+	snprintf(c->carry->sm_id, sizeof c->carry->sm_id, "%s", id);
+	c->carry->h_in = 0;
+	c->sm_counting = true;
+	return true;
+}
+
+static void conn_sm(struct conn *c, struct stanza *st)
+{
+	if (c->state == CONN_SM_ENABLE && stanza_is(st, NS_SM " enabled")) {
+		if (conn_sm_enabled(c, st))
+			conn_start_session(c);
+	} else if (c->state == CONN_SM_RESUME && stanza_is(st, NS_SM " resumed")) {
+		c->carry->sm_resumed = true;
+		c->sm_counting = true;
+		conn_go_online(c);
+	} else if (stanza_is(st, NS_SM " failed")) {
+		conn_fail(c, FAIL_PROTOCOL, "stream management %s failed: %s",
+			  c->state == CONN_SM_ENABLE ? "enable" : "resume", conn_condition(st));
+	}
+	/* Anything else before the answer (a stanza) is not ours to count. */
+}
+
+static void conn_sasl2(struct conn *c, struct stanza *st)
+{
+	const struct opts *o = c->w->run->o;
+	struct conn_carry *k = c->carry;
+	if (stanza_is(st, NS_SASL2 " challenge") && c->scram) {
+		const char *err;
+		char *final = sasl_scram_final(c->scram, c->w->run->cache, o->password, st->text, &err);
+		if (!final) {
+			conn_fail(c, FAIL_AUTH, "SCRAM: %s", err);
+			return;
+		}
+		conn_sendf(c, "<response xmlns='" NS_SASL2 "'>%s</response>", final);
+		free(final);
+		return;
+	}
+	if (stanza_is(st, NS_SASL2 " failure")) {
+		conn_fail(c, FAIL_AUTH, "SASL2 failure%s: %s", c->fast_auth ? " (FAST token)" : "",
+			  conn_condition(st));
+		return;
+	}
+	if (stanza_is(st, NS_SASL2 " continue")) {
+		conn_fail(c, FAIL_UNSUPPORTED, "SASL2 <continue/> (tasks) not supported");
+		return;
+	}
+	if (!stanza_is(st, NS_SASL2 " success")) {
+		conn_fail(c, FAIL_PROTOCOL, "unexpected <%s> during SASL2", st->name);
+		return;
+	}
+	/* The server proves itself in additional-data before we believe it. */
+	struct stanza *ad = stanza_child(st, NS_SASL2 " additional-data");
+	bool ok = c->fast_auth ? ad && sasl_ht_verify(k->token, ad->text)
+		  : c->scram	 ? (ad && ad->text_len && sasl_scram_verify(c->scram, ad->text)) ||
+				   c->scram->verified
+				 : true; /* PLAIN proves nothing back */
+	if (!ok) {
+		conn_fail(c, FAIL_AUTH, "bad or missing server proof in SASL2 <success/>");
+		return;
+	}
+	if (c->scram) {
+		sasl_scram_clear(c->scram);
+		free(c->scram);
+		c->scram = NULL;
+	}
+	k->fast_used = c->fast_auth;
+	struct stanza *tok = stanza_child(st, NS_FAST " token");
+	const char *token = tok ? stanza_attr(tok, "token") : NULL;
+	if (token && strlen(token) < sizeof k->token) {
+		snprintf(k->token, sizeof k->token, "%s", token);
+		k->fast_count = 0;
+	} else if (!c->fast_auth) {
+		conn_fail(c, FAIL_UNSUPPORTED, "no FAST token in SASL2 <success/>");
+		return;
+	}
+	struct stanza *aid = stanza_child(st, NS_SASL2 " authorization-identifier");
+	if (aid && aid->text_len) {
+		free(c->jid);
+		c->jid = strdup(aid->text);
+	}
+	c->state = CONN_ROSTER; /* no stream restart after SASL2 */
+	struct stanza *resumed = stanza_child(st, NS_SM " resumed");
+	if (resumed) {
+		k->sm_resumed = true;
+		c->sm_counting = true;
+		conn_go_online(c);
+		return;
+	}
+	struct stanza *bound = stanza_child(st, NS_BIND2 " bound");
+	struct stanza *en = bound ? stanza_child(bound, NS_SM " enabled") : NULL;
+	if (!bound || (c->sasl2_sm && !en)) {
+		conn_fail(c, FAIL_UNSUPPORTED, "%s", bound ? "Bind 2 did not enable stream management"
+							   : "SASL2 <success/> without <bound/>");
+		return;
+	}
+	if (en && !conn_sm_enabled(c, en))
+		return;
+	k->sm_rebound = k->resume && c->sasl2_sm;
+	conn_start_session(c);
+}
+
 static void conn_on_open(void *ud, const char **attrs)
 {
 	(void)ud;
@@ -863,6 +1137,19 @@ static void conn_on_element(void *ud, struct stanza *st)
 		conn_fail(c, FAIL_STREAM, "stream error: %s", conn_condition(st));
 		return;
 	}
+	/* Stream management: acks asked for are answered with what has come
+	 * in; every stanza counts. */
+	if (c->sm_counting) {
+		if (stanza_is(st, NS_SM " r")) {
+			conn_sendf(c, "<a xmlns='" NS_SM "' h='%u'/>", c->carry->h_in);
+			return;
+		}
+		if (stanza_is(st, NS_SM " a"))
+			return;
+		if (stanza_is(st, NS_CLIENT " message") || stanza_is(st, NS_CLIENT " presence") ||
+		    stanza_is(st, NS_CLIENT " iq"))
+			c->carry->h_in++;
+	}
 	switch (c->state) {
 	case CONN_STREAM1:
 		conn_features_plain(c, st);
@@ -875,6 +1162,13 @@ static void conn_on_element(void *ud, struct stanza *st)
 		break;
 	case CONN_SASL:
 		conn_sasl(c, st);
+		break;
+	case CONN_SASL2:
+		conn_sasl2(c, st);
+		break;
+	case CONN_SM_ENABLE:
+	case CONN_SM_RESUME:
+		conn_sm(c, st);
 		break;
 	case CONN_STREAM3:
 		conn_features_bind(c, st);

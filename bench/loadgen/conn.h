@@ -28,9 +28,12 @@ enum conn_state {
 	CONN_HANDSHAKE, /* TLS handshake */
 	CONN_STREAM2,   /* TLS stream, waiting for mechanisms */
 	CONN_SASL,
+	CONN_SASL2,     /* SASL2 <authenticate/> sent (XEP-0388), no restart after */
 	CONN_STREAM3,   /* authenticated stream, waiting for bind */
 	CONN_BIND,
 	CONN_SESSION,
+	CONN_SM_ENABLE, /* <enable/> sent (XEP-0198), waiting for <enabled/> */
+	CONN_SM_RESUME, /* <resume/> sent, waiting for <resumed/> */
 	CONN_ROSTER,    /* roster get and presence sent */
 	CONN_ONLINE,
 	CONN_CLOSING,   /* </stream:stream> sent, waiting for the server's */
@@ -58,6 +61,34 @@ struct conn_ops {
 	const char *initial_presence;
 };
 
+/* What a client carries from one connection to the next (the reconnect
+ * scenario, idle --sm): the TLS session, stream management's id and
+ * inbound count, the FAST token. Owned by the scenario, which points
+ * c->carry at it right after conn_open; the connection keeps it current
+ * as the protocol goes, so it is up to date whenever the link is cut. */
+struct conn_carry {
+	/* what the next connection does */
+	bool sm_enable;        /* a new session enables SM with resume='true' */
+	bool sasl2;            /* SASL2 (XEP-0388) + Bind 2 (XEP-0386) + FAST */
+	bool resume;           /* resume: SM <resume/>, and the FAST token (sasl2) */
+	bool offer_tls;        /* offer `tls` (TLS session resumption) */
+	/* state */
+	SSL_SESSION *tls;      /* TLS session of the last connection online */
+	char sm_id[256];       /* SM resumption id; "" = none */
+	uint32_t h_in;         /* stanzas received since SM was enabled */
+	char token[512];       /* FAST token; "" = none */
+	unsigned fast_count;   /* authentications with the token (its count) */
+	char ua_id[37];        /* SASL2 user-agent id (a UUID) */
+	/* what the last connection did */
+	bool tls_resumed;      /* its TLS handshake resumed */
+	bool fast_used;        /* it authenticated with the FAST token */
+	bool sm_resumed;       /* it resumed the SM session */
+	bool sm_rebound;       /* its SASL2 resume failed and Bind 2 made a new session */
+};
+
+/* Frees what a carry owns (its TLS session). */
+void conn_carry_clear(struct conn_carry *k);
+
 struct conn {
 	struct worker *w;
 	const struct conn_ops *ops;
@@ -70,6 +101,10 @@ struct conn {
 	bool restart;            /* stream restart pending after the parse */
 	bool session_required;
 	bool dirty;
+	bool sm_counting;        /* SM on: count inbound stanzas, answer <r/> */
+	bool fast_auth;          /* this SASL2 authentication uses the FAST token */
+	bool sasl2_sm;           /* SASL2 offers SM inline (resume, Bind 2 enable) */
+	struct conn_carry *carry; /* NULL: a plain login (see struct conn_carry) */
 	uv_tcp_t tcp;
 	SSL *ssl;
 	BIO *rbio, *wbio;        /* network side of TLS, memory BIOs */
@@ -104,6 +139,9 @@ size_t conn_backlog(const struct conn *c);
 /* Ends the stream politely: </stream:stream>, then waits (at most 2 s)
  * for the server's before closing the socket. Not a failure. */
 void conn_close(struct conn *c);
+/* Closes at once with a TCP reset, as a lost network would end it (no
+ * </stream:stream>, no TLS close_notify); not a failure. */
+void conn_cut(struct conn *c);
 /* Closes at once, counting a failure of the given kind. */
 void conn_fail(struct conn *c, enum fail_kind kind, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));

@@ -1,6 +1,9 @@
 /* idle: K clients log in (C at a time) and stay connected, silent, for the
  * hold time; the driver measures the server's memory meanwhile. "ready" on
- * stderr says every login has finished. */
+ * stderr says every login has finished. With --sm each client enables
+ * stream management with resumption (XEP-0198) before its roster get, so
+ * the server's memory per idle client can be compared with and without
+ * it; a server without it fails the logins as unsupported (exit 3). */
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +18,7 @@ struct idle_worker {
 	unsigned next;     /* how many it has opened */
 	unsigned inflight; /* logins in progress */
 	unsigned conc;     /* its share of --concurrency */
+	struct conn_carry *carry; /* --sm: one per client */
 };
 
 static void idle_fill(struct worker *w);
@@ -49,7 +53,11 @@ static void idle_fill(struct worker *w)
 	while (iw->inflight < iw->conc && iw->next < iw->total) {
 		unsigned g = w->id + r->nw * iw->next++;
 		iw->inflight++;
-		conn_open(w, r->o->first_user + g, &idle_ops, NULL);
+		struct conn *c = conn_open(w, r->o->first_user + g, &idle_ops, NULL);
+		if (c && iw->carry) {
+			iw->carry[iw->next - 1].sm_enable = true;
+			c->carry = &iw->carry[iw->next - 1];
+		}
 	}
 }
 
@@ -75,6 +83,8 @@ int idle_run(const struct opts *o)
 		iws[i].conc = run_share(&r, o->concurrency, i);
 		if (iws[i].conc == 0)
 			iws[i].conc = 1;
+		if (o->sm)
+			iws[i].carry = calloc(iws[i].total ? iws[i].total : 1, sizeof *iws[i].carry);
 		r.w[i]->scen = &iws[i];
 	}
 	cpu_mark(&m0, o);
@@ -84,6 +94,7 @@ int idle_run(const struct opts *o)
 	double login_s = m1.wall - m0.wall;
 	uint64_t logged_in = run_sum(&r, offsetof(struct counters, logins));
 	uint64_t failed = run_sum(&r, offsetof(struct counters, login_failed));
+	uint64_t unsupported = run_sum(&r, offsetof(struct counters, fail[FAIL_UNSUPPORTED]));
 	fprintf(stderr, "ready logged_in=%llu failed=%llu in %.2f s\n", (unsigned long long)logged_in,
 		(unsigned long long)failed, login_s);
 	fflush(stderr);
@@ -102,7 +113,9 @@ int idle_run(const struct opts *o)
 	scenario_params(&rp, o);
 	report_u64(&rp, "clients", o->clients);
 	report_num(&rp, "hold_s", o->hold);
+	report_bool(&rp, "sm", o->sm);
 	report_end(&rp, '}');
+	report_bool(&rp, "supported", unsupported == 0);
 	report_u64(&rp, "logged_in", logged_in);
 	report_u64(&rp, "login_failed", failed);
 	report_num(&rp, "login_s", login_s);
@@ -122,6 +135,11 @@ int idle_run(const struct opts *o)
 		fprintf(stderr, "first error: %s\n", run_first_error(&r));
 	report_cpu_line(&m0, &m2);
 	run_free(&r);
+	for (unsigned i = 0; i < r.nw; i++) {
+		for (unsigned j = 0; iws[i].carry && j < iws[i].total; j++)
+			conn_carry_clear(&iws[i].carry[j]);
+		free(iws[i].carry);
+	}
 	free(iws);
-	return 0;
+	return unsupported ? 3 : 0;
 }

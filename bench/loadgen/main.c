@@ -26,6 +26,8 @@ int main(int argc, char **argv)
 		return mam_run(&o);
 	if (strcmp(o.scenario, "pep") == 0)
 		return pep_run(&o);
-	fprintf(stderr, "natter-load: unknown scenario '%s' (idle, login, chat, muc, presence, mam, pep)\n", o.scenario);
+	if (strcmp(o.scenario, "reconnect") == 0)
+		return reconnect_run(&o);
+	fprintf(stderr, "natter-load: unknown scenario '%s' (idle, login, chat, muc, presence, mam, pep, reconnect)\n", o.scenario);
 	return 2;
 }

@@ -14,7 +14,7 @@ enum {
 	OPT_SETUP_ROSTERS, OPT_SETUP_ONLY, OPT_SECONDS, OPT_CHURN, OPT_ROOMS, OPT_ROOM_SIZE,
 	OPT_SENDERS, OPT_MUC_SERVICE, OPT_ROOM_PREFIX, OPT_SERVER_PID, OPT_SMOKE, OPT_HELP,
 	OPT_MESSAGES, OPT_HEAVY, OPT_HEAVY_EVERY, OPT_DEEP, OPT_PAGE, OPT_QUERIES, OPT_FILL,
-	OPT_FILL_RATE,
+	OPT_FILL_RATE, OPT_SM, OPT_MODE, OPT_RECONNECT_CONCURRENCY,
 };
 
 static const struct option opts_table[] = {
@@ -66,6 +66,9 @@ static const struct option opts_table[] = {
 	{ "queries", required_argument, NULL, OPT_QUERIES },
 	{ "fill", no_argument, NULL, OPT_FILL },
 	{ "fill-rate", required_argument, NULL, OPT_FILL_RATE },
+	{ "sm", no_argument, NULL, OPT_SM },
+	{ "mode", required_argument, NULL, OPT_MODE },
+	{ "reconnect-concurrency", required_argument, NULL, OPT_RECONNECT_CONCURRENCY },
 	{ "smoke", no_argument, NULL, OPT_SMOKE },
 	{ "help", no_argument, NULL, OPT_HELP },
 	{ NULL, 0, NULL, 0 },
@@ -94,6 +97,9 @@ void opts_usage(FILE *f)
 "  pep       one user with --contacts R (all online, +notify in their caps)\n"
 "            publishes avatar metadata (XEP-0084) at each rate of --rates\n"
 "            (publishes/s); notifications/s and publish-to-last latency\n"
+"  reconnect --clients K log in, all lose their connections at once (TCP\n"
+"            reset) and come back (--mode); reconnects/s, time until all\n"
+"            are back, latency, server CPU per reconnect\n"
 "\n"
 "server and accounts:\n"
 "  --host ADDR (127.0.0.1)  --port N (5222)  --domain D (localhost)\n"
@@ -115,6 +121,14 @@ void opts_usage(FILE *f)
 "  --quiet                  no progress lines on stderr\n"
 "\n"
 "idle:      --clients K (100) --hold S (10) --stdin\n"
+"           --sm             enable stream management (XEP-0198, resume='true')\n"
+"reconnect: --clients K (5000) --mode full|resume|fast (full)\n"
+"           --reconnect-concurrency N (500) reconnects in flight after the cut\n"
+"           full: full TLS handshake, SASL, bind, roster, presence;\n"
+"           resume: TLS resumption, SASL, XEP-0198 <resume/>;\n"
+"           fast: TLS resumption, SASL2 HT-SHA-256-NONE FAST token (XEP-0484)\n"
+"           with inline <resume/> (Bind 2 if it fails). Exit status 3 when\n"
+"           the server lacks what the mode needs\n"
 "login:     --logins L (1000) --users K (100)\n"
 "chat:      --pairs P (100) --rates R1,R2,.. (1000,2000,5000,10k,20k,50k,100k,200k)\n"
 "           --step-seconds S (5) --drain-seconds S (2) --stop-p99-ms MS (1000)\n"
@@ -275,7 +289,10 @@ static void opts_defaults(struct opts *o, bool smoke)
 	o->page = 50;
 	o->queries = 100;
 	o->fill_rate = 10000;
+	o->mode = MODE_FULL;
+	o->reconnect_concurrency = 500;
 	if (smoke) {
+		o->reconnect_concurrency = 5;
 		o->concurrency = 5;
 		o->duration = 60;
 		o->login_timeout = 15;
@@ -391,8 +408,27 @@ int opts_parse(struct opts *o, int argc, char **argv)
 		case OPT_DURATION: rc = opts_seconds("duration", optarg, &o->duration); break;
 		case OPT_LOGIN_TIMEOUT: rc = opts_seconds("login-timeout", optarg, &o->login_timeout); break;
 		case OPT_QUIET: o->quiet = true; break;
-		case OPT_CLIENTS: rc = opts_uint("clients", optarg, 10000000, &o->clients); break;
+		case OPT_CLIENTS:
+			rc = opts_uint("clients", optarg, 10000000, &o->clients);
+			o->clients_given = true;
+			break;
 		case OPT_HOLD: rc = opts_seconds("hold", optarg, &o->hold); break;
+		case OPT_SM: o->sm = true; break;
+		case OPT_MODE:
+			if (strcmp(optarg, "full") == 0)
+				o->mode = MODE_FULL;
+			else if (strcmp(optarg, "resume") == 0)
+				o->mode = MODE_RESUME;
+			else if (strcmp(optarg, "fast") == 0)
+				o->mode = MODE_FAST;
+			else {
+				fprintf(stderr, "natter-load: --mode is full, resume or fast\n");
+				rc = -1;
+			}
+			break;
+		case OPT_RECONNECT_CONCURRENCY:
+			rc = opts_uint("reconnect-concurrency", optarg, 10000000, &o->reconnect_concurrency);
+			break;
 		case OPT_STDIN: o->stdin_eof = true; break;
 		case OPT_LOGINS: rc = opts_uint("logins", optarg, 100000000, &o->logins); break;
 		case OPT_USERS: rc = opts_uint("users", optarg, 10000000, &o->users); break;
@@ -452,6 +488,8 @@ int opts_parse(struct opts *o, int argc, char **argv)
 		o->body_size = 32;
 	opts_muc(o, smoke);
 	opts_pep(o, smoke);
+	if (strcmp(o->scenario, "reconnect") == 0 && !o->clients_given)
+		o->clients = smoke ? 10 : 5000;
 	if (strcmp(o->scenario, "mam") == 0 && (o->users < 2 || o->heavy == 0 || o->heavy > o->users ||
 						 o->heavy_every == 0 || o->page == 0)) {
 		fprintf(stderr, "natter-load: mam needs --users of at least 2, --heavy from 1 to --users, "

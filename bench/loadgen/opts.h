@@ -12,6 +12,13 @@
 
 enum opts_mech { MECH_SCRAM_SHA1, MECH_PLAIN };
 
+/* How the reconnect scenario's clients come back. */
+enum opts_mode {
+	MODE_FULL,   /* full TLS handshake, SASL, bind, roster and presence */
+	MODE_RESUME, /* TLS resumption, SASL (SCRAM), XEP-0198 resume */
+	MODE_FAST,   /* TLS resumption, SASL2 with a FAST token, inline SM resume */
+};
+
 struct opts {
 	const char *scenario;
 
@@ -42,8 +49,14 @@ struct opts {
 
 	/* idle */
 	unsigned clients;
+	bool clients_given;
 	double hold;
 	bool stdin_eof;         /* end the hold when stdin closes */
+	bool sm;                /* idle: enable stream management (XEP-0198) */
+
+	/* reconnect (also --clients) */
+	enum opts_mode mode;
+	unsigned reconnect_concurrency; /* reconnects in flight after the cut */
 
 	/* login */
 	unsigned logins;

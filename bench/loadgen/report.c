@@ -179,6 +179,7 @@ static const char *const fail_names[FAIL_KINDS] = {
 	[FAIL_TIMEOUT] = "timeout",
 	[FAIL_PROTOCOL] = "protocol",
 	[FAIL_CLOSED] = "closed_by_server",
+	[FAIL_UNSUPPORTED] = "unsupported",
 };
 
 void report_common(struct report *rp, struct run *r, const struct cpu_mark *start,

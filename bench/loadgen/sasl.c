@@ -126,6 +126,34 @@ char *sasl_plain_initial(const char *user, const char *password)
 	return out;
 }
 
+char *sasl_ht_initial(const char *user, const char *token)
+{
+	size_t ul = strlen(user);
+	unsigned char raw[256 + EVP_MAX_MD_SIZE];
+	unsigned int n = 0;
+	if (ul > 255)
+		return NULL;
+	memcpy(raw, user, ul);
+	raw[ul] = '\0';
+	if (!HMAC(EVP_sha256(), token, (int)strlen(token), (const unsigned char *)"Initiator", 9,
+		  raw + ul + 1, &n))
+		return NULL;
+	return sasl_b64_encode(raw, ul + 1 + n);
+}
+
+bool sasl_ht_verify(const char *token, const char *final_b64)
+{
+	unsigned char expect[EVP_MAX_MD_SIZE];
+	unsigned int n = 0;
+	size_t got_len;
+	unsigned char *got = sasl_b64_decode(final_b64, &got_len);
+	bool ok = got && HMAC(EVP_sha256(), token, (int)strlen(token),
+			      (const unsigned char *)"Responder", 9, expect, &n) &&
+		  got_len == n && CRYPTO_memcmp(got, expect, n) == 0;
+	free(got);
+	return ok;
+}
+
 /* RFC 5802 saslname: ',' and '=' escaped. */
 static void scram_saslname(char *out, size_t cap, const char *user)
 {

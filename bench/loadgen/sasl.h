@@ -35,6 +35,14 @@ unsigned char *sasl_b64_decode(const char *s, size_t *len);
 /* The base64 initial response of PLAIN; caller frees. */
 char *sasl_plain_initial(const char *user, const char *password);
 
+/* HT-SHA-256-NONE (the Hashed Token mechanism, draft-ietf-kitten-sasl-ht,
+ * without channel binding), as XEP-0484 FAST uses it: the base64 initial
+ * response "user NUL HMAC-SHA-256(token, 'Initiator')"; caller frees. */
+char *sasl_ht_initial(const char *user, const char *token);
+/* Whether the server's final message (base64 additional data) is
+ * HMAC-SHA-256(token, 'Responder'). */
+bool sasl_ht_verify(const char *token, const char *final_b64);
+
 /* Starts s and returns the base64 client-first message; caller frees. */
 char *sasl_scram_start(struct sasl_scram *s, const char *user);
 /* Given the server-first message (base64 challenge text), returns the

@@ -17,6 +17,7 @@ int muc_run(const struct opts *o);
 int presence_run(const struct opts *o);
 int mam_run(const struct opts *o);
 int pep_run(const struct opts *o);
+int reconnect_run(const struct opts *o);
 
 /* Shared by the scenarios. */
 

@@ -21,6 +21,10 @@
 #define NS_ROSTER "jabber:iq:roster"
 #define NS_PING "urn:xmpp:ping"
 #define NS_STREAM_ERRORS "urn:ietf:params:xml:ns:xmpp-streams"
+#define NS_SM "urn:xmpp:sm:3"         /* XEP-0198 stream management */
+#define NS_SASL2 "urn:xmpp:sasl:2"    /* XEP-0388 extensible SASL profile */
+#define NS_BIND2 "urn:xmpp:bind:0"    /* XEP-0386 Bind 2 */
+#define NS_FAST "urn:xmpp:fast:0"     /* XEP-0484 FAST tokens */
 
 /* One element. Everything hangs off the parser's arena. */
 struct stanza {

@@ -33,6 +33,7 @@ enum fail_kind {
 	FAIL_TIMEOUT,  /* not online within --login-timeout */
 	FAIL_PROTOCOL, /* unexpected or malformed XML, missing features */
 	FAIL_CLOSED,   /* the server closed a connection we did not close */
+	FAIL_UNSUPPORTED, /* the server lacks a feature the run needs (SM, SASL2, FAST) */
 	FAIL_KINDS
 };
 

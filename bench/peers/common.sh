@@ -37,8 +37,13 @@ BENCH_DOMAIN=localhost
 #              of every user by default, in SQLite where the server can
 #   BENCH_PEP  PEP (XEP-0163) with entity capabilities (XEP-0115), so
 #              +notify features in clients' caps subscribe them
+#   BENCH_SM   stream management (XEP-0198) with resumption: Prosody's
+#              mod_smacks, ejabberd's mod_stream_mgmt, both at their
+#              defaults; natter's when it has it (the reconnect scenario,
+#              idle --sm)
 BENCH_MAM=${BENCH_MAM:-off}
 BENCH_PEP=${BENCH_PEP:-off}
+BENCH_SM=${BENCH_SM:-off}
 # SCRAM iteration count for the accounts of every server: natter's minimum and
 # default, and ejabberd's default (Prosody's default is 10000).
 BENCH_SCRAM_ITERATIONS=${BENCH_SCRAM_ITERATIONS:-4096}

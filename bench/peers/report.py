@@ -252,7 +252,7 @@ def _metrics(rec):
     load = rec.get("load") or {}
     sc = rec["scenario"]
     m = {}
-    if sc == "idle":
+    if sc in ("idle", "idle-sm"):
         n = _get(load, "logged_in", "connections.logins", default=0) or 0
         before, after = rec.get("server_rss_before_kib"), rec.get("server_rss_after_kib")
         m["clients"] = n
@@ -272,6 +272,21 @@ def _metrics(rec):
         m = _pep_metrics(load)
     elif sc.startswith("muc-"):
         m = _muc_metrics(load)
+    elif sc.startswith("reconnect-"):
+        # Issue 13: all clients cut at once and back; mode is the one that ran.
+        m["mode"] = _get(load, "params.mode")
+        if m["mode"] == "full" and _get(load, "params.tls_resume"):
+            m["mode"] = "full+tls"
+        m["supported"] = _get(load, "supported")
+        m["clients"] = _get(load, "logged_in")
+        m["reconnects_per_s"] = round(_get(load, "reconnects_per_s", default=0) or 0)
+        m["all_back_s"] = _get(load, "all_back_s")
+        m["p50_ms"] = _get(load, "p50_ms")
+        m["p99_ms"] = _get(load, "p99_ms")
+        m["server_cpu_us_per_reconnect"] = _get(load, "server_cpu_us_per_reconnect")
+        m["tls_resumed"] = _get(load, "tls_resumed")
+        m["sm_resumed"] = _get(load, "sm_resumed")
+        m["failed"] = _get(load, "reconnect_failed")
     elif sc == "presence":
         m["presence_per_s"] = round(_get(load, "presence_per_s", "received_per_s",
                                          "presences_per_s", default=0) or 0)
@@ -291,6 +306,17 @@ ROWS = [
     ("chat", "rate_p99_under_10ms", "chat: msgs/s, p99 < 10 ms", True),
     ("chat", "server_cpu_us_per_msg", "chat: server CPU us/msg", False),
     ("presence", "presence_per_s", "presence: stanzas/s", True),
+    # Issue 13: reconnects (full: TLS handshake, SASL, bind; best: the
+    # fastest mode each server supports, named in the notes) and SM memory.
+    ("reconnect-full", "reconnects_per_s", "reconnect, full: reconnects/s", True),
+    ("reconnect-full", "all_back_s", "reconnect, full: s until all back", False),
+    ("reconnect-full", "p99_ms", "reconnect, full: p99 ms", False),
+    ("reconnect-full", "server_cpu_us_per_reconnect", "reconnect, full: server CPU us/reconnect", False),
+    ("reconnect-best", "reconnects_per_s", "reconnect, best mode: reconnects/s", True),
+    ("reconnect-best", "all_back_s", "reconnect, best mode: s until all back", False),
+    ("reconnect-best", "p99_ms", "reconnect, best mode: p99 ms", False),
+    ("reconnect-best", "server_cpu_us_per_reconnect", "reconnect, best mode: server CPU us/reconnect", False),
+    ("idle-sm", "kib_per_client", "idle with SM: server KiB per client", False),
     # Issue 12: the archive, MAM queries, PEP.
     ("chat-mam-off", "rate_p99_under_100ms", "chat, archive off: msgs/s, p99 < 100 ms", True),
     ("chat-mam-on", "rate_p99_under_100ms", "chat, archive on (all): msgs/s, p99 < 100 ms", True),
@@ -424,6 +450,10 @@ def cmd_summarize(a):
     notes = []
     for server in servers:
         for sc, m in sorted(summary.get(server, {}).items()):
+            if sc.startswith("reconnect-") and m.get("mode"):
+                notes.append("%s %s: mode %s (TLS resumed %s, SM resumed %s of %s)" % (
+                    server, sc, m["mode"], m.get("tls_resumed"), m.get("sm_resumed"),
+                    m.get("clients")))
             if m.get("features") and "rejected" in str(m.get("features")):
                 notes.append("%s %s: ran with %s" % (server, sc, m["features"]))
             if m.get("first_error"):

@@ -1215,7 +1215,8 @@ static void on_tls_ready(struct conn *c)
 	s->secure = true;
 	if (s->state == C2S_TLS)
 		s->state = C2S_HEADER;
-	log_debug("c2s %llu: %s established", (unsigned long long)c->id, SSL_get_version(c->ssl));
+	log_debug("c2s %llu: %s established%s", (unsigned long long)c->id, SSL_get_version(c->ssl),
+		  SSL_session_reused(c->ssl) ? ", session resumed" : "");
 }
 
 static void free_c2s(uv_handle_t *h)

@@ -702,6 +702,24 @@ static const struct config_section config_dns_section = {
 	.size = sizeof(struct config_dns),
 };
 
+static const struct config_key config_tls_keys[] = {
+	{ .name = "session_tickets", .type = KEY_BOOL, .def = "true",
+	  .offset = offsetof(struct config_tls, session_tickets),
+	  .doc = "let reconnecting clients resume their TLS session with a ticket "
+		 "(no certificate signature)" },
+	{ .name = "ticket_rotation", .type = KEY_INT, .def = "3600", .min = 1, .max = 302400,
+	  .offset = offsetof(struct config_tls, ticket_rotation),
+	  .doc = "seconds between two ticket keys; a ticket is accepted for one to two of "
+		 "these periods; keys live in memory only" },
+};
+
+static const struct config_section config_tls_section = {
+	.what = "tls",
+	.keys = config_tls_keys,
+	.n_keys = sizeof config_tls_keys / sizeof config_tls_keys[0],
+	.size = sizeof(struct config_tls),
+};
+
 static const struct config_key config_sm_keys[] = {
 	{ .name = "resume_timeout", .type = KEY_INT, .def = "300", .min = 0, .max = 86400,
 	  .offset = offsetof(struct config_sm, resume_timeout),
@@ -780,6 +798,9 @@ static const struct config_key config_top_keys[] = {
 	{ .name = "dns", .type = KEY_MAP, .section = &config_dns_section,
 	  .offset = offsetof(struct config, dns),
 	  .doc = "DNS lookups (docs/dns.md)" },
+	{ .name = "tls", .type = KEY_MAP, .section = &config_tls_section,
+	  .offset = offsetof(struct config, tls),
+	  .doc = "TLS session resumption on the c2s listeners (docs/security.md)" },
 	{ .name = "stream_management", .type = KEY_MAP, .section = &config_sm_section,
 	  .offset = offsetof(struct config, sm),
 	  .doc = "stream management and resumption (XEP-0198, docs/mobile.md)" },

@@ -44,6 +44,13 @@ struct config_s2s {
 	size_t n_remotes;
 };
 
+/* TLS on the c2s listeners (docs/security.md, "Session resumption"). */
+struct config_tls {
+	int session_tickets;  /* resumption by tickets (TLS 1.3 and 1.2) on c2s */
+	int ticket_rotation;  /* seconds between ticket keys; a ticket is
+			       * accepted while its key is current or previous */
+};
+
 struct config_dns {
 	char *resolver;       /* "ADDR[@PORT]"; NULL = /etc/resolv.conf */
 	char *trust_anchor_file; /* DNSSEC anchors: validation and DANE; NULL = off */
@@ -260,6 +267,7 @@ struct config {
 	struct config_limits limits;
 	struct config_s2s s2s;
 	struct config_dns dns;
+	struct config_tls tls;
 	struct config_sm sm;
 };
 

@@ -391,6 +391,13 @@ static void server_reload(struct server *srv)
 	config_free(&fresh);
 }
 
+/* Every tls.ticket_rotation seconds on the main thread. */
+static void on_ticket_rotation(uv_timer_t *timer)
+{
+	struct server *srv = timer->data;
+	tls_rotate_ticket_keys(&srv->tls);
+}
+
 static void on_signal(uv_signal_t *sig, int signum)
 {
 	struct server *srv = sig->data;
@@ -495,6 +502,13 @@ int server_run(struct config *cfg, const char *ctl)
 		sigs[i].data = &srv;
 		uv_signal_start(&sigs[i], on_signal, signums[i]);
 	}
+	uv_timer_t rotation;
+	uv_timer_init(&main_loop, &rotation);
+	rotation.data = &srv;
+	if (srv.tls.tickets != NULL) {
+		uint64_t ms = (uint64_t)cfg->tls.ticket_rotation * 1000;
+		uv_timer_start(&rotation, on_ticket_rotation, ms, ms);
+	}
 	for (int i = 0; i <= srv.n_loops; i++)
 		uv_thread_create(&srv.loops[i].thread, loop_thread, &srv.loops[i]);
 	for (size_t i = 0; i < cfg->n_listeners; i++)
@@ -511,6 +525,7 @@ int server_run(struct config *cfg, const char *ctl)
 		uv_thread_join(&srv.loops[i].thread);
 	for (int i = 0; i < 3; i++)
 		uv_close((uv_handle_t *)&sigs[i], NULL);
+	uv_close((uv_handle_t *)&rotation, NULL);
 	uv_run(&main_loop, UV_RUN_DEFAULT);
 	uv_loop_close(&main_loop);
 	rc = 0;

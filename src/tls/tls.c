@@ -2,10 +2,13 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/rand.h>
 #include <openssl/x509v3.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -48,6 +51,150 @@ enum tls_kind { TLS_C2S_STARTTLS, TLS_C2S_DIRECT, TLS_S2S_STARTTLS, TLS_S2S_DIRE
 static enum tls_kind kind_of(SSL *ssl)
 {
 	return (enum tls_kind)(uintptr_t)SSL_get_app_data(ssl);
+}
+
+/* Session tickets (RFC 8446 §4.6.1, RFC 5077). A ticket is the session
+ * encrypted under a key only natterd knows: AES-256-CBC and HMAC-SHA256,
+ * named by 16 random bytes that lead the ticket, so a ticket finds its
+ * key. The keys are shared by every context and every loop: a reconnect
+ * may land on any loop (SO_REUSEPORT), and a certificate reload must not
+ * cost every client a full handshake. They live in memory only, so a
+ * restart invalidates every ticket. Two keys at a time: the current one
+ * encrypts and decrypts, the previous one only decrypts (and its tickets
+ * are renewed on TLS 1.2; TLS 1.3 always sends a new one). */
+struct ticket_key {
+	unsigned char name[16];
+	unsigned char aes[32];
+	unsigned char hmac[32];
+	bool set;
+};
+
+struct tls_tickets {
+	pthread_mutex_t lock; /* guards cur and prev: loops read, main thread rotates */
+	struct ticket_key cur, prev;
+	unsigned long rotations;
+	EVP_CIPHER *aes; /* AES-256-CBC, fetched once */
+};
+
+static const unsigned char sid_ctx_c2s[] = "natter-c2s";
+static const unsigned char sid_ctx_s2s[] = "natter-s2s";
+
+static int ticket_key_make(struct ticket_key *k)
+{
+	if (RAND_bytes(k->name, sizeof k->name) != 1 || RAND_priv_bytes(k->aes, sizeof k->aes) != 1 ||
+	    RAND_priv_bytes(k->hmac, sizeof k->hmac) != 1)
+		return -1;
+	k->set = true;
+	return 0;
+}
+
+static struct tls_tickets *tickets_new(void)
+{
+	struct tls_tickets *tk = xcalloc(1, sizeof *tk);
+	pthread_mutex_init(&tk->lock, NULL);
+	tk->aes = EVP_CIPHER_fetch(NULL, "AES-256-CBC", NULL);
+	if (tk->aes == NULL || ticket_key_make(&tk->cur) != 0) {
+		EVP_CIPHER_free(tk->aes);
+		pthread_mutex_destroy(&tk->lock);
+		free(tk);
+		return NULL;
+	}
+	return tk;
+}
+
+static void tickets_free(struct tls_tickets *tk)
+{
+	if (tk == NULL)
+		return;
+	OPENSSL_cleanse(&tk->cur, sizeof tk->cur);
+	OPENSSL_cleanse(&tk->prev, sizeof tk->prev);
+	EVP_CIPHER_free(tk->aes);
+	pthread_mutex_destroy(&tk->lock);
+	free(tk);
+}
+
+void tls_rotate_ticket_keys(struct tls *t)
+{
+	struct tls_tickets *tk = t->tickets;
+	struct ticket_key fresh;
+	if (tk == NULL)
+		return;
+	if (ticket_key_make(&fresh) != 0) {
+		log_warn("TLS session tickets: no random bytes for a new key; the current one stays");
+		return;
+	}
+	pthread_mutex_lock(&tk->lock);
+	tk->prev = tk->cur;
+	tk->cur = fresh;
+	unsigned long n = ++tk->rotations;
+	pthread_mutex_unlock(&tk->lock);
+	OPENSSL_cleanse(&fresh, sizeof fresh);
+	log_info("TLS session tickets: key %lu is current; tickets of the key before are still "
+		 "accepted, older ones no longer", n);
+}
+
+/* OpenSSL's ticket callback (SSL_CTX_set_tlsext_ticket_key_evp_cb): sets
+ * up cctx and hctx with the current key to encrypt (enc = 1), or with the
+ * key named `name` to decrypt. Returns 1, 2 (decrypted with the previous
+ * key: renew), 0 (no such key, or not a c2s connection: full handshake),
+ * or -1 on error. */
+static int on_ticket_key(SSL *ssl, unsigned char name[16], unsigned char *iv,
+			 EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx, int enc)
+{
+	struct tls_host *h = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), host_index);
+	struct tls_tickets *tk = h != NULL ? h->owner->tickets : NULL;
+	if (tk == NULL || kind_of(ssl) >= TLS_S2S_STARTTLS)
+		return 0;
+	struct ticket_key k;
+	int rc = 0;
+	pthread_mutex_lock(&tk->lock);
+	if (enc) {
+		k = tk->cur;
+		rc = 1;
+	} else if (tk->cur.set && memcmp(name, tk->cur.name, sizeof k.name) == 0) {
+		k = tk->cur;
+		rc = 1;
+	} else if (tk->prev.set && memcmp(name, tk->prev.name, sizeof k.name) == 0) {
+		k = tk->prev;
+		rc = 2;
+	}
+	pthread_mutex_unlock(&tk->lock);
+	if (rc == 0) {
+		log_debug("TLS: a session ticket of a retired key; full handshake");
+		return 0;
+	}
+	int ok;
+	if (enc) {
+		memcpy(name, k.name, sizeof k.name);
+		ok = RAND_bytes(iv, 16) == 1 &&
+		     EVP_EncryptInit_ex2(cctx, tk->aes, k.aes, iv, NULL) == 1;
+	} else {
+		ok = EVP_DecryptInit_ex2(cctx, tk->aes, k.aes, iv, NULL) == 1;
+	}
+	OSSL_PARAM params[] = {
+		OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, k.hmac, sizeof k.hmac),
+		OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
+		OSSL_PARAM_construct_end(),
+	};
+	ok = ok && EVP_MAC_CTX_set_params(hctx, params) == 1;
+	OPENSSL_cleanse(&k, sizeof k);
+	return ok ? rc : -1;
+}
+
+/* Resumption on a server context: tickets only (no session cache, which
+ * would be one more lock and up to 20,480 sessions held), valid for two
+ * rotation periods at most; or none at all when tickets are off. */
+static void setup_resumption(struct tls *t, SSL_CTX *ctx)
+{
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	SSL_CTX_set_session_id_context(ctx, sid_ctx_c2s, sizeof sid_ctx_c2s - 1);
+	if (t->tickets == NULL) {
+		SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+		SSL_CTX_set_num_tickets(ctx, 0);
+		return;
+	}
+	SSL_CTX_set_timeout(ctx, 2L * t->ticket_rotation);
+	SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, on_ticket_key);
 }
 
 /* Incoming s2s: ask for the peer's certificate, accept whatever comes;
@@ -223,6 +370,7 @@ static SSL_CTX *make_ctx(struct tls *t, struct tls_host *h, const char *cert, co
 	SSL_CTX_set_tlsext_servername_arg(ctx, t);
 	SSL_CTX_set_alpn_select_cb(ctx, on_alpn, NULL);
 	SSL_CTX_set_ex_data(ctx, host_index, h);
+	setup_resumption(t, ctx);
 	return ctx;
 fail: {
 	char e[256];
@@ -263,11 +411,17 @@ int tls_init(struct tls *t, const struct config *cfg, char *err, size_t errlen)
 {
 	if (host_index < 0)
 		host_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+	t->ticket_rotation = cfg->tls.ticket_rotation;
+	if (cfg->tls.session_tickets && (t->tickets = tickets_new()) == NULL) {
+		snprintf(err, errlen, "cannot make a TLS session ticket key");
+		return -1;
+	}
 	t->n_hosts = cfg->n_hosts;
 	t->hosts = xcalloc(cfg->n_hosts, sizeof *t->hosts);
 	for (size_t i = 0; i < cfg->n_hosts; i++) {
 		const struct config_host *ch = &cfg->hosts[i];
 		struct tls_host *h = &t->hosts[i];
+		h->owner = t;
 		h->domain = xstrdup(ch->domain);
 		char cert[1100], key[1100];
 		if (host_paths(cfg, ch, true, cert, key, sizeof cert, err, errlen) != 0) {
@@ -348,6 +502,11 @@ SSL *tls_new_server_s2s(struct tls *t, bool direct)
 	if (ssl == NULL)
 		return NULL;
 	SSL_set_app_data(ssl, (void *)(uintptr_t)(direct ? TLS_S2S_DIRECT : TLS_S2S_STARTTLS));
+	/* No resumption on s2s: the peer's certificate chain, which a ticket
+	 * does not carry, is checked after every handshake. */
+	SSL_set_session_id_context(ssl, sid_ctx_s2s, sizeof sid_ctx_s2s - 1);
+	SSL_set_options(ssl, SSL_OP_NO_TICKET);
+	SSL_set_num_tickets(ssl, 0);
 	SSL_set_verify(ssl, SSL_VERIFY_PEER, accept_any);
 	SSL_set_accept_state(ssl);
 	return ssl;
@@ -479,6 +638,8 @@ void tls_free(struct tls *t)
 	}
 	X509_STORE_free(t->trust);
 	t->trust = NULL;
+	tickets_free(t->tickets);
+	t->tickets = NULL;
 	for (size_t i = 0; i < t->n_retired; i++)
 		SSL_CTX_free(t->retired[i]);
 	free(t->retired);

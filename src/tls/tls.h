@@ -10,7 +10,11 @@
 
 #include "core/config.h"
 
+struct tls;
+struct tls_tickets;
+
 struct tls_host {
+	struct tls *owner;   /* the struct tls this host belongs to */
 	char *domain;
 	SSL_CTX *ctx;        /* server side (c2s, incoming s2s) */
 	SSL_CTX *client_ctx; /* outgoing s2s, presenting the same certificate */
@@ -22,6 +26,11 @@ struct tls {
 	X509_STORE *trust;   /* CAs for remote servers (s2s.ca_file or the system's) */
 	SSL_CTX **retired;   /* replaced by tls_reload; freed by tls_free */
 	size_t n_retired;
+	/* Session ticket keys shared by every context and every loop, so a
+	 * ticket works whichever loop the reconnect lands on and survives a
+	 * certificate reload; NULL when tls.session_tickets is off. */
+	struct tls_tickets *tickets;
+	int ticket_rotation; /* seconds; tls.ticket_rotation */
 };
 
 /* Builds a context per configured host. A host without tls_cert/tls_key
@@ -29,6 +38,12 @@ struct tls {
  * <data_dir>/certs/. Returns 0, or -1 with a message in err. */
 int tls_init(struct tls *t, const struct config *cfg, char *err, size_t errlen);
 void tls_free(struct tls *t);
+
+/* Makes a new session ticket key current; the one it replaces still
+ * decrypts tickets until the next rotation, older ones are erased. Called
+ * every tls.ticket_rotation seconds by the main thread; safe while loops
+ * handshake. Does nothing when tickets are off. */
+void tls_rotate_ticket_keys(struct tls *t);
 
 /* SIGHUP: reads every host's certificate and key again (the files named
  * in cfg, a freshly loaded configuration, or the self-signed ones in

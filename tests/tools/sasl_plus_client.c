@@ -5,7 +5,7 @@
  *
  *   sasl_plus_client HOST PORT DOMAIN USER PASSWORD MECH
  *                    [--tls12] [--direct] [--cb tls-exporter|tls-unique]
- *                    [--tamper-cb]
+ *                    [--tamper-cb] [--resume]
  *
  * It connects over plain TCP, opens a stream to DOMAIN, negotiates STARTTLS
  * (or, with --direct, speaks TLS from the first byte with ALPN
@@ -28,6 +28,10 @@
  * run a non-PLUS mechanism when it has binding data, so the gs2 "y" case is
  * tested with slixmpp instead.  --tamper-cb flips a bit of the binding data
  * so the server must refuse the proof.
+ *
+ * --resume logs in twice: the second connection offers the TLS session
+ * (ticket) of the first, and each prints "resumed: yes" or "resumed: no"
+ * after its handshake; the exit status is the second login's.
  */
 #include <errno.h>
 #include <netdb.h>
@@ -89,6 +93,7 @@ struct conn {
 	struct node *cur; /* element being built, NULL at depth <= 1 */
 	struct node_queue done;
 	bool parse_error;
+	SSL_SESSION *offer; /* a session to resume, or NULL */
 };
 
 struct options {
@@ -102,6 +107,7 @@ struct options {
 	bool direct;
 	const char *cb_type; /* channel binding for -PLUS mechanisms */
 	bool tamper_cb;
+	bool resume;
 };
 
 static void
@@ -533,7 +539,8 @@ tls_start(struct conn *c, const struct options *o)
 	/* A peer closing without close_notify is an ordinary EOF here: the
 	 * caller reports what it was waiting for. */
 	SSL_CTX_set_options(c->ssl_ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
-	/* No resumption: tls-unique must come from a full handshake. */
+	/* No session cache: a session is resumed only when --resume hands
+	 * the first connection's to the second. */
 	SSL_CTX_set_session_cache_mode(c->ssl_ctx, SSL_SESS_CACHE_OFF);
 	c->ssl = SSL_new(c->ssl_ctx);
 	if (c->ssl == NULL)
@@ -544,9 +551,13 @@ tls_start(struct conn *c, const struct options *o)
 		die_ssl("ALPN");
 	if (!SSL_set_fd(c->ssl, c->fd))
 		die_ssl("SSL_set_fd");
+	if (c->offer != NULL && !SSL_set_session(c->ssl, c->offer))
+		die_ssl("SSL_set_session");
 	if (SSL_connect(c->ssl) != 1)
 		die_ssl("TLS handshake failed");
 	printf("tls: %s\n", SSL_get_version(c->ssl));
+	if (o->resume)
+		printf("resumed: %s\n", SSL_session_reused(c->ssl) ? "yes" : "no");
 }
 
 /*
@@ -798,7 +809,7 @@ usage(void)
 {
 	fprintf(stderr, "usage: sasl_plus_client HOST PORT DOMAIN USER "
 	    "PASSWORD MECH [--tls12] [--direct] "
-	    "[--cb tls-exporter|tls-unique] [--tamper-cb]\n");
+	    "[--cb tls-exporter|tls-unique] [--tamper-cb] [--resume]\n");
 	exit(EXIT_ERROR);
 }
 
@@ -822,6 +833,8 @@ parse_args(int argc, char **argv, struct options *o)
 			o->direct = true;
 		else if (strcmp(argv[i], "--tamper-cb") == 0)
 			o->tamper_cb = true;
+		else if (strcmp(argv[i], "--resume") == 0)
+			o->resume = true;
 		else if (strcmp(argv[i], "--cb") == 0 && i + 1 < argc)
 			o->cb_type = argv[++i];
 		else
@@ -833,27 +846,33 @@ parse_args(int argc, char **argv, struct options *o)
 		die("DOMAIN and MECH must not need XML escaping");
 }
 
-int
-main(int argc, char **argv)
+/*
+ * One whole login: connect, TLS (offering `offer` if not NULL), SASL, bind,
+ * close. Returns the TLS session it ended with (its tickets have arrived by
+ * the bind result), for the caller to free.
+ */
+static SSL_SESSION *
+login_once(const struct options *o, SSL_SESSION *offer)
 {
-	struct options o;
 	struct conn c;
 	struct node *features;
+	SSL_SESSION *sess;
 
-	parse_args(argc, argv, &o);
 	memset(&c, 0, sizeof(c));
-	c.fd = tcp_connect(o.host, o.port);
-	if (o.direct)
-		tls_start(&c, &o);
-	open_stream(&c, o.domain);
-	if (!o.direct)
-		negotiate_starttls(&c, &o);
-	features = read_sasl_features(&c, &o);
+	c.offer = offer;
+	c.fd = tcp_connect(o->host, o->port);
+	if (o->direct)
+		tls_start(&c, o);
+	open_stream(&c, o->domain);
+	if (!o->direct)
+		negotiate_starttls(&c, o);
+	features = read_sasl_features(&c, o);
 	node_free(features);
-	authenticate(&c, &o);
-	open_stream(&c, o.domain);
+	authenticate(&c, o);
+	open_stream(&c, o->domain);
 	bind_resource(&c);
 
+	sess = SSL_get1_session(c.ssl);
 	conn_send(&c, "</stream:stream>");
 	SSL_shutdown(c.ssl);
 	SSL_free(c.ssl);
@@ -861,5 +880,32 @@ main(int argc, char **argv)
 	conn_new_parser(&c); /* frees anything still queued */
 	XML_ParserFree(c.parser);
 	close(c.fd);
+	return sess;
+}
+
+int
+main(int argc, char **argv)
+{
+	struct options o;
+	SSL_SESSION *sess;
+
+	parse_args(argc, argv, &o);
+	if (o.resume) {
+		struct options first = o;
+
+		first.tamper_cb = false;
+		sess = login_once(&first, NULL);
+	} else {
+		sess = login_once(&o, NULL);
+	}
+	if (o.resume) {
+		SSL_SESSION *again;
+
+		/* --tamper-cb is for the resumed login only. */
+		again = login_once(&o, sess);
+
+		SSL_SESSION_free(again);
+	}
+	SSL_SESSION_free(sess);
 	return 0;
 }

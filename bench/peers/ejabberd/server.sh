@@ -55,6 +55,12 @@ write_config() {
       - flat
       - pep"
 	fi
+	if [ "$BENCH_SM" = on ]; then
+		# Stream management with resumption (resume_timeout 300 s, the
+		# default): Debian's config loads it; this minimal one only here.
+		features="$features
+  mod_stream_mgmt: {}"
+	fi
 	sql=""
 	[ "$BENCH_MAM" = on ] && sql="sql_type: sqlite
 sql_database: \"$dir/ejabberd.sqlite\""

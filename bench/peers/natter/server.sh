@@ -27,6 +27,10 @@ NATTER_MAM_CONFIG='    mam:
       enabled: true
       default: always'
 NATTER_PEP_CONFIG=''
+# Stream management (XEP-0198) for BENCH_SM=on: nothing, natter's is on by
+# default (stream_management.resume_timeout 300 s, as ejabberd's); the
+# reconnect scenario finds out what is missing (natter-load exits 3).
+NATTER_SM_CONFIG=''
 # The archive is on by default in natter; the peers' is off by default, so
 # runs without BENCH_MAM turn natter's off to compare like with like.
 NATTER_NO_MAM_CONFIG='    mam:
@@ -83,6 +87,8 @@ start() {
 	[ "$BENCH_PEP" = on ] && [ -n "$NATTER_PEP_CONFIG" ] && features="$features$NATTER_PEP_CONFIG
 "
 	[ "$BENCH_PEP" = on ] && note="$note pep"
+	[ "$BENCH_SM" = on ] && [ -n "$NATTER_SM_CONFIG" ] && features="$features$NATTER_SM_CONFIG
+"
 	write_config "$port" "$features"
 	if [ -n "$features" ] && ! "$build/natterd" -c "$dir/natter.yaml" --check-config >"$dir/check.log" 2>&1; then
 		echo "natter/server.sh: this natterd rejects the feature keys ($(head -n 1 "$dir/check.log")); running without them" >&2

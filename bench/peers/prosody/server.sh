@@ -25,6 +25,9 @@ write_config() {
 	[ "${BENCH_PROSODY_NODELAY:-0}" = 1 ] && nagle="network_settings = { nagle = false }"
 	[ "$BENCH_MAM" = on ] && extra_modules="$extra_modules \"mam\";"
 	[ "$BENCH_PEP" = on ] && extra_modules="$extra_modules \"pep\";"
+	# Stream management: mod_smacks, in 0.12's core; hibernation (how long
+	# a detached session waits for its <resume/>) at its default, 600 s.
+	[ "$BENCH_SM" = on ] && extra_modules="$extra_modules \"smacks\";"
 	cat >"$dir/prosody.cfg.lua" <<EOF
 -- Written by bench/peers/prosody/server.sh; regenerated on every start.
 
