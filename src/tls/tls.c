@@ -195,6 +195,9 @@ static void setup_resumption(struct tls *t, SSL_CTX *ctx)
 	}
 	SSL_CTX_set_timeout(ctx, 2L * t->ticket_rotation);
 	SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, on_ticket_key);
+	/* One ticket per handshake (OpenSSL sends two by default): a client
+	 * reconnects with one, and each costs an encryption and a write. */
+	SSL_CTX_set_num_tickets(ctx, 1);
 }
 
 /* Incoming s2s: ask for the peer's certificate, accept whatever comes;
