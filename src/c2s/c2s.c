@@ -1665,43 +1665,63 @@ static void forward(struct loop *l, const struct router_target *t, const char *d
 /* --- the end of a session with stream management --- */
 
 struct bounce {
-	struct c2s *s;
+	struct loop *l;
+	const struct jid *me; /* whose stanza it was; NULL: its 'to' */
 	int kept, bounced;
 };
 
-/* An unacknowledged stanza of a session that ends: a chat or normal
+/* A stanza for a session that can no longer take it: a chat or normal
  * message goes to offline storage (its stanza-id lets a device that
  * catches up from the archive skip it, offline.c), an iq get or set gets
  * service-unavailable (RFC 6121 §8.5.3.2.2), the rest is dropped
  * (presence, errors, results, carbons copies, groupchat, headlines). */
-static void bounce_one(void *arg, struct refbuf *r)
+static void undeliverable(struct bounce *b, const char *data, size_t len)
 {
-	struct bounce *b = arg;
-	struct c2s *s = b->s;
 	struct arena a;
 	arena_init(&a);
-	struct xml_node *st = s->full ? xml_parse_element(&a, r->data, r->len) : NULL;
+	struct xml_node *st = xml_parse_element(&a, data, len);
 	const char *type = st ? xml_attr(st, "type") : NULL;
+	struct jid to;
+	const struct jid *me = b->me;
+	if (st != NULL && me == NULL) {
+		const char *t = xml_attr(st, "to");
+		if (t != NULL && jid_parse(&to, t, strlen(t)) == 0)
+			me = &to;
+	}
 	if (st == NULL) {
 	} else if (strcmp(st->name, "message") == 0) {
 		bool plain = type == NULL || strcmp(type, "chat") == 0 || strcmp(type, "normal") == 0;
 		bool carbon = xml_child(st, "urn:xmpp:carbons:2", "received") != NULL ||
 			      xml_child(st, "urn:xmpp:carbons:2", "sent") != NULL;
 		if (plain && !carbon) {
-			struct jid me;
-			session_jid(s, &me);
-			if (offline_store(s->loop, &me, st) == 0)
+			if (me != NULL && offline_store(b->l, me, st) == 0)
 				b->kept++;
 			else
-				deliver_error(s->loop, st, &a, "cancel", "service-unavailable");
+				deliver_error(b->l, st, &a, "cancel", "service-unavailable");
 		}
 	} else if (strcmp(st->name, "iq") == 0 && type != NULL &&
 		   (strcmp(type, "get") == 0 || strcmp(type, "set") == 0)) {
-		deliver_error(s->loop, st, &a, "cancel", "service-unavailable");
+		deliver_error(b->l, st, &a, "cancel", "service-unavailable");
 		b->bounced++;
 	}
 	arena_reset(&a);
+}
+
+/* An unacknowledged stanza of a session that ends. */
+static void bounce_one(void *arg, struct refbuf *r)
+{
+	struct bounce *b = arg;
+	if (b->me != NULL)
+		undeliverable(b, r->data, r->len);
 	refbuf_release(r);
+}
+
+void c2s_undeliverable(struct loop *l, const char *data, size_t len)
+{
+	struct bounce b = { l, NULL, 0, 0 };
+	undeliverable(&b, data, len);
+	if (b.kept > 0)
+		log_info("loop %d: a message for a session that just ended kept offline", l->index);
 }
 
 static void end_sm(struct c2s *s)
@@ -1713,7 +1733,10 @@ static void end_sm(struct c2s *s)
 	if (sm->resumable && s->bare != NULL)
 		router_sm_ended(s->loop->srv->router, s->bare, sm->key, sm->in);
 	uint32_t n = sm->len;
-	struct bounce b = { s, 0, 0 };
+	struct jid me;
+	if (s->full != NULL)
+		session_jid(s, &me);
+	struct bounce b = { s->loop, s->full != NULL ? &me : NULL, 0, 0 };
 	sm_drain(sm, bounce_one, &b);
 	if (n > 0)
 		log_info("c2s %llu: %s ended with %u unacknowledged stanza(s): %d message(s) kept "

@@ -20,6 +20,12 @@ void c2s_accept(struct loop *l, uv_stream_t *listener, bool direct);
  * loop l, if it is still there. Returns 0, or -1 when it is gone. */
 int c2s_deliver(struct loop *l, uint64_t session, const char *data, size_t len);
 
+/* What to do with stanza bytes whose session was gone when they reached
+ * its loop (it ended, or its time to resume ran out, while they were on
+ * their way): a chat or normal message goes to offline storage, an iq
+ * get or set is answered with an error, the rest is dropped. */
+void c2s_undeliverable(struct loop *l, const char *data, size_t len);
+
 /* Closes that session with a stream error: "conflict" when it was replaced
  * by a new session with the same full JID (it is then already out of the
  * registry), "not-authorized" when its account was removed. */

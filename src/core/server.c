@@ -105,9 +105,11 @@ static void on_wake(uv_async_t *a)
 			item->call(l, item->arg);
 		} else if (!stopping) {
 			if (item->kind == INBOX_DELIVER) {
-				if (c2s_deliver(l, item->session, item->bytes->data, item->bytes->len) != 0)
+				if (c2s_deliver(l, item->session, item->bytes->data, item->bytes->len) != 0) {
 					log_debug("loop %d: session %llu gone before delivery", l->index,
 						  (unsigned long long)item->session);
+					c2s_undeliverable(l, item->bytes->data, item->bytes->len);
+				}
 			} else if (item->kind == INBOX_KICK) {
 				c2s_kick(l, item->session, item->condition);
 			}

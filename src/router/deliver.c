@@ -53,7 +53,8 @@ static int account_exists(struct loop *l, const struct jid *j, const char *bare)
 void deliver_to_session(struct loop *l, const struct router_target *t, struct refbuf *bytes)
 {
 	if (t->loop == l->index) {
-		c2s_deliver(l, t->session, bytes->data, bytes->len);
+		if (c2s_deliver(l, t->session, bytes->data, bytes->len) != 0)
+			c2s_undeliverable(l, bytes->data, bytes->len);
 		return;
 	}
 	struct inbox_item *item = xcalloc(1, sizeof *item);
