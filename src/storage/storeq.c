@@ -3,9 +3,10 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
-#include <time.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "core/log.h"
 #include "core/server.h"
@@ -117,9 +118,9 @@ static uint64_t storeq_now_ns(void)
  * STOREQ_LINGER_US ago) of jobs no loop waits for (archive writes), waits
  * up to that long for STOREQ_GROUP jobs, so that one commit covers many:
  * a commit rewrites every page the batch touched, and archive writes
- * touch one index leaf per owner. Idle, or
- * when a loop waits for a job (a query, a held iq), jobs run at once.
- * Called and returns with q->lock held. */
+ * touch one index leaf per owner. Idle, or when a loop waits for a job (a
+ * query, a held iq or ack), jobs run at once. Called and returns with
+ * q->lock held. */
 static void storeq_linger(struct storeq *q, uint64_t last_commit)
 {
 	uint64_t now = storeq_now_ns();
