@@ -1,0 +1,141 @@
+/* archive-batch: what a commit costs the archive per row, on SQLite alone.
+ *
+ * Writes N messages between local accounts the way the storage thread
+ * does (two archive rows each, in the sender's and the recipient's
+ * archive, with the owner index and a full-text entry per row; the schema
+ * and pragmas of src/storage/storage_sqlite.c), B messages per
+ * transaction, and prints the CPU time per message. Comparing B = 16 with
+ * B = 4096 is the case for group commit (docs/decisions/0008).
+ *
+ *   build/archive-batch [-n MESSAGES] [-b PER_COMMIT] [-u OWNERS] [-c CHECKPOINT_PAGES] DIR
+ */
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static void exec_or_die(sqlite3 *db, const char *sql)
+{
+	char *err = NULL;
+	if (sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK) {
+		fprintf(stderr, "archive-batch: %s: %s\n", sql, err ? err : "?");
+		exit(1);
+	}
+}
+
+static sqlite3_stmt *prepare_or_die(sqlite3 *db, const char *sql)
+{
+	sqlite3_stmt *st;
+	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
+		fprintf(stderr, "archive-batch: %s: %s\n", sql, sqlite3_errmsg(db));
+		exit(1);
+	}
+	return st;
+}
+
+static void step_or_die(sqlite3 *db, sqlite3_stmt *st)
+{
+	if (sqlite3_step(st) != SQLITE_DONE) {
+		fprintf(stderr, "archive-batch: %s\n", sqlite3_errmsg(db));
+		exit(1);
+	}
+	sqlite3_reset(st);
+}
+
+int main(int argc, char **argv)
+{
+	long n = 200000, per_commit = 4096, owners = 1000, checkpoint = 8192;
+	int opt;
+	while ((opt = getopt(argc, argv, "n:b:u:c:")) != -1) {
+		long v = atol(optarg);
+		if (v <= 0) {
+			fprintf(stderr, "archive-batch: -%c needs a positive number\n", opt);
+			return 2;
+		}
+		if (opt == 'n')
+			n = v;
+		else if (opt == 'b')
+			per_commit = v;
+		else if (opt == 'u')
+			owners = v;
+		else if (opt == 'c')
+			checkpoint = v;
+		else
+			return 2;
+	}
+	if (optind != argc - 1) {
+		fprintf(stderr, "usage: archive-batch [-n MESSAGES] [-b PER_COMMIT] [-u OWNERS] "
+				"[-c CHECKPOINT_PAGES] DIR\n");
+		return 2;
+	}
+	char path[4096], wal[4200];
+	snprintf(path, sizeof path, "%s/archive-batch.db", argv[optind]);
+	snprintf(wal, sizeof wal, "%s-wal", path);
+	unlink(path);
+	unlink(wal);
+	sqlite3 *db;
+	if (sqlite3_open(path, &db) != SQLITE_OK) {
+		fprintf(stderr, "archive-batch: %s: cannot open\n", path);
+		return 1;
+	}
+	char pragma[64];
+	snprintf(pragma, sizeof pragma, "PRAGMA wal_autocheckpoint = %ld", checkpoint);
+	exec_or_die(db, "PRAGMA journal_mode = WAL");
+	exec_or_die(db, "PRAGMA synchronous = NORMAL");
+	exec_or_die(db, "PRAGMA cache_size = -32768");
+	exec_or_die(db, pragma);
+	exec_or_die(db, "CREATE TABLE archive (id INTEGER PRIMARY KEY, domain TEXT NOT NULL,"
+			" local TEXT NOT NULL, with_bare TEXT NOT NULL, with_res TEXT NOT NULL,"
+			" outgoing INTEGER NOT NULL, value BLOB NOT NULL);"
+			"CREATE INDEX archive_owner ON archive (domain, local, id, with_bare);"
+			"CREATE VIRTUAL TABLE archive_text USING fts5(body,"
+			" tokenize = 'unicode61 remove_diacritics 2');");
+	sqlite3_stmt *put = prepare_or_die(db, "INSERT INTO archive (id, domain, local, with_bare,"
+					       " with_res, outgoing, value) VALUES (?1, 'localhost', ?2, ?3, 'r', ?4, ?5)");
+	sqlite3_stmt *text = prepare_or_die(db, "INSERT INTO archive_text (rowid, body) VALUES (?1, ?2)");
+	sqlite3_stmt *begin = prepare_or_die(db, "BEGIN IMMEDIATE");
+	sqlite3_stmt *commit = prepare_or_die(db, "COMMIT");
+	static const char body[] = "hello there, this is a message of a few words";
+	char value[300];
+	memset(value, 'x', sizeof value);
+	long long id = 1700000000000000LL;
+	srand(1);
+	clock_t t0 = clock();
+	for (long i = 0; i < n; i++) {
+		if (i % per_commit == 0) {
+			if (i > 0)
+				step_or_die(db, commit);
+			step_or_die(db, begin);
+		}
+		char from[32], to[32];
+		snprintf(from, sizeof from, "u%ld", (long)rand() % owners);
+		snprintf(to, sizeof to, "u%ld", (long)rand() % owners);
+		for (int copy = 0; copy < 2; copy++) {
+			id++;
+			sqlite3_bind_int64(put, 1, id);
+			sqlite3_bind_text(put, 2, copy ? to : from, -1, SQLITE_STATIC);
+			sqlite3_bind_text(put, 3, copy ? from : to, -1, SQLITE_STATIC);
+			sqlite3_bind_int(put, 4, !copy);
+			sqlite3_bind_blob(put, 5, value, sizeof value, SQLITE_STATIC);
+			step_or_die(db, put);
+			sqlite3_bind_int64(text, 1, id);
+			sqlite3_bind_text(text, 2, body, -1, SQLITE_STATIC);
+			step_or_die(db, text);
+		}
+	}
+	step_or_die(db, commit);
+	double s = (double)(clock() - t0) / CLOCKS_PER_SEC;
+	printf("%ld messages (%ld rows), %ld per commit, %ld owners: %.2f s CPU, %.1f us per "
+	       "message, %.0f messages/s\n",
+	       n, 2 * n, per_commit, owners, s, s * 1e6 / (double)n, (double)n / s);
+	sqlite3_finalize(put);
+	sqlite3_finalize(text);
+	sqlite3_finalize(begin);
+	sqlite3_finalize(commit);
+	sqlite3_close(db);
+	unlink(path);
+	unlink(wal);
+	return 0;
+}
