@@ -1954,6 +1954,17 @@ struct resume {
 	struct sm *sm;
 };
 
+/* Runs fn on loop index: here at once when l is that loop, else through
+ * its inbox. */
+static void run_on_loop(struct loop *l, int index, void (*fn)(struct loop *l, void *arg),
+			void *arg)
+{
+	if (index == l->index)
+		fn(l, arg);
+	else
+		loop_call(&l->srv->loops[index], fn, arg);
+}
+
 static void free_resume(struct resume *r)
 {
 	for (int i = 0; i < r->n_directed; i++)
@@ -2003,10 +2014,7 @@ static void resume_take(struct loop *l, void *arg)
 		loop_call(l, resume_hand_over, r);
 		return;
 	}
-	if (r->to_loop == l->index)
-		resume_finish(l, r);
-	else
-		loop_call(&l->srv->loops[r->to_loop], resume_finish, r);
+	run_on_loop(l, r->to_loop, resume_finish, r);
 }
 
 /* Second step on the owner loop: the session's fields and queue go to the
@@ -2057,10 +2065,7 @@ static void resume_hand_over(struct loop *l, void *arg)
 			log_info("c2s: %s handed over from loop %d to loop %d", r->full, l->index,
 				 r->to_loop);
 	}
-	if (r->to_loop == l->index)
-		resume_finish(l, r);
-	else
-		loop_call(&l->srv->loops[r->to_loop], resume_finish, r);
+	run_on_loop(l, r->to_loop, resume_finish, r);
 }
 
 /* On the resuming connection's loop: <resumed/> and the stanzas again, or
@@ -2187,10 +2192,7 @@ static int c2s_sm_resume(struct c2s *s, const char *previd, const char *h_attr)
 	s->id = s->conn->id;
 	s->state = C2S_RESUMING;
 	s->sm = sm_new(false); /* holds what comes before the hand-over */
-	if (t.loop == s->loop->index)
-		resume_take(s->loop, r);
-	else
-		loop_call(&s->loop->srv->loops[t.loop], resume_take, r);
+	run_on_loop(s->loop, t.loop, resume_take, r);
 	return 0;
 }
 

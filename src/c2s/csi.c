@@ -61,14 +61,6 @@ void csi_init(struct csi *c, csi_write_fn *write, void *arg)
 	c->arg = arg;
 }
 
-static uint32_t hash_str(const char *s)
-{
-	uint32_t h = 2166136261u;
-	for (; *s; s++)
-		h = (h ^ (unsigned char)*s) * 16777619u;
-	return h;
-}
-
 static void remove_at(struct csi *c, int i)
 {
 	c->bytes -= c->items[i]->cost;
@@ -413,7 +405,7 @@ enum csi_class csi_classify(const struct csi *c, const char *bare, const struct 
 static void hold(struct csi *c, const struct config_limits *lim, const char *from,
 		 const char *key, const char *data, size_t len)
 {
-	uint32_t h = key ? hash_str(key) : 0;
+	uint32_t h = key ? str_hash(key) : 0;
 	if (key != NULL) {
 		for (int i = 0; i < c->n; i++) {
 			const struct csi_item *it = c->items[i];

@@ -39,6 +39,13 @@ char *xstrdup(const char *s)
 	return memcpy(xmalloc(n), s, n);
 }
 
+uint32_t str_hash_more(uint32_t h, const char *s)
+{
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+		h = (h ^ *p) * 16777619u;
+	return h;
+}
+
 void fatal(const char *fmt, ...)
 {
 	char msg[512];

@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* Allocation that never returns NULL: out of memory is fatal (abort with a
  * log line), since no caller could recover meaningfully. */
@@ -14,6 +15,13 @@ char *xstrdup(const char *s);
 
 /* Logs and aborts: for impossible states only. */
 _Noreturn void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* FNV-1a of a string, for picking a bucket, lock or owner loop (not for
+ * anything an adversary must not steer). str_hash_more goes on from h,
+ * so that several strings hash as one. */
+#define STR_HASH_INIT 2166136261u
+uint32_t str_hash_more(uint32_t h, const char *s);
+static inline uint32_t str_hash(const char *s) { return str_hash_more(STR_HASH_INIT, s); }
 
 /* Monotonic milliseconds. */
 unsigned long long now_ms(void);

@@ -298,10 +298,7 @@ static struct job *job_new(struct directory *d, struct loop *l, enum job_kind ki
 
 static unsigned cache_slot_of(const char *user)
 {
-	unsigned h = 2166136261u;
-	for (const unsigned char *p = (const unsigned char *)user; *p; p++)
-		h = (h ^ *p) * 16777619u;
-	return h % CACHE_SLOTS;
+	return str_hash(user) % CACHE_SLOTS;
 }
 
 static void cache_hash(const unsigned char *salt, const char *password, unsigned char *out)

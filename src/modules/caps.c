@@ -61,14 +61,6 @@ struct caps {
 	struct caps_pending *pending;
 };
 
-static uint32_t caps_fnv(const char *s)
-{
-	uint32_t h = 2166136261u;
-	for (const unsigned char *p = (const unsigned char *)s; *p; p++)
-		h = (h ^ *p) * 16777619u;
-	return h;
-}
-
 struct caps *caps_new(int cache_size)
 {
 	struct caps *c = xcalloc(1, sizeof *c);
@@ -130,7 +122,7 @@ void caps_free(struct caps *c)
 
 static struct caps_ver *caps_ver_find(struct caps *c, const char *ver)
 {
-	for (int i = c->ver_buckets[caps_fnv(ver) % (uint32_t)c->cap]; i >= 0; i = c->vers[i].next)
+	for (int i = c->ver_buckets[str_hash(ver) % (uint32_t)c->cap]; i >= 0; i = c->vers[i].next)
 		if (strcmp(c->vers[i].ver, ver) == 0)
 			return &c->vers[i];
 	return NULL;
@@ -138,7 +130,7 @@ static struct caps_ver *caps_ver_find(struct caps *c, const char *ver)
 
 static void caps_ver_unlink(struct caps *c, int idx)
 {
-	int *p = &c->ver_buckets[caps_fnv(c->vers[idx].ver) % (uint32_t)c->cap];
+	int *p = &c->ver_buckets[str_hash(c->vers[idx].ver) % (uint32_t)c->cap];
 	while (*p >= 0 && *p != idx)
 		p = &c->vers[*p].next;
 	if (*p == idx)
@@ -159,7 +151,7 @@ static void caps_ver_add(struct caps *c, const char *ver, char **nodes, int n)
 	v->nodes = nodes;
 	v->n_nodes = n;
 	v->used = true;
-	uint32_t b = caps_fnv(ver) % (uint32_t)c->cap;
+	uint32_t b = str_hash(ver) % (uint32_t)c->cap;
 	v->next = c->ver_buckets[b];
 	c->ver_buckets[b] = idx;
 }
@@ -176,7 +168,7 @@ static bool caps_ver_wants(const struct caps_ver *v, const char *node)
 
 static struct caps_res **caps_res_slot(struct caps *c, const char *bare, const char *resource)
 {
-	struct caps_res **p = &c->res_buckets[caps_fnv(bare) % c->n_res_buckets];
+	struct caps_res **p = &c->res_buckets[str_hash(bare) % c->n_res_buckets];
 	while (*p && (strcmp((*p)->bare, bare) != 0 || strcmp((*p)->resource, resource) != 0))
 		p = &(*p)->next;
 	return p;
@@ -555,7 +547,7 @@ int caps_each(struct server *srv, const char *bare, const char *node, int max,
 	bool *wants = xcalloc((size_t)max, sizeof *wants);
 	int n = 0;
 	pthread_mutex_lock(&c->lock);
-	for (struct caps_res *r = c->res_buckets[caps_fnv(bare) % c->n_res_buckets]; r && n < max;
+	for (struct caps_res *r = c->res_buckets[str_hash(bare) % c->n_res_buckets]; r && n < max;
 	     r = r->next) {
 		if (strcmp(r->bare, bare) != 0)
 			continue;
@@ -578,7 +570,7 @@ int caps_each(struct server *srv, const char *bare, const char *node, int max,
 bool caps_first_for(struct server *srv, const struct jid *who, const char *owner)
 {
 	struct caps *c = srv->caps;
-	uint32_t h = caps_fnv(owner);
+	uint32_t h = str_hash(owner);
 	bool first = false;
 	pthread_mutex_lock(&c->lock);
 	struct caps_res *r = caps_res_find(c, who);

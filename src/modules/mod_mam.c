@@ -149,14 +149,6 @@ static const struct config_mam *mam_config(struct loop *l, const char *domain)
 
 /* --- preferences --- */
 
-static unsigned mam_hash(const char *s)
-{
-	unsigned h = 2166136261u;
-	for (; *s; s++)
-		h = (h ^ (unsigned char)*s) * 16777619u;
-	return h;
-}
-
 static bool mam_same_account(const struct jid *a, const struct jid *b)
 {
 	return strcmp(a->local, b->local) == 0 && strcmp(a->domain, b->domain) == 0;
@@ -218,7 +210,7 @@ static bool mam_prefs_allow(struct loop *l, const struct jid *owner, const char 
 	struct mam *m = l->srv->mam;
 	if (strlen(owner_bare) >= MAM_PREF_KEY_MAX)
 		return mc->def == MAM_ALWAYS;
-	struct mam_prefs *set = m->prefs[mam_hash(owner_bare) % MAM_PREF_SETS];
+	struct mam_prefs *set = m->prefs[str_hash(owner_bare) % MAM_PREF_SETS];
 	pthread_mutex_lock(&m->lock);
 	struct mam_prefs *p = NULL, *victim = &set[0];
 	for (int w = 0; w < MAM_PREF_WAYS; w++) {
@@ -265,7 +257,7 @@ static bool mam_prefs_allow(struct loop *l, const struct jid *owner, const char 
 static void mam_prefs_forget(struct server *srv, const char *owner_bare)
 {
 	struct mam *m = srv->mam;
-	struct mam_prefs *set = m->prefs[mam_hash(owner_bare) % MAM_PREF_SETS];
+	struct mam_prefs *set = m->prefs[str_hash(owner_bare) % MAM_PREF_SETS];
 	pthread_mutex_lock(&m->lock);
 	for (int w = 0; w < MAM_PREF_WAYS; w++) {
 		if (strcmp(set[w].key, owner_bare) == 0) {

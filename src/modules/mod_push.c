@@ -141,14 +141,6 @@ void push_free(struct server *srv)
 	srv->push = NULL;
 }
 
-static unsigned hash_str(const char *s)
-{
-	unsigned h = 2166136261u;
-	for (; *s; s++)
-		h = (h ^ (unsigned char)*s) * 16777619u;
-	return h;
-}
-
 static const struct config_push *push_cfg(struct loop *l, const char *domain)
 {
 	const struct config_host *h = config_find_host(l->srv->cfg, domain);
@@ -175,7 +167,7 @@ static void registration_key(const char *jid, const char *node, char out[PUSH_KE
 static struct push_slot *slot_find(struct push *p, const char *account, const char *key,
 				   bool create)
 {
-	struct push_slot *set = p->slots[hash_str(account) % PUSH_SETS];
+	struct push_slot *set = p->slots[str_hash(account) % PUSH_SETS];
 	struct push_slot *victim = NULL;
 	for (int w = 0; w < PUSH_WAYS; w++) {
 		struct push_slot *s = &set[w];
@@ -1078,7 +1070,7 @@ static enum status push_on_session_started(struct hook_ctx *c)
 	jid_format_bare(c->from, account, sizeof account);
 	struct push *p = c->loop->srv->push;
 	pthread_mutex_lock(&p->lock);
-	struct push_slot *set = p->slots[hash_str(account) % PUSH_SETS];
+	struct push_slot *set = p->slots[str_hash(account) % PUSH_SETS];
 	for (int w = 0; w < PUSH_WAYS; w++) {
 		struct push_slot *s = &set[w];
 		if (s->account == NULL || strcmp(s->account, account) != 0)
@@ -1107,7 +1099,7 @@ static enum status push_on_account_deleted(struct hook_ctx *c)
 	jid_format_bare(c->from, account, sizeof account);
 	struct push *p = c->loop->srv->push;
 	pthread_mutex_lock(&p->lock);
-	struct push_slot *set = p->slots[hash_str(account) % PUSH_SETS];
+	struct push_slot *set = p->slots[str_hash(account) % PUSH_SETS];
 	for (int w = 0; w < PUSH_WAYS; w++)
 		if (set[w].account != NULL && strcmp(set[w].account, account) == 0)
 			slot_clear(&set[w]);

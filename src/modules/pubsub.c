@@ -125,11 +125,7 @@ void pubsub_pep_host(struct server *srv, const struct jid *account, char *bare, 
 
 static pthread_mutex_t *ps_lock_of(struct loop *l, const struct pubsub_host *h, const char *node)
 {
-	uint32_t x = 2166136261u;
-	for (const unsigned char *p = (const unsigned char *)h->jid; *p; p++)
-		x = (x ^ *p) * 16777619u;
-	for (const unsigned char *p = (const unsigned char *)node; *p; p++)
-		x = (x ^ *p) * 16777619u;
+	uint32_t x = str_hash_more(str_hash(h->jid), node);
 	return &l->srv->pubsub->locks[x % 64];
 }
 

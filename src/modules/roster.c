@@ -122,9 +122,7 @@ struct xml_node *roster_item_node(struct arena *a, const struct roster_item *it)
 
 static pthread_mutex_t *lock_of(struct loop *l, const char *owner)
 {
-	unsigned h = 2166136261u;
-	for (const char *p = owner; *p; p++)
-		h = (h ^ (unsigned char)*p) * 16777619u;
+	uint32_t h = str_hash(owner);
 	size_t n = sizeof l->srv->roster_locks / sizeof *l->srv->roster_locks;
 	return &l->srv->roster_locks[h % n];
 }

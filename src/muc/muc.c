@@ -251,10 +251,7 @@ struct room_post {
 
 struct loop *muc_owner_loop(struct server *srv, const char *room)
 {
-	unsigned h = 2166136261u;
-	for (const unsigned char *p = (const unsigned char *)room; *p; p++)
-		h = (h ^ *p) * 16777619u;
-	return &srv->loops[h % (unsigned)srv->n_loops];
+	return &srv->loops[str_hash(room) % (unsigned)srv->n_loops];
 }
 
 size_t muc_service_count(const struct server *srv) { return srv->muc ? srv->muc->n_services : 0; }

@@ -101,10 +101,7 @@ struct room_loop {
 
 static size_t bucket_of(const char *jid)
 {
-	unsigned h = 2166136261u;
-	for (const unsigned char *p = (const unsigned char *)jid; *p; p++)
-		h = (h ^ *p) * 16777619u;
-	return h % ROOM_BUCKETS;
+	return str_hash(jid) % ROOM_BUCKETS;
 }
 
 static struct room *room_find(struct loop *l, const char *jid)

@@ -387,10 +387,7 @@ static void out_try_next(struct s2s_out *o);
 
 static struct loop *owner_loop(struct server *srv, const char *remote)
 {
-	unsigned h = 2166136261u;
-	for (const unsigned char *p = (const unsigned char *)remote; *p; p++)
-		h = (h ^ *p) * 16777619u;
-	return &srv->loops[h % (unsigned)srv->n_loops];
+	return &srv->loops[str_hash(remote) % (unsigned)srv->n_loops];
 }
 
 static void on_timer_closed(uv_handle_t *h) { free(h); }

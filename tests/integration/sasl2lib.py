@@ -201,11 +201,14 @@ def new_device():
 
 
 def fast_login_exporter(port, user, token, device, *, domain="localhost",
-                        cb_override=None):
+                        cb_override=None, session=None, cb_filter=None):
     """A blocking HT-SHA-256-EXPR login over pyOpenSSL, which (unlike
-    Python's ssl) can export keying material for tls-exporter (RFC 9266).
+    Python's ssl) can export keying material for tls-exporter (RFC 9266)
+    and offer a TLS session. The binding sent is cb_override, or
+    cb_filter(the connection's own) when given, or the connection's own.
     Returns the server's answer as text, the responder hash checked on
-    success."""
+    success; with a session to offer (or session=True for none yet),
+    returns (text, the TLS session to offer next)."""
     import socket
 
     from OpenSSL import SSL
@@ -223,12 +226,17 @@ def fast_login_exporter(port, user, token, device, *, domain="localhost",
     ctx.set_min_proto_version(SSL.TLS1_3_VERSION)
     conn = SSL.Connection(ctx, sock)
     conn.set_tlsext_host_name(domain.encode())
+    if session not in (None, True):
+        conn.set_session(session)
     conn.set_connect_state()
+    # pyOpenSSL wants a blocking socket; natterd's auth_timeout bounds it.
     sock.setblocking(True)
     conn.do_handshake()
     cb = conn.export_keying_material(b"EXPORTER-Channel-Binding", 32)
     if cb_override is not None:
         cb = cb_override
+    elif cb_filter is not None:
+        cb = cb_filter(cb)
     conn.sendall(header.encode())
     got = b""
     while b"</stream:features>" not in got:
@@ -247,5 +255,13 @@ def fast_login_exporter(port, user, token, device, *, domain="localhost",
         data = text.split("<additional-data>")[1].split("</additional-data>")[0]
         assert unb64(data) == ht_responder(token, cb), \
             "the server's HT responder hash does not verify"
+    if session is None:
+        conn.close()
+        return text
+    fresh = conn.get_session()
+    # Freed without a close_notify, OpenSSL would mark the session not
+    # resumable; TLS 1.3 does not ask for that (RFC 8446 §6.1).
+    conn.set_shutdown(SSL.SENT_SHUTDOWN | SSL.RECEIVED_SHUTDOWN)
     conn.close()
-    return text
+    sock.close()
+    return text, fresh

@@ -262,56 +262,15 @@ def test_scram_plus_binding_checked_on_a_resumed_session(natter, options):
 
 def exporter_fast_login(port, user, token, device, session=None,
                         tamper=False):
-    """A blocking HT-SHA-256-EXPR login (XEP-0484) over pyOpenSSL, which
-    can both export keying material (tls-exporter, RFC 9266) and offer a
-    session; returns (the server's answer, the TLS session to offer next)."""
-    from OpenSSL import SSL
+    """A blocking HT-SHA-256-EXPR login (XEP-0484) offering session (if
+    any), its tls-exporter binding off by one bit with tamper; returns
+    (the server's answer, the TLS session to offer next)."""
+    from sasl2lib import fast_login_exporter
 
-    from sasl2lib import NS_FAST, authenticate, ht_initial, ht_responder, \
-        unb64, user_agent
-
-    sock = socket.create_connection(("127.0.0.1", port), timeout=IO_TIMEOUT)
-    sock.sendall(HEADER)
-    read_until(sock, b"</stream:features>")
-    sock.sendall(("<starttls xmlns='%s'/>" % NS_TLS).encode())
-    read_until(sock, b"<proceed")
-    ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
-    ctx.set_min_proto_version(SSL.TLS1_3_VERSION)
-    conn = SSL.Connection(ctx, sock)
-    conn.set_tlsext_host_name(b"localhost")
-    if session is not None:
-        conn.set_session(session)
-    conn.set_connect_state()
-    # pyOpenSSL wants a blocking socket; natterd's auth_timeout bounds it.
-    sock.setblocking(True)
-    conn.do_handshake()
-    cb = conn.export_keying_material(b"EXPORTER-Channel-Binding", 32)
-    if tamper:
-        cb = bytes([cb[0] ^ 1]) + cb[1:]
-    conn.sendall(HEADER)
-    got = b""
-    while b"</stream:features>" not in got:
-        got += conn.recv(65536)
-    conn.sendall(authenticate(
-        "HT-SHA-256-EXPR", ht_initial(user, token, cb),
-        user_agent(device) + "<fast xmlns='%s'/>" % NS_FAST).encode())
-    got = b""
-    while b"</success>" not in got and b"</failure>" not in got:
-        data = conn.recv(65536)
-        if not data:
-            break
-        got += data
-    text = got.decode()
-    if "</success>" in text:
-        proof = re.search(r"<additional-data>([^<]*)</additional-data>", text)
-        assert proof and unb64(proof.group(1)) == ht_responder(token, cb), text
-    fresh = conn.get_session()
-    # Freed without a close_notify, OpenSSL would mark the session not
-    # resumable; TLS 1.3 does not ask for that (RFC 8446 §6.1).
-    conn.set_shutdown(SSL.SENT_SHUTDOWN | SSL.RECEIVED_SHUTDOWN)
-    conn.close()
-    sock.close()
-    return text, fresh
+    flip = (lambda cb: bytes([cb[0] ^ 1]) + cb[1:]) if tamper else None
+    return fast_login_exporter(port, user, token, device,
+                               session=session if session is not None else True,
+                               cb_filter=flip)
 
 
 async def test_fast_token_with_tls_exporter_on_a_resumed_session(natter, net):
