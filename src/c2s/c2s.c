@@ -1951,6 +1951,7 @@ struct resume {
 	char **directed;
 	int n_directed;
 	char *photo_hash;
+	struct csi nicks;         /* only its room nicks (csi_move_nicks) */
 	struct sm *sm;
 };
 
@@ -1972,6 +1973,7 @@ static void free_resume(struct resume *r)
 	free(r->directed);
 	free(r->full);
 	free(r->photo_hash);
+	csi_free(&r->nicks);
 	sm_free(r->sm);
 	free(r);
 }
@@ -2040,6 +2042,7 @@ static void resume_hand_over(struct loop *l, void *arg)
 		r->n_directed = old->n_directed;
 		r->photo_hash = old->photo_hash;
 		csi_end(&old->csi); /* what a half-dead connection held */
+		csi_move_nicks(&r->nicks, &old->csi);
 		r->sm = old->sm;
 		old->full = NULL;
 		old->resource = NULL;
@@ -2113,6 +2116,8 @@ static void resume_finish(struct loop *l, void *arg)
 		s->photo_hash = r->photo_hash;
 		r->photo_hash = NULL;
 	}
+	uint64_t was = r->from;
+	csi_move_nicks(&s->csi, &r->nicks);
 	struct sm *early = s->sm;
 	s->sm = r->sm;
 	sm_append(s->sm, early);
@@ -2144,6 +2149,11 @@ static void resume_finish(struct loop *l, void *arg)
 	buf_free(&b);
 	sm_flush(s);
 	arm_idle(s);
+	struct jid me;
+	session_jid(s, &me);
+	struct hook_ctx hc = { .loop = l, .from = &me, .to = &me, .session = s->id,
+			       .previous = was };
+	hooks_run(HOOK_SESSION_RESUMED, &hc);
 }
 
 /* <resume/> on an authenticated stream that has not bound a resource, or

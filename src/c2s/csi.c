@@ -124,6 +124,19 @@ void csi_free(struct csi *c)
 	csi_init(c, c->write, c->arg);
 }
 
+void csi_move_nicks(struct csi *dst, struct csi *src)
+{
+	for (int i = 0; i < dst->n_nicks; i++) {
+		free(dst->nicks[i].room);
+		free(dst->nicks[i].nick);
+	}
+	free(dst->nicks);
+	dst->nicks = src->nicks;
+	dst->n_nicks = src->n_nicks;
+	src->nicks = NULL;
+	src->n_nicks = 0;
+}
+
 void csi_set_inactive(struct csi *c)
 {
 	c->inactive = true;

@@ -80,6 +80,10 @@ void csi_flush(struct csi *c);
  * state is not restored on resumption). */
 void csi_end(struct csi *c);
 
+/* Moves src's learnt room nicks to dst (whose own are freed): a resumed
+ * session keeps its mentions, whichever loop it moved to. */
+void csi_move_nicks(struct csi *dst, struct csi *src);
+
 /* Frees what is held without writing it (the session is gone) and the
  * nicks; c may be initialised again. */
 void csi_free(struct csi *c);

@@ -1062,8 +1062,8 @@ static enum status push_on_queued(struct hook_ctx *c)
 	return OK;
 }
 
-/* A session came online: the count starts again, what was folded is
- * moot (the client fetches it). */
+/* A session came online, or a detached one was resumed: the count starts
+ * again, what was folded is moot (the client fetches it). */
 static enum status push_on_session_started(struct hook_ctx *c)
 {
 	char account[2 * JID_PART_MAX + 2];
@@ -1082,6 +1082,21 @@ static enum status push_on_session_started(struct hook_ctx *c)
 	}
 	pthread_mutex_unlock(&p->lock);
 	return OK;
+}
+
+/* A resumed session has its new connection's id: the registration it
+ * enabled goes with it, and its count starts again. */
+static enum status push_on_session_resumed(struct hook_ctx *c)
+{
+	struct push *p = c->loop->srv->push;
+	char key[PUSH_KEY_LEN + 1];
+	pthread_mutex_lock(&p->lock);
+	if (c->previous != c->session && session_get(p, c->previous, key)) {
+		session_forget(p, c->previous, NULL);
+		session_set(p, c->session, key);
+	}
+	pthread_mutex_unlock(&p->lock);
+	return push_on_session_started(c);
 }
 
 static enum status push_on_session_ended(struct hook_ctx *c)
@@ -1132,6 +1147,7 @@ static const struct module_hook hooks[] = {
 	{ HOOK_MESSAGE_DELIVER, 900, push_on_deliver },
 	{ HOOK_MESSAGE_QUEUED, 900, push_on_queued },
 	{ HOOK_SESSION_STARTED, 50, push_on_session_started },
+	{ HOOK_SESSION_RESUMED, 50, push_on_session_resumed },
 	{ HOOK_SESSION_ENDED, 50, push_on_session_ended },
 	{ HOOK_ACCOUNT_DELETED, 50, push_on_account_deleted },
 	{ 0, 0, NULL },

@@ -50,6 +50,11 @@ enum hook_event {
 	 * that stream management (XEP-0198) keeps detached has not ended:
 	 * this runs when it is closed or its resumption time runs out. */
 	HOOK_SESSION_ENDED,
+	/* A session that stream management kept detached has a connection
+	 * again (from = its full JID; st is NULL), on the loop that now owns
+	 * it. HOOK_SESSION_STARTED does not run for it: the session did not
+	 * start again (no initial presence, no login notice). */
+	HOOK_SESSION_RESUMED,
 	/* A message was kept for a local session that has no connection now
 	 * (detached by stream management, XEP-0198, waiting to resume):
 	 * session = that session, to = its full JID, from = the sender.
@@ -68,6 +73,8 @@ struct hook_ctx {
 	const struct jid *from; /* stamped sender */
 	const struct jid *to;   /* addressee (never NULL for stanzas) */
 	uint64_t session;       /* the local session concerned, or 0 */
+	uint64_t previous;      /* HOOK_SESSION_RESUMED: the session's id before
+				 * (a resumed session takes its new connection's) */
 	bool offline;           /* HOOK_MESSAGE_DELIVER: going to offline storage */
 };
 

@@ -491,6 +491,39 @@ async def test_held_stanzas_survive_a_cut_and_come_on_resume(natter, net):
     assert chat_state_of_xml(got) == "paused", resumed.stream.describe()
 
 
+async def test_room_nick_still_counts_as_a_mention_after_a_resume(natter, net):
+    """The nick a session learnt at its join follows it through a
+    resumption (to either loop): inactive again on the resumed stream, a
+    message naming it passes at once, after the chatter held before it."""
+    from smlib import sm_login, sm_resume, sm
+    from test_muc import ROOM, join_stanza
+    accounts(natter, "bob", "alice")
+    phone = await sm_login(net, natter, "bob", resource="phone")
+    await phone.send(join_stanza(ROOM, "Phonie"))
+    while True:  # the join ends with the subject message (XEP-0045 7.2.15)
+        got = await phone.next_stanza()
+        if got.tag == q(NS_CLIENT, "message") and got.find(
+                q(NS_CLIENT, "subject")) is not None:
+            break
+    alice = await connect(net, natter, "alice", "desk")
+    await join(alice, "alice")
+    phone.cut()
+    resumed, answer = await sm_resume(net, natter, phone)
+    assert answer.tag == sm("resumed"), resumed.stream.describe()
+    await resumed.send("<inactive xmlns='%s'/>" % NS_CSI)
+    await resumed.request_ack()
+    await say(alice, "hello all")
+    await say(alice, "where is phonie?")
+    bodies = []
+    while "where is phonie?" not in bodies:
+        got = await resumed.next_stanza()
+        body = got.find(q(NS_CLIENT, "body"))
+        if got.tag == q(NS_CLIENT, "message") and body is not None:
+            bodies.append(body.text)
+    assert bodies == ["hello all", "where is phonie?"], (
+        bodies, resumed.stream.describe())
+
+
 def chat_state_of_xml(elem):
     for child in elem:
         if child.tag.startswith("{%s}" % NS_CHATSTATES):

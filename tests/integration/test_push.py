@@ -585,3 +585,36 @@ async def test_message_queued_for_a_detached_session_notifies_its_registration(
         "only the registration the detached session enabled:\n%s"
         % app.inbox.describe(app.inbox.seen))
     await answered(app, later)
+
+
+async def test_count_starts_again_when_a_detached_session_resumes(
+        server, net):
+    """A resumed session came online again: what it missed is fetched, so
+    the next notification after a later cut counts from one."""
+    app = await connect(net, server, "pushsvc", "app")
+    resumed = asyncio.get_running_loop().create_future()
+    alice = await sm_login(net, server, "alice", "phone")
+    alice.add_event_handler(
+        "session_resumed", lambda e: resumed.done() or resumed.set_result(e))
+    await enable(alice, node="this-device")
+    await alice.available()
+    bob = await connect(net, server, "bob")
+    mark = server.log_mark()
+    drop_connection(alice)
+    await server.await_log("detached", since=mark)
+    for body in ("one", "two"):
+        message(bob, ALICE + "/phone", body)
+        note = await next_publish(app, "this-device")
+        await answered(app, note)
+    assert note.count == 2, note.summary
+    alice.connect(("127.0.0.1", server.c2s_port))
+    await asyncio.wait_for(resumed, IO_TIMEOUT)
+    mark = server.log_mark()
+    drop_connection(alice)
+    await server.await_log("detached", since=mark)
+    message(bob, ALICE + "/phone", "three")
+    note = await next_publish(app, "this-device")
+    assert note.count == 1, (
+        "counted from the resumption, not from the first cut: %r"
+        % note.summary)
+    await answered(app, note)
