@@ -609,3 +609,32 @@ async def test_profanity_resumes_after_its_connection_drops(net, server):
         alice.kill()
         await proxy.close()
         shutil.rmtree(root, ignore_errors=True)
+
+
+async def test_fresh_login_with_the_same_resource_gets_the_detached_queue(
+        net, server):
+    """A client that logs in anew instead of resuming, with the resource
+    its detached session had (Bind 2 derives it from the device's
+    user-agent id; most clients keep theirs), replaces that session
+    (RFC 6120 7.7.2.2). The messages the old session had not had
+    acknowledged reach the new one, once, without waiting for a later
+    login."""
+    phone = await sm_login(net, server, "alice", resource="phone")
+    await phone.send("<presence/>")
+    bob = await connect(net, server, "bob")
+    mark = server.log_mark()
+    phone.cut()
+    await server.await_log("detached", since=mark)
+    for n in range(3):
+        bob.send_raw(chat(ALICE + "/phone", "queued%d" % n))
+    await bob.barrier()
+    fresh = await connect(net, server, "alice", "phone", available=True)
+    for n in range(3):
+        await fresh.inbox.get(
+            lambda s, n=n: s.xml.get("id") == "queued%d" % n,
+            "queued%d, unacknowledged by the replaced session" % n)
+    bob.send_raw(chat(ALICE + "/phone", "after"))
+    await fresh.inbox.get(lambda s: s.xml.get("id") == "after", "after")
+    ids = [s.xml.get("id") for s in fresh.inbox.seen
+           if s.xml.get("id", "").startswith("queued")]
+    assert sorted(ids) == ["queued0", "queued1", "queued2"], ids
