@@ -75,6 +75,14 @@ struct loop {
 	struct s2s_loop *s2s;     /* federation: DNS and outgoing links (s2s.c) */
 	struct room_loop *muc;    /* the chat rooms this loop owns (room.c) */
 	int iqs_waiting;          /* iqs held until the store caught up (deliver.c) */
+	/* The message deliver_stanza handles now, as the sender's archive
+	 * stored it (mod_mam, from HOOK_MESSAGE_SENT to HOOK_MESSAGE_DELIVER):
+	 * the recipient's entry refers to it. Saved and cleared around each
+	 * deliver_stanza, so it never outlives its stanza. */
+	struct {
+		const void *st;
+		long long id;
+	} archived_sent;
 	struct sm_table *sm;      /* sessions without a connection (c2s/sm.h) */
 	uv_tcp_t *listeners;
 	void *listener_data;      /* per listener: its config (server.c) */

@@ -306,6 +306,7 @@ static void mam_strip_stanza_ids(struct xml_node *st, const char *by)
  * the strings (jobs queue by the thousand under load; see storeq.h). */
 struct mam_put_job {
 	long long id;
+	long long ref; /* archive_entry.ref */
 	int outgoing;
 	size_t len; /* of value */
 	const char *domain, *local, *with, *with_resource, *body;
@@ -322,6 +323,8 @@ static struct mam_put_job *mam_job_new(const char *domain, const char *local, co
 	for (int i = 0; i < 5; i++)
 		size += (n[i] = strlen(src[i]) + 1);
 	struct mam_put_job *j = xmalloc(size);
+	j->id = j->ref = 0;
+	j->outgoing = 0;
 	j->len = len;
 	char *p = j->value + len;
 	const char **dst[] = { &j->domain, &j->local, &j->with, &j->with_resource, &j->body };
@@ -338,7 +341,7 @@ static int mam_put_run(struct storage *st, const struct storage_driver *drv, voi
 	struct mam_put_job *j = arg;
 	struct archive_entry e = { .id = j->id, .with = j->with, .with_resource = j->with_resource,
 				   .outgoing = j->outgoing, .body = j->body,
-				   .value = j->value, .len = j->len };
+				   .value = j->value, .len = j->len, .ref = j->ref };
 	return drv->archive_put(st, j->domain, j->local, &e);
 }
 
@@ -353,24 +356,31 @@ static void mam_put_done(struct loop *l, void *arg, int rc)
 	free(j);
 }
 
-/* Queues st for the archive of owner with id. */
+/* Queues st for the archive of owner with id; with ref, as the same
+ * message as entry ref, queued before (nothing serialised again). */
 static void mam_put(struct loop *l, const struct jid *owner, const struct jid *with, int outgoing,
-		    long long id, struct xml_node *st, struct arena *a)
+		    long long id, long long ref, struct xml_node *st, struct arena *a)
 {
-	struct buf value;
-	buf_init(&value);
-	buf_reserve(&value, 1024); /* most stanzas: one allocation */
-	/* Written inside <forwarded/> later: the message keeps its xmlns. */
-	xml_serialize(st, NS_FORWARD, &value);
 	char with_bare[2 * JID_PART_MAX + 2];
 	jid_format_bare(with, with_bare, sizeof with_bare);
-	struct xml_node *body = xml_child(st, NS_CLIENT, "body");
-	struct mam_put_job *j = mam_job_new(owner->domain, owner->local, with_bare, with->resource,
-					    body != NULL ? xml_text(a, body) : NULL, value.len);
-	memcpy(j->value, value.data, value.len);
-	buf_free(&value);
+	struct mam_put_job *j;
+	if (ref != 0) {
+		j = mam_job_new(owner->domain, owner->local, with_bare, with->resource, NULL, 0);
+	} else {
+		struct buf value;
+		buf_init(&value);
+		buf_reserve(&value, 1024); /* most stanzas: one allocation */
+		/* Written inside <forwarded/> later: the message keeps its xmlns. */
+		xml_serialize(st, NS_FORWARD, &value);
+		struct xml_node *body = xml_child(st, NS_CLIENT, "body");
+		j = mam_job_new(owner->domain, owner->local, with_bare, with->resource,
+				body != NULL ? xml_text(a, body) : NULL, value.len);
+		memcpy(j->value, value.data, value.len);
+		buf_free(&value);
+	}
 	j->outgoing = outgoing;
 	j->id = id;
+	j->ref = ref;
 	storeq_call(l->srv->storeq, NULL, mam_put_run, mam_put_done, j);
 }
 
@@ -384,8 +394,20 @@ static enum status mam_on_sent(struct hook_ctx *c)
 	jid_format_bare(c->to, with, sizeof with);
 	if (strcmp(owner, with) == 0 || c->to->local[0] == '\0')
 		return OK; /* to oneself: archived once, as received */
-	if (mam_prefs_allow(c->loop, c->from, owner, with, mc))
-		mam_put(c->loop, c->from, c->to, 1, mam_new_id(c->loop->srv), c->st, c->a);
+	if (!mam_prefs_allow(c->loop, c->from, owner, with, mc))
+		return OK;
+	bool local_archive = mam_config(c->loop, c->to->domain) != NULL;
+	/* The recipient's archive may store this very entry (mam_on_deliver):
+	 * a stanza-id the sender forged in the recipient's name goes now, as
+	 * delivery would remove it. */
+	if (local_archive)
+		mam_strip_stanza_ids(c->st, with);
+	long long id = mam_new_id(c->loop->srv);
+	mam_put(c->loop, c->from, c->to, 1, id, 0, c->st, c->a);
+	if (local_archive) {
+		c->loop->archived_sent.st = c->st;
+		c->loop->archived_sent.id = id;
+	}
 	return OK;
 }
 
@@ -394,6 +416,11 @@ static enum status mam_on_deliver(struct hook_ctx *c)
 	char owner[2 * JID_PART_MAX + 2], with[2 * JID_PART_MAX + 2];
 	jid_format_bare(c->to, owner, sizeof owner);
 	mam_strip_stanza_ids(c->st, owner);
+	/* The sender's archive has this message already (one local account
+	 * to another, on this loop, in this deliver_stanza): refer to it. */
+	long long ref = c->loop->archived_sent.st == c->st ? c->loop->archived_sent.id : 0;
+	c->loop->archived_sent.st = NULL;
+	c->loop->archived_sent.id = 0;
 	const struct config_mam *mc = mam_config(c->loop, c->to->domain);
 	if (mc == NULL || !mam_archivable(c->st))
 		return OK;
@@ -408,7 +435,7 @@ static enum status mam_on_deliver(struct hook_ctx *c)
 	xml_set_attr(c->a, sid, "by", owner);
 	struct jid owner_jid = *c->to;
 	owner_jid.resource[0] = '\0';
-	mam_put(c->loop, &owner_jid, c->from, 0, id, c->st, c->a);
+	mam_put(c->loop, &owner_jid, c->from, 0, id, ref, c->st, c->a);
 	return OK;
 }
 
@@ -431,7 +458,6 @@ void mam_archive_room(struct loop *l, const char *service, const char *room, lon
 		memcpy(j->value + skip, ns, sizeof ns - 1);
 	}
 	memcpy(j->value + add, bytes + skip, len - skip);
-	j->outgoing = 0;
 	j->id = id;
 	storeq_call(l->srv->storeq, NULL, mam_put_run, mam_put_done, j);
 }

@@ -308,8 +308,22 @@ void deliver_inbound(struct loop *l, struct xml_node *st, struct arena *a, const
 	deliver_stanza(l, st, a, from, to);
 }
 
+static void deliver_stanza_now(struct loop *l, struct xml_node *st, struct arena *a,
+			       const struct jid *from, const struct jid *to);
+
 void deliver_stanza(struct loop *l, struct xml_node *st, struct arena *a, const struct jid *from,
 		    const struct jid *to)
+{
+	/* Nested deliveries (bounces) have their own. */
+	__typeof__(l->archived_sent) outer = l->archived_sent;
+	l->archived_sent.st = NULL;
+	l->archived_sent.id = 0;
+	deliver_stanza_now(l, st, a, from, to);
+	l->archived_sent = outer;
+}
+
+static void deliver_stanza_now(struct loop *l, struct xml_node *st, struct arena *a,
+			       const struct jid *from, const struct jid *to)
 {
 	const char *kind = st->name;
 	struct jid self;

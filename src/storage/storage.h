@@ -39,6 +39,11 @@ struct archive_entry {
 	const char *body;          /* indexed for full-text search; "" none */
 	const void *value;         /* the message as serialised */
 	size_t len;
+	long long ref;             /* not 0: the same message as entry ref of
+				    * another archive, written before (in the
+				    * same order of writes); value and body
+				    * are then that entry's and not stored
+				    * again. Deleting that entry keeps them. */
 };
 
 /* An archive query counts its matches (RSM <count/>) up to this many;

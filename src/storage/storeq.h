@@ -20,19 +20,26 @@
 struct loop;
 struct storeq;
 
-/* Jobs taken into one transaction at most. */
-#define STOREQ_BATCH 4096
+/* Jobs taken into one transaction at most (about 70 ms of archive
+ * writes: what a query arriving meanwhile may wait behind). */
+#define STOREQ_BATCH 8192
 /* Group commit under load: when jobs that no loop waits for (loop NULL:
  * archive writes) keep coming (the last commit ended less than
  * STOREQ_LINGER_US ago), the thread waits up to that long for
  * STOREQ_GROUP of them before it starts a transaction. An idle queue, or
  * one holding a job with a loop (a query, an iq held for durability),
- * runs at once; lingering adds at most this to a write's latency. */
-#define STOREQ_GROUP 2048
-#define STOREQ_LINGER_US 10000
+ * runs at once; lingering adds at most this to a write's latency.
+ * Measured (docs/performance.md, issue 12 run 3): with 2,000 chatting
+ * accounts, 10 ms and 2,048 made commits of a few hundred rows, each
+ * rewriting a leaf per owner, and the archive kept up with 25,000
+ * msgs/s; 50 ms and 8,192 keep up with 30,000. */
+#define STOREQ_GROUP 8192
+#define STOREQ_LINGER_US 50000
 /* Jobs queued at most; storeq_submit waits for room beyond (a loop that
- * writes faster than the store stops reading its clients meanwhile). */
-#define STOREQ_MAX_PENDING 16384
+ * writes faster than the store stops reading its clients meanwhile).
+ * An archive job is one allocation of its stanza's size (about 20 MiB
+ * for a full queue of chat messages). */
+#define STOREQ_MAX_PENDING 32768
 
 struct storeq_job {
 	/* Runs on the storage thread inside the batch's transaction; returns

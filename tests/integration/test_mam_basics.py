@@ -314,6 +314,9 @@ async def test_expire_and_account_deletion(server, net):
     alice, bob = await pair(net, server)
     chat(alice, BOB, "e1", "to expire")
     await bob.inbox.get(msg(id="e1"), "e1")
+    # natterctl works on the store directly: a query first, which is
+    # answered once the write is committed (decision 0008).
+    assert (await query(bob)).count == 1
     out = server.ctl("mam", "expire", "--before", "2100-01-01T00:00:00Z",
                      "--user", BOB, check=True)
     assert "1 archived" in out.stdout

@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <limits.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -736,7 +737,7 @@ static void test_sqlite_schema_version(void **state)
 	assert_int_equal(sqlite3_prepare_v2(db, "SELECT version FROM schema_version", -1,
 					    &stmt, NULL), SQLITE_OK);
 	assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
-	assert_int_equal(sqlite3_column_int(stmt, 0), 3);
+	assert_int_equal(sqlite3_column_int(stmt, 0), 4);
 	assert_int_equal(sqlite3_step(stmt), SQLITE_DONE);
 	sqlite3_finalize(stmt);
 	assert_int_equal(sqlite3_exec(db, "UPDATE schema_version SET version = 99", NULL, NULL,
@@ -830,7 +831,7 @@ static void test_sqlite_migrate_from_v1(void **state)
 	assert_int_equal(sqlite3_prepare_v2(db, "SELECT version FROM schema_version", -1, &stmt,
 					    NULL), SQLITE_OK);
 	assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
-	assert_int_equal(sqlite3_column_int(stmt, 0), 3);
+	assert_int_equal(sqlite3_column_int(stmt, 0), 4);
 	assert_int_equal(sqlite3_step(stmt), SQLITE_DONE);
 	sqlite3_finalize(stmt);
 	assert_int_equal(sqlite3_close(db), SQLITE_OK);
@@ -1051,6 +1052,64 @@ static void test_archive_filters(void **state)
 	assert_false(complete);
 }
 
+/* The value a page's single entry had, into out. */
+static void value_of(void *arg, long long id, const void *value, size_t len, int outgoing,
+		     const char *with)
+{
+	(void)id;
+	(void)outgoing;
+	(void)with;
+	snprintf(arg, 64, "%.*s", (int)len, (const char *)value);
+}
+
+static int bob_query(struct fixture *f, const char *text, char out[64])
+{
+	struct archive_query q = { .max = 5, .max_bytes = 1 << 20, .text = text };
+	bool complete;
+	out[0] = '\0';
+	return f->drv->archive_query(f->st, "localhost", "bob", &q, value_of, out, &complete,
+				     NULL);
+}
+
+/* A message between two local accounts is written once: the recipient's
+ * entry refers to the sender's, reads its value and matches its text,
+ * and keeps both when the sender's entry goes. */
+static void test_archive_ref_shares_one_message(void **state)
+{
+	struct fixture *f = *state;
+	char v[64];
+	struct archive_entry sent = { .id = 500, .with = "bob@localhost", .with_resource = "",
+				      .outgoing = 1, .body = "meet at noon",
+				      .value = "<m>noon</m>", .len = 11 };
+	struct archive_entry got = { .id = 501, .with = "alice@localhost", .with_resource = "pc",
+				     .ref = 500 };
+	assert_int_equal(f->drv->archive_put(f->st, "localhost", "alice", &sent), 0);
+	assert_int_equal(f->drv->archive_put(f->st, "localhost", "bob", &got), 0);
+	assert_int_equal(bob_query(f, NULL, v), 1);
+	assert_string_equal(v, "<m>noon</m>");
+	assert_int_equal(bob_query(f, "noon", v), 1);
+	assert_int_equal(bob_query(f, "midnight", v), 0);
+	/* A reference to an entry that is not stored is refused. */
+	struct archive_entry dangling = { .id = 502, .with = "alice@localhost",
+					  .with_resource = "", .ref = 499 };
+	assert_int_equal(f->drv->archive_put(f->st, "localhost", "bob", &dangling), -1);
+	/* alice's archive goes (her account deleted): bob's entry keeps the
+	 * message and its text. */
+	assert_int_equal(f->drv->archive_delete(f->st, "localhost", "alice", LLONG_MAX), 1);
+	assert_int_equal(bob_query(f, NULL, v), 1);
+	assert_string_equal(v, "<m>noon</m>");
+	assert_int_equal(bob_query(f, "noon", v), 1);
+	/* Expiry of both at once. */
+	assert_int_equal(f->drv->archive_put(f->st, "localhost", "alice", &(struct archive_entry){
+		.id = 600, .with = "bob@localhost", .with_resource = "", .outgoing = 1,
+		.body = "later", .value = "<m>later</m>", .len = 12 }), 0);
+	assert_int_equal(f->drv->archive_put(f->st, "localhost", "bob", &(struct archive_entry){
+		.id = 601, .with = "alice@localhost", .with_resource = "", .ref = 600 }), 0);
+	assert_int_equal(f->drv->archive_delete(f->st, NULL, NULL, 602), 3);
+	assert_int_equal(bob_query(f, NULL, v), 0);
+	assert_int_equal(bob_query(f, "later", v), 0);
+}
+
 static void test_archive_has_delete_and_user_del(void **state)
 {
 	struct fixture *f = *state;
@@ -1112,6 +1171,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_two_handles_stores, setup_sqlite, teardown),
 		cmocka_unit_test_setup_teardown(test_archive_pages_both_ways, setup_sqlite, teardown),
 		cmocka_unit_test_setup_teardown(test_archive_filters, setup_sqlite, teardown),
+		cmocka_unit_test_setup_teardown(test_archive_ref_shares_one_message, setup_sqlite,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_archive_count_is_bounded, setup_sqlite,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_archive_has_delete_and_user_del, setup_sqlite,
