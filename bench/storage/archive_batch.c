@@ -7,7 +7,13 @@
  * transaction, and prints the CPU time per message. Comparing B = 16 with
  * B = 4096 is the case for group commit (docs/decisions/0008).
  *
- *   build/archive-batch [-n MESSAGES] [-b PER_COMMIT] [-u OWNERS] [-c CHECKPOINT_PAGES] DIR
+ * -r writes a message as natterd does since schema 4: the recipient's
+ * entry refers to the sender's (no value, no text of its own). -t gives
+ * every body a word of its own (a timestamp, as natter-load's bodies
+ * have), which costs the full-text index a new term per message.
+ *
+ *   build/archive-batch [-r] [-t] [-n MESSAGES] [-b PER_COMMIT] [-u OWNERS]
+ *                       [-c CHECKPOINT_PAGES] DIR
  */
 #include <sqlite3.h>
 #include <stdio.h>
@@ -47,8 +53,12 @@ static void step_or_die(sqlite3 *db, sqlite3_stmt *st)
 int main(int argc, char **argv)
 {
 	long n = 200000, per_commit = 4096, owners = 1000, checkpoint = 8192;
-	int opt;
-	while ((opt = getopt(argc, argv, "n:b:u:c:")) != -1) {
+	int opt, ref = 0, unique = 0;
+	while ((opt = getopt(argc, argv, "rtn:b:u:c:")) != -1) {
+		if (opt == 'r' || opt == 't') {
+			*(opt == 'r' ? &ref : &unique) = 1;
+			continue;
+		}
 		long v = atol(optarg);
 		if (v <= 0) {
 			fprintf(stderr, "archive-batch: -%c needs a positive number\n", opt);
@@ -66,8 +76,8 @@ int main(int argc, char **argv)
 			return 2;
 	}
 	if (optind != argc - 1) {
-		fprintf(stderr, "usage: archive-batch [-n MESSAGES] [-b PER_COMMIT] [-u OWNERS] "
-				"[-c CHECKPOINT_PAGES] DIR\n");
+		fprintf(stderr, "usage: archive-batch [-r] [-t] [-n MESSAGES] [-b PER_COMMIT] "
+				"[-u OWNERS] [-c CHECKPOINT_PAGES] DIR\n");
 		return 2;
 	}
 	char path[4096], wal[4200];
@@ -88,16 +98,20 @@ int main(int argc, char **argv)
 	exec_or_die(db, pragma);
 	exec_or_die(db, "CREATE TABLE archive (id INTEGER PRIMARY KEY, domain TEXT NOT NULL,"
 			" local TEXT NOT NULL, with_bare TEXT NOT NULL, with_res TEXT NOT NULL,"
-			" outgoing INTEGER NOT NULL, value BLOB NOT NULL);"
+			" outgoing INTEGER NOT NULL, value BLOB NOT NULL, ref INTEGER);"
 			"CREATE INDEX archive_owner ON archive (domain, local, id, with_bare);"
+			"CREATE INDEX archive_ref ON archive (ref) WHERE ref IS NOT NULL;"
 			"CREATE VIRTUAL TABLE archive_text USING fts5(body,"
 			" tokenize = 'unicode61 remove_diacritics 2');");
 	sqlite3_stmt *put = prepare_or_die(db, "INSERT INTO archive (id, domain, local, with_bare,"
 					       " with_res, outgoing, value) VALUES (?1, 'localhost', ?2, ?3, 'r', ?4, ?5)");
+	sqlite3_stmt *put_ref = prepare_or_die(db, "INSERT INTO archive (id, domain, local, with_bare,"
+						   " with_res, outgoing, value, ref) VALUES (?1, 'localhost', ?2, ?3,"
+						   " 'r', 0, x'', ?4)");
 	sqlite3_stmt *text = prepare_or_die(db, "INSERT INTO archive_text (rowid, body) VALUES (?1, ?2)");
 	sqlite3_stmt *begin = prepare_or_die(db, "BEGIN IMMEDIATE");
 	sqlite3_stmt *commit = prepare_or_die(db, "COMMIT");
-	static const char body[] = "hello there, this is a message of a few words";
+	char body[64] = "hello there, this is a message of a few words";
 	char value[300];
 	memset(value, 'x', sizeof value);
 	long long id = 1700000000000000LL;
@@ -112,8 +126,18 @@ int main(int argc, char **argv)
 		char from[32], to[32];
 		snprintf(from, sizeof from, "u%ld", (long)rand() % owners);
 		snprintf(to, sizeof to, "u%ld", (long)rand() % owners);
+		if (unique)
+			snprintf(body, sizeof body, "t=%lld a message of a few words", id * 7919);
 		for (int copy = 0; copy < 2; copy++) {
 			id++;
+			if (ref && copy) {
+				sqlite3_bind_int64(put_ref, 1, id);
+				sqlite3_bind_text(put_ref, 2, to, -1, SQLITE_STATIC);
+				sqlite3_bind_text(put_ref, 3, from, -1, SQLITE_STATIC);
+				sqlite3_bind_int64(put_ref, 4, id - 1);
+				step_or_die(db, put_ref);
+				continue;
+			}
 			sqlite3_bind_int64(put, 1, id);
 			sqlite3_bind_text(put, 2, copy ? to : from, -1, SQLITE_STATIC);
 			sqlite3_bind_text(put, 3, copy ? from : to, -1, SQLITE_STATIC);
@@ -131,6 +155,7 @@ int main(int argc, char **argv)
 	       "message, %.0f messages/s\n",
 	       n, 2 * n, per_commit, owners, s, s * 1e6 / (double)n, (double)n / s);
 	sqlite3_finalize(put);
+	sqlite3_finalize(put_ref);
 	sqlite3_finalize(text);
 	sqlite3_finalize(begin);
 	sqlite3_finalize(commit);
