@@ -7,9 +7,14 @@
  *   identity on serialised output);
  * - the input's split into feeds is chosen by the first byte, so chunk
  *   boundaries fall everywhere, and a stanza named 'restart' or 'starttls'
- *   restarts the stream, one named 'stop' stops it.
+ *   restarts the stream, one named 'stop' stops it;
+ * - with the first byte's bit 2, the parser is released after every feed
+ *   that ends at a stanza boundary (xml_stream_release), as an idle
+ *   connection's is, so the next feed goes through the light path or a
+ *   rebuilt parser; both must give what expat alone gives.
  *
  * Any breach aborts so libFuzzer keeps the input. */
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -209,14 +214,18 @@ static void on_close(void *ud)
 static const struct xml_stream_handlers handlers = { on_open, on_stanza, on_close };
 
 /* Feeds len bytes in pieces of at most chunk; stops at the first result
- * other than XS_OK, as a connection would. */
-static enum xml_stream_result feed(struct xml_stream *xs, const char *p, size_t len, size_t chunk)
+ * other than XS_OK, as a connection would. With release, the parser is
+ * released after each piece where it can be. */
+static enum xml_stream_result feed(struct xml_stream *xs, const char *p, size_t len, size_t chunk,
+				   bool release)
 {
 	while (len > 0) {
 		size_t n = len < chunk ? len : chunk;
 		enum xml_stream_result r = xml_stream_feed(xs, p, n);
 		if (r != XS_OK)
 			return r;
+		if (release)
+			xml_stream_release(xs);
 		p += n;
 		len -= n;
 	}
@@ -239,9 +248,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	 * values feed the second part in small pieces as well. */
 	size_t cut = size * data[0] / 256;
 	size_t chunk = data[0] & 1 ? 1 + (size_t)(data[0] >> 1) % 61 : size;
-	enum xml_stream_result r = feed(c.xs, p, cut, size);
+	bool release = (data[0] & 2) != 0;
+	enum xml_stream_result r = feed(c.xs, p, cut, size, release);
 	if (r == XS_OK)
-		r = feed(c.xs, p + cut, size - cut, chunk);
+		r = feed(c.xs, p + cut, size - cut, chunk, release);
 	if (r == XS_NOT_WELL_FORMED && xml_stream_error_text(c.xs) == NULL)
 		die("no error text for a parse error", NULL, NULL);
 	xml_stream_free(c.xs);

@@ -96,7 +96,7 @@ static bool sm_intercept(struct c2s *s, struct xml_node *st);
 static bool keeps_session(struct c2s *s);
 static void detach(struct c2s *s);
 static void end_sm(struct c2s *s);
-static void sm_tick(struct c2s *s);
+static bool sm_tick(struct c2s *s);
 static void send_directed_unavailable(struct c2s *s);
 static void c2s_open(void *ud, const struct xml_node *root, const char *default_ns);
 static void c2s_close_stream(void *ud);
@@ -1502,8 +1502,8 @@ static void sweep_one(struct conn *c, void *arg)
 	if (s->state == C2S_CLOSED || s->state == C2S_SASL_WAIT ||
 	    sw->now - s->last_input < C2S_IDLE_RELEASE_MS)
 		return;
-	if (s->sm != NULL)
-		sm_tick(s);
+	if (s->sm != NULL && sm_tick(s))
+		sw->released++;
 	if (xml_stream_release(s->xs) == 0) {
 		log_debug("c2s %llu: idle, parser released", (unsigned long long)c->id);
 		sw->released++;
@@ -1516,8 +1516,9 @@ void c2s_sweep(struct loop *l)
 	struct sweep sw = { now_ms(), 0 };
 	conn_each(l, sweep_one, &sw);
 	sm_table_sweep(l);
-	/* Parsers are freed in bulk when a crowd goes idle: hand the pages
-	 * back to the system rather than keep them as free heap. */
+	/* Parsers (and acknowledged stream-management queues, a second later)
+	 * are freed in bulk when a crowd goes idle: hand the pages back to
+	 * the system rather than keep them as free heap. */
 	if (sw.released >= 64)
 		malloc_trim(0);
 }
@@ -1579,14 +1580,14 @@ static void sm_flush(struct c2s *s)
 
 /* Once a second for a session silent for a while: fewer stanzas than
  * request_every are unacknowledged, so ask now; at most one <r/> is ever
- * unanswered. An empty queue gives its memory back. */
-static void sm_tick(struct c2s *s)
+ * unanswered. An empty queue gives its memory back (returns true then). */
+static bool sm_tick(struct c2s *s)
 {
 	if (s->state != C2S_ACTIVE)
-		return;
+		return false;
 	if (!s->sm->request_pending && s->sm->written > 0)
 		sm_request(s);
-	sm_trim(s->sm);
+	return sm_trim(s->sm);
 }
 
 static void on_resume_timeout(uv_timer_t *t);

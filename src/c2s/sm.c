@@ -155,14 +155,15 @@ void sm_drain(struct sm *sm, void (*fn)(void *arg, struct refbuf *stanza), void 
 	}
 }
 
-void sm_trim(struct sm *sm)
+bool sm_trim(struct sm *sm)
 {
-	if (sm->len == 0 && sm->ring != NULL) {
-		free(sm->ring);
-		sm->ring = NULL;
-		sm->cap = 0;
-		sm->head = 0;
-	}
+	if (sm->len != 0 || sm->ring == NULL)
+		return false;
+	free(sm->ring);
+	sm->ring = NULL;
+	sm->cap = 0;
+	sm->head = 0;
+	return true;
 }
 
 void sm_write_enabled(struct buf *b, const struct sm *sm, int resume_timeout)

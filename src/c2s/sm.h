@@ -97,8 +97,9 @@ void sm_each_unwritten(struct sm *sm, void (*fn)(void *arg, struct refbuf *stanz
  * fn gets each one's reference and releases it. */
 void sm_drain(struct sm *sm, void (*fn)(void *arg, struct refbuf *stanza), void *arg);
 
-/* Frees the ring of an empty queue (an idle session keeps nothing). */
-void sm_trim(struct sm *sm);
+/* Frees the ring of an empty queue (an idle session keeps nothing);
+ * returns whether it did. */
+bool sm_trim(struct sm *sm);
 
 /* <enabled/>: with id, resume='true' and max=resume_timeout when sm is
  * resumable. */

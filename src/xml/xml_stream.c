@@ -274,6 +274,18 @@ static void reset_state(struct xml_stream *s)
 	s->root_ns.len = 0;
 }
 
+/* A parser for a new stream header (xml_stream_restart), state reset. */
+static void fresh_parser(struct xml_stream *s)
+{
+	if (s->parser != NULL) {
+		XML_ParserReset(s->parser, "UTF-8");
+	} else if ((s->parser = XML_ParserCreateNS("UTF-8", NS_SEP)) == NULL) {
+		fatal("XML_ParserCreateNS failed");
+	}
+	setup_parser(s);
+	reset_state(s);
+}
+
 /* The first quote or '>' in p[0..n), or NULL. */
 static const char *tag_stop(const char *p, size_t n)
 {
@@ -404,6 +416,11 @@ int xml_stream_release(struct xml_stream *s)
 	return 0;
 }
 
+bool xml_stream_released(const struct xml_stream *s)
+{
+	return s->parser == NULL;
+}
+
 /* Makes a new parser and replays the stream header from what was kept,
  * so the peer's next stanza parses as if the old parser had stayed. */
 static enum xml_stream_result resume(struct xml_stream *s)
@@ -452,16 +469,153 @@ static bool utf16_lead(struct xml_stream *s, const char *data, int n)
 	return s->lead[0] == 0 || s->lead[1] == 0 || bom == 0xFEFF || bom == 0xFFFE;
 }
 
+/* --- the light path: what an idle client sends, without a parser --- */
+
+/* Longest element the light path takes; anything longer goes to expat. */
+#define LIGHT_MAX 512
+
+static bool light_name_char(char c, bool first)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+	       (!first && ((c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.'));
+}
+
+static size_t light_space(const char *p, size_t n)
+{
+	size_t i = 0;
+	while (i < n && (p[i] == ' ' || p[i] == '\t' || p[i] == '\n' || p[i] == '\r'))
+		i++;
+	return i;
+}
+
+/* Parses one complete empty element at p: '<' name, attributes with
+ * plain names and printable ASCII values without '<', '&' or the quote,
+ * one of them xmlns (no prefixes anywhere, no duplicates), '/>'. Returns
+ * its length with the node built in s->arena (*out), or 0: not that
+ * simple, or not complete in n bytes; expat decides then. */
+static size_t light_element(struct xml_stream *s, const char *p, size_t n, struct xml_node **out)
+{
+	size_t i = 1, start;
+	if (n > LIGHT_MAX)
+		n = LIGHT_MAX;
+	if (n < 4 || p[0] != '<' || !light_name_char(p[1], true))
+		return 0;
+	while (i < n && light_name_char(p[i], false))
+		i++;
+	const char *name = p + 1;
+	size_t name_len = i - 1;
+	struct {
+		const char *name, *value;
+		size_t name_len, value_len;
+	} at[8];
+	int n_at = 0;
+	const char *ns = NULL;
+	size_t ns_len = 0;
+	for (;;) {
+		size_t sp = light_space(p + i, n - i);
+		i += sp;
+		if (i + 1 < n && p[i] == '/' && p[i + 1] == '>')
+			break;
+		if (sp == 0 || i >= n || !light_name_char(p[i], true) || n_at == 8)
+			return 0;
+		start = i;
+		while (i < n && light_name_char(p[i], false))
+			i++;
+		size_t an_len = i - start;
+		i += light_space(p + i, n - i);
+		if (i >= n || p[i] != '=')
+			return 0;
+		i++;
+		i += light_space(p + i, n - i);
+		if (i >= n || (p[i] != '\'' && p[i] != '"'))
+			return 0;
+		char q = p[i++];
+		size_t vstart = i;
+		while (i < n && p[i] != q) {
+			if (p[i] < 0x20 || p[i] > 0x7e || p[i] == '<' || p[i] == '&')
+				return 0;
+			i++;
+		}
+		if (i >= n)
+			return 0;
+		for (int k = 0; k < n_at; k++)
+			if (at[k].name_len == an_len && memcmp(at[k].name, p + start, an_len) == 0)
+				return 0; /* a duplicate: expat says what is wrong */
+		if (an_len == 5 && memcmp(p + start, "xmlns", 5) == 0) {
+			if (ns != NULL)
+				return 0;
+			ns = p + vstart;
+			ns_len = i - vstart;
+		}
+		at[n_at].name = p + start;
+		at[n_at].name_len = an_len;
+		at[n_at].value = p + vstart;
+		at[n_at].value_len = i - vstart;
+		n_at++;
+		i++; /* the quote */
+	}
+	if (ns == NULL || ns_len == 0 || n_at > s->limits.max_attributes)
+		return 0;
+	static const char xml_ns[] = "http://www.w3.org/XML/1998/namespace",
+			  xmlns_ns[] = "http://www.w3.org/2000/xmlns/";
+	if ((ns_len == sizeof xml_ns - 1 && memcmp(ns, xml_ns, ns_len) == 0) ||
+	    (ns_len == sizeof xmlns_ns - 1 && memcmp(ns, xmlns_ns, ns_len) == 0))
+		return 0; /* reserved: expat refuses them */
+	struct xml_node *node = xml_new(&s->arena, arena_strndup(&s->arena, ns, ns_len),
+					arena_strndup(&s->arena, name, name_len));
+	for (int k = 0; k < n_at; k++) {
+		if (at[k].value == ns)
+			continue; /* a namespace declaration, not an attribute */
+		xml_set_attr_ns(&s->arena, node, "",
+				arena_strndup(&s->arena, at[k].name, at[k].name_len),
+				arena_strndup(&s->arena, at[k].value, at[k].value_len));
+	}
+	*out = node;
+	return i + 2;
+}
+
+/* With the parser released (xml_stream_release): takes the whitespace
+ * and simple empty elements at the start of the input (a stream
+ * management ack, a CSI state, a keepalive) and hands the elements to the
+ * stanza handler, so an idle client's traffic does not rebuild expat
+ * (about 10 KiB). Returns how many bytes it took; the rest, if any, goes
+ * to expat as usual. */
+static size_t light_feed(struct xml_stream *s, const char *data, size_t len)
+{
+	size_t used = 0;
+	while (used < len && !s->stop && !s->restart && !s->closed && s->result == XS_OK) {
+		used += light_space(data + used, len - used);
+		struct xml_node *el;
+		size_t n = used < len ? light_element(s, data + used, len - used, &el) : 0;
+		if (n == 0)
+			break;
+		used += n;
+		s->h->stanza(s->ud, el, &s->arena);
+		arena_reset(&s->arena);
+	}
+	return used;
+}
+
 enum xml_stream_result xml_stream_feed(struct xml_stream *s, const char *data, size_t len)
 {
 	if (s->closed && len > 0)
 		return XS_BAD_FORMAT;
-	if (s->restart && s->parser != NULL) {
+	if (s->parser == NULL && len > 0 && !s->restart) {
+		size_t used = light_feed(s, data, len);
+		data += used;
+		len -= used;
+		if (s->stop || s->result != XS_OK)
+			return s->stop ? XS_STOPPED : s->result;
+		if (s->restart) {
+			/* As in the loop below: the rest of this feed is dropped. */
+			fresh_parser(s);
+			return XS_OK;
+		}
+	}
+	if (s->restart) {
 		/* Restart asked for between two feeds (an answer that came
 		 * back from a directory thread): the new header starts here. */
-		XML_ParserReset(s->parser, "UTF-8");
-		setup_parser(s);
-		reset_state(s);
+		fresh_parser(s);
 	}
 	if (s->parser == NULL && len > 0) {
 		enum xml_stream_result r = resume(s);

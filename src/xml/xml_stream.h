@@ -5,6 +5,7 @@
 #ifndef NATTER_XML_STREAM_H
 #define NATTER_XML_STREAM_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "xml/xml.h"
@@ -63,6 +64,12 @@ void xml_stream_stop(struct xml_stream *s);
  * the stream is not at a stanza boundary (or is not a released-able
  * stream: no header yet, closed, failed). */
 int xml_stream_release(struct xml_stream *s);
+
+/* Whether the parser is released now. A released stream takes
+ * whitespace and simple empty elements with their own xmlns (a stream
+ * management ack, a CSI state) without making a new parser; anything
+ * else makes one. */
+bool xml_stream_released(const struct xml_stream *s);
 
 /* The stream error condition (RFC 6120 §4.9.3) for a result that ends
  * the stream, e.g. "not-well-formed"; NULL for XS_OK and XS_STOPPED. */

@@ -1097,6 +1097,63 @@ static void test_release_refused_mid_stanza(void **state)
 	free(big);
 }
 
+static void test_released_stream_takes_acks_without_a_parser(void **state)
+{
+	struct rec *r = *state;
+	assert_int_equal(feed(r, STREAM_OPEN "<message id='1'/>"), XS_OK);
+	assert_int_equal(xml_stream_release(r->xs), 0);
+	assert_int_equal(feed(r, " <a xmlns='urn:xmpp:sm:3' h='7'/>\n<r xmlns=\"urn:xmpp:sm:3\"/> "),
+			 XS_OK);
+	assert_true(xml_stream_released(r->xs));
+	assert_int_equal(feed(r, "<inactive xmlns='urn:xmpp:csi:0' />"), XS_OK);
+	assert_true(xml_stream_released(r->xs));
+	/* Anything else makes a parser, after what came first, in order. */
+	assert_int_equal(feed(r, "<a xmlns='urn:xmpp:sm:3' h='8'/><presence/>"), XS_OK);
+	assert_false(xml_stream_released(r->xs));
+	expect_log(r, "{jabber:client}message[id='1']\n"
+		      "{urn:xmpp:sm:3}a[h='7']\n"
+		      "{urn:xmpp:sm:3}r\n"
+		      "{urn:xmpp:csi:0}inactive\n"
+		      "{urn:xmpp:sm:3}a[h='8']\n"
+		      "{jabber:client}presence\n");
+	assert_int_equal(r->opens, 1);
+}
+
+static void test_released_stream_leaves_the_rest_to_expat(void **state)
+{
+	struct rec *r = *state;
+	assert_int_equal(feed(r, STREAM_OPEN), XS_OK);
+	/* Split, prefixed, without xmlns, with a reference: expat's. */
+	const char *cases[] = { "<x:a xmlns:x='urn:x'/>", "<a h='1'/>",
+				"<a xmlns='urn:x' v='&amp;'/>", "<a xmlns='urn:x'>t</a>" };
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		assert_int_equal(xml_stream_release(r->xs), 0);
+		assert_int_equal(feed(r, cases[i]), XS_OK);
+		assert_false(xml_stream_released(r->xs));
+	}
+	assert_int_equal(xml_stream_release(r->xs), 0);
+	assert_int_equal(feed(r, "<a xmlns='urn:x' h="), XS_OK);
+	assert_int_equal(feed(r, "'2'/>"), XS_OK);
+	expect_log(r, "{urn:x}a\n{jabber:client}a[h='1']\n{urn:x}a[v='&']\n{urn:x}a(\"t\")\n"
+		      "{urn:x}a[h='2']\n");
+	/* Not well-formed stays not well-formed. */
+	assert_int_equal(xml_stream_release(r->xs), 0);
+	assert_int_equal(feed(r, "<a xmlns='urn:x' h='1' h='2'/>"), XS_NOT_WELL_FORMED);
+}
+
+static void test_released_stream_restarts_on_a_light_element(void **state)
+{
+	struct rec *r = *state;
+	r->restart_on = "starttls";
+	assert_int_equal(feed(r, STREAM_OPEN), XS_OK);
+	assert_int_equal(xml_stream_release(r->xs), 0);
+	assert_int_equal(feed(r, "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/><message/>"),
+			 XS_OK);
+	assert_int_equal(feed(r, STREAM_OPEN "<presence/>"), XS_OK);
+	assert_int_equal(r->opens, 2);
+	expect_log(r, "{urn:ietf:params:xml:ns:xmpp-tls}starttls\n{jabber:client}presence\n");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1104,6 +1161,9 @@ int main(void)
 		T(test_release_and_resume),
 		T(test_release_keeps_prefixes),
 		T(test_release_refused_mid_stanza),
+		T(test_released_stream_takes_acks_without_a_parser),
+		T(test_released_stream_leaves_the_rest_to_expat),
+		T(test_released_stream_restarts_on_a_light_element),
 		T(test_header_without_default_namespace),
 		T(test_header_empty_default_namespace),
 		T(test_header_split_byte_by_byte),
