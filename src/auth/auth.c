@@ -25,11 +25,7 @@ static bool mech_is_plus(const char *mech)
 	return n > 5 && strcmp(mech + n - 5, "-PLUS") == 0;
 }
 
-static bool cb_available(SSL *ssl)
-{
-	char tmp[128];
-	return tls_cb_exporter(ssl, tmp, sizeof tmp) == 0;
-}
+static bool cb_available(SSL *ssl) { return tls_cb_exporter_available(ssl); }
 
 static bool host_directory(const struct config_host *host)
 {
@@ -56,7 +52,7 @@ void auth_write_cb_types(struct buf *out, SSL *ssl)
 {
 	char tmp[128];
 	buf_puts(out, "<sasl-channel-binding xmlns='urn:xmpp:sasl-cb:0'>");
-	if (tls_cb_exporter(ssl, tmp, sizeof tmp) == 0)
+	if (tls_cb_exporter_available(ssl))
 		buf_puts(out, "<channel-binding type='tls-exporter'/>");
 	/* tls-unique is accepted on TLS 1.3 too, but offered only where it
 	 * is defined, so that XEP-0440 clients pick tls-exporter there. */

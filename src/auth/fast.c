@@ -63,11 +63,7 @@ void fast_free(struct server *srv) { OPENSSL_cleanse(srv->fast_key, sizeof srv->
 
 bool fast_enabled(const struct config *cfg) { return cfg->limits.fast_token_lifetime > 0; }
 
-static bool exporter_works(SSL *ssl)
-{
-	char tmp[128];
-	return tls_cb_exporter(ssl, tmp, sizeof tmp) == 0;
-}
+static bool exporter_works(SSL *ssl) { return tls_cb_exporter_available(ssl); }
 
 void fast_write_feature(struct buf *out, SSL *ssl)
 {

@@ -688,6 +688,11 @@ int tls_cb_exporter(SSL *ssl, char *out, size_t cap)
 	return base64(km, sizeof km, out, cap);
 }
 
+bool tls_cb_exporter_available(SSL *ssl)
+{
+	return ssl != NULL && SSL_is_init_finished(ssl) && SSL_version(ssl) >= TLS1_2_VERSION;
+}
+
 bool tls_cb_unique_defined(SSL *ssl) { return SSL_version(ssl) < TLS1_3_VERSION; }
 
 int tls_cb_unique(SSL *ssl, char *out, size_t cap)

@@ -96,6 +96,10 @@ const char *tls_domain(SSL *ssl);
  * client's in a full handshake, the server's in a resumed one; on TLS 1.3
  * too, where RFC 5929 does not define it (docs/decisions/0006). */
 int tls_cb_exporter(SSL *ssl, char *out, size_t cap);
+/* Whether tls_cb_exporter works on this connection (its handshake is
+ * done), without deriving the value: stream features ask four times per
+ * connection, and each derivation is an HKDF. */
+bool tls_cb_exporter_available(SSL *ssl);
 int tls_cb_unique(SSL *ssl, char *out, size_t cap);
 /* Whether tls-unique is a defined channel binding on this connection
  * (TLS 1.2; RFC 9266 leaves it undefined for TLS 1.3), so offered. */
