@@ -25,8 +25,6 @@ static bool mech_is_plus(const char *mech)
 	return n > 5 && strcmp(mech + n - 5, "-PLUS") == 0;
 }
 
-static bool cb_available(SSL *ssl) { return tls_cb_exporter_available(ssl); }
-
 static bool host_directory(const struct config_host *host)
 {
 	return host != NULL && host->auth == HOST_AUTH_LDAP;
@@ -35,7 +33,7 @@ static bool host_directory(const struct config_host *host)
 void auth_write_mechanisms(struct buf *out, SSL *ssl, bool allow_plain,
 			   const struct config_host *host)
 {
-	bool plus = cb_available(ssl);
+	bool plus = tls_cb_exporter_available(ssl);
 	for (size_t i = 0; i < sizeof scram_mechs / sizeof *scram_mechs && !host_directory(host);
 	     i++) {
 		if (!plus && mech_is_plus(scram_mechs[i]))
@@ -307,7 +305,7 @@ static bool mech_offered(const char *mech, SSL *ssl, bool allow_plain,
 		return false;
 	for (size_t i = 0; i < sizeof scram_mechs / sizeof *scram_mechs; i++)
 		if (strcmp(mech, scram_mechs[i]) == 0)
-			return !mech_is_plus(mech) || cb_available(ssl);
+			return !mech_is_plus(mech) || tls_cb_exporter_available(ssl);
 	return false;
 }
 
@@ -529,8 +527,8 @@ enum auth_result auth_start(struct auth_session *as, Gsasl *ctx, SSL *ssl, bool 
 	if (!mech_offered(mech, ssl, allow_plain, as->host))
 		return AUTH_INVALID_MECH;
 	char cb[128];
-	as->refuse_y = !mech_is_plus(mech) && cb_available(ssl) && tls_cb_unique_defined(ssl) &&
-		       tls_cb_unique(ssl, cb, sizeof cb) == 0;
+	as->refuse_y = !mech_is_plus(mech) && tls_cb_exporter_available(ssl) &&
+		       tls_cb_unique_defined(ssl) && tls_cb_unique(ssl, cb, sizeof cb) == 0;
 	if (gsasl_server_start(ctx, mech, &as->gs) != GSASL_OK)
 		return AUTH_INVALID_MECH;
 	gsasl_session_hook_set(as->gs, as);

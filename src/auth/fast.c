@@ -63,12 +63,10 @@ void fast_free(struct server *srv) { OPENSSL_cleanse(srv->fast_key, sizeof srv->
 
 bool fast_enabled(const struct config *cfg) { return cfg->limits.fast_token_lifetime > 0; }
 
-static bool exporter_works(SSL *ssl) { return tls_cb_exporter_available(ssl); }
-
 void fast_write_feature(struct buf *out, SSL *ssl)
 {
 	buf_puts(out, "<fast xmlns='" NS_FAST "'>");
-	if (exporter_works(ssl))
+	if (tls_cb_exporter_available(ssl))
 		buf_puts(out, "<mechanism>HT-SHA-256-EXPR</mechanism>");
 	if (tls_cb_unique_defined(ssl))
 		buf_puts(out, "<mechanism>HT-SHA-256-UNIQ</mechanism>");
@@ -80,7 +78,7 @@ bool fast_mech_offered(const char *mech, SSL *ssl)
 	if (strcmp(mech, "HT-SHA-256-NONE") == 0)
 		return true;
 	if (strcmp(mech, "HT-SHA-256-EXPR") == 0)
-		return exporter_works(ssl);
+		return tls_cb_exporter_available(ssl);
 	if (strcmp(mech, "HT-SHA-256-UNIQ") == 0)
 		return tls_cb_unique_defined(ssl);
 	return false;

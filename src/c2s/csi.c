@@ -111,26 +111,27 @@ void csi_end(struct csi *c)
 	csi_flush(c);
 }
 
-void csi_free(struct csi *c)
+static void free_nicks(struct csi *c)
 {
-	for (int i = 0; i < c->n; i++)
-		free(c->items[i]);
-	free(c->items);
 	for (int i = 0; i < c->n_nicks; i++) {
 		free(c->nicks[i].room);
 		free(c->nicks[i].nick);
 	}
 	free(c->nicks);
+}
+
+void csi_free(struct csi *c)
+{
+	for (int i = 0; i < c->n; i++)
+		free(c->items[i]);
+	free(c->items);
+	free_nicks(c);
 	csi_init(c, c->write, c->arg);
 }
 
 void csi_move_nicks(struct csi *dst, struct csi *src)
 {
-	for (int i = 0; i < dst->n_nicks; i++) {
-		free(dst->nicks[i].room);
-		free(dst->nicks[i].nick);
-	}
-	free(dst->nicks);
+	free_nicks(dst);
 	dst->nicks = src->nicks;
 	dst->n_nicks = src->n_nicks;
 	src->nicks = NULL;

@@ -318,28 +318,7 @@ static void asker_init(struct push_asker *w, struct iq_ctx *c)
 static void asker_answer(struct loop *l, struct push_asker *w, const char *type,
 			 const char *condition, const char *text)
 {
-	struct arena a;
-	struct jid to;
-	arena_init(&a);
-	if (jid_parse(&to, w->to, strlen(w->to)) == 0) {
-		struct xml_node *iq = xml_new(&a, NS_CLIENT, "iq");
-		xml_set_attr(&a, iq, "type", condition ? "error" : "result");
-		if (w->id)
-			xml_set_attr(&a, iq, "id", w->id);
-		xml_set_attr(&a, iq, "from", w->account);
-		xml_set_attr(&a, iq, "to", w->to);
-		if (condition) {
-			struct xml_node *e = xml_add_child(&a, iq, NS_CLIENT, "error");
-			xml_set_attr(&a, e, "type", type);
-			xml_add_child(&a, e, NS_STANZA_ERRORS, condition);
-			if (text) {
-				struct xml_node *t = xml_add_child(&a, e, NS_STANZA_ERRORS, "text");
-				xml_add_text(&a, t, text, strlen(text));
-			}
-		}
-		deliver_to_jid(l, iq, &to);
-	}
-	arena_reset(&a);
+	deliver_iq_answer(l, w->account, w->to, w->id, type, condition, text);
 }
 
 static void error_text(struct iq_ctx *c, const char *type, const char *condition,

@@ -254,24 +254,7 @@ static void password_work(void *arg)
 static void answer_later(struct loop *l, const struct password_change *p, const char *etype,
 			 const char *condition)
 {
-	struct jid to;
-	if (jid_parse(&to, p->requester, strlen(p->requester)) != 0)
-		return;
-	struct arena a;
-	arena_init(&a);
-	struct xml_node *r = xml_new(&a, NS_CLIENT, "iq");
-	xml_set_attr(&a, r, "type", condition ? "error" : "result");
-	if (p->id)
-		xml_set_attr(&a, r, "id", p->id);
-	xml_set_attr(&a, r, "from", p->account);
-	xml_set_attr(&a, r, "to", p->requester);
-	if (condition) {
-		struct xml_node *e = xml_add_child(&a, r, NS_CLIENT, "error");
-		xml_set_attr(&a, e, "type", etype);
-		xml_add_child(&a, e, NS_STANZA_ERRORS, condition);
-	}
-	deliver_to_jid(l, r, &to);
-	arena_reset(&a);
+	deliver_iq_answer(l, p->account, p->requester, p->id, etype, condition, NULL);
 }
 
 static void password_done(struct loop *l, void *arg)

@@ -107,6 +107,32 @@ void deliver_to_jid(struct loop *l, struct xml_node *st, const struct jid *to)
 		deliver_to_targets(l, st, &t, 1);
 }
 
+void deliver_iq_answer(struct loop *l, const char *from, const char *to, const char *id,
+		       const char *etype, const char *condition, const char *text)
+{
+	struct jid asker;
+	if (jid_parse(&asker, to, strlen(to)) != 0)
+		return;
+	struct arena a;
+	arena_init(&a);
+	struct xml_node *iq = xml_new(&a, NS_CLIENT, "iq");
+	xml_set_attr(&a, iq, "type", condition ? "error" : "result");
+	if (id)
+		xml_set_attr(&a, iq, "id", id);
+	xml_set_attr(&a, iq, "from", from);
+	xml_set_attr(&a, iq, "to", to);
+	if (condition) {
+		struct xml_node *e = xml_add_child(&a, iq, NS_CLIENT, "error");
+		xml_set_attr(&a, e, "type", etype);
+		xml_add_child(&a, e, NS_STANZA_ERRORS, condition);
+		if (text)
+			xml_add_text(&a, xml_add_child(&a, e, NS_STANZA_ERRORS, "text"), text,
+				     strlen(text));
+	}
+	deliver_to_jid(l, iq, &asker);
+	arena_reset(&a);
+}
+
 void deliver_error(struct loop *l, struct xml_node *st, struct arena *a, const char *type,
 		   const char *condition)
 {

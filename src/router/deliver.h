@@ -51,4 +51,11 @@ void deliver_error_app(struct loop *l, struct xml_node *st, struct arena *a, con
 /* Serialises st once and sends it to the full JID to (a local session). */
 void deliver_to_jid(struct loop *l, struct xml_node *st, const struct jid *to);
 
+/* The answer to an iq that was answered later (after a worker or the
+ * storage thread), from what was kept of it: a result when condition is
+ * NULL, else a stanza error of type etype with an optional text; from
+ * from (a bare JID) to the asker's full JID to, with the request's id. */
+void deliver_iq_answer(struct loop *l, const char *from, const char *to, const char *id,
+		       const char *etype, const char *condition, const char *text);
+
 #endif
