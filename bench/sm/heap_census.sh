@@ -2,7 +2,7 @@
 # Live heap and RSS per idle client, with and without stream management
 # (issue 13: "idle memory per client must not grow by more than 1 KiB with
 # SM enabled"). RSS alone cannot tell what a session holds from what
-# malloc keeps between live objects; glibc's own statistics can.
+# the allocator keeps between live objects; its own statistics can.
 #
 # Starts natterd the way bench/run.sh does (bench/peers/natter/server.sh,
 # NATTER_BUILD, default build/), logs in CLIENTS clients with
@@ -10,9 +10,9 @@
 # management with resumption enabled before the roster), waits SETTLE
 # seconds after they are all in (natterd frees idle parsers and buffers
 # after 2 s, and asks an ack after 2 s of silence), then reads natterd's
-# RSS from /proc and its heap in use from malloc_stats() (through gdb, on
-# natterd's stderr), and once more after malloc_trim(0). Prints one line
-# per mode; the figures are (after - before the logins) / CLIENTS.
+# RSS from /proc, and the heap in use and held from `natterctl memory`
+# (the allocator's statistics: jemalloc's, or glibc's mallinfo2). Prints
+# one line per mode; the figures are (after - before the logins) / CLIENTS.
 #
 #   bench/sm/heap_census.sh [CLIENTS [SETTLE]]      # default 5000 10
 set -eu
@@ -22,7 +22,6 @@ clients=${1:-5000}
 settle=${2:-10}
 build=${NATTER_BUILD:-$repo/build}
 port=${BENCH_PORT:-15222}
-command -v gdb >/dev/null || { echo "heap_census: needs gdb (bench/peers/packages.txt)" >&2; exit 1; }
 work=$(mktemp -d /tmp/natter-heap.XXXXXX)
 cleanup() {
 	[ -f "$work/srv/server.pid" ] && "$repo/bench/peers/natter/server.sh" stop "$work/srv" >/dev/null 2>&1
@@ -31,9 +30,8 @@ cleanup() {
 trap cleanup EXIT
 export NATTER_BUILD=$build BENCH_MAM=off BENCH_PEP=off BENCH_SM=on
 
-heap_in_use() { # the total of malloc_stats(), the last "in use bytes" it prints
-	gdb -p "$1" -batch -ex 'call (void) malloc_stats()' >/dev/null 2>&1 || true
-	grep 'in use bytes' "$work/srv/natterd.log" | tail -n 1 | awk '{print $NF}'
+heap() { # heap_in_use or heap_held, from the running natterd
+	"$build/natterctl" -c "$work/srv/natter.yaml" memory | awk -v k="$1" '$1 == k {print $2}'
 }
 rss() { awk '/^VmRSS/{print $2 * 1024}' "/proc/$1/status"; }
 
@@ -43,7 +41,8 @@ for mode in nosm sm; do
 	"$repo/bench/peers/natter/server.sh" start "$work/srv" "$port" >/dev/null
 	"$repo/bench/peers/natter/server.sh" users "$work/srv" u "$clients" benchpass >/dev/null
 	pid=$(cat "$work/srv/server.pid")
-	h0=$(heap_in_use "$pid")
+	h0=$(heap heap_in_use)
+	held0=$(heap heap_held)
 	r0=$(rss "$pid")
 	mkfifo "$work/hold"
 	opt=""
@@ -59,14 +58,15 @@ for mode in nosm sm; do
 		sleep 0.2
 	done
 	sleep "$settle"
-	h1=$(heap_in_use "$pid")
+	h1=$(heap heap_in_use)
+	held1=$(heap heap_held)
 	r1=$(rss "$pid")
-	gdb -p "$pid" -batch -ex 'call (int) malloc_trim(0)' >/dev/null 2>&1 || true
-	r2=$(rss "$pid")
+	allocator=$("$build/natterctl" -c "$work/srv/natter.yaml" memory | awk '$1 == "allocator" {print $2}')
 	exec 3>&-
 	wait "$load" || true
 	rm -f "$work/hold"
 	"$repo/bench/peers/natter/server.sh" stop "$work/srv" >/dev/null
-	printf '%-4s %d clients: heap in use %d B, RSS %d B, RSS after malloc_trim %d B per client\n' \
-		"$mode" "$clients" $(((h1 - h0) / clients)) $(((r1 - r0) / clients)) $(((r2 - r0) / clients))
+	printf '%-4s %d clients (%s): heap in use %d B, heap held %d B, RSS %d B per client\n' \
+		"$mode" "$clients" "$allocator" $(((h1 - h0) / clients)) $(((held1 - held0) / clients)) \
+		$(((r1 - r0) / clients))
 done

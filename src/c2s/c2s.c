@@ -1,7 +1,6 @@
 #include "c2s/c2s.h"
 #include "c2s/sm.h"
 
-#include <malloc.h>
 #include <openssl/crypto.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1520,7 +1519,7 @@ void c2s_sweep(struct loop *l)
 	 * are freed in bulk when a crowd goes idle: hand the pages back to
 	 * the system rather than keep them as free heap. */
 	if (sw.released >= 64)
-		malloc_trim(0);
+		heap_trim();
 }
 
 void c2s_kick_account(struct loop *l, const char *bare, const char *condition)

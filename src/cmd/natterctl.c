@@ -81,6 +81,8 @@ static void natterctl_usage(FILE *out)
 	      "                                          SHA-256 and SHA-1 fingerprints\n"
 	      "  s2s                                     list the live federation links\n"
 	      "                                          (running natterd)\n"
+	      "  memory                                  the allocator and the heap it holds\n"
+	      "                                          (running natterd)\n"
 	      "  room list                               the chat rooms (running natterd)\n"
 	      "  room info ROOM                          a room's settings and occupants\n"
 	      "  room create ROOM [OWNER]                a persistent room, owned by OWNER\n"
@@ -1401,6 +1403,9 @@ int main(int argc, char **argv)
 	} else if (strcmp(argv[i], "s2s") == 0) {
 		rc = argc - i != 1 ? natterctl_error("usage: natterctl s2s")
 				   : natterctl_control(&ctl, "s2s");
+	} else if (strcmp(argv[i], "memory") == 0) {
+		rc = argc - i != 1 ? natterctl_error("usage: natterctl memory")
+				   : natterctl_control(&ctl, "memory");
 	} else if (strcmp(argv[i], "room") == 0) {
 		rc = natterctl_room(&ctl, argc - i - 1, argv + i + 1);
 	} else if (strcmp(argv[i], "directory") == 0) {

@@ -8,6 +8,15 @@
 #include "core/log.h"
 #include "core/server.h"
 
+#ifdef NATTER_JEMALLOC
+/* Read by jemalloc at its first allocation; MALLOC_CONF in the environment
+ * still overrides it. A background thread gives pages nobody used for 2 s
+ * back to the system (MADV_DONTNEED at once, no "muzzy" MADV_FREE stage,
+ * which would leave them in RSS until the kernel is short of memory), so
+ * an idle server shrinks without natterd asking. docs/decisions/0011. */
+const char *malloc_conf = "background_thread:true,dirty_decay_ms:2000,muzzy_decay_ms:0";
+#endif
+
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: natterd [-c CONFIG] [--check-config]\n"

@@ -121,6 +121,14 @@ static void run_command(struct control_client *c)
 		muc_control(srv, c->line + 4, on_room_done, c);
 		return;
 	}
+	if (strcmp(c->line, "memory") == 0) {
+		struct heap_stats h;
+		heap_stats(&h);
+		buf_printf(&c->answer, "allocator %s\nheap_in_use %zu\nheap_held %zu\n", h.allocator,
+			   h.in_use, h.held);
+		reply(c, "ok");
+		return;
+	}
 	if (strcmp(c->line, "ping") == 0) {
 		reply(c, "ok");
 		return;

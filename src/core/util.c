@@ -1,5 +1,7 @@
 #include "core/util.h"
 
+#include <dlfcn.h>
+#include <malloc.h>
 #include <openssl/rand.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -44,6 +46,59 @@ uint32_t str_hash_more(uint32_t h, const char *s)
 	for (const unsigned char *p = (const unsigned char *)s; *p; p++)
 		h = (h ^ *p) * 16777619u;
 	return h;
+}
+
+typedef int (*mallctl_fn)(const char *, void *, size_t *, void *, size_t);
+
+/* jemalloc's mallctl, or NULL under glibc's allocator. Looked up once per
+ * thread: whichever allocator is linked or preloaded stays for the
+ * process. */
+static mallctl_fn jemalloc_ctl(void)
+{
+	static _Thread_local int looked;
+	static _Thread_local mallctl_fn fn;
+	if (!looked) {
+		*(void **)&fn = dlsym(RTLD_DEFAULT, "mallctl");
+		looked = 1;
+	}
+	return fn;
+}
+
+void heap_trim(void)
+{
+	if (jemalloc_ctl() == NULL)
+		malloc_trim(0);
+}
+
+void heap_stats(struct heap_stats *out)
+{
+	mallctl_fn ctl = jemalloc_ctl();
+	*out = (struct heap_stats){ .allocator = ctl != NULL ? "jemalloc" : "glibc" };
+	size_t (*asan_in_use)(void), (*asan_heap)(void);
+	*(void **)&asan_in_use = dlsym(RTLD_DEFAULT, "__sanitizer_get_current_allocated_bytes");
+	*(void **)&asan_heap = dlsym(RTLD_DEFAULT, "__sanitizer_get_heap_size");
+	if (ctl == NULL && asan_in_use != NULL && asan_heap != NULL) {
+		out->allocator = "sanitizer";
+		out->in_use = asan_in_use();
+		out->held = asan_heap();
+		return;
+	}
+	if (ctl == NULL) {
+		struct mallinfo2 mi = mallinfo2();
+		out->in_use = mi.uordblks + mi.hblkhd;
+		out->held = mi.arena + mi.hblkhd;
+		return;
+	}
+	/* The statistics are a snapshot taken at each new epoch. */
+	uint64_t epoch = 1;
+	size_t len = sizeof epoch;
+	ctl("epoch", &epoch, &len, &epoch, sizeof epoch);
+	len = sizeof out->in_use;
+	if (ctl("stats.allocated", &out->in_use, &len, NULL, 0) != 0)
+		out->in_use = 0;
+	len = sizeof out->held;
+	if (ctl("stats.resident", &out->held, &len, NULL, 0) != 0)
+		out->held = 0;
 }
 
 void fatal(const char *fmt, ...)

@@ -13,6 +13,26 @@ void *xcalloc(size_t n, size_t size);
 void *xrealloc(void *p, size_t n);
 char *xstrdup(const char *s);
 
+/* Hands free heap back to the system after a crowd of connections or
+ * queues was freed: malloc_trim(0) under glibc's allocator. Under jemalloc
+ * (natterd's, docs/decisions/0011), nothing: its background thread
+ * returns unused pages within dirty_decay_ms anyway, and a purge in the
+ * middle of a reconnect storm only makes the next allocations fault the
+ * pages back in. */
+void heap_trim(void);
+
+/* What the allocator holds: bytes the program has allocated and not freed,
+ * and bytes of memory the allocator keeps resident (jemalloc's
+ * stats.resident; glibc: in use plus free heap it has not returned).
+ * Names the allocator ("jemalloc", "glibc", or "sanitizer" in a build
+ * with AddressSanitizer). For `natterctl memory`. */
+struct heap_stats {
+	const char *allocator;
+	size_t in_use;
+	size_t held;
+};
+void heap_stats(struct heap_stats *out);
+
 /* Logs and aborts: for impossible states only. */
 _Noreturn void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

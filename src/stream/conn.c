@@ -1,7 +1,6 @@
 #include "stream/conn.h"
 
 #include <limits.h>
-#include <malloc.h>
 #include <openssl/err.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -649,7 +648,7 @@ void conn_sweep(struct loop *l)
 	 * give them back rather than keep the peak. */
 	if (l->out_freed > (1u << 20)) {
 		l->out_freed = 0;
-		malloc_trim(0);
+		heap_trim();
 	}
 }
 

@@ -3,6 +3,7 @@ commands on directory hosts, `natterctl ports`, `--password-file -`,
 certificate fingerprints (`natterctl cert` and the start-up log) and
 `natterctl dns` on a machine without a fully qualified name."""
 
+import asyncio
 import calendar
 import hashlib
 import re
@@ -16,7 +17,7 @@ import pytest
 
 import dirlib
 from dnslib import Dnsmasq
-from natterlib import NATTERCTL, LoginFailed, sanitizer_reports
+from natterlib import NATTERCTL, RELEASE_BUILD, LoginFailed, sanitizer_reports
 
 ALICE, ALICE_PW = "alice@localhost", "alice-secret"
 DIR_DOMAIN = "ldap.test"
@@ -302,3 +303,42 @@ def test_dns_works_as_the_readme_shows_on_a_machine_without_fqdn(natter_factory)
     assert "natter-nofqdn" in proc.stdout and "--target" in proc.stdout, proc.stdout
     assert "IN SRV 0 5 %d %s." % (server.c2s_port, domain) in proc.stdout, proc.stdout
     assert "all records ok" in proc.stdout, proc.stdout
+
+
+# ------------------------------------------------- natterctl memory ---
+
+def heap_figures(server):
+    proc = server.ctl("memory")
+    assert proc.returncode == 0, proc.stderr
+    lines = dict(l.split(" ", 1) for l in proc.stdout.splitlines() if " " in l)
+    return lines["allocator"], int(lines["heap_in_use"]), int(lines["heap_held"])
+
+
+async def test_memory_reports_the_optimised_build_on_jemalloc(natter_factory, net):
+    """The optimised natterd allocates with jemalloc (docs/decisions/0011),
+    and `natterctl memory` shows what it holds: 40 sessions add to the
+    heap in use, and it falls again once they have left. Two of them
+    exchange a message on the way, so the build that benchmarks and
+    operators run serves real traffic in `make test`."""
+    server = natter_factory(start=False)
+    server.binary = RELEASE_BUILD / "natterd"
+    server.start()
+    allocator, base, held = heap_figures(server)
+    assert allocator == "jemalloc", allocator
+    assert 0 < base <= held, (base, held)
+    for i in range(40):
+        server.add_user("m%d@localhost" % i, "pw")
+    clients = [await net.login(server, "m%d@localhost" % i, "pw") for i in range(40)]
+    await clients[1].available()
+    clients[0].send_message(mto="m1@localhost", mbody="over jemalloc", mtype="chat")
+    assert (await clients[1].next_message())["body"] == "over jemalloc"
+    _, busy, _ = heap_figures(server)
+    assert busy > base + 40 * 4096, (base, busy)
+    for c in clients:
+        await c.close()
+    deadline = time.monotonic() + 10
+    while heap_figures(server)[1] > busy - 40 * 2048:
+        assert time.monotonic() < deadline, \
+            "the heap stayed at %d B after 40 sessions left (%d B with them, %d before)" \
+            % (heap_figures(server)[1], busy, base)
+        await asyncio.sleep(0.1)
