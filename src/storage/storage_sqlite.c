@@ -514,10 +514,12 @@ static struct storage *storage_sqlite_open(const char *data_dir, char *err, size
 	     * capacity up by about a tenth, p99 at 25,000 msgs/s 62 -> 5 ms). */
 	    storage_sqlite_exec(st->db, "PRAGMA cache_size = -32768", err, errlen) < 0 ||
 	    storage_sqlite_exec(st->db, "PRAGMA mmap_size = 268435456", err, errlen) < 0 ||
-	    /* Checkpoint every 32 MiB of log rather than 4: a page written
-	     * by many commits (an owner's index leaf) is copied back once. */
-	    storage_sqlite_exec(st->db, "PRAGMA wal_autocheckpoint = 8192", err, errlen) < 0 ||
-	    storage_sqlite_exec(st->db, "PRAGMA journal_size_limit = 67108864", err, errlen) < 0 ||
+	    /* Checkpoint every 128 MiB of log rather than 4: a page written
+	     * by many commits (an owner's index leaf) is copied back once.
+	     * archive-batch -r -t -b 1000 -u 2000: 15.1 us per message at
+	     * 32 MiB, 13.4 at 128 MiB (decision 0008). */
+	    storage_sqlite_exec(st->db, "PRAGMA wal_autocheckpoint = 32768", err, errlen) < 0 ||
+	    storage_sqlite_exec(st->db, "PRAGMA journal_size_limit = 268435456", err, errlen) < 0 ||
 	    storage_sqlite_exec(st->db, "PRAGMA foreign_keys = ON", err, errlen) < 0 ||
 	    storage_sqlite_migrate(st->db, err, errlen) < 0)
 		goto fail_path;
