@@ -12,8 +12,13 @@
  * every body a word of its own (a timestamp, as natter-load's bodies
  * have), which costs the full-text index a new term per message.
  *
- *   build/archive-batch [-r] [-t] [-n MESSAGES] [-b PER_COMMIT] [-u OWNERS]
- *                       [-c CHECKPOINT_PAGES] DIR
+ * Variants of the schema, to measure what a change would save before
+ * making it: -i keeps owners and parties as integer ids instead of text
+ * (an index entry of three integers), -s writes no full-text entry, and
+ * -f adds options to the full-text table (e.g. -f "columnsize=0").
+ *
+ *   build/archive-batch [-r] [-t] [-i] [-s] [-f FTS5_OPTIONS] [-n MESSAGES]
+ *                       [-b PER_COMMIT] [-u OWNERS] [-c CHECKPOINT_PAGES] DIR
  */
 #include <sqlite3.h>
 #include <stdio.h>
@@ -52,11 +57,16 @@ static void step_or_die(sqlite3 *db, sqlite3_stmt *st)
 
 int main(int argc, char **argv)
 {
-	long n = 200000, per_commit = 4096, owners = 1000, checkpoint = 8192;
-	int opt, ref = 0, unique = 0;
-	while ((opt = getopt(argc, argv, "rtn:b:u:c:")) != -1) {
-		if (opt == 'r' || opt == 't') {
-			*(opt == 'r' ? &ref : &unique) = 1;
+	long n = 200000, per_commit = 4096, owners = 1000, checkpoint = 32768;
+	int opt, ref = 0, unique = 0, int_ids = 0, no_text = 0;
+	const char *fts_options = NULL;
+	while ((opt = getopt(argc, argv, "rtisf:n:b:u:c:")) != -1) {
+		if (opt == 'r' || opt == 't' || opt == 'i' || opt == 's') {
+			*(opt == 'r' ? &ref : opt == 't' ? &unique : opt == 'i' ? &int_ids : &no_text) = 1;
+			continue;
+		}
+		if (opt == 'f') {
+			fts_options = optarg;
 			continue;
 		}
 		long v = atol(optarg);
@@ -76,8 +86,8 @@ int main(int argc, char **argv)
 			return 2;
 	}
 	if (optind != argc - 1) {
-		fprintf(stderr, "usage: archive-batch [-r] [-t] [-n MESSAGES] [-b PER_COMMIT] "
-				"[-u OWNERS] [-c CHECKPOINT_PAGES] DIR\n");
+		fprintf(stderr, "usage: archive-batch [-r] [-t] [-i] [-s] [-f FTS5_OPTIONS] "
+				"[-n MESSAGES] [-b PER_COMMIT] [-u OWNERS] [-c CHECKPOINT_PAGES] DIR\n");
 		return 2;
 	}
 	char path[4096], wal[4200];
@@ -96,18 +106,34 @@ int main(int argc, char **argv)
 	exec_or_die(db, "PRAGMA synchronous = NORMAL");
 	exec_or_die(db, "PRAGMA cache_size = -32768");
 	exec_or_die(db, pragma);
-	exec_or_die(db, "CREATE TABLE archive (id INTEGER PRIMARY KEY, domain TEXT NOT NULL,"
-			" local TEXT NOT NULL, with_bare TEXT NOT NULL, with_res TEXT NOT NULL,"
-			" outgoing INTEGER NOT NULL, value BLOB NOT NULL, ref INTEGER);"
-			"CREATE INDEX archive_owner ON archive (domain, local, id, with_bare);"
-			"CREATE INDEX archive_ref ON archive (ref) WHERE ref IS NOT NULL;"
-			"CREATE VIRTUAL TABLE archive_text USING fts5(body,"
-			" tokenize = 'unicode61 remove_diacritics 2');");
-	sqlite3_stmt *put = prepare_or_die(db, "INSERT INTO archive (id, domain, local, with_bare,"
-					       " with_res, outgoing, value) VALUES (?1, 'localhost', ?2, ?3, 'r', ?4, ?5)");
-	sqlite3_stmt *put_ref = prepare_or_die(db, "INSERT INTO archive (id, domain, local, with_bare,"
-						   " with_res, outgoing, value, ref) VALUES (?1, 'localhost', ?2, ?3,"
-						   " 'r', 0, x'', ?4)");
+	if (int_ids)
+		exec_or_die(db, "CREATE TABLE archive (id INTEGER PRIMARY KEY, owner INTEGER NOT NULL,"
+				" with_id INTEGER NOT NULL, with_res TEXT NOT NULL,"
+				" outgoing INTEGER NOT NULL, value BLOB NOT NULL, ref INTEGER);"
+				"CREATE INDEX archive_owner ON archive (owner, id, with_id);");
+	else
+		exec_or_die(db, "CREATE TABLE archive (id INTEGER PRIMARY KEY, domain TEXT NOT NULL,"
+				" local TEXT NOT NULL, with_bare TEXT NOT NULL, with_res TEXT NOT NULL,"
+				" outgoing INTEGER NOT NULL, value BLOB NOT NULL, ref INTEGER);"
+				"CREATE INDEX archive_owner ON archive (domain, local, id, with_bare);");
+	char fts[512];
+	snprintf(fts, sizeof fts,
+		 "CREATE INDEX archive_ref ON archive (ref) WHERE ref IS NOT NULL;"
+		 "CREATE VIRTUAL TABLE archive_text USING fts5(body,"
+		 " tokenize = 'unicode61 remove_diacritics 2'%s%s);",
+		 fts_options ? ", " : "", fts_options ? fts_options : "");
+	exec_or_die(db, fts);
+	/* With -i, the owner "u17" is the id 17. */
+	sqlite3_stmt *put = prepare_or_die(db, int_ids
+		? "INSERT INTO archive (id, owner, with_id, with_res, outgoing, value)"
+		  " VALUES (?1, CAST(substr(?2, 2) AS INTEGER), CAST(substr(?3, 2) AS INTEGER), 'r', ?4, ?5)"
+		: "INSERT INTO archive (id, domain, local, with_bare, with_res, outgoing, value)"
+		  " VALUES (?1, 'localhost', ?2, ?3, 'r', ?4, ?5)");
+	sqlite3_stmt *put_ref = prepare_or_die(db, int_ids
+		? "INSERT INTO archive (id, owner, with_id, with_res, outgoing, value, ref)"
+		  " VALUES (?1, CAST(substr(?2, 2) AS INTEGER), CAST(substr(?3, 2) AS INTEGER), 'r', 0, x'', ?4)"
+		: "INSERT INTO archive (id, domain, local, with_bare, with_res, outgoing, value, ref)"
+		  " VALUES (?1, 'localhost', ?2, ?3, 'r', 0, x'', ?4)");
 	sqlite3_stmt *text = prepare_or_die(db, "INSERT INTO archive_text (rowid, body) VALUES (?1, ?2)");
 	sqlite3_stmt *begin = prepare_or_die(db, "BEGIN IMMEDIATE");
 	sqlite3_stmt *commit = prepare_or_die(db, "COMMIT");
@@ -144,6 +170,8 @@ int main(int argc, char **argv)
 			sqlite3_bind_int(put, 4, !copy);
 			sqlite3_bind_blob(put, 5, value, sizeof value, SQLITE_STATIC);
 			step_or_die(db, put);
+			if (no_text)
+				continue;
 			sqlite3_bind_int64(text, 1, id);
 			sqlite3_bind_text(text, 2, body, -1, SQLITE_STATIC);
 			step_or_die(db, text);
