@@ -30,8 +30,9 @@ cleanup() {
 trap cleanup EXIT
 export NATTER_BUILD=$build BENCH_MAM=off BENCH_PEP=off BENCH_SM=on
 
-heap() { # heap_in_use or heap_held, from the running natterd
-	"$build/natterctl" -c "$work/srv/natter.yaml" memory | awk -v k="$1" '$1 == k {print $2}'
+heap() { # "ALLOCATOR IN_USE HELD", one snapshot of the running natterd
+	"$build/natterctl" -c "$work/srv/natter.yaml" memory |
+		awk '{v[$1] = $2} END {print v["allocator"], v["heap_in_use"], v["heap_held"]}'
 }
 rss() { awk '/^VmRSS/{print $2 * 1024}' "/proc/$1/status"; }
 
@@ -41,8 +42,7 @@ for mode in nosm sm; do
 	"$repo/bench/peers/natter/server.sh" start "$work/srv" "$port" >/dev/null
 	"$repo/bench/peers/natter/server.sh" users "$work/srv" u "$clients" benchpass >/dev/null
 	pid=$(cat "$work/srv/server.pid")
-	h0=$(heap heap_in_use)
-	held0=$(heap heap_held)
+	read -r allocator h0 held0 <<<"$(heap)"
 	r0=$(rss "$pid")
 	mkfifo "$work/hold"
 	opt=""
@@ -58,10 +58,8 @@ for mode in nosm sm; do
 		sleep 0.2
 	done
 	sleep "$settle"
-	h1=$(heap heap_in_use)
-	held1=$(heap heap_held)
+	read -r allocator h1 held1 <<<"$(heap)"
 	r1=$(rss "$pid")
-	allocator=$("$build/natterctl" -c "$work/srv/natter.yaml" memory | awk '$1 == "allocator" {print $2}')
 	exec 3>&-
 	wait "$load" || true
 	rm -f "$work/hold"

@@ -61,29 +61,24 @@ int main(int argc, char **argv)
 	int opt, ref = 0, unique = 0, int_ids = 0, no_text = 0;
 	const char *fts_options = NULL;
 	while ((opt = getopt(argc, argv, "rtisf:n:b:u:c:")) != -1) {
-		if (opt == 'r' || opt == 't' || opt == 'i' || opt == 's') {
-			*(opt == 'r' ? &ref : opt == 't' ? &unique : opt == 'i' ? &int_ids : &no_text) = 1;
-			continue;
+		long *number = NULL;
+		switch (opt) {
+		case 'r': ref = 1; continue;
+		case 't': unique = 1; continue;
+		case 'i': int_ids = 1; continue;
+		case 's': no_text = 1; continue;
+		case 'f': fts_options = optarg; continue;
+		case 'n': number = &n; break;
+		case 'b': number = &per_commit; break;
+		case 'u': number = &owners; break;
+		case 'c': number = &checkpoint; break;
+		default: return 2;
 		}
-		if (opt == 'f') {
-			fts_options = optarg;
-			continue;
-		}
-		long v = atol(optarg);
-		if (v <= 0) {
+		*number = atol(optarg);
+		if (*number <= 0) {
 			fprintf(stderr, "archive-batch: -%c needs a positive number\n", opt);
 			return 2;
 		}
-		if (opt == 'n')
-			n = v;
-		else if (opt == 'b')
-			per_commit = v;
-		else if (opt == 'u')
-			owners = v;
-		else if (opt == 'c')
-			checkpoint = v;
-		else
-			return 2;
 	}
 	if (optind != argc - 1) {
 		fprintf(stderr, "usage: archive-batch [-r] [-t] [-i] [-s] [-f FTS5_OPTIONS] "

@@ -50,55 +50,43 @@ uint32_t str_hash_more(uint32_t h, const char *s)
 
 typedef int (*mallctl_fn)(const char *, void *, size_t *, void *, size_t);
 
-/* jemalloc's mallctl, or NULL under glibc's allocator. Looked up once per
- * thread: whichever allocator is linked or preloaded stays for the
- * process. */
-static mallctl_fn jemalloc_ctl(void)
+/* A symbol of whichever allocator is linked or preloaded (jemalloc's
+ * mallctl, the sanitizers' statistics), or NULL. Both callers are rare
+ * (a sweep that freed a crowd, a natterctl command), so no cache. */
+static void *allocator_symbol(const char *name)
 {
-	static _Thread_local int looked;
-	static _Thread_local mallctl_fn fn;
-	if (!looked) {
-		*(void **)&fn = dlsym(RTLD_DEFAULT, "mallctl");
-		looked = 1;
-	}
-	return fn;
+	return dlsym(RTLD_DEFAULT, name);
 }
 
 void heap_trim(void)
 {
-	if (jemalloc_ctl() == NULL)
+	if (allocator_symbol("mallctl") == NULL)
 		malloc_trim(0);
 }
 
 void heap_stats(struct heap_stats *out)
 {
-	mallctl_fn ctl = jemalloc_ctl();
-	*out = (struct heap_stats){ .allocator = ctl != NULL ? "jemalloc" : "glibc" };
+	mallctl_fn ctl;
 	size_t (*asan_in_use)(void), (*asan_heap)(void);
-	*(void **)&asan_in_use = dlsym(RTLD_DEFAULT, "__sanitizer_get_current_allocated_bytes");
-	*(void **)&asan_heap = dlsym(RTLD_DEFAULT, "__sanitizer_get_heap_size");
-	if (ctl == NULL && asan_in_use != NULL && asan_heap != NULL) {
-		out->allocator = "sanitizer";
-		out->in_use = asan_in_use();
-		out->held = asan_heap();
-		return;
-	}
-	if (ctl == NULL) {
+	*(void **)&ctl = allocator_symbol("mallctl");
+	*(void **)&asan_in_use = allocator_symbol("__sanitizer_get_current_allocated_bytes");
+	*(void **)&asan_heap = allocator_symbol("__sanitizer_get_heap_size");
+	if (ctl != NULL) {
+		/* The statistics are a snapshot taken at each new epoch. */
+		uint64_t epoch = 1;
+		size_t len = sizeof epoch, in_use = 0, held = 0, n = sizeof(size_t);
+		ctl("epoch", &epoch, &len, &epoch, sizeof epoch);
+		if (ctl("stats.allocated", &in_use, &n, NULL, 0) != 0)
+			in_use = 0;
+		if (ctl("stats.resident", &held, &n, NULL, 0) != 0)
+			held = 0;
+		*out = (struct heap_stats){ "jemalloc", in_use, held };
+	} else if (asan_in_use != NULL && asan_heap != NULL) {
+		*out = (struct heap_stats){ "sanitizer", asan_in_use(), asan_heap() };
+	} else {
 		struct mallinfo2 mi = mallinfo2();
-		out->in_use = mi.uordblks + mi.hblkhd;
-		out->held = mi.arena + mi.hblkhd;
-		return;
+		*out = (struct heap_stats){ "glibc", mi.uordblks + mi.hblkhd, mi.arena + mi.hblkhd };
 	}
-	/* The statistics are a snapshot taken at each new epoch. */
-	uint64_t epoch = 1;
-	size_t len = sizeof epoch;
-	ctl("epoch", &epoch, &len, &epoch, sizeof epoch);
-	len = sizeof out->in_use;
-	if (ctl("stats.allocated", &out->in_use, &len, NULL, 0) != 0)
-		out->in_use = 0;
-	len = sizeof out->held;
-	if (ctl("stats.resident", &out->held, &len, NULL, 0) != 0)
-		out->held = 0;
 }
 
 void fatal(const char *fmt, ...)
