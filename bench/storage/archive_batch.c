@@ -17,7 +17,13 @@
  * (an index entry of three integers), -s writes no full-text entry, and
  * -f adds options to the full-text table (e.g. -f "columnsize=0").
  *
- *   build/archive-batch [-r] [-t] [-i] [-s] [-f FTS5_OPTIONS] [-n MESSAGES]
+ * -k prices a different layout: no row per message, but per commit one
+ * row per owner (a block) holding that owner's entries of the commit,
+ * each entry whole (id, direction, with, body, value), under one index
+ * entry (owner, last id); no full-text index (a search would read the
+ * bodies). -r, -i, -s and -f do not apply to it.
+ *
+ *   build/archive-batch [-r] [-t] [-i] [-s] [-k] [-f FTS5_OPTIONS] [-n MESSAGES]
  *                       [-b PER_COMMIT] [-u OWNERS] [-c CHECKPOINT_PAGES] DIR
  */
 #include <sqlite3.h>
@@ -55,18 +61,139 @@ static void step_or_die(sqlite3 *db, sqlite3_stmt *st)
 	sqlite3_reset(st);
 }
 
+static void report(long n, long per_commit, long owners, double s)
+{
+	printf("%ld messages (%ld entries), %ld per commit, %ld owners: %.2f s CPU, %.1f us per "
+	       "message, %.0f messages/s\n",
+	       n, 2 * n, per_commit, owners, s, s * 1e6 / (double)n, (double)n / s);
+}
+
+/* One owner's entries of the running commit (-k). */
+struct block {
+	unsigned char *data;
+	size_t len, cap;
+	long long first, last;
+	int n;
+};
+
+static void block_put(struct block *b, const void *p, size_t len)
+{
+	if (b->len + len > b->cap) {
+		b->cap = (b->len + len) * 2;
+		b->data = realloc(b->data, b->cap);
+		if (b->data == NULL)
+			exit(1);
+	}
+	memcpy(b->data + b->len, p, len);
+	b->len += len;
+}
+
+static void block_varint(struct block *b, size_t len)
+{
+	unsigned char v[5];
+	int k = 0;
+	do {
+		v[k++] = (unsigned char)((len & 0x7f) | (len > 0x7f ? 0x80 : 0));
+		len >>= 7;
+	} while (len > 0);
+	block_put(b, v, (size_t)k);
+}
+
+static void block_entry(struct block *b, long long id, int outgoing, const char *with,
+			const char *body, const void *value, size_t len)
+{
+	if (b->n++ == 0)
+		b->first = id;
+	b->last = id;
+	block_put(b, &id, sizeof id);
+	unsigned char out = (unsigned char)outgoing;
+	block_put(b, &out, 1);
+	const void *field[] = { with, "r", body, value };
+	size_t flen[] = { strlen(with), 1, strlen(body), len };
+	for (int i = 0; i < 4; i++) {
+		block_varint(b, flen[i]);
+		block_put(b, field[i], flen[i]);
+	}
+}
+
+/* -k: returns the CPU seconds. */
+static double write_blocks(sqlite3 *db, long n, long per_commit, long owners, int unique)
+{
+	exec_or_die(db, "CREATE TABLE archive_block (domain TEXT NOT NULL, local TEXT NOT NULL,"
+			" first_id INTEGER NOT NULL, last_id INTEGER NOT NULL, n INTEGER NOT NULL,"
+			" data BLOB NOT NULL);"
+			"CREATE INDEX archive_block_owner ON archive_block (domain, local, last_id);");
+	sqlite3_stmt *put = prepare_or_die(db, "INSERT INTO archive_block"
+		" (domain, local, first_id, last_id, n, data) VALUES ('localhost', ?1, ?2, ?3, ?4, ?5)");
+	sqlite3_stmt *begin = prepare_or_die(db, "BEGIN IMMEDIATE");
+	sqlite3_stmt *commit = prepare_or_die(db, "COMMIT");
+	struct block *b = calloc((size_t)owners, sizeof *b);
+	long *touched = calloc((size_t)owners, sizeof *touched);
+	long n_touched = 0;
+	char body[64] = "hello there, this is a message of a few words";
+	char value[300];
+	memset(value, 'x', sizeof value);
+	long long id = 1700000000000000LL;
+	srand(1);
+	clock_t t0 = clock();
+	for (long i = 0; i <= n; i++) {
+		if ((i % per_commit == 0 && i > 0) || i == n) {
+			step_or_die(db, begin);
+			for (long k = 0; k < n_touched; k++) {
+				struct block *o = &b[touched[k]];
+				char local[32];
+				snprintf(local, sizeof local, "u%ld", touched[k]);
+				sqlite3_bind_text(put, 1, local, -1, SQLITE_TRANSIENT);
+				sqlite3_bind_int64(put, 2, o->first);
+				sqlite3_bind_int64(put, 3, o->last);
+				sqlite3_bind_int(put, 4, o->n);
+				sqlite3_bind_blob(put, 5, o->data, (int)o->len, SQLITE_STATIC);
+				step_or_die(db, put);
+				o->len = 0;
+				o->n = 0;
+			}
+			n_touched = 0;
+			step_or_die(db, commit);
+		}
+		if (i == n)
+			break;
+		long from = (long)rand() % owners, to = (long)rand() % owners;
+		char with[2][32];
+		snprintf(with[0], sizeof with[0], "u%ld@localhost", to);
+		snprintf(with[1], sizeof with[1], "u%ld@localhost", from);
+		if (unique)
+			snprintf(body, sizeof body, "t=%lld a message of a few words", id * 7919);
+		for (int copy = 0; copy < 2; copy++) {
+			long owner = copy ? to : from;
+			if (b[owner].n == 0)
+				touched[n_touched++] = owner;
+			block_entry(&b[owner], ++id, !copy, with[copy], body, value, sizeof value);
+		}
+	}
+	double s = (double)(clock() - t0) / CLOCKS_PER_SEC;
+	for (long k = 0; k < owners; k++)
+		free(b[k].data);
+	free(b);
+	free(touched);
+	sqlite3_finalize(put);
+	sqlite3_finalize(begin);
+	sqlite3_finalize(commit);
+	return s;
+}
+
 int main(int argc, char **argv)
 {
 	long n = 200000, per_commit = 4096, owners = 1000, checkpoint = 32768;
-	int opt, ref = 0, unique = 0, int_ids = 0, no_text = 0;
+	int opt, ref = 0, unique = 0, int_ids = 0, no_text = 0, blocks = 0;
 	const char *fts_options = NULL;
-	while ((opt = getopt(argc, argv, "rtisf:n:b:u:c:")) != -1) {
+	while ((opt = getopt(argc, argv, "rtiskf:n:b:u:c:")) != -1) {
 		long *number = NULL;
 		switch (opt) {
 		case 'r': ref = 1; continue;
 		case 't': unique = 1; continue;
 		case 'i': int_ids = 1; continue;
 		case 's': no_text = 1; continue;
+		case 'k': blocks = 1; continue;
 		case 'f': fts_options = optarg; continue;
 		case 'n': number = &n; break;
 		case 'b': number = &per_commit; break;
@@ -81,7 +208,7 @@ int main(int argc, char **argv)
 		}
 	}
 	if (optind != argc - 1) {
-		fprintf(stderr, "usage: archive-batch [-r] [-t] [-i] [-s] [-f FTS5_OPTIONS] "
+		fprintf(stderr, "usage: archive-batch [-r] [-t] [-i] [-s] [-k] [-f FTS5_OPTIONS] "
 				"[-n MESSAGES] [-b PER_COMMIT] [-u OWNERS] [-c CHECKPOINT_PAGES] DIR\n");
 		return 2;
 	}
@@ -101,6 +228,14 @@ int main(int argc, char **argv)
 	exec_or_die(db, "PRAGMA synchronous = NORMAL");
 	exec_or_die(db, "PRAGMA cache_size = -32768");
 	exec_or_die(db, pragma);
+	if (blocks) {
+		double s = write_blocks(db, n, per_commit, owners, unique);
+		report(n, per_commit, owners, s);
+		sqlite3_close(db);
+		unlink(path);
+		unlink(wal);
+		return 0;
+	}
 	if (int_ids)
 		exec_or_die(db, "CREATE TABLE archive (id INTEGER PRIMARY KEY, owner INTEGER NOT NULL,"
 				" with_id INTEGER NOT NULL, with_res TEXT NOT NULL,"
@@ -173,10 +308,7 @@ int main(int argc, char **argv)
 		}
 	}
 	step_or_die(db, commit);
-	double s = (double)(clock() - t0) / CLOCKS_PER_SEC;
-	printf("%ld messages (%ld rows), %ld per commit, %ld owners: %.2f s CPU, %.1f us per "
-	       "message, %.0f messages/s\n",
-	       n, 2 * n, per_commit, owners, s, s * 1e6 / (double)n, (double)n / s);
+	report(n, per_commit, owners, (double)(clock() - t0) / CLOCKS_PER_SEC);
 	sqlite3_finalize(put);
 	sqlite3_finalize(put_ref);
 	sqlite3_finalize(text);
