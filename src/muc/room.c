@@ -91,6 +91,8 @@ struct room {
 	struct affiliation *affils; /* owners, admins, members, outcasts */
 	struct room_config cfg;
 	const char *reason;         /* while a kick or ban is announced: its reason */
+	const char *actor;          /* and the nick of the moderator or admin who
+				     * did it, when in the room */
 	unsigned char secret[16];   /* salts occupant-ids */
 	unsigned long long next_sid;
 };
@@ -254,6 +256,7 @@ static enum role default_role(enum affil a)
 struct actor {
 	enum affil affil;
 	enum role role;
+	const char *nick; /* in the room, or NULL */
 };
 
 /* The role an affiliation brings in this room. */
@@ -835,10 +838,19 @@ static void presence_of(struct buf *b, const struct room *r, const struct occupa
 		buf_append_escaped(b, new_nick, strlen(new_nick));
 		buf_puts(b, "'");
 	}
-	if (type != NULL && r->reason != NULL) {
-		buf_puts(b, "><reason>");
-		buf_append_escaped(b, r->reason, strlen(r->reason));
-		buf_puts(b, "</reason></item>");
+	if (type != NULL && (r->reason != NULL || r->actor != NULL)) {
+		buf_puts(b, ">");
+		if (r->actor != NULL) {
+			buf_puts(b, "<actor nick='");
+			buf_append_escaped(b, r->actor, strlen(r->actor));
+			buf_puts(b, "'/>");
+		}
+		if (r->reason != NULL) {
+			buf_puts(b, "<reason>");
+			buf_append_escaped(b, r->reason, strlen(r->reason));
+			buf_puts(b, "</reason>");
+		}
+		buf_puts(b, "</item>");
 	} else {
 		buf_puts(b, "/>");
 	}
@@ -1101,7 +1113,7 @@ static void join(struct loop *l, const struct muc_service *svc, struct room *r,
 }
 
 static void remove_occupant(struct loop *l, struct room *r, struct occupant *o, int code,
-			    const char *reason);
+			    const char *reason, const char *actor);
 
 static void leave(struct loop *l, struct room *r, struct occupant *o, int idx)
 {
@@ -1117,19 +1129,22 @@ static void leave(struct loop *l, struct room *r, struct occupant *o, int idx)
 		o->jids[idx] = o->jids[--o->n_jids];
 		return;
 	}
-	remove_occupant(l, r, o, 0, NULL);
+	remove_occupant(l, r, o, 0, NULL, NULL);
 }
 
 /* Puts o out of the room with all its sessions; code (kick 307, ban 301,
  * membership 321, or 0 for a plain leave) tells everybody, o included,
- * why. A temporary room that empties ends. */
+ * why, with the reason and the nick of the actor who did it (XEP-0045
+ * §8.2, §9.1) when given. A temporary room that empties ends. */
 static void remove_occupant(struct loop *l, struct room *r, struct occupant *o, int code,
-			    const char *reason)
+			    const char *reason, const char *actor)
 {
 	int codes[] = { code };
 	r->reason = reason;
+	r->actor = actor;
 	broadcast_presence(l, r, o, "unavailable", codes, code ? 1 : 0, NULL, 0, NULL);
 	r->reason = NULL;
+	r->actor = NULL;
 	struct occupant **p = &r->occ;
 	while (*p != o)
 		p = &(*p)->next;
@@ -1446,6 +1461,8 @@ static const char *admin_item(struct loop *l, struct room **rp, const struct act
 	int aff = name_index(affil_names, xml_attr(item, "affiliation"));
 	const struct xml_node *why = xml_child(item, NS_MUC_ADMIN, "reason");
 	const char *reason = why ? xml_text(a, why) : NULL;
+	/* A copy: an admin who bans their own JID leaves with the others. */
+	const char *by = actor->nick ? arena_strdup(a, actor->nick) : NULL;
 	*etype = "cancel";
 	if (nick != NULL && role >= 0 && aff < 0) {
 		struct occupant *t = by_nick(r, nick);
@@ -1461,7 +1478,7 @@ static const char *admin_item(struct loop *l, struct room **rp, const struct act
 		if (t->affil >= AFF_ADMIN && role < ROLE_MODERATOR)
 			return "not-allowed";
 		if (role == ROLE_NONE) {
-			remove_occupant(l, r, t, 307, reason);
+			remove_occupant(l, r, t, 307, reason, by);
 			if (room_find(l, r->jid) != r)
 				*rp = NULL;
 			return NULL;
@@ -1497,7 +1514,7 @@ static const char *admin_item(struct loop *l, struct room **rp, const struct act
 			if (aff == AFF_OUTCAST || revoked) {
 				/* Banned (301), or no longer a member of a
 				 * members-only room (321). */
-				remove_occupant(l, r, t, aff == AFF_OUTCAST ? 301 : 321, reason);
+				remove_occupant(l, r, t, aff == AFF_OUTCAST ? 301 : 321, reason, by);
 				if (room_find(l, r->jid) != r) {
 					*rp = NULL;
 					return NULL;
@@ -1717,7 +1734,7 @@ static void room_owner(struct iq_ctx *c, struct room *r, bool get)
 		for (struct occupant *o = r->occ, *next; o; o = next) {
 			next = o->next;
 			if (o->affil < AFF_MEMBER)
-				remove_occupant(c->loop, r, o, 322, NULL);
+				remove_occupant(c->loop, r, o, 322, NULL, NULL);
 		}
 	}
 }
@@ -1791,7 +1808,7 @@ static void room_iq(struct loop *l, struct room *r, struct xml_node *st, struct 
 	char bare[2 * JID_PART_MAX + 2];
 	jid_format_bare(from, bare, sizeof bare);
 	struct occupant *me = by_jid(r, full, NULL);
-	struct actor actor = { affil_of(r, bare), me ? me->role : ROLE_NONE };
+	struct actor actor = { affil_of(r, bare), me ? me->role : ROLE_NONE, me ? me->nick : NULL };
 	if (xml_is(c.payload, NS_MUC_ADMIN, "query")) {
 		room_admin(&c, r, &actor, get);
 		return;
@@ -1982,7 +1999,7 @@ void room_directory_sync(struct loop *l, const struct muc_service *svc, const ch
 			if (strcmp(o->bare, bare) != 0)
 				continue;
 			if (members_only) {
-				remove_occupant(l, r, o, 321, NULL); /* persistent: r stays */
+				remove_occupant(l, r, o, 321, NULL, NULL); /* persistent: r stays */
 			} else {
 				o->affil = AFF_NONE;
 				o->role = role_in(r, AFF_NONE);

@@ -173,6 +173,10 @@ async def test_kick_tells_everybody_with_307(server, net):
     reason = own.xml.find("{%s}x/{%s}item/{%s}reason" % ((NS_MUC_USER,) * 3))
     assert reason is not None and reason.text == "calm down", (
         "the kick's reason goes to the kicked one (XEP-0045 8.2):\n%s" % describe(own))
+    actor = own.xml.find("{%s}x/{%s}item/{%s}actor" % ((NS_MUC_USER,) * 3))
+    assert actor is not None and actor.get("nick") == "alice", (
+        "the kick names the moderator by nick (XEP-0045 8.2, <actor/>):\n%s"
+        % describe(own))
     for who in (alice, carol):
         seen = await presence_with(who, "bob's unavailable after the kick",
                                    frm=ROOM + "/bob", type="unavailable")
@@ -214,6 +218,11 @@ async def test_ban_removes_with_301_and_rejoin_is_forbidden(server, net):
     seen = await presence_with(carol, "bob's unavailable after the ban",
                                frm=ROOM + "/bob", type="unavailable")
     assert 301 in status_codes(seen), describe(seen)
+    for got in (own, seen):
+        actor = got.xml.find("{%s}x/{%s}item/{%s}actor" % ((NS_MUC_USER,) * 3))
+        assert actor is not None and actor.get("nick") == "alice", (
+            "the ban names the admin by nick (XEP-0045 9.1, <actor/>):\n%s"
+            % describe(got))
     error = await join_error(bob, ROOM + "/bob")
     assert_error(error, "forbidden", "auth", ROOM + "/bob")
 
