@@ -10,6 +10,7 @@ from slixmpp.exceptions import IqError
 
 from imlib import (
     accounts, connect, msg, restart_on_same_data, send_available)
+from smlib import sm_login
 
 NS = "urn:xmpp:mam:2"
 NS_RSM = "http://jabber.org/protocol/rsm"
@@ -249,6 +250,37 @@ async def test_catch_up_gets_each_message_once(server, net):
     await b.inbox.get(msg(id="after"), "the message after the query")
     await b.ping()
     pushed = [s.xml.get("id") for s in b.inbox.seen
+              if s.xml.tag.endswith("message") and s.xml.get("id")]
+    assert pushed == ["after"], "offline copies pushed again: %s" % pushed
+
+
+@pytest.mark.natter_config(stream_management={"resume_timeout": 2})
+async def test_unacknowledged_at_resume_timeout_come_once(server, net):
+    """A phone got two messages and lost its connection before it
+    acknowledged them (XEP-0198); the resumption time ran out, so they
+    went to offline storage, and they are in the archive already. Another
+    device that catches up from the archive gets each once: not archived
+    again, and the offline copies not pushed again."""
+    bob = await connect(net, server, "bob")
+    phone = await sm_login(net, server, "alice", resource="phone")
+    for mid in ("u1", "u2"):
+        chat(bob, phone.jid, mid, "unacknowledged " + mid)
+    got = []
+    while len(got) < 2:
+        got.append((await phone.next_stanza(answer=False)).get("id"))
+    assert got == ["u1", "u2"]
+    mark = server.log_mark()
+    phone.cut()
+    await server.await_log("2 message(s) kept offline", since=mark)
+    desk = await connect(net, server, "alice", resource="desk")
+    page = await query(desk)
+    assert page.bodies == ["unacknowledged u1", "unacknowledged u2"], page.bodies
+    chat(bob, ALICE, "after", "after the query")
+    await bob.barrier()
+    await send_available(desk)
+    await desk.inbox.get(msg(id="after"), "the message after the query")
+    await desk.ping()
+    pushed = [s.xml.get("id") for s in desk.inbox.seen
               if s.xml.tag.endswith("message") and s.xml.get("id")]
     assert pushed == ["after"], "offline copies pushed again: %s" % pushed
 

@@ -89,6 +89,53 @@ async def test_acks_both_ways(net, server):
     assert await a.request_ack() == 4
 
 
+@pytest.mark.natter_config(stream_management={"request_every": 4})
+async def test_server_asks_on_its_own_schedule(net, server):
+    """natter asks right after request_every stanzas, keeps at most one
+    request unanswered, and asks a silent client about fewer (docs/mobile.md,
+    "Acks both ways")."""
+    a = await sm_login(net, server, "alice")
+    bob = await connect(net, server, "bob")
+
+    async def receive(n):
+        """What comes until n more messages came: "m" per message, "r" per
+        request (not answered)."""
+        seen = []
+        while seen.count("m") < n:
+            elem = await a.next(answer=False)
+            if elem.tag == sm("r"):
+                seen.append("r")
+            elif elem.tag == q(NS_CLIENT, "message"):
+                seen.append("m")
+        return seen
+
+    for i in range(14):
+        bob.send_raw(chat(a.jid, "m%d" % i))
+    seen = await receive(14)
+    # Our own <r/> is answered after everything sent before it: a barrier.
+    assert await a.request_ack() == 0
+    assert seen[:5] == ["m", "m", "m", "m", "r"], seen
+    assert seen.count("r") == 1, ("one request unanswered at most", seen)
+    # Answered, the next stanza out brings the next request (14 went out
+    # since the last one).
+    await a.ack()
+    bob.send_raw(chat(a.jid, "m14"))
+    assert await receive(1) == ["m"]
+    assert (await a.next(answer=False)).tag == sm("r")
+    await a.ack()
+    # One stanza is fewer than request_every: natter asks once the client
+    # has been silent for about two seconds.
+    bob.send_raw(chat(a.jid, "m15"))
+    assert await receive(1) == ["m"]
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    request = await a.next(timeout=10, answer=False)
+    assert request.tag == sm("r"), ET.tostring(request, "unicode")
+    assert loop.time() - started >= 0.5, "asked at once, not after a silence"
+    await a.ack()
+    assert await a.request_ack() == 0
+
+
 async def test_enable_before_bind_or_twice_and_resume_before_auth(net, server):
     stream, _ = await authenticated(net, server, "alice")
     c = SmClient(stream, "alice")
@@ -193,6 +240,37 @@ async def test_refusals(net, server):
     # Others are served all along.
     bob = await connect(net, server, "bob")
     await bob.barrier()
+
+
+async def test_stale_h_is_refused_and_the_session_stays(net, server):
+    """A resume whose h is below what the client already acknowledged
+    (a stale count, e.g. from an old copy of the app's state) is refused:
+    counted modulo 2^32 (XEP-0198 §4), it acknowledges more than was
+    sent. The session stays resumable with the right count."""
+    a = await sm_login(net, server, "alice")
+    bob = await connect(net, server, "bob")
+    for i in range(3):
+        bob.send_raw(chat(a.jid, "s%d" % i))
+    assert await messages(a, 3) == ["s0", "s1", "s2"]
+    await a.ack()
+    assert a.h == 3
+    mark = server.log_mark()
+    a.cut()
+    await server.await_log("detached", since=mark)
+    stream, _ = await authenticated(net, server, "alice")
+    c = SmClient(stream, "alice")
+    await c.send("<resume xmlns='%s' previd='%s' h='1'/>" % (NS_SM, a.sm_id))
+    failed = await c.expect_sm("failed")
+    assert condition(failed) == "undefined-condition", ET.tostring(failed, "unicode")
+    too_high = failed.find(sm("handled-count-too-high"))
+    assert too_high is not None and too_high.get("h") == "1" and \
+        too_high.get("send-count") == "3", ET.tostring(failed, "unicode")
+    bob.send_raw(chat(a.jid, "s3"))
+    await bob.barrier()
+    b, answer = await sm_resume(net, server, a)
+    assert answer.tag == sm("resumed"), ET.tostring(answer, "unicode")
+    assert await messages(b, 1) == ["s3"]
+    assert await b.request_ack() == 0
 
 
 async def test_half_dead_connection_is_taken_over(net, server):
