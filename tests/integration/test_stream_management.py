@@ -413,6 +413,10 @@ async def test_resumption_time_runs_out(net, server):
     bob.send_raw(chat(a.jid, "m1"))
     bob.send_raw("<iq type='get' id='q1' to='%s'><query xmlns='jabber:iq:version'/></iq>"
                  % a.jid)
+    # A headline and a directed presence are neither kept nor bounced.
+    bob.send_raw("<message type='headline' id='h1' to='%s'><body>news</body></message>"
+                 % a.jid)
+    bob.send_raw("<presence id='p1' to='%s'/>" % a.jid)
     bob.send_raw("<presence type='probe' to='%s'/>" % ALICE)
     # Still available while detached: a probe is answered with it.
     await bob.inbox.get(pres(frm=ALICE + "/sm", type=None), "alice still available")
@@ -426,6 +430,9 @@ async def test_resumption_time_runs_out(net, server):
         assert cond is not None, ET.tostring(err.xml, "unicode")
     # The log line is written after the bounces; its pipe may lag bob's socket.
     await server.await_log("2 message(s) kept offline, 2 iq(s) bounced", since=mark)
+    await bob.barrier()
+    assert not bob.inbox.find(lambda s: s.xml.get("id") in ("h1", "p1")), \
+        "a headline or presence for an ended session is dropped, not bounced"
     # The resumption is refused now, telling how many of the client's
     # stanzas were handled (its presence); the messages wait offline.
     stream, _ = await authenticated(net, server, "alice")
