@@ -61,6 +61,12 @@ static void step_or_die(sqlite3 *db, sqlite3_stmt *st)
 	sqlite3_reset(st);
 }
 
+/* What every message carries: a body (unless -t), and a value of 300
+ * bytes, about a chat message as natterd serialises it. */
+#define FIRST_ID 1700000000000000LL
+static const char default_body[] = "hello there, this is a message of a few words";
+static char value[300];
+
 static void report(long n, long per_commit, long owners, double s)
 {
 	printf("%ld messages (%ld entries), %ld per commit, %ld owners: %.2f s CPU, %.1f us per "
@@ -100,7 +106,7 @@ static void block_varint(struct block *b, size_t len)
 }
 
 static void block_entry(struct block *b, long long id, int outgoing, const char *with,
-			const char *body, const void *value, size_t len)
+			const char *body, const void *stanza, size_t len)
 {
 	if (b->n++ == 0)
 		b->first = id;
@@ -108,7 +114,7 @@ static void block_entry(struct block *b, long long id, int outgoing, const char 
 	block_put(b, &id, sizeof id);
 	unsigned char out = (unsigned char)outgoing;
 	block_put(b, &out, 1);
-	const void *field[] = { with, "r", body, value };
+	const void *field[] = { with, "r", body, stanza };
 	size_t flen[] = { strlen(with), 1, strlen(body), len };
 	for (int i = 0; i < 4; i++) {
 		block_varint(b, flen[i]);
@@ -130,10 +136,9 @@ static double write_blocks(sqlite3 *db, long n, long per_commit, long owners, in
 	struct block *b = calloc((size_t)owners, sizeof *b);
 	long *touched = calloc((size_t)owners, sizeof *touched);
 	long n_touched = 0;
-	char body[64] = "hello there, this is a message of a few words";
-	char value[300];
-	memset(value, 'x', sizeof value);
-	long long id = 1700000000000000LL;
+	char body[64];
+	snprintf(body, sizeof body, "%s", default_body);
+	long long id = FIRST_ID;
 	srand(1);
 	clock_t t0 = clock();
 	for (long i = 0; i <= n; i++) {
@@ -183,6 +188,7 @@ static double write_blocks(sqlite3 *db, long n, long per_commit, long owners, in
 
 int main(int argc, char **argv)
 {
+	memset(value, 'x', sizeof value);
 	long n = 200000, per_commit = 4096, owners = 1000, checkpoint = 32768;
 	int opt, ref = 0, unique = 0, int_ids = 0, no_text = 0, blocks = 0;
 	const char *fts_options = NULL;
@@ -267,10 +273,9 @@ int main(int argc, char **argv)
 	sqlite3_stmt *text = prepare_or_die(db, "INSERT INTO archive_text (rowid, body) VALUES (?1, ?2)");
 	sqlite3_stmt *begin = prepare_or_die(db, "BEGIN IMMEDIATE");
 	sqlite3_stmt *commit = prepare_or_die(db, "COMMIT");
-	char body[64] = "hello there, this is a message of a few words";
-	char value[300];
-	memset(value, 'x', sizeof value);
-	long long id = 1700000000000000LL;
+	char body[64];
+	snprintf(body, sizeof body, "%s", default_body);
+	long long id = FIRST_ID;
 	srand(1);
 	clock_t t0 = clock();
 	for (long i = 0; i < n; i++) {
