@@ -1396,7 +1396,7 @@ static void ps_do_subscribe(struct ps_req *r, struct xml_node *el)
 			subid = n.subs[i].subid;
 	if (ok && subid == NULL) {
 		if (n.n_subs + n.n_affs >= l->srv->cfg->limits.pubsub_max_subscriptions) {
-			ps_set_err(&e, "cancel", "not-allowed", "too-many-subscriptions");
+			ps_set_err(&e, "wait", "policy-violation", "too-many-subscriptions");
 			ok = false;
 		} else {
 			char *gen = arena_alloc(r->a, 17);
@@ -1775,7 +1775,7 @@ static void ps_do_manage(struct ps_req *r, struct xml_node *el, bool subs, bool 
 				ps_aff_push(r->a, &n, norm, v);
 		}
 		if (n.n_subs + n.n_affs > l->srv->cfg->limits.pubsub_max_subscriptions) {
-			ps_set_err(&e, "cancel", "not-allowed", "too-many-subscriptions");
+			ps_set_err(&e, "wait", "policy-violation", "too-many-subscriptions");
 			ok = false;
 		}
 	}

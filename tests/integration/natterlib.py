@@ -983,10 +983,17 @@ async def login(port, jid, password, *, mechanism="SCRAM-SHA-256",
 
 
 def stanza_condition(stanza):
-    """The stanza error condition of a slixmpp stanza (or None)."""
+    """The stanza error condition of a slixmpp stanza (or None), read from
+    the XML: slixmpp's list of conditions lacks some of RFC 6120's
+    (policy-violation)."""
     if stanza["type"] != "error":
         return None
-    return stanza["error"]["condition"]
+    err = stanza.xml.find("{jabber:client}error")
+    ns = "{urn:ietf:params:xml:ns:xmpp-stanzas}"
+    conds = [] if err is None else [
+        c.tag[len(ns):] for c in err
+        if c.tag.startswith(ns) and c.tag != ns + "text"]
+    return conds[0] if conds else stanza["error"]["condition"]
 
 
 # ------------------------------------------------------------- harness -----

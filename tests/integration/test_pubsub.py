@@ -115,6 +115,45 @@ async def test_node_limit_per_creator(net, natter_factory):
     await net.assert_served(server)
 
 
+def subscribe_xml(node, client):
+    return "<pubsub xmlns='%s'><subscribe node='%s' jid='%s'/></pubsub>" % (
+        NS_PUBSUB, node, client.boundjid.full)
+
+
+async def test_subscription_limit(net, natter_factory):
+    """pubsub_max_subscriptions counts subscriptions and affiliations of a
+    node (the owner's is one): beyond, XEP-0060 §6.1.3.9's error."""
+    server = accounts(natter_factory(limits={"pubsub_max_subscriptions": 2}),
+                      "alice", "bob", "carol")
+    alice = await pep_connect(net, server, "alice")
+    bob = await pep_connect(net, server, "bob")
+    carol = await pep_connect(net, server, "carol")
+    await create(alice, "news")
+    await bob.iq(SVC, subscribe_xml("news", bob), "set")
+    await expect_error(carol, SVC, subscribe_xml("news", carol), "set",
+                       "policy-violation", "too-many-subscriptions")
+    await net.assert_served(server)
+
+
+async def test_notification_fan_out_limit(net, natter_factory):
+    """One publish notifies pubsub_max_notifications recipients at most."""
+    server = accounts(natter_factory(workers=1, limits={"pubsub_max_notifications": 1}),
+                      "alice", "bob", "carol")
+    alice = await pep_connect(net, server, "alice")
+    bob = await pep_connect(net, server, "bob")
+    carol = await pep_connect(net, server, "carol")
+    await create(alice, "news")
+    for who in (bob, carol):
+        await who.iq(SVC, subscribe_xml("news", who), "set")
+    await publish(alice, "news", "<entry xmlns='urn:t'>hi</entry>", "e1", to=SVC)
+    # One loop: each notification is in its recipient's stream before the
+    # answer to a ping sent after the publish's result.
+    for who in (bob, carol):
+        await who.ping()
+    got = [who for who in (bob, carol) if who.inbox.find(event_items("news", frm=SVC))]
+    assert len(got) == 1, "notifications sent: %d, limit 1" % len(got)
+
+
 @pytest.mark.natter_config(limits={"pubsub_max_nodes": 1000})
 async def test_many_instant_nodes(net, natter):
     """Regression: creating a node counted its creator under one of the 64
