@@ -652,9 +652,9 @@ async def test_slixmpp_at_its_defaults_resumes(net, server):
 
 async def test_profanity_resumes_after_its_connection_drops(net, server):
     """Profanity 0.13 (libstrophe 0.12, Debian 12) at its defaults, but for
-    accepting the self-signed certificate for good (`/tls always`) and a 1 s reconnect delay
-    (`/reconnect 1`; its default is 30 s): its connection is reset; it
-    reconnects and resumes; a message sent meanwhile shows once."""
+    accepting the self-signed certificate for good (`/tls always`): its
+    connection is reset; it reconnects after its own delay (30 s by
+    default) and resumes; a message sent meanwhile shows once."""
     import tempfile
     import shutil
     from pathlib import Path
@@ -673,8 +673,6 @@ async def test_profanity_resumes_after_its_connection_drops(net, server):
         await alice.wait_for("Use '/tls allow' to accept this certificate.")
         alice.type("/tls always")
         await alice.wait_for("logged in successfully")
-        alice.server = server
-        alice.type("/reconnect 1")
         await server.await_log("stream management on, resumable")
         bob = await connect(net, server, "bob")
         bob.send_raw(chat(ALICE, "b1", "before-the-cut-quince"))
@@ -684,7 +682,7 @@ async def test_profanity_resumes_after_its_connection_drops(net, server):
         await server.await_log("detached", since=mark)
         bob.send_raw(chat(ALICE, "b2", "while-away-marmalade"))
         await bob.barrier()
-        await server.await_log("resumed alice@localhost/", since=mark, timeout=20)
+        await server.await_log("resumed alice@localhost/", since=mark, timeout=60)
         alice.type("/win 2")
         screen = await alice.wait_for("while-away-marmalade")
         assert screen.count("while-away-marmalade") == 1, screen
