@@ -14,6 +14,7 @@ NS_PUBSUB_EVENT = NS_PUBSUB + "#event"
 NS_PUBSUB_ERRORS = NS_PUBSUB + "#errors"
 NS_DATA = "jabber:x:data"
 NS_CAPS = "http://jabber.org/protocol/caps"
+NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
 
 PLUGINS = ("xep_0030", "xep_0060", "xep_0115", "xep_0163", "xep_0004")
 
@@ -82,6 +83,18 @@ def event_of(node, kind, frm=None):
     return match
 
 
+def caps_query(frm, node=None):
+    """Matches a disco#info get for a caps node (node#ver, XEP-0115 6.2)
+    sent by frm; with node, for that node#ver only."""
+    def match(s):
+        query = s.xml.find(q(NS_DISCO_INFO, "query"))
+        return (s.xml.tag == q(NS_CLIENT, "iq") and s.xml.get("type") == "get"
+                and s.xml.get("from") == frm and query is not None
+                and "#" in (query.get("node") or "")
+                and node in (None, query.get("node")))
+    return match
+
+
 def event_item_ids(stanza):
     items = stanza.xml.find(q(NS_PUBSUB_EVENT, "event")).find(
         q(NS_PUBSUB_EVENT, "items"))
@@ -123,6 +136,21 @@ def publish_xml(node, payload, item_id=None, options=None):
             NS_PUBSUB + "#publish-options", options)
     return "<pubsub xmlns='%s'><publish node='%s'>%s</publish>%s</pubsub>" % (
         NS_PUBSUB, node, item, opts)
+
+
+def subscribe_xml(node, client, verb="subscribe"):
+    """A <subscribe/> (or <unsubscribe/>) of client's full JID to node."""
+    return "<pubsub xmlns='%s'><%s node='%s' jid='%s'/></pubsub>" % (
+        NS_PUBSUB, verb, node, client.boundjid.full)
+
+
+def affiliations_xml(node, affiliations):
+    """The owner's affiliations set (XEP-0060 8.9.2): affiliations maps
+    bare JIDs to owner, publisher, member, outcast or none."""
+    return "<pubsub xmlns='%s'><affiliations node='%s'>%s</affiliations>" \
+        "</pubsub>" % (NS_PUBSUB_OWNER, node, "".join(
+            "<affiliation jid='%s' affiliation='%s'/>" % (jid, aff)
+            for jid, aff in affiliations.items()))
 
 
 async def publish(client, node, payload, item_id=None, options=None, to=None):

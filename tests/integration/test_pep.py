@@ -7,12 +7,14 @@ import pytest
 from imlib import accounts, mutual, assert_not_delivered, msg
 from natterlib import q
 from peplib import (
-    NS_PUBSUB, event_items, event_item_ids, event_of, event_payload,
-    event_retract_ids, expect_error, get_items, pep_connect, publish,
-    publish_xml, send_caps_presence)
+    NS_DISCO_INFO, NS_PUBSUB, NS_PUBSUB_OWNER, affiliations_xml, caps_query,
+    event_items, event_item_ids, event_of, event_payload, event_retract_ids,
+    expect_error, form, get_items, pep_connect, publish, publish_xml,
+    send_caps_presence, subscribe_xml)
 
 NS_TUNE = "http://jabber.org/protocol/tune"
 NS_MOOD = "http://jabber.org/protocol/mood"
+NS_NICK = "http://jabber.org/protocol/nick"
 TUNE = "<tune xmlns='%s'><artist>Yes</artist><title>%s</title></tune>"
 
 
@@ -93,6 +95,9 @@ async def test_presence_access_model(net, server):
 
 
 async def test_open_whitelist_and_roster_models(net, server):
+    """open: a stranger reads; whitelist: a contact does not until the
+    owner makes him a member, a stranger never; roster: only the allowed
+    group; disco#items lists only what the asker may see."""
     alice = await pep_connect(net, server, "alice")
     bob = await pep_connect(net, server, "bob")
     carol = await pep_connect(net, server, "carol")
@@ -103,6 +108,13 @@ async def test_open_whitelist_and_roster_models(net, server):
     await publish(alice, "secret", "<x xmlns='urn:test'/>",
                   options={"pubsub#access_model": "whitelist"})
     await expect_error(bob, "alice@localhost",
+                       "<pubsub xmlns='%s'><items node='secret'/></pubsub>"
+                       % NS_PUBSUB, "get", "not-allowed", "closed-node")
+    # An affiliation lets bob in; carol, without one, stays out.
+    await alice.iq(None, affiliations_xml("secret", {"bob@localhost": "member"}),
+                   "set")
+    assert len(await get_items(bob, "alice@localhost", "secret")) == 1
+    await expect_error(carol, "alice@localhost",
                        "<pubsub xmlns='%s'><items node='secret'/></pubsub>"
                        % NS_PUBSUB, "get", "not-allowed", "closed-node")
     await publish(alice, "friends", "<x xmlns='urn:test'/>",
@@ -353,7 +365,7 @@ async def test_avatar_becomes_vcard_photo(net, server):
 
 async def test_omemo_devicelist_open(net, server):
     """XEP-0384: device list and bundle published open, fetched by a
-    stranger; nick (XEP-0172) as an opaque item."""
+    stranger."""
     alice = await pep_connect(net, server, "alice")
     carol = await pep_connect(net, server, "carol")
     await publish(alice, NS_OMEMO_DEVICES, "<list xmlns='eu.siacs.conversations.axolotl'>"
@@ -370,5 +382,108 @@ async def test_omemo_devicelist_open(net, server):
                  "urn:xmpp:omemo:2:devices"):
         items = await get_items(carol, "alice@localhost", node)
         assert [i.get("id") for i in items] == ["current"], node
-    await publish(alice, "http://jabber.org/protocol/nick",
-                  "<nick xmlns='http://jabber.org/protocol/nick'>Al</nick>")
+
+
+async def test_explicit_subscription_to_pep_node(net, server):
+    """bob, a contact whose caps want no tune, subscribes to alice's tune
+    node with <subscribe/> (XEP-0060 6.1): he gets its last item at once
+    (6.1.7) and each new one, until he unsubscribes.  carol, no contact,
+    may not subscribe to a node of the presence access model."""
+    alice = await pep_connect(net, server, "alice")
+    bob = await pep_connect(net, server, "bob")
+    carol = await pep_connect(net, server, "carol")
+    await mutual(alice, bob)
+    await publish(alice, NS_TUNE, TUNE % (NS_TUNE, "first"), "t1")
+    reply = await bob.iq("alice@localhost", subscribe_xml(NS_TUNE, bob), "set")
+    sub = reply.xml.find(q(NS_PUBSUB, "pubsub")).find(q(NS_PUBSUB, "subscription"))
+    assert (sub.get("node"), sub.get("jid"), sub.get("subscription")) == (
+        NS_TUNE, bob.boundjid.full, "subscribed")
+    got = await bob.inbox.get(event_items(NS_TUNE, frm="alice@localhost"),
+                              "the last tune, on subscribing")
+    assert event_item_ids(got) == ["t1"]
+    await publish(alice, NS_TUNE, TUNE % (NS_TUNE, "second"), "t2")
+    got = await bob.inbox.get(event_items(NS_TUNE, frm="alice@localhost"),
+                              "the new tune, as a subscriber")
+    assert event_item_ids(got) == ["t2"]
+    reply = await bob.iq("alice@localhost",
+                         "<pubsub xmlns='%s'><subscriptions/></pubsub>" % NS_PUBSUB)
+    assert [(s.get("node"), s.get("jid")) for s in reply.xml.iter(
+        q(NS_PUBSUB, "subscription"))] == [(NS_TUNE, bob.boundjid.full)]
+    await bob.iq("alice@localhost", subscribe_xml(NS_TUNE, bob, "unsubscribe"), "set")
+    await publish(alice, NS_TUNE, TUNE % (NS_TUNE, "third"), "t3")
+    await assert_not_delivered(bob, event_items(NS_TUNE), "a tune event after "
+                               "unsubscribing", alice, "m-unsubscribed")
+    await expect_error(carol, "alice@localhost", subscribe_xml(NS_TUNE, carol), "set",
+                       "not-authorized", "presence-subscription-required")
+
+
+async def test_user_nickname(net, server):
+    """XEP-0172: alice publishes her nickname; bob, a contact whose caps
+    want nick+notify, gets it as an event and reads it back with an items
+    request; a new nickname replaces it (PEP keeps one item)."""
+    alice = await pep_connect(net, server, "alice")
+    bob = await pep_connect(net, server, "bob", interests=[NS_NICK])
+    await mutual(alice, bob)
+    for nick in ("Al", "Alice"):
+        await publish(alice, NS_NICK, "<nick xmlns='%s'>%s</nick>" % (NS_NICK, nick))
+        got = await bob.inbox.get(event_items(NS_NICK, frm="alice@localhost"),
+                                  "alice's nickname %s" % nick)
+        payload = event_payload(got)
+        assert (payload.tag, payload.text) == (q(NS_NICK, "nick"), nick)
+        items = await get_items(bob, "alice@localhost", NS_NICK)
+        assert [i.findtext(q(NS_NICK, "nick")) for i in items] == [nick]
+
+
+async def test_persist_items_false_keeps_last_only(net, server):
+    """pubsub#persist_items false: the node keeps its last item only (to
+    send to who comes online), whatever max_items says, yet every publish
+    is notified; true keeps max_items.  Configuring a node to false drops
+    all but its last item (docs/pubsub.md)."""
+    kept, gone = "urn:test:kept", "urn:test:gone"
+    alice = await pep_connect(net, server, "alice", interests=[kept, gone])
+    for node, persist in ((kept, "true"), (gone, "false")):
+        for i in range(3):
+            await publish(alice, node, "<x xmlns='urn:test'>%d</x>" % i, "i%d" % i,
+                          options={"pubsub#persist_items": persist,
+                                   "pubsub#max_items": "5"})
+            got = await alice.inbox.get(event_items(node), "event of %s" % node)
+            assert event_item_ids(got) == ["i%d" % i]
+    assert [i.get("id") for i in await get_items(alice, None, kept)] == ["i0", "i1", "i2"]
+    assert [i.get("id") for i in await get_items(alice, None, gone)] == ["i2"]
+    await alice.iq(None, "<pubsub xmlns='%s'><configure node='%s'>%s</configure>"
+                   "</pubsub>" % (NS_PUBSUB_OWNER, kept, form(
+                       NS_PUBSUB + "#node_config", {"pubsub#persist_items": "0"})),
+                   "set")
+    assert [i.get("id") for i in await get_items(alice, None, kept)] == ["i2"]
+
+
+async def test_known_caps_ver_not_asked_again(net, server):
+    """XEP-0115 caps cache: natterd asks alice's client for the disco#info
+    of her ver once.  bob, announcing that same ver later (his first was
+    another, which natterd did ask him about), and a second session of
+    alice are not asked: each gets alice's last tune at once, which
+    natterd sends only for a ver it knows wants tune+notify (for an
+    unknown one, after the answer to its query)."""
+    alice = await pep_connect(net, server, "alice", interests=[NS_TUNE])
+    asked = await alice.inbox.get(caps_query("localhost"), "natterd's caps query to alice")
+    node = asked.xml.find(q(NS_DISCO_INFO, "query")).get("node")
+    bob = await pep_connect(net, server, "bob")
+    asked = await bob.inbox.get(caps_query("localhost"),
+                                "natterd's query for bob's first caps")
+    assert asked.xml.find(q(NS_DISCO_INFO, "query")).get("node") != node
+    await mutual(alice, bob)
+    await publish(alice, NS_TUNE, TUNE % (NS_TUNE, "known"), "t1")
+    await alice.inbox.get(event_items(NS_TUNE), "alice's own event: her ver is known")
+    await bob["xep_0030"].add_feature(NS_TUNE + "+notify")
+    await send_caps_presence(bob)
+    got = await bob.inbox.get(event_items(NS_TUNE, frm="alice@localhost"),
+                              "alice's last tune once bob's caps want it")
+    assert event_item_ids(got) == ["t1"]
+    assert not bob.inbox.find(caps_query("localhost")), \
+        "bob was asked for a known ver:\n" + bob.inbox.describe()
+    alice2 = await pep_connect(net, server, "alice", "r2", interests=[NS_TUNE])
+    got = await alice2.inbox.get(event_items(NS_TUNE, frm="alice@localhost"),
+                                 "the last tune on alice's second session")
+    assert event_item_ids(got) == ["t1"]
+    assert not alice2.inbox.find(caps_query("localhost")), \
+        "alice/r2 was asked for a known ver:\n" + alice2.inbox.describe()

@@ -17,15 +17,14 @@ defaults (peplib.pep_connect), +notify for the nodes they want.  Run under
 from fedlib import NATTER_A, diagnose, fed_connect, unique_name
 from imlib import accounts, assert_not_delivered, msg, pres, roster_get, \
     send_presence_type
-from natterlib import NS_CLIENT, q
+from natterlib import q
 from peplib import (
-    NS_PUBSUB, event_item_ids, event_items, event_payload, expect_error,
-    pep_connect, publish, send_caps_presence)
+    NS_PUBSUB, caps_query, event_item_ids, event_items, event_payload,
+    expect_error, pep_connect, publish, send_caps_presence)
 from test_interop import natter, peer  # noqa: F401 (fixtures)
 
 NS_TUNE = "http://jabber.org/protocol/tune"
 NS_MOOD = "http://jabber.org/protocol/mood"
-NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
 TUNE = "<tune xmlns='%s'><artist>Yes</artist><title>%%s</title></tune>" % NS_TUNE
 
 # s2s links are made on first use (DNS, TCP, TLS, SASL EXTERNAL) each way.
@@ -70,17 +69,6 @@ async def subscribe(user, contact):
 async def mutual(a, b):
     await subscribe(a, b)
     await subscribe(b, a)
-
-
-def caps_query(frm):
-    """Matches a disco#info get for a caps node (node#ver, XEP-0115 6.2)
-    sent by frm."""
-    def match(s):
-        query = s.xml.find(q(NS_DISCO_INFO, "query"))
-        return (s.xml.tag == q(NS_CLIENT, "iq") and s.xml.get("type") == "get"
-                and s.xml.get("from") == frm and query is not None
-                and "#" in (query.get("node") or ""))
-    return match
 
 
 async def round_trip(sender, recipient, msg_id):

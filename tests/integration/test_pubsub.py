@@ -1,26 +1,55 @@
-"""The pubsub service (XEP-0060) at pubsub.DOMAIN."""
+"""The pubsub service (XEP-0060) at pubsub.DOMAIN.
+
+test_create_policy_for_remote_users federates two natterd (fedlib's
+natter-a and natter-b, with dnsmasq); run the file under
+`flock /tmp/natter-fed.lock` like test_pep_federation.py."""
 
 import pytest
 
-from imlib import accounts
+import fedlib
+from fedlib import NATTER_A, NATTER_B, diagnose
+from imlib import accounts, assert_not_delivered, connect
 from natterlib import q
 from peplib import (
-    NS_DATA, NS_PUBSUB, NS_PUBSUB_OWNER, event_items, event_item_ids, event_of,
-    expect_error, form, get_items, pep_connect, publish, publish_xml)
+    NS_DATA, NS_PUBSUB, NS_PUBSUB_OWNER, affiliations_xml, event_items,
+    event_item_ids, expect_error, form, get_items, pep_connect, publish,
+    publish_xml, subscribe_xml)
+from test_federation import natter_config
 
 SVC = "pubsub.localhost"
 
 
 @pytest.fixture
 def server(natter):
-    return accounts(natter, "alice", "bob", "carol")
+    return accounts(natter, "alice", "bob", "carol", "dave")
 
 
-async def create(client, node, config=None):
+async def create(client, node, config=None, service=SVC):
     conf = "<configure>%s</configure>" % form(
         NS_PUBSUB + "#node_config", config) if config else ""
-    await client.iq(SVC, "<pubsub xmlns='%s'><create node='%s'/>%s</pubsub>"
+    await client.iq(service, "<pubsub xmlns='%s'><create node='%s'/>%s</pubsub>"
                     % (NS_PUBSUB, node, conf), "set")
+
+
+def items_xml(node):
+    return "<pubsub xmlns='%s'><items node='%s'/></pubsub>" % (NS_PUBSUB, node)
+
+
+async def owner_list(client, node, what):
+    """The owner's subscriptions or affiliations get (XEP-0060 8.8.1,
+    8.9.1) of node: {jid: state}."""
+    reply = await client.iq(SVC, "<pubsub xmlns='%s'><%s node='%s'/></pubsub>"
+                            % (NS_PUBSUB_OWNER, what, node))
+    attr = what[:-1]
+    return {e.get("jid"): e.get(attr) for e in reply.xml.iter(q(NS_PUBSUB_OWNER, attr))}
+
+
+async def own_list(client, what, service=SVC):
+    """The requester's own subscriptions or affiliations (5.6, 5.7):
+    {node: state}."""
+    reply = await client.iq(service, "<pubsub xmlns='%s'><%s/></pubsub>" % (NS_PUBSUB, what))
+    attr = what[:-1]
+    return {e.get("node"): e.get(attr) for e in reply.xml.iter(q(NS_PUBSUB, attr))}
 
 
 async def test_disco_lists_the_service(net, server):
@@ -115,11 +144,6 @@ async def test_node_limit_per_creator(net, natter_factory):
     await net.assert_served(server)
 
 
-def subscribe_xml(node, client):
-    return "<pubsub xmlns='%s'><subscribe node='%s' jid='%s'/></pubsub>" % (
-        NS_PUBSUB, node, client.boundjid.full)
-
-
 async def test_subscription_limit(net, natter_factory):
     """pubsub_max_subscriptions counts subscriptions and affiliations of a
     node (the owner's is one): beyond, XEP-0060 §6.1.3.9's error."""
@@ -169,3 +193,123 @@ async def test_many_instant_nodes(net, natter):
         names.add(reply.xml.find(q(NS_PUBSUB, "pubsub")).find(
             q(NS_PUBSUB, "create")).get("node"))
     assert len(names) == 300
+
+
+async def test_whitelist_admits_members_and_publishers(net, server):
+    """A whitelist node (XEP-0060 4.5): bob, a member, subscribes and reads
+    but may not publish; carol, a publisher, publishes and reads; dave,
+    without an affiliation, neither reads, subscribes nor sees the node
+    in disco#items (closed-node).  Set back to none, bob is out again and
+    his subscription gets no more notifications."""
+    alice = await pep_connect(net, server, "alice")
+    bob = await pep_connect(net, server, "bob")
+    carol = await pep_connect(net, server, "carol")
+    dave = await pep_connect(net, server, "dave")
+    await create(alice, "club", {"pubsub#access_model": "whitelist"})
+    await alice.iq(SVC, affiliations_xml("club", {"bob@localhost": "member",
+                                                  "carol@localhost": "publisher"}), "set")
+    await bob.iq(SVC, subscribe_xml("club", bob), "set")
+    await publish(carol, "club", "<x xmlns='urn:t'/>", "c1", to=SVC)
+    got = await bob.inbox.get(event_items("club", frm=SVC), "carol's item at bob")
+    assert event_item_ids(got) == ["c1"]
+    for who in (bob, carol):
+        assert [i.get("id") for i in await get_items(who, SVC, "club")] == ["c1"]
+    await expect_error(bob, SVC, publish_xml("club", "<x xmlns='urn:t'/>"), "set",
+                       "forbidden")
+    for payload, type_ in ((items_xml("club"), "get"), (subscribe_xml("club", dave), "set")):
+        await expect_error(dave, SVC, payload, type_, "not-allowed", "closed-node")
+    reply = await dave.iq(SVC, "<query xmlns='http://jabber.org/protocol/disco#items'/>")
+    assert [i.get("node") for i in reply.xml.iter(
+        "{http://jabber.org/protocol/disco#items}item")] == []
+    await alice.iq(SVC, affiliations_xml("club", {"bob@localhost": "none"}), "set")
+    await expect_error(bob, SVC, items_xml("club"), "get", "not-allowed", "closed-node")
+    await publish(carol, "club", "<x xmlns='urn:t'/>", "c2", to=SVC)
+    await assert_not_delivered(bob, event_items("club"), "an event of a node bob "
+                               "may no longer see", carol, "m-not-member")
+
+
+async def test_owner_affiliations_and_outcast(net, server):
+    """The owner lists the node's affiliations (XEP-0060 8.9.1) and each
+    user their own (5.7).  An outcast (8.9.2) may neither read nor
+    subscribe (forbidden) and, though subscribed, gets no notification;
+    set to none, bob reads again and is no longer listed."""
+    alice = await pep_connect(net, server, "alice")
+    bob = await pep_connect(net, server, "bob")
+    carol = await pep_connect(net, server, "carol")
+    await create(alice, "news")
+    await bob.iq(SVC, subscribe_xml("news", bob), "set")
+    await alice.iq(SVC, affiliations_xml("news", {"carol@localhost": "publisher",
+                                                  "bob@localhost": "outcast"}), "set")
+    assert await owner_list(alice, "news", "affiliations") == {
+        "alice@localhost": "owner", "carol@localhost": "publisher",
+        "bob@localhost": "outcast"}
+    assert await own_list(carol, "affiliations") == {"news": "publisher"}
+    assert await own_list(alice, "affiliations") == {"news": "owner"}
+    await expect_error(bob, SVC, "<pubsub xmlns='%s'><affiliations node='news'/>"
+                       "</pubsub>" % NS_PUBSUB_OWNER, "get", "forbidden")
+    for payload, type_ in ((items_xml("news"), "get"), (subscribe_xml("news", bob), "set")):
+        await expect_error(bob, SVC, payload, type_, "forbidden")
+    await publish(carol, "news", "<x xmlns='urn:t'/>", "e1", to=SVC)
+    await assert_not_delivered(bob, event_items("news"), "an event as an outcast",
+                               carol, "m-outcast")
+    await alice.iq(SVC, affiliations_xml("news", {"bob@localhost": "none"}), "set")
+    assert await owner_list(alice, "news", "affiliations") == {
+        "alice@localhost": "owner", "carol@localhost": "publisher"}
+    assert await own_list(bob, "affiliations") == {}
+    assert [i.get("id") for i in await get_items(bob, SVC, "news")] == ["e1"]
+
+
+async def test_owner_manages_subscriptions(net, server):
+    """The owner subscribes bob (XEP-0060 8.8.2): bob gets notifications
+    and both lists show it; set to none, the subscription is gone from
+    both lists and the notifications stop."""
+    alice = await pep_connect(net, server, "alice")
+    bob = await pep_connect(net, server, "bob")
+    await create(alice, "news")
+    change = "<pubsub xmlns='%s'><subscriptions node='news'><subscription jid='%s' " \
+             "subscription='%%s'/></subscriptions></pubsub>" % (NS_PUBSUB_OWNER,
+                                                                 bob.boundjid.full)
+    await alice.iq(SVC, change % "subscribed", "set")
+    assert await owner_list(alice, "news", "subscriptions") == {
+        bob.boundjid.full: "subscribed"}
+    assert await own_list(bob, "subscriptions") == {"news": "subscribed"}
+    await publish(alice, "news", "<x xmlns='urn:t'/>", "e1", to=SVC)
+    got = await bob.inbox.get(event_items("news", frm=SVC), "the event, subscribed by alice")
+    assert event_item_ids(got) == ["e1"]
+    await alice.iq(SVC, change % "none", "set")
+    assert await owner_list(alice, "news", "subscriptions") == {}
+    assert await own_list(bob, "subscriptions") == {}
+    await publish(alice, "news", "<x xmlns='urn:t'/>", "e2", to=SVC)
+    await assert_not_delivered(bob, event_items("news"), "an event after alice "
+                               "ended bob's subscription", alice, "m-unsubscribed")
+    await expect_error(bob, SVC, change % "subscribed", "set", "forbidden")
+
+
+@pytest.mark.parametrize("policy", ["local", "all"])
+async def test_create_policy_for_remote_users(natter_factory, test_ca, dns, net, policy):
+    """create: local (the default) lets the host's users create nodes and
+    refuses a user of another server with forbidden (XEP-0060 8.1.1:
+    insufficient privileges); all lets him, and makes him the node's
+    owner.  bob is a user of a second natterd (natter-b), federated with
+    the service's host."""
+    config = natter_config(test_ca, dns, NATTER_A)
+    config["hosts"][0]["pubsub"] = {"create": policy}
+    a = accounts(natter_factory(extra_listeners=[fedlib.s2s_listener(NATTER_A)], **config),
+                 "alice")
+    b = accounts(natter_factory(extra_listeners=[fedlib.s2s_listener(NATTER_B)],
+                                **natter_config(test_ca, dns, NATTER_B)), "bob")
+    service = "pubsub." + NATTER_A
+    with dns.changed():
+        dns.add_srv(service, "s2s." + NATTER_A)
+        dns.apply()
+        async with diagnose(a, b, dns=dns):
+            alice = await connect(net, a, "alice")
+            bob = await connect(net, b, "bob")
+            await create(alice, "local-node", service=service)
+            create_xml = "<pubsub xmlns='%s'><create node='remote-node'/></pubsub>" % NS_PUBSUB
+            if policy == "local":
+                await expect_error(bob, service, create_xml, "set", "forbidden")
+            else:
+                await bob.iq(service, create_xml, "set", timeout=20)
+                assert await own_list(bob, "affiliations", service) == {
+                    "remote-node": "owner"}
