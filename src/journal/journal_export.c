@@ -116,6 +116,8 @@ static void header_address(FILE *out, struct journal_str s)
 	fputs(">", out);
 }
 
+/* host: the right side of each Message-ID, a domain (RFC 5322 3.6.4
+ * allows no '@' in it). */
 static void write_mbox(FILE *out, const struct journal_rec *r, const char *host)
 {
 	time_t t = (time_t)(r->time_us / 1000000);
@@ -192,6 +194,10 @@ int journal_export(const char *dir, const struct journal_filter *f, enum journal
 	}
 	bool first = true;
 	uint64_t count = 0;
+	/* The user's domain, or the room's chat service. */
+	const char *jid = f->user ? f->user : f->room;
+	const char *at = strchr(jid, '@');
+	const char *host = at ? at + 1 : jid;
 	if (fmt == JOURNAL_FORMAT_JSON)
 		fputs("[\n", out);
 	for (long i = 0; i < n; i++) {
@@ -229,7 +235,7 @@ int journal_export(const char *dir, const struct journal_filter *f, enum journal
 				write_json(out, &r, nums[i], first);
 				first = false;
 			} else {
-				write_mbox(out, &r, f->user ? strchr(f->user, '@') + 1 : f->room);
+				write_mbox(out, &r, host);
 			}
 		}
 		journal_reader_close(&rd);

@@ -14,10 +14,12 @@ Federation (a message in and out over s2s) is in
 test_journal_federation.py, which uses the fixed federation addresses."""
 
 import asyncio
+import datetime
 import email.parser
 import email.policy
 import json
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -431,6 +433,87 @@ async def test_export_mbox_escapes_from_lines(server, net):
     assert message["X-XMPP-Id"] == "mb1"
     assert message.get_content().split("\n")[:5] == [
         "Hi Bob,", ">From the top:", ">>From quoted", "plain", ">From me"], out
+
+
+def mbox_messages(text):
+    """The messages of an mboxrd export, in order: (its "From " line, the
+    parsed RFC 5322 message, its body with the quoting undone).  Each
+    body line ends with a newline, and a blank line ends the message."""
+    out = []
+    for chunk in re.split(r"(?m)^(?=From )", text):
+        if not chunk:
+            continue
+        start, rest = chunk.split("\n", 1)
+        message = email.parser.Parser(policy=email.policy.default).parsestr(
+            rest)
+        content = message.get_content()
+        assert content.endswith("\n"), "no blank line ends %r" % chunk
+        body = content[:-1]
+        body = body[:-1] if body.endswith("\n") else body
+        body = re.sub(r"(?m)^>(>*From )", r"\1", body)
+        out.append((start, message, body))
+    return out
+
+
+# RFC 5322 3.6.4: msg-id = "<" id-left "@" id-right ">", each side a
+# dot-atom-text (no "@", no space).
+MSG_ID = re.compile(r"^<[!#-'*+/-9=?A-Z^-~.-]+@[!#-'*+/-9=?A-Z^-~.-]+>$")
+
+
+async def test_export_room_as_mbox(server, net):
+    """A room's conversation exported as mbox: one RFC 5322 message per
+    groupchat message and subject change, in the journal's order, from
+    the occupant's real JID to the room, with the body (a line that
+    starts with "From " quoted), the subject, the XMPP type and id, the
+    journal's sequence number, and a well-formed Message-ID of its own; a
+    1:1 chat between the same users is not in it."""
+    alice = await connect(net, server, "alice", available=True)
+    bob = await connect(net, server, "bob", available=True)
+    await join(alice, "Alice", room=ROOM)
+    await join(bob, "Bob", room=ROOM)
+    await say(alice, "Morning all", room=ROOM, msg_id="r1")
+    await say(bob, "From the minutes:\nship it\n>From before", room=ROOM,
+              msg_id="r2")
+    alice.send_raw("<message to='%s' id='aside' type='chat'><body>just us"
+                   "</body></message>" % bob.boundjid.full)
+    await bob.inbox.get(msg(id="aside"), "the 1:1 message")
+    alice.send_raw("<message to='%s' type='groupchat' id='r3'><subject>"
+                   "Release</subject></message>" % ROOM)
+    await bob.inbox.get(lambda s: s.xml.findtext(q(NS_CLIENT, "subject"))
+                        == "Release", "the subject change")
+    stop(server)
+    assert_verifies(server)
+    records = export(server, "--room", ROOM)
+    got = mbox_messages(export(server, "--room", ROOM, fmt="mbox"))
+    expected = [
+        (alice.boundjid.full, "r1", "(chat message)", "Morning all"),
+        (bob.boundjid.full, "r2", "(chat message)",
+         "From the minutes:\nship it\n>From before"),
+        (alice.boundjid.full, "r3", "Release", ""),
+    ]
+    assert [(m["From"].addresses[0].display_name, m["X-XMPP-Id"],
+             m["Subject"], body) for _, m, body in got] == expected, got
+    assert len(records) == len(got), (records, got)
+    ids = set()
+    for (start, message, _), record in zip(got, records):
+        sender = message["From"].addresses[0]
+        assert start.startswith("From %s " % sender.addr_spec), start
+        assert sender.addr_spec == record["from"].split("/")[0]
+        to = message["To"].addresses[0]
+        assert (to.display_name, to.addr_spec) == (ROOM, ROOM), message
+        assert (message["X-XMPP-Type"], message["X-Natter-Journal-Recorded"],
+                int(message["X-Natter-Journal-Seq"])) == (
+            "groupchat", "groupchat", record["seq"]), message
+        when = datetime.datetime.fromisoformat(
+            record["time"].replace("Z", "+00:00")).replace(microsecond=0)
+        assert message["Date"].datetime == when, (message["Date"], when)
+        defects = [(name, message[name].defects) for name in message.keys()
+                   if message[name].defects]
+        assert not defects, "malformed header fields: %s" % defects
+        assert MSG_ID.match(message["Message-ID"]), (
+            "Message-ID %r is not an RFC 5322 msg-id" % message["Message-ID"])
+        ids.add(message["Message-ID"])
+    assert len(ids) == len(got), "Message-IDs repeat: %s" % sorted(ids)
 
 
 async def test_export_time_range(server, net):

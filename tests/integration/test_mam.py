@@ -3,9 +3,9 @@ what is archived and what is not, stanza-ids on delivered messages
 (XEP-0359), queries with the data form fields (with, start, end,
 before-id, after-id, ids, XEP-0431 full text) and result set management
 (XEP-0059), preferences (XEP-0441), multi-device catch-up together with
-offline storage and carbons, retention (`natterctl mam expire`, deleted
-accounts), durability across SIGKILL, and hostile queries.  Chat-room
-archives are test_mam_rooms.py.
+offline storage and carbons, retention (`natterctl mam expire`,
+`mam.archive_expiry`, deleted accounts), durability across SIGKILL, and
+hostile queries.  Chat-room archives are test_mam_rooms.py.
 
 Queries are raw stanzas (mam_query below), not slixmpp's plugin, so that
 what is asserted is the wire format; one test runs the plugin as a client
@@ -22,9 +22,11 @@ the same sender: one sender's messages are handled in order.
 import asyncio
 import itertools
 import math
+import sqlite3
 import time
 import xml.etree.ElementTree as ET
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from slixmpp import JID
@@ -37,6 +39,8 @@ from imlib import (
     jid_of, msg, now_utc, parse_stamp, restart_on_same_data, roster_set,
     send_available)
 from natterlib import IO_TIMEOUT, NS_CLIENT, q
+from test_muc import ROOM, join, say
+from test_muc_admin import configure
 
 NS_MAM = "urn:xmpp:mam:2"
 NS_RSM = "http://jabber.org/protocol/rsm"
@@ -917,22 +921,49 @@ async def go_unavailable(client):
     await client.barrier()
 
 
+def carbon_of(msg_id):
+    """Matches a received carbon (XEP-0280) of message msg_id."""
+    def match(stanza):
+        return stanza.xml.tag == q(NS_CLIENT, "message") and carbon_inner(
+            stanza) is not None and carbon_inner(stanza).get("id") == msg_id
+    return match
+
+
+def carbon_inner(stanza):
+    return stanza.xml.find("%s/%s/%s" % (q(NS_CARBONS, "received"),
+                                         q(NS_FORWARD, "forwarded"),
+                                         q(NS_CLIENT, "message")))
+
+
 @pytest.mark.parametrize("how", ["after-id", "rsm-after"])
 async def test_device_catches_up_from_mam_without_duplicates(
         server, net, how):
-    """Alice has a phone and a desk.  The desk leaves; bob writes while
+    """Alice has a phone and a desk, both with carbons.  The desk gets m0
+    itself and c0, sent to the phone, as a carbon whose message carries
+    the same stanza-id as the phone's.  The desk leaves; bob writes while
     the phone is online (the desk misses them live) and while both are
     away (offline storage).  The desk comes back, asks MAM for everything
-    after the last stanza-id it saw, before its initial presence, then
-    goes available: it has every missed message exactly once, and what
-    bob wrote after the query still comes by offline delivery."""
+    after the last stanza-id it saw (the carbon's), before its initial
+    presence, then goes available: it has every missed message exactly
+    once, m0 and c0 not again, and what bob wrote after the query still
+    comes by offline delivery."""
     phone = await connect(net, server, "alice", "phone", available=True)
     desk = await connect(net, server, "alice", "desk", available=True)
     bob, = await chat(net, server, "bob")
     for device in (phone, desk):
         await device.iq(None, "<enable xmlns='%s'/>" % NS_CARBONS, "set")
     send(bob, ALICE + "/desk", "m0", "seen by the desk")
-    last_seen = the_stanza_id(await delivered(desk, "m0"), ALICE)
+    await delivered(desk, "m0")
+    send(bob, ALICE + "/phone", "c0", "to the phone, carbon to the desk")
+    on_phone = the_stanza_id(await delivered(phone, "c0"), ALICE)
+    carbon = await desk.inbox.get(carbon_of("c0"), "the carbon of c0")
+    assert carbon.xml.get("from") == ALICE, describe(carbon)
+    last_seen = stanza_ids(carbon_inner(carbon), ALICE)
+    assert last_seen == [on_phone], (
+        "the carbon's message carries the archived message's one stanza-id "
+        "by %s, %s as the phone got it (docs/archive.md):\n%s"
+        % (ALICE, on_phone, describe(carbon)))
+    last_seen = last_seen[0]
     await go_unavailable(desk)
     await desk.close()
 
@@ -950,8 +981,8 @@ async def test_device_catches_up_from_mam_without_duplicates(
     else:
         items, fin = await mam_query(desk, after=last_seen, max_=50)
     assert msg_ids(items) == ["m1", "m2", "m3", "m4"], (
-        "MAM after the desk's last stanza-id %s gives what it missed: %r"
-        % (last_seen, items))
+        "MAM after the desk's last stanza-id %s (c0's carbon) gives what it "
+        "missed, without m0 and c0 that it had: %r" % (last_seen, items))
     assert fin.complete, repr(fin)
 
     await send_settled(bob, ALICE, ["m5"])
@@ -959,13 +990,17 @@ async def test_device_catches_up_from_mam_without_duplicates(
     await delivered(desk, "m5")
     # Offline delivery is oldest first: m3 and m4, had they been pushed
     # again, would have come before m5.
+    ids = ("m0", "c0", "m1", "m2", "m3", "m4", "m5")
     live = [s.xml.get("id") for s in desk.inbox.seen
             if s.xml.tag == q(NS_CLIENT, "message")
             and s.xml.find(q(NS_MAM, "result")) is None
-            and s.xml.get("id") in ("m1", "m2", "m3", "m4", "m5")]
+            and s.xml.get("id") in ids]
+    live += [carbon_inner(s).get("id") for s in desk.inbox.seen
+             if carbon_inner(s) is not None]
     assert live == ["m5"], (
-        "after a MAM catch-up the server pushed again what the query "
-        "already gave (or lost m5): live messages %s" % live)
+        "after a MAM catch-up the server pushed again what the desk had or "
+        "the query already gave (or lost m5): live messages and carbons %s"
+        % live)
     missed = msg_ids(items) + live
     assert sorted(missed) == ["m1", "m2", "m3", "m4", "m5"], missed
 
@@ -1008,16 +1043,69 @@ async def test_natterctl_mam_expire(server, net):
             % (who.boundjid.bare, items))
 
 
-@pytest.mark.natter_config(**mam_host(archive_expiry=1))
-async def test_archive_expiry_keeps_recent_messages(natter_factory, server,
-                                                 net):
+def age_archive(server, before_id, days):
+    """Makes every archive entry below before_id (all accounts' and
+    rooms') `days` older, as if archived then, in natterd's database
+    while natterd is stopped: archive ids are the time of archiving
+    (docs/archive.md), so the entry's id, the full-text row under the same
+    id and the references to it from other entries move together.  What
+    the journal tests do with a segment file's mtime."""
+    shift = days * 86400 * 1000000
+    db = sqlite3.connect(Path(server.config["data_dir"]) / "natter.db")
+    try:
+        with db:
+            for sql in ("UPDATE archive SET id = id - ? WHERE id < ?",
+                        "UPDATE archive SET ref = ref - ? WHERE ref < ?",
+                        "UPDATE archive_text SET rowid = rowid - ? "
+                        "WHERE rowid < ?"):
+                db.execute(sql, (shift, int(before_id)))
+            aged = db.execute("SELECT count(*) FROM archive WHERE id < ?",
+                              (int(before_id) - shift,)).fetchone()[0]
+    finally:
+        db.close()
+    return aged
+
+
+@pytest.mark.natter_config(**mam_host(archive_expiry=2))
+async def test_archive_expiry_deletes_older_messages(natter_factory, server,
+                                                     net):
+    """With archive_expiry 2 (days), natterd deletes at its start (and
+    hourly) what was archived three days ago, in accounts' archives and
+    rooms' alike, and keeps what is newer: a query after the expiry ran
+    has only the recent messages."""
     alice, bob = await chat(net, server, "alice", "bob")
-    await send_settled(alice, BOB, ["k1"])
-    server = restart(natter_factory, server)
-    alice = await connect(net, server, "alice")
+    await join(alice, "alice")
+    await configure(alice, persistentroom=True)
+    send(alice, BOB, "old-out", "old to bob")
+    await delivered(bob, "old-out")
+    send(bob, ALICE, "old-in", "old from bob")
+    await delivered(alice, "old-in")
+    await say(alice, "old in the room", msg_id="old-room")
+    send(alice, BOB, "new-out", "recent to bob")
+    await delivered(bob, "new-out")
+    await say(alice, "recent in the room", msg_id="new-room")
     items, _ = await mam_query(alice)
-    assert msg_ids(items) == ["k1"], (
-        "with archive_expiry 1 a message of today is kept: %r" % items)
+    assert msg_ids(items) == ["old-out", "old-in", "new-out"], items
+    problems = server.stop()
+    assert not problems, "natterd did not stop cleanly: %s" % problems
+    # alice's entry of new-out is the first written after the old ones.
+    aged = age_archive(server, items[-1].id, days=3)
+    assert aged == 5, "alice's, bob's and the room's old entries: %d" % aged
+
+    server = natter_factory(**{k: v for k, v in server.config.items()
+                               if k != "listeners"})
+    await server.await_log("mam: 5 archived message(s) of localhost expired")
+    alice, bob = await chat(net, server, "alice", "bob")
+    for who in (alice, bob):
+        items, fin = await mam_query(who)
+        assert msg_ids(items) == ["new-out"] and fin.complete, (
+            "%s: archive_expiry 2 deletes the messages archived three days "
+            "ago and keeps the recent one: %r" % (who.boundjid.bare, items))
+    items, fin = await mam_query(alice, to=ROOM)
+    assert msg_ids(items) == ["new-room"] and fin.complete, (
+        "the room's archive expires too: %r" % items)
+    items, _ = await mam_query(bob, fulltext="old")
+    assert items == [], "the expired text is not found either: %r" % items
 
 
 async def test_natterctl_user_del_removes_the_archive(server, net):
