@@ -29,6 +29,7 @@
 #include "router/iqreq.h"
 #include "router/router.h"
 #include "s2s/s2s.h"
+#include "storage/pending.h"
 #include "storage/storeq.h"
 #include "stream/conn.h"
 #include "tls/certinfo.h"
@@ -254,7 +255,7 @@ static int loop_init(struct server *srv, struct loop *l, int index, bool listen,
 	uv_timer_init(&l->uv, &l->sweep);
 	l->sweep.data = l;
 	uv_timer_start(&l->sweep, on_sweep, 1000, 1000);
-	l->store = srv->storage->open(srv->cfg->data_dir, err, errlen);
+	l->store = pending_open(srv->pending, srv->cfg->data_dir, err, errlen);
 	if (l->store == NULL)
 		return -1;
 	if (listen && srv->cfg->s2s.enabled && s2s_loop_init(l, err, errlen) != 0)
@@ -426,8 +427,9 @@ int server_run(struct config *cfg, const char *ctl)
 	char err[1024];
 	int rc = 1;
 	signal(SIGPIPE, SIG_IGN);
-	srv.storage = storage_driver_find(cfg->storage);
-	if (srv.storage == NULL) {
+	srv.store_driver = storage_driver_find(cfg->storage);
+	srv.storage = &storage_pending_driver;
+	if (srv.store_driver == NULL) {
 		log_error("unknown storage driver '%s'", cfg->storage);
 		return 1;
 	}
@@ -448,7 +450,9 @@ int server_run(struct config *cfg, const char *ctl)
 	srv.blocking_cache = blocking_cache_new();
 	for (size_t i = 0; i < sizeof srv.roster_locks / sizeof *srv.roster_locks; i++)
 		pthread_mutex_init(&srv.roster_locks[i], NULL);
-	srv.storeq = storeq_start(srv.storage, cfg->data_dir, err, sizeof err);
+	srv.storeq = storeq_start(srv.store_driver, cfg->data_dir, err, sizeof err);
+	if (srv.storeq != NULL)
+		srv.pending = pending_new(srv.store_driver, srv.storeq);
 	if (srv.storeq == NULL || mam_init(&srv, err, sizeof err) != 0) {
 		log_error("%s", err);
 		goto out;
@@ -540,6 +544,7 @@ out:
 	storeq_stop(srv.storeq);
 	for (int i = 0; srv.loops && i <= srv.n_loops; i++)
 		loop_free(&srv.loops[i]);
+	pending_free(srv.pending); /* after the handles in front of it */
 	control_free(&srv);
 	/* After the loops: nothing submits any more; the queues drain. */
 	journal_writer_stop_all(&srv);

@@ -27,6 +27,7 @@ struct s2s_loop;
 struct router;
 struct authfail;
 struct storeq;
+struct pending;
 struct mam;
 struct push;
 struct journal_writer;
@@ -120,7 +121,12 @@ struct server {
 	 * subscription): changes to one account's roster are serialised by
 	 * one of these, picked by hashing the account (roster_lock). */
 	pthread_mutex_t roster_locks[64];
+	/* The loops' driver (pending.h: map writes through the storage
+	 * thread, seen at once); store_driver is the one underneath, which
+	 * the storage thread and start-up use. */
 	const struct storage_driver *storage;
+	const struct storage_driver *store_driver;
+	struct pending *pending;
 	struct loop *loops;        /* n_loops client loops, then the service loop */
 	int n_loops;
 	/* The service loop: an event loop of its own thread with no

@@ -115,11 +115,11 @@ int mam_init(struct server *srv, char *err, size_t errlen)
 {
 	srv->mam = xcalloc(1, sizeof *srv->mam);
 	pthread_mutex_init(&srv->mam->lock, NULL);
-	struct storage *st = srv->storage->open(srv->cfg->data_dir, err, errlen);
+	struct storage *st = srv->store_driver->open(srv->cfg->data_dir, err, errlen);
 	if (st == NULL)
 		return -1;
-	long long last = srv->storage->archive_last_id(st);
-	srv->storage->close(st);
+	long long last = srv->store_driver->archive_last_id(st);
+	srv->store_driver->close(st);
 	if (last < 0) {
 		snprintf(err, errlen, "cannot read the message archive");
 		return -1;

@@ -26,6 +26,9 @@ struct iq_ctx {
 	const struct jid *from;
 	const struct jid *to;       /* domain only, or bare JID */
 	bool to_account;
+	/* pending_queued(loop->store) when the iq came: module_reply holds a
+	 * result until the map writes made since are committed. */
+	unsigned long long writes;
 };
 
 enum iq_target { IQ_SERVER = 1, IQ_ACCOUNT = 2 };
@@ -69,6 +72,10 @@ enum status module_dispatch_iq(struct iq_ctx *c);
 void disco_caps_ver(const struct server *srv, const char *domain, char *out, size_t cap);
 
 /* Sends <iq type='result'/> for c->iq with payload (may be NULL). */
+/* Sends the result; when the handler queued map writes (pending.h), once
+ * they are committed (and an error instead if they could not be), so
+ * that a result means what it set is durable, and results stay in order
+ * with the iqs held behind the store (deliver.c). */
 void module_reply(struct iq_ctx *c, struct xml_node *payload);
 /* Sends an error reply with a stanza error condition. */
 void module_error(struct iq_ctx *c, const char *type, const char *condition);

@@ -1,8 +1,13 @@
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/server.h"
+#include "core/util.h"
 #include "modules/module.h"
 #include "router/deliver.h"
+#include "storage/pending.h"
+#include "storage/storeq.h"
+#include "xml/xml_parse.h"
 
 extern const struct module mod_pep;
 extern const struct module mod_ping;
@@ -44,6 +49,7 @@ enum status module_dispatch_iq(struct iq_ctx *c)
 	if (c->payload == NULL || type == NULL)
 		return DECLINED;
 	unsigned target = c->to_account ? IQ_ACCOUNT : IQ_SERVER;
+	c->writes = pending_queued(c->loop->store);
 	for (const struct module *const *m = modules_all; *m; m++) {
 		for (const struct module_iq *h = (*m)->iqs; h && h->type; h++) {
 			if ((h->targets & target) && strcmp(h->type, type) == 0 &&
@@ -68,6 +74,34 @@ static void reply_from(struct iq_ctx *c, struct xml_node *reply)
 	xml_set_attr(c->a, reply, "from", to_str);
 }
 
+/* A result held until the writes before it are committed: copies of the
+ * request and the result, with their own arena. */
+struct held_reply {
+	struct arena a;
+	struct xml_node *iq, *result;
+	struct jid to;
+};
+
+static int held_reply_run(struct storage *st, const struct storage_driver *drv, void *arg)
+{
+	(void)st, (void)drv, (void)arg;
+	return 0;
+}
+
+static void held_reply_done(struct loop *l, void *arg, int rc)
+{
+	struct held_reply *h = arg;
+	if (l != NULL) {
+		l->iqs_waiting--;
+		if (rc < 0)
+			deliver_error(l, h->iq, &h->a, "wait", "internal-server-error");
+		else
+			deliver_to_jid(l, h->result, &h->to);
+	}
+	arena_reset(&h->a);
+	free(h);
+}
+
 void module_reply(struct iq_ctx *c, struct xml_node *payload)
 {
 	struct xml_node *r = xml_new(c->a, NS_CLIENT, "iq");
@@ -81,7 +115,18 @@ void module_reply(struct iq_ctx *c, struct xml_node *payload)
 		payload->parent = r;
 		r->children = r->last = payload;
 	}
-	deliver_to_jid(c->loop, r, c->from);
+	struct loop *l = c->loop;
+	if (pending_queued(l->store) == c->writes) {
+		deliver_to_jid(l, r, c->from);
+		return;
+	}
+	struct held_reply *h = xcalloc(1, sizeof *h);
+	arena_init(&h->a);
+	h->iq = xml_copy(&h->a, c->iq);
+	h->result = xml_copy(&h->a, r);
+	h->to = *c->from;
+	l->iqs_waiting++;
+	storeq_call(l->srv->storeq, l, held_reply_run, held_reply_done, h);
 }
 
 void module_error(struct iq_ctx *c, const char *type, const char *condition)

@@ -5,6 +5,7 @@
 #include "core/server.h"
 #include "modules/module.h"
 #include "router/deliver.h"
+#include "storage/pending.h"
 
 #define NS_DISCO_INFO "http://jabber.org/protocol/disco#info"
 #define NS_DISCO_ITEMS "http://jabber.org/protocol/disco#items"
@@ -116,7 +117,8 @@ bool pubsub_service_route(struct loop *l, struct xml_node *st, struct arena *a,
 		       (strcmp(type, "get") == 0 || strcmp(type, "set") == 0);
 	if (strcmp(st->name, "presence") == 0 || (strcmp(st->name, "iq") == 0 && !request))
 		return true; /* presence, results and errors end here */
-	struct iq_ctx c = { .loop = l, .iq = st, .a = a, .from = from, .to = to };
+	struct iq_ctx c = { .loop = l, .iq = st, .a = a, .from = from, .to = to,
+			    .writes = pending_queued(l->store) };
 	c.payload = xml_first_element(st);
 	if (!request || to->local[0] != '\0' || to->resource[0] != '\0' || c.payload == NULL) {
 		deliver_error(l, st, a, "cancel", "service-unavailable");

@@ -13,6 +13,7 @@
 #include "modules/module.h"
 #include "muc/room.h"
 #include "router/deliver.h"
+#include "storage/pending.h"
 #include "xml/xml_parse.h"
 
 #define NS_DISCO_INFO "http://jabber.org/protocol/disco#info"
@@ -210,7 +211,8 @@ static void service_iq(struct loop *l, const struct muc_service *svc, struct xml
 	const char *type = xml_attr(st, "type");
 	if (type == NULL || (strcmp(type, "get") != 0 && strcmp(type, "set") != 0))
 		return; /* results and errors to the service end here */
-	struct iq_ctx c = { .loop = l, .iq = st, .a = a, .from = from, .to = to };
+	struct iq_ctx c = { .loop = l, .iq = st, .a = a, .from = from, .to = to,
+			    .writes = pending_queued(l->store) };
 	c.payload = xml_first_element(st);
 	if (c.payload == NULL || strcmp(type, "get") != 0) {
 		module_error(&c, "cancel", "service-unavailable");

@@ -17,6 +17,7 @@
 #include "router/hooks.h"
 #include "router/router.h"
 #include "s2s/s2s.h"
+#include "storage/pending.h"
 #include "storage/storage.h"
 #include "storage/storeq.h"
 #include "xml/xml_parse.h"
@@ -1601,7 +1602,8 @@ static void occupant_iq(struct loop *l, struct room *r, struct xml_node *st, str
 {
 	const char *type = xml_attr(st, "type");
 	bool request = strcmp(type, "get") == 0 || strcmp(type, "set") == 0;
-	struct iq_ctx c = { .loop = l, .iq = st, .a = a, .from = from, .to = to };
+	struct iq_ctx c = { .loop = l, .iq = st, .a = a, .from = from, .to = to,
+			    .writes = pending_queued(l->store) };
 	struct occupant *o = r ? by_jid(r, full, NULL) : NULL;
 	if (o == NULL) {
 		if (request)
@@ -1751,7 +1753,8 @@ static void room_iq(struct loop *l, struct room *r, struct xml_node *st, struct 
 	}
 	if (strcmp(type, "get") != 0 && strcmp(type, "set") != 0)
 		return;
-	struct iq_ctx c = { .loop = l, .iq = st, .a = a, .from = from, .to = to };
+	struct iq_ctx c = { .loop = l, .iq = st, .a = a, .from = from, .to = to,
+			    .writes = pending_queued(l->store) };
 	c.payload = xml_first_element(st);
 	if (r == NULL) {
 		module_error(&c, "cancel", "item-not-found");

@@ -26,6 +26,8 @@ struct storeq {
 	bool lingering;                 /* the thread waits for a fuller batch */
 	unsigned long long submitted;   /* jobs submitted so far (atomic) */
 	unsigned long long committed;   /* jobs committed so far (atomic) */
+	unsigned long long finished;    /* and handed back; under lock */
+	size_t flushing;                /* storeq_flush callers waiting; under lock */
 	bool stop;                      /* under lock */
 };
 
@@ -93,11 +95,19 @@ static void storeq_finish(struct storeq_job *batch)
 		loop_call(per[k].loop, storeq_done_call, per[k].head);
 }
 
-/* Runs one batch in a transaction. A driver whose begin fails still runs
- * the jobs, each committing alone. */
+/* Runs one batch in a transaction. A store locked by another process
+ * (a backup, natterctl) is waited for, up to STOREQ_BEGIN_TRIES of the
+ * driver's own waits (SQLite's busy timeout: 5 s); beyond, the jobs still
+ * run, each committing alone. */
 static void storeq_run_batch(struct storeq *q, struct storeq_job *batch)
 {
-	bool txn = q->drv->begin(q->st) == 0;
+	bool txn = false;
+	for (int tries = 1; !txn && tries <= STOREQ_BEGIN_TRIES; tries++) {
+		txn = q->drv->begin(q->st) == 0;
+		if (!txn)
+			log_warn("storage thread: cannot begin a transaction (%d of %d tries)",
+				 tries, STOREQ_BEGIN_TRIES);
+	}
 	for (struct storeq_job *j = batch; j; j = j->next)
 		j->rc = j->run(q->st, q->drv, j->arg);
 	if (txn && q->drv->end(q->st, 1) != 0) {
@@ -124,7 +134,7 @@ static uint64_t storeq_now_ns(void)
 static void storeq_linger(struct storeq *q, uint64_t last_commit)
 {
 	uint64_t now = storeq_now_ns();
-	if (q->queued >= STOREQ_GROUP || q->awaited > 0 ||
+	if (q->queued >= STOREQ_GROUP || q->awaited > 0 || q->flushing > 0 ||
 	    now - last_commit > STOREQ_LINGER_US * 1000u)
 		return;
 	uint64_t until_ns = now + STOREQ_LINGER_US * 1000u;
@@ -136,7 +146,7 @@ static void storeq_linger(struct storeq *q, uint64_t last_commit)
 		until.tv_nsec -= 1000000000;
 	}
 	q->lingering = true;
-	while (q->queued < STOREQ_GROUP && q->awaited == 0 && !q->stop &&
+	while (q->queued < STOREQ_GROUP && q->awaited == 0 && q->flushing == 0 && !q->stop &&
 	       storeq_now_ns() < until_ns) {
 		if (pthread_cond_timedwait(&q->more, &q->lock, &until) == ETIMEDOUT)
 			break;
@@ -180,6 +190,7 @@ static void *storeq_thread(void *arg)
 		storeq_finish(batch);
 		pthread_mutex_lock(&q->lock);
 		q->pending -= n;
+		q->finished += n;
 		pthread_cond_broadcast(&q->room);
 		pthread_mutex_unlock(&q->lock);
 	}
@@ -249,6 +260,18 @@ bool storeq_busy(struct storeq *q)
 {
 	return __atomic_load_n(&q->committed, __ATOMIC_ACQUIRE) <
 	       __atomic_load_n(&q->submitted, __ATOMIC_ACQUIRE);
+}
+
+void storeq_flush(struct storeq *q)
+{
+	pthread_mutex_lock(&q->lock);
+	unsigned long long target = __atomic_load_n(&q->submitted, __ATOMIC_ACQUIRE);
+	q->flushing++;
+	pthread_cond_signal(&q->more);
+	while (q->finished < target && !q->stop)
+		pthread_cond_wait(&q->room, &q->lock);
+	q->flushing--;
+	pthread_mutex_unlock(&q->lock);
 }
 
 size_t storeq_pending(struct storeq *q)

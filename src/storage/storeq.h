@@ -35,6 +35,9 @@ struct storeq;
  * msgs/s; 50 ms and 8,192 keep up with 30,000. */
 #define STOREQ_GROUP 8192
 #define STOREQ_LINGER_US 50000
+/* Attempts to begin a batch's transaction while the store is locked. */
+#define STOREQ_BEGIN_TRIES 12
+
 /* Jobs queued at most; storeq_submit waits for room beyond (a loop that
  * writes faster than the store stops reading its clients meanwhile).
  * An archive job is one allocation of its stanza's size (about 20 MiB
@@ -77,6 +80,12 @@ void storeq_call(struct storeq *q, struct loop *l,
  * must answer only after everything before is durable queues behind them
  * (any job: they run in order) when this is true. */
 bool storeq_busy(struct storeq *q);
+
+/* Waits until every job submitted before the call has run and had its
+ * done callback (those with a loop: posted to it). For rare operations
+ * that must not overtake queued writes (deleting an account); not from
+ * the storage thread. */
+void storeq_flush(struct storeq *q);
 
 /* Jobs waiting or running now (a gauge for natterctl and tests). */
 size_t storeq_pending(struct storeq *q);

@@ -1,0 +1,100 @@
+"""Storage off the loops (docs/architecture.md, "Storage"): no event loop
+waits for the store's write lock.
+
+The storage thread holds SQLite's write lock through each batch of
+archive writes, and another process may hold it too (a backup,
+`natterctl mam expire`). Here the test holds it, from its own SQLite
+connection. A roster change is made at once all the same: every session
+of the account gets its push, and the loop goes on delivering messages.
+Its result waits until the change is committed (a result means that what
+it set is durable), comes once the lock is free, and the change survives
+a kill -9 after it."""
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from imlib import (
+    accounts, await_push, connect, msg, restart_on_same_data, roster_get,
+    roster_set, send_marker)
+
+@pytest.fixture
+def server(natter):
+    return accounts(natter, "alice", "bob")
+
+
+class StoreLock:
+    """SQLite's write lock on natterd's store, held by this process."""
+
+    def __init__(self, server):
+        path = Path(server.config["data_dir"]) / "natter.db"
+        self.db = sqlite3.connect(str(path), timeout=30, isolation_level=None)
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def release(self):
+        self.db.execute("ROLLBACK")
+        self.db.close()
+
+
+async def sessions(net, server):
+    """alice's phone and laptop, both interested in the roster, and bob;
+    each has had an answer, so nothing they did waits in the store."""
+    phone = await connect(net, server, "alice", "phone")
+    laptop = await connect(net, server, "alice", "laptop")
+    bob = await connect(net, server, "bob")
+    for client in (phone, laptop):
+        await roster_get(client)
+    await bob.iq(None, "<ping xmlns='urn:xmpp:ping'/>")
+    return phone, laptop, bob
+
+
+async def test_roster_change_is_made_while_the_store_is_locked(natter_factory, server,
+                                                              net):
+    phone, laptop, bob = await sessions(net, server)
+    lock = StoreLock(server)
+    try:
+        result = asyncio.ensure_future(
+            roster_set(phone, "bob@localhost", name="Bob", groups=["Friends"]))
+        # Made at once: before natter queued map writes, the loop waited
+        # for the lock (5 s) and the change failed.
+        await await_push(laptop, "bob@localhost", name="Bob")
+        await await_push(phone, "bob@localhost", name="Bob")
+        send_marker(bob, "alice@localhost/phone", "while-locked")
+        await phone.inbox.get(msg(id="while-locked"), "bob's message")
+        # The push and the message went out after the result would have:
+        # it waits for the store.
+        assert not result.done(), result
+        assert lock.db.in_transaction
+    finally:
+        lock.release()
+    await result
+    server = restart_on_same_data(natter_factory, server, kill=True)
+    again = await connect(net, server, "alice", "again")
+    _, items = await roster_get(again)
+    assert items["bob@localhost"]["name"] == "Bob", items
+    assert items["bob@localhost"]["groups"] == ["Friends"], items
+
+
+async def test_removal_while_locked_is_seen_and_kept(natter_factory, server, net):
+    """A roster item removed while the store is locked is gone for every
+    session at once, and stays gone after a clean restart, which commits
+    what is queued."""
+    phone, laptop, _ = await sessions(net, server)
+    await roster_set(phone, "bob@localhost", name="Bob")
+    await await_push(laptop, "bob@localhost", name="Bob")
+    lock = StoreLock(server)
+    try:
+        result = asyncio.ensure_future(roster_set(phone, "bob@localhost", remove=True))
+        await await_push(laptop, "bob@localhost", subscription="remove")
+        assert not result.done(), result
+    finally:
+        lock.release()
+    await result
+    _, items = await roster_get(laptop)
+    assert "bob@localhost" not in items, items
+    server = restart_on_same_data(natter_factory, server)
+    again = await connect(net, server, "alice", "again")
+    _, items = await roster_get(again)
+    assert "bob@localhost" not in items, items
