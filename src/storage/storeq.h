@@ -1,6 +1,7 @@
 /* The storage thread (DESIGN.md, "Storage off the loops"): per-message
  * writes (the archive, offline messages, room history) and the archive's
- * reads run here, never on an event loop.
+ * reads run here, never on an event loop; so do the loops' map writes
+ * (pending.h), as jobs of their own.
  *
  * One thread with its own storage handle takes the jobs in the order they
  * were submitted, runs as many as are waiting (up to STOREQ_BATCH) inside
