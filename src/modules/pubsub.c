@@ -1718,6 +1718,23 @@ static void ps_do_delete(struct ps_req *r, struct xml_node *el, bool purge)
 		module_reply(r->c, NULL);
 }
 
+/* XEP-0060 §8.8.4: the owner changed jid's subscription to state. */
+static void ps_tell_subscription(struct loop *l, const struct pubsub_host *h, const char *node,
+				 const char *jid, const char *state, struct arena *a)
+{
+	struct xml_node *m = xml_new(a, NS_CLIENT, "message");
+	char id[17];
+	random_hex(id, 8);
+	xml_set_attr(a, m, "from", h->jid);
+	xml_set_attr(a, m, "id", id);
+	struct xml_node *ps = xml_add_child(a, m, NS_PUBSUB, "pubsub");
+	struct xml_node *sub = xml_add_child(a, ps, NS_PUBSUB, "subscription");
+	xml_set_attr(a, sub, "node", node);
+	xml_set_attr(a, sub, "jid", jid);
+	xml_set_attr(a, sub, "subscription", state);
+	ps_send(l, m, a, jid);
+}
+
 static const char *const ps_affiliations[] = { "owner", "publisher", "publish-only", "member",
 					       "outcast", "none", NULL };
 
@@ -1730,6 +1747,9 @@ static void ps_do_manage(struct ps_req *r, struct xml_node *el, bool subs, bool 
 	struct ps_node n;
 	struct ps_err e;
 	bool ok = ps_owned_node(r, name, set, &lock, &n, &e);
+	/* Subscriptions changed, told to their subscribers once saved. */
+	size_t n_told = 0;
+	const char **told = arena_alloc(r->a, (xml_element_count(el) + 1) * sizeof *told * 2);
 	for (struct xml_node *c = el->children; ok && set && c; c = c->next) {
 		if (!xml_is(c, NS_PUBSUB_OWNER, subs ? "subscription" : "affiliation"))
 			continue;
@@ -1760,6 +1780,8 @@ static void ps_do_manage(struct ps_req *r, struct xml_node *el, bool subs, bool 
 				random_hex(subid, 8);
 				ps_sub_push(r->a, &n, norm, subid);
 			}
+			told[2 * n_told] = arena_strdup(r->a, norm);
+			told[2 * n_told++ + 1] = on ? "subscribed" : "none";
 		} else {
 			if (!ps_one_of(v, ps_affiliations) || j.resource[0] != '\0') {
 				ps_set_err(&e, "modify", "bad-request", NULL);
@@ -1791,6 +1813,8 @@ static void ps_do_manage(struct ps_req *r, struct xml_node *el, bool subs, bool 
 	}
 	if (set) {
 		module_reply(r->c, NULL);
+		for (size_t i = 0; i < n_told; i++)
+			ps_tell_subscription(l, r->h, n.name, told[2 * i], told[2 * i + 1], r->a);
 		return;
 	}
 	struct xml_node *rp = ps_reply_pubsub(r, NS_PUBSUB_OWNER);

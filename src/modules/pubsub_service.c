@@ -74,6 +74,7 @@ static const char *const service_features[] = {
 	NS_PUBSUB "#item-ids",
 	NS_PUBSUB "#last-published",
 	NS_PUBSUB "#manage-subscriptions",
+	NS_PUBSUB "#member-affiliation",
 	NS_PUBSUB "#modify-affiliations",
 	NS_PUBSUB "#outcast-affiliation",
 	NS_PUBSUB "#persistent-items",

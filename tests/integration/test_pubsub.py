@@ -259,10 +259,21 @@ async def test_owner_affiliations_and_outcast(net, server):
     assert [i.get("id") for i in await get_items(bob, SVC, "news")] == ["e1"]
 
 
+def told(client, state):
+    """A message from the service telling client its subscription to
+    node news is now state (XEP-0060 8.8.4)."""
+    def match(s):
+        sub = s.xml.find("{%s}pubsub/{%s}subscription" % (NS_PUBSUB, NS_PUBSUB))
+        return (s.xml.get("from") == SVC and sub is not None and sub.get("node") == "news"
+                and sub.get("jid") == client.boundjid.full
+                and sub.get("subscription") == state)
+    return match
+
+
 async def test_owner_manages_subscriptions(net, server):
-    """The owner subscribes bob (XEP-0060 8.8.2): bob gets notifications
-    and both lists show it; set to none, the subscription is gone from
-    both lists and the notifications stop."""
+    """The owner subscribes bob (XEP-0060 8.8.2): bob is told (8.8.4),
+    gets notifications, and both lists show it; set to none, bob is told,
+    the subscription is gone from both lists and the notifications stop."""
     alice = await pep_connect(net, server, "alice")
     bob = await pep_connect(net, server, "bob")
     await create(alice, "news")
@@ -270,6 +281,7 @@ async def test_owner_manages_subscriptions(net, server):
              "subscription='%%s'/></subscriptions></pubsub>" % (NS_PUBSUB_OWNER,
                                                                  bob.boundjid.full)
     await alice.iq(SVC, change % "subscribed", "set")
+    await bob.inbox.get(told(bob, "subscribed"), "being told of the subscription")
     assert await owner_list(alice, "news", "subscriptions") == {
         bob.boundjid.full: "subscribed"}
     assert await own_list(bob, "subscriptions") == {"news": "subscribed"}
@@ -277,6 +289,7 @@ async def test_owner_manages_subscriptions(net, server):
     got = await bob.inbox.get(event_items("news", frm=SVC), "the event, subscribed by alice")
     assert event_item_ids(got) == ["e1"]
     await alice.iq(SVC, change % "none", "set")
+    await bob.inbox.get(told(bob, "none"), "being told the subscription ended")
     assert await owner_list(alice, "news", "subscriptions") == {}
     assert await own_list(bob, "subscriptions") == {}
     await publish(alice, "news", "<x xmlns='urn:t'/>", "e2", to=SVC)
