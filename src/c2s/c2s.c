@@ -1667,7 +1667,10 @@ static void forward(struct loop *l, const struct router_target *t, const char *d
 struct bounce {
 	struct loop *l;
 	const struct jid *me; /* whose stanza it was; NULL: its 'to' */
-	int kept, bounced;
+	int kept, bounced, handed;
+	/* The session bound to the same full JID since (RFC 6120 §7.7.2.2:
+	 * it replaced this one), which takes the messages; NULL: none. */
+	const struct router_target *successor;
 };
 
 /* A stanza for a session that can no longer take it: a chat or normal
@@ -1707,18 +1710,23 @@ static void undeliverable(struct bounce *b, const char *data, size_t len)
 	arena_reset(&a);
 }
 
-/* An unacknowledged stanza of a session that ends. */
+/* An unacknowledged stanza of a session that ends: a message goes to the
+ * session that replaced it, as it was addressed to their full JID. */
 static void bounce_one(void *arg, struct refbuf *r)
 {
 	struct bounce *b = arg;
-	if (b->me != NULL)
+	if (b->successor != NULL && is_message(r->data, r->len)) {
+		deliver_to_session(b->l, b->successor, r);
+		b->handed++;
+	} else if (b->me != NULL) {
 		undeliverable(b, r->data, r->len);
+	}
 	refbuf_release(r);
 }
 
 void c2s_undeliverable(struct loop *l, const char *data, size_t len)
 {
-	struct bounce b = { l, NULL, 0, 0 };
+	struct bounce b = { .l = l };
 	undeliverable(&b, data, len);
 	if (b.kept > 0)
 		log_info("loop %d: a message for a session that just ended kept offline", l->index);
@@ -1736,12 +1744,18 @@ static void end_sm(struct c2s *s)
 	struct jid me;
 	if (s->full != NULL)
 		session_jid(s, &me);
-	struct bounce b = { s->loop, s->full != NULL ? &me : NULL, 0, 0 };
+	struct bounce b = { .l = s->loop, .me = s->full != NULL ? &me : NULL };
+	struct router_target next;
+	if (s->full != NULL &&
+	    router_find_full(s->loop->srv->router, s->bare, s->resource, &next) == 0 &&
+	    next.session != s->id)
+		b.successor = &next;
 	sm_drain(sm, bounce_one, &b);
 	if (n > 0)
 		log_info("c2s %llu: %s ended with %u unacknowledged stanza(s): %d message(s) kept "
-			 "offline, %d iq(s) bounced", (unsigned long long)s->id,
-			 s->full ? s->full : "(unbound)", n, b.kept, b.bounced);
+			 "offline, %d handed to the session that replaced it, %d iq(s) bounced",
+			 (unsigned long long)s->id, s->full ? s->full : "(unbound)", n, b.kept,
+			 b.handed, b.bounced);
 	sm_free(sm);
 }
 

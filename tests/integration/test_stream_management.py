@@ -429,7 +429,9 @@ async def test_resumption_time_runs_out(net, server):
         cond = err.xml.find("{%s}error/{%s}service-unavailable" % (NS_CLIENT, NS_STANZAS))
         assert cond is not None, ET.tostring(err.xml, "unicode")
     # The log line is written after the bounces; its pipe may lag bob's socket.
-    await server.await_log("2 message(s) kept offline, 2 iq(s) bounced", since=mark)
+    await server.await_log(
+        "2 message(s) kept offline, 0 handed to the session that replaced it, 2 iq(s) bounced",
+        since=mark)
     await bob.barrier()
     assert not bob.inbox.find(lambda s: s.xml.get("id") in ("h1", "p1")), \
         "a headline or presence for an ended session is dropped, not bounced"
@@ -713,6 +715,7 @@ async def test_fresh_login_with_the_same_resource_gets_the_detached_queue(
         bob.send_raw(chat(ALICE + "/phone", "queued%d" % n))
     await bob.barrier()
     fresh = await connect(net, server, "alice", "phone", available=True)
+    await server.await_log("3 handed to the session that replaced it", since=mark)
     for n in range(3):
         await fresh.inbox.get(
             lambda s, n=n: s.xml.get("id") == "queued%d" % n,
