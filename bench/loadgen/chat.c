@@ -187,6 +187,7 @@ static void chat_on_tick(uv_timer_t *t)
 			worker_count(&s->skipped, (int64_t)n);
 	}
 	if (now >= cw->end) {
+		worker_step_sent(w, cw->step);
 		cw->sending = false;
 		uv_timer_stop(&cw->tick);
 	}
@@ -363,6 +364,7 @@ int chat_run(const struct opts *o)
 		s->gen_cores = cpu_cores(&ms, &me);
 		s->server_cores = cpu_server_cores(&ms, &me);
 		/* Let the step's messages arrive before judging it. */
+		run_wait_step_sent(&r, (int)i, o->drain_seconds);
 		uint64_t drain_end = uv_hrtime() + (uint64_t)(o->drain_seconds * 1e9);
 		while (uv_hrtime() < drain_end) {
 			uint64_t sent = chat_sum(&r, (int)i, offsetof(struct chat_step, sent));

@@ -316,6 +316,7 @@ static void muc_on_tick(uv_timer_t *t)
 			muc_send_one(w, mw, s);
 	}
 	if (now >= mw->end) {
+		worker_step_sent(w, mw->step);
 		mw->sending = false;
 		uv_timer_stop(&mw->tick);
 	}
@@ -342,6 +343,8 @@ static void muc_command(struct worker *w, int cmd)
 		mw->sending = mw->nsenders > 0;
 		if (mw->sending)
 			uv_timer_start(&mw->tick, muc_on_tick, MUC_TICK_MS, MUC_TICK_MS);
+		else
+			worker_step_sent(w, mw->step);
 	} else if (cmd == CMD_EXIT && mw->tick_ready) {
 		mw->sending = false;
 		uv_close((uv_handle_t *)&mw->tick, NULL);
@@ -512,6 +515,7 @@ static unsigned muc_steps(struct run *r, struct muc_shared *sh, struct muc_resul
 		s->seconds = (double)((whole ? sh->end : uv_hrtime()) - sh->start) / 1e9;
 		s->gen_cores = cpu_cores(&ms, &me);
 		s->server_cores = cpu_server_cores(&ms, &me);
+		run_wait_step_sent(r, (int)i, o->drain_seconds);
 		uint64_t drain_end = uv_hrtime() + (uint64_t)(o->drain_seconds * 1e9);
 		while (uv_hrtime() < drain_end) {
 			uint64_t got = MUC_SUM(r, (int)i, received) + MUC_SUM(r, (int)i, errors);

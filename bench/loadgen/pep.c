@@ -383,6 +383,7 @@ static void pep_on_tick(uv_timer_t *t)
 		}
 	}
 	if (now >= pw->end) {
+		worker_step_sent(w, pw->step);
 		pw->sending = false;
 		uv_timer_stop(&pw->tick);
 	}
@@ -434,8 +435,10 @@ static void pep_command(struct worker *w, int cmd)
 		pw->start = pw->sh->start;
 		pw->end = pw->sh->end;
 		pw->accounted = 0;
-		if (!pub)
+		if (!pub) {
+			worker_step_sent(w, pw->step);
 			break;
+		}
 		pw->sending = true;
 		uv_timer_start(&pw->tick, pep_on_tick, PEP_TICK_MS, PEP_TICK_MS);
 		break;
@@ -641,8 +644,7 @@ static unsigned pep_steps(struct run *r, struct pep_shared *sh, struct pep_resul
 		s->seconds = (double)((whole ? sh->end : uv_hrtime()) - sh->start) / 1e9;
 		s->gen_cores = cpu_cores(&ms, &me);
 		s->server_cores = cpu_server_cores(&ms, &me);
-		/* The publisher's timer may still be finishing its last tick. */
-		run_wait(r, 0.005);
+		run_wait_step_sent(r, (int)i, o->drain_seconds);
 		uint64_t n1 = atomic_load(&sh->next_pub);
 		pep_drain(r, sh, n0, n1, expect, o->drain_seconds);
 		pep_collect(r, sh, (int)i, n0, n1, expect, s);

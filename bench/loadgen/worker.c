@@ -127,6 +127,7 @@ static struct worker *worker_new(struct run *r, unsigned id)
 		return NULL;
 	w->run = r;
 	w->id = id;
+	atomic_init(&w->step_sent, -1);
 	if (uv_loop_init(&w->loop) != 0) {
 		free(w);
 		return NULL;
@@ -287,6 +288,25 @@ bool run_wait(struct run *r, double seconds)
 		if (now >= until && until < r->t_deadline)
 			return true;
 	}
+}
+
+bool run_wait_step_sent(struct run *r, int step, double seconds)
+{
+	uint64_t end = uv_hrtime() + (uint64_t)(seconds * 1e9);
+	for (;;) {
+		unsigned i = 0;
+		while (i < r->nw && atomic_load(&r->w[i]->step_sent) >= step)
+			i++;
+		if (i == r->nw)
+			return true;
+		if (uv_hrtime() >= end || !run_wait(r, 0.001))
+			return false;
+	}
+}
+
+void worker_step_sent(struct worker *w, int step)
+{
+	atomic_store(&w->step_sent, step);
 }
 
 void run_stop(struct run *r)

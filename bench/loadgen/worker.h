@@ -111,6 +111,7 @@ struct worker {
 	char pbuf[65536];     /* decrypted bytes */
 	char wbuf[65536];     /* encrypted bytes on their way out */
 	unsigned serial;      /* for unique resources */
+	_Atomic int step_sent; /* the last rate step this worker sent all of */
 	SSL_SESSION *session; /* --tls-resume: the session to offer next */
 };
 
@@ -123,6 +124,11 @@ void run_command(struct run *r, int cmd);
 /* Sleeps up to seconds (0 = just poll). Returns false as soon as the run
  * should stop: interrupted or past --duration. */
 bool run_wait(struct run *r, double seconds);
+/* Waits up to seconds until every worker has sent all of rate step
+ * `step` (worker_step_sent): its last tick may run after the step's end
+ * on a busy machine, and what it sends then belongs to the step. Returns
+ * false when the wait ran out or the run should stop. */
+bool run_wait_step_sent(struct run *r, int step, double seconds);
 /* Stops every worker (closing connections politely, bounded) and joins
  * the threads; counters stay readable. Idempotent. */
 void run_stop(struct run *r);
@@ -141,6 +147,8 @@ unsigned run_share(const struct run *r, unsigned n, unsigned id);
 
 /* From a worker thread: record a failure message (the first one is kept). */
 void worker_note_error(struct worker *w, const char *msg);
+/* From a worker thread: w has sent all it will of rate step `step`. */
+void worker_step_sent(struct worker *w, int step);
 /* Bumps one of w's own counters. */
 void worker_count(_Atomic uint64_t *c, int64_t n);
 uint64_t counter_get(_Atomic uint64_t *c);
