@@ -104,16 +104,18 @@ static void on_wake(uv_async_t *a)
 		struct inbox_item *next = item->next;
 		if (item->kind == INBOX_CALL) {
 			item->call(l, item->arg);
-		} else if (!stopping) {
-			if (item->kind == INBOX_DELIVER) {
-				if (c2s_deliver(l, item->session, item->bytes->data, item->bytes->len) != 0) {
-					log_debug("loop %d: session %llu gone before delivery", l->index,
-						  (unsigned long long)item->session);
+		} else if (item->kind == INBOX_DELIVER) {
+			/* Posted before the stop (loop_post refuses them after):
+			 * what still has its session goes out ahead of the
+			 * <system-shutdown/> below (rooms' 332, announce_shutdown). */
+			if (c2s_deliver(l, item->session, item->bytes->data, item->bytes->len) != 0) {
+				log_debug("loop %d: session %llu gone before delivery", l->index,
+					  (unsigned long long)item->session);
+				if (!stopping)
 					c2s_undeliverable(l, item->bytes->data, item->bytes->len);
-				}
-			} else if (item->kind == INBOX_KICK) {
-				c2s_kick(l, item->session, item->condition);
 			}
+		} else if (item->kind == INBOX_KICK && !stopping) {
+			c2s_kick(l, item->session, item->condition);
 		}
 		refbuf_release(item->bytes);
 		free(item);
@@ -401,14 +403,17 @@ static void on_ticket_rotation(uv_timer_t *timer)
 	tls_rotate_ticket_keys(&srv->tls);
 }
 
-static void on_signal(uv_signal_t *sig, int signum)
+/* How long the client loops have to announce the shutdown (rooms' 332
+ * to their occupants on every loop) before the loops stop regardless. */
+#define SHUTDOWN_ANNOUNCE_MS 2000
+
+/* Main thread: every loop stops (on_wake) and so does the main loop. */
+static void stop_loops(struct server *srv)
 {
-	struct server *srv = sig->data;
-	if (signum == SIGHUP) {
-		server_reload(srv);
+	if (srv->loops_stopped)
 		return;
-	}
-	log_info("signal %d: shutting down", signum);
+	srv->loops_stopped = true;
+	uv_timer_stop(&srv->shutdown_timer);
 	for (int i = 0; i <= srv->n_loops; i++) {
 		struct loop *l = &srv->loops[i];
 		pthread_mutex_lock(&l->inbox_lock);
@@ -416,7 +421,50 @@ static void on_signal(uv_signal_t *sig, int signum)
 		pthread_mutex_unlock(&l->inbox_lock);
 		uv_async_send(&l->wake);
 	}
-	uv_stop(sig->loop);
+	uv_stop(srv->shutdown_timer.loop);
+}
+
+static void on_shutdown_go(uv_async_t *a)
+{
+	stop_loops(a->data);
+}
+
+static void on_shutdown_timeout(uv_timer_t *t)
+{
+	log_warn("shutdown: not every loop announced it within %d ms; stopping", SHUTDOWN_ANNOUNCE_MS);
+	stop_loops(t->data);
+}
+
+/* On each client loop (l NULL if it already stopped): what it posts to
+ * other loops here reaches their inboxes before they stop, since they
+ * stop only once every loop has been through this. */
+static void announce_shutdown(struct loop *l, void *arg)
+{
+	struct server *srv = arg;
+	if (l != NULL)
+		muc_loop_shutdown(l); /* occupants hear of it (332) */
+	if (__atomic_sub_fetch(&srv->shutdown_pending, 1, __ATOMIC_ACQ_REL) == 0)
+		uv_async_send(&srv->shutdown_go);
+}
+
+static void on_signal(uv_signal_t *sig, int signum)
+{
+	struct server *srv = sig->data;
+	if (signum == SIGHUP) {
+		server_reload(srv);
+		return;
+	}
+	if (srv->shutdown_begun) {
+		log_info("signal %d: stopping now", signum);
+		stop_loops(srv);
+		return;
+	}
+	log_info("signal %d: shutting down", signum);
+	srv->shutdown_begun = true;
+	__atomic_store_n(&srv->shutdown_pending, srv->n_loops, __ATOMIC_RELEASE);
+	uv_timer_start(&srv->shutdown_timer, on_shutdown_timeout, SHUTDOWN_ANNOUNCE_MS, 0);
+	for (int i = 0; i < srv->n_loops; i++)
+		loop_call(&srv->loops[i], announce_shutdown, srv);
 }
 
 int server_run(struct config *cfg, const char *ctl)
@@ -508,6 +556,10 @@ int server_run(struct config *cfg, const char *ctl)
 		sigs[i].data = &srv;
 		uv_signal_start(&sigs[i], on_signal, signums[i]);
 	}
+	uv_async_init(&main_loop, &srv.shutdown_go, on_shutdown_go);
+	srv.shutdown_go.data = &srv;
+	uv_timer_init(&main_loop, &srv.shutdown_timer);
+	srv.shutdown_timer.data = &srv;
 	uv_timer_t rotation;
 	uv_timer_init(&main_loop, &rotation);
 	rotation.data = &srv;
@@ -532,6 +584,8 @@ int server_run(struct config *cfg, const char *ctl)
 	for (int i = 0; i < 3; i++)
 		uv_close((uv_handle_t *)&sigs[i], NULL);
 	uv_close((uv_handle_t *)&rotation, NULL);
+	uv_close((uv_handle_t *)&srv.shutdown_go, NULL);
+	uv_close((uv_handle_t *)&srv.shutdown_timer, NULL);
 	uv_run(&main_loop, UV_RUN_DEFAULT);
 	uv_loop_close(&main_loop);
 	rc = 0;

@@ -135,6 +135,14 @@ struct server {
 	 * delays a client loop. Its index (n_loops) matches no session. */
 	struct loop *service;
 	uint64_t next_conn_id;     /* atomically incremented */
+	/* Stopping (server.c, on_signal): the client loops first tell what
+	 * must reach sessions on other loops (rooms' 332); the loops stop
+	 * once each has (shutdown_pending reaches 0: shutdown_go on the main
+	 * thread), or after SHUTDOWN_ANNOUNCE_MS. */
+	int shutdown_pending;      /* atomic */
+	bool shutdown_begun, loops_stopped; /* main thread only */
+	uv_async_t shutdown_go;
+	uv_timer_t shutdown_timer;
 	/* The archive-all journal (journal_writer.h): one writer per entry of
 	 * cfg->hosts, NULL where it is off; the signing key they share. */
 	struct journal_writer **journals;

@@ -100,6 +100,7 @@ struct room {
 
 struct room_loop {
 	struct room *buckets[ROOM_BUCKETS];
+	bool told_shutdown; /* room_loop_shutdown ran */
 };
 
 static size_t bucket_of(const char *jid)
@@ -2020,7 +2021,10 @@ void room_loop_shutdown(struct loop *l)
 {
 	struct room_loop *rl = l->muc;
 	static const int shutdown_code[] = { 332 };
-	for (size_t i = 0; rl && i < ROOM_BUCKETS; i++) {
+	if (rl == NULL || rl->told_shutdown)
+		return;
+	rl->told_shutdown = true;
+	for (size_t i = 0; i < ROOM_BUCKETS; i++) {
 		for (struct room *r = rl->buckets[i]; r; r = r->next) {
 			for (struct occupant *o = r->occ; o; o = o->next) {
 				struct buf b;

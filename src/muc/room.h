@@ -40,7 +40,8 @@ void room_directory_sync(struct loop *l, const struct muc_service *svc, const ch
 			 const char *name, bool members_only, char *const *members, size_t n_members,
 			 char *const *owners, size_t n_owners);
 
-/* Tells every occupant of loop l's rooms that natterd stops (332). */
+/* Tells every occupant of loop l's rooms that natterd stops (332);
+ * once: a second call does nothing. */
 void room_loop_shutdown(struct loop *l);
 
 /* Frees every room of loop l (shutdown). */
