@@ -1735,6 +1735,13 @@ static void ps_tell_subscription(struct loop *l, const struct pubsub_host *h, co
 	ps_send(l, m, a, jid);
 }
 
+/* Whether jid (bare or full) is of the account bare. */
+static bool ps_jid_of_account(const char *jid, const char *bare)
+{
+	size_t n = strlen(bare);
+	return strncmp(jid, bare, n) == 0 && (jid[n] == '\0' || jid[n] == '/');
+}
+
 static const char *const ps_affiliations[] = { "owner", "publisher", "publish-only", "member",
 					       "outcast", "none", NULL };
 
@@ -1747,9 +1754,13 @@ static void ps_do_manage(struct ps_req *r, struct xml_node *el, bool subs, bool 
 	struct ps_node n;
 	struct ps_err e;
 	bool ok = ps_owned_node(r, name, set, &lock, &n, &e);
-	/* Subscriptions changed, told to their subscribers once saved. */
+	/* Subscriptions changed, told to their subscribers once saved: one
+	 * per element, or each of an outcast's (full JIDs of one account). */
 	size_t n_told = 0;
-	const char **told = arena_alloc(r->a, (xml_element_count(el) + 1) * sizeof *told * 2);
+	const char **told = NULL;
+	if (ok && set)
+		told = arena_alloc(r->a, (xml_element_count(el) + (size_t)n.n_subs + 1) *
+						 sizeof *told * 2);
 	for (struct xml_node *c = el->children; ok && set && c; c = c->next) {
 		if (!xml_is(c, NS_PUBSUB_OWNER, subs ? "subscription" : "affiliation"))
 			continue;
@@ -1795,6 +1806,20 @@ static void ps_do_manage(struct ps_req *r, struct xml_node *el, bool subs, bool 
 			n.n_affs = k;
 			if (strcmp(v, "none") != 0)
 				ps_aff_push(r->a, &n, norm, v);
+			/* An outcast may not be subscribed (4.1): its subscriptions
+			 * end, and it is told so (8.8.4). */
+			if (strcmp(v, "outcast") == 0) {
+				k = 0;
+				for (int i = 0; i < n.n_subs; i++) {
+					if (!ps_jid_of_account(n.subs[i].jid, norm)) {
+						n.subs[k++] = n.subs[i];
+						continue;
+					}
+					told[2 * n_told] = arena_strdup(r->a, n.subs[i].jid);
+					told[2 * n_told++ + 1] = "none";
+				}
+				n.n_subs = k;
+			}
 		}
 		if (n.n_subs + n.n_affs > l->srv->cfg->limits.pubsub_max_subscriptions) {
 			ps_set_err(&e, "wait", "policy-violation", "too-many-subscriptions");

@@ -231,8 +231,9 @@ async def test_whitelist_admits_members_and_publishers(net, server):
 async def test_owner_affiliations_and_outcast(net, server):
     """The owner lists the node's affiliations (XEP-0060 8.9.1) and each
     user their own (5.7).  An outcast (8.9.2) may neither read nor
-    subscribe (forbidden) and, though subscribed, gets no notification;
-    set to none, bob reads again and is no longer listed."""
+    subscribe (forbidden, 4.1): bob's subscription ends, he is told so
+    (8.8.4) and gets no notification; set to none, bob reads again and
+    is no longer listed."""
     alice = await pep_connect(net, server, "alice")
     bob = await pep_connect(net, server, "bob")
     carol = await pep_connect(net, server, "carol")
@@ -240,6 +241,9 @@ async def test_owner_affiliations_and_outcast(net, server):
     await bob.iq(SVC, subscribe_xml("news", bob), "set")
     await alice.iq(SVC, affiliations_xml("news", {"carol@localhost": "publisher",
                                                   "bob@localhost": "outcast"}), "set")
+    await bob.inbox.get(told(bob, "none", "news"), "being told the subscription ended")
+    assert await owner_list(alice, "news", "subscriptions") == {}
+    assert await own_list(bob, "subscriptions") == {}
     assert await owner_list(alice, "news", "affiliations") == {
         "alice@localhost": "owner", "carol@localhost": "publisher",
         "bob@localhost": "outcast"}
@@ -259,12 +263,12 @@ async def test_owner_affiliations_and_outcast(net, server):
     assert [i.get("id") for i in await get_items(bob, SVC, "news")] == ["e1"]
 
 
-def told(client, state):
+def told(client, state, node="news"):
     """A message from the service telling client its subscription to
-    node news is now state (XEP-0060 8.8.4)."""
+    node is now state (XEP-0060 8.8.4)."""
     def match(s):
         sub = s.xml.find("{%s}pubsub/{%s}subscription" % (NS_PUBSUB, NS_PUBSUB))
-        return (s.xml.get("from") == SVC and sub is not None and sub.get("node") == "news"
+        return (s.xml.get("from") == SVC and sub is not None and sub.get("node") == node
                 and sub.get("jid") == client.boundjid.full
                 and sub.get("subscription") == state)
     return match
