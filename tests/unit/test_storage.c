@@ -737,7 +737,7 @@ static void test_sqlite_schema_version(void **state)
 	assert_int_equal(sqlite3_prepare_v2(db, "SELECT version FROM schema_version", -1,
 					    &stmt, NULL), SQLITE_OK);
 	assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
-	assert_int_equal(sqlite3_column_int(stmt, 0), 4);
+	assert_int_equal(sqlite3_column_int(stmt, 0), 5);
 	assert_int_equal(sqlite3_step(stmt), SQLITE_DONE);
 	sqlite3_finalize(stmt);
 	assert_int_equal(sqlite3_exec(db, "UPDATE schema_version SET version = 99", NULL, NULL,
@@ -745,6 +745,92 @@ static void test_sqlite_schema_version(void **state)
 	sqlite3_close(db);
 	assert_null(f->drv->open(f->data_dir, err, sizeof err));
 	assert_non_null(strstr(err, "schema version 99 is newer"));
+}
+
+/* A page's values, for the migration test. */
+struct values {
+	long long ids[8];
+	char with[8][64];
+	char value[8][16];
+	int n;
+};
+
+static void values_add(void *arg, long long id, const void *value, size_t len, int outgoing,
+		       const char *with)
+{
+	struct values *v = arg;
+	(void)outgoing;
+	assert_true(v->n < 8);
+	v->ids[v->n] = id;
+	snprintf(v->with[v->n], sizeof v->with[v->n], "%s", with);
+	snprintf(v->value[v->n], sizeof v->value[v->n], "%.*s", (int)len, (const char *)value);
+	v->n++;
+}
+
+static int values_of(struct fixture *f, const char *local, const struct archive_query *q,
+		     struct values *v)
+{
+	bool complete;
+	memset(v, 0, sizeof *v);
+	return f->drv->archive_query(f->st, "localhost", local, q, values_add, v, &complete, NULL);
+}
+
+/* sqlite only: an archive of schema 4 (owners and parties as text) is
+ * migrated to 5 (archive_jid numbers) on open: every entry keeps its
+ * owner, party, value and text, an entry read through ref still is, and
+ * a domain alone as the party survives the split. */
+static void test_sqlite_migrate_archive_from_v4(void **state)
+{
+	struct fixture *f = *state;
+	char path[256], err[512];
+	sqlite3 *db;
+	f->drv->close(f->st);
+	f->st = NULL;
+	snprintf(path, sizeof path, "%s/natter.db", f->data_dir);
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	/* The archive as schema 4 made it (the full-text table is the same). */
+	assert_int_equal(sqlite3_exec(db,
+		"DROP TABLE archive; DROP TABLE archive_jid;"
+		"CREATE TABLE archive (id INTEGER PRIMARY KEY, domain TEXT NOT NULL,"
+		" local TEXT NOT NULL, with_bare TEXT NOT NULL, with_res TEXT NOT NULL,"
+		" outgoing INTEGER NOT NULL, value BLOB NOT NULL, ref INTEGER);"
+		"CREATE INDEX archive_owner ON archive (domain, local, id, with_bare);"
+		"CREATE INDEX archive_ref ON archive (ref) WHERE ref IS NOT NULL;"
+		"INSERT INTO archive VALUES (1, 'localhost', 'alice', 'bob@localhost', '', 1, 'v1', NULL);"
+		"INSERT INTO archive VALUES (2, 'localhost', 'bob', 'alice@localhost', 'r', 0, x'', 1);"
+		"INSERT INTO archive VALUES (3, 'localhost', 'alice', 'example.org', '', 0, 'v3', NULL);"
+		"INSERT INTO archive_text (rowid, body) VALUES (1, 'hello one'), (3, 'hello three');"
+		"UPDATE schema_version SET version = 4;", NULL, NULL, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_close(db), SQLITE_OK);
+	f->st = f->drv->open(f->data_dir, err, sizeof err);
+	if (!f->st)
+		fail_msg("open v4: %s", err);
+	struct values v;
+	struct archive_query q = { .max = 8, .max_bytes = 1 << 20 };
+	assert_int_equal(values_of(f, "alice", &q, &v), 2);
+	assert_true(v.ids[0] == 1 && v.ids[1] == 3);
+	assert_string_equal(v.with[0], "bob@localhost");
+	assert_string_equal(v.with[1], "example.org");
+	assert_string_equal(v.value[1], "v3");
+	assert_int_equal(values_of(f, "bob", &q, &v), 1);
+	assert_string_equal(v.with[0], "alice@localhost/r");
+	assert_string_equal(v.value[0], "v1");
+	q.with = "example.org";
+	assert_int_equal(values_of(f, "alice", &q, &v), 1);
+	assert_true(v.ids[0] == 3);
+	q = (struct archive_query){ .max = 8, .max_bytes = 1 << 20, .text = "one" };
+	assert_int_equal(values_of(f, "bob", &q, &v), 1);
+	/* alice's entries go; bob's keeps the value and text it read. */
+	assert_int_equal(f->drv->archive_delete(f->st, "localhost", "alice", LLONG_MAX), 2);
+	assert_int_equal(values_of(f, "bob", &q, &v), 1);
+	assert_string_equal(v.value[0], "v1");
+	/* New entries go on with the numbers the migration gave. */
+	struct archive_entry e = { .id = 4, .with = "example.org", .with_resource = "",
+				   .body = "four", .value = "v4", .len = 2 };
+	assert_int_equal(f->drv->archive_put(f->st, "localhost", "bob", &e), 0);
+	q = (struct archive_query){ .max = 8, .max_bytes = 1 << 20, .with = "example.org" };
+	assert_int_equal(values_of(f, "bob", &q, &v), 1);
+	assert_string_equal(v.value[0], "v4");
 }
 
 /* sqlite only: a file written by the version-1 driver (accounts only) is
@@ -831,7 +917,7 @@ static void test_sqlite_migrate_from_v1(void **state)
 	assert_int_equal(sqlite3_prepare_v2(db, "SELECT version FROM schema_version", -1, &stmt,
 					    NULL), SQLITE_OK);
 	assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
-	assert_int_equal(sqlite3_column_int(stmt, 0), 4);
+	assert_int_equal(sqlite3_column_int(stmt, 0), 5);
 	assert_int_equal(sqlite3_step(stmt), SQLITE_DONE);
 	sqlite3_finalize(stmt);
 	assert_int_equal(sqlite3_close(db), SQLITE_OK);
@@ -1179,6 +1265,8 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_sqlite_schema_version, setup_sqlite, teardown),
 		cmocka_unit_test_setup_teardown(test_sqlite_migrate_from_v1, setup_sqlite, teardown),
+		cmocka_unit_test_setup_teardown(test_sqlite_migrate_archive_from_v4, setup_sqlite,
+						teardown),
 	};
 	log_set_level(LOG_WARN);
 	int failed = cmocka_run_group_tests_name("storage", common, NULL, NULL);
