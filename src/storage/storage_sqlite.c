@@ -465,6 +465,12 @@ static int storage_sqlite_migrate(sqlite3 *db, char *err, size_t errlen)
 			return storage_sqlite_exec(db, "COMMIT", err, errlen);
 
 		sqlite3_stmt *stmt = NULL;
+		/* An existing store: rewriting its archive takes a while
+		 * (about 9 s per million entries, and free disk space about
+		 * the archive's size until the old pages are reused). */
+		if (version > 0)
+			log_info("storage sqlite: migrating the schema from version %d to %d", version,
+				 version + 1);
 		if (storage_sqlite_exec(db, storage_sqlite_migrations[version], err, errlen) < 0 ||
 		    storage_sqlite_exec(db, "DELETE FROM schema_version", err, errlen) < 0)
 			goto rollback;
