@@ -1086,23 +1086,39 @@ static int storage_sqlite_list_count(struct storage *st, const char *domain, con
 
 /* --- archives --- */
 
-/* The archive_jid id of the bare JID domain (local NULL or empty) or
- * local@domain, added if new. Returns the id, or -1 (logged). */
-static long long storage_sqlite_jid_id(struct storage *st, const char *domain, size_t dlen,
-				       const char *local, size_t llen)
+/* A bare JID as archive_jid keeps it: "local@domain" as (domain, local),
+ * a domain alone with local "". */
+struct storage_sqlite_bare {
+	const char *domain, *local;
+	int dlen, llen;
+};
+
+static struct storage_sqlite_bare storage_sqlite_split(const char *bare)
+{
+	const char *at = strchr(bare, '@');
+	if (at == NULL)
+		return (struct storage_sqlite_bare){ bare, "", (int)strlen(bare), 0 };
+	return (struct storage_sqlite_bare){ at + 1, bare, (int)strlen(at + 1), (int)(at - bare) };
+}
+
+/* Binds j as ?1 (domain) and ?2 (local) and steps stmt once. */
+static int storage_sqlite_jid_step(sqlite3_stmt *stmt, const struct storage_sqlite_bare *j)
+{
+	if (sqlite3_bind_text(stmt, 1, j->domain, j->dlen, SQLITE_STATIC) != SQLITE_OK ||
+	    sqlite3_bind_text(stmt, 2, j->local, j->llen, SQLITE_STATIC) != SQLITE_OK)
+		return SQLITE_ERROR;
+	return sqlite3_step(stmt);
+}
+
+/* The archive_jid id of j, added if new. Returns the id, or -1 (logged). */
+static long long storage_sqlite_jid_id(struct storage *st, const struct storage_sqlite_bare *j)
 {
 	char key[2048];
-	bool cacheable = llen + dlen + 2 <= sizeof key;
 	struct storage_sqlite_jid *slot = NULL;
-	if (cacheable) {
-		if (llen)
-			snprintf(key, sizeof key, "%.*s@%.*s", (int)llen, local, (int)dlen, domain);
-		else
-			snprintf(key, sizeof key, "%.*s", (int)dlen, domain);
-		if (st->jids == NULL && (st->jids = calloc(STORAGE_SQLITE_JIDS, sizeof *st->jids)) == NULL)
-			cacheable = false;
-	}
-	if (cacheable) {
+	if ((size_t)j->llen + (size_t)j->dlen + 2 <= sizeof key &&
+	    (st->jids != NULL || (st->jids = calloc(STORAGE_SQLITE_JIDS, sizeof *st->jids)) != NULL)) {
+		snprintf(key, sizeof key, "%.*s%s%.*s", j->llen, j->local, j->llen ? "@" : "",
+			 j->dlen, j->domain);
 		size_t i = str_hash(key) & (STORAGE_SQLITE_JIDS - 1);
 		while (st->jids[i].key != NULL && strcmp(st->jids[i].key, key) != 0)
 			i = (i + 1) & (STORAGE_SQLITE_JIDS - 1);
@@ -1110,37 +1126,18 @@ static long long storage_sqlite_jid_id(struct storage *st, const char *domain, s
 			return st->jids[i].id;
 		slot = &st->jids[i];
 	}
-	long long id = -1;
-	for (int pass = 0; pass < 2 && id < 0; pass++) {
-		/* Looked up; when missing, added and looked up again. */
-		sqlite3_stmt *stmt = pass ? st->jid_add : st->jid_get;
-		if (pass) {
-			if (sqlite3_bind_text(stmt, 1, domain, (int)dlen, SQLITE_STATIC) != SQLITE_OK ||
-			    sqlite3_bind_text(stmt, 2, llen ? local : "", (int)llen, SQLITE_STATIC) !=
-				    SQLITE_OK ||
-			    sqlite3_step(stmt) != SQLITE_DONE) {
-				storage_sqlite_fail(st, "archive: jid_add");
-				storage_sqlite_done(stmt);
-				return -1;
-			}
-			storage_sqlite_done(stmt);
-			stmt = st->jid_get;
-		}
-		if (sqlite3_bind_text(stmt, 1, domain, (int)dlen, SQLITE_STATIC) != SQLITE_OK ||
-		    sqlite3_bind_text(stmt, 2, llen ? local : "", (int)llen, SQLITE_STATIC) != SQLITE_OK) {
-			storage_sqlite_fail(st, "archive: jid_get");
-			storage_sqlite_done(stmt);
-			return -1;
-		}
-		int rc = sqlite3_step(stmt);
-		if (rc == SQLITE_ROW)
-			id = sqlite3_column_int64(stmt, 0);
-		storage_sqlite_done(stmt);
-		if (rc != SQLITE_ROW && (rc != SQLITE_DONE || pass)) {
-			storage_sqlite_fail(st, "archive: jid_get");
-			return -1;
-		}
+	int rc = storage_sqlite_jid_step(st->jid_get, j);
+	if (rc == SQLITE_DONE) { /* new: added, then read back */
+		storage_sqlite_done(st->jid_get);
+		rc = storage_sqlite_jid_step(st->jid_add, j);
+		storage_sqlite_done(st->jid_add);
+		if (rc == SQLITE_DONE)
+			rc = storage_sqlite_jid_step(st->jid_get, j);
 	}
+	long long id = rc == SQLITE_ROW ? sqlite3_column_int64(st->jid_get, 0) : -1;
+	storage_sqlite_done(st->jid_get);
+	if (id < 0)
+		return storage_sqlite_fail(st, "archive: archive_jid");
 	if (slot != NULL) {
 		if (st->n_jids >= STORAGE_SQLITE_JIDS / 4 * 3) {
 			storage_sqlite_jids_forget(st);
@@ -1153,15 +1150,6 @@ static long long storage_sqlite_jid_id(struct storage *st, const char *domain, s
 		}
 	}
 	return id;
-}
-
-/* The archive_jid id of a bare JID string. */
-static long long storage_sqlite_bare_id(struct storage *st, const char *bare)
-{
-	const char *at = strchr(bare, '@');
-	if (at == NULL)
-		return storage_sqlite_jid_id(st, bare, strlen(bare), NULL, 0);
-	return storage_sqlite_jid_id(st, at + 1, strlen(at + 1), bare, (size_t)(at - bare));
 }
 
 static int storage_sqlite_archive_put(struct storage *st, const char *domain, const char *local,
@@ -1180,8 +1168,10 @@ static int storage_sqlite_archive_put(struct storage *st, const char *domain, co
 		if (rc != SQLITE_ROW)
 			return rc == SQLITE_DONE ? -1 : storage_sqlite_fail(st, "archive_put: ref");
 	}
-	long long owner = storage_sqlite_jid_id(st, domain, strlen(domain), local, strlen(local));
-	long long with = owner < 0 ? -1 : storage_sqlite_bare_id(st, e->with);
+	struct storage_sqlite_bare o = { domain, local, (int)strlen(domain), (int)strlen(local) };
+	struct storage_sqlite_bare w = storage_sqlite_split(e->with);
+	long long owner = storage_sqlite_jid_id(st, &o);
+	long long with = owner < 0 ? -1 : storage_sqlite_jid_id(st, &w);
 	if (with < 0)
 		return -1;
 	if (sqlite3_bind_int64(stmt, 1, (sqlite3_int64)e->id) != SQLITE_OK ||
@@ -1287,11 +1277,7 @@ static void storage_sqlite_archive_where(const struct archive_query *q, bool pag
 static int storage_sqlite_archive_bind(sqlite3_stmt *stmt, const char *domain, const char *local,
 				       const struct archive_query *q, const char *fts)
 {
-	/* The party of `with`, split as archive_jid keeps it. */
-	const char *with = q->with != NULL ? q->with : "";
-	const char *at = strchr(with, '@');
-	const char *with_domain = at ? at + 1 : with;
-	int with_local_len = at ? (int)(at - with) : 0;
+	struct storage_sqlite_bare w = storage_sqlite_split(q->with != NULL ? q->with : "");
 	/* Unused numbers stay NULL; sqlite3_bind_parameter_index tells which
 	 * the statement has. */
 	struct {
@@ -1309,8 +1295,8 @@ static int storage_sqlite_archive_bind(sqlite3_stmt *stmt, const char *domain, c
 		{ "?7", false, NULL, 0, q->page_after },
 		{ "?8", false, NULL, 0, q->page_before },
 		{ "?9", true, fts, -1, 0 },
-		{ "?10", true, with_domain, -1, 0 },
-		{ "?11", true, with, with_local_len, 0 },
+		{ "?10", true, w.domain, w.dlen, 0 },
+		{ "?11", true, w.local, w.llen, 0 },
 	};
 	for (size_t i = 0; i < sizeof params / sizeof params[0]; i++) {
 		int idx = sqlite3_bind_parameter_index(stmt, params[i].name);
