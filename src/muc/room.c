@@ -63,8 +63,6 @@ struct occupant {
 struct past {
 	struct refbuf *bytes; /* the message as broadcast, without 'to' */
 	time_t stamp;
-	long long id;         /* in the history store (persistent rooms of a
-			       * host without archives), else 0 */
 };
 
 /* What the owner sets with the muc#roomconfig form (XEP-0045 §10.2). */
@@ -295,35 +293,89 @@ static bool room_archives(const struct room *r)
 	return r->cfg.persistent && r->svc->host->mam.enabled;
 }
 
+/* A change to a room's history store, made on the storage thread
+ * (storeq.h): the loop never waits for the store's write lock. */
+struct history_job {
+	char domain[JID_PART_MAX + 1];
+	char local[JID_PART_MAX + 1];
+	int keep;   /* entries the store keeps, the newest; 0: none */
+	size_t len; /* of value; 0: nothing to add */
+	char value[];
+};
+
+static void history_last_id(void *arg, long long id, long long stamp, const void *value,
+			    size_t len)
+{
+	(void)stamp;
+	(void)value;
+	(void)len;
+	*(long long *)arg = id;
+}
+
+/* Adds the value, then drops the oldest entries beyond keep: the store
+ * holds what the ring does, also when the history got smaller since. */
+static int history_run(struct storage *st, const struct storage_driver *drv, void *arg)
+{
+	struct history_job *j = arg;
+	if (j->keep <= 0)
+		return drv->list_trim(st, j->domain, j->local, STORE_MUC_HISTORY, LLONG_MAX);
+	if (j->len > 0 &&
+	    drv->list_push(st, j->domain, j->local, STORE_MUC_HISTORY, j->value, j->len, NULL) != 0)
+		return -1;
+	int n = drv->list_count(st, j->domain, j->local, STORE_MUC_HISTORY);
+	if (n <= j->keep)
+		return n < 0 ? -1 : 0;
+	long long last = 0;
+	if (drv->list_page(st, j->domain, j->local, STORE_MUC_HISTORY, 0, n - j->keep,
+			   history_last_id, &last) < 0)
+		return -1;
+	return last > 0 ? drv->list_trim(st, j->domain, j->local, STORE_MUC_HISTORY, last) : 0;
+}
+
+static void history_done(struct loop *l, void *arg, int rc)
+{
+	(void)l;
+	struct history_job *j = arg;
+	if (rc < 0)
+		log_warn("muc: room %s@%s: cannot store its history", j->local, j->domain);
+	free(j);
+}
+
+static void history_store(struct loop *l, const struct room *r, int keep, const void *value,
+			  size_t len)
+{
+	struct history_job *j = xmalloc(sizeof *j + len);
+	snprintf(j->domain, sizeof j->domain, "%s", r->svc->domain);
+	room_local_of(r, j->local, sizeof j->local);
+	j->keep = keep;
+	j->len = len;
+	if (len > 0)
+		memcpy(j->value, value, len);
+	storeq_call(l->srv->storeq, NULL, history_run, history_done, j);
+}
+
 /* Keeps a message for joiners: in the ring, and for a persistent room in
  * the store too (l NULL: it comes from the store). An archiving room's
  * message goes to its archive (aid, its stanza-id), which keeps it after
- * it leaves the ring; otherwise the history store keeps what the ring
- * does, and an entry that falls out of one goes from the other. */
+ * it leaves the ring; otherwise the history store keeps the ring's
+ * newest entries. */
 static void history_add(struct loop *l, struct room *r, struct refbuf *bytes, time_t stamp,
-			long long id, long long aid, const char *nick, const char *body)
+			long long aid, const char *nick, const char *body)
 {
-	char local[JID_PART_MAX + 1];
-	room_local_of(r, local, sizeof local);
-	if (l != NULL && aid > 0 && room_archives(r))
+	if (l != NULL && aid > 0 && room_archives(r)) {
+		char local[JID_PART_MAX + 1];
+		room_local_of(r, local, sizeof local);
 		mam_archive_room(l, r->svc->domain, local, aid, nick, body, bytes->data,
 				 bytes->len);
+	}
 	int cap = r->svc->host->muc.history;
 	if (cap <= 0)
 		return;
-	const struct storage_driver *drv = l ? l->srv->storage : NULL;
-	if (l != NULL && r->cfg.persistent && !room_archives(r) &&
-	    drv->list_push(l->store, r->svc->domain, local, STORE_MUC_HISTORY, bytes->data,
-			   bytes->len, &id) != 0) {
-		log_warn("muc: room %s: cannot store a message of its history", r->jid);
-		id = 0;
-	}
+	if (l != NULL && r->cfg.persistent && !room_archives(r))
+		history_store(l, r, cap, bytes->data, bytes->len);
 	int slot = (r->hist_head + r->hist_len) % cap;
 	if (r->hist_len == cap) {
-		struct past *old = &r->hist[r->hist_head];
-		if (l != NULL && old->id > 0)
-			drv->list_trim(l->store, r->svc->domain, local, STORE_MUC_HISTORY, old->id);
-		refbuf_release(old->bytes);
+		refbuf_release(r->hist[r->hist_head].bytes);
 		slot = r->hist_head;
 		r->hist_head = (r->hist_head + 1) % cap;
 	} else {
@@ -331,19 +383,17 @@ static void history_add(struct loop *l, struct room *r, struct refbuf *bytes, ti
 	}
 	r->hist[slot].bytes = refbuf_ref(bytes);
 	r->hist[slot].stamp = stamp;
-	r->hist[slot].id = id;
 }
 
 /* A room that stops being persistent, or ends, leaves no history behind:
- * neither its history store nor its archive. */
+ * neither its history store nor its archive. Queued after the room's
+ * last messages, so none of them lands after it. */
 static void history_forget(struct loop *l, struct room *r)
 {
 	char local[JID_PART_MAX + 1];
 	room_local_of(r, local, sizeof local);
-	l->srv->storage->list_trim(l->store, r->svc->domain, local, STORE_MUC_HISTORY, LLONG_MAX);
+	history_store(l, r, 0, NULL, 0);
 	mam_forget_archive(l, r->svc->domain, local);
-	for (int i = 0; i < r->hist_len; i++)
-		r->hist[(r->hist_head + i) % r->svc->host->muc.history].id = 0;
 }
 
 /* --- configuration and persistence --- */
@@ -560,11 +610,12 @@ struct history_load {
 
 static void history_entry(void *arg, long long id, long long stamp, const void *value, size_t len)
 {
+	(void)id;
 	struct history_load *hl = arg;
 	struct refbuf *rb = refbuf_new(value, len);
 	/* Entries past the ring's size (a smaller history since) drop out of
 	 * the ring here and out of the store at the next message. */
-	history_add(NULL, hl->r, rb, (time_t)stamp, id, 0, NULL, NULL);
+	history_add(NULL, hl->r, rb, (time_t)stamp, 0, NULL, NULL);
 	refbuf_release(rb);
 }
 
@@ -586,7 +637,7 @@ static void archived_entry(void *arg, long long id, const void *value, size_t le
 	}
 	struct refbuf *rb = refbuf_new(b.data, b.len);
 	buf_free(&b);
-	history_add(NULL, hl->r, rb, (time_t)(id / 1000000), 0, 0, NULL, NULL);
+	history_add(NULL, hl->r, rb, (time_t)(id / 1000000), 0, NULL, NULL);
 	refbuf_release(rb);
 }
 
@@ -1295,7 +1346,7 @@ static void groupchat(struct loop *l, struct room *r, struct occupant *o, struct
 	if (has_body) {
 		struct refbuf *rb = refbuf_new(b.data, b.len);
 		struct xml_node *body = xml_child(st, NS_CLIENT, "body");
-		history_add(l, r, rb, time(NULL), 0, aid, o->nick, xml_text(a, body));
+		history_add(l, r, rb, time(NULL), aid, o->nick, xml_text(a, body));
 		refbuf_release(rb);
 	}
 	buf_free(&b);

@@ -608,6 +608,58 @@ async def test_destroyed_persistent_room_stays_gone(natter_factory, net):
     assert 201 in status_codes(joined.self), describe(joined.self)
 
 
+def no_archive_host(history):
+    """natter_factory overrides: a host without archives (mam off), whose
+    persistent rooms keep their history in the store of their own."""
+    return {"hosts": [{"domain": "localhost", "mam": {"enabled": False},
+                       "muc": {"history": history}}]}
+
+
+async def test_history_of_persistent_room_without_archive_survives_restart(
+        natter_factory, net):
+    server = accounts(natter_factory(**no_archive_host(3)), "alice", "bob")
+    alice, = await online(net, server, "alice")
+    await join(alice, "alice")
+    await configure(alice, persistentroom=True)
+    for n in range(1, 6):
+        await say(alice, "m%d" % n)
+    server = restart_on_same_data(natter_factory, server, keep_config=True)
+    bob, = await online(net, server, "bob")
+    joined = await join(bob, "bob")
+    assert [body_of(s) for s in joined.history] == ["m3", "m4", "m5"], (
+        "with muc.history 3 and no archive, a persistent room's joiners "
+        "get its last three messages after a restart:\n%s"
+        % "\n".join(describe(s) for s in joined.history))
+    # Restarted twice: the store holds the last three, no more (what fell
+    # out of the ring fell out of the store).
+    await say(bob, "m6")
+    server = restart_on_same_data(natter_factory, server, keep_config=True)
+    alice, = await online(net, server, "alice")
+    joined = await join(alice, "alice")
+    assert [body_of(s) for s in joined.history] == ["m4", "m5", "m6"], (
+        "\n".join(describe(s) for s in joined.history))
+
+
+async def test_destroyed_room_leaves_no_history_in_the_store(natter_factory,
+                                                             net):
+    server = accounts(natter_factory(**no_archive_host(5)), "alice")
+    alice, = await online(net, server, "alice")
+    await join(alice, "alice")
+    await configure(alice, persistentroom=True)
+    await say(alice, "before")
+    await alice.iq(ROOM, DESTROY, "set")
+    # A room of the same name, persistent again: the old one's history
+    # is gone from the store, so the restart cannot bring it back.
+    await join(alice, "alice")
+    await configure(alice, persistentroom=True)
+    await say(alice, "after")
+    server = restart_on_same_data(natter_factory, server, keep_config=True)
+    alice, = await online(net, server, "alice")
+    joined = await join(alice, "alice")
+    assert [body_of(s) for s in joined.history] == ["after"], (
+        "\n".join(describe(s) for s in joined.history))
+
+
 async def test_owner_outside_the_room_may_destroy_it(server, net):
     # XEP-0045 5.2: affiliations do not depend on presence in the room;
     # an owner's privileges (10.2, 10.9) are an owner's, in or out.

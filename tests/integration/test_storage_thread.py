@@ -98,3 +98,34 @@ async def test_removal_while_locked_is_seen_and_kept(natter_factory, server, net
     again = await connect(net, server, "alice", "again")
     _, items = await roster_get(again)
     assert "bob@localhost" not in items, items
+
+
+async def test_room_history_is_stored_while_the_store_is_locked(natter_factory,
+                                                                net):
+    """A persistent room of a host without archives keeps its history in
+    the store. A message said while the store is locked goes to every
+    occupant at once and is in the room's history after a restart: its
+    write waited on the storage thread, not on the room's loop (which
+    used to wait for the lock until SQLite gave up, and lose it)."""
+    from test_muc import join, say, body_of
+    from test_muc_admin import configure, no_archive_host
+    server = accounts(natter_factory(**no_archive_host(5)), "alice", "bob")
+    alice = await connect(net, server, "alice", available=True)
+    bob = await connect(net, server, "bob", available=True)
+    await join(alice, "alice")
+    await configure(alice, persistentroom=True)
+    await join(bob, "bob")
+    lock = StoreLock(server)
+    try:
+        await say(alice, "while-locked")
+        await bob.inbox.get(
+            lambda s: s.xml.findtext("{jabber:client}body") == "while-locked",
+            "alice's message in the room, while the store is locked")
+        assert lock.db.in_transaction
+    finally:
+        lock.release()
+    server = restart_on_same_data(natter_factory, server, keep_config=True)
+    carol = await connect(net, server, "alice", "again", available=True)
+    joined = await join(carol, "alice")
+    assert [body_of(s) for s in joined.history] == ["while-locked"], (
+        [body_of(s) for s in joined.history])
