@@ -83,6 +83,9 @@ static void natterctl_usage(FILE *out)
 	      "                                          (running natterd)\n"
 	      "  memory                                  the allocator and the heap it holds\n"
 	      "                                          (running natterd)\n"
+	      "  storage                                 the storage thread's backlog: jobs\n"
+	      "                                          queued, writes not committed yet\n"
+	      "                                          (running natterd)\n"
 	      "  room list                               the chat rooms (running natterd)\n"
 	      "  room info ROOM                          a room's settings and occupants\n"
 	      "  room create ROOM [OWNER]                a persistent room, owned by OWNER\n"
@@ -1406,6 +1409,9 @@ int main(int argc, char **argv)
 	} else if (strcmp(argv[i], "memory") == 0) {
 		rc = argc - i != 1 ? natterctl_error("usage: natterctl memory")
 				   : natterctl_control(&ctl, "memory");
+	} else if (strcmp(argv[i], "storage") == 0) {
+		rc = argc - i != 1 ? natterctl_error("usage: natterctl storage")
+				   : natterctl_control(&ctl, "storage");
 	} else if (strcmp(argv[i], "room") == 0) {
 		rc = natterctl_room(&ctl, argc - i - 1, argv + i + 1);
 	} else if (strcmp(argv[i], "directory") == 0) {

@@ -14,6 +14,8 @@
 #include "directory/directory.h"
 #include "muc/muc.h"
 #include "s2s/s2s.h"
+#include "storage/pending.h"
+#include "storage/storeq.h"
 
 /* Longest command line read. */
 #define CONTROL_LINE_MAX 512
@@ -126,6 +128,12 @@ static void run_command(struct control_client *c)
 		heap_stats(&h);
 		buf_printf(&c->answer, "allocator %s\nheap_in_use %zu\nheap_held %zu\n", h.allocator,
 			   h.in_use, h.held);
+		reply(c, "ok");
+		return;
+	}
+	if (strcmp(c->line, "storage") == 0) {
+		buf_printf(&c->answer, "jobs_queued %zu\nwrites_uncommitted %zu\n",
+			   storeq_pending(srv->storeq), pending_count(srv->pending));
 		reply(c, "ok");
 		return;
 	}

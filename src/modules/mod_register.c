@@ -8,8 +8,9 @@
  * together (so many addresses do not make many accounts).
  *
  * Passwords become SCRAM keys with storage_credentials_from_password()
- * (PBKDF2, milliseconds), always on a worker thread (work.h); the answer
- * follows from there. */
+ * (PBKDF2, milliseconds), always on a worker thread (work.h); the storage
+ * thread writes them (storeq.h), and the answer follows once they are
+ * committed. */
 #include "modules/register.h"
 #include "auth/fast.h"
 
@@ -28,6 +29,7 @@
 #include "router/hooks.h"
 #include "modules/presence.h"
 #include "router/deliver.h"
+#include "storage/storeq.h"
 
 /* Longest password accepted, in bytes (as natterctl). */
 #define REGISTER_PASSWORD_MAX 1023
@@ -141,24 +143,6 @@ static void register_rate_give_back(const unsigned char key[16], const struct re
 	pthread_mutex_unlock(&register_state.lock);
 }
 
-/* Creates local@domain unless it exists, atomically for this process (the
- * store's user_put replaces). Returns 0 created, 1 exists, -1 error. */
-static int register_create(struct loop *l, const char *domain, const char *local,
-			   const struct user_credentials *cred)
-{
-	const struct storage_driver *drv = l->srv->storage;
-	struct user_credentials old;
-	pthread_mutex_lock(&register_state.lock);
-	int rc = drv->user_get(l->store, domain, local, &old);
-	if (rc == 1)
-		rc = drv->user_put(l->store, domain, local, cred) == 0 ? 0 : -1;
-	else if (rc == 0)
-		rc = 1;
-	pthread_mutex_unlock(&register_state.lock);
-	explicit_bzero(&old, sizeof old);
-	return rc;
-}
-
 /* The text of q's child name, or NULL when absent or empty. */
 static const char *register_field(struct arena *a, const struct xml_node *q, const char *name)
 {
@@ -257,17 +241,37 @@ static void answer_later(struct loop *l, const struct password_change *p, const 
 	deliver_iq_answer(l, p->account, p->requester, p->id, etype, condition, NULL);
 }
 
-static void password_done(struct loop *l, void *arg)
+static void password_free(struct password_change *p)
+{
+	explicit_bzero(&p->cred, sizeof p->cred);
+	free(p->id);
+	free(p->requester);
+	free(p->account);
+	free(p);
+}
+
+/* On the storage thread: the new keys replace the old, unless the
+ * account went meanwhile (1; user_put would make it again). */
+static int password_put_run(struct storage *st, const struct storage_driver *drv, void *arg)
 {
 	struct password_change *p = arg;
-	register_wipe(p->password);
-	free(p->password);
-	if (!loop_stopping(l)) {
-		if (p->rc != 0) {
-			answer_later(l, p, "modify", "not-acceptable"); /* SASLprep refused it */
-		} else if (l->srv->storage->user_put(l->store, p->who.domain, p->who.local,
-						     &p->cred) != 0) {
+	struct user_credentials old;
+	int rc = drv->user_get(st, p->who.domain, p->who.local, &old);
+	explicit_bzero(&old, sizeof old);
+	if (rc != 0)
+		return rc;
+	return drv->user_put(st, p->who.domain, p->who.local, &p->cred);
+}
+
+/* The new keys are committed (rc 0): the answer says so. */
+static void password_put_done(struct loop *l, void *arg, int rc)
+{
+	struct password_change *p = arg;
+	if (l != NULL && !loop_stopping(l)) {
+		if (rc < 0) {
 			answer_later(l, p, "wait", "internal-server-error");
+		} else if (rc == 1) {
+			answer_later(l, p, "cancel", "registration-required");
 		} else {
 			log_info("account %s@%s changed its password in-band", p->who.local,
 				 p->who.domain);
@@ -276,11 +280,25 @@ static void password_done(struct loop *l, void *arg)
 			answer_later(l, p, NULL, NULL);
 		}
 	}
-	explicit_bzero(&p->cred, sizeof p->cred);
-	free(p->id);
-	free(p->requester);
-	free(p->account);
-	free(p);
+	password_free(p);
+}
+
+static void password_done(struct loop *l, void *arg)
+{
+	struct password_change *p = arg;
+	register_wipe(p->password);
+	free(p->password);
+	p->password = NULL;
+	if (loop_stopping(l)) {
+		password_free(p);
+	} else if (p->rc != 0) {
+		answer_later(l, p, "modify", "not-acceptable"); /* SASLprep refused it */
+		password_free(p);
+	} else {
+		/* Written by the storage thread: the loop never waits for the
+		 * store's write lock. */
+		storeq_call(l->srv->storeq, l, password_put_run, password_put_done, p);
+	}
 }
 
 /* XEP-0077 §3.3: <username/> must name the sender's own account. The new
@@ -432,30 +450,53 @@ static void preauth_job_free(struct preauth_job *j)
 	free(j);
 }
 
+/* The end of a registration: answered (unless the loop stopped, l NULL
+ * or stopping), and an address's turn given back when it failed. */
+static void preauth_finish(struct loop *l, struct preauth_job *j, const char *etype,
+			   const char *cond)
+{
+	if (cond != NULL && j->took)
+		register_rate_give_back(j->key, &j->turn);
+	if (l != NULL && !loop_stopping(l))
+		preauth_answer(l, j, etype, cond);
+	preauth_job_free(j);
+}
+
+/* On the storage thread, natterd's one writer of the store: creates
+ * local@domain unless it exists (user_put replaces), so two requests
+ * for one name cannot both succeed. 0 created, 1 taken, -1 error. */
+static int preauth_create_run(struct storage *st, const struct storage_driver *drv, void *arg)
+{
+	struct preauth_job *j = arg;
+	struct user_credentials old;
+	int rc = drv->user_get(st, j->domain, j->local, &old);
+	explicit_bzero(&old, sizeof old);
+	if (rc == 1)
+		return drv->user_put(st, j->domain, j->local, &j->cred) == 0 ? 0 : -1;
+	return rc == 0 ? 1 : -1;
+}
+
+static void preauth_created(struct loop *l, void *arg, int rc)
+{
+	struct preauth_job *j = arg;
+	if (rc == 0) {
+		log_info("account %s@%s registered in-band from %s", j->local, j->domain, j->peer);
+		preauth_finish(l, j, NULL, NULL);
+	} else {
+		preauth_finish(l, j, rc > 0 ? "cancel" : "wait",
+			       rc > 0 ? "conflict" : "internal-server-error");
+	}
+}
+
 static void preauth_done(struct loop *l, void *arg)
 {
 	struct preauth_job *j = arg;
-	const char *cond = NULL, *etype = "cancel";
-	if (loop_stopping(l)) {
-		cond = "internal-server-error";
-	} else if (j->rc != 0) {
-		etype = "modify";
-		cond = "not-acceptable"; /* SASLprep refused the password */
-	} else {
-		int rc = register_create(l, j->domain, j->local, &j->cred);
-		if (rc != 0) {
-			etype = rc > 0 ? "cancel" : "wait";
-			cond = rc > 0 ? "conflict" : "internal-server-error";
-		} else {
-			log_info("account %s@%s registered in-band from %s", j->local, j->domain,
-				 j->peer);
-		}
-	}
-	if (cond != NULL && j->took)
-		register_rate_give_back(j->key, &j->turn);
-	if (!loop_stopping(l))
-		preauth_answer(l, j, etype, cond);
-	preauth_job_free(j);
+	if (loop_stopping(l))
+		preauth_finish(l, j, "cancel", "internal-server-error");
+	else if (j->rc != 0)
+		preauth_finish(l, j, "modify", "not-acceptable"); /* SASLprep refused it */
+	else
+		storeq_call(l->srv->storeq, l, preauth_create_run, preauth_created, j);
 }
 
 /* Checks a registration request; when it may go ahead, hands the key

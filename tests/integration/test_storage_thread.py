@@ -12,13 +12,15 @@ a kill -9 after it."""
 
 import asyncio
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
 
 from imlib import (
-    accounts, await_push, connect, msg, restart_on_same_data, roster_get,
-    roster_set, send_marker)
+    NS_REGISTER, accounts, await_push, connect, msg, password_of,
+    restart_on_same_data, roster_get, roster_set, send_marker)
+from natterlib import IO_TIMEOUT, LoginFailed
 
 @pytest.fixture
 def server(natter):
@@ -129,3 +131,85 @@ async def test_room_history_is_stored_while_the_store_is_locked(natter_factory,
     joined = await join(carol, "alice")
     assert [body_of(s) for s in joined.history] == ["while-locked"], (
         [body_of(s) for s in joined.history])
+
+
+def backlog(server):
+    """`natterctl storage`: jobs queued on the storage thread."""
+    proc = server.ctl("storage", check=True)
+    fields = dict(line.split() for line in proc.stdout.splitlines()
+                  if len(line.split()) == 2)
+    return int(fields["jobs_queued"])
+
+
+async def job_queued(server, what):
+    """Waits until a job is queued on the storage thread (the store is
+    locked, so it stays queued): the loop handed its write over."""
+    deadline = time.monotonic() + IO_TIMEOUT
+    while await asyncio.to_thread(backlog, server) < 1:
+        assert time.monotonic() < deadline, (
+            "%s: no job was queued on the storage thread" % what)
+        await asyncio.sleep(0.05)
+
+
+async def round_trip(sender, receiver, marker):
+    send_marker(sender, str(receiver.boundjid), marker)
+    await receiver.inbox.get(msg(id=marker), marker)
+
+
+# One loop, so that the loop that registers is the one that delivers.
+REGISTRATION = {"workers": 1, "allow_registration": True,
+                "registration_interval": 0}
+
+
+async def test_registration_waits_for_the_store_not_the_loop(natter_factory,
+                                                            net):
+    """An account registered in-band while the store is locked: its keys
+    are written by the storage thread, the loop goes on delivering, the
+    result comes once they are committed, and they survive a kill -9
+    (the loop used to wait for the lock itself, and fail after 5 s)."""
+    server = accounts(natter_factory(**REGISTRATION), "alice", "bob")
+    alice = await connect(net, server, "alice")
+    bob = await connect(net, server, "bob")
+    stream, _ = await net.raw_tls(server)
+    lock = StoreLock(server)
+    try:
+        result = asyncio.ensure_future(stream.iq_roundtrip(
+            "reg-1", "<query xmlns='%s'><username>newbie</username>"
+            "<password>newbie-pass</password></query>" % NS_REGISTER,
+            type_="set"))
+        await job_queued(server, "registration")
+        await round_trip(alice, bob, "during-registration")
+        assert not result.done(), result
+    finally:
+        lock.release()
+    reply = await result
+    assert reply.get("type") == "result", reply
+    server = restart_on_same_data(natter_factory, server, kill=True,
+                                  keep_config=True)
+    newbie = await net.login(server, "newbie@localhost/again", "newbie-pass")
+    await newbie.close()
+
+
+async def test_password_change_waits_for_the_store_not_the_loop(
+        natter_factory, net):
+    server = accounts(natter_factory(**REGISTRATION), "alice", "bob")
+    alice = await connect(net, server, "alice")
+    bob = await connect(net, server, "bob")
+    lock = StoreLock(server)
+    try:
+        result = asyncio.ensure_future(alice.iq(
+            "localhost", "<query xmlns='%s'><username>alice</username>"
+            "<password>new-secret</password></query>" % NS_REGISTER, "set"))
+        await job_queued(server, "password change")
+        await round_trip(bob, alice, "during-change")
+        assert not result.done(), result
+    finally:
+        lock.release()
+    await result
+    server = restart_on_same_data(natter_factory, server, kill=True,
+                                  keep_config=True)
+    again = await net.login(server, "alice@localhost/again", "new-secret")
+    await again.close()
+    with pytest.raises(LoginFailed):
+        await net.login(server, "alice@localhost/old",
+                        password_of("alice"))
