@@ -1745,6 +1745,14 @@ static bool ps_jid_of_account(const char *jid, const char *bare)
 static const char *const ps_affiliations[] = { "owner", "publisher", "publish-only", "member",
 					       "outcast", "none", NULL };
 
+static bool ps_has_owner(const struct ps_node *n)
+{
+	for (int i = 0; i < n->n_affs; i++)
+		if (strcmp(n->affs[i].aff, "owner") == 0)
+			return true;
+	return false;
+}
+
 /* §8.8 and §8.9: the owner manages subscriptions or affiliations. */
 static void ps_do_manage(struct ps_req *r, struct xml_node *el, bool subs, bool set)
 {
@@ -1799,6 +1807,12 @@ static void ps_do_manage(struct ps_req *r, struct xml_node *el, bool subs, bool 
 				ok = false;
 				break;
 			}
+			/* A PEP node's owner is its account, for good. */
+			if (r->h->pep && strcmp(norm, r->h->jid) == 0) {
+				ps_set_err(&e, "cancel", "conflict", NULL);
+				ok = false;
+				break;
+			}
 			int k = 0;
 			for (int i = 0; i < n.n_affs; i++)
 				if (strcmp(n.affs[i].jid, norm) != 0)
@@ -1825,6 +1839,12 @@ static void ps_do_manage(struct ps_req *r, struct xml_node *el, bool subs, bool 
 			ps_set_err(&e, "wait", "policy-violation", "too-many-subscriptions");
 			ok = false;
 		}
+	}
+	/* A node keeps an owner (as a room does, XEP-0045 10.6): without one,
+	 * no one could configure, purge or delete it again. */
+	if (ok && set && !subs && !r->h->pep && !ps_has_owner(&n)) {
+		ps_set_err(&e, "cancel", "conflict", NULL);
+		ok = false;
 	}
 	if (ok && set && ps_node_save(l, r->h, &n, r->a) != 0) {
 		ps_set_err(&e, "wait", "internal-server-error", NULL);

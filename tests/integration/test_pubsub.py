@@ -263,6 +263,29 @@ async def test_owner_affiliations_and_outcast(net, server):
     assert [i.get("id") for i in await get_items(bob, SVC, "news")] == ["e1"]
 
 
+async def test_node_keeps_an_owner(net, server):
+    """The last owner cannot give up a node (nor be made an outcast):
+    conflict, as in a chat room (XEP-0045 10.6), and nothing changes.
+    With a second owner, the first may go. An account stays the owner of
+    its own PEP nodes."""
+    alice = await pep_connect(net, server, "alice")
+    bob = await pep_connect(net, server, "bob")
+    await create(alice, "news")
+    for aff in ("none", "outcast", "member"):
+        await expect_error(alice, SVC, affiliations_xml(
+            "news", {"alice@localhost": aff}), "set", "conflict")
+    assert await owner_list(alice, "news", "affiliations") == {
+        "alice@localhost": "owner"}
+    await alice.iq(SVC, affiliations_xml(
+        "news", {"bob@localhost": "owner", "alice@localhost": "none"}), "set")
+    assert await owner_list(bob, "news", "affiliations") == {
+        "bob@localhost": "owner"}
+    await publish(alice, "mood", "<mood xmlns='http://jabber.org/protocol/mood'>"
+                  "<happy/></mood>", "m1")
+    await expect_error(alice, "alice@localhost", affiliations_xml(
+        "mood", {"alice@localhost": "none"}), "set", "conflict")
+
+
 def told(client, state, node="news"):
     """A message from the service telling client its subscription to
     node is now state (XEP-0060 8.8.4)."""
