@@ -78,6 +78,14 @@ void heap_stats(struct heap_stats *out)
 		ctl("epoch", &epoch, &len, &epoch, sizeof epoch);
 		if (ctl("stats.allocated", &in_use, &n, NULL, 0) != 0)
 			in_use = 0;
+		/* Freed blocks that a thread keeps in its cache still count as
+		 * allocated; they go back to the arena only when that thread
+		 * allocates again, which an idle loop may not do for long.
+		 * 4096: every arena (MALLCTL_ARENAS_ALL). */
+		size_t cached = 0;
+		if (ctl("stats.arenas.4096.tcache_bytes", &cached, &n, NULL, 0) == 0 &&
+		    cached <= in_use)
+			in_use -= cached;
 		if (ctl("stats.resident", &held, &n, NULL, 0) != 0)
 			held = 0;
 		*out = (struct heap_stats){ "jemalloc", in_use, held };
