@@ -29,6 +29,7 @@
 #include "router/hooks.h"
 #include "modules/presence.h"
 #include "router/deliver.h"
+#include "storage/pending.h"
 #include "storage/storeq.h"
 
 /* Longest password accepted, in bytes (as natterctl). */
@@ -183,8 +184,86 @@ static enum status register_get(struct iq_ctx *c)
 	return OK;
 }
 
-/* XEP-0077 §3.2. The result goes out before the account's sessions are
- * closed (c2s does that: they no longer have an account). */
+/* An account removal on its way through the storage thread. */
+struct removal {
+	struct jid who;  /* the requester */
+	char *id;        /* the request's id, or NULL */
+	char bare[2 * JID_PART_MAX + 2];
+	char asked[2 * JID_PART_MAX + 2]; /* the JID asked: the answer's from */
+	char full[3 * JID_PART_MAX + 3];
+};
+
+/* On the storage thread, after every write queued before it (the hooks'
+ * deletions among them): the account and its stores go in one savepoint
+ * of the batch. */
+static int removal_run(struct storage *st, const struct storage_driver *drv, void *arg)
+{
+	struct removal *r = arg;
+	return drv->user_del(st, r->who.domain, r->who.local);
+}
+
+/* What a session of the removed account wrote after the removal was
+ * queued, before it was closed, goes too (user_del deletes the stores
+ * with or without the account row), unless the name was registered
+ * again meanwhile (natterctl). */
+static int removal_sweep_run(struct storage *st, const struct storage_driver *drv, void *arg)
+{
+	struct removal *r = arg;
+	struct user_credentials cred;
+	int rc = drv->user_get(st, r->who.domain, r->who.local, &cred);
+	explicit_bzero(&cred, sizeof cred);
+	if (rc != 1)
+		return rc < 0 ? -1 : 0;
+	return drv->user_del(st, r->who.domain, r->who.local) < 0 ? -1 : 0;
+}
+
+static void removal_free(struct removal *r)
+{
+	free(r->id);
+	free(r);
+}
+
+static void removal_swept(struct loop *l, void *arg, int rc)
+{
+	(void)l;
+	struct removal *r = arg;
+	if (rc < 0)
+		log_error("account %s: stores written after its removal could not be deleted",
+			  r->bare);
+	removal_free(r);
+}
+
+/* The removal is committed: the result goes out before the account's
+ * sessions are closed (XEP-0077 §3.2; they no longer have an account). */
+static void removal_done(struct loop *l, void *arg, int rc)
+{
+	struct removal *r = arg;
+	if (l == NULL || loop_stopping(l)) {
+		removal_free(r);
+		return;
+	}
+	switch (rc) {
+	case 0:
+		log_info("account %s removed in-band", r->bare);
+		deliver_iq_answer(l, r->asked, r->full, r->id, NULL, NULL, NULL);
+		c2s_kick_account(l, r->bare, "not-authorized");
+		storeq_call(l->srv->storeq, l, removal_sweep_run, removal_swept, r);
+		return;
+	case 1:
+		deliver_iq_answer(l, r->asked, r->full, r->id, "cancel", "registration-required",
+				  NULL);
+		break;
+	default:
+		deliver_iq_answer(l, r->asked, r->full, r->id, "wait", "internal-server-error",
+				  NULL);
+		break;
+	}
+	removal_free(r);
+}
+
+/* XEP-0077 §3.2. The account goes on the storage thread, behind the
+ * writes queued before (no loop waits for them, nor for the store's
+ * write lock); the answer follows its commit. */
 static void register_remove(struct iq_ctx *c)
 {
 	if (xml_element_count(c->payload) != 1) {
@@ -192,28 +271,20 @@ static void register_remove(struct iq_ctx *c)
 		return;
 	}
 	struct loop *l = c->loop;
+	pending_account_removed(l->srv->pending, c->from->domain, c->from->local);
 	presence_account_removed(l, c->from);
 	struct jid account = *c->from;
 	account.resource[0] = '\0';
 	struct hook_ctx hc = { .loop = l, .from = &account, .to = &account };
 	hooks_run(HOOK_ACCOUNT_DELETED, &hc);
-	switch (l->srv->storage->user_del(l->store, c->from->domain, c->from->local)) {
-	case 0:
-		log_info("account %s@%s removed in-band", c->from->local, c->from->domain);
-		module_reply(c, NULL);
-		{
-			char bare[2 * JID_PART_MAX + 2];
-			jid_format_bare(c->from, bare, sizeof bare);
-			c2s_kick_account(l, bare, "not-authorized");
-		}
-		break;
-	case 1:
-		module_error(c, "cancel", "registration-required");
-		break;
-	default:
-		module_error(c, "wait", "internal-server-error");
-		break;
-	}
+	struct removal *r = xcalloc(1, sizeof *r);
+	const char *id = xml_attr(c->iq, "id");
+	r->who = *c->from;
+	r->id = id ? xstrdup(id) : NULL;
+	jid_format_bare(c->from, r->bare, sizeof r->bare);
+	jid_format_bare(c->to, r->asked, sizeof r->asked);
+	jid_format(c->from, r->full, sizeof r->full);
+	storeq_call(l->srv->storeq, l, removal_run, removal_done, r);
 }
 
 /* A password change waiting for its PBKDF2 on a worker thread. */
@@ -224,7 +295,8 @@ struct password_change {
 	int rc;
 	char *id;        /* the request's id, or NULL */
 	char *requester; /* full JID the answer goes to */
-	char *account;   /* bare JID it comes from */
+	char *account;   /* the JID it comes from: the one asked (the
+			  * account, or its server) */
 	struct jid who;
 };
 
@@ -325,7 +397,7 @@ static void register_password(struct iq_ctx *c)
 		p->id = id ? xstrdup(id) : NULL;
 		jid_format(c->from, buf, sizeof buf);
 		p->requester = xstrdup(buf);
-		jid_format_bare(c->from, buf, sizeof buf);
+		jid_format_bare(c->to, buf, sizeof buf);
 		p->account = xstrdup(buf);
 		p->who = *c->from;
 		if (work_submit(l, password_work, password_done, p) != 0) {
@@ -481,6 +553,8 @@ static void preauth_created(struct loop *l, void *arg, int rc)
 	struct preauth_job *j = arg;
 	if (rc == 0) {
 		log_info("account %s@%s registered in-band from %s", j->local, j->domain, j->peer);
+		if (l != NULL)
+			pending_account_exists(l->srv->pending, j->domain, j->local);
 		preauth_finish(l, j, NULL, NULL);
 	} else {
 		preauth_finish(l, j, rc > 0 ? "cancel" : "wait",

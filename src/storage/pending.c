@@ -45,6 +45,15 @@ struct pending {
 	unsigned long long seq;                          /* under lock */
 	size_t writes;  /* writes queued and not committed (atomic) */
 	size_t shelves; /* (atomic: read without the lock for the common case) */
+	struct pending_removed *removed; /* under lock */
+	size_t n_removed;                /* (atomic, as shelves) */
+};
+
+/* An account removed while natterd runs: map writes for it are dropped
+ * (its sessions may write until they are closed) until it exists again. */
+struct pending_removed {
+	struct pending_removed *next;
+	char *domain, *local;
 };
 
 struct pending_handle {
@@ -110,6 +119,59 @@ static void shelf_tidy(struct pending *p, struct pending_shelf **s)
 	free(shelf->store);
 	free(shelf);
 	__atomic_sub_fetch(&p->shelves, 1, __ATOMIC_RELEASE);
+}
+
+/* --- removed accounts --- */
+
+/* Under p->lock. */
+static struct pending_removed **removed_find(struct pending *p, const char *domain,
+					     const char *local)
+{
+	struct pending_removed **r = &p->removed;
+	while (*r != NULL && (strcmp((*r)->local, local) != 0 || strcmp((*r)->domain, domain) != 0))
+		r = &(*r)->next;
+	return r;
+}
+
+static bool removed_has(struct pending *p, const char *domain, const char *local)
+{
+	if (__atomic_load_n(&p->n_removed, __ATOMIC_ACQUIRE) == 0)
+		return false;
+	pthread_mutex_lock(&p->lock);
+	bool has = *removed_find(p, domain, local) != NULL;
+	pthread_mutex_unlock(&p->lock);
+	return has;
+}
+
+void pending_account_removed(struct pending *p, const char *domain, const char *local)
+{
+	pthread_mutex_lock(&p->lock);
+	if (*removed_find(p, domain, local) == NULL) {
+		struct pending_removed *r = xcalloc(1, sizeof *r);
+		r->domain = xstrdup(domain);
+		r->local = xstrdup(local);
+		r->next = p->removed;
+		p->removed = r;
+		__atomic_add_fetch(&p->n_removed, 1, __ATOMIC_RELEASE);
+	}
+	pthread_mutex_unlock(&p->lock);
+}
+
+void pending_account_exists(struct pending *p, const char *domain, const char *local)
+{
+	if (__atomic_load_n(&p->n_removed, __ATOMIC_ACQUIRE) == 0)
+		return;
+	pthread_mutex_lock(&p->lock);
+	struct pending_removed **r = removed_find(p, domain, local);
+	if (*r != NULL) {
+		struct pending_removed *gone = *r;
+		*r = gone->next;
+		free(gone->domain);
+		free(gone->local);
+		free(gone);
+		__atomic_sub_fetch(&p->n_removed, 1, __ATOMIC_RELEASE);
+	}
+	pthread_mutex_unlock(&p->lock);
 }
 
 /* --- writes: on the loop, then on the storage thread --- */
@@ -389,7 +451,10 @@ static int pending_user_get(struct storage *st, const char *domain, const char *
 			    struct user_credentials *out)
 {
 	struct pending_handle *h = handle_of(st);
-	return h->p->drv->user_get(h->inner, domain, local, out);
+	int rc = h->p->drv->user_get(h->inner, domain, local, out);
+	if (rc == 0)
+		pending_account_exists(h->p, domain, local); /* made again (natterctl) */
+	return rc;
 }
 
 static int pending_user_put(struct storage *st, const char *domain, const char *local,
@@ -428,6 +493,8 @@ static int pending_map_get(struct storage *st, const char *domain, const char *l
 static int pending_map_put(struct storage *st, const char *domain, const char *local,
 			   const char *store, const char *key, const void *value, size_t len)
 {
+	if (removed_has(handle_of(st)->p, domain, local))
+		return 0; /* nowhere to keep it */
 	handle_of(st)->queued++;
 	pending_write(handle_of(st)->p, domain, local, store, key, value ? value : "", len);
 	return 0;
@@ -441,6 +508,8 @@ static int pending_map_del(struct storage *st, const char *domain, const char *l
 {
 	struct pending_handle *h = handle_of(st);
 	int there;
+	if (removed_has(h->p, domain, local))
+		return 1; /* its stores went with it */
 	if (key == NULL) {
 		long long bytes;
 		there = pending_map_size(st, domain, local, store, &bytes);
@@ -670,6 +739,13 @@ void pending_free(struct pending *p)
 			free(s->store);
 			free(s);
 		}
+	}
+	while (p->removed != NULL) {
+		struct pending_removed *r = p->removed;
+		p->removed = r->next;
+		free(r->domain);
+		free(r->local);
+		free(r);
 	}
 	pthread_mutex_destroy(&p->lock);
 	pthread_mutex_destroy(&p->submit);

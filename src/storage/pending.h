@@ -44,6 +44,15 @@ struct storage *pending_open(struct pending *p, const char *data_dir, char *err,
  * caller compares two readings to learn whether it wrote in between. */
 unsigned long long pending_queued(struct storage *st);
 
+/* An account removed in-band: from now on, map writes for it are dropped
+ * (its sessions, on any loop, may write until they are closed, and what
+ * they wrote would outlive it, for an account made again with its name
+ * to find). Until pending_account_exists: a registration made it again,
+ * or a user_get through a pending_open handle found it (natterctl made
+ * it, and it logs in). */
+void pending_account_removed(struct pending *p, const char *domain, const char *local);
+void pending_account_exists(struct pending *p, const char *domain, const char *local);
+
 /* Map writes not committed yet (a gauge for tests and natterctl). */
 size_t pending_count(struct pending *p);
 

@@ -80,7 +80,8 @@ struct storage_driver {
 	int (*user_put)(struct storage *st, const char *domain, const char *local,
 			const struct user_credentials *cred);
 	/* Returns 0 deleted, 1 not found, -1 error. Deletes the account's
-	 * map and list stores and its archive with it. */
+	 * map and list stores and its archive with it (also when the account
+	 * row is not there). */
 	int (*user_del)(struct storage *st, const char *domain, const char *local);
 	/* Calls fn for each account of domain (all domains if domain is NULL),
 	 * sorted by domain then localpart. Returns 0 or -1. */
@@ -186,8 +187,9 @@ struct storage_driver {
 
 	/* Groups the writes between begin and end into one transaction
 	 * (committed by end with commit 1, undone with 0), for batches; other
-	 * handles' writers wait meanwhile, so keep it short. No nesting, and
-	 * no user_del inside. Return 0 or -1 (end with commit: undone). */
+	 * handles' writers wait meanwhile, so keep it short. No nesting
+	 * (user_del inside takes a savepoint of it). Return 0 or -1 (end with
+	 * commit: undone). */
 	int (*begin)(struct storage *st);
 	int (*end)(struct storage *st, int commit);
 };

@@ -738,30 +738,54 @@ static int storage_sqlite_run(struct storage *st, sqlite3_stmt *stmt, const char
 	return ret;
 }
 
-/* The account row and its stores go in one transaction: a crash or an
- * error never leaves an account without its roster, nor a roster that a
- * new account of the same name would inherit. */
-static int storage_sqlite_user_del(struct storage *st, const char *domain, const char *local)
+/* user_del's deletions, in the caller's transaction. *found: whether
+ * the account row was there. Returns 0 or -1 (logged). */
+static int storage_sqlite_user_del_steps(struct storage *st, sqlite3_stmt *const *steps, size_t n,
+					 const char *domain, const char *local, int *found)
 {
-	sqlite3_stmt *const steps[] = { st->user_del, st->map_del_user, st->list_del_user,
-					st->archive_del_user };
-	int found = 0;
-
-	if (storage_sqlite_run(st, st->begin, "user_del: begin") < 0)
-		return -1;
-	for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
+	for (size_t i = 0; i < n; i++) {
 		sqlite3_stmt *stmt = steps[i];
 		if (storage_sqlite_bind_text(stmt, 1, domain) < 0 ||
 		    storage_sqlite_bind_text(stmt, 2, local) < 0 ||
 		    sqlite3_step(stmt) != SQLITE_DONE) {
 			storage_sqlite_fail(st, "user_del");
 			storage_sqlite_done(stmt);
-			goto rollback;
+			return -1;
 		}
 		if (stmt == st->user_del)
-			found = sqlite3_changes(st->db) > 0;
+			*found = sqlite3_changes(st->db) > 0;
 		storage_sqlite_done(stmt);
 	}
+	return 0;
+}
+
+/* The account row and its stores go in one transaction: a crash or an
+ * error never leaves an account without its roster, nor a roster that a
+ * new account of the same name would inherit. Inside a transaction (the
+ * storage thread's batch) they go in a savepoint of it instead, undone
+ * alone if a step fails. */
+static int storage_sqlite_user_del(struct storage *st, const char *domain, const char *local)
+{
+	sqlite3_stmt *const steps[] = { st->user_del, st->map_del_user, st->list_del_user,
+					st->archive_del_user };
+	int found = 0;
+
+	if (!sqlite3_get_autocommit(st->db)) {
+		if (sqlite3_exec(st->db, "SAVEPOINT user_del", NULL, NULL, NULL) != SQLITE_OK)
+			return storage_sqlite_fail(st, "user_del: savepoint");
+		int rc = storage_sqlite_user_del_steps(st, steps, sizeof steps / sizeof steps[0],
+						       domain, local, &found);
+		if (rc < 0)
+			sqlite3_exec(st->db, "ROLLBACK TO user_del", NULL, NULL, NULL);
+		if (sqlite3_exec(st->db, "RELEASE user_del", NULL, NULL, NULL) != SQLITE_OK)
+			return storage_sqlite_fail(st, "user_del: release");
+		return rc < 0 ? -1 : found ? 0 : 1;
+	}
+	if (storage_sqlite_run(st, st->begin, "user_del: begin") < 0)
+		return -1;
+	if (storage_sqlite_user_del_steps(st, steps, sizeof steps / sizeof steps[0], domain, local,
+					  &found) < 0)
+		goto rollback;
 	if (storage_sqlite_run(st, st->commit, "user_del: commit") < 0)
 		goto rollback;
 	return found ? 0 : 1;

@@ -47,7 +47,8 @@ struct storeq;
 
 struct storeq_job {
 	/* Runs on the storage thread inside the batch's transaction; returns
-	 * >= 0 or -1. It must not call begin/end, nor user_del. */
+	 * >= 0 or -1. It must not call begin/end (user_del takes a
+	 * savepoint of the batch). */
 	int (*run)(struct storage *st, const struct storage_driver *drv, void *arg);
 	/* Runs on `loop` once the batch is committed, with run's result (-1
 	 * for every job of a batch whose commit failed); the jobs of one

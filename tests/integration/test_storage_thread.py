@@ -213,3 +213,67 @@ async def test_password_change_waits_for_the_store_not_the_loop(
     with pytest.raises(LoginFailed):
         await net.login(server, "alice@localhost/old",
                         password_of("alice"))
+
+
+NS_PRIVATE = "jabber:iq:private"
+NOTE = "<note xmlns='urn:example:note'>%s</note>"
+
+
+async def test_account_removal_waits_for_the_store_not_the_loop(
+        natter_factory, net):
+    """An account removed in-band while the store is locked: the loop
+    goes on delivering (it used to wait until every queued write was
+    committed, here until the lock was gone); the result comes once the
+    account is gone, and what another of its sessions wrote meanwhile
+    goes too, so an account made again with the name inherits nothing."""
+    server = accounts(natter_factory(**REGISTRATION), "alice", "bob",
+                      "carol")
+    phone = await connect(net, server, "alice", "phone")
+    laptop = await connect(net, server, "alice", "laptop")
+    bob = await connect(net, server, "bob")
+    carol = await connect(net, server, "carol")
+    await laptop.iq(None, "<query xmlns='%s'>%s</query>"
+                    % (NS_PRIVATE, NOTE % "before"), "set")
+    lock = StoreLock(server)
+    try:
+        result = asyncio.ensure_future(phone.iq(
+            "localhost", "<query xmlns='%s'><remove/></query>" % NS_REGISTER,
+            "set"))
+        await job_queued(server, "account removal")
+        laptop.send_raw("<iq type='set' id='late-note'><query xmlns='%s'>%s"
+                        "</query></iq>" % (NS_PRIVATE, NOTE % "during"))
+        await round_trip(bob, carol, "during-removal")
+        assert not result.done(), result
+    finally:
+        lock.release()
+    reply = await result
+    assert reply["type"] == "result", reply
+    await phone.wait_closed()
+    await laptop.wait_closed()
+    with pytest.raises(LoginFailed):
+        await net.login(server, "alice@localhost/again", password_of("alice"))
+    # A write of bob's, queued after the removal's sweep: once it is
+    # answered, the sweep is committed.
+    await bob.iq(None, "<query xmlns='%s'>%s</query>"
+                 % (NS_PRIVATE, NOTE % "bob"), "set")
+    server.add_user("alice@localhost", "fresh-pass")
+    again = await net.login(server, "alice@localhost/again", "fresh-pass")
+    got = await again.iq(None, "<query xmlns='%s'><note xmlns="
+                         "'urn:example:note'/></query>" % NS_PRIVATE)
+    assert "before" not in str(got) and "during" not in str(got), got
+    # The new account keeps what it writes.
+    await again.iq(None, "<query xmlns='%s'>%s</query>"
+                   % (NS_PRIVATE, NOTE % "anew"), "set")
+    server = restart_on_same_data(natter_factory, server, kill=True,
+                                  keep_config=True)
+    later = await net.login(server, "alice@localhost/later", "fresh-pass")
+    got = await later.iq(None, "<query xmlns='%s'><note xmlns="
+                         "'urn:example:note'/></query>" % NS_PRIVATE)
+    assert "anew" in str(got), got
+    await later.close()
+    with sqlite3.connect(str(Path(server.config["data_dir"]) / "natter.db")) as db:
+        rows = db.execute("SELECT store, key FROM map WHERE domain = "
+                          "'localhost' AND local = 'alice'").fetchall()
+    # (The last logout may be written yet or not.)
+    assert set(rows) - {("account", "last")} == {
+        ("private", "urn:example:note")}, rows

@@ -680,6 +680,42 @@ static void test_user_del_removes_stores(void **state)
 	assert_int_equal(f->drv->list_count(f->st, "localhost", "bob", "offline"), 0);
 }
 
+/* Inside a batch's transaction (the storage thread), user_del is a
+ * savepoint of it: committed or undone with the batch, and the writes
+ * around it stay. */
+static void test_user_del_inside_a_batch(void **state)
+{
+	struct fixture *f = *state;
+	struct user_credentials c, out;
+	char v[64];
+	fake_credentials(&c, "x");
+	assert_int_equal(f->drv->user_put(f->st, "localhost", "alice", &c), 0);
+	assert_int_equal(f->drv->user_put(f->st, "localhost", "bob", &c), 0);
+	assert_int_equal(map_put_str(f, "alice", "roster", "bob@localhost", "b"), 0);
+
+	assert_int_equal(f->drv->begin(f->st), 0);
+	assert_int_equal(map_put_str(f, "bob", "vcard", "", "before"), 0);
+	assert_int_equal(f->drv->user_del(f->st, "localhost", "alice"), 0);
+	assert_int_equal(f->drv->user_del(f->st, "localhost", "nobody"), 1);
+	assert_int_equal(map_put_str(f, "bob", "private", "k", "after"), 0);
+	assert_int_equal(f->drv->end(f->st, 0), 0); /* undone, all of it */
+	assert_int_equal(f->drv->user_get(f->st, "localhost", "alice", &out), 0);
+	assert_int_equal(map_get_str(f, f->st, "alice", "roster", "bob@localhost", v, sizeof v), 0);
+	assert_int_equal(map_get_str(f, f->st, "bob", "vcard", "", v, sizeof v), 1);
+
+	assert_int_equal(f->drv->begin(f->st), 0);
+	assert_int_equal(map_put_str(f, "bob", "vcard", "", "before"), 0);
+	assert_int_equal(f->drv->user_del(f->st, "localhost", "alice"), 0);
+	assert_int_equal(map_put_str(f, "bob", "private", "k", "after"), 0);
+	assert_int_equal(f->drv->end(f->st, 1), 0);
+	assert_int_equal(f->drv->user_get(f->st, "localhost", "alice", &out), 1);
+	assert_int_equal(map_get_str(f, f->st, "alice", "roster", "bob@localhost", v, sizeof v), 1);
+	assert_int_equal(map_get_str(f, f->st, "bob", "vcard", "", v, sizeof v), 0);
+	assert_string_equal(v, "before");
+	assert_int_equal(map_get_str(f, f->st, "bob", "private", "k", v, sizeof v), 0);
+	assert_string_equal(v, "after");
+}
+
 /* Two event loops each hold a handle: a write through one is seen by the
  * next read through the other. */
 static void test_two_handles_stores(void **state)
@@ -1254,6 +1290,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_list_size, setup_sqlite, teardown),
 		cmocka_unit_test_setup_teardown(test_list_binary_and_empty, setup_sqlite, teardown),
 		cmocka_unit_test_setup_teardown(test_user_del_removes_stores, setup_sqlite, teardown),
+		cmocka_unit_test_setup_teardown(test_user_del_inside_a_batch, setup_sqlite, teardown),
 		cmocka_unit_test_setup_teardown(test_two_handles_stores, setup_sqlite, teardown),
 		cmocka_unit_test_setup_teardown(test_archive_pages_both_ways, setup_sqlite, teardown),
 		cmocka_unit_test_setup_teardown(test_archive_filters, setup_sqlite, teardown),
