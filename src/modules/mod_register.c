@@ -258,6 +258,8 @@ static void removal_done(struct loop *l, void *arg, int rc)
 				  NULL);
 		break;
 	}
+	/* Not removed: its sessions go on, and their writes are kept again. */
+	pending_account_exists(l->srv->pending, r->who.domain, r->who.local);
 	removal_free(r);
 }
 
