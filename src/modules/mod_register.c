@@ -144,6 +144,17 @@ static void register_rate_give_back(const unsigned char key[16], const struct re
 	pthread_mutex_unlock(&register_state.lock);
 }
 
+/* On the storage thread: whether local@domain has an account (user_get's
+ * 0 found, 1 not found, -1 error), its keys wiped at once. */
+static int account_lookup(struct storage *st, const struct storage_driver *drv,
+			  const char *domain, const char *local)
+{
+	struct user_credentials cred;
+	int rc = drv->user_get(st, domain, local, &cred);
+	explicit_bzero(&cred, sizeof cred);
+	return rc;
+}
+
 /* The text of q's child name, or NULL when absent or empty. */
 static const char *register_field(struct arena *a, const struct xml_node *q, const char *name)
 {
@@ -209,9 +220,7 @@ static int removal_run(struct storage *st, const struct storage_driver *drv, voi
 static int removal_sweep_run(struct storage *st, const struct storage_driver *drv, void *arg)
 {
 	struct removal *r = arg;
-	struct user_credentials cred;
-	int rc = drv->user_get(st, r->who.domain, r->who.local, &cred);
-	explicit_bzero(&cred, sizeof cred);
+	int rc = account_lookup(st, drv, r->who.domain, r->who.local);
 	if (rc != 1)
 		return rc < 0 ? -1 : 0;
 	return drv->user_del(st, r->who.domain, r->who.local) < 0 ? -1 : 0;
@@ -329,9 +338,7 @@ static void password_free(struct password_change *p)
 static int password_put_run(struct storage *st, const struct storage_driver *drv, void *arg)
 {
 	struct password_change *p = arg;
-	struct user_credentials old;
-	int rc = drv->user_get(st, p->who.domain, p->who.local, &old);
-	explicit_bzero(&old, sizeof old);
+	int rc = account_lookup(st, drv, p->who.domain, p->who.local);
 	if (rc != 0)
 		return rc;
 	return drv->user_put(st, p->who.domain, p->who.local, &p->cred);
@@ -542,9 +549,7 @@ static void preauth_finish(struct loop *l, struct preauth_job *j, const char *et
 static int preauth_create_run(struct storage *st, const struct storage_driver *drv, void *arg)
 {
 	struct preauth_job *j = arg;
-	struct user_credentials old;
-	int rc = drv->user_get(st, j->domain, j->local, &old);
-	explicit_bzero(&old, sizeof old);
+	int rc = account_lookup(st, drv, j->domain, j->local);
 	if (rc == 1)
 		return drv->user_put(st, j->domain, j->local, &j->cred) == 0 ? 0 : -1;
 	return rc == 0 ? 1 : -1;
