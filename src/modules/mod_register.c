@@ -197,8 +197,10 @@ static enum status register_get(struct iq_ctx *c)
 
 /* An account removal on its way through the storage thread. */
 struct removal {
+	struct server *srv;
 	struct jid who;  /* the requester */
 	char *id;        /* the request's id, or NULL */
+	int loops_left;  /* (atomic) loops yet to pass the kick */
 	char bare[2 * JID_PART_MAX + 2];
 	char asked[2 * JID_PART_MAX + 2]; /* the JID asked: the answer's from */
 	char full[3 * JID_PART_MAX + 3];
@@ -213,10 +215,11 @@ static int removal_run(struct storage *st, const struct storage_driver *drv, voi
 	return drv->user_del(st, r->who.domain, r->who.local);
 }
 
-/* What a session of the removed account wrote after the removal was
- * queued, before it was closed, goes too (user_del deletes the stores
- * with or without the account row), unless the name was registered
- * again meanwhile (natterctl). */
+/* What a session of the removed account stored after the removal was
+ * queued, before it was closed (archived messages; its map writes were
+ * dropped), goes too (user_del deletes the stores with or without the
+ * account row), unless the name was registered again meanwhile
+ * (natterctl). */
 static int removal_sweep_run(struct storage *st, const struct storage_driver *drv, void *arg)
 {
 	struct removal *r = arg;
@@ -232,6 +235,8 @@ static void removal_free(struct removal *r)
 	free(r);
 }
 
+/* The sweep is committed: nothing of the account's is left to write,
+ * and the table forgets the removal (it would grow with every one). */
 static void removal_swept(struct loop *l, void *arg, int rc)
 {
 	(void)l;
@@ -239,7 +244,23 @@ static void removal_swept(struct loop *l, void *arg, int rc)
 	if (rc < 0)
 		log_error("account %s: stores written after its removal could not be deleted",
 			  r->bare);
+	pending_account_exists(r->srv->pending, r->who.domain, r->who.local);
 	removal_free(r);
+}
+
+/* On each client loop, after the kick of the account's sessions there
+ * (it came first through the same inbox): once every loop has passed,
+ * none of them writes any more, and the sweep goes after their writes. */
+static void removal_passed(struct loop *l, void *arg)
+{
+	struct removal *r = arg;
+	if (__atomic_sub_fetch(&r->loops_left, 1, __ATOMIC_ACQ_REL) > 0)
+		return;
+	if (l == NULL || loop_stopping(l)) {
+		removal_free(r); /* stopping: the sweep would find no store */
+		return;
+	}
+	storeq_call(l->srv->storeq, l, removal_sweep_run, removal_swept, r);
 }
 
 /* The removal is committed: the result goes out before the account's
@@ -256,7 +277,9 @@ static void removal_done(struct loop *l, void *arg, int rc)
 		log_info("account %s removed in-band", r->bare);
 		deliver_iq_answer(l, r->asked, r->full, r->id, NULL, NULL, NULL);
 		c2s_kick_account(l, r->bare, "not-authorized");
-		storeq_call(l->srv->storeq, l, removal_sweep_run, removal_swept, r);
+		r->loops_left = l->srv->n_loops;
+		for (int i = 0; i < l->srv->n_loops; i++)
+			loop_call(&l->srv->loops[i], removal_passed, r);
 		return;
 	case 1:
 		deliver_iq_answer(l, r->asked, r->full, r->id, "cancel", "registration-required",
@@ -290,6 +313,7 @@ static void register_remove(struct iq_ctx *c)
 	hooks_run(HOOK_ACCOUNT_DELETED, &hc);
 	struct removal *r = xcalloc(1, sizeof *r);
 	const char *id = xml_attr(c->iq, "id");
+	r->srv = l->srv;
 	r->who = *c->from;
 	r->id = id ? xstrdup(id) : NULL;
 	jid_format_bare(c->from, r->bare, sizeof r->bare);

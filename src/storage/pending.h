@@ -47,9 +47,10 @@ unsigned long long pending_queued(struct storage *st);
 /* An account removed in-band: from now on, map writes for it are dropped
  * (its sessions, on any loop, may write until they are closed, and what
  * they wrote would outlive it, for an account made again with its name
- * to find). Until pending_account_exists: a registration made it again,
- * or a user_get through a pending_open handle found it (natterctl made
- * it, and it logs in). */
+ * to find). Until pending_account_exists: its sessions are closed and
+ * what they stored is swept, or a registration made it again, or a
+ * user_get through a pending_open handle found it (natterctl made it,
+ * and it logs in). */
 void pending_account_removed(struct pending *p, const char *domain, const char *local);
 void pending_account_exists(struct pending *p, const char *domain, const char *local);
 
