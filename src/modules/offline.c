@@ -13,6 +13,7 @@
 #include "modules/mam.h"
 #include "modules/module.h"
 #include "router/deliver.h"
+#include "storage/pending.h"
 #include "storage/storeq.h"
 #include "xml/xml_parse.h"
 
@@ -69,6 +70,10 @@ int offline_store(struct loop *l, const struct jid *to, struct xml_node *st)
 {
 	const struct config_limits *lim = &l->srv->cfg->limits;
 	if (lim->max_offline_messages <= 0)
+		return 1;
+	/* Removed in-band, its sessions not all closed yet (a detached one
+	 * hands back what it held): nowhere to keep it. */
+	if (pending_account_is_removed(l->srv->pending, to->domain, to->local))
 		return 1;
 	struct offline_put *p = xcalloc(1, sizeof *p);
 	snprintf(p->domain, sizeof p->domain, "%s", to->domain);

@@ -17,7 +17,8 @@ struct loop;
  * accepted. When the account's quota is full (limits.max_offline_messages,
  * or max_offline_size bytes with this one) the sender then gets
  * service-unavailable, on a store error internal-server-error. Returns 1
- * (nothing queued) when offline storage is off (a quota of 0). */
+ * (nothing queued) when offline storage is off (a quota of 0), or the
+ * account is being removed. */
 int offline_store(struct loop *l, const struct jid *to, struct xml_node *st);
 
 /* Sends the stored messages of owner (bare JID) to the session on loop l,

@@ -143,6 +143,11 @@ static bool removed_has(struct pending *p, const char *domain, const char *local
 	return has;
 }
 
+bool pending_account_is_removed(struct pending *p, const char *domain, const char *local)
+{
+	return removed_has(p, domain, local);
+}
+
 void pending_account_removed(struct pending *p, const char *domain, const char *local)
 {
 	pthread_mutex_lock(&p->lock);

@@ -21,6 +21,7 @@
 #ifndef NATTER_PENDING_H
 #define NATTER_PENDING_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "storage/storage.h"
@@ -53,6 +54,8 @@ unsigned long long pending_queued(struct storage *st);
  * and it logs in). */
 void pending_account_removed(struct pending *p, const char *domain, const char *local);
 void pending_account_exists(struct pending *p, const char *domain, const char *local);
+/* Whether local@domain is marked removed (pending_account_removed). */
+bool pending_account_is_removed(struct pending *p, const char *domain, const char *local);
 
 /* Map writes not committed yet (a gauge for tests and natterctl). */
 size_t pending_count(struct pending *p);

@@ -9,7 +9,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from imlib import accounts, connect, msg, send_available, mutual, pres
+from imlib import (
+    NS_REGISTER, accounts, connect, msg, mutual, password_of, pres, send_available)
 from natterlib import NS_CLIENT, NS_STREAM, q, stream_error_condition
 from smlib import NS_SM, SmClient, authenticated, sm, sm_login, sm_resume
 
@@ -724,3 +725,31 @@ async def test_fresh_login_with_the_same_resource_gets_the_detached_queue(
     await fresh.inbox.get(lambda s: s.xml.get("id") == "after", "after")
     rest = [fresh.messages.get_nowait()["id"] for _ in range(fresh.messages.qsize())]
     assert rest == ["after"], rest
+
+
+async def test_removed_account_keeps_nothing_of_a_detached_session(net, server):
+    """An account removed in-band (XEP-0077) while one of its sessions is
+    detached: that session ends, and the message it held unacknowledged
+    is bounced to its sender, not kept offline where an account made
+    again with the name would find it."""
+    a = await sm_login(net, server, "alice")
+    bob = await connect(net, server, "bob")
+    bob.send_raw(chat(a.jid, "m0"))
+    while (await a.next_stanza()).get("id") != "m0":
+        pass
+    mark = server.log_mark()
+    a.cut()
+    await server.await_log("detached", since=mark)
+    laptop = await connect(net, server, "alice", "laptop")
+    laptop.send_raw("<iq type='set' id='bye' to='localhost'><query xmlns='%s'>"
+                    "<remove/></query></iq>" % NS_REGISTER)
+    await laptop.wait_closed()
+    bounce = await bob.inbox.get(msg(id="m0", type="error"), "m0 bounced")
+    assert bounce.xml.find("{%s}error/{%s}service-unavailable"
+                           % (NS_CLIENT, NS_STANZAS)) is not None, \
+        ET.tostring(bounce.xml, "unicode")
+    server.add_user("alice@localhost", password_of("alice"))
+    again = await connect(net, server, "alice", "again")
+    await send_available(again)
+    await again.barrier()
+    assert not again.inbox.find(msg(id="m0")), "the old account's message came back"
