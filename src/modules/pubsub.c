@@ -1735,13 +1735,6 @@ static void ps_tell_subscription(struct loop *l, const struct pubsub_host *h, co
 	ps_send(l, m, a, jid);
 }
 
-/* Whether jid (bare or full) is of the account bare. */
-static bool ps_jid_of_account(const char *jid, const char *bare)
-{
-	size_t n = strlen(bare);
-	return strncmp(jid, bare, n) == 0 && (jid[n] == '\0' || jid[n] == '/');
-}
-
 static const char *const ps_affiliations[] = { "owner", "publisher", "publish-only", "member",
 					       "outcast", "none", NULL };
 
@@ -1825,7 +1818,7 @@ static void ps_do_manage(struct ps_req *r, struct xml_node *el, bool subs, bool 
 			if (strcmp(v, "outcast") == 0) {
 				k = 0;
 				for (int i = 0; i < n.n_subs; i++) {
-					if (!ps_jid_of_account(n.subs[i].jid, norm)) {
+					if (!bare_eq(n.subs[i].jid, norm)) {
 						n.subs[k++] = n.subs[i];
 						continue;
 					}

@@ -133,7 +133,7 @@ static struct pending_removed **removed_find(struct pending *p, const char *doma
 	return r;
 }
 
-static bool removed_has(struct pending *p, const char *domain, const char *local)
+bool pending_account_is_removed(struct pending *p, const char *domain, const char *local)
 {
 	if (__atomic_load_n(&p->n_removed, __ATOMIC_ACQUIRE) == 0)
 		return false;
@@ -141,11 +141,6 @@ static bool removed_has(struct pending *p, const char *domain, const char *local
 	bool has = *removed_find(p, domain, local) != NULL;
 	pthread_mutex_unlock(&p->lock);
 	return has;
-}
-
-bool pending_account_is_removed(struct pending *p, const char *domain, const char *local)
-{
-	return removed_has(p, domain, local);
 }
 
 void pending_account_removed(struct pending *p, const char *domain, const char *local)
@@ -498,7 +493,7 @@ static int pending_map_get(struct storage *st, const char *domain, const char *l
 static int pending_map_put(struct storage *st, const char *domain, const char *local,
 			   const char *store, const char *key, const void *value, size_t len)
 {
-	if (removed_has(handle_of(st)->p, domain, local))
+	if (pending_account_is_removed(handle_of(st)->p, domain, local))
 		return 0; /* nowhere to keep it */
 	handle_of(st)->queued++;
 	pending_write(handle_of(st)->p, domain, local, store, key, value ? value : "", len);
@@ -513,7 +508,7 @@ static int pending_map_del(struct storage *st, const char *domain, const char *l
 {
 	struct pending_handle *h = handle_of(st);
 	int there;
-	if (removed_has(h->p, domain, local))
+	if (pending_account_is_removed(h->p, domain, local))
 		return 1; /* its stores went with it */
 	if (key == NULL) {
 		long long bytes;

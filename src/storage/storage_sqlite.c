@@ -753,10 +753,12 @@ static int storage_sqlite_run(struct storage *st, sqlite3_stmt *stmt, const char
 
 /* user_del's deletions, in the caller's transaction. *found: whether
  * the account row was there. Returns 0 or -1 (logged). */
-static int storage_sqlite_user_del_steps(struct storage *st, sqlite3_stmt *const *steps, size_t n,
-					 const char *domain, const char *local, int *found)
+static int storage_sqlite_user_del_steps(struct storage *st, const char *domain,
+					 const char *local, int *found)
 {
-	for (size_t i = 0; i < n; i++) {
+	sqlite3_stmt *const steps[] = { st->user_del, st->map_del_user, st->list_del_user,
+					st->archive_del_user };
+	for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
 		sqlite3_stmt *stmt = steps[i];
 		if (storage_sqlite_bind_text(stmt, 1, domain) < 0 ||
 		    storage_sqlite_bind_text(stmt, 2, local) < 0 ||
@@ -779,15 +781,12 @@ static int storage_sqlite_user_del_steps(struct storage *st, sqlite3_stmt *const
  * alone if a step fails. */
 static int storage_sqlite_user_del(struct storage *st, const char *domain, const char *local)
 {
-	sqlite3_stmt *const steps[] = { st->user_del, st->map_del_user, st->list_del_user,
-					st->archive_del_user };
 	int found = 0;
 
 	if (!sqlite3_get_autocommit(st->db)) {
 		if (sqlite3_exec(st->db, "SAVEPOINT user_del", NULL, NULL, NULL) != SQLITE_OK)
 			return storage_sqlite_fail(st, "user_del: savepoint");
-		int rc = storage_sqlite_user_del_steps(st, steps, sizeof steps / sizeof steps[0],
-						       domain, local, &found);
+		int rc = storage_sqlite_user_del_steps(st, domain, local, &found);
 		if (rc < 0)
 			sqlite3_exec(st->db, "ROLLBACK TO user_del", NULL, NULL, NULL);
 		if (sqlite3_exec(st->db, "RELEASE user_del", NULL, NULL, NULL) != SQLITE_OK)
@@ -796,8 +795,7 @@ static int storage_sqlite_user_del(struct storage *st, const char *domain, const
 	}
 	if (storage_sqlite_run(st, st->begin, "user_del: begin") < 0)
 		return -1;
-	if (storage_sqlite_user_del_steps(st, steps, sizeof steps / sizeof steps[0], domain, local,
-					  &found) < 0)
+	if (storage_sqlite_user_del_steps(st, domain, local, &found) < 0)
 		goto rollback;
 	if (storage_sqlite_run(st, st->commit, "user_del: commit") < 0)
 		goto rollback;

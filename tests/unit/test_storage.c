@@ -783,32 +783,33 @@ static void test_sqlite_schema_version(void **state)
 	assert_non_null(strstr(err, "schema version 99 is newer"));
 }
 
-/* A page's values, for the migration test. */
-struct values {
-	long long ids[8];
-	char with[8][64];
-	char value[8][16];
+/* An archive page as archive_query hands it over. */
+struct page {
+	long long ids[64];
+	int outgoing[64];
+	char with[64][64];
+	char value[64][16];
 	int n;
 };
 
-static void values_add(void *arg, long long id, const void *value, size_t len, int outgoing,
-		       const char *with)
+static void page_add(void *arg, long long id, const void *value, size_t len, int outgoing,
+		     const char *with)
 {
-	struct values *v = arg;
-	(void)outgoing;
-	assert_true(v->n < 8);
-	v->ids[v->n] = id;
-	snprintf(v->with[v->n], sizeof v->with[v->n], "%s", with);
-	snprintf(v->value[v->n], sizeof v->value[v->n], "%.*s", (int)len, (const char *)value);
-	v->n++;
+	struct page *p = arg;
+	assert_true(p->n < 64);
+	p->ids[p->n] = id;
+	p->outgoing[p->n] = outgoing;
+	snprintf(p->with[p->n], sizeof p->with[p->n], "%s", with);
+	snprintf(p->value[p->n], sizeof p->value[p->n], "%.*s", (int)len, (const char *)value);
+	p->n++;
 }
 
 static int values_of(struct fixture *f, const char *local, const struct archive_query *q,
-		     struct values *v)
+		     struct page *v)
 {
 	bool complete;
 	memset(v, 0, sizeof *v);
-	return f->drv->archive_query(f->st, "localhost", local, q, values_add, v, &complete, NULL);
+	return f->drv->archive_query(f->st, "localhost", local, q, page_add, v, &complete, NULL);
 }
 
 /* sqlite only: an archive of schema 4 (owners and parties as text) is
@@ -841,7 +842,7 @@ static void test_sqlite_migrate_archive_from_v4(void **state)
 	f->st = f->drv->open(f->data_dir, err, sizeof err);
 	if (!f->st)
 		fail_msg("open v4: %s", err);
-	struct values v;
+	struct page v;
 	struct archive_query q = { .max = 8, .max_bytes = 1 << 20 };
 	assert_int_equal(values_of(f, "alice", &q, &v), 2);
 	assert_true(v.ids[0] == 1 && v.ids[1] == 3);
@@ -1028,26 +1029,6 @@ static void test_credentials_known_vectors(void **state)
 }
 
 /* --- archives --- */
-
-struct page {
-	long long ids[64];
-	int outgoing[64];
-	char with[64][64];
-	int n;
-};
-
-static void page_add(void *arg, long long id, const void *value, size_t len, int outgoing,
-		     const char *with)
-{
-	struct page *p = arg;
-	(void)value;
-	(void)len;
-	assert_true(p->n < 64);
-	p->ids[p->n] = id;
-	p->outgoing[p->n] = outgoing;
-	snprintf(p->with[p->n], sizeof p->with[p->n], "%s", with);
-	p->n++;
-}
 
 /* alice's archive: ids 100..109, with bob (even) and carol/phone (odd);
  * bodies "hello N" and, for 105, "the quick brown fox". */
