@@ -27,8 +27,9 @@ static const unsigned char alpn_server[] = "\x0bxmpp-server";
 /* Mozilla's "intermediate" profile (Server Side TLS guidelines 5.8), for
  * c2s and s2s, both directions: TLS 1.2 and 1.3; on TLS 1.2 only ECDHE key
  * exchange with an AEAD cipher (no CBC, no SHA-1 MAC, no static RSA, no
- * finite-field DHE); the TLS 1.3 suites and groups it names; the client's
- * preference among them decides. docs/security.md says the same. */
+ * finite-field DHE); the TLS 1.3 suites and groups it names. As a server,
+ * natterd's order among them decides (make_ctx). docs/security.md says
+ * the same. */
 static const char profile_tls12_ciphers[] =
 	"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
 	"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
@@ -360,7 +361,13 @@ static SSL_CTX *make_ctx(struct tls *t, struct tls_host *h, const char *cert, co
 	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
 	if (ctx == NULL || !apply_profile(ctx))
 		goto fail;
-	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
+	/* The profile's suites in natterd's order (AES-128-GCM first), unless
+	 * the client puts ChaCha20 first (no AES hardware): OpenSSL's clients
+	 * (and GnuTLS's) ask for AES-256-GCM with SHA-384 first, and SHA-384
+	 * makes a TLS 1.3 handshake's key schedule about a sixth dearer, on
+	 * both sides (bench/tls/resume_floor.c; docs/security.md). */
+	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
+					 SSL_OP_PRIORITIZE_CHACHA);
 	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
 				      SSL_MODE_ENABLE_PARTIAL_WRITE);
 	if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1)

@@ -104,12 +104,45 @@ async def test_c2s_tls12_suites_rsa(natter_factory, net, tmp_path, path):
 
 
 async def test_tls13_still_negotiated(natter, net):
+    """Python's default client asks for TLS_AES_256_GCM_SHA384 first
+    (OpenSSL's order); natterd's order puts AES-128-GCM first, whose
+    SHA-256 key schedule costs both sides less (docs/security.md)."""
     stream = await net.raw(natter, port=natter.tls_port,
                            tls_context=insecure_client_context())
     assert stream.ssl_object.version() == "TLSv1.3"
-    assert stream.ssl_object.cipher()[0] in (
-        "TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384",
-        "TLS_CHACHA20_POLY1305_SHA256")
+    assert stream.ssl_object.cipher()[0] == "TLS_AES_128_GCM_SHA256"
+
+
+async def tls13_suite_chosen(port, suites):
+    """The suite natterd picks for `openssl s_client` offering the TLS 1.3
+    `suites` in that order (direct TLS), or None without a handshake."""
+    proc = await asyncio.create_subprocess_exec(
+        "openssl", "s_client", "-connect", "127.0.0.1:%d" % port,
+        "-servername", "localhost", "-alpn", "xmpp-client", "-tls1_3",
+        "-ciphersuites", suites, "-brief",
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), IO_TIMEOUT)
+    for line in (out + err).decode(errors="replace").splitlines():
+        if line.startswith("Ciphersuite:"):
+            return line.split(":", 1)[1].strip()
+    return None
+
+
+@pytest.mark.parametrize("offered, chosen", [
+    # OpenSSL's and GnuTLS's clients: AES-256 first.
+    ("TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:"
+     "TLS_AES_128_GCM_SHA256", "TLS_AES_128_GCM_SHA256"),
+    # A client without AES hardware puts ChaCha20 first, and gets it.
+    ("TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256",
+     "TLS_CHACHA20_POLY1305_SHA256"),
+    # Every suite of the profile is still accepted alone.
+    ("TLS_AES_256_GCM_SHA384", "TLS_AES_256_GCM_SHA384"),
+    ("TLS_CHACHA20_POLY1305_SHA256", "TLS_CHACHA20_POLY1305_SHA256"),
+])
+async def test_tls13_suite_order(natter, net, offered, chosen):
+    assert await tls13_suite_chosen(natter.tls_port, offered) == chosen
+    await net.assert_served(natter)
 
 
 async def test_incoming_s2s_tls12_suites(natter_factory, tmp_path):
