@@ -99,6 +99,20 @@ static int on_ticket_key(SSL *ssl, unsigned char name[16], unsigned char *iv,
  * natter-load's workers do. */
 static SSL_SESSION *got_ticket;
 
+/* One step of one side's handshake, unless it is done; adds its CPU. */
+static void handshake_step(SSL *ssl, int *done, double *cpu_s, const char *what)
+{
+	if (*done)
+		return;
+	double t0 = thread_cpu();
+	int rc = SSL_do_handshake(ssl);
+	if (rc == 1)
+		*done = 1;
+	else if (SSL_get_error(ssl, rc) != SSL_ERROR_WANT_READ)
+		die(what);
+	*cpu_s += thread_cpu() - t0;
+}
+
 /* One connection; returns whether it resumed. Adds each side's CPU. */
 static int connect_once(SSL_CTX *sctx, SSL_CTX *cctx, double *server_s, double *client_s)
 {
@@ -115,25 +129,8 @@ static int connect_once(SSL_CTX *sctx, SSL_CTX *cctx, double *server_s, double *
 		SSL_set_session(c, got_ticket);
 	int c_done = 0, s_done = 0;
 	for (int round = 0; round < 16 && !(c_done && s_done); round++) {
-		double t0 = thread_cpu();
-		if (!c_done) {
-			int rc = SSL_do_handshake(c);
-			if (rc == 1)
-				c_done = 1;
-			else if (SSL_get_error(c, rc) != SSL_ERROR_WANT_READ)
-				die("client handshake");
-		}
-		double t1 = thread_cpu();
-		if (!s_done) {
-			int rc = SSL_do_handshake(s);
-			if (rc == 1)
-				s_done = 1;
-			else if (SSL_get_error(s, rc) != SSL_ERROR_WANT_READ)
-				die("server handshake");
-		}
-		double t2 = thread_cpu();
-		*client_s += t1 - t0;
-		*server_s += t2 - t1;
+		handshake_step(c, &c_done, client_s, "client handshake");
+		handshake_step(s, &s_done, server_s, "server handshake");
 	}
 	if (!c_done || !s_done)
 		die("handshake did not finish");
