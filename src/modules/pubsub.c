@@ -1711,8 +1711,13 @@ out:
 
 static void ps_do_delete(struct ps_req *r, struct xml_node *el, bool purge)
 {
+	const char *name = ps_node_attr(el);
+	if (!ps_name_ok(name)) {
+		ps_fail(r, "modify", "bad-request", "nodeid-required");
+		return;
+	}
 	struct ps_err e;
-	if (ps_delete_or_purge(r->c->loop, r->h, ps_node_attr(el), r->from, purge, r->a, &e) != 0)
+	if (ps_delete_or_purge(r->c->loop, r->h, name, r->from, purge, r->a, &e) != 0)
 		ps_error(r, &e);
 	else
 		module_reply(r->c, NULL);

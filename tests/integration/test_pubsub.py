@@ -286,6 +286,21 @@ async def test_node_keeps_an_owner(net, server):
         "mood", {"alice@localhost": "none"}), "set", "conflict")
 
 
+@pytest.mark.parametrize("verb", ["delete", "purge"])
+async def test_owner_request_without_a_node(net, server, verb):
+    """A delete or purge that names no node gets bad-request with
+    nodeid-required (XEP-0060 8.4.3.1, 8.5.3.1), at the service and at
+    one's own PEP, and the server keeps serving. (It used to read the
+    missing name: a null pointer in the node's lock hash.)"""
+    alice = await pep_connect(net, server, "alice")
+    await create(alice, "news")
+    for to in (SVC, "alice@localhost"):
+        await expect_error(alice, to, "<pubsub xmlns='%s'><%s/></pubsub>" % (
+            NS_PUBSUB_OWNER, verb), "set", "bad-request", "nodeid-required")
+    assert "news" in await own_list(alice, "affiliations")
+    await net.assert_served(server)
+
+
 def told(client, state, node="news"):
     """A message from the service telling client its subscription to
     node is now state (XEP-0060 8.8.4)."""
