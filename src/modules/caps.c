@@ -247,20 +247,50 @@ struct caps_field {
 	const char *text; /* "var<value<value<..." */
 };
 
+struct caps_fields {
+	struct caps_field *v;
+	int n, cap;
+};
+
+static void fields_add(struct arena *a, struct caps_fields *f, const char *var, const char *text)
+{
+	if (f->n == f->cap) {
+		int cap = f->cap ? f->cap * 2 : 16;
+		struct caps_field *v = arena_alloc(a, (size_t)cap * sizeof *v);
+		if (f->n)
+			memcpy(v, f->v, (size_t)f->n * sizeof *v);
+		f->v = v;
+		f->cap = cap;
+	}
+	f->v[f->n].var = var;
+	f->v[f->n].text = text;
+	f->n++;
+}
+
 static int cmp_field(const void *x, const void *y)
 {
 	return strcmp(((const struct caps_field *)x)->var, ((const struct caps_field *)y)->var);
 }
 
+/* The buffer's text, copied into the arena; frees the buffer. */
+static const char *buf_to_arena(struct arena *a, struct buf *b)
+{
+	char *s = arena_alloc(a, b->len + 1);
+	memcpy(s, b->data ? b->data : "", b->len);
+	s[b->len] = '\0';
+	buf_free(b);
+	return s;
+}
+
 /* One extended form (XEP-0128) as §5.1 step 5 writes it, in *out with
  * its FORM_TYPE in *type; returns false when it has no FORM_TYPE
- * (ignored) or is malformed (*bad). */
+ * (ignored) or is malformed (*bad). Linear in the form's size: a client
+ * answers the server's disco#info with whatever form it likes. */
 static bool form_string(const struct xml_node *x, struct arena *a, bool *bad, const char **type,
 			const char **out)
 {
 	const char *form_type = NULL;
-	struct caps_field *fields = NULL;
-	int n_fields = 0;
+	struct caps_fields fields = { 0 };
 	for (struct xml_node *f = x->children; f; f = f->next) {
 		if (!xml_is(f, NS_DATA, "field"))
 			continue;
@@ -291,30 +321,20 @@ static bool form_string(const struct xml_node *x, struct arena *a, bool *bad, co
 			buf_puts(&b, values.v[i]);
 			buf_puts(&b, "<");
 		}
-		char *s = arena_alloc(a, b.len + 1);
-		memcpy(s, b.data ? b.data : "", b.len);
-		s[b.len] = '\0';
-		buf_free(&b);
-		struct caps_field *nf = arena_alloc(a, (size_t)(n_fields + 1) * sizeof *nf);
-		if (n_fields)
-			memcpy(nf, fields, (size_t)n_fields * sizeof *nf);
-		nf[n_fields].var = var;
-		nf[n_fields].text = s;
-		fields = nf;
-		n_fields++;
+		fields_add(a, &fields, var, buf_to_arena(a, &b));
 	}
 	if (form_type == NULL)
 		return false;
-	if (n_fields > 1)
-		qsort(fields, (size_t)n_fields, sizeof *fields, cmp_field);
-	const char *head[2] = { form_type, "<" };
-	const char *s = join(a, head, 2);
-	for (int i = 0; i < n_fields; i++) {
-		const char *two[2] = { s, fields[i].text };
-		s = join(a, two, 2);
-	}
+	if (fields.n > 1)
+		qsort(fields.v, (size_t)fields.n, sizeof *fields.v, cmp_field);
+	struct buf b;
+	buf_init(&b);
+	buf_puts(&b, form_type);
+	buf_puts(&b, "<");
+	for (int i = 0; i < fields.n; i++)
+		buf_puts(&b, fields.v[i].text);
 	*type = form_type;
-	*out = s;
+	*out = buf_to_arena(a, &b);
 	return true;
 }
 

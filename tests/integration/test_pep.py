@@ -5,7 +5,7 @@ import asyncio
 import pytest
 
 from imlib import accounts, mutual, assert_not_delivered, msg
-from natterlib import q
+from natterlib import NS_CLIENT, q, raw_login
 from peplib import (
     NS_DISCO_INFO, NS_PUBSUB, NS_PUBSUB_OWNER, affiliations_xml, caps_query,
     event_items, event_item_ids, event_of, event_payload, event_retract_ids,
@@ -487,3 +487,43 @@ async def test_known_caps_ver_not_asked_again(net, server):
     assert event_item_ids(got) == ["t1"]
     assert not alice2.inbox.find(caps_query("localhost")), \
         "alice/r2 was asked for a known ver:\n" + alice2.inbox.describe()
+
+
+async def test_caps_answer_with_a_huge_form(server):
+    """natterd asks a client for the disco#info of a caps ver it does
+    not know (XEP-0115), and the client may answer with anything under
+    the stanza limit: here one XEP-0128 form of 15,000 empty fields,
+    240 KB. Hashing it used to copy the field list and the growing text
+    once per field, quadratic (2 GB and 5 s on the optimised build); now
+    it is linear: natterd's peak memory hardly moves, the ver fails
+    verification, and the client's ping is answered."""
+    mallory = await raw_login(server.c2s_port, "alice@localhost", "alice-secret",
+                              resource="caps")
+    await mallory.send("<presence><c xmlns='http://jabber.org/protocol/caps' hash='sha-1'"
+                       " node='http://example.org/caps' ver='Zm9vYmFyYmF6cXV4cXV1eHh4eHg='/>"
+                       "</presence>")
+    while True:
+        asked = await mallory.next()
+        query = asked.find(q(NS_DISCO_INFO, "query"))
+        if asked.tag == q(NS_CLIENT, "iq") and asked.get("type") == "get" \
+                and query is not None:
+            break
+    peak_before = peak_rss_mib(server.proc.pid)
+    form_xml = ("<x xmlns='jabber:x:data' type='result'><field var='FORM_TYPE'>"
+                "<value>urn:example:huge</value></field>" + "<field var='a'/>" * 15000
+                + "</x>")
+    await mallory.send("<iq type='result' id='%s' to='localhost'><query xmlns='%s' node='%s'>"
+                       "<identity category='client' type='pc'/>%s</query></iq>"
+                       % (asked.get("id"), NS_DISCO_INFO, query.get("node"), form_xml))
+    await mallory.ping_server("after-huge-form")
+    grown = peak_rss_mib(server.proc.pid) - peak_before
+    assert grown < 100, "natterd's peak RSS grew by %d MiB for one 240 KB answer" % grown
+
+
+def peak_rss_mib(pid):
+    """The process's peak resident set (VmHWM), MiB."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) // 1024
+    raise AssertionError("no VmHWM for %d" % pid)
