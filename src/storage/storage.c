@@ -1,9 +1,10 @@
 /* The storage interface (storage.h): the driver table chosen by name, and
  * the SCRAM secrets every driver stores instead of passwords.
  *
- * The secrets are derived with GNU SASL's own helper, which applies SASLprep
- * to the password before PBKDF2 exactly as its SCRAM server and client do,
- * so what we store is what gsasl will compare against. The layout matches
+ * The secrets are derived as GNU SASL derives them (SASLprep with
+ * unassigned code points allowed, then PBKDF2, then gsasl's own helper for
+ * the keys), so what we store is what gsasl will compare against; only the
+ * PBKDF2 is OpenSSL's (storage_salted). The layout matches
  * the gsasl properties the auth code hands over: GSASL_SCRAM_SALT is the
  * base64 salt, GSASL_SCRAM_ITER the count, GSASL_SCRAM_STOREDKEY and
  * GSASL_SCRAM_SERVERKEY lower-case hex. */
@@ -13,6 +14,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -45,6 +47,28 @@ static void storage_hex(const unsigned char *in, size_t n, char *out)
 	out[2 * n] = '\0';
 }
 
+/* SaltedPassword (RFC 5802 §3) into salted: PBKDF2 of the SASLprep'd
+ * password, as gsasl_scram_secrets_from_password computes it (the unit
+ * tests compare the two). OpenSSL's PBKDF2 keys its HMAC once; gsasl's
+ * keys it again at every iteration, so its cost grew with the password's
+ * length: a 190 KB password in SASL PLAIN took 4 s of a worker thread. */
+static int storage_salted(Gsasl_hash hash, const char *password, unsigned iterations,
+			  const unsigned char *salt, size_t saltlen, char *salted)
+{
+	char *prepped = NULL;
+	int rc = gsasl_saslprep(password, GSASL_ALLOW_UNASSIGNED, &prepped, NULL);
+	if (rc != GSASL_OK)
+		return rc;
+	size_t len = strlen(prepped);
+	const EVP_MD *md = hash == GSASL_HASH_SHA1 ? EVP_sha1() : EVP_sha256();
+	int ok = len <= INT_MAX && iterations <= INT_MAX &&
+		 PKCS5_PBKDF2_HMAC(prepped, (int)len, salt, (int)saltlen, (int)iterations, md,
+				   (int)gsasl_hash_length(hash), (unsigned char *)salted) == 1;
+	OPENSSL_cleanse(prepped, len);
+	gsasl_free(prepped);
+	return ok ? GSASL_OK : GSASL_CRYPTO_ERROR;
+}
+
 /* Derives StoredKey and ServerKey (hex, into stored/server, each at least
  * 2 * hash length + 1 bytes) of password with a raw salt. Returns the gsasl
  * code: GSASL_OK, GSASL_SASLPREP_ERROR for a password SASLprep refuses. */
@@ -55,9 +79,10 @@ static int storage_derive(Gsasl_hash hash, const char *password, unsigned iterat
 	char server_key[GSASL_HASH_MAX_SIZE], stored_key[GSASL_HASH_MAX_SIZE];
 	size_t n = gsasl_hash_length(hash);
 
-	int rc = gsasl_scram_secrets_from_password(hash, password, iterations,
-						   (const char *)salt, saltlen, salted,
-						   client_key, server_key, stored_key);
+	int rc = storage_salted(hash, password, iterations, salt, saltlen, salted);
+	if (rc == GSASL_OK)
+		rc = gsasl_scram_secrets_from_salted_password(hash, salted, client_key, server_key,
+							      stored_key);
 	if (rc == GSASL_OK) {
 		storage_hex((const unsigned char *)stored_key, n, stored);
 		storage_hex((const unsigned char *)server_key, n, server);
@@ -91,7 +116,7 @@ int storage_credentials_from_password(const char *password, unsigned iterations,
 				      struct user_credentials *out)
 {
 	memset(out, 0, sizeof *out);
-	if (iterations == 0 ||
+	if (iterations == 0 || strnlen(password, STORAGE_PASSWORD_MAX + 1) > STORAGE_PASSWORD_MAX ||
 	    storage_secret_new(GSASL_HASH_SHA1, password, iterations, &out->sha1) < 0 ||
 	    storage_secret_new(GSASL_HASH_SHA256, password, iterations, &out->sha256) < 0) {
 		memset(out, 0, sizeof *out);
@@ -114,6 +139,8 @@ int storage_credentials_check(const struct user_credentials *cred, const char *p
 	if (s->iterations == 0 || strnlen(s->stored_key, sizeof s->stored_key) != keylen ||
 	    strnlen(s->salt, sizeof s->salt) == sizeof s->salt)
 		return -1;
+	if (strnlen(password, STORAGE_PASSWORD_MAX + 1) > STORAGE_PASSWORD_MAX)
+		return 0; /* no stored password is that long */
 	if (gsasl_base64_from(s->salt, strlen(s->salt), &salt, &saltlen) != GSASL_OK)
 		return -1;
 	int rc = storage_derive(GSASL_HASH_SHA256, password, s->iterations,

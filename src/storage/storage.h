@@ -200,9 +200,16 @@ extern const struct storage_driver storage_sqlite_driver;
 /* Returns the driver of that name ("sqlite"), or NULL. */
 const struct storage_driver *storage_driver_find(const char *name);
 
+/* The longest password natterd sets or checks, in bytes. SASL PLAIN must
+ * take 255 (RFC 4616 §2); SASLprep's cost grows faster than the length
+ * (a 180 KB password took most of a second), so longer ones are refused
+ * before it: not set (-1 below), and never matched (0). */
+#define STORAGE_PASSWORD_MAX 1024
+
 /* Derives the SCRAM secrets of password for SHA-1 and SHA-256 with a fresh
  * random salt each. Runs PBKDF2 (slow by design): call it from a worker, not
- * an event loop. Returns 0 or -1. */
+ * an event loop. Returns 0, or -1 (also for a password SASLprep refuses or
+ * one longer than STORAGE_PASSWORD_MAX). */
 int storage_credentials_from_password(const char *password, unsigned iterations,
 				      struct user_credentials *out);
 

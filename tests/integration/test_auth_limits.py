@@ -6,6 +6,7 @@ server-wide (docs/security.md, "Password guessing and account creation")."""
 
 import asyncio
 import base64
+import os
 import time
 import xml.etree.ElementTree as ET
 
@@ -183,6 +184,34 @@ async def test_mistyped_password_then_prompt_login(natter, net):
     assert time.monotonic() - started < 1.0
     client = await net.login(natter, ALICE + "/desk", password_of("alice"))
     assert (await client.ping())["type"] == "result"
+
+
+def cpu_seconds(pid):
+    """utime + stime of a process and its threads, from /proc."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def test_long_passwords_cost_no_more(natter, net):
+    """SASL PLAIN with a password of 180 KB (under the stanza limit), from
+    four streams: each used to cost about 4 s of a worker thread's CPU
+    (PBKDF2 re-keyed its HMAC with the whole password at each of its 4,096
+    iterations, and SASLprep grows faster than the length), which every
+    login shares. Now a password over 1,024 bytes fails at once, one of
+    1,024 bytes costs what a short one does (docs/security.md), and a
+    correct login from another address is not held up."""
+    accounts(natter, "alice", "bob")
+    streams = [(await net.raw_tls(natter))[0] for _ in range(4)]
+    before = cpu_seconds(natter.proc.pid)
+    for stream in streams:
+        assert await plain(stream, "alice", "p" * 180000) == "not-authorized"
+    used = cpu_seconds(natter.proc.pid) - before
+    assert used < 2.0, "four long-password attempts took %.1f s of CPU" % used
+    other, _ = await net.raw_tls(natter, source="127.0.0.2")
+    assert await plain(other, "bob", password_of("bob")) == "success"
+    longest, _ = await net.raw_tls(natter, source="127.0.0.3")
+    assert await plain(longest, "bob", "p" * 1024) == "not-authorized"
 
 
 # ------------------------------------- unauthenticated streams per address --

@@ -6,7 +6,9 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <gsasl.h>
 #include <limits.h>
+#include <openssl/evp.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1028,6 +1030,71 @@ static void test_credentials_known_vectors(void **state)
 	assert_int_equal(storage_credentials_check(&c, "pencil"), -1);
 }
 
+/* The SCRAM-SHA-256 secret gsasl itself derives for password (4096
+ * iterations, a fixed salt); returns gsasl's code. */
+static int gsasl_credentials(const char *password, struct user_credentials *c)
+{
+	static const char salt[] = "0123456789abcdef";
+	char salted[GSASL_HASH_MAX_SIZE], client_key[GSASL_HASH_MAX_SIZE];
+	char server_key[GSASL_HASH_MAX_SIZE], stored_key[GSASL_HASH_MAX_SIZE];
+	int rc = gsasl_scram_secrets_from_password(GSASL_HASH_SHA256, password, 4096, salt, 16,
+						   salted, client_key, server_key, stored_key);
+	memset(c, 0, sizeof *c);
+	EVP_EncodeBlock((unsigned char *)c->sha256.salt, (const unsigned char *)salt, 16);
+	c->sha256.iterations = 4096;
+	for (size_t k = 0; k < GSASL_HASH_SHA256_SIZE; k++) {
+		snprintf(c->sha256.stored_key + 2 * k, 3, "%02x", (unsigned char)stored_key[k]);
+		snprintf(c->sha256.server_key + 2 * k, 3, "%02x", (unsigned char)server_key[k]);
+	}
+	return rc;
+}
+
+/* natterd derives SaltedPassword with OpenSSL's PBKDF2 (its cost does not
+ * grow with the password's length); what it computes must be what gsasl
+ * computes, and what it refuses what gsasl refuses, for every kind of
+ * password SASLprep treats differently. */
+static void test_credentials_as_gsasl_derives(void **state)
+{
+	(void)state;
+	static char longest[STORAGE_PASSWORD_MAX + 1], too_long[STORAGE_PASSWORD_MAX + 2];
+	memset(longest, 'p', sizeof longest - 1);
+	memset(too_long, 'p', sizeof too_long - 1);
+	const struct {
+		const char *password;
+		bool refused;
+	} cases[] = {
+		{ "pencil", false },
+		{ "\xe2\x85\xa8", false },	   /* U+2168 ROMAN NUMERAL NINE: NFKC makes "IX" */
+		{ "soft\xc2\xadhyphen", false }, /* U+00AD: mapped to nothing */
+		{ "longer than the 64 bytes of an HMAC block, so HMAC hashes it to make its key",
+		  false },
+		{ longest, false },
+		{ "\xc8\xa1", true },   /* U+0221, unassigned in Unicode 3.2 */
+		{ "bell\x07", true }, /* a control character */
+	};
+	struct user_credentials pencil, gsasl, mine;
+	assert_int_equal(storage_credentials_from_password("pencil", 4096, &pencil), 0);
+	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+		const char *pw = cases[i].password;
+		int rc = gsasl_credentials(pw, &gsasl);
+		if (cases[i].refused) {
+			assert_int_equal(rc, GSASL_SASLPREP_ERROR);
+			assert_int_equal(storage_credentials_from_password(pw, 4096, &mine), -1);
+			assert_int_equal(storage_credentials_check(&pencil, pw), 0);
+			continue;
+		}
+		assert_int_equal(rc, GSASL_OK);
+		assert_int_equal(storage_credentials_check(&gsasl, pw), 1);
+		assert_int_equal(storage_credentials_from_password(pw, 4096, &mine), 0);
+		assert_int_equal(storage_credentials_check(&mine, pw), 1);
+	}
+	/* Longer than natterd takes: refused before SASLprep, even where a
+	 * secret made elsewhere (gsasl takes any length) would match. */
+	assert_int_equal(gsasl_credentials(too_long, &gsasl), GSASL_OK);
+	assert_int_equal(storage_credentials_check(&gsasl, too_long), 0);
+	assert_int_equal(storage_credentials_from_password(too_long, 4096, &mine), -1);
+}
+
 /* --- archives --- */
 
 /* alice's archive: ids 100..109, with bob (even) and carol/phone (odd);
@@ -1243,6 +1310,7 @@ int main(void)
 		cmocka_unit_test(test_driver_find),
 		cmocka_unit_test(test_credentials_from_password),
 		cmocka_unit_test(test_credentials_known_vectors),
+		cmocka_unit_test(test_credentials_as_gsasl_derives),
 	};
 	/* One set per driver; setup_<driver> picks it. */
 	const struct CMUnitTest sqlite[] = {
