@@ -1090,6 +1090,11 @@ static void handle_active(struct c2s *s, struct xml_node *st, struct arena *a)
 	const char *type = xml_attr(st, "type");
 	bool is_iq = strcmp(st->name, "iq") == 0;
 	if (is_iq) {
+		/* RFC 6120 §8.2.3: a result or an error is never answered, even
+		 * a malformed one (without an id, nothing could match it). */
+		if (type != NULL && (strcmp(type, "result") == 0 || strcmp(type, "error") == 0) &&
+		    xml_attr(st, "id") == NULL)
+			return;
 		/* RFC 6120 §8.2.3: get/set carry exactly one payload. */
 		if (xml_attr(st, "id") == NULL || type == NULL ||
 		    ((strcmp(type, "get") == 0 || strcmp(type, "set") == 0) &&

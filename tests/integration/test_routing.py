@@ -14,7 +14,7 @@ import pytest
 from slixmpp.exceptions import IqError
 
 from natterlib import (
-    NS_CLIENT, NS_PING, q, stanza_condition, stanza_error_condition)
+    NS_CLIENT, NS_PING, q, raw_login, stanza_condition, stanza_error_condition)
 
 ALICE, ALICE_PW = "alice@localhost", "alice-secret"
 BOB, BOB_PW = "bob@localhost", "bob-secret"
@@ -265,3 +265,23 @@ async def test_message_to_own_full_jid(accounts, net):
     assert msg.get("id") == "self-1"
     assert msg.get("from") == ALICE + "/me"
     assert stanza_error_condition(msg) is None
+
+
+async def test_responses_are_never_answered(accounts):
+    """RFC 6120 8.2.3: an iq of type result or error gets no answer, even
+    without an id (natterd used to answer with bad-request, for an error
+    one even with two <error/> children); an iq get without an id still
+    gets bad-request."""
+    alice = await raw_login(accounts.c2s_port, ALICE, ALICE_PW, resource="r")
+    for to in ("localhost", ALICE, "conference.localhost"):
+        await alice.send("<iq type='error' to='%s'><error type='cancel'>"
+                         "<item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>"
+                         "</error></iq>" % to)
+        await alice.send("<iq type='result' to='%s'/>" % to)
+    await alice.send("<iq type='get' to='localhost'><ping xmlns='%s'/></iq>" % NS_PING)
+    reply = await alice.next()
+    assert reply.get("type") == "error" and reply.get("id") is None
+    assert stanza_error_condition(reply) == "bad-request"
+    assert len(reply.findall(q(NS_CLIENT, "error"))) == 1
+    pong = await alice.ping_server("after-responses")
+    assert pong.get("id") == "after-responses"
