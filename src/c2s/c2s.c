@@ -86,12 +86,43 @@ struct c2s {
 			      * closed cleanly or by a stream error */
 	bool moving;         /* being handed over to a resuming connection:
 			      * it neither ends nor expires meanwhile */
+	bool resume_pending; /* this connection's <resume/> awaits the hand-
+			      * over (resume_finish), even if the stream
+			      * ended meanwhile */
+	struct c2s_held *held; /* what came after <resume/> before its answer */
 };
+
+/* Stanzas and SM elements a client sent after <resume/>, before natterd
+ * answered it: nothing may overtake <resumed/> (XEP-0198), but a client
+ * may pipeline, so they wait here, copied, and run once the answer is
+ * written (replay_held). At most C2S_HELD_MAX bytes; more is a
+ * policy-violation. */
+struct c2s_held_stanza {
+	struct xml_node *st;
+	struct c2s_held_stanza *next;
+};
+
+struct c2s_held {
+	struct arena a;
+	struct c2s_held_stanza *first, **tail;
+};
+
+#define C2S_HELD_MAX (256 * 1024)
+
+static void held_free(struct c2s_held *h)
+{
+	if (h == NULL)
+		return;
+	arena_reset(&h->a);
+	free(h);
+}
 
 static void c2s_stanza(void *ud, struct xml_node *st, struct arena *a);
 static void write_stanza(void *arg, const char *data, size_t len);
 static void send_stanza(struct c2s *s, const char *data, size_t len);
 static bool sm_intercept(struct c2s *s, struct xml_node *st);
+static void hold_during_resume(struct c2s *s, struct xml_node *st);
+static void replay_held(struct c2s *s);
 static bool keeps_session(struct c2s *s);
 static void detach(struct c2s *s);
 static void end_sm(struct c2s *s);
@@ -1166,6 +1197,10 @@ static void c2s_stanza(void *ud, struct xml_node *st, struct arena *a)
 		stream_error(s, "policy-violation");
 		return;
 	}
+	if (s->resume_pending && s->state == C2S_RESUMING) {
+		hold_during_resume(s, st);
+		return;
+	}
 	if (sm_intercept(s, st))
 		return;
 	if ((s->state == C2S_BIND || s->state == C2S_ACTIVE) && xml_is(st, NS_CSI, NULL)) {
@@ -1236,6 +1271,7 @@ static void free_c2s(uv_handle_t *h)
 	csi_free(&s->csi);
 	sm_free(s->sm);
 	sasl2_free(s->sasl2_resuming);
+	held_free(s->held);
 	free(s);
 }
 
@@ -1772,7 +1808,7 @@ static bool keeps_session(struct c2s *s)
 		return false;
 	if (s->moving)
 		return true; /* resume_hand_over takes it */
-	if (s->state == C2S_RESUMING)
+	if (s->resume_pending)
 		return true; /* the hand-over decides (resume_finish) */
 	return s->registered && s->sm != NULL && s->sm->resumable && !s->ending &&
 	       sm_cfg(s)->resume_timeout > 0;
@@ -1790,7 +1826,9 @@ static void detach(struct c2s *s)
 	s->sm->request_pending = false;
 	s->sm->ack_held = s->sm->ack_again = false;
 	s->sm->last_a_end = 0;
-	if (s->state == C2S_RESUMING)
+	held_free(s->held); /* unacknowledged: the client sends them again */
+	s->held = NULL;
+	if (s->resume_pending)
 		return;
 	s->state = C2S_DETACHED;
 	log_info("c2s %llu: %s detached, resumable for %d s (%u stanza(s) unacknowledged)",
@@ -2090,6 +2128,43 @@ static void resume_hand_over(struct loop *l, void *arg)
 	run_on_loop(l, r->to_loop, resume_finish, r);
 }
 
+static void hold_during_resume(struct c2s *s, struct xml_node *st)
+{
+	if (s->held == NULL) {
+		s->held = xcalloc(1, sizeof *s->held);
+		arena_init(&s->held->a);
+		s->held->tail = &s->held->first;
+	}
+	if (s->held->a.total > C2S_HELD_MAX) {
+		stream_error(s, "policy-violation");
+		return;
+	}
+	struct c2s_held_stanza *h = arena_alloc(&s->held->a, sizeof *h);
+	h->st = xml_copy(&s->held->a, st);
+	h->next = NULL;
+	*s->held->tail = h;
+	s->held->tail = &h->next;
+}
+
+/* After the answer to <resume/>: what the client pipelined behind it, in
+ * order, as if it came now. */
+static void replay_held(struct c2s *s)
+{
+	struct c2s_held *held = s->held;
+	s->held = NULL;
+	if (held == NULL)
+		return;
+	for (struct c2s_held_stanza *h = held->first; h != NULL; h = h->next) {
+		if (s->conn == NULL || s->state == C2S_CLOSED)
+			break;
+		struct arena a;
+		arena_init(&a);
+		c2s_stanza(s, h->st, &a);
+		arena_reset(&a);
+	}
+	held_free(held);
+}
+
 /* On the resuming connection's loop: <resumed/> and the stanzas again, or
  * <failed/>. The connection may have gone meanwhile: then the session
  * stays detached here. */
@@ -2097,7 +2172,7 @@ static void resume_finish(struct loop *l, void *arg)
 {
 	struct resume *r = arg;
 	struct c2s *s = loop_stopping(l) ? NULL : find_session(l, r->to);
-	if (s == NULL || s->state != C2S_RESUMING) {
+	if (s == NULL || !s->resume_pending) {
 		if (r->failed == NULL && !loop_stopping(l)) {
 			log_warn("c2s %llu: resumed session lost its connection", (unsigned long long)r->to);
 			router_unbind(l->srv->router, r->bare, r->full + strlen(r->bare) + 1, r->to);
@@ -2105,6 +2180,7 @@ static void resume_finish(struct loop *l, void *arg)
 		free_resume(r);
 		return;
 	}
+	s->resume_pending = false;
 	if (r->failed != NULL) {
 		sm_free(s->sm);
 		s->sm = NULL;
@@ -2112,6 +2188,8 @@ static void resume_finish(struct loop *l, void *arg)
 			sm_table_del(l, s->id);
 			s->state = C2S_CLOSED;
 			uv_close((uv_handle_t *)&s->timer, free_c2s);
+		} else if (s->state == C2S_CLOSED) {
+			/* A stream error meanwhile: the connection is closing. */
 		} else {
 			struct buf b;
 			buf_init(&b);
@@ -2121,6 +2199,9 @@ static void resume_finish(struct loop *l, void *arg)
 				 s->conn->peer, r->failed);
 			resume_answer(s, &b, false);
 			buf_free(&b);
+			free_resume(r);
+			replay_held(s);
+			return;
 		}
 		free_resume(r);
 		return;
@@ -2158,6 +2239,14 @@ static void resume_finish(struct loop *l, void *arg)
 			       s->ending ? 0 : (uint64_t)sm_cfg(s)->resume_timeout * 1000, 0);
 		return;
 	}
+	if (s->state == C2S_CLOSED) {
+		/* A stream error meanwhile (ending): the session is ours now,
+		 * and ends with the closing connection, its unacknowledged
+		 * stanzas going where end_sm sends them. */
+		log_info("c2s %llu: %s resumed as its stream ended", (unsigned long long)s->id,
+			 s->full);
+		return;
+	}
 	s->state = C2S_ACTIVE;
 	struct buf b;
 	buf_init(&b);
@@ -2173,6 +2262,7 @@ static void resume_finish(struct loop *l, void *arg)
 	struct hook_ctx hc = { .loop = l, .from = &me, .to = &me, .session = s->id,
 			       .previous = was };
 	hooks_run(HOOK_SESSION_RESUMED, &hc);
+	replay_held(s);
 }
 
 /* <resume/> on an authenticated stream that has not bound a resource, or
@@ -2220,6 +2310,7 @@ static int c2s_sm_resume(struct c2s *s, const char *previd, const char *h_attr)
 	snprintf(r->bare, sizeof r->bare, "%s", s->bare);
 	s->id = s->conn->id;
 	s->state = C2S_RESUMING;
+	s->resume_pending = true;
 	s->sm = sm_new(false); /* holds what comes before the hand-over */
 	run_on_loop(s->loop, t.loop, resume_take, r);
 	return 0;
@@ -2230,11 +2321,6 @@ static int c2s_sm_resume(struct c2s *s, const char *previd, const char *h_attr)
 static bool sm_intercept(struct c2s *s, struct xml_node *st)
 {
 	if (!xml_is(st, NS_SM, NULL)) {
-		if (s->state == C2S_RESUMING) {
-			/* Nothing may overtake <resumed/>. */
-			stream_error(s, "policy-violation");
-			return true;
-		}
 		if (s->sm != NULL && s->state == C2S_ACTIVE && xml_is(st, NS_CLIENT, NULL))
 			s->sm->in++;
 		return false;

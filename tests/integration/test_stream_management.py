@@ -200,6 +200,66 @@ async def test_resume_after_the_connection_is_cut(net, server):
     assert await b.request_ack() == 2
 
 
+async def test_stanzas_pipelined_behind_resume(net, server):
+    """A client that sends stanzas (and <r/>) right behind <resume/>,
+    without waiting for <resumed/>: they wait until the answer and the
+    stanzas sent again are written, then run in order. natterd used to end
+    the stream with policy-violation and drop the session it was handing
+    over, with its queued messages."""
+    a = await sm_login(net, server, "alice")
+    await a.send("<presence/>")
+    bob = await connect(net, server, "bob")
+    bob.send_raw(chat(a.jid, "q1"))
+    assert await messages(a, 1, answer=False) == ["q1"]
+    mark = server.log_mark()
+    a.cut()
+    await server.await_log("detached", since=mark)
+    stream, _ = await authenticated(net, server, "alice", "127.0.0.2")
+    b = SmClient(stream, "alice")
+    await b.send("<resume xmlns='%s' previd='%s' h='0'/>"
+                 "<iq type='get' id='behind' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>"
+                 "<r xmlns='%s'/>%s" % (NS_SM, a.sm_id, NS_SM,
+                                           chat(bob.boundjid.full, "from-b")))
+    order = []
+    while "a" not in order:
+        elem = await b.next(answer=False)
+        if elem.tag == sm("resumed"):
+            order.append("resumed")
+        elif elem.tag == q(NS_CLIENT, "message"):
+            order.append(elem.get("id"))
+        elif elem.tag == q(NS_CLIENT, "iq"):
+            order.append(elem.get("id"))
+        elif elem.tag == sm("a"):
+            assert elem.get("h") == "2"  # the presence, then the ping
+            order.append("a")
+    assert order == ["resumed", "q1", "behind", "a"], order
+    await bob.inbox.get(msg(id="from-b"), "alice's pipelined message")
+
+
+async def test_stream_error_during_the_hand_over_keeps_the_messages(net, server):
+    """A stream error between <resume/> and its answer (here: malformed
+    XML in the same packet) ends the resuming stream; the session it was
+    taking over ends with it, and its unacknowledged messages go to
+    offline storage, not nowhere."""
+    a = await sm_login(net, server, "alice")
+    await a.send("<presence/>")
+    bob = await connect(net, server, "bob")
+    for i in range(3):
+        bob.send_raw(chat(a.jid, "k%d" % i))
+    assert await messages(a, 3, answer=False) == ["k0", "k1", "k2"]
+    mark = server.log_mark()
+    a.cut()
+    await server.await_log("detached", since=mark)
+    stream, _ = await authenticated(net, server, "alice")
+    await stream.send("<resume xmlns='%s' previd='%s' h='0'/><a b='1' b='2'/>"
+                      % (NS_SM, a.sm_id))
+    await server.await_log("kept offline", since=mark)
+    alice = await connect(net, server, "alice", "back")
+    await send_available(alice)
+    for i in range(3):
+        await alice.inbox.get(msg(id="k%d" % i), "k%d from offline storage" % i)
+
+
 async def test_refusals(net, server):
     a = await sm_login(net, server, "alice")
     mark = server.log_mark()
