@@ -1,6 +1,7 @@
 #include "c2s/sasl2.h"
 
 #include <openssl/evp.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -126,8 +127,10 @@ struct sasl2_request *sasl2_parse(struct xml_node *st, struct arena *a, const ch
 			const char *count = xml_attr(c, "count");
 			if (count != NULL) {
 				char *end;
+				errno = 0;
 				r->fast_count = strtoull(count, &end, 10);
-				if (*end != '\0' || count[0] == '-' || r->fast_count == 0)
+				if (*end != '\0' || count[0] == '-' || r->fast_count == 0 ||
+				    errno == ERANGE)
 					n_fast = 99; /* a count is a positive integer */
 			}
 			r->fast_invalidate = truthy(xml_attr(c, "invalidate"));

@@ -115,9 +115,10 @@ async def test_count_must_grow(natter, net):
         _, elem = await fast(net, natter, "alice", token, device,
                              fast_attrs=" count='%s'" % stale)
         assert failure_condition(elem) == "not-authorized"
-    _, elem = await fast(net, natter, "alice", token, device,
-                         fast_attrs=" count='0'")
-    assert failure_condition(elem) == "malformed-request"
+    for bad in ("0", "18446744073709551616"):  # zero, and past 2^64 - 1
+        _, elem = await fast(net, natter, "alice", token, device,
+                             fast_attrs=" count='%s'" % bad)
+        assert failure_condition(elem) == "malformed-request"
     _, elem = await fast(net, natter, "alice", token, device,
                          fast_attrs=" count='6'")
     success_parts(elem)

@@ -785,6 +785,15 @@ async def test_malformed_field_is_bad_request(server, net, field, value):
     await assert_served(net, server)
 
 
+@pytest.mark.parametrize("value", ["abc", "", "5x", "-1"])
+async def test_rsm_max_that_is_not_a_count_is_bad_request(server, net, value):
+    """XEP-0059: <max/> is a non-negative integer; anything else used to
+    read as 0 (an empty page)."""
+    alice = await connect(net, server, "alice")
+    await mam_error(alice, "bad-request", max_=value)
+    await assert_served(net, server)
+
+
 # --------------------------------------------------- preferences (0441) --
 
 def prefs_element(default=None, always=(), never=()):
