@@ -1,5 +1,6 @@
 #include "modules/pubsub.h"
 
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1320,9 +1321,14 @@ static void ps_do_items(struct ps_req *r, struct xml_node *el)
 	}
 	int max = 0;
 	const char *mi = xml_attr(el, "max_items");
-	if (mi != NULL && (max = atoi(mi)) <= 0) {
-		ps_fail(r, "modify", "bad-request", NULL);
-		return;
+	if (mi != NULL) {
+		char *end;
+		long m = strtol(mi, &end, 10);
+		if (end == mi || *end != '\0' || m < 1) {
+			ps_fail(r, "modify", "bad-request", NULL);
+			return;
+		}
+		max = m > INT_MAX ? INT_MAX : (int)m; /* atoi wrapped 2^32 + 1 to 1 */
 	}
 	const char *ids[64];
 	int n_ids = 0;

@@ -65,6 +65,13 @@ async def test_retract_notifies_and_items_max(net, server):
     assert [i.get("id") for i in items] == ["i1", "i2", "i3"]
     items = await get_items(bob, "alice@localhost", NS_TUNE, max_items=1)
     assert [i.get("id") for i in items] == ["i3"]
+    # 2^32 + 1 is more than there are, not 1 (atoi wrapped it).
+    items = await get_items(bob, "alice@localhost", NS_TUNE, max_items=4294967297)
+    assert [i.get("id") for i in items] == ["i1", "i2", "i3"]
+    for bad in ("abc", "0", "3x"):
+        await expect_error(bob, "alice@localhost", "<pubsub xmlns='%s'><items node='%s'"
+                           " max_items='%s'/></pubsub>" % (NS_PUBSUB, NS_TUNE, bad),
+                           "get", "bad-request")
     items = await get_items(bob, "alice@localhost", NS_TUNE, ids=["i2"])
     assert [i.get("id") for i in items] == ["i2"]
     await alice.iq(None, "<pubsub xmlns='%s'><retract node='%s' notify='true'>"
