@@ -284,6 +284,10 @@ static const struct config_key config_muc_keys[] = {
 	{ .name = "message_burst", .type = KEY_INT, .def = "10", .min = 1, .max = 100000,
 	  .offset = offsetof(struct config_muc, message_burst),
 	  .doc = "groupchat messages one occupant may send at once; more: resource-constraint" },
+	{ .name = "max_affiliations", .type = KEY_INT, .def = "10000", .min = 1, .max = 1000000,
+	  .offset = offsetof(struct config_muc, max_affiliations),
+	  .doc = "owners, admins, members and outcasts of one room; a change past it: "
+		 "resource-constraint" },
 };
 
 static const struct config_section config_muc_section = {

@@ -116,6 +116,7 @@ struct config_muc {
 	size_t max_message_size;   /* bytes of one message to a room */
 	int message_rate;  /* groupchat messages per second, per occupant */
 	int message_burst; /* sent at once before the rate applies */
+	int max_affiliations; /* owners, admins, members, outcasts per room */
 };
 
 /* Whose messages an account archives when it has set no preference

@@ -1,8 +1,10 @@
 #include "muc/room.h"
 
 #include <openssl/rand.h>
+#include <errno.h>
 #include <limits.h>
 #include <openssl/evp.h>
+#include <search.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,7 +39,7 @@ static const char *const affil_names[] = { "outcast", "none", "member", "admin",
 
 /* An affiliation other than none, kept whether or not its JID is in. */
 struct affiliation {
-	struct affiliation *next;
+	struct affiliation *next, *prev; /* in the order they were given */
 	char *bare;
 	enum affil affil;
 	bool directory;    /* given by a directory group (room_directory_sync) */
@@ -59,6 +61,19 @@ struct occupant {
 	unsigned long long refilled; /* when tokens was last brought up to date */
 	char id[44];       /* occupant-id (XEP-0421) */
 };
+
+/* A mediated invitation the room passed on (XEP-0045 §7.8.2): only its
+ * invitee may decline it, and the decline goes to its inviter only, so
+ * that nobody can make the room send declines to whom they like. */
+struct invitation {
+	struct invitation *next;
+	char *invitee;     /* bare JID */
+	char *inviter;     /* bare JID of the occupant who invited */
+};
+
+/* Pending invitations a room remembers; a new one past this forgets the
+ * oldest (whose decline is then not passed on). */
+#define MAX_INVITATIONS 128
 
 struct past {
 	struct refbuf *bytes; /* the message as broadcast, without 'to' */
@@ -88,6 +103,15 @@ struct room {
 	struct past *hist;          /* ring of svc's history size */
 	int hist_len, hist_head;
 	struct affiliation *affils; /* owners, admins, members, outcasts */
+	struct affiliation *affils_tail;
+	void *affil_index;          /* tsearch(3) tree of affils by bare JID: a
+				     * lookup costs log n, whatever JIDs a
+				     * client chose (a hash could be steered) */
+	int n_affils;               /* at most muc.max_affiliations, except
+				     * what the directory and the store give */
+	struct invitation *invited; /* pending mediated invitations, oldest
+				     * first, at most MAX_INVITATIONS */
+	int n_invited;
 	struct room_config cfg;
 	const char *reason;         /* while a kick or ban is announced: its reason */
 	const char *actor;          /* and the nick of the moderator or admin who
@@ -150,6 +174,20 @@ static void occupant_free(struct occupant *o)
 	free(o);
 }
 
+static void invitation_free(struct invitation *v)
+{
+	free(v->invitee);
+	free(v->inviter);
+	free(v);
+}
+
+/* For tdestroy(3) of an index whose entries have another owner (a room's
+ * list of affiliations, a request's arena). */
+static void index_node_keep(void *node)
+{
+	(void)node;
+}
+
 static void room_free(struct room *r)
 {
 	while (r->occ) {
@@ -157,6 +195,12 @@ static void room_free(struct room *r)
 		r->occ = o->next;
 		occupant_free(o);
 	}
+	while (r->invited) {
+		struct invitation *v = r->invited;
+		r->invited = v->next;
+		invitation_free(v);
+	}
+	tdestroy(r->affil_index, index_node_keep);
 	while (r->affils) {
 		struct affiliation *f = r->affils;
 		r->affils = f->next;
@@ -209,31 +253,48 @@ void room_loop_free(struct loop *l)
 
 /* --- affiliations --- */
 
-static enum affil affil_of(const struct room *r, const char *bare)
+static int affil_cmp(const void *x, const void *y)
 {
-	for (const struct affiliation *f = r->affils; f; f = f->next)
-		if (strcmp(f->bare, bare) == 0)
-			return f->affil;
-	return AFF_NONE;
+	return strcmp(((const struct affiliation *)x)->bare, ((const struct affiliation *)y)->bare);
 }
 
+static struct affiliation *affil_entry(const struct room *r, const char *bare)
+{
+	struct affiliation key = { .bare = (char *)bare };
+	struct affiliation **f = tfind(&key, &r->affil_index, affil_cmp);
+	return f ? *f : NULL;
+}
+
+static enum affil affil_of(const struct room *r, const char *bare)
+{
+	const struct affiliation *f = affil_entry(r, bare);
+	return f ? f->affil : AFF_NONE;
+}
+
+/* Gives bare the affiliation a (none: takes it out). No limit here: the
+ * callers that take a client's word check muc.max_affiliations first. */
 static void affil_set(struct room *r, const char *bare, enum affil a)
 {
-	struct affiliation **p = &r->affils;
-	while (*p && strcmp((*p)->bare, bare) != 0)
-		p = &(*p)->next;
-	if (*p && a == AFF_NONE) {
-		struct affiliation *f = *p;
-		*p = f->next;
+	struct affiliation *f = affil_entry(r, bare);
+	if (f && a == AFF_NONE) {
+		tdelete(f, &r->affil_index, affil_cmp);
+		*(f->prev ? &f->prev->next : &r->affils) = f->next;
+		*(f->next ? &f->next->prev : &r->affils_tail) = f->prev;
+		r->n_affils--;
 		free(f->bare);
 		free(f);
-	} else if (*p) {
-		(*p)->affil = a;
+	} else if (f) {
+		f->affil = a;
 	} else if (a != AFF_NONE) {
-		struct affiliation *f = xcalloc(1, sizeof *f);
+		f = xcalloc(1, sizeof *f);
 		f->bare = xstrdup(bare);
 		f->affil = a;
-		*p = f;
+		if (tsearch(f, &r->affil_index, affil_cmp) == NULL)
+			fatal("out of memory");
+		f->prev = r->affils_tail;
+		*(f->prev ? &f->prev->next : &r->affils) = f;
+		r->affils_tail = f;
+		r->n_affils++;
 	}
 }
 
@@ -256,7 +317,11 @@ static enum role default_role(enum affil a)
 struct actor {
 	enum affil affil;
 	enum role role;
-	const char *nick; /* in the room, or NULL */
+	const char *bare;            /* their bare JID */
+	const struct occupant *me;   /* the asking session's place, or NULL */
+	const char *nick;            /* a copy of me's nick (the request's
+				      * arena): it outlives me, whom a ban
+				      * of their own JID puts out */
 };
 
 /* The role an affiliation brings in this room. */
@@ -272,6 +337,22 @@ static int name_index(const char *const *names, const char *name)
 		if (strcmp(names[i], name) == 0)
 			return i;
 	return -1;
+}
+
+/* A count a client wrote: decimal digits only, no sign, no space (what
+ * xs:nonNegativeInteger allows, less a '+'). One past LONG_MAX reads as
+ * LONG_MAX: as good as no bound. Returns 0, or -1 when v is not one. */
+static int parse_count(const char *v, long *out)
+{
+	if (v == NULL || *v < '0' || *v > '9')
+		return -1;
+	char *end;
+	errno = 0;
+	long n = strtol(v, &end, 10);
+	if (*end != '\0')
+		return -1;
+	*out = errno == ERANGE ? LONG_MAX : n;
+	return 0;
 }
 
 /* --- history in the store --- */
@@ -483,55 +564,67 @@ static void set_text(char **field, const char *v)
 	*field = v && v[0] ? xstrdup(v) : NULL;
 }
 
-/* Applies a submitted muc#roomconfig form; returns NULL or the error
- * condition (bad-request for a value that does not fit). */
+/* Applies a submitted muc#roomconfig form, all of it or, when a value
+ * does not fit, none of it: returns NULL, or the error condition
+ * (not-acceptable) with the room as it was. */
 static const char *config_apply(struct room *r, struct arena *a, const struct xml_node *x)
 {
-	struct room_config *c = &r->cfg;
+	/* Checked into a copy first; its texts are the room's own or the
+	 * form's (in a), and only what differs is copied at the end. */
+	struct room_config c = r->cfg;
+	const struct config_muc *mc = &r->svc->host->muc;
 	const char *v;
 	long n = 0;
 	if ((v = form_value(a, x, "muc#roomconfig_maxusers")) != NULL) {
-		n = strtol(v, NULL, 10);
-		if (n < 1 || n > r->svc->host->muc.max_occupants)
+		if (parse_count(v, &n) != 0 || n < 1 || n > mc->max_occupants)
 			return "not-acceptable";
-		c->max_users = (int)n;
+		c.max_users = (int)n;
 	}
 	if ((v = form_value(a, x, "muc#maxhistoryfetch")) != NULL) {
-		n = strtol(v, NULL, 10);
-		if (n < 0)
+		if (parse_count(v, &n) != 0)
 			return "not-acceptable";
-		c->history = n > r->svc->host->muc.history ? r->svc->host->muc.history : (int)n;
+		c.history = n > mc->history ? mc->history : (int)n;
 	}
 	if ((v = form_value(a, x, "muc#roomconfig_whois")) != NULL) {
 		int w = name_index(whois_values, v);
 		if (w < 0)
 			return "not-acceptable";
-		c->non_anonymous = w == 1;
+		c.non_anonymous = w == 1;
 	}
 	if ((v = form_value(a, x, "muc#roomconfig_roomname")) != NULL)
-		set_text(&c->name, v);
+		c.name = v[0] ? (char *)v : NULL;
 	if ((v = form_value(a, x, "muc#roomconfig_roomdesc")) != NULL)
-		set_text(&c->desc, v);
+		c.desc = v[0] ? (char *)v : NULL;
 	if ((v = form_value(a, x, "muc#roomconfig_persistentroom")) != NULL)
-		c->persistent = form_true(v);
+		c.persistent = form_true(v);
 	if ((v = form_value(a, x, "muc#roomconfig_publicroom")) != NULL)
-		c->hidden = !form_true(v);
+		c.hidden = !form_true(v);
 	if ((v = form_value(a, x, "muc#roomconfig_membersonly")) != NULL)
-		c->members_only = form_true(v);
+		c.members_only = form_true(v);
 	if ((v = form_value(a, x, "muc#roomconfig_moderatedroom")) != NULL)
-		c->moderated = form_true(v);
+		c.moderated = form_true(v);
 	if ((v = form_value(a, x, "muc#roomconfig_changesubject")) != NULL)
-		c->subject_locked = !form_true(v);
+		c.subject_locked = !form_true(v);
 	if ((v = form_value(a, x, "muc#roomconfig_allowinvites")) != NULL)
-		c->invites_locked = !form_true(v);
+		c.invites_locked = !form_true(v);
 	const char *secret = form_value(a, x, "muc#roomconfig_roomsecret");
 	const char *protect = form_value(a, x, "muc#roomconfig_passwordprotectedroom");
 	if (protect != NULL && !form_true(protect))
-		set_text(&c->password, NULL);
+		c.password = NULL;
 	else if (secret != NULL && secret[0])
-		set_text(&c->password, secret);
-	else if (protect != NULL && c->password == NULL)
+		c.password = (char *)secret;
+	else if (protect != NULL && c.password == NULL)
 		return "not-acceptable"; /* protected, but with no password */
+	/* Everything fits: now the room changes. */
+	struct room_config *rc = &r->cfg;
+	char **texts[][2] = { { &rc->name, &c.name }, { &rc->desc, &c.desc },
+			      { &rc->password, &c.password } };
+	for (size_t i = 0; i < sizeof texts / sizeof *texts; i++) {
+		if (*texts[i][0] != *texts[i][1])
+			set_text(texts[i][0], *texts[i][1]);
+		*texts[i][1] = *texts[i][0];
+	}
+	*rc = c;
 	return NULL;
 }
 
@@ -693,9 +786,9 @@ static void load_one(void *arg, const char *key, const void *value, size_t len)
 		const char *bare = f->name ? xml_attr(f, "jid") : NULL;
 		if (aff >= 0 && bare) {
 			affil_set(r, bare, (enum affil)aff);
-			for (struct affiliation *af = r->affils; af; af = af->next)
-				if (strcmp(af->bare, bare) == 0)
-					af->directory = attr_flag(f, "dir");
+			struct affiliation *af = affil_entry(r, bare);
+			if (af != NULL)
+				af->directory = attr_flag(f, "dir");
 		}
 	}
 	if (c->hidden)
@@ -730,7 +823,7 @@ void room_load_all(struct loop *l)
 
 /* The occupant whose nick is nick, as the Nickname profile compares
  * (RFC 8266 §2.4: "Alice" and "ALICE" are one nick). */
-static struct occupant *by_nick(struct room *r, const char *nick)
+static struct occupant *by_nick(const struct room *r, const char *nick)
 {
 	char key[JID_PART_MAX + 1];
 	if (jid_nickname_key(nick, strlen(nick), key, sizeof key) < 0)
@@ -954,22 +1047,17 @@ static void broadcast_presence(struct loop *l, struct room *r, const struct occu
 
 /* --- history and subject --- */
 
-/* XEP-0082 date-time, UTC; -1 when it does not parse. */
-static time_t parse_stamp(const char *s)
-{
-	struct tm tm = { 0 };
-	const char *end = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
-	if (end == NULL)
-		return -1;
-	return timegm(&tm);
-}
-
-/* What the joiner asked for in <history/> (XEP-0045 §7.2.13). */
+/* What the joiner asked for in <history/> (XEP-0045 §7.2.15). */
 struct history_want {
-	long maxstanzas, maxchars;
+	long maxstanzas, maxchars; /* -1: no bound */
 	time_t not_before;
 };
 
+/* An attribute of <history/> that is not a non-negative integer (for
+ * since: not an XEP-0082 DateTime) counts as absent, all four alike: the
+ * joiner gets what it would have got without it, which the room's own
+ * history size bounds anyway. A seconds longer than the epoch asks for
+ * everything, and cannot overflow. */
 static void history_want(const struct xml_node *join, struct history_want *w)
 {
 	w->maxstanzas = -1;
@@ -978,18 +1066,19 @@ static void history_want(const struct xml_node *join, struct history_want *w)
 	const struct xml_node *h = join ? xml_child(join, NS_MUC, "history") : NULL;
 	if (h == NULL)
 		return;
-	const char *v;
-	if ((v = xml_attr(h, "maxstanzas")) != NULL)
-		w->maxstanzas = strtol(v, NULL, 10);
-	if ((v = xml_attr(h, "maxchars")) != NULL)
-		w->maxchars = strtol(v, NULL, 10);
-	if ((v = xml_attr(h, "seconds")) != NULL)
-		w->not_before = time(NULL) - strtol(v, NULL, 10);
-	if ((v = xml_attr(h, "since")) != NULL) {
-		time_t t = parse_stamp(v);
-		if (t > w->not_before)
-			w->not_before = t;
+	long n;
+	if (parse_count(xml_attr(h, "maxstanzas"), &n) == 0)
+		w->maxstanzas = n;
+	if (parse_count(xml_attr(h, "maxchars"), &n) == 0)
+		w->maxchars = n;
+	if (parse_count(xml_attr(h, "seconds"), &n) == 0) {
+		time_t now = time(NULL);
+		w->not_before = n >= now ? 0 : now - n;
 	}
+	const char *v = xml_attr(h, "since");
+	long long usec;
+	if (v != NULL && datetime_parse(v, &usec) == 0 && usec / 1000000 > w->not_before)
+		w->not_before = (time_t)(usec / 1000000);
 }
 
 /* The past message with a delay stamp into b (initialised here). */
@@ -1188,7 +1277,9 @@ static void leave(struct loop *l, struct room *r, struct occupant *o, int idx)
 /* Puts o out of the room with all its sessions; code (kick 307, ban 301,
  * membership 321, or 0 for a plain leave) tells everybody, o included,
  * why, with the reason and the nick of the actor who did it (XEP-0045
- * §8.2, §9.1) when given. A temporary room that empties ends. */
+ * §8.2, §9.1) when given. o is freed; r stays, even when it is a
+ * temporary room that empties: room_handle ends it once the stanza is
+ * handled, so that no caller has its room freed under it. */
 static void remove_occupant(struct loop *l, struct room *r, struct occupant *o, int code,
 			    const char *reason, const char *actor)
 {
@@ -1204,8 +1295,6 @@ static void remove_occupant(struct loop *l, struct room *r, struct occupant *o, 
 	*p = o->next;
 	r->n_occ--;
 	occupant_free(o);
-	if (r->n_occ == 0 && !r->cfg.persistent)
-		room_destroy(l, r);
 }
 
 static void change_nick(struct loop *l, struct room *r, struct occupant *o, struct xml_node *st,
@@ -1400,7 +1489,46 @@ static void send_to_bare(struct loop *l, const char *bare, const struct buf *b)
 	refbuf_release(rb);
 }
 
-/* Mediated invitations and their declines (XEP-0045 §7.8.2). */
+/* Takes out the pending invitation of invitee by inviter (bare JIDs);
+ * returns whether there was one. */
+static bool invitation_take(struct room *r, const char *invitee, const char *inviter)
+{
+	for (struct invitation **p = &r->invited; *p; p = &(*p)->next) {
+		struct invitation *v = *p;
+		if (strcmp(v->invitee, invitee) == 0 && strcmp(v->inviter, inviter) == 0) {
+			*p = v->next;
+			invitation_free(v);
+			r->n_invited--;
+			return true;
+		}
+	}
+	return false;
+}
+
+/* Remembers that inviter invited invitee (bare JIDs), as the newest
+ * invitation; past MAX_INVITATIONS the oldest is forgotten. */
+static void invitation_add(struct room *r, const char *invitee, const char *inviter)
+{
+	invitation_take(r, invitee, inviter);
+	struct invitation *v = xcalloc(1, sizeof *v);
+	v->invitee = xstrdup(invitee);
+	v->inviter = xstrdup(inviter);
+	struct invitation **p = &r->invited;
+	while (*p)
+		p = &(*p)->next;
+	*p = v;
+	if (++r->n_invited > MAX_INVITATIONS) {
+		struct invitation *old = r->invited;
+		r->invited = old->next;
+		invitation_free(old);
+		r->n_invited--;
+	}
+}
+
+/* Mediated invitations and their declines (XEP-0045 §7.8.2). A decline
+ * is passed on only from the invitee of a pending invitation to its
+ * inviter, once: the room is no relay for whatever anyone writes to
+ * whomever they name. */
 static void invite_or_decline(struct loop *l, struct room *r, struct occupant *o,
 			      struct xml_node *st, struct arena *a, const char *full)
 {
@@ -1430,9 +1558,24 @@ static void invite_or_decline(struct loop *l, struct room *r, struct occupant *o
 				deliver_error(l, st, a, "auth", "forbidden");
 				return;
 			}
+			if (affil_of(r, bare) == AFF_NONE &&
+			    r->n_affils >= r->svc->host->muc.max_affiliations) {
+				deliver_error(l, st, a, "wait", "resource-constraint");
+				return;
+			}
 			affil_set(r, bare, AFF_MEMBER);
 			if (r->cfg.persistent)
 				room_save(l, r);
+		}
+		invitation_add(r, bare, o->bare);
+	} else {
+		struct jid fj;
+		char decliner[2 * JID_PART_MAX + 2];
+		if (jid_parse(&fj, full, strlen(full)) != 0 ||
+		    jid_format_bare(&fj, decliner, sizeof decliner) < 0 ||
+		    !invitation_take(r, decliner, bare)) {
+			deliver_error(l, st, a, "cancel", "item-not-found");
+			return;
 		}
 	}
 	const struct xml_node *why = xml_child(item, NS_MUC_USER, "reason");
@@ -1480,8 +1623,13 @@ static void room_message(struct loop *l, struct room *r, struct xml_node *st, st
 		deliver_error(l, st, a, "modify", "not-acceptable");
 		return;
 	}
+	/* A subject is kept, saved and given to every joiner: no larger
+	 * than a body may be. */
 	const struct xml_node *body = xml_child(st, NS_CLIENT, "body");
-	if (body != NULL && strlen(xml_text(a, body)) > r->svc->host->muc.max_message_size) {
+	const struct xml_node *subject = xml_child(st, NS_CLIENT, "subject");
+	size_t max = r->svc->host->muc.max_message_size;
+	if ((body != NULL && strlen(xml_text(a, body)) > max) ||
+	    (subject != NULL && strlen(xml_text(a, subject)) > max)) {
 		deliver_error(l, st, a, "modify", "not-acceptable");
 		return;
 	}
@@ -1501,26 +1649,89 @@ static void room_message(struct loop *l, struct room *r, struct xml_node *st, st
 
 /* --- iq --- */
 
-/* One <item/> of a muc#admin set by actor: a role by nick, or an
- * affiliation by JID (XEP-0045 §§8-10). Returns NULL when done (and r may
- * be gone), else the error condition; *etype its type. */
-static const char *admin_item(struct loop *l, struct room **rp, const struct actor *actor,
-			      const struct xml_node *item, struct arena *a, const char **etype)
+/* Whether an occupant with affiliation a has no place in the room: banned,
+ * or not a member of a members-only room. */
+static bool put_out(const struct room *r, enum affil a)
 {
-	struct room *r = *rp;
+	return a == AFF_OUTCAST || (a < AFF_MEMBER && r->cfg.members_only);
+}
+
+/* One item of a muc#admin set, checked: a role by nick, or an
+ * affiliation by bare JID (XEP-0045 §§8-10). */
+struct admin_change {
+	const char *nick;   /* a role change: the occupant's nick (arena) */
+	const char *bare;   /* an affiliation change: the bare JID (arena) */
+	enum role role;
+	enum affil affil;
+	const char *reason; /* NULL: none given */
+};
+
+/* An affiliation as the items checked so far leave it. */
+struct planned {
+	const char *bare;   /* arena */
+	enum affil affil;
+};
+
+/* The room as the items checked so far would leave it. */
+struct admin_plan {
+	void *planned;      /* tsearch(3) tree of struct planned by bare;
+			     * the nodes are freed, the entries are arena */
+	int owners;
+	int n_affils;
+	struct actor actor; /* the asker's rights */
+};
+
+static int planned_cmp(const void *x, const void *y)
+{
+	return strcmp(((const struct planned *)x)->bare, ((const struct planned *)y)->bare);
+}
+
+static enum affil plan_affil(const struct admin_plan *p, const struct room *r, const char *bare)
+{
+	struct planned key = { .bare = bare };
+	struct planned **e = tfind(&key, &p->planned, planned_cmp);
+	return e ? (*e)->affil : affil_of(r, bare);
+}
+
+static void plan_affil_set(struct admin_plan *p, struct arena *a, const char *bare,
+			   enum affil now, enum affil aff)
+{
+	struct planned key = { .bare = bare };
+	struct planned **e = tfind(&key, &p->planned, planned_cmp);
+	if (e == NULL) {
+		struct planned *n = arena_alloc(a, sizeof *n);
+		n->bare = bare;
+		e = tsearch(n, &p->planned, planned_cmp);
+		if (e == NULL)
+			fatal("out of memory");
+	}
+	(*e)->affil = aff;
+	p->owners += (aff == AFF_OWNER) - (now == AFF_OWNER);
+	p->n_affils += (aff != AFF_NONE) - (now != AFF_NONE);
+}
+
+/* Checks one <item/> of a muc#admin set against the room and the asker's
+ * rights as the earlier items leave them (p), and notes in p what it
+ * changes. Returns NULL with *ch filled, or the error condition with
+ * *etype its type. Changes nothing in the room. */
+static const char *admin_check(const struct room *r, struct admin_plan *p,
+			       const struct xml_node *item, struct arena *a,
+			       struct admin_change *ch, const char **etype)
+{
+	struct actor *actor = &p->actor;
 	const char *nick = xml_attr(item, "nick");
 	const char *jid = xml_attr(item, "jid");
 	int role = name_index(role_names, xml_attr(item, "role"));
 	int aff = name_index(affil_names, xml_attr(item, "affiliation"));
 	const struct xml_node *why = xml_child(item, NS_MUC_ADMIN, "reason");
-	const char *reason = why ? xml_text(a, why) : NULL;
-	/* A copy: an admin who bans their own JID leaves with the others. */
-	const char *by = actor->nick ? arena_strdup(a, actor->nick) : NULL;
+	memset(ch, 0, sizeof *ch);
+	ch->reason = why ? xml_text(a, why) : NULL;
 	*etype = "cancel";
 	if (nick != NULL && role >= 0 && aff < 0) {
 		struct occupant *t = by_nick(r, nick);
-		if (t == NULL)
-			return "item-not-found";
+		enum affil t_affil = t ? plan_affil(p, r, t->bare) : AFF_NONE;
+		if (t == NULL || put_out(r, t_affil))
+			return "item-not-found"; /* or put out by an earlier item */
 		*etype = "auth";
 		if (actor->role != ROLE_MODERATOR)
 			return "forbidden";
@@ -1528,16 +1739,12 @@ static const char *admin_item(struct loop *l, struct room **rp, const struct act
 		bool grant_mod = role == ROLE_MODERATOR || t->role == ROLE_MODERATOR;
 		if (grant_mod && actor->affil < AFF_ADMIN)
 			return "not-allowed";
-		if (t->affil >= AFF_ADMIN && role < ROLE_MODERATOR)
+		if (t_affil >= AFF_ADMIN && role < ROLE_MODERATOR)
 			return "not-allowed";
-		if (role == ROLE_NONE) {
-			remove_occupant(l, r, t, 307, reason, by);
-			if (room_find(l, r->jid) != r)
-				*rp = NULL;
-			return NULL;
-		}
-		t->role = (enum role)role;
-		broadcast_presence(l, r, t, NULL, NULL, 0, NULL, 0, NULL);
+		ch->nick = arena_strdup(a, t->nick);
+		ch->role = (enum role)role;
+		if (t == actor->me)
+			actor->role = (enum role)role;
 		return NULL;
 	}
 	if (jid != NULL && aff >= 0 && role < 0) {
@@ -1546,41 +1753,61 @@ static const char *admin_item(struct loop *l, struct room **rp, const struct act
 		*etype = "modify";
 		if (jid_parse(&j, jid, strlen(jid)) != 0 || jid_format_bare(&j, bare, sizeof bare) < 0)
 			return "jid-malformed";
-		bool revoked = aff < AFF_MEMBER && r->cfg.members_only;
 		*etype = "auth";
 		if (actor->affil < AFF_ADMIN)
 			return "forbidden";
 		*etype = "cancel";
-		enum affil now = affil_of(r, bare);
+		enum affil now = plan_affil(p, r, bare);
 		if ((aff >= AFF_ADMIN || now >= AFF_ADMIN) && actor->affil != AFF_OWNER)
 			return "not-allowed";
-		if (now == AFF_OWNER && aff != AFF_OWNER && count_affil(r, AFF_OWNER) == 1)
+		if (now == AFF_OWNER && aff != AFF_OWNER && p->owners == 1)
 			return "conflict"; /* a room keeps one owner at least */
-		affil_set(r, bare, (enum affil)aff);
-		if (r->cfg.persistent)
-			room_save(l, r);
-		for (struct occupant *t = r->occ, *next; t; t = next) {
-			next = t->next;
-			if (strcmp(t->bare, bare) != 0)
-				continue;
-			t->affil = (enum affil)aff;
-			if (aff == AFF_OUTCAST || revoked) {
-				/* Banned (301), or no longer a member of a
-				 * members-only room (321). */
-				remove_occupant(l, r, t, aff == AFF_OUTCAST ? 301 : 321, reason, by);
-				if (room_find(l, r->jid) != r) {
-					*rp = NULL;
-					return NULL;
-				}
-				continue;
-			}
-			t->role = role_in(r, t->affil);
-			broadcast_presence(l, r, t, NULL, NULL, 0, NULL, 0, NULL);
+		ch->bare = arena_strdup(a, bare);
+		ch->affil = (enum affil)aff;
+		plan_affil_set(p, a, ch->bare, now, ch->affil);
+		if (strcmp(bare, actor->bare) == 0) {
+			actor->affil = ch->affil;
+			if (actor->me != NULL)
+				actor->role = put_out(r, ch->affil) ? ROLE_NONE : role_in(r, ch->affil);
 		}
 		return NULL;
 	}
 	*etype = "modify";
 	return "bad-request";
+}
+
+/* Makes one checked change; by is the actor's nick or NULL. The room
+ * stays, even emptied (room_handle ends it afterwards). */
+static void admin_apply(struct loop *l, struct room *r, const struct admin_change *ch,
+			const char *by)
+{
+	if (ch->nick != NULL) {
+		struct occupant *t = by_nick(r, ch->nick);
+		if (t == NULL)
+			return; /* an earlier item put them out already */
+		if (ch->role == ROLE_NONE) {
+			remove_occupant(l, r, t, 307, ch->reason, by);
+			return;
+		}
+		t->role = ch->role;
+		broadcast_presence(l, r, t, NULL, NULL, 0, NULL, 0, NULL);
+		return;
+	}
+	affil_set(r, ch->bare, ch->affil);
+	for (struct occupant *t = r->occ, *next; t; t = next) {
+		next = t->next;
+		if (strcmp(t->bare, ch->bare) != 0)
+			continue;
+		t->affil = ch->affil;
+		if (put_out(r, ch->affil)) {
+			/* Banned (301), or no longer a member of a members-only
+			 * room (321). */
+			remove_occupant(l, r, t, ch->affil == AFF_OUTCAST ? 301 : 321, ch->reason, by);
+			continue;
+		}
+		t->role = role_in(r, t->affil);
+		broadcast_presence(l, r, t, NULL, NULL, 0, NULL, 0, NULL);
+	}
 }
 
 static void admin_list(struct iq_ctx *c, struct room *r, const struct actor *actor,
@@ -1634,16 +1861,46 @@ static void room_admin(struct iq_ctx *c, struct room *r, const struct actor *act
 		admin_list(c, r, actor, item);
 		return;
 	}
-	/* The reply first: a kick may end the room and the actor's place. */
+	/* Each item is checked, in order, against the room and the asker's
+	 * rights as the earlier items would leave them (an owner who bans
+	 * themselves has no rights left for the next item); then all of them
+	 * are made, or none when one does not pass. */
+	size_t n = 0;
+	for (const struct xml_node *it = item; it; it = it->next)
+		n += xml_is(it, NS_MUC_ADMIN, "item");
+	struct admin_change *ch = arena_alloc(c->a, n * sizeof *ch);
+	struct admin_plan p = { .owners = count_affil(r, AFF_OWNER), .n_affils = r->n_affils,
+				.actor = *actor };
 	const char *etype = NULL, *cond = NULL;
-	for (; item && r && !cond; item = item->next) {
+	size_t k = 0;
+	for (; item && !cond; item = item->next) {
 		if (xml_is(item, NS_MUC_ADMIN, "item"))
-			cond = admin_item(c->loop, &r, actor, item, c->a, &etype);
+			cond = admin_check(r, &p, item, c->a, &ch[k++], &etype);
 	}
-	if (cond)
+	tdestroy(p.planned, index_node_keep);
+	/* A cap on what a room keeps in memory and writes with each save
+	 * of a persistent room. The asker gets under it by removing some,
+	 * so it is resource-constraint (as for the blocking list), not
+	 * not-allowed, which says the change is never allowed. A room above
+	 * it (the directory's, or a cap lowered since) may still shrink. */
+	if (cond == NULL && p.n_affils > r->svc->host->muc.max_affiliations &&
+	    p.n_affils > r->n_affils) {
+		etype = "wait";
+		cond = "resource-constraint";
+	}
+	if (cond) {
 		module_error(c, etype, cond);
-	else
-		module_reply(c, NULL);
+		return;
+	}
+	bool affiliations = false;
+	for (size_t i = 0; i < k; i++) {
+		admin_apply(c->loop, r, &ch[i], actor->nick);
+		affiliations |= ch[i].bare != NULL;
+	}
+	if (affiliations && r->cfg.persistent)
+		room_save(c->loop, r); /* once for the whole set */
+	/* After the presences it causes, as XEP-0045's examples show them. */
+	module_reply(c, NULL);
 }
 
 /* An iq to an occupant (room/nick): a self-ping (XEP-0410) is answered
@@ -1756,9 +2013,19 @@ static void room_owner(struct iq_ctx *c, struct room *r, bool get)
 		return;
 	}
 	if (d != NULL) {
+		/* The alternate venue goes to every occupant as a JID to join:
+		 * it must be one (normalised). */
+		const char *venue = xml_attr(d, "jid");
+		char alt[3 * JID_PART_MAX + 3];
+		struct jid vj;
+		if (venue != NULL && (jid_parse(&vj, venue, strlen(venue)) != 0 ||
+				      jid_format(&vj, alt, sizeof alt) < 0)) {
+			module_error(c, "modify", "bad-request");
+			return;
+		}
 		const struct xml_node *why = xml_child(d, NS_MUC_OWNER, "reason");
 		module_reply(c, NULL);
-		destroy_room(c->loop, r, xml_attr(d, "jid"), why ? xml_text(a, why) : NULL);
+		destroy_room(c->loop, r, venue ? alt : NULL, why ? xml_text(a, why) : NULL);
 		return;
 	}
 	const char *xt = x ? xml_attr(x, "type") : NULL;
@@ -1863,7 +2130,8 @@ static void room_iq(struct loop *l, struct room *r, struct xml_node *st, struct 
 	char bare[2 * JID_PART_MAX + 2];
 	jid_format_bare(from, bare, sizeof bare);
 	struct occupant *me = by_jid(r, full, NULL);
-	struct actor actor = { affil_of(r, bare), me ? me->role : ROLE_NONE, me ? me->nick : NULL };
+	struct actor actor = { affil_of(r, bare), me ? me->role : ROLE_NONE, bare, me,
+			       me ? arena_strdup(a, me->nick) : NULL };
 	if (xml_is(c.payload, NS_MUC_ADMIN, "query")) {
 		room_admin(&c, r, &actor, get);
 		return;
@@ -1909,6 +2177,13 @@ void room_handle(struct loop *l, const struct muc_service *svc, struct xml_node 
 		room_message(l, r, st, a, full, to);
 	else if (strcmp(st->name, "iq") == 0)
 		room_iq(l, r, st, a, full, from, to);
+	/* A temporary room that is empty now ends (XEP-0045 §10.1.3): the
+	 * last one out left, was kicked or banned, or the room stopped
+	 * being persistent while empty. Here, after the stanza, and only
+	 * here: nothing above holds the room any more. */
+	r = room_find(l, room_jid);
+	if (r != NULL && r->n_occ == 0 && !r->cfg.persistent)
+		room_destroy(l, r);
 }
 
 /* --- natterctl room (through muc_control) --- */
@@ -1992,14 +2267,6 @@ static bool listed(char *const *v, size_t n, const char *s)
 		if (strcmp(v[i], s) == 0)
 			return true;
 	return false;
-}
-
-static struct affiliation *affil_entry(struct room *r, const char *bare)
-{
-	for (struct affiliation *f = r->affils; f; f = f->next)
-		if (strcmp(f->bare, bare) == 0)
-			return f;
-	return NULL;
 }
 
 /* Gives bare the affiliation a on the directory's behalf; tells the room

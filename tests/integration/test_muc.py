@@ -640,6 +640,32 @@ async def test_history_limited_by_maxchars_and_since(server, net):
         future, describe_all(none.history))
 
 
+HISTORY_NOT_COUNTS = [
+    "seconds='-9223372036854775808'", "seconds='-100'", "seconds='abc'",
+    "seconds='99999999999999999999'", "maxstanzas='-5'", "maxstanzas='abc'",
+    "maxstanzas='2x'", "maxchars='-1'", "maxchars=''", "since='yesterday'"]
+
+
+async def test_history_attributes_that_are_not_counts_count_as_absent(
+        server, net):
+    # Found by a hostile-input campaign: seconds='-9223372036854775808'
+    # overflowed (UBSan aborts natterd), and maxstanzas='-5' gave all the
+    # history where 'abc' gave none. An attribute that is not a
+    # non-negative integer (since: not a DateTime) counts as absent, and
+    # a huge seconds asks for everything.
+    alice, bob = await online(net, server, "alice", "bob")
+    await join(alice, "alice")
+    for n in range(1, 4):
+        await say(alice, "m%d" % n)
+    for attrs in HISTORY_NOT_COUNTS:
+        joined = await join(bob, "bob", history="<history %s/>" % attrs)
+        assert [body_of(s) for s in joined.history] == ["m1", "m2", "m3"], (
+            "<history %s/> is as if absent: all three messages, got:\n%s"
+            % (attrs, describe_all(joined.history)))
+        await leave(bob, "bob")
+    await net.assert_served(server)
+
+
 # ---------------------------------------------------- leaving, nicks ----
 
 async def test_leaving_is_announced(server, net):

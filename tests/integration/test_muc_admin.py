@@ -328,6 +328,141 @@ async def test_last_owner_cannot_drop_ownership(server, net):
         % owners)
 
 
+async def test_last_occupant_banned_by_an_owner_outside_the_room(
+        server, net):
+    # Found by a hostile-input campaign: the ban emptied the temporary
+    # room, which ended under the admin request still handling it (a
+    # use-after-free). The room now ends after the request: alice gets
+    # her result and bob his 301.
+    alice, bob = await room_with(net, server, "alice", "bob")
+    await leave(alice, "alice")
+    reply = await admin_set(alice, jid=jid_of("bob"), affiliation="outcast")
+    assert reply["type"] == "result", describe(reply)
+    own = await presence_with(bob, "own unavailable presence after the ban",
+                              frm=ROOM + "/bob", type="unavailable", code=301)
+    assert 110 in status_codes(own), describe(own)
+    error = await iq_error(alice, ROOM, "<query xmlns='%s'/>" % NS_DISCO_INFO)
+    assert stanza_error_condition(error.xml) == "item-not-found", (
+        "the temporary room ends with its last occupant (XEP-0045 10.1.3):"
+        "\n%s" % describe(error))
+    await net.assert_served(server)
+
+
+async def test_last_member_revoked_by_an_owner_outside_the_room(server, net):
+    # The same use-after-free through a members-only room: the last
+    # occupant loses membership (321) and the room empties.
+    alice, bob = await online(net, server, "alice", "bob")
+    await join(alice, "alice")
+    await configure(alice, membersonly=True)
+    await admin_set(alice, jid=jid_of("bob"), affiliation="member")
+    await join(bob, "bob")
+    await leave(alice, "alice")
+    reply = await admin_set(alice, jid=jid_of("bob"), affiliation="none")
+    assert reply["type"] == "result", describe(reply)
+    await presence_with(bob, "own unavailable presence with 321",
+                        frm=ROOM + "/bob", type="unavailable", code=321)
+    error = await iq_error(alice, ROOM, "<query xmlns='%s'/>" % NS_DISCO_INFO)
+    assert stanza_error_condition(error.xml) == "item-not-found", \
+        describe(error)
+    await net.assert_served(server)
+
+
+async def test_owner_who_bans_themselves_has_no_rights_left_in_that_set(
+        server, net):
+    # Found by a hostile-input campaign: the next item read the nick of
+    # the actor the ban had freed, and went on with owner rights. Items
+    # are checked in order against what the earlier ones leave (here: an
+    # outcast, whose next item is forbidden), and a set is made whole or
+    # not at all.
+    alice, bob = await room_with(net, server, "alice", "bob")
+    await admin_set(alice, jid=jid_of("carol"), affiliation="owner")
+    error = await iq_error(alice, ROOM, admin_query(
+        {"jid": jid_of("alice"), "affiliation": "outcast"},
+        {"nick": "bob", "role": "visitor"}), "set")
+    assert_error(error, "forbidden", "auth", ROOM)
+    owners = sorted(o["jid"] for o in await admin_list(
+        alice, affiliation="owner"))
+    assert owners == [jid_of("alice"), jid_of("carol")], (
+        "a refused set changes nothing: alice is still an owner: %s" % owners)
+    participants = [p["nick"] for p in await admin_list(
+        alice, role="participant")]
+    assert participants == ["bob"], participants
+    await say(alice, "still here")
+    await net.assert_served(server)
+
+
+async def test_owner_may_ban_themselves_while_another_owner_remains(
+        server, net):
+    alice, bob = await room_with(net, server, "alice", "bob")
+    await admin_set(alice, jid=jid_of("bob"), affiliation="owner")
+    await admin_set(alice, jid=jid_of("alice"), affiliation="outcast",
+                    reason="leaving for good")
+    own = await presence_with(alice, "own unavailable presence after the ban",
+                              frm=ROOM + "/alice", type="unavailable",
+                              code=301)
+    actor = own.xml.find("{%s}x/{%s}item/{%s}actor" % ((NS_MUC_USER,) * 3))
+    assert actor is not None and actor.get("nick") == "alice", describe(own)
+    outcasts = [o["jid"] for o in await admin_list(bob,
+                                                   affiliation="outcast")]
+    assert outcasts == [jid_of("alice")], outcasts
+    await net.assert_served(server)
+
+
+async def test_admin_set_is_made_whole_or_not_at_all(server, net):
+    alice, = await room_with(net, server, "alice")
+    error = await iq_error(alice, ROOM, admin_query(
+        {"jid": jid_of("carol"), "affiliation": "member"},
+        {"jid": "not@@a jid", "affiliation": "member"}), "set")
+    assert_error(error, "jid-malformed", "modify", ROOM)
+    members = await admin_list(alice, affiliation="member")
+    assert members == [], (
+        "the set was refused, yet its first item was made: %s" % members)
+
+
+async def test_affiliations_per_room_are_bounded(natter_factory, net):
+    # Found by a hostile-input campaign: an owner could add members
+    # without end, each one rewriting a persistent room's record.
+    server = accounts(natter_factory(**muc_host(max_affiliations=4)),
+                      "alice", "bob")
+    alice, = await room_with(net, server, "alice")
+    await alice.iq(ROOM, admin_query(*(
+        {"jid": "m%d@example.org" % i, "affiliation": "member"}
+        for i in range(3))), "set")
+    error = await iq_error(alice, ROOM, admin_query(
+        {"jid": "m3@example.org", "affiliation": "member"},
+        {"jid": "m4@example.org", "affiliation": "outcast"}), "set")
+    assert_error(error, "resource-constraint", "wait", ROOM)
+    members = sorted(m["jid"] for m in await admin_list(
+        alice, affiliation="member"))
+    assert members == ["m%d@example.org" % i for i in range(3)], (
+        "a set past muc.max_affiliations changes nothing: %s" % members)
+    assert await admin_list(alice, affiliation="outcast") == []
+    # A set that stays within the bound, one out and one in, passes.
+    await alice.iq(ROOM, admin_query(
+        {"jid": "m0@example.org", "affiliation": "none"},
+        {"jid": "m3@example.org", "affiliation": "member"}), "set")
+    await net.assert_served(server)
+
+
+async def test_affiliations_set_together_survive_restart(natter_factory,
+                                                         net):
+    # A persistent room is saved once per admin set, after all its items.
+    server = accounts(natter_factory(), "alice", "bob")
+    alice, = await online(net, server, "alice")
+    await join(alice, "alice")
+    await configure(alice, persistentroom=True)
+    await alice.iq(ROOM, admin_query(
+        {"jid": jid_of("bob"), "affiliation": "member"},
+        {"jid": jid_of("carol"), "affiliation": "outcast"},
+        {"jid": jid_of("dave"), "affiliation": "admin"}), "set")
+    server = restart_on_same_data(natter_factory, server)
+    alice, = await online(net, server, "alice")
+    got = {a: [m["jid"] for m in await admin_list(alice, affiliation=a)]
+           for a in ("member", "outcast", "admin")}
+    assert got == {"member": [jid_of("bob")], "outcast": [jid_of("carol")],
+                   "admin": [jid_of("dave")]}, got
+
+
 # ------------------------------------------------------------ muc#owner --
 
 async def test_config_form(server, net):
@@ -562,6 +697,38 @@ async def test_config_cancel_is_a_result(server, net):
     assert reply["type"] == "result", describe(reply)
 
 
+async def test_refused_configuration_changes_nothing(server, net):
+    # Found by a hostile-input campaign: the fields before the one that
+    # did not fit were applied, and nobody was told (no 104, no 172).
+    alice, bob = await room_with(net, server, "alice", "bob")
+    error = await iq_error(alice, ROOM, config_submit(
+        whois="anyone", roomname="CHANGED", passwordprotectedroom=True),
+        "set")
+    assert_error(error, "not-acceptable", "modify", ROOM)
+    info = await disco(bob, ROOM, NS_DISCO_INFO)
+    names = [i.get("name") for i in info.findall(q(NS_DISCO_INFO,
+                                                     "identity"))]
+    assert names == ["room"] and "muc_semianonymous" in features_of(info), (
+        "a refused form changed the room:\n%s" % describe(info))
+    await configure(alice, roomname="Fine")
+    codes = status_codes(await config_changed(bob))
+    assert 172 not in codes, codes
+
+
+async def test_maxusers_must_be_a_plain_count(server, net):
+    # '1e3' was read as 1 by strtol.
+    alice, = await room_with(net, server, "alice")
+    for value in ("1e3", "-5", "+5", " 5", "5x", "", "99999999999999999999"):
+        error = await iq_error(alice, ROOM, config_submit(maxusers=value),
+                               "set")
+        assert_error(error, "not-acceptable", "modify", ROOM)
+    result = await alice.iq(ROOM, "<query xmlns='%s'/>" % NS_MUC_OWNER)
+    got = [f.findtext(q(NS_DATA, "value"))
+           for f in result.xml.iter(q(NS_DATA, "field"))
+           if f.get("var") == "muc#roomconfig_maxusers"]
+    assert got == ["200"], "maxusers changed by refused forms: %s" % got
+
+
 # -------------------------------------------------------------- destroy --
 
 DESTROY = ("<query xmlns='%s'><destroy jid='elsewhere@%s'><reason>moved"
@@ -673,6 +840,14 @@ async def test_owner_outside_the_room_may_destroy_it(server, net):
         "joining it first:\n%s" % describe(reply))
 
 
+async def test_destroy_alternate_venue_must_be_a_jid(server, net):
+    alice, = await room_with(net, server, "alice")
+    error = await iq_error(alice, ROOM, "<query xmlns='%s'><destroy jid='"
+                           "not@@a jid'/></query>" % NS_MUC_OWNER, "set")
+    assert_error(error, "bad-request", "modify", ROOM)
+    await say(alice, "the room is still there")
+
+
 # ---------------------------------------------------------- invitations --
 
 def invite(room, to, reason=None):
@@ -730,6 +905,43 @@ async def test_decline_reaches_the_inviter(server, net):
     dec = muc_x_child(got, "decline")
     assert (dec.get("from"), dec.findtext(q(NS_MUC_USER, "reason"))) == (
         carol.boundjid.full, "busy"), describe(got)
+
+
+async def test_decline_without_invitation_is_not_passed_on(server, net):
+    # Found by a hostile-input campaign: anyone could make the room send
+    # a decline to any JID. A decline goes only from the invitee of a
+    # pending invitation to its inviter, once.
+    alice, bob = await room_with(net, server, "alice", "bob")
+    carol, = await online(net, server, "carol")
+    decline = ("<message to='%s' id='d%%d'><x xmlns='%s'><decline to='%%s'>"
+               "<reason>forged</reason></decline></x></message>"
+               % (ROOM, NS_MUC_USER))
+    carol.send_raw(decline % (1, bob.boundjid.full))
+    error = await carol.inbox.get(msg(id="d1", type="error"),
+                                  "error for a decline of no invitation")
+    assert_error(error, "item-not-found", "cancel", ROOM)
+    alice.send_raw(invite(ROOM, jid_of("carol")))
+    await invitation(carol)
+    carol.send_raw(decline % (2, jid_of("alice")))
+    await alice.inbox.get(
+        lambda s: s.xml.get("from") == ROOM
+        and muc_x_child(s, "decline") is not None,
+        "carol's decline of alice's invitation")
+    carol.send_raw(decline % (3, jid_of("alice")))
+    error = await carol.inbox.get(msg(id="d3", type="error"),
+                                  "error for a second decline")
+    assert_error(error, "item-not-found", "cancel", ROOM)
+    # The room handles stanzas in order: what it sent before these
+    # reflections has arrived.
+    for who, expected in ((alice, 1), (bob, 0)):
+        await say(who, "after the declines")
+        got = [s for s in who.inbox.seen
+               if muc_x_child(s, "decline") is not None]
+        assert len(got) == expected, (
+            "%s got %d declines through the room, expected %d:\n%s"
+            % (who.boundjid, len(got), expected,
+               "\n".join(map(describe, got))))
+    await net.assert_served(server)
 
 
 async def test_owner_invitation_to_members_only_room_makes_member(
@@ -821,6 +1033,25 @@ async def test_max_message_size(natter_factory, net):
     await groupchat_error(alice, "x" * 1025, "big", "not-acceptable",
                           "modify")
     await say(alice, "y" * 1024)
+
+
+async def test_subject_is_bounded_by_max_message_size(natter_factory, net):
+    server = accounts(natter_factory(**muc_host(max_message_size=1024)),
+                      "alice")
+    alice, = await room_with(net, server, "alice")
+    alice.send_raw("<message to='%s' type='groupchat' id='s1'><subject>%s"
+                   "</subject></message>" % (ROOM, "x" * 1025))
+    error = await alice.inbox.get(msg(id="s1", type="error"),
+                                  "error for a subject past the bound")
+    assert_error(error, "not-acceptable", "modify", ROOM)
+    alice.send_raw("<message to='%s' type='groupchat' id='s2'><subject>%s"
+                   "</subject></message>" % (ROOM, "y" * 1024))
+    got = await alice.inbox.get(
+        lambda s: from_room(ROOM)(s) and s.xml.findtext(
+            q(NS_CLIENT, "subject")) == "y" * 1024,
+        "the subject within the bound, broadcast")
+    assert got.xml.get("type") == "groupchat", describe(got)
+    await net.assert_served(server)
 
 
 async def test_message_rate_limit(natter_factory, net):
