@@ -272,6 +272,15 @@ static int cmp_field(const void *x, const void *y)
 	return strcmp(((const struct caps_field *)x)->var, ((const struct caps_field *)y)->var);
 }
 
+/* Each string, followed by '<' (§5.1). */
+static void put_each(struct buf *b, const struct caps_strs *s)
+{
+	for (int i = 0; i < s->n; i++) {
+		buf_puts(b, s->v[i]);
+		buf_puts(b, "<");
+	}
+}
+
 /* The buffer's text, copied into the arena; frees the buffer. */
 static const char *buf_to_arena(struct arena *a, struct buf *b)
 {
@@ -317,10 +326,7 @@ static bool form_string(const struct xml_node *x, struct arena *a, bool *bad, co
 		buf_init(&b);
 		buf_puts(&b, var);
 		buf_puts(&b, "<");
-		for (int i = 0; i < values.n; i++) {
-			buf_puts(&b, values.v[i]);
-			buf_puts(&b, "<");
-		}
+		put_each(&b, &values);
 		fields_add(a, &fields, var, buf_to_arena(a, &b));
 	}
 	if (form_type == NULL)
@@ -367,14 +373,8 @@ int caps_hash(const struct xml_node *query, struct arena *a, char *out, size_t c
 	buf_init(&b);
 	/* Sorted as values, each followed by '<' (§5.1: '<' sorts after
 	 * characters such as '#'). */
-	for (int i = 0; i < ids.n; i++) {
-		buf_puts(&b, ids.v[i]);
-		buf_puts(&b, "<");
-	}
-	for (int i = 0; i < feats.n; i++) {
-		buf_puts(&b, feats.v[i]);
-		buf_puts(&b, "<");
-	}
+	put_each(&b, &ids);
+	put_each(&b, &feats);
 	for (int i = 0; i < forms.n; i++)
 		buf_puts(&b, forms.v[i]);
 	unsigned char md[SHA_DIGEST_LENGTH];
