@@ -564,6 +564,9 @@ static void set_text(char **field, const char *v)
 	*field = v && v[0] ? xstrdup(v) : NULL;
 }
 
+/* The longest room name or description, in bytes. */
+#define ROOM_TEXT_MAX 1024
+
 /* Applies a submitted muc#roomconfig form, all of it or, when a value
  * does not fit, none of it: returns NULL, or the error condition
  * (not-acceptable) with the room as it was. */
@@ -591,10 +594,18 @@ static const char *config_apply(struct room *r, struct arena *a, const struct xm
 			return "not-acceptable";
 		c.non_anonymous = w == 1;
 	}
-	if ((v = form_value(a, x, "muc#roomconfig_roomname")) != NULL)
+	/* Name and description go into every disco#info answer about the
+	 * room: bounded. */
+	if ((v = form_value(a, x, "muc#roomconfig_roomname")) != NULL) {
+		if (strlen(v) > ROOM_TEXT_MAX)
+			return "not-acceptable";
 		c.name = v[0] ? (char *)v : NULL;
-	if ((v = form_value(a, x, "muc#roomconfig_roomdesc")) != NULL)
+	}
+	if ((v = form_value(a, x, "muc#roomconfig_roomdesc")) != NULL) {
+		if (strlen(v) > ROOM_TEXT_MAX)
+			return "not-acceptable";
 		c.desc = v[0] ? (char *)v : NULL;
+	}
 	if ((v = form_value(a, x, "muc#roomconfig_persistentroom")) != NULL)
 		c.persistent = form_true(v);
 	if ((v = form_value(a, x, "muc#roomconfig_publicroom")) != NULL)

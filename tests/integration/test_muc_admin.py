@@ -729,6 +729,20 @@ async def test_maxusers_must_be_a_plain_count(server, net):
     assert got == ["200"], "maxusers changed by refused forms: %s" % got
 
 
+async def test_room_name_and_description_are_bounded(server, net):
+    """They go into every disco#info answer about the room: at most 1,024
+    bytes each (a 200 KB name was taken and handed out)."""
+    alice, = await room_with(net, server, "alice")
+    await configure(alice, roomname="n" * 1024, roomdesc="d" * 1024)
+    for field in ("roomname", "roomdesc"):
+        error = await iq_error(alice, ROOM, config_submit(**{field: "x" * 1025}), "set")
+        assert_error(error, "not-acceptable", "modify", ROOM)
+    info = await alice.iq(ROOM, "<query xmlns='http://jabber.org/protocol/disco#info'/>")
+    names = [i.get("name") for i in info.xml.iter(
+        "{http://jabber.org/protocol/disco#info}identity")]
+    assert names == ["n" * 1024], names
+
+
 # -------------------------------------------------------------- destroy --
 
 DESTROY = ("<query xmlns='%s'><destroy jid='elsewhere@%s'><reason>moved"
