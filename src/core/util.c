@@ -1,6 +1,8 @@
 #include "core/util.h"
 
 #include <dlfcn.h>
+#include <errno.h>
+#include <limits.h>
 #include <malloc.h>
 #include <openssl/rand.h>
 #include <stdarg.h>
@@ -194,4 +196,17 @@ void datetime_format(long long usec, char *out, size_t cap)
 	char day[24];
 	strftime(day, sizeof day, "%Y-%m-%dT%H:%M:%S", &tm);
 	snprintf(out, cap, "%s.%03dZ", day, (int)(usec / 1000 % 1000));
+}
+
+int parse_count(const char *v, long *out)
+{
+	if (v == NULL || *v < '0' || *v > '9')
+		return -1;
+	char *end;
+	errno = 0;
+	long n = strtol(v, &end, 10);
+	if (*end != '\0')
+		return -1;
+	*out = errno == ERANGE ? LONG_MAX : n;
+	return 0;
 }

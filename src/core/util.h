@@ -54,6 +54,12 @@ bool word_in_list(const char *list, const char *word);
 /* Fills out with n random bytes as 2n lower-case hex digits plus NUL. */
 void random_hex(char *out, size_t n);
 
+/* A count a client wrote: decimal digits only, no sign, no space (what
+ * xs:nonNegativeInteger allows, less a '+'). One past LONG_MAX reads as
+ * LONG_MAX: as good as no bound. Returns 0, or -1 when v (may be NULL) is
+ * not one. */
+int parse_count(const char *v, long *out);
+
 /* XEP-0082 DateTime ("2026-12-04T18:20:00Z", optional fraction, Z or
  * +hh:mm / -hh:mm) as microseconds since the epoch in *usec. Returns 0, or
  * -1 when s is not one (nothing after it is accepted). */

@@ -795,12 +795,8 @@ static const char *mam_query_parse(struct iq_ctx *c, struct mam_query_job *j, in
 	if (set != NULL) {
 		struct xml_node *n;
 		if ((n = xml_child(set, NS_RSM, "max")) != NULL) {
-			const char *text = xml_text(c->a, n);
-			char *end;
-			long m = strtol(text, &end, 10);
-			while (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r')
-				end++;
-			if (end == text || *end != '\0' || m < 0)
+			long m;
+			if (parse_count(xml_text(c->a, n), &m) != 0)
 				return "bad-request"; /* not a count (XEP-0059 2.1) */
 			j->q.max = m < max_page ? (int)m : max_page;
 		}

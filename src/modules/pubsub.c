@@ -1322,9 +1322,8 @@ static void ps_do_items(struct ps_req *r, struct xml_node *el)
 	int max = 0;
 	const char *mi = xml_attr(el, "max_items");
 	if (mi != NULL) {
-		char *end;
-		long m = strtol(mi, &end, 10);
-		if (end == mi || *end != '\0' || m < 1) {
+		long m;
+		if (parse_count(mi, &m) != 0 || m < 1) {
 			ps_fail(r, "modify", "bad-request", NULL);
 			return;
 		}

@@ -1,7 +1,6 @@
 #include "muc/room.h"
 
 #include <openssl/rand.h>
-#include <errno.h>
 #include <limits.h>
 #include <openssl/evp.h>
 #include <search.h>
@@ -337,22 +336,6 @@ static int name_index(const char *const *names, const char *name)
 		if (strcmp(names[i], name) == 0)
 			return i;
 	return -1;
-}
-
-/* A count a client wrote: decimal digits only, no sign, no space (what
- * xs:nonNegativeInteger allows, less a '+'). One past LONG_MAX reads as
- * LONG_MAX: as good as no bound. Returns 0, or -1 when v is not one. */
-static int parse_count(const char *v, long *out)
-{
-	if (v == NULL || *v < '0' || *v > '9')
-		return -1;
-	char *end;
-	errno = 0;
-	long n = strtol(v, &end, 10);
-	if (*end != '\0')
-		return -1;
-	*out = errno == ERANGE ? LONG_MAX : n;
-	return 0;
 }
 
 /* --- history in the store --- */

@@ -384,6 +384,22 @@ class NatterServer:
 
 # ---------------------------------------------------------------- TLS ------
 
+def proc_status_kib(pid, field):
+    """A kB line of /proc/PID/status (VmRSS, VmHWM), in KiB."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise AssertionError("no %s for process %d" % (field, pid))
+
+
+def cpu_seconds(pid):
+    """utime + stime of a process and its threads, from /proc."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def insecure_client_context(minimum=None, maximum=None, alpn=None):
     """A client context that does not verify: test certificates are
     self-signed; tests that care compare certificates explicitly."""

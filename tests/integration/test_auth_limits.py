@@ -6,7 +6,6 @@ server-wide (docs/security.md, "Password guessing and account creation")."""
 
 import asyncio
 import base64
-import os
 import time
 import xml.etree.ElementTree as ET
 
@@ -14,7 +13,7 @@ import pytest
 
 from imlib import NS_REGISTER, accounts, password_of
 from natterlib import (
-    NS_SASL, StreamClosed, expect_stream_error, q,
+    NS_SASL, StreamClosed, cpu_seconds, expect_stream_error, q,
     stanza_error_condition)
 
 ALICE = "alice@localhost"
@@ -184,13 +183,6 @@ async def test_mistyped_password_then_prompt_login(natter, net):
     assert time.monotonic() - started < 1.0
     client = await net.login(natter, ALICE + "/desk", password_of("alice"))
     assert (await client.ping())["type"] == "result"
-
-
-def cpu_seconds(pid):
-    """utime + stime of a process and its threads, from /proc."""
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def test_long_passwords_cost_no_more(natter, net):

@@ -5,7 +5,7 @@ import asyncio
 import pytest
 
 from imlib import accounts, mutual, assert_not_delivered, msg
-from natterlib import NS_CLIENT, q, raw_login
+from natterlib import NS_CLIENT, proc_status_kib, q, raw_login
 from peplib import (
     NS_DISCO_INFO, NS_PUBSUB, NS_PUBSUB_OWNER, affiliations_xml, caps_query,
     event_items, event_item_ids, event_of, event_payload, event_retract_ids,
@@ -515,7 +515,7 @@ async def test_caps_answer_with_a_huge_form(server):
         if asked.tag == q(NS_CLIENT, "iq") and asked.get("type") == "get" \
                 and query is not None:
             break
-    peak_before = peak_rss_mib(server.proc.pid)
+    peak_before = proc_status_kib(server.proc.pid, "VmHWM") // 1024
     form_xml = ("<x xmlns='jabber:x:data' type='result'><field var='FORM_TYPE'>"
                 "<value>urn:example:huge</value></field>" + "<field var='a'/>" * 15000
                 + "</x>")
@@ -523,14 +523,5 @@ async def test_caps_answer_with_a_huge_form(server):
                        "<identity category='client' type='pc'/>%s</query></iq>"
                        % (asked.get("id"), NS_DISCO_INFO, query.get("node"), form_xml))
     await mallory.ping_server("after-huge-form")
-    grown = peak_rss_mib(server.proc.pid) - peak_before
+    grown = proc_status_kib(server.proc.pid, "VmHWM") // 1024 - peak_before
     assert grown < 100, "natterd's peak RSS grew by %d MiB for one 240 KB answer" % grown
-
-
-def peak_rss_mib(pid):
-    """The process's peak resident set (VmHWM), MiB."""
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) // 1024
-    raise AssertionError("no VmHWM for %d" % pid)

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from imlib import accounts, password_of, restart_on_same_data
-from natterlib import NS_CLIENT, q, raw_login, stanza_error_condition
+from natterlib import NS_CLIENT, proc_status_kib, q, raw_login, stanza_error_condition
 
 NS_ROSTER = "jabber:iq:roster"
 NS_PRIVATE = "jabber:iq:private"
@@ -57,11 +57,7 @@ def condition(iq):
 
 
 def rss_kib(server):
-    with open("/proc/%d/status" % server.proc.pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS for natterd")
+    return proc_status_kib(server.proc.pid, "VmRSS")
 
 
 async def fill_roster(stream, prefix="c"):

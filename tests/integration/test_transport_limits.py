@@ -14,7 +14,6 @@ since a sanitizer's allocator keeps freed memory in quarantine.
 """
 
 import os
-import re
 import selectors
 import socket
 import ssl
@@ -24,7 +23,7 @@ import pytest
 
 from natterlib import (
     NS_STREAM, RELEASE_BUILD, blocking_login, blocking_starttls, blocking_tcp,
-    insecure_client_context, read_until)
+    insecure_client_context, proc_status_kib, read_until)
 
 HEADER = ("<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
           "xmlns:stream='%s' to='localhost' version='1.0'>" % NS_STREAM)
@@ -39,8 +38,7 @@ def fd_count(server):
 
 
 def rss_kib(server):
-    with open("/proc/%d/status" % server.proc.pid) as f:
-        return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
+    return proc_status_kib(server.proc.pid, "VmRSS")
 
 
 def wait_until(what, predicate, timeout):
