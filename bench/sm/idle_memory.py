@@ -19,7 +19,6 @@ import os
 import re
 import ssl
 import sys
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..",
                                 "tests", "integration"))

@@ -527,9 +527,8 @@ static int ps_parse_max(const char *v, int limit)
 {
 	if (strcmp(v, "max") == 0)
 		return limit;
-	char *end;
-	long n = strtol(v, &end, 10);
-	if (end == v || *end != '\0' || n < 1)
+	long n;
+	if (parse_count(v, &n) != 0 || n < 1)
 		return 0;
 	return n > 1000000 ? 1000001 : (int)n;
 }

@@ -5,7 +5,7 @@ pubsub requests, and predicates for event notifications."""
 import asyncio
 import xml.etree.ElementTree as ET
 
-from imlib import Inbox, connect, jid_of, iq_error, password_of
+from imlib import Inbox, jid_of, iq_error, password_of
 from natterlib import IO_TIMEOUT, NS_CLIENT, XmppClient, q, stanza_condition
 
 NS_PUBSUB = "http://jabber.org/protocol/pubsub"

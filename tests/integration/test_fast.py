@@ -6,12 +6,10 @@ password changes or the account is deleted."""
 
 import asyncio
 import datetime
-import time
 
 import pytest
 
 from imlib import NS_REGISTER, accounts, jid_of, password_of
-from natterlib import NS_CLIENT, q
 from sasl2lib import (answer, authenticate, bind2, connect,
                       failure_condition, fast_login, fast_mechanisms,
                       new_device, scram_login, success_parts, user_agent,

@@ -13,7 +13,6 @@ stop natterd before they read the files, and never sleep.
 Federation (a message in and out over s2s) is in
 test_journal_federation.py, which uses the fixed federation addresses."""
 
-import asyncio
 import datetime
 import email.parser
 import email.policy

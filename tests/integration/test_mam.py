@@ -776,6 +776,8 @@ async def test_another_users_archive_is_forbidden(server, net):
 @pytest.mark.parametrize("field,value", [
     ("start", "yesterday"),
     ("end", "2024-13-45T99:00:00Z"),
+    ("start", "2024-01-01T00:00:00+29:59"),  # XEP-0082: the offset's hour is 00-23
+    ("end", "2024-01-01T00:00:00-24:00"),
     ("with", "@@not a jid@@"),
     ("with", "alice@"),
 ])

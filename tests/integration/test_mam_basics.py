@@ -3,7 +3,6 @@ stanza-ids, queries with RSM both ways and every form field, preferences,
 the multi-device catch-up with offline storage, durability across kill -9,
 retention and account deletion, rooms, and a host with archives off."""
 
-import xml.etree.ElementTree as ET
 
 import pytest
 from slixmpp.exceptions import IqError

@@ -4,7 +4,6 @@ certificate fingerprints (`natterctl cert` and the start-up log) and
 `natterctl dns` on a machine without a fully qualified name."""
 
 import asyncio
-import calendar
 import hashlib
 import re
 import shutil

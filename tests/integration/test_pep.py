@@ -1,10 +1,9 @@
 """PEP (XEP-0163): every account is a pubsub service at its bare JID."""
 
-import asyncio
 
 import pytest
 
-from imlib import accounts, mutual, assert_not_delivered, msg
+from imlib import accounts, mutual, assert_not_delivered
 from natterlib import NS_CLIENT, proc_status_kib, q, raw_login
 from peplib import (
     NS_DISCO_INFO, NS_PUBSUB, NS_PUBSUB_OWNER, affiliations_xml, caps_query,
@@ -238,6 +237,11 @@ async def test_limits(net, natter_factory):
     await expect_error(alice, None, publish_xml("n", "<x xmlns='urn:t'/>",
                                                 options={"pubsub#max_items": "6"}),
                        "set", "not-acceptable", "max-items-exceeded")
+    # A count is digits only: strtol used to take these as 5.
+    for bad in (" 5", "+5", "5 ", "0", "abc"):
+        await expect_error(alice, None, publish_xml("n", "<x xmlns='urn:t'/>",
+                                                    options={"pubsub#max_items": bad}),
+                           "set", "not-acceptable")
     await publish(alice, "n1", "<x xmlns='urn:t'/>", options={"pubsub#max_items": "max"})
     await publish(alice, "n2", "<x xmlns='urn:t'/>")
     await expect_error(alice, None, publish_xml("n3", "<x xmlns='urn:t'/>"),

@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from imlib import accounts, connect as im_connect, jid_of, password_of
-from natterlib import (NS_BIND, NS_CLIENT, NS_SASL, NS_STREAM,
+from natterlib import (NS_BIND, NS_CLIENT, NS_SASL,
                        expect_stream_error, q)
 NS_CSI = "urn:xmpp:csi:0"
 NS_SM = "urn:xmpp:sm:3"

@@ -632,7 +632,6 @@ async def test_durability_acked_messages_survive_kill_9(net, natter_factory, ser
     acknowledged messages.)"""
     from imlib import restart_on_same_data
     bob = await sm_login(net, server, "bob")
-    sent = 0
     burst = "".join(chat(ALICE, "k%d" % i) for i in range(2000))
     await bob.send(burst + "<r xmlns='%s'/>" % NS_SM)
     await bob.send("".join(chat(ALICE, "k%d" % i) for i in range(2000, 3000)))
