@@ -17,11 +17,11 @@
  * (an index entry of three integers), -s writes no full-text entry, and
  * -f adds options to the full-text table (e.g. -f "columnsize=0").
  *
- * -k prices a different layout: no row per message, but per commit one
- * row per owner (a block) holding that owner's entries of the commit,
- * each entry whole (id, direction, with, body, value), under one index
- * entry (owner, last id); no full-text index (a search would read the
- * bodies). -r, -i, -s and -f do not apply to it.
+ * -k writes natterd's layout since schema 6: no row per message, but per
+ * commit one row per owner (a block) holding that owner's entries of the
+ * commit, each entry whole (id, direction, with, body, value), under one
+ * index entry (owner, last id), and a row of a contentless full-text
+ * table per entry (none with -s). -r, -i and -f do not apply to it.
  *
  * -g N prices a staged owner index (implies -i): the rows have no index
  * of their own; each entry's (owner, id, with) goes to a small table,
@@ -132,14 +132,18 @@ static void block_entry(struct block *b, long long id, int outgoing, const char 
 }
 
 /* -k: returns the CPU seconds. */
-static double write_blocks(sqlite3 *db, long n, long per_commit, long owners, int unique)
+static double write_blocks(sqlite3 *db, long n, long per_commit, long owners, int unique,
+			   int no_text)
 {
-	exec_or_die(db, "CREATE TABLE archive_block (domain TEXT NOT NULL, local TEXT NOT NULL,"
+	exec_or_die(db, "CREATE TABLE archive_block (id INTEGER PRIMARY KEY, owner INTEGER NOT NULL,"
 			" first_id INTEGER NOT NULL, last_id INTEGER NOT NULL, n INTEGER NOT NULL,"
 			" data BLOB NOT NULL);"
-			"CREATE INDEX archive_block_owner ON archive_block (domain, local, last_id);");
+			"CREATE INDEX archive_block_owner ON archive_block (owner, last_id, first_id, n);"
+			"CREATE VIRTUAL TABLE archive_text USING fts5(body, content = '',"
+			" columnsize = 0, tokenize = 'unicode61 remove_diacritics 2');");
 	sqlite3_stmt *put = prepare_or_die(db, "INSERT INTO archive_block"
-		" (domain, local, first_id, last_id, n, data) VALUES ('localhost', ?1, ?2, ?3, ?4, ?5)");
+		" (owner, first_id, last_id, n, data) VALUES (?1, ?2, ?3, ?4, ?5)");
+	sqlite3_stmt *text = prepare_or_die(db, "INSERT INTO archive_text (rowid, body) VALUES (?1, ?2)");
 	sqlite3_stmt *begin = prepare_or_die(db, "BEGIN IMMEDIATE");
 	sqlite3_stmt *commit = prepare_or_die(db, "COMMIT");
 	struct block *b = calloc((size_t)owners, sizeof *b);
@@ -150,14 +154,12 @@ static double write_blocks(sqlite3 *db, long n, long per_commit, long owners, in
 	long long id = FIRST_ID;
 	srand(1);
 	clock_t t0 = clock();
+	step_or_die(db, begin);
 	for (long i = 0; i <= n; i++) {
 		if ((i % per_commit == 0 && i > 0) || i == n) {
-			step_or_die(db, begin);
 			for (long k = 0; k < n_touched; k++) {
 				struct block *o = &b[touched[k]];
-				char local[32];
-				snprintf(local, sizeof local, "u%ld", touched[k]);
-				sqlite3_bind_text(put, 1, local, -1, SQLITE_TRANSIENT);
+				sqlite3_bind_int64(put, 1, touched[k]);
 				sqlite3_bind_int64(put, 2, o->first);
 				sqlite3_bind_int64(put, 3, o->last);
 				sqlite3_bind_int(put, 4, o->n);
@@ -168,6 +170,8 @@ static double write_blocks(sqlite3 *db, long n, long per_commit, long owners, in
 			}
 			n_touched = 0;
 			step_or_die(db, commit);
+			if (i < n)
+				step_or_die(db, begin);
 		}
 		if (i == n)
 			break;
@@ -182,6 +186,11 @@ static double write_blocks(sqlite3 *db, long n, long per_commit, long owners, in
 			if (b[owner].n == 0)
 				touched[n_touched++] = owner;
 			block_entry(&b[owner], ++id, !copy, with[copy], body, value, sizeof value);
+			if (no_text)
+				continue;
+			sqlite3_bind_int64(text, 1, id);
+			sqlite3_bind_text(text, 2, body, -1, SQLITE_STATIC);
+			step_or_die(db, text);
 		}
 	}
 	double s = (double)(clock() - t0) / CLOCKS_PER_SEC;
@@ -190,6 +199,7 @@ static double write_blocks(sqlite3 *db, long n, long per_commit, long owners, in
 	free(b);
 	free(touched);
 	sqlite3_finalize(put);
+	sqlite3_finalize(text);
 	sqlite3_finalize(begin);
 	sqlite3_finalize(commit);
 	return s;
@@ -252,7 +262,7 @@ int main(int argc, char **argv)
 	exec_or_die(db, "PRAGMA cache_size = -32768");
 	exec_or_die(db, pragma);
 	if (blocks) {
-		double s = write_blocks(db, n, per_commit, owners, unique);
+		double s = write_blocks(db, n, per_commit, owners, unique, no_text);
 		report(n, per_commit, owners, s);
 		sqlite3_close(db);
 		unlink(path);

@@ -40,10 +40,10 @@ struct archive_entry {
 	const void *value;         /* the message as serialised */
 	size_t len;
 	long long ref;             /* not 0: the same message as entry ref of
-				    * another archive, written before (in the
-				    * same order of writes); value and body
-				    * are then that entry's and not stored
-				    * again. Deleting that entry keeps them. */
+				    * the archive of with, written before (in
+				    * the same order of writes); value and body
+				    * are then that entry's (the driver copies
+				    * them), and deleting it keeps them here. */
 };
 
 /* An archive query counts its matches (RSM <count/>) up to this many;

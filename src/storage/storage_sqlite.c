@@ -147,17 +147,231 @@ static const char *const storage_sqlite_migrations[] = {
 	" INSERT INTO archive_text (rowid, body) SELECT a.id, t.body FROM archive a, archive_text t"
 	"  WHERE a.ref = old.id AND t.rowid = old.id;"
 	" UPDATE archive SET value = old.value, ref = NULL WHERE ref = old.id; END;",
+	/* 5 -> 6: archives in blocks, one per owner per commit (decision
+	 * 0008, "Blocks"); storage_sqlite_migrate_blocks moves the entries
+	 * and their text. The index carries the bounds and the count, so a
+	 * walk and a count read no block it does not need. */
+	"CREATE TABLE archive_block ("
+	" id INTEGER PRIMARY KEY,"
+	" owner INTEGER NOT NULL,"
+	" first_id INTEGER NOT NULL,"
+	" last_id INTEGER NOT NULL,"
+	" n INTEGER NOT NULL,"
+	" data BLOB NOT NULL"
+	");"
+	"CREATE INDEX archive_block_owner ON archive_block (owner, last_id, first_id, n);",
 };
 
 #define STORAGE_SQLITE_VERSION \
 	(sizeof storage_sqlite_migrations / sizeof storage_sqlite_migrations[0])
 
+/* --- archive blocks: the format --- */
+
+/* Since schema 6 an archive is kept in blocks (decision 0008, "Blocks"):
+ * the storage thread gathers the entries of a transaction and writes, per
+ * owner, one row of archive_block holding that owner's entries of the
+ * transaction in id order, under one index entry (owner, last_id,
+ * first_id, n), instead of a row and an index entry per entry. On
+ * SQLite alone, 2,000 owners, a commit of 2,048 local messages costs 9.3
+ * us per message against 14.6 for rows, 4,096 cost 7.3 against 12.3
+ * (build/archive-batch -t -k against -t -r -i). A message between two
+ * local accounts is a whole entry in each archive (the recipient's
+ * copies the sender's value and text). An owner's blocks never overlap:
+ * an entry older than the owner's last block (ids are taken on the
+ * loops, so they reach the thread slightly out of order) is merged into
+ * the blocks it falls in. Each
+ * entry with a body has a full-text row under its id in archive_text, a
+ * contentless FTS5 table (the body is in the block; deleting a row hands
+ * FTS5 the body back).
+ *
+ * A block: one byte, the format (1), then its entries, each
+ *   id (8 bytes, little-endian), flags (1 byte), with (8 bytes, the
+ *   archive_jid id), then the resource, the body and the value, each a
+ *   varint length and its bytes. */
+
+#define ARCHIVE_BLOCK_FORMAT 1
+#define ARCHIVE_F_OUTGOING 1
+#define ARCHIVE_F_TEXT 2 /* a row of archive_text under the entry's id */
+/* A block holds at most so many entries and bytes (of values): a query
+ * decodes whole blocks. */
+#define ARCHIVE_BLOCK_ENTRIES 256
+#define ARCHIVE_BLOCK_BYTES (64 * 1024)
+/* The buffers of pending entries and blocks are kept between
+ * transactions up to this size. */
+#define ARCHIVE_PEND_KEEP (8u << 20)
+/* The owners whose last block the handle knows, to see an entry that
+ * falls before it (a merge) without a read: a table that starts small
+ * and doubles up to this many slots. */
+#define ARCHIVE_LASTS 65536
+#define ARCHIVE_LASTS_FIRST 256
+/* A full-text query reads at most so many matching ids at once; beyond,
+ * each entry of the archive is asked of FTS5 alone. */
+#define ARCHIVE_TEXT_IDS 100000
+
+/* One entry, decoded (pointers into its block) or pending. */
+struct archive_item {
+	long long id, with;
+	int flags;
+	const char *res, *body;
+	const void *value;
+	size_t res_len, body_len, value_len;
+};
+
+/* An entry written in the running transaction: its bytes (resource, body,
+ * value) in st->pend_bytes at off. */
+struct archive_pend {
+	long long owner, id, with;
+	int flags;
+	size_t off, res_len, body_len, value_len;
+};
+
+struct archive_last {
+	long long owner; /* 0: a free slot */
+	long long last;
+};
+
+static void archive_u64(struct buf *b, unsigned long long v)
+{
+	unsigned char p[8];
+	for (int i = 0; i < 8; i++)
+		p[i] = (unsigned char)(v >> (8 * i));
+	buf_append(b, p, 8);
+}
+
+static void archive_varint(struct buf *b, size_t v)
+{
+	unsigned char p[10];
+	int n = 0;
+	do {
+		p[n++] = (unsigned char)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+		v >>= 7;
+	} while (v > 0);
+	buf_append(b, p, (size_t)n);
+}
+
+static void archive_encode(struct buf *b, const struct archive_item *it)
+{
+	archive_u64(b, (unsigned long long)it->id);
+	unsigned char f = (unsigned char)it->flags;
+	buf_append(b, &f, 1);
+	archive_u64(b, (unsigned long long)it->with);
+	archive_varint(b, it->res_len);
+	buf_append(b, it->res, it->res_len);
+	archive_varint(b, it->body_len);
+	buf_append(b, it->body, it->body_len);
+	archive_varint(b, it->value_len);
+	buf_append(b, it->value, it->value_len);
+}
+
+static int archive_get_u64(const unsigned char **p, const unsigned char *end, long long *out)
+{
+	if (end - *p < 8)
+		return -1;
+	unsigned long long v = 0;
+	for (int i = 0; i < 8; i++)
+		v |= (unsigned long long)(*p)[i] << (8 * i);
+	*p += 8;
+	*out = (long long)v;
+	return 0;
+}
+
+/* A varint length and that many bytes. */
+static int archive_get_bytes(const unsigned char **p, const unsigned char *end, const void **out,
+			     size_t *len)
+{
+	size_t v = 0;
+	for (int shift = 0;; shift += 7) {
+		if (*p == end || shift > 56)
+			return -1;
+		unsigned char c = *(*p)++;
+		v |= (size_t)(c & 0x7f) << shift;
+		if (!(c & 0x80))
+			break;
+	}
+	if ((size_t)(end - *p) < v)
+		return -1;
+	*out = *p;
+	*len = v;
+	*p += v;
+	return 0;
+}
+
+/* Decodes a block into *items (grown as needed; *cap its room). Returns
+ * the number of entries, or -1 for a block natter did not write. */
+static long archive_decode(const void *data, size_t len, struct archive_item **items, size_t *cap)
+{
+	const unsigned char *p = data, *end = p + len;
+	if (len == 0 || *p++ != ARCHIVE_BLOCK_FORMAT)
+		return -1;
+	size_t n = 0;
+	while (p < end) {
+		if (n == *cap) {
+			*cap = *cap ? *cap * 2 : 64;
+			*items = xrealloc(*items, *cap * sizeof **items);
+		}
+		struct archive_item *it = &(*items)[n++];
+		const void *res, *body;
+		if (archive_get_u64(&p, end, &it->id) < 0 || p == end)
+			return -1;
+		it->flags = *p++;
+		if (archive_get_u64(&p, end, &it->with) < 0 ||
+		    archive_get_bytes(&p, end, &res, &it->res_len) < 0 ||
+		    archive_get_bytes(&p, end, &body, &it->body_len) < 0 ||
+		    archive_get_bytes(&p, end, &it->value, &it->value_len) < 0)
+			return -1;
+		it->res = res;
+		it->body = body;
+	}
+	return (long)n;
+}
+
+static int archive_item_cmp(const void *a, const void *b)
+{
+	long long x = ((const struct archive_item *)a)->id, y = ((const struct archive_item *)b)->id;
+	return x < y ? -1 : x > y;
+}
+
+/* Writes items (sorted by id) of owner as blocks. Returns 0 or -1. */
+static int archive_write_blocks(sqlite3 *db, sqlite3_stmt *ins, long long owner,
+				const struct archive_item *items, size_t n, struct buf *scratch)
+{
+	size_t i = 0;
+	while (i < n) {
+		size_t k = i, bytes = 0;
+		scratch->len = 0;
+		unsigned char fmt = ARCHIVE_BLOCK_FORMAT;
+		buf_append(scratch, &fmt, 1);
+		while (k < n && k - i < ARCHIVE_BLOCK_ENTRIES &&
+		       (k == i || bytes + items[k].value_len <= ARCHIVE_BLOCK_BYTES)) {
+			archive_encode(scratch, &items[k]);
+			bytes += items[k].value_len;
+			k++;
+		}
+		int rc = sqlite3_bind_int64(ins, 1, owner) == SQLITE_OK &&
+				 sqlite3_bind_int64(ins, 2, items[i].id) == SQLITE_OK &&
+				 sqlite3_bind_int64(ins, 3, items[k - 1].id) == SQLITE_OK &&
+				 sqlite3_bind_int64(ins, 4, (sqlite3_int64)(k - i)) == SQLITE_OK &&
+				 sqlite3_bind_blob64(ins, 5, scratch->data, scratch->len,
+						     SQLITE_STATIC) == SQLITE_OK
+			 ? sqlite3_step(ins)
+			 : SQLITE_ERROR;
+		sqlite3_reset(ins);
+		sqlite3_clear_bindings(ins);
+		if (rc != SQLITE_DONE) {
+			log_error("storage sqlite: archive block: %s", sqlite3_errmsg(db));
+			return -1;
+		}
+		i = k;
+	}
+	return 0;
+}
+
+static const char storage_sqlite_sql_block_put[] =
+	"INSERT INTO archive_block (owner, first_id, last_id, n, data) VALUES (?1, ?2, ?3, ?4, ?5)";
+
+
 /* Every statement is listed in storage_sqlite_statements below, which
  * prepares and finalizes them. */
-/* Archive queries are built from their filters, so their SQL varies; the
- * handle keeps the last few compiled (a query of the same shape then
- * skips SQLite's compiler). */
-#define STORAGE_SQLITE_QCACHE 16
 
 /* The handle's table of archive_jid ids: open addressing, emptied when
  * three quarters full. */
@@ -168,15 +382,9 @@ struct storage_sqlite_jid {
 	long long id;
 };
 
-struct storage_sqlite_cached {
-	char *sql;
-	sqlite3_stmt *stmt;
-};
 
 struct storage {
 	sqlite3 *db;
-	struct storage_sqlite_cached qcache[STORAGE_SQLITE_QCACHE];
-	unsigned qcache_next;           /* the slot replaced next */
 	sqlite3_stmt *begin;            /* BEGIN IMMEDIATE */
 	sqlite3_stmt *commit;
 	sqlite3_stmt *rollback;
@@ -199,15 +407,23 @@ struct storage {
 	sqlite3_stmt *list_count;
 	sqlite3_stmt *list_size;
 	sqlite3_stmt *list_del_user;    /* user_del's part */
-	sqlite3_stmt *archive_put;
-	sqlite3_stmt *archive_put_ref;
-	sqlite3_stmt *archive_ref_has;
-	sqlite3_stmt *archive_text_put;
-	sqlite3_stmt *archive_has;
-	sqlite3_stmt *archive_del_user; /* user_del's part */
-	sqlite3_stmt *archive_expire;   /* every archive */
-	sqlite3_stmt *archive_expire_one;
-	sqlite3_stmt *archive_expire_domain;
+	sqlite3_stmt *block_put;
+	sqlite3_stmt *block_last;
+	sqlite3_stmt *block_from;
+	sqlite3_stmt *block_del;
+	sqlite3_stmt *block_update;
+	sqlite3_stmt *block_data;
+	sqlite3_stmt *block_at;
+	sqlite3_stmt *blocks_up;
+	sqlite3_stmt *blocks_down;
+	sqlite3_stmt *text_put;
+	sqlite3_stmt *text_del;
+	sqlite3_stmt *text_ids;
+	sqlite3_stmt *text_one;
+	sqlite3_stmt *jid_name;
+	sqlite3_stmt *expire_all;       /* every archive */
+	sqlite3_stmt *expire_one;
+	sqlite3_stmt *expire_domain;
 	sqlite3_stmt *archive_last_id;
 	sqlite3_stmt *jid_get;
 	sqlite3_stmt *jid_add;
@@ -216,6 +432,18 @@ struct storage {
 	 * ids it added are gone and may be given to other JIDs). */
 	struct storage_sqlite_jid *jids;
 	size_t n_jids;
+	/* The archive entries of the running transaction, written as
+	 * blocks before it commits or anything reads an archive
+	 * (archive_flush). */
+	struct archive_pend *pend;
+	size_t n_pend, cap_pend;
+	struct buf pend_bytes;
+	struct archive_last *lasts; /* see archive_last_get */
+	size_t n_lasts, size_lasts;
+	/* Scratch: a block as read, its entries decoded, a block to write. */
+	struct buf block_bytes, scratch;
+	struct archive_item *items;
+	size_t cap_items;
 };
 
 static const char storage_sqlite_sql_get[] =
@@ -294,52 +522,54 @@ static const char storage_sqlite_sql_list_count[] =
 static const char storage_sqlite_sql_list_del_user[] =
 	"DELETE FROM list WHERE domain = ?1 AND local = ?2";
 
-/* ?2 and ?3: archive_jid ids (storage_sqlite_jid_id). */
-static const char storage_sqlite_sql_archive_put[] =
-	"INSERT INTO archive (id, owner, with_jid, with_res, outgoing, value)"
-	" VALUES (?1, ?2, ?3, ?5, ?6, ?7)";
+/* ?1 (domain) and ?2 (local): an owner's archive_jid id. */
+#define STORAGE_SQLITE_OWNER "(SELECT id FROM archive_jid WHERE domain = ?1 AND local = ?2)"
 
-/* An entry reading its value through ref (archive_ref_has: while ref is
- * there). Not one INSERT ... SELECT: that takes a statement savepoint,
- * and FTS5 writes its pending text at every savepoint (it cost a third
- * of the storage thread's time). */
-static const char storage_sqlite_sql_archive_put_ref[] =
-	"INSERT INTO archive (id, owner, with_jid, with_res, outgoing, value, ref)"
-	" VALUES (?1, ?2, ?3, ?5, ?6, x'', ?8)";
-
-static const char storage_sqlite_sql_archive_ref_has[] =
-	"SELECT 1 FROM archive WHERE id = ?1 AND ref IS NULL";
-
-static const char storage_sqlite_sql_archive_text_put[] =
+static const char storage_sqlite_sql_block_last[] =
+	"SELECT last_id FROM archive_block WHERE owner = ?1 ORDER BY last_id DESC LIMIT 1";
+static const char storage_sqlite_sql_block_from[] =
+	"SELECT rowid, data FROM archive_block WHERE owner = ?1 AND last_id >= ?2 ORDER BY last_id";
+static const char storage_sqlite_sql_block_del[] = "DELETE FROM archive_block WHERE rowid = ?1";
+static const char storage_sqlite_sql_block_update[] =
+	"UPDATE archive_block SET first_id = ?2, n = ?3, data = ?4 WHERE rowid = ?1";
+static const char storage_sqlite_sql_block_data[] =
+	"SELECT data FROM archive_block WHERE rowid = ?1";
+/* The owner's block holding ?2, if any: the first ending at or after it. */
+static const char storage_sqlite_sql_block_at[] =
+	"SELECT rowid, first_id, last_id, n FROM archive_block WHERE owner = ?1 AND last_id >= ?2"
+	" ORDER BY last_id LIMIT 1";
+static const char storage_sqlite_sql_blocks_up[] =
+	"SELECT rowid, first_id, last_id, n FROM archive_block WHERE owner = ?1 AND last_id > ?2"
+	" ORDER BY last_id";
+static const char storage_sqlite_sql_blocks_down[] =
+	"SELECT rowid, first_id, last_id, n FROM archive_block WHERE owner = ?1 AND last_id < ?2"
+	" ORDER BY last_id DESC";
+static const char storage_sqlite_sql_text_put[] =
 	"INSERT INTO archive_text (rowid, body) VALUES (?1, ?2)";
-
-/* An owner's entries: its id looked up once (a scalar subquery). */
-#define STORAGE_SQLITE_OWNER "owner = (SELECT id FROM archive_jid WHERE domain = ?1 AND local = ?2)"
-
-static const char storage_sqlite_sql_archive_has[] =
-	"SELECT 1 FROM archive WHERE id = ?3 AND " STORAGE_SQLITE_OWNER;
-
-static const char storage_sqlite_sql_archive_del_user[] =
-	"DELETE FROM archive WHERE " STORAGE_SQLITE_OWNER;
-
-static const char storage_sqlite_sql_archive_expire[] =
-	"DELETE FROM archive WHERE id < ?1";
-
-static const char storage_sqlite_sql_archive_expire_one[] =
-	"DELETE FROM archive WHERE " STORAGE_SQLITE_OWNER " AND id < ?3";
-
-static const char storage_sqlite_sql_archive_expire_domain[] =
-	"DELETE FROM archive WHERE owner IN (SELECT id FROM archive_jid WHERE domain = ?1)"
-	" AND id < ?2";
-
+/* A contentless table forgets a row when handed its text back. */
+static const char storage_sqlite_sql_text_del[] =
+	"INSERT INTO archive_text (archive_text, rowid, body) VALUES ('delete', ?1, ?2)";
+static const char storage_sqlite_sql_text_ids[] =
+	"SELECT rowid FROM archive_text WHERE archive_text MATCH ?1 AND rowid > ?2 AND rowid < ?3"
+	" ORDER BY rowid LIMIT ?4";
+static const char storage_sqlite_sql_text_one[] =
+	"SELECT 1 FROM archive_text WHERE archive_text MATCH ?1 AND rowid = ?2";
+static const char storage_sqlite_sql_jid_name[] =
+	"SELECT CASE local WHEN '' THEN domain ELSE local || '@' || domain END"
+	" FROM archive_jid WHERE id = ?1";
+static const char storage_sqlite_sql_expire_all[] =
+	"SELECT rowid FROM archive_block WHERE first_id < ?3";
+static const char storage_sqlite_sql_expire_one[] =
+	"SELECT rowid FROM archive_block WHERE owner = " STORAGE_SQLITE_OWNER " AND first_id < ?3";
+static const char storage_sqlite_sql_expire_domain[] =
+	"SELECT rowid FROM archive_block WHERE owner IN"
+	" (SELECT id FROM archive_jid WHERE domain = ?1) AND first_id < ?3";
+static const char storage_sqlite_sql_archive_last_id[] =
+	"SELECT coalesce(max(last_id), 0) FROM archive_block";
 static const char storage_sqlite_sql_jid_get[] =
 	"SELECT id FROM archive_jid WHERE domain = ?1 AND local = ?2";
-
 static const char storage_sqlite_sql_jid_add[] =
 	"INSERT OR IGNORE INTO archive_jid (domain, local) VALUES (?1, ?2)";
-
-static const char storage_sqlite_sql_archive_last_id[] =
-	"SELECT coalesce(max(id), 0) FROM archive";
 
 #define STORAGE_SQLITE_STMT(field, sql) { offsetof(struct storage, field), sql }
 
@@ -371,15 +601,23 @@ static const struct {
 	STORAGE_SQLITE_STMT(list_count, storage_sqlite_sql_list_count),
 	STORAGE_SQLITE_STMT(list_size, storage_sqlite_sql_list_size),
 	STORAGE_SQLITE_STMT(list_del_user, storage_sqlite_sql_list_del_user),
-	STORAGE_SQLITE_STMT(archive_put, storage_sqlite_sql_archive_put),
-	STORAGE_SQLITE_STMT(archive_put_ref, storage_sqlite_sql_archive_put_ref),
-	STORAGE_SQLITE_STMT(archive_ref_has, storage_sqlite_sql_archive_ref_has),
-	STORAGE_SQLITE_STMT(archive_text_put, storage_sqlite_sql_archive_text_put),
-	STORAGE_SQLITE_STMT(archive_has, storage_sqlite_sql_archive_has),
-	STORAGE_SQLITE_STMT(archive_del_user, storage_sqlite_sql_archive_del_user),
-	STORAGE_SQLITE_STMT(archive_expire, storage_sqlite_sql_archive_expire),
-	STORAGE_SQLITE_STMT(archive_expire_one, storage_sqlite_sql_archive_expire_one),
-	STORAGE_SQLITE_STMT(archive_expire_domain, storage_sqlite_sql_archive_expire_domain),
+	STORAGE_SQLITE_STMT(block_put, storage_sqlite_sql_block_put),
+	STORAGE_SQLITE_STMT(block_last, storage_sqlite_sql_block_last),
+	STORAGE_SQLITE_STMT(block_from, storage_sqlite_sql_block_from),
+	STORAGE_SQLITE_STMT(block_del, storage_sqlite_sql_block_del),
+	STORAGE_SQLITE_STMT(block_update, storage_sqlite_sql_block_update),
+	STORAGE_SQLITE_STMT(block_data, storage_sqlite_sql_block_data),
+	STORAGE_SQLITE_STMT(block_at, storage_sqlite_sql_block_at),
+	STORAGE_SQLITE_STMT(blocks_up, storage_sqlite_sql_blocks_up),
+	STORAGE_SQLITE_STMT(blocks_down, storage_sqlite_sql_blocks_down),
+	STORAGE_SQLITE_STMT(text_put, storage_sqlite_sql_text_put),
+	STORAGE_SQLITE_STMT(text_del, storage_sqlite_sql_text_del),
+	STORAGE_SQLITE_STMT(text_ids, storage_sqlite_sql_text_ids),
+	STORAGE_SQLITE_STMT(text_one, storage_sqlite_sql_text_one),
+	STORAGE_SQLITE_STMT(jid_name, storage_sqlite_sql_jid_name),
+	STORAGE_SQLITE_STMT(expire_all, storage_sqlite_sql_expire_all),
+	STORAGE_SQLITE_STMT(expire_one, storage_sqlite_sql_expire_one),
+	STORAGE_SQLITE_STMT(expire_domain, storage_sqlite_sql_expire_domain),
 	STORAGE_SQLITE_STMT(archive_last_id, storage_sqlite_sql_archive_last_id),
 	STORAGE_SQLITE_STMT(jid_get, storage_sqlite_sql_jid_get),
 	STORAGE_SQLITE_STMT(jid_add, storage_sqlite_sql_jid_add),
@@ -442,6 +680,107 @@ static int storage_sqlite_version(sqlite3 *db, int *version, char *err, size_t e
 	return 0;
 }
 
+/* 5 -> 6 (after its SQL): every entry of the row archive into blocks of
+ * ARCHIVE_BLOCK_ENTRIES, its text into the contentless table. */
+static int storage_sqlite_migrate_blocks(sqlite3 *db, char *err, size_t errlen)
+{
+	static const char read_rows[] =
+		"SELECT a.owner, a.id, a.outgoing, a.with_jid, a.with_res,"
+		" CASE WHEN a.ref IS NULL THEN a.value ELSE r.value END,"
+		" (SELECT t.body FROM archive_text t WHERE t.rowid = coalesce(a.ref, a.id))"
+		" FROM archive a LEFT JOIN archive r ON r.id = a.ref ORDER BY a.owner, a.id";
+	sqlite3_stmt *rows = NULL, *ins = NULL, *text = NULL;
+	struct archive_item *items = NULL;
+	size_t n = 0, cap = 0;
+	struct buf bytes, scratch;
+	buf_init(&bytes);
+	buf_init(&scratch);
+	int ret = -1, rc;
+	long long owner = 0;
+	size_t *offs = NULL; /* items point into bytes by offset until the owner's run is written */
+	err[0] = '\0';
+	if (storage_sqlite_exec(db, "CREATE TEMP TABLE archive_text_new (id INTEGER PRIMARY KEY,"
+				    " body TEXT NOT NULL)", err, errlen) < 0)
+		return -1;
+	if (sqlite3_prepare_v2(db, read_rows, -1, &rows, NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v2(db, storage_sqlite_sql_block_put, -1, &ins, NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v2(db, "INSERT INTO archive_text_new (id, body) VALUES (?1, ?2)", -1,
+			       &text, NULL) != SQLITE_OK)
+		goto out;
+	for (;;) {
+		rc = sqlite3_step(rows);
+		if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+			goto out;
+		long long o = rc == SQLITE_ROW ? sqlite3_column_int64(rows, 0) : 0;
+		if (n > 0 && (rc == SQLITE_DONE || o != owner)) {
+			for (size_t i = 0; i < n; i++) {
+				items[i].res = bytes.data + offs[i];
+				items[i].body = items[i].res + items[i].res_len;
+				items[i].value = items[i].body + items[i].body_len;
+			}
+			if (archive_write_blocks(db, ins, owner, items, n, &scratch) < 0)
+				goto out;
+			n = 0;
+			bytes.len = 0;
+		}
+		if (rc == SQLITE_DONE)
+			break;
+		owner = o;
+		if (n == cap) {
+			cap = cap ? cap * 2 : 256;
+			items = xrealloc(items, cap * sizeof *items);
+			offs = xrealloc(offs, cap * sizeof *offs);
+		}
+		struct archive_item *it = &items[n];
+		offs[n++] = bytes.len;
+		const char *res = (const char *)sqlite3_column_text(rows, 4);
+		const char *body = (const char *)sqlite3_column_text(rows, 6);
+		const void *value = sqlite3_column_blob(rows, 5);
+		it->id = sqlite3_column_int64(rows, 1);
+		it->with = sqlite3_column_int64(rows, 3);
+		it->res_len = res ? strlen(res) : 0;
+		it->body_len = body ? strlen(body) : 0;
+		it->value_len = (size_t)sqlite3_column_bytes(rows, 5);
+		it->flags = (sqlite3_column_int(rows, 2) ? ARCHIVE_F_OUTGOING : 0) |
+			    (it->body_len > 0 ? ARCHIVE_F_TEXT : 0);
+		buf_append(&bytes, res ? res : "", it->res_len);
+		buf_append(&bytes, body ? body : "", it->body_len);
+		buf_append(&bytes, value ? value : "", it->value_len);
+		if (it->body_len > 0) {
+			if (sqlite3_bind_int64(text, 1, it->id) != SQLITE_OK ||
+			    sqlite3_bind_text(text, 2, body, (int)it->body_len, SQLITE_STATIC) !=
+				    SQLITE_OK ||
+			    sqlite3_step(text) != SQLITE_DONE)
+				goto out;
+			sqlite3_reset(text);
+		}
+	}
+	sqlite3_finalize(rows);
+	rows = NULL;
+	if (storage_sqlite_exec(db,
+				"DROP TABLE archive;" /* its indexes and triggers */
+				"DROP TABLE archive_text;"
+				"CREATE VIRTUAL TABLE archive_text USING fts5(body, content = '',"
+				" columnsize = 0, tokenize = 'unicode61 remove_diacritics 2');"
+				"INSERT INTO archive_text (rowid, body) SELECT id, body"
+				" FROM archive_text_new ORDER BY id;"
+				"DROP TABLE archive_text_new;",
+				err, errlen) < 0)
+		goto out;
+	ret = 0;
+out:
+	free(offs);
+	if (ret < 0 && err[0] == '\0')
+		storage_sqlite_err(err, errlen, "archive to blocks: %s", sqlite3_errmsg(db));
+	sqlite3_finalize(rows);
+	sqlite3_finalize(ins);
+	sqlite3_finalize(text);
+	free(items);
+	buf_free(&bytes);
+	buf_free(&scratch);
+	return ret;
+}
+
 /* Brings the schema up to STORAGE_SQLITE_VERSION. BEGIN IMMEDIATE takes the
  * write lock before the version is read, so two processes opening a new
  * file at once cannot both run a migration. */
@@ -473,6 +812,7 @@ static int storage_sqlite_migrate(sqlite3 *db, char *err, size_t errlen)
 			log_info("storage sqlite: migrating the schema from version %d to %d", version,
 				 version + 1);
 		if (storage_sqlite_exec(db, storage_sqlite_migrations[version], err, errlen) < 0 ||
+		    (version == 5 && storage_sqlite_migrate_blocks(db, err, errlen) < 0) ||
 		    storage_sqlite_exec(db, "DELETE FROM schema_version", err, errlen) < 0)
 			goto rollback;
 		if (sqlite3_prepare_v2(db, "INSERT INTO schema_version (version) VALUES (?1)", -1,
@@ -562,12 +902,14 @@ static void storage_sqlite_close(struct storage *st)
 	for (size_t i = 0; i < sizeof storage_sqlite_statements / sizeof storage_sqlite_statements[0];
 	     i++)
 		sqlite3_finalize(*storage_sqlite_stmt(st, i));
-	for (int i = 0; i < STORAGE_SQLITE_QCACHE; i++) {
-		sqlite3_finalize(st->qcache[i].stmt);
-		free(st->qcache[i].sql);
-	}
 	storage_sqlite_jids_forget(st);
 	free(st->jids);
+	free(st->pend);
+	buf_free(&st->pend_bytes);
+	free(st->lasts);
+	buf_free(&st->block_bytes);
+	buf_free(&st->scratch);
+	free(st->items);
 	sqlite3_close(st->db);
 	free(st);
 }
@@ -751,13 +1093,16 @@ static int storage_sqlite_run(struct storage *st, sqlite3_stmt *stmt, const char
 	return ret;
 }
 
+static long long storage_sqlite_archive_delete(struct storage *st, const char *domain,
+					       const char *local, long long before_id);
+static int archive_flush(struct storage *st);
+
 /* user_del's deletions, in the caller's transaction. *found: whether
  * the account row was there. Returns 0 or -1 (logged). */
 static int storage_sqlite_user_del_steps(struct storage *st, const char *domain,
 					 const char *local, int *found)
 {
-	sqlite3_stmt *const steps[] = { st->user_del, st->map_del_user, st->list_del_user,
-					st->archive_del_user };
+	sqlite3_stmt *const steps[] = { st->user_del, st->map_del_user, st->list_del_user };
 	for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
 		sqlite3_stmt *stmt = steps[i];
 		if (storage_sqlite_bind_text(stmt, 1, domain) < 0 ||
@@ -771,7 +1116,7 @@ static int storage_sqlite_user_del_steps(struct storage *st, const char *domain,
 			*found = sqlite3_changes(st->db) > 0;
 		storage_sqlite_done(stmt);
 	}
-	return 0;
+	return storage_sqlite_archive_delete(st, domain, local, LLONG_MAX) < 0 ? -1 : 0;
 }
 
 /* The account row and its stores go in one transaction: a crash or an
@@ -784,6 +1129,10 @@ static int storage_sqlite_user_del(struct storage *st, const char *domain, const
 	int found = 0;
 
 	if (!sqlite3_get_autocommit(st->db)) {
+		/* Other archives' pending entries are written before the
+		 * savepoint: undoing it must not undo them. */
+		if (archive_flush(st) < 0)
+			return -1;
 		if (sqlite3_exec(st->db, "SAVEPOINT user_del", NULL, NULL, NULL) != SQLITE_OK)
 			return storage_sqlite_fail(st, "user_del: savepoint");
 		int rc = storage_sqlite_user_del_steps(st, domain, local, &found);
@@ -1192,51 +1541,6 @@ static long long storage_sqlite_jid_id(struct storage *st, const struct storage_
 	return id;
 }
 
-static int storage_sqlite_archive_put(struct storage *st, const char *domain, const char *local,
-				      const struct archive_entry *e)
-{
-	sqlite3_stmt *stmt = e->ref ? st->archive_put_ref : st->archive_put;
-	int ret = -1;
-	if (e->ref) {
-		sqlite3_stmt *has = st->archive_ref_has;
-		int rc = sqlite3_bind_int64(has, 1, (sqlite3_int64)e->ref) == SQLITE_OK
-				 ? sqlite3_step(has) : SQLITE_ERROR;
-		storage_sqlite_done(has);
-		if (rc == SQLITE_DONE)
-			log_error("storage: archive entry %lld refers to %lld, which is not stored",
-				  e->id, e->ref);
-		if (rc != SQLITE_ROW)
-			return rc == SQLITE_DONE ? -1 : storage_sqlite_fail(st, "archive_put: ref");
-	}
-	struct storage_sqlite_bare o = { domain, local, (int)strlen(domain), (int)strlen(local) };
-	struct storage_sqlite_bare w = storage_sqlite_split(e->with);
-	long long owner = storage_sqlite_jid_id(st, &o);
-	long long with = owner < 0 ? -1 : storage_sqlite_jid_id(st, &w);
-	if (with < 0)
-		return -1;
-	if (sqlite3_bind_int64(stmt, 1, (sqlite3_int64)e->id) != SQLITE_OK ||
-	    sqlite3_bind_int64(stmt, 2, (sqlite3_int64)owner) != SQLITE_OK ||
-	    sqlite3_bind_int64(stmt, 3, (sqlite3_int64)with) != SQLITE_OK ||
-	    storage_sqlite_bind_text(stmt, 5, e->with_resource ? e->with_resource : "") < 0 ||
-	    sqlite3_bind_int(stmt, 6, e->outgoing ? 1 : 0) != SQLITE_OK ||
-	    (e->ref ? sqlite3_bind_int64(stmt, 8, (sqlite3_int64)e->ref) != SQLITE_OK
-		    : storage_sqlite_bind_blob(stmt, 7, e->value, e->len) < 0) ||
-	    sqlite3_step(stmt) != SQLITE_DONE)
-		storage_sqlite_fail(st, "archive_put");
-	else
-		ret = 0;
-	storage_sqlite_done(stmt);
-	if (ret == 0 && !e->ref && e->body != NULL && e->body[0] != '\0') {
-		stmt = st->archive_text_put;
-		if (sqlite3_bind_int64(stmt, 1, (sqlite3_int64)e->id) != SQLITE_OK ||
-		    storage_sqlite_bind_text(stmt, 2, e->body) < 0 ||
-		    sqlite3_step(stmt) != SQLITE_DONE)
-			ret = storage_sqlite_fail(st, "archive_put: text");
-		storage_sqlite_done(stmt);
-	}
-	return ret;
-}
-
 /* The words of text as an FTS5 query: each word quoted (quotes doubled),
  * so that nothing a user types is FTS5 syntax; all must match. Returns
  * -1 when there is no word. */
@@ -1260,106 +1564,605 @@ static int storage_sqlite_fts_words(const char *text, struct buf *out)
 	return words > 0 ? 0 : -1;
 }
 
-/* A compiled statement for sql from the handle's cache (compiled and
- * cached on a miss, replacing the oldest), reset and unbound; NULL on
- * error. The caller resets it when done, never finalizes it. */
-static sqlite3_stmt *storage_sqlite_cached_stmt(struct storage *st, const char *sql)
+/* The handle's knowledge of owners' last ids (archive_last): open
+ * addressing, doubled when three quarters full up to ARCHIVE_LASTS slots,
+ * then emptied; emptied too when a transaction is undone (a last id it
+ * wrote may be gone; one too high only costs a read). */
+static struct archive_last *archive_last_slot(struct archive_last *t, size_t size,
+					      long long owner)
 {
-	for (int i = 0; i < STORAGE_SQLITE_QCACHE; i++) {
-		struct storage_sqlite_cached *c = &st->qcache[i];
-		if (c->sql != NULL && strcmp(c->sql, sql) == 0) {
-			sqlite3_reset(c->stmt);
-			sqlite3_clear_bindings(c->stmt);
-			return c->stmt;
+	size_t i = (size_t)((unsigned long long)owner * 0x9e3779b97f4a7c15ull >> 40) & (size - 1);
+	while (t[i].owner != 0 && t[i].owner != owner)
+		i = (i + 1) & (size - 1);
+	return &t[i];
+}
+
+static void archive_lasts_forget(struct storage *st)
+{
+	if (st->lasts != NULL)
+		memset(st->lasts, 0, st->size_lasts * sizeof *st->lasts);
+	st->n_lasts = 0;
+}
+
+/* The greatest id in owner's blocks (0: none), or -1. */
+static long long archive_last_get(struct storage *st, long long owner)
+{
+	if (st->lasts != NULL) {
+		struct archive_last *s = archive_last_slot(st->lasts, st->size_lasts, owner);
+		if (s->owner == owner)
+			return s->last;
+	}
+	sqlite3_stmt *stmt = st->block_last;
+	int rc = sqlite3_bind_int64(stmt, 1, owner) == SQLITE_OK ? sqlite3_step(stmt) : SQLITE_ERROR;
+	long long last = rc == SQLITE_ROW ? sqlite3_column_int64(stmt, 0) : rc == SQLITE_DONE ? 0 : -1;
+	storage_sqlite_done(stmt);
+	if (last < 0)
+		return storage_sqlite_fail(st, "archive: last block");
+	return last;
+}
+
+static void archive_last_set(struct storage *st, long long owner, long long last)
+{
+	if (st->lasts == NULL) {
+		st->size_lasts = ARCHIVE_LASTS_FIRST;
+		st->lasts = xcalloc(st->size_lasts, sizeof *st->lasts);
+	}
+	struct archive_last *s = archive_last_slot(st->lasts, st->size_lasts, owner);
+	if (s->owner == 0 && st->n_lasts >= st->size_lasts / 4 * 3) {
+		if (st->size_lasts < ARCHIVE_LASTS) {
+			size_t size = st->size_lasts * 2;
+			struct archive_last *t = xcalloc(size, sizeof *t);
+			for (size_t i = 0; i < st->size_lasts; i++)
+				if (st->lasts[i].owner != 0)
+					*archive_last_slot(t, size, st->lasts[i].owner) = st->lasts[i];
+			free(st->lasts);
+			st->lasts = t;
+			st->size_lasts = size;
+		} else {
+			archive_lasts_forget(st);
+		}
+		s = archive_last_slot(st->lasts, st->size_lasts, owner);
+	}
+	if (s->owner == 0)
+		st->n_lasts++;
+	s->owner = owner;
+	s->last = last;
+}
+
+static int archive_pend_cmp(const void *a, const void *b)
+{
+	const struct archive_pend *x = a, *y = b;
+	if (x->owner != y->owner)
+		return x->owner < y->owner ? -1 : 1;
+	return x->id < y->id ? -1 : x->id > y->id;
+}
+
+static void archive_pend_item(const struct storage *st, const struct archive_pend *p,
+			      struct archive_item *it)
+{
+	const char *b = st->pend_bytes.data + p->off;
+	*it = (struct archive_item){ .id = p->id, .with = p->with, .flags = p->flags,
+				     .res = b, .res_len = p->res_len,
+				     .body = b + p->res_len, .body_len = p->body_len,
+				     .value = b + p->res_len + p->body_len,
+				     .value_len = p->value_len };
+}
+
+/* Steps stmt (bound already) for blocks as rowid, data, each copied to the
+ * end of bytes; their rowids go to *rowids. Returns the count, or -1. */
+static long archive_read_blocks(struct storage *st, sqlite3_stmt *stmt, struct buf *bytes,
+				long long **rowids, size_t **offs, size_t *lens_cap, size_t **lens)
+{
+	long n = 0;
+	int rc;
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		if ((size_t)n == *lens_cap) {
+			*lens_cap = *lens_cap ? *lens_cap * 2 : 16;
+			*rowids = xrealloc(*rowids, *lens_cap * sizeof **rowids);
+			*offs = xrealloc(*offs, *lens_cap * sizeof **offs);
+			*lens = xrealloc(*lens, *lens_cap * sizeof **lens);
+		}
+		(*rowids)[n] = sqlite3_column_int64(stmt, 0);
+		(*offs)[n] = bytes->len;
+		(*lens)[n] = (size_t)sqlite3_column_bytes(stmt, 1);
+		buf_append(bytes, sqlite3_column_blob(stmt, 1), (*lens)[n]);
+		n++;
+	}
+	storage_sqlite_done(stmt);
+	return rc == SQLITE_DONE ? n : storage_sqlite_fail(st, "archive: blocks");
+}
+
+/* Writes one owner's pending entries run[0..n) (sorted by id), merged
+ * with the blocks they fall into when they are not all after them. */
+static int archive_flush_owner(struct storage *st, long long owner, struct archive_item *run,
+			       size_t n)
+{
+	long long last = archive_last_get(st, owner);
+	if (last < 0)
+		return -1;
+	long long top = run[n - 1].id > last ? run[n - 1].id : last;
+	if (run[0].id > last) {
+		if (archive_write_blocks(st->db, st->block_put, owner, run, n, &st->scratch) < 0)
+			return -1;
+		archive_last_set(st, owner, top);
+		return 0;
+	}
+	/* An entry older than the last block: the blocks from it on are
+	 * read, and written again with the new entries among theirs. */
+	struct buf bytes;
+	buf_init(&bytes);
+	long long *rowids = NULL;
+	size_t *offs = NULL, *lens = NULL, cap = 0;
+	struct archive_item *all = NULL;
+	size_t n_all = 0, cap_all = 0;
+	int ret = -1;
+	sqlite3_stmt *stmt = st->block_from;
+	long m = sqlite3_bind_int64(stmt, 1, owner) == SQLITE_OK &&
+			 sqlite3_bind_int64(stmt, 2, run[0].id) == SQLITE_OK
+		 ? archive_read_blocks(st, stmt, &bytes, &rowids, &offs, &cap, &lens)
+		 : -1;
+	if (m < 0)
+		goto out;
+	for (long i = 0; i < m; i++) {
+		struct archive_item *dec = NULL;
+		size_t dcap = 0;
+		long k = archive_decode(bytes.data + offs[i], lens[i], &dec, &dcap);
+		if (k < 0) {
+			free(dec);
+			log_error("storage sqlite: archive block %lld is not natter's", rowids[i]);
+			goto out;
+		}
+		if (n_all + (size_t)k > cap_all) {
+			cap_all = (n_all + (size_t)k) * 2;
+			all = xrealloc(all, cap_all * sizeof *all);
+		}
+		memcpy(all + n_all, dec, (size_t)k * sizeof *dec);
+		n_all += (size_t)k;
+		free(dec);
+	}
+	if (n_all + n > cap_all) {
+		cap_all = n_all + n;
+		all = xrealloc(all, cap_all * sizeof *all);
+	}
+	memcpy(all + n_all, run, n * sizeof *run);
+	n_all += n;
+	qsort(all, n_all, sizeof *all, archive_item_cmp);
+	for (long i = 0; i < m; i++) {
+		sqlite3_stmt *del = st->block_del;
+		int rc = sqlite3_bind_int64(del, 1, rowids[i]) == SQLITE_OK ? sqlite3_step(del)
+									   : SQLITE_ERROR;
+		storage_sqlite_done(del);
+		if (rc != SQLITE_DONE) {
+			storage_sqlite_fail(st, "archive: merge");
+			goto out;
 		}
 	}
-	sqlite3_stmt *stmt;
-	if (sqlite3_prepare_v3(st->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt, NULL) != SQLITE_OK)
-		return NULL;
-	struct storage_sqlite_cached *c = &st->qcache[st->qcache_next++ % STORAGE_SQLITE_QCACHE];
-	sqlite3_finalize(c->stmt);
-	free(c->sql);
-	c->sql = xstrdup(sql);
-	c->stmt = stmt;
-	return stmt;
+	if (archive_write_blocks(st->db, st->block_put, owner, all, n_all, &st->scratch) < 0)
+		goto out;
+	archive_last_set(st, owner, top);
+	ret = 0;
+out:
+	buf_free(&bytes);
+	free(rowids);
+	free(offs);
+	free(lens);
+	free(all);
+	return ret;
 }
 
-/* The WHERE clause of a query: fixed SQL with numbered parameters; the
- * values are bound by storage_sqlite_archive_bind. page adds the RSM
- * bounds. */
-static void storage_sqlite_archive_where(const struct archive_query *q, bool page, struct buf *sql)
+/* Empties the pending entries; what a burst of big messages grew is
+ * given back. */
+static void archive_pend_drop(struct storage *st)
 {
-	buf_puts(sql, " FROM archive WHERE " STORAGE_SQLITE_OWNER);
-	if (q->with != NULL)
-		buf_puts(sql, " AND with_jid = (SELECT id FROM archive_jid WHERE domain = ?10"
-			      " AND local = ?11)");
-	if (q->with_resource != NULL)
-		buf_puts(sql, " AND with_res = ?4");
-	if (q->after_id > 0)
-		buf_puts(sql, " AND id > ?5");
-	if (q->before_id > 0)
-		buf_puts(sql, " AND id < ?6");
-	if (page && q->page_after > 0)
-		buf_puts(sql, " AND id > ?7");
-	if (page && q->page_before > 0)
-		buf_puts(sql, " AND id < ?8");
-	if (q->text != NULL)
-		buf_puts(sql, " AND coalesce(ref, id) IN"
-			      " (SELECT rowid FROM archive_text WHERE archive_text MATCH ?9)");
-	if (q->n_ids > 0) {
-		buf_puts(sql, " AND id IN (");
-		for (int i = 0; i < q->n_ids; i++)
-			buf_printf(sql, "%s?%d", i ? ", " : "", 20 + i);
-		buf_puts(sql, ")");
-	}
+	st->n_pend = 0;
+	st->pend_bytes.len = 0;
+	if (st->pend_bytes.cap > ARCHIVE_PEND_KEEP)
+		buf_free(&st->pend_bytes);
+	if (st->block_bytes.cap > ARCHIVE_PEND_KEEP)
+		buf_free(&st->block_bytes);
+	if (st->scratch.cap > ARCHIVE_PEND_KEEP)
+		buf_free(&st->scratch);
 }
 
-static int storage_sqlite_archive_bind(sqlite3_stmt *stmt, const char *domain, const char *local,
-				       const struct archive_query *q, const char *fts)
+static int archive_pend_id_cmp(const void *a, const void *b)
 {
-	struct storage_sqlite_bare w = storage_sqlite_split(q->with != NULL ? q->with : "");
-	/* Unused numbers stay NULL; sqlite3_bind_parameter_index tells which
-	 * the statement has. */
-	struct {
-		const char *name;
-		bool text;
-		const char *s;
-		int len; /* of s; -1: to its end */
-		long long num;
-	} params[] = {
-		{ "?1", true, domain, -1, 0 },
-		{ "?2", true, local, -1, 0 },
-		{ "?4", true, q->with_resource, -1, 0 },
-		{ "?5", false, NULL, 0, q->after_id },
-		{ "?6", false, NULL, 0, q->before_id },
-		{ "?7", false, NULL, 0, q->page_after },
-		{ "?8", false, NULL, 0, q->page_before },
-		{ "?9", true, fts, -1, 0 },
-		{ "?10", true, w.domain, w.dlen, 0 },
-		{ "?11", true, w.local, w.llen, 0 },
-	};
-	for (size_t i = 0; i < sizeof params / sizeof params[0]; i++) {
-		int idx = sqlite3_bind_parameter_index(stmt, params[i].name);
-		if (idx == 0)
-			continue;
-		int rc = params[i].text
-				 ? sqlite3_bind_text(stmt, idx, params[i].s, params[i].len, SQLITE_STATIC)
-				 : sqlite3_bind_int64(stmt, idx, params[i].num);
-		if (rc != SQLITE_OK)
-			return -1;
+	long long x = (*(const struct archive_pend *const *)a)->id;
+	long long y = (*(const struct archive_pend *const *)b)->id;
+	return x < y ? -1 : x > y;
+}
+
+/* Writes the pending entries: blocks, then their text in id order (FTS5
+ * writes out what it holds whenever a rowid is lower than the last). In
+ * a transaction of the caller's, or in one of its own. Returns 0 or -1
+ * (the pending entries are dropped either way). */
+static int archive_flush(struct storage *st)
+{
+	if (st->n_pend == 0)
+		return 0;
+	bool own = sqlite3_get_autocommit(st->db);
+	if (own && storage_sqlite_run(st, st->begin, "archive: begin") < 0) {
+		archive_pend_drop(st);
+		return -1;
 	}
-	for (int i = 0; i < q->n_ids; i++) {
-		char name[16];
-		snprintf(name, sizeof name, "?%d", 20 + i);
-		int idx = sqlite3_bind_parameter_index(stmt, name);
-		if (idx == 0 || sqlite3_bind_int64(stmt, idx, q->ids[i]) != SQLITE_OK)
-			return -1;
+	int ret = 0;
+	qsort(st->pend, st->n_pend, sizeof *st->pend, archive_pend_cmp);
+	struct archive_item *run = NULL;
+	size_t cap = 0;
+	for (size_t i = 0; i < st->n_pend && ret == 0;) {
+		size_t j = i;
+		while (j < st->n_pend && st->pend[j].owner == st->pend[i].owner)
+			j++;
+		if (j - i > cap) {
+			cap = j - i;
+			run = xrealloc(run, cap * sizeof *run);
+		}
+		for (size_t k = i; k < j; k++)
+			archive_pend_item(st, &st->pend[k], &run[k - i]);
+		ret = archive_flush_owner(st, st->pend[i].owner, run, j - i);
+		i = j;
+	}
+	free(run);
+	const struct archive_pend **text = NULL;
+	size_t n_text = 0;
+	if (ret == 0) {
+		text = xmalloc(st->n_pend * sizeof *text);
+		for (size_t i = 0; i < st->n_pend; i++)
+			if (st->pend[i].flags & ARCHIVE_F_TEXT)
+				text[n_text++] = &st->pend[i];
+		qsort(text, n_text, sizeof *text, archive_pend_id_cmp);
+	}
+	for (size_t i = 0; i < n_text && ret == 0; i++) {
+		sqlite3_stmt *stmt = st->text_put;
+		const char *body = st->pend_bytes.data + text[i]->off + text[i]->res_len;
+		if (sqlite3_bind_int64(stmt, 1, text[i]->id) != SQLITE_OK ||
+		    sqlite3_bind_text(stmt, 2, body, (int)text[i]->body_len, SQLITE_STATIC) !=
+			    SQLITE_OK ||
+		    sqlite3_step(stmt) != SQLITE_DONE)
+			ret = storage_sqlite_fail(st, "archive: text");
+		storage_sqlite_done(stmt);
+	}
+	free(text);
+	archive_pend_drop(st);
+	if (own) {
+		if (ret == 0 && storage_sqlite_run(st, st->commit, "archive: commit") < 0)
+			ret = -1;
+		if (ret < 0 && !sqlite3_get_autocommit(st->db))
+			storage_sqlite_run(st, st->rollback, "archive: rollback");
+	}
+	if (ret < 0)
+		archive_lasts_forget(st);
+	return ret;
+}
+
+/* Reads block rowid into st->block_bytes and decodes it into st->items.
+ * Returns the number of entries, or -1. */
+static long archive_load(struct storage *st, long long rowid)
+{
+	sqlite3_stmt *s = st->block_data;
+	int rc = sqlite3_bind_int64(s, 1, rowid) == SQLITE_OK ? sqlite3_step(s) : SQLITE_ERROR;
+	if (rc == SQLITE_ROW) {
+		st->block_bytes.len = 0;
+		buf_append(&st->block_bytes, sqlite3_column_blob(s, 0),
+			   (size_t)sqlite3_column_bytes(s, 0));
+	}
+	storage_sqlite_done(s);
+	if (rc != SQLITE_ROW)
+		return storage_sqlite_fail(st, "archive: block");
+	long n = archive_decode(st->block_bytes.data, st->block_bytes.len, &st->items,
+				&st->cap_items);
+	if (n < 0)
+		log_error("storage sqlite: archive block %lld is not natter's", rowid);
+	return n;
+}
+
+/* Finds entry id in owner's archive: decodes its block into st->items
+ * and points *it at the entry. Returns 1 found, 0 not, -1. The entry
+ * lives until the next use of st->items or st->block_bytes. */
+static int archive_find(struct storage *st, long long owner, long long id,
+			struct archive_item **it)
+{
+	sqlite3_stmt *stmt = st->block_at;
+	int rc = sqlite3_bind_int64(stmt, 1, owner) == SQLITE_OK &&
+			 sqlite3_bind_int64(stmt, 2, id) == SQLITE_OK
+		 ? sqlite3_step(stmt)
+		 : SQLITE_ERROR;
+	long long rowid = rc == SQLITE_ROW ? sqlite3_column_int64(stmt, 0) : 0;
+	long long first = rc == SQLITE_ROW ? sqlite3_column_int64(stmt, 1) : 0;
+	storage_sqlite_done(stmt);
+	if (rc == SQLITE_DONE || (rc == SQLITE_ROW && first > id))
+		return 0;
+	if (rc != SQLITE_ROW)
+		return storage_sqlite_fail(st, "archive: find");
+	long n = archive_load(st, rowid);
+	for (long i = 0; i < n; i++) {
+		if (st->items[i].id == id) {
+			*it = &st->items[i];
+			return 1;
+		}
+	}
+	return n < 0 ? -1 : 0;
+}
+
+static int storage_sqlite_archive_put(struct storage *st, const char *domain, const char *local,
+				      const struct archive_entry *e)
+{
+	struct storage_sqlite_bare o = { domain, local, (int)strlen(domain), (int)strlen(local) };
+	struct storage_sqlite_bare w = storage_sqlite_split(e->with);
+	long long owner = storage_sqlite_jid_id(st, &o);
+	long long with = owner < 0 ? -1 : storage_sqlite_jid_id(st, &w);
+	if (with < 0)
+		return -1;
+	const char *res = e->with_resource ? e->with_resource : "";
+	struct archive_pend p = { .owner = owner, .id = e->id, .with = with,
+				  .flags = e->outgoing ? ARCHIVE_F_OUTGOING : 0,
+				  .res_len = strlen(res) };
+	/* A referring entry copies the body and value of the one it names:
+	 * queued just before it, so pending still (or else in the sender's
+	 * archive, the entry's with). */
+	size_t ref_off = 0;
+	struct archive_item *ref_it = NULL; /* in st->items, from the store */
+	if (e->ref) {
+		const struct archive_pend *r = NULL;
+		for (size_t i = st->n_pend; i-- > 0;) { /* most often the last */
+			if (st->pend[i].id == e->ref) {
+				r = &st->pend[i];
+				break;
+			}
+		}
+		if (r != NULL) {
+			p.body_len = r->body_len;
+			p.value_len = r->value_len;
+			ref_off = r->off + r->res_len;
+		} else {
+			int rc = archive_find(st, with, e->ref, &ref_it);
+			if (rc == 0)
+				log_error("storage: archive entry %lld refers to %lld, which is not "
+					  "stored", e->id, e->ref);
+			if (rc <= 0)
+				return -1;
+			p.body_len = ref_it->body_len;
+			p.value_len = ref_it->value_len;
+		}
+	} else {
+		p.body_len = e->body ? strlen(e->body) : 0;
+		p.value_len = e->len;
+	}
+	if (p.body_len > 0)
+		p.flags |= ARCHIVE_F_TEXT;
+	if (st->n_pend == st->cap_pend) {
+		st->cap_pend = st->cap_pend ? st->cap_pend * 2 : 64;
+		st->pend = xrealloc(st->pend, st->cap_pend * sizeof *st->pend);
+	}
+	buf_reserve(&st->pend_bytes, p.res_len + p.body_len + p.value_len);
+	p.off = st->pend_bytes.len;
+	buf_append(&st->pend_bytes, res, p.res_len);
+	if (e->ref && ref_it == NULL) {
+		/* From the buffer itself: room was reserved, nothing moves. */
+		buf_append(&st->pend_bytes, st->pend_bytes.data + ref_off, p.body_len + p.value_len);
+	} else if (e->ref) {
+		buf_append(&st->pend_bytes, ref_it->body, p.body_len);
+		buf_append(&st->pend_bytes, ref_it->value, p.value_len);
+	} else {
+		buf_append(&st->pend_bytes, e->body ? e->body : "", p.body_len);
+		if (p.value_len > 0)
+			buf_append(&st->pend_bytes, e->value, p.value_len);
+	}
+	st->pend[st->n_pend++] = p;
+	/* Outside a transaction (a batch that could not begin one, or a
+	 * tool) the entry is written at once. */
+	return sqlite3_get_autocommit(st->db) ? archive_flush(st) : 0;
+}
+
+/* An owner's id without adding it: 1 found, 0 not, -1. */
+static int archive_owner_of(struct storage *st, const char *bare, long long *id)
+{
+	struct storage_sqlite_bare j = storage_sqlite_split(bare);
+	int rc = storage_sqlite_jid_step(st->jid_get, &j);
+	*id = rc == SQLITE_ROW ? sqlite3_column_int64(st->jid_get, 0) : 0;
+	storage_sqlite_done(st->jid_get);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return storage_sqlite_fail(st, "archive: owner");
+	return rc == SQLITE_ROW;
+}
+
+/* A walk over an owner's blocks between two exclusive bounds (0: none),
+ * upwards or downwards, one decoded block at a time. */
+struct archive_walk {
+	struct storage *st;
+	long long owner, lo, hi;
+	bool down;
+	int stage;             /* down: 0 the block holding hi, 1 the rest */
+	sqlite3_stmt *stmt;    /* blocks_up or blocks_down, while open */
+	long long rowid, first, last, n; /* the block at hand */
+};
+
+static int archive_walk_start(struct archive_walk *w, struct storage *st, long long owner,
+			      long long lo, long long hi, bool down)
+{
+	*w = (struct archive_walk){ .st = st, .owner = owner, .lo = lo, .hi = hi, .down = down };
+	if (down && hi > 0) {
+		/* The block holding hi first: it ends after hi. */
+		sqlite3_stmt *s = st->block_at;
+		int rc = sqlite3_bind_int64(s, 1, owner) == SQLITE_OK &&
+				 sqlite3_bind_int64(s, 2, hi) == SQLITE_OK
+			 ? sqlite3_step(s)
+			 : SQLITE_ERROR;
+		if (rc == SQLITE_ROW && sqlite3_column_int64(s, 1) < hi) {
+			w->rowid = sqlite3_column_int64(s, 0);
+			w->first = sqlite3_column_int64(s, 1);
+			w->last = sqlite3_column_int64(s, 2);
+			w->n = sqlite3_column_int64(s, 3);
+			w->stage = 0;
+		} else {
+			w->stage = 1;
+		}
+		storage_sqlite_done(s);
+		if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+			return storage_sqlite_fail(st, "archive: walk");
+	} else {
+		w->stage = 1;
+	}
+	w->stmt = down ? st->blocks_down : st->blocks_up;
+	long long from = down ? (hi > 0 ? hi : LLONG_MAX) : lo;
+	if (sqlite3_bind_int64(w->stmt, 1, owner) != SQLITE_OK ||
+	    sqlite3_bind_int64(w->stmt, 2, from) != SQLITE_OK) {
+		storage_sqlite_done(w->stmt);
+		return storage_sqlite_fail(st, "archive: walk");
+	}
+	if (w->stage == 0)
+		w->stage = -1; /* the held block is next */
+	return 0;
+}
+
+/* The next block's bounds into w: 1, 0 at the end, -1. */
+static int archive_walk_next(struct archive_walk *w)
+{
+	if (w->stage == -1) {
+		w->stage = 1;
+		return 1;
+	}
+	int rc = sqlite3_step(w->stmt);
+	if (rc == SQLITE_ROW) {
+		w->rowid = sqlite3_column_int64(w->stmt, 0);
+		w->first = sqlite3_column_int64(w->stmt, 1);
+		w->last = sqlite3_column_int64(w->stmt, 2);
+		w->n = sqlite3_column_int64(w->stmt, 3);
+		/* Past the far bound: done. */
+		if (w->down ? (w->lo > 0 && w->last <= w->lo) : (w->hi > 0 && w->first >= w->hi))
+			return 0;
+		return 1;
+	}
+	return rc == SQLITE_DONE ? 0 : storage_sqlite_fail(w->st, "archive: walk");
+}
+
+static void archive_walk_end(struct archive_walk *w)
+{
+	if (w->stmt != NULL)
+		storage_sqlite_done(w->stmt);
+	w->stmt = NULL;
+}
+
+
+/* What a query asks of each entry, prepared once. */
+struct archive_filter {
+	const struct archive_query *q;
+	long long with;         /* archive_jid id, or 0: anyone */
+	long long *ids;         /* q->ids sorted */
+	const char *fts;        /* the FTS5 query, or NULL */
+	long long *text_ids;    /* the ids matching fts (sorted), or NULL: ask FTS5 */
+	size_t n_text_ids;
+	bool per_entry;         /* anything beyond the id bounds */
+};
+
+static int archive_ll_cmp(const void *a, const void *b)
+{
+	long long x = *(const long long *)a, y = *(const long long *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* 1 the entry matches, 0 not, -1. */
+static int archive_matches(struct storage *st, const struct archive_filter *f,
+			   const struct archive_item *it)
+{
+	const struct archive_query *q = f->q;
+	if (f->with != 0 && it->with != f->with)
+		return 0;
+	if (q->with_resource != NULL && (strlen(q->with_resource) != it->res_len ||
+					 memcmp(q->with_resource, it->res, it->res_len) != 0))
+		return 0;
+	if (q->n_ids > 0 &&
+	    bsearch(&it->id, f->ids, (size_t)q->n_ids, sizeof *f->ids, archive_ll_cmp) == NULL)
+		return 0;
+	if (f->fts == NULL)
+		return 1;
+	if (!(it->flags & ARCHIVE_F_TEXT))
+		return 0;
+	if (f->text_ids != NULL)
+		return bsearch(&it->id, f->text_ids, f->n_text_ids, sizeof *f->text_ids,
+			       archive_ll_cmp) != NULL;
+	sqlite3_stmt *s = st->text_one;
+	int rc = sqlite3_bind_text(s, 1, f->fts, -1, SQLITE_STATIC) == SQLITE_OK &&
+			 sqlite3_bind_int64(s, 2, it->id) == SQLITE_OK
+		 ? sqlite3_step(s)
+		 : SQLITE_ERROR;
+	storage_sqlite_done(s);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return storage_sqlite_fail(st, "archive: text");
+	return rc == SQLITE_ROW;
+}
+
+/* The ids between lo and hi whose text matches f->fts, when there are
+ * at most ARCHIVE_TEXT_IDS of them. */
+static int archive_text_ids(struct storage *st, struct archive_filter *f, long long lo,
+			    long long hi)
+{
+	sqlite3_stmt *s = st->text_ids;
+	size_t cap = 0;
+	if (sqlite3_bind_text(s, 1, f->fts, -1, SQLITE_STATIC) != SQLITE_OK ||
+	    sqlite3_bind_int64(s, 2, lo) != SQLITE_OK ||
+	    sqlite3_bind_int64(s, 3, hi > 0 ? hi : LLONG_MAX) != SQLITE_OK ||
+	    sqlite3_bind_int64(s, 4, ARCHIVE_TEXT_IDS + 1) != SQLITE_OK) {
+		storage_sqlite_done(s);
+		return storage_sqlite_fail(st, "archive: text");
+	}
+	int rc;
+	f->n_text_ids = 0;
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		if (f->n_text_ids == cap) {
+			cap = cap ? cap * 2 : 256;
+			f->text_ids = xrealloc(f->text_ids, cap * sizeof *f->text_ids);
+		}
+		f->text_ids[f->n_text_ids++] = sqlite3_column_int64(s, 0);
+	}
+	storage_sqlite_done(s);
+	if (rc != SQLITE_DONE)
+		return storage_sqlite_fail(st, "archive: text");
+	if (f->n_text_ids > ARCHIVE_TEXT_IDS) {
+		free(f->text_ids); /* too many to hold: each entry asks */
+		f->text_ids = NULL;
+	} else if (f->text_ids == NULL) {
+		f->text_ids = xmalloc(sizeof *f->text_ids); /* none match */
 	}
 	return 0;
 }
 
-/* An entry of a page collected newest first, to be handed out oldest
- * first. */
+/* Counts the matches between lo and hi, up to ARCHIVE_COUNT_MAX + 1. */
+static long long archive_count(struct storage *st, long long owner, const struct archive_filter *f,
+			       long long lo, long long hi)
+{
+	struct archive_walk w;
+	long long count = 0;
+	if (archive_walk_start(&w, st, owner, lo, hi, false) < 0)
+		return -1;
+	int rc;
+	while (count <= ARCHIVE_COUNT_MAX && (rc = archive_walk_next(&w)) == 1) {
+		if (!f->per_entry && w.first > lo && (hi == 0 || w.last < hi)) {
+			count += w.n; /* wholly inside: its count is in the index */
+			continue;
+		}
+		long n = archive_load(st, w.rowid);
+		if (n < 0) {
+			rc = -1;
+			break;
+		}
+		for (long i = 0; i < n; i++) {
+			const struct archive_item *it = &st->items[i];
+			if (it->id <= lo || (hi > 0 && it->id >= hi))
+				continue;
+			int m = archive_matches(st, f, it);
+			if (m < 0) {
+				archive_walk_end(&w);
+				return -1;
+			}
+			count += m;
+		}
+	}
+	archive_walk_end(&w);
+	return rc < 0 ? -1 : count;
+}
+
+/* An entry of a page collected in the walk's order, to be handed out
+ * oldest first. */
 struct storage_sqlite_row {
 	long long id;
 	int outgoing;
@@ -1368,99 +2171,131 @@ struct storage_sqlite_row {
 	char *value;
 };
 
+/* "bare" or "bare/resource" of an entry's party. */
+static char *archive_with_name(struct storage *st, const struct archive_item *it)
+{
+	sqlite3_stmt *s = st->jid_name;
+	int rc = sqlite3_bind_int64(s, 1, it->with) == SQLITE_OK ? sqlite3_step(s) : SQLITE_ERROR;
+	const char *bare = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(s, 0) : NULL;
+	size_t bl = bare ? strlen(bare) : 0;
+	char *out = xmalloc(bl + it->res_len + 2);
+	memcpy(out, bare ? bare : "", bl);
+	if (it->res_len > 0) {
+		out[bl] = '/';
+		memcpy(out + bl + 1, it->res, it->res_len);
+		bl += it->res_len + 1;
+	}
+	out[bl] = '\0';
+	storage_sqlite_done(s);
+	return out;
+}
+
+static long long archive_min_bound(long long a, long long b)
+{
+	return a == 0 ? b : b == 0 ? a : a < b ? a : b;
+}
+
 static int storage_sqlite_archive_query(struct storage *st, const char *domain, const char *local,
 					const struct archive_query *q,
 					void (*fn)(void *arg, long long id, const void *value,
 						   size_t len, int outgoing, const char *with),
 					void *arg, bool *complete, long long *count)
 {
-	struct buf sql, fts;
-	buf_init(&sql);
+	struct buf fts;
 	buf_init(&fts);
+	struct archive_filter f = { .q = q };
 	int n = -1, max = q->max < 0 ? 0 : q->max;
-	sqlite3_stmt *stmt = NULL;
 	struct storage_sqlite_row *rows = NULL;
 	int n_rows = 0;
+	long long owner = 0;
+	char bare[2048];
 	*complete = true;
+	if (count)
+		*count = 0;
+	if (archive_flush(st) < 0)
+		goto out;
+	snprintf(bare, sizeof bare, "%s%s%s", local, local[0] ? "@" : "", domain);
 	if (q->n_ids > 1000)
-		goto out; /* beyond SQLite's parameters; the caller bounds it */
-	if (q->text != NULL && storage_sqlite_fts_words(q->text, &fts) < 0) {
-		n = 0; /* no word at all: nothing can match */
-		if (count)
-			*count = 0;
+		goto out; /* the caller bounds it */
+	int known = archive_owner_of(st, bare, &owner);
+	if (known < 0)
+		goto out;
+	if (q->with != NULL && known) {
+		known = archive_owner_of(st, q->with, &f.with);
+		if (known < 0)
+			goto out;
+	}
+	if (q->text != NULL && storage_sqlite_fts_words(q->text, &fts) < 0)
+		known = 0; /* no word at all: nothing can match */
+	if (!known) {
+		n = 0;
 		goto out;
 	}
-	const char *fts_text = q->text != NULL ? fts.data : NULL;
+	if (q->n_ids > 0) {
+		f.ids = xmalloc((size_t)q->n_ids * sizeof *f.ids);
+		memcpy(f.ids, q->ids, (size_t)q->n_ids * sizeof *f.ids);
+		qsort(f.ids, (size_t)q->n_ids, sizeof *f.ids, archive_ll_cmp);
+	}
+	if (q->text != NULL) {
+		f.fts = fts.data;
+		if (archive_text_ids(st, &f, q->after_id, q->before_id) < 0)
+			goto out;
+	}
+	f.per_entry = f.with != 0 || q->with_resource != NULL || q->n_ids > 0 || f.fts != NULL;
 	if (count != NULL) {
 		/* Counting walks every match: bounded, beyond it the count is
 		 * left out (XEP-0313 makes it optional for this reason). */
-		buf_puts(&sql, "SELECT count(*) FROM (SELECT 1");
-		storage_sqlite_archive_where(q, false, &sql);
-		buf_printf(&sql, " LIMIT %d)", ARCHIVE_COUNT_MAX + 1);
-		buf_append(&sql, "", 1);
-		if ((stmt = storage_sqlite_cached_stmt(st, sql.data)) == NULL ||
-		    storage_sqlite_archive_bind(stmt, domain, local, q, fts_text) < 0 ||
-		    sqlite3_step(stmt) != SQLITE_ROW) {
-			storage_sqlite_fail(st, "archive_query: count");
+		*count = archive_count(st, owner, &f, q->after_id, q->before_id);
+		if (*count < 0)
 			goto out;
-		}
-		*count = sqlite3_column_int64(stmt, 0);
 		if (*count > ARCHIVE_COUNT_MAX)
 			*count = -1;
-		sqlite3_reset(stmt);
-		stmt = NULL;
-		sql.len = 0;
 	}
-	buf_puts(&sql, "SELECT id, outgoing, (SELECT CASE local WHEN '' THEN domain"
-		       " ELSE local || '@' || domain END FROM archive_jid WHERE archive_jid.id ="
-		       " archive.with_jid), with_res, CASE WHEN ref IS NULL THEN value"
-		       " ELSE (SELECT r.value FROM archive r WHERE r.id = archive.ref) END");
-	storage_sqlite_archive_where(q, true, &sql);
-	buf_printf(&sql, " ORDER BY id %s LIMIT %d", q->from_end ? "DESC" : "ASC", max + 1);
-	buf_append(&sql, "", 1);
-	if ((stmt = storage_sqlite_cached_stmt(st, sql.data)) == NULL ||
-	    storage_sqlite_archive_bind(stmt, domain, local, q, fts_text) < 0) {
-		storage_sqlite_fail(st, "archive_query");
+	long long lo = q->after_id > q->page_after ? q->after_id : q->page_after;
+	long long hi = archive_min_bound(q->before_id, q->page_before);
+	struct archive_walk w;
+	if (archive_walk_start(&w, st, owner, lo, hi, q->from_end) < 0)
 		goto out;
-	}
-	rows = calloc((size_t)max + 1, sizeof *rows);
-	if (rows == NULL)
-		goto out;
+	rows = xcalloc((size_t)max + 1, sizeof *rows);
 	size_t bytes = 0;
-	int rc;
-	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-		const void *value;
-		size_t len;
-		if (storage_sqlite_column_blob(stmt, 4, &value, &len) < 0) {
-			rc = SQLITE_ERROR;
+	bool done = false;
+	int rc = 0;
+	while (!done && (rc = archive_walk_next(&w)) == 1) {
+		long k = archive_load(st, w.rowid);
+		if (k < 0) {
+			rc = -1;
 			break;
 		}
-		if (n_rows == max || (n_rows > 0 && bytes + len > q->max_bytes)) {
-			*complete = false; /* one more matches beyond the page */
-			rc = SQLITE_DONE;
-			break;
+		for (long j = 0; j < k && !done; j++) {
+			const struct archive_item *it = &st->items[q->from_end ? k - 1 - j : j];
+			if (it->id <= lo || (hi > 0 && it->id >= hi))
+				continue;
+			int m = archive_matches(st, &f, it);
+			if (m < 0) {
+				rc = -1;
+				done = true;
+				break;
+			}
+			if (m == 0)
+				continue;
+			if (n_rows == max || (n_rows > 0 && bytes + it->value_len > q->max_bytes)) {
+				*complete = false; /* one more matches beyond the page */
+				done = true;
+				break;
+			}
+			struct storage_sqlite_row *r = &rows[n_rows++];
+			r->id = it->id;
+			r->outgoing = (it->flags & ARCHIVE_F_OUTGOING) != 0;
+			r->with = archive_with_name(st, it);
+			r->value = xmalloc(it->value_len ? it->value_len : 1);
+			memcpy(r->value, it->value, it->value_len);
+			r->len = it->value_len;
+			bytes += it->value_len;
 		}
-		const char *wb = (const char *)sqlite3_column_text(stmt, 2);
-		const char *wr = (const char *)sqlite3_column_text(stmt, 3);
-		struct storage_sqlite_row *r = &rows[n_rows++];
-		r->id = sqlite3_column_int64(stmt, 0);
-		r->outgoing = sqlite3_column_int(stmt, 1);
-		size_t wl = strlen(wb ? wb : ""), rl = strlen(wr ? wr : "");
-		r->with = malloc(wl + rl + 2);
-		r->value = malloc(len ? len : 1);
-		if (r->with == NULL || r->value == NULL) {
-			rc = SQLITE_NOMEM;
-			break;
-		}
-		snprintf(r->with, wl + rl + 2, "%s%s%s", wb ? wb : "", rl ? "/" : "", wr ? wr : "");
-		memcpy(r->value, value, len);
-		r->len = len;
-		bytes += len;
 	}
-	if (rc != SQLITE_DONE) {
-		storage_sqlite_fail(st, "archive_query");
+	archive_walk_end(&w);
+	if (rc < 0)
 		goto out;
-	}
 	for (int i = 0; i < n_rows; i++) {
 		struct storage_sqlite_row *r = &rows[q->from_end ? n_rows - 1 - i : i];
 		fn(arg, r->id, r->value, r->len, r->outgoing, r->with);
@@ -1472,9 +2307,8 @@ out:
 		free(rows[i].value);
 	}
 	free(rows);
-	if (stmt != NULL)
-		sqlite3_reset(stmt); /* cached: kept compiled */
-	buf_free(&sql);
+	free(f.ids);
+	free(f.text_ids);
 	buf_free(&fts);
 	return n;
 }
@@ -1482,44 +2316,112 @@ out:
 static int storage_sqlite_archive_has(struct storage *st, const char *domain, const char *local,
 				      long long id)
 {
-	sqlite3_stmt *stmt = st->archive_has;
-	int ret = -1, rc;
-	if (storage_sqlite_bind_text(stmt, 1, domain) < 0 ||
-	    storage_sqlite_bind_text(stmt, 2, local) < 0 ||
-	    sqlite3_bind_int64(stmt, 3, (sqlite3_int64)id) != SQLITE_OK)
-		storage_sqlite_fail(st, "archive_has");
-	else if ((rc = sqlite3_step(stmt)) == SQLITE_ROW)
-		ret = 1;
-	else if (rc == SQLITE_DONE)
-		ret = 0;
-	else
-		storage_sqlite_fail(st, "archive_has");
-	storage_sqlite_done(stmt);
-	return ret;
+	char bare[2048];
+	long long owner;
+	struct archive_item *it;
+	if (archive_flush(st) < 0)
+		return -1;
+	snprintf(bare, sizeof bare, "%s%s%s", local, local[0] ? "@" : "", domain);
+	int rc = archive_owner_of(st, bare, &owner);
+	return rc <= 0 ? rc : archive_find(st, owner, id, &it);
+}
+
+/* Deletes the entries below before_id of one block; its text goes with
+ * them. Returns how many, or -1. */
+static long long archive_expire_block(struct storage *st, long long rowid, long long before_id)
+{
+	long n = archive_load(st, rowid);
+	if (n < 0)
+		return -1;
+	long gone = 0;
+	for (long i = 0; i < n; i++) {
+		const struct archive_item *it = &st->items[i];
+		if (it->id >= before_id)
+			continue;
+		gone++;
+		if (!(it->flags & ARCHIVE_F_TEXT))
+			continue;
+		sqlite3_stmt *s = st->text_del;
+		int rc = sqlite3_bind_int64(s, 1, it->id) == SQLITE_OK &&
+				 sqlite3_bind_text(s, 2, it->body, (int)it->body_len,
+						   SQLITE_STATIC) == SQLITE_OK
+			 ? sqlite3_step(s)
+			 : SQLITE_ERROR;
+		storage_sqlite_done(s);
+		if (rc != SQLITE_DONE)
+			return storage_sqlite_fail(st, "archive: text delete");
+	}
+	sqlite3_stmt *s;
+	int rc;
+	if (gone == n) {
+		s = st->block_del;
+		rc = sqlite3_bind_int64(s, 1, rowid) == SQLITE_OK ? sqlite3_step(s) : SQLITE_ERROR;
+	} else {
+		/* Entries are in id order: the rest are the block's tail. */
+		st->scratch.len = 0;
+		unsigned char fmt = ARCHIVE_BLOCK_FORMAT;
+		buf_append(&st->scratch, &fmt, 1);
+		for (long i = gone; i < n; i++)
+			archive_encode(&st->scratch, &st->items[i]);
+		s = st->block_update;
+		rc = sqlite3_bind_int64(s, 1, rowid) == SQLITE_OK &&
+				     sqlite3_bind_int64(s, 2, st->items[gone].id) == SQLITE_OK &&
+				     sqlite3_bind_int64(s, 3, n - gone) == SQLITE_OK &&
+				     sqlite3_bind_blob64(s, 4, st->scratch.data, st->scratch.len,
+							 SQLITE_STATIC) == SQLITE_OK
+			     ? sqlite3_step(s)
+			     : SQLITE_ERROR;
+	}
+	storage_sqlite_done(s);
+	if (rc != SQLITE_DONE)
+		return storage_sqlite_fail(st, "archive: expire");
+	return gone;
 }
 
 static long long storage_sqlite_archive_delete(struct storage *st, const char *domain,
 					       const char *local, long long before_id)
 {
-	sqlite3_stmt *stmt = !domain ? st->archive_expire
-			     : local ? st->archive_expire_one : st->archive_expire_domain;
-	long long ret = -1;
-	int ok = !domain ? sqlite3_bind_int64(stmt, 1, before_id) == SQLITE_OK
-		 : local ? storage_sqlite_bind_text(stmt, 1, domain) == 0 &&
-				   storage_sqlite_bind_text(stmt, 2, local) == 0 &&
-				   sqlite3_bind_int64(stmt, 3, before_id) == SQLITE_OK
-			 : storage_sqlite_bind_text(stmt, 1, domain) == 0 &&
-				   sqlite3_bind_int64(stmt, 2, before_id) == SQLITE_OK;
-	if (!ok || sqlite3_step(stmt) != SQLITE_DONE)
-		storage_sqlite_fail(st, "archive_delete");
-	else
-		ret = sqlite3_changes64(st->db);
+	if (archive_flush(st) < 0)
+		return -1;
+	sqlite3_stmt *stmt = !domain ? st->expire_all : local ? st->expire_one : st->expire_domain;
+	/* The blocks first, then each: none is changed under the read. */
+	long long *rowids = NULL, ret = -1;
+	size_t n = 0, cap = 0;
+	int rc = (domain == NULL || storage_sqlite_bind_text(stmt, 1, domain) == 0) &&
+			 (local == NULL || storage_sqlite_bind_text(stmt, 2, local) == 0) &&
+			 sqlite3_bind_int64(stmt, 3, before_id) == SQLITE_OK
+		 ? SQLITE_ROW
+		 : SQLITE_ERROR;
+	while (rc == SQLITE_ROW && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		if (n == cap) {
+			cap = cap ? cap * 2 : 64;
+			rowids = xrealloc(rowids, cap * sizeof *rowids);
+		}
+		rowids[n++] = sqlite3_column_int64(stmt, 0);
+	}
 	storage_sqlite_done(stmt);
+	if (rc != SQLITE_DONE) {
+		storage_sqlite_fail(st, "archive_delete");
+		goto out;
+	}
+	ret = 0;
+	for (size_t i = 0; i < n; i++) {
+		long long gone = archive_expire_block(st, rowids[i], before_id);
+		if (gone < 0) {
+			ret = -1;
+			break;
+		}
+		ret += gone;
+	}
+out:
+	free(rowids);
 	return ret;
 }
 
 static long long storage_sqlite_archive_last_id(struct storage *st)
 {
+	if (archive_flush(st) < 0)
+		return -1;
 	sqlite3_stmt *stmt = st->archive_last_id;
 	long long ret = -1;
 	if (sqlite3_step(stmt) == SQLITE_ROW)
@@ -1539,8 +2441,10 @@ static int storage_sqlite_begin(struct storage *st)
 
 static int storage_sqlite_end(struct storage *st, int commit)
 {
-	if (commit && storage_sqlite_run(st, st->commit, "commit") == 0)
+	if (commit && archive_flush(st) == 0 && storage_sqlite_run(st, st->commit, "commit") == 0)
 		return 0;
+	archive_pend_drop(st);
+	archive_lasts_forget(st);
 	if (!sqlite3_get_autocommit(st->db))
 		storage_sqlite_run(st, st->rollback, "rollback");
 	storage_sqlite_jids_forget(st); /* the ids the transaction added are gone */

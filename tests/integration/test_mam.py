@@ -1054,24 +1054,83 @@ async def test_natterctl_mam_expire(server, net):
             % (who.boundjid.bare, items))
 
 
+def _varint(data, pos):
+    value = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7f) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, pos
+
+
+def _block_entries(data):
+    """The entries of an archive block (storage_sqlite.c, "archives"):
+    [id, flags, with, resource, body, value]."""
+    assert data[0] == 1, "block format %d" % data[0]
+    pos, entries = 1, []
+    while pos < len(data):
+        eid = int.from_bytes(data[pos:pos + 8], "little", signed=True)
+        flags = data[pos + 8]
+        with_ = int.from_bytes(data[pos + 9:pos + 17], "little", signed=True)
+        pos += 17
+        fields = []
+        for _ in range(3):
+            n, pos = _varint(data, pos)
+            fields.append(bytes(data[pos:pos + n]))
+            pos += n
+        entries.append([eid, flags, with_] + fields)
+    return entries
+
+
+def _block_bytes(entries):
+    out = bytearray([1])
+    for eid, flags, with_, *fields in entries:
+        out += eid.to_bytes(8, "little", signed=True) + bytes([flags])
+        out += with_.to_bytes(8, "little", signed=True)
+        for f in fields:
+            n = len(f)
+            while True:
+                out.append((n & 0x7f) | (0x80 if n > 0x7f else 0))
+                n >>= 7
+                if not n:
+                    break
+            out += f
+    return bytes(out)
+
+
 def age_archive(server, before_id, days):
     """Makes every archive entry below before_id (all accounts' and
     rooms') `days` older, as if archived then, in natterd's database
     while natterd is stopped: archive ids are the time of archiving
-    (docs/archive.md), so the entry's id, the full-text row under the same
-    id and the references to it from other entries move together.  What
-    the journal tests do with a segment file's mtime."""
+    (docs/archive.md), so the entry's id in its block and its full-text
+    row move together.  What the journal tests do with a segment file's
+    mtime."""
     shift = days * 86400 * 1000000
+    before_id = int(before_id)
+    aged = 0
     db = sqlite3.connect(Path(server.config["data_dir"]) / "natter.db")
     try:
         with db:
-            for sql in ("UPDATE archive SET id = id - ? WHERE id < ?",
-                        "UPDATE archive SET ref = ref - ? WHERE ref < ?",
-                        "UPDATE archive_text SET rowid = rowid - ? "
-                        "WHERE rowid < ?"):
-                db.execute(sql, (shift, int(before_id)))
-            aged = db.execute("SELECT count(*) FROM archive WHERE id < ?",
-                              (int(before_id) - shift,)).fetchone()[0]
+            blocks = db.execute("SELECT id, data FROM archive_block WHERE first_id < ?",
+                                (before_id,)).fetchall()
+            for rowid, data in blocks:
+                entries = _block_entries(data)
+                for e in entries:
+                    if e[0] >= before_id:
+                        continue
+                    if e[1] & 2:  # a row of the contentless full-text table
+                        body = e[4].decode()
+                        db.execute("INSERT INTO archive_text (archive_text, rowid, body)"
+                                   " VALUES ('delete', ?, ?)", (e[0], body))
+                        db.execute("INSERT INTO archive_text (rowid, body) VALUES (?, ?)",
+                                   (e[0] - shift, body))
+                    e[0] -= shift
+                    aged += 1
+                db.execute("UPDATE archive_block SET first_id = ?, last_id = ?, data = ?"
+                           " WHERE id = ?", (entries[0][0], entries[-1][0],
+                                             _block_bytes(entries), rowid))
     finally:
         db.close()
     return aged

@@ -775,7 +775,7 @@ static void test_sqlite_schema_version(void **state)
 	assert_int_equal(sqlite3_prepare_v2(db, "SELECT version FROM schema_version", -1,
 					    &stmt, NULL), SQLITE_OK);
 	assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
-	assert_int_equal(sqlite3_column_int(stmt, 0), 5);
+	assert_int_equal(sqlite3_column_int(stmt, 0), 6);
 	assert_int_equal(sqlite3_step(stmt), SQLITE_DONE);
 	sqlite3_finalize(stmt);
 	assert_int_equal(sqlite3_exec(db, "UPDATE schema_version SET version = 99", NULL, NULL,
@@ -815,9 +815,10 @@ static int values_of(struct fixture *f, const char *local, const struct archive_
 }
 
 /* sqlite only: an archive of schema 4 (owners and parties as text) is
- * migrated to 5 (archive_jid numbers) on open: every entry keeps its
- * owner, party, value and text, an entry read through ref still is, and
- * a domain alone as the party survives the split. */
+ * migrated to 5 (archive_jid numbers) and 6 (blocks) on open: every
+ * entry keeps its owner, party, value and text, an entry read through ref
+ * gets its own copy of both, and a domain alone as the party survives
+ * the split. */
 static void test_sqlite_migrate_archive_from_v4(void **state)
 {
 	struct fixture *f = *state;
@@ -827,9 +828,12 @@ static void test_sqlite_migrate_archive_from_v4(void **state)
 	f->st = NULL;
 	snprintf(path, sizeof path, "%s/natter.db", f->data_dir);
 	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-	/* The archive as schema 4 made it (the full-text table is the same). */
+	/* The archive as schema 4 made it, with the full-text table of
+	 * schemas 3 to 5. */
 	assert_int_equal(sqlite3_exec(db,
-		"DROP TABLE archive; DROP TABLE archive_jid;"
+		"DROP TABLE archive_block; DROP TABLE archive_jid; DROP TABLE archive_text;"
+		"CREATE VIRTUAL TABLE archive_text USING fts5(body,"
+		" tokenize = 'unicode61 remove_diacritics 2');"
 		"CREATE TABLE archive (id INTEGER PRIMARY KEY, domain TEXT NOT NULL,"
 		" local TEXT NOT NULL, with_bare TEXT NOT NULL, with_res TEXT NOT NULL,"
 		" outgoing INTEGER NOT NULL, value BLOB NOT NULL, ref INTEGER);"
@@ -956,7 +960,7 @@ static void test_sqlite_migrate_from_v1(void **state)
 	assert_int_equal(sqlite3_prepare_v2(db, "SELECT version FROM schema_version", -1, &stmt,
 					    NULL), SQLITE_OK);
 	assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
-	assert_int_equal(sqlite3_column_int(stmt, 0), 5);
+	assert_int_equal(sqlite3_column_int(stmt, 0), 6);
 	assert_int_equal(sqlite3_step(stmt), SQLITE_DONE);
 	sqlite3_finalize(stmt);
 	assert_int_equal(sqlite3_close(db), SQLITE_OK);
@@ -1155,6 +1159,162 @@ static void test_archive_pages_both_ways(void **state)
 	assert_true(complete);
 }
 
+static void archive_put_one(struct fixture *f, const char *local, long long id, const char *body)
+{
+	struct archive_entry e = { .id = id, .with = "bob@localhost", .with_resource = "",
+				   .body = body, .value = body, .len = strlen(body) };
+	assert_int_equal(f->drv->archive_put(f->st, "localhost", local, &e), 0);
+}
+
+/* sqlite: entries written in a transaction are one block per owner.
+ * A query inside the transaction sees them, undoing it forgets them, and
+ * the pages, counts and filters read several entries per block as they
+ * read one. */
+static void test_archive_blocks_in_a_transaction(void **state)
+{
+	struct fixture *f = *state;
+	struct page p;
+	bool complete;
+	long long count;
+	assert_int_equal(f->drv->begin(f->st), 0);
+	archive_put_one(f, "alice", 50, "undone");
+	struct archive_query q = { .max = 8, .max_bytes = 1 << 20 };
+	assert_int_equal(archive_run(f, &q, &p, &complete, &count), 1);
+	assert_int_equal(f->drv->end(f->st, 0), 0);
+	assert_int_equal(archive_run(f, &q, &p, &complete, &count), 0);
+	q.text = "undone";
+	assert_int_equal(archive_run(f, &q, &p, &complete, &count), 0);
+
+	assert_int_equal(f->drv->begin(f->st), 0);
+	archive_fill(f);
+	assert_int_equal(f->drv->end(f->st, 1), 0);
+	q = (struct archive_query){ .max = 4, .max_bytes = 1 << 20, .from_end = true };
+	assert_int_equal(archive_run(f, &q, &p, &complete, &count), 4);
+	assert_true(p.ids[0] == 106 && p.ids[3] == 109 && !complete && count == 10);
+	q = (struct archive_query){ .max = 8, .max_bytes = 1 << 20, .with = "carol@localhost",
+				    .after_id = 101, .before_id = 109 };
+	assert_int_equal(archive_run(f, &q, &p, &complete, &count), 3);
+	assert_true(p.ids[0] == 103 && p.ids[2] == 107 && complete && count == 3);
+	assert_string_equal(p.with[0], "carol@localhost/phone");
+	q = (struct archive_query){ .max = 8, .max_bytes = 1 << 20, .text = "fox" };
+	assert_int_equal(archive_run(f, &q, &p, &complete, &count), 1);
+	assert_int_equal(p.ids[0], 105);
+	assert_int_equal(f->drv->archive_has(f->st, "localhost", "alice", 104), 1);
+	assert_int_equal(f->drv->archive_has(f->st, "localhost", "alice", 200), 0);
+}
+
+/* sqlite: an entry that reaches the store after a later one (ids are
+ * taken on the loops) is merged into the owner's blocks, so the blocks
+ * never overlap and every page is in id order; a transaction of more
+ * entries than a block holds makes several. */
+static void test_archive_blocks_merge_late_entries(void **state)
+{
+	struct fixture *f = *state;
+	struct page p;
+	bool complete;
+	long long count;
+	assert_int_equal(f->drv->begin(f->st), 0);
+	archive_put_one(f, "alice", 10, "ten");
+	archive_put_one(f, "alice", 30, "thirty");
+	assert_int_equal(f->drv->end(f->st, 1), 0);
+	assert_int_equal(f->drv->begin(f->st), 0);
+	archive_put_one(f, "alice", 40, "forty");
+	archive_put_one(f, "alice", 20, "twenty");
+	assert_int_equal(f->drv->end(f->st, 1), 0);
+	struct archive_query q = { .max = 2, .max_bytes = 1 << 20, .from_end = true };
+	assert_int_equal(archive_run(f, &q, &p, &complete, &count), 2);
+	assert_true(p.ids[0] == 30 && p.ids[1] == 40 && count == 4);
+	q.page_before = 30;
+	assert_int_equal(archive_run(f, &q, &p, &complete, &count), 2);
+	assert_true(p.ids[0] == 10 && p.ids[1] == 20 && complete);
+	assert_string_equal(p.value[1], "twenty");
+	q = (struct archive_query){ .max = 8, .max_bytes = 1 << 20, .text = "twenty" };
+	assert_int_equal(archive_run(f, &q, &p, &complete, &count), 1);
+
+	assert_int_equal(f->drv->begin(f->st), 0);
+	for (int i = 0; i < 600; i++)
+		archive_put_one(f, "carol", 1000 + i, i == 599 ? "last" : "many");
+	assert_int_equal(f->drv->end(f->st, 1), 0);
+	q = (struct archive_query){ .max = 3, .max_bytes = 1 << 20, .after_id = 1254 };
+	memset(&p, 0, sizeof p);
+	assert_int_equal(f->drv->archive_query(f->st, "localhost", "carol", &q, page_add, &p,
+					       &complete, &count), 3);
+	assert_true(p.ids[0] == 1255 && p.ids[2] == 1257 && count == 345);
+	q = (struct archive_query){ .max = 3, .max_bytes = 1 << 20, .text = "last" };
+	memset(&p, 0, sizeof p);
+	assert_int_equal(f->drv->archive_query(f->st, "localhost", "carol", &q, page_add, &p,
+					       &complete, &count), 1);
+	assert_int_equal(p.ids[0], 1599);
+
+	/* Many owners (the handle's table of last ids grows), then a late
+	 * entry of each: every archive stays in order. */
+	for (int round = 0; round < 2; round++) {
+		assert_int_equal(f->drv->begin(f->st), 0);
+		for (int i = 0; i < 500; i++) {
+			char local[16];
+			snprintf(local, sizeof local, "u%d", i);
+			archive_put_one(f, local, 5000 + 2 * i + (round ? 0 : 1000), "x");
+		}
+		assert_int_equal(f->drv->end(f->st, 1), 0);
+	}
+	for (int i = 0; i < 500; i += 99) {
+		char local[16];
+		snprintf(local, sizeof local, "u%d", i);
+		q = (struct archive_query){ .max = 3, .max_bytes = 1 << 20 };
+		memset(&p, 0, sizeof p);
+		assert_int_equal(f->drv->archive_query(f->st, "localhost", local, &q, page_add, &p,
+						       &complete, &count), 2);
+		assert_true(p.ids[0] == 5000 + 2 * i && p.ids[1] == 6000 + 2 * i && count == 2);
+	}
+}
+
+/* sqlite: expiry cuts a block in two: the entries before the bound go,
+ * with their text, and the rest stay, found by id and by word. A user
+ * deleted inside a batch takes only their own archive, not others'
+ * entries of the same batch. */
+static void test_archive_blocks_expire_and_user_del(void **state)
+{
+	struct fixture *f = *state;
+	struct page p;
+	bool complete;
+	long long count;
+	struct user_credentials c;
+	fake_credentials(&c, "x");
+	assert_int_equal(f->drv->user_put(f->st, "localhost", "dave", &c), 0);
+	assert_int_equal(f->drv->begin(f->st), 0);
+	archive_put_one(f, "alice", 10, "apple");
+	archive_put_one(f, "alice", 20, "banana");
+	archive_put_one(f, "alice", 30, "cherry");
+	assert_int_equal(f->drv->end(f->st, 1), 0);
+	assert_int_equal(f->drv->archive_delete(f->st, "localhost", "alice", 25), 2);
+	struct archive_query q = { .max = 8, .max_bytes = 1 << 20 };
+	assert_int_equal(archive_run(f, &q, &p, &complete, &count), 1);
+	assert_true(p.ids[0] == 30 && count == 1);
+	q.text = "banana";
+	assert_int_equal(archive_run(f, &q, &p, &complete, &count), 0);
+	q.text = "cherry";
+	assert_int_equal(archive_run(f, &q, &p, &complete, &count), 1);
+	assert_int_equal(f->drv->archive_has(f->st, "localhost", "alice", 20), 0);
+	assert_int_equal(f->drv->archive_has(f->st, "localhost", "alice", 30), 1);
+
+	assert_int_equal(f->drv->begin(f->st), 0);
+	archive_put_one(f, "alice", 40, "date");
+	archive_put_one(f, "dave", 41, "elder");
+	assert_int_equal(f->drv->user_del(f->st, "localhost", "dave"), 0);
+	archive_put_one(f, "alice", 42, "fig");
+	assert_int_equal(f->drv->end(f->st, 1), 0);
+	q = (struct archive_query){ .max = 8, .max_bytes = 1 << 20 };
+	assert_int_equal(archive_run(f, &q, &p, &complete, &count), 3);
+	assert_true(p.ids[1] == 40 && p.ids[2] == 42);
+	memset(&p, 0, sizeof p);
+	assert_int_equal(f->drv->archive_query(f->st, "localhost", "dave", &q, page_add, &p,
+					       &complete, &count), 0);
+	/* Everything before 2100, every archive: the text goes too. */
+	assert_int_equal(f->drv->archive_delete(f->st, NULL, NULL, LLONG_MAX), 3);
+	q.text = "fig";
+	assert_int_equal(archive_run(f, &q, &p, &complete, &count), 0);
+}
+
 /* The RSM count is exact up to ARCHIVE_COUNT_MAX and left out (-1)
  * beyond; the page itself does not depend on it. A query of the same
  * shape again (the handle's compiled statements) gives the same. */
@@ -1347,6 +1507,12 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_archive_count_is_bounded, setup_sqlite,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_archive_blocks_in_a_transaction, setup_sqlite,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_archive_blocks_merge_late_entries, setup_sqlite,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_archive_blocks_expire_and_user_del,
+						setup_sqlite, teardown),
 		cmocka_unit_test_setup_teardown(test_archive_has_delete_and_user_del, setup_sqlite,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_sqlite_schema_version, setup_sqlite, teardown),
