@@ -1473,6 +1473,7 @@ static struct c2s *find_session(struct loop *l, uint64_t id)
 static int sm_deliver(struct c2s *s, const char *data, size_t len);
 static void forward(struct loop *l, const struct router_target *t, const char *data, size_t len);
 static void expire_soon(struct c2s *s);
+static void on_resume_timeout(uv_timer_t *t);
 
 int c2s_deliver(struct loop *l, uint64_t session, const char *data, size_t len)
 {
@@ -1509,11 +1510,20 @@ void c2s_kick(struct loop *l, uint64_t session, const char *condition)
 	if (s->moving)
 		return; /* it lives on with the resuming connection */
 	if (s->conn == NULL) {
-		/* Detached: it ends as if its time had run out. */
-		if (strcmp(condition, "conflict") == 0)
-			s->registered = false;
+		/* Detached: it ends as if its time had run out. A conflict
+		 * waits a turn of the loop, for the session replacing it to be
+		 * bound first; any other kick ends it now, so that the kicker
+		 * knows it is over (an account removal sweeps the account's
+		 * stores once every loop has passed its kick: a detached session
+		 * ending after that kept its messages offline). */
 		s->ending = true;
-		expire_soon(s);
+		if (strcmp(condition, "conflict") == 0) {
+			s->registered = false;
+			expire_soon(s);
+		} else if (s->state == C2S_DETACHED) {
+			uv_timer_stop(&s->timer);
+			on_resume_timeout(&s->timer);
+		}
 		return;
 	}
 	/* A replaced session is already out of the registry: it must not
@@ -1630,7 +1640,6 @@ static bool sm_tick(struct c2s *s)
 	return sm_trim(s->sm);
 }
 
-static void on_resume_timeout(uv_timer_t *t);
 
 static void expire_soon(struct c2s *s)
 {
