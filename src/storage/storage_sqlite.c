@@ -174,24 +174,37 @@ static const char *const storage_sqlite_migrations[] = {
  * first_id, n), instead of a row and an index entry per entry. On
  * SQLite alone, 2,000 owners, a commit of 2,048 local messages costs 9.3
  * us per message against 14.6 for rows, 4,096 cost 7.3 against 12.3
- * (build/archive-batch -t -k against -t -r -i). A message between two
- * local accounts is a whole entry in each archive (the recipient's
- * copies the sender's value and text). An owner's blocks never overlap:
- * an entry older than the owner's last block (ids are taken on the
- * loops, so they reach the thread slightly out of order) is merged into
- * the blocks it falls in. Each
- * entry with a body has a full-text row under its id in archive_text, a
- * contentless FTS5 table (the body is in the block; deleting a row hands
- * FTS5 the body back).
+ * (build/archive-batch -t -k against -t -r -i, which copies local
+ * messages). A message between two local accounts is stored once: the
+ * recipient's entry links to the sender's (both written in one
+ * transaction, as nearly always), and deleting the sender's entry first
+ * hands its value and text over to the recipient's (a block rewritten).
+ * An owner's blocks never overlap: an entry older than the owner's last
+ * block (ids are taken on the loops, so they reach the thread slightly
+ * out of order) is merged into the blocks it falls in. A message's words
+ * are one row of archive_text, a contentless FTS5 table, under the id of
+ * the entry holding its body (the body is in the block; deleting a row
+ * hands FTS5 the body back).
  *
  * A block: one byte, the format (1), then its entries, each
  *   id (8 bytes, little-endian), flags (1 byte), with (8 bytes, the
- *   archive_jid id), then the resource, the body and the value, each a
- *   varint length and its bytes. */
+ *   archive_jid id), with LINK, TWIN or COPY a link (8 bytes), then the
+ *   resource, the body and the value, each a varint length and its
+ *   bytes. */
 
 #define ARCHIVE_BLOCK_FORMAT 1
 #define ARCHIVE_F_OUTGOING 1
-#define ARCHIVE_F_TEXT 2 /* a row of archive_text under the entry's id */
+/* Words in archive_text, under archive_text_id(). */
+#define ARCHIVE_F_TEXT 2
+/* Body and value are those of entry `link` of the archive of `with`
+ * (none here). */
+#define ARCHIVE_F_LINK 4
+/* Entry `link` of the archive of `with` is a LINK to this one. */
+#define ARCHIVE_F_TWIN 8
+/* Was a LINK; has its own body and value now, its text still under
+ * `link`. */
+#define ARCHIVE_F_COPY 16
+#define ARCHIVE_F_LINKED (ARCHIVE_F_LINK | ARCHIVE_F_TWIN | ARCHIVE_F_COPY)
 /* A block holds at most so many entries and bytes (of values): a query
  * decodes whole blocks. */
 #define ARCHIVE_BLOCK_ENTRIES 256
@@ -207,20 +220,30 @@ static const char *const storage_sqlite_migrations[] = {
 /* A full-text query reads at most so many matching ids at once; beyond,
  * each entry of the archive is asked of FTS5 alone. */
 #define ARCHIVE_TEXT_IDS 100000
+/* A LINK is written within this many microseconds of the entry it
+ * names (the same deliver_stanza; a minute is ample). */
+#define ARCHIVE_LINK_SPAN 60000000LL
 
 /* One entry, decoded (pointers into its block) or pending. */
 struct archive_item {
-	long long id, with;
+	long long id, with, link;
 	int flags;
 	const char *res, *body;
 	const void *value;
 	size_t res_len, body_len, value_len;
 };
 
+/* A block as read (bytes) and its entries decoded (pointing into it). */
+struct archive_dec {
+	struct buf bytes;
+	struct archive_item *items;
+	size_t cap;
+};
+
 /* An entry written in the running transaction: its bytes (resource, body,
  * value) in st->pend_bytes at off. */
 struct archive_pend {
-	long long owner, id, with;
+	long long owner, id, with, link;
 	int flags;
 	size_t off, res_len, body_len, value_len;
 };
@@ -255,6 +278,8 @@ static void archive_encode(struct buf *b, const struct archive_item *it)
 	unsigned char f = (unsigned char)it->flags;
 	buf_append(b, &f, 1);
 	archive_u64(b, (unsigned long long)it->with);
+	if (it->flags & ARCHIVE_F_LINKED)
+		archive_u64(b, (unsigned long long)it->link);
 	archive_varint(b, it->res_len);
 	buf_append(b, it->res, it->res_len);
 	archive_varint(b, it->body_len);
@@ -314,7 +339,9 @@ static long archive_decode(const void *data, size_t len, struct archive_item **i
 		if (archive_get_u64(&p, end, &it->id) < 0 || p == end)
 			return -1;
 		it->flags = *p++;
+		it->link = 0;
 		if (archive_get_u64(&p, end, &it->with) < 0 ||
+		    ((it->flags & ARCHIVE_F_LINKED) && archive_get_u64(&p, end, &it->link) < 0) ||
 		    archive_get_bytes(&p, end, &res, &it->res_len) < 0 ||
 		    archive_get_bytes(&p, end, &body, &it->body_len) < 0 ||
 		    archive_get_bytes(&p, end, &it->value, &it->value_len) < 0)
@@ -329,6 +356,12 @@ static int archive_item_cmp(const void *a, const void *b)
 {
 	long long x = ((const struct archive_item *)a)->id, y = ((const struct archive_item *)b)->id;
 	return x < y ? -1 : x > y;
+}
+
+/* The rowid of an entry's words in archive_text. */
+static long long archive_text_id(const struct archive_item *it)
+{
+	return it->flags & (ARCHIVE_F_LINK | ARCHIVE_F_COPY) ? it->link : it->id;
 }
 
 /* Writes items (sorted by id) of owner as blocks. Returns 0 or -1. */
@@ -440,10 +473,10 @@ struct storage {
 	struct buf pend_bytes;
 	struct archive_last *lasts; /* see archive_last_get */
 	size_t n_lasts, size_lasts;
-	/* Scratch: a block as read, its entries decoded, a block to write. */
-	struct buf block_bytes, scratch;
-	struct archive_item *items;
-	size_t cap_items;
+	/* Blocks as read and decoded: dec for walks and lookups, link_dec
+	 * for the entries a LINK names; a block to write. */
+	struct archive_dec dec, link_dec;
+	struct buf scratch;
 };
 
 static const char storage_sqlite_sql_get[] =
@@ -738,6 +771,7 @@ static int storage_sqlite_migrate_blocks(sqlite3 *db, char *err, size_t errlen)
 		const void *value = sqlite3_column_blob(rows, 5);
 		it->id = sqlite3_column_int64(rows, 1);
 		it->with = sqlite3_column_int64(rows, 3);
+		it->link = 0;
 		it->res_len = res ? strlen(res) : 0;
 		it->body_len = body ? strlen(body) : 0;
 		it->value_len = (size_t)sqlite3_column_bytes(rows, 5);
@@ -907,9 +941,11 @@ static void storage_sqlite_close(struct storage *st)
 	free(st->pend);
 	buf_free(&st->pend_bytes);
 	free(st->lasts);
-	buf_free(&st->block_bytes);
+	buf_free(&st->dec.bytes);
+	free(st->dec.items);
+	buf_free(&st->link_dec.bytes);
+	free(st->link_dec.items);
 	buf_free(&st->scratch);
-	free(st->items);
 	sqlite3_close(st->db);
 	free(st);
 }
@@ -1641,7 +1677,8 @@ static void archive_pend_item(const struct storage *st, const struct archive_pen
 			      struct archive_item *it)
 {
 	const char *b = st->pend_bytes.data + p->off;
-	*it = (struct archive_item){ .id = p->id, .with = p->with, .flags = p->flags,
+	*it = (struct archive_item){ .id = p->id, .with = p->with, .link = p->link,
+				     .flags = p->flags,
 				     .res = b, .res_len = p->res_len,
 				     .body = b + p->res_len, .body_len = p->body_len,
 				     .value = b + p->res_len + p->body_len,
@@ -1758,8 +1795,10 @@ static void archive_pend_drop(struct storage *st)
 	st->pend_bytes.len = 0;
 	if (st->pend_bytes.cap > ARCHIVE_PEND_KEEP)
 		buf_free(&st->pend_bytes);
-	if (st->block_bytes.cap > ARCHIVE_PEND_KEEP)
-		buf_free(&st->block_bytes);
+	if (st->dec.bytes.cap > ARCHIVE_PEND_KEEP)
+		buf_free(&st->dec.bytes);
+	if (st->link_dec.bytes.cap > ARCHIVE_PEND_KEEP)
+		buf_free(&st->link_dec.bytes);
 	if (st->scratch.cap > ARCHIVE_PEND_KEEP)
 		buf_free(&st->scratch);
 }
@@ -1807,7 +1846,8 @@ static int archive_flush(struct storage *st)
 	if (ret == 0) {
 		text = xmalloc(st->n_pend * sizeof *text);
 		for (size_t i = 0; i < st->n_pend; i++)
-			if (st->pend[i].flags & ARCHIVE_F_TEXT)
+			if ((st->pend[i].flags & (ARCHIVE_F_TEXT | ARCHIVE_F_LINK)) ==
+			    ARCHIVE_F_TEXT)
 				text[n_text++] = &st->pend[i];
 		qsort(text, n_text, sizeof *text, archive_pend_id_cmp);
 	}
@@ -1834,32 +1874,30 @@ static int archive_flush(struct storage *st)
 	return ret;
 }
 
-/* Reads block rowid into st->block_bytes and decodes it into st->items.
- * Returns the number of entries, or -1. */
-static long archive_load(struct storage *st, long long rowid)
+/* Reads block rowid into d and decodes it. Returns the number of
+ * entries, or -1. */
+static long archive_load(struct storage *st, struct archive_dec *d, long long rowid)
 {
 	sqlite3_stmt *s = st->block_data;
 	int rc = sqlite3_bind_int64(s, 1, rowid) == SQLITE_OK ? sqlite3_step(s) : SQLITE_ERROR;
 	if (rc == SQLITE_ROW) {
-		st->block_bytes.len = 0;
-		buf_append(&st->block_bytes, sqlite3_column_blob(s, 0),
-			   (size_t)sqlite3_column_bytes(s, 0));
+		d->bytes.len = 0;
+		buf_append(&d->bytes, sqlite3_column_blob(s, 0), (size_t)sqlite3_column_bytes(s, 0));
 	}
 	storage_sqlite_done(s);
 	if (rc != SQLITE_ROW)
 		return storage_sqlite_fail(st, "archive: block");
-	long n = archive_decode(st->block_bytes.data, st->block_bytes.len, &st->items,
-				&st->cap_items);
+	long n = archive_decode(d->bytes.data, d->bytes.len, &d->items, &d->cap);
 	if (n < 0)
 		log_error("storage sqlite: archive block %lld is not natter's", rowid);
 	return n;
 }
 
-/* Finds entry id in owner's archive: decodes its block into st->items
- * and points *it at the entry. Returns 1 found, 0 not, -1. The entry
- * lives until the next use of st->items or st->block_bytes. */
-static int archive_find(struct storage *st, long long owner, long long id,
-			struct archive_item **it)
+/* Finds entry id in owner's archive: decodes its block into d and
+ * points *it at the entry (and *rowid at the block, when not NULL).
+ * Returns 1 found, 0 not, -1. The entry lives until d's next use. */
+static int archive_find(struct storage *st, struct archive_dec *d, long long owner, long long id,
+			struct archive_item **it, long long *block)
 {
 	sqlite3_stmt *stmt = st->block_at;
 	int rc = sqlite3_bind_int64(stmt, 1, owner) == SQLITE_OK &&
@@ -1873,10 +1911,12 @@ static int archive_find(struct storage *st, long long owner, long long id,
 		return 0;
 	if (rc != SQLITE_ROW)
 		return storage_sqlite_fail(st, "archive: find");
-	long n = archive_load(st, rowid);
+	long n = archive_load(st, d, rowid);
 	for (long i = 0; i < n; i++) {
-		if (st->items[i].id == id) {
-			*it = &st->items[i];
+		if (d->items[i].id == id) {
+			*it = &d->items[i];
+			if (block != NULL)
+				*block = rowid;
 			return 1;
 		}
 	}
@@ -1896,25 +1936,35 @@ static int storage_sqlite_archive_put(struct storage *st, const char *domain, co
 	struct archive_pend p = { .owner = owner, .id = e->id, .with = with,
 				  .flags = e->outgoing ? ARCHIVE_F_OUTGOING : 0,
 				  .res_len = strlen(res) };
-	/* A referring entry copies the body and value of the one it names:
-	 * queued just before it, so pending still (or else in the sender's
-	 * archive, the entry's with). */
+	/* A referring entry links to the one it names, queued just before
+	 * it, so pending still; else it copies its body and value (from the
+	 * sender's archive, the entry's with). */
 	size_t ref_off = 0;
-	struct archive_item *ref_it = NULL; /* in st->items, from the store */
+	struct archive_item *ref_it = NULL; /* in st->dec, from the store */
+	bool link = false;
 	if (e->ref) {
-		const struct archive_pend *r = NULL;
+		struct archive_pend *r = NULL;
 		for (size_t i = st->n_pend; i-- > 0;) { /* most often the last */
 			if (st->pend[i].id == e->ref) {
 				r = &st->pend[i];
 				break;
 			}
 		}
-		if (r != NULL) {
+		if (r != NULL && !(r->flags & ARCHIVE_F_LINKED) && r->owner == with &&
+		    r->owner != owner) {
+			link = true;
+			p.flags |= ARCHIVE_F_LINK | (r->flags & ARCHIVE_F_TEXT);
+			p.link = r->id;
+			r->flags |= ARCHIVE_F_TWIN;
+			r->link = e->id;
+		} else if (r != NULL) {
 			p.body_len = r->body_len;
 			p.value_len = r->value_len;
 			ref_off = r->off + r->res_len;
 		} else {
-			int rc = archive_find(st, with, e->ref, &ref_it);
+			int rc = archive_find(st, &st->dec, with, e->ref, &ref_it, NULL);
+			if (rc > 0 && (ref_it->flags & ARCHIVE_F_LINK))
+				rc = 0; /* a link is no message of its own */
 			if (rc == 0)
 				log_error("storage: archive entry %lld refers to %lld, which is not "
 					  "stored", e->id, e->ref);
@@ -1936,7 +1986,9 @@ static int storage_sqlite_archive_put(struct storage *st, const char *domain, co
 	buf_reserve(&st->pend_bytes, p.res_len + p.body_len + p.value_len);
 	p.off = st->pend_bytes.len;
 	buf_append(&st->pend_bytes, res, p.res_len);
-	if (e->ref && ref_it == NULL) {
+	if (link) {
+		/* Nothing more: the body and value are the sender's. */
+	} else if (e->ref && ref_it == NULL) {
 		/* From the buffer itself: room was reserved, nothing moves. */
 		buf_append(&st->pend_bytes, st->pend_bytes.data + ref_off, p.body_len + p.value_len);
 	} else if (e->ref) {
@@ -2077,12 +2129,13 @@ static int archive_matches(struct storage *st, const struct archive_filter *f,
 		return 1;
 	if (!(it->flags & ARCHIVE_F_TEXT))
 		return 0;
+	long long text_id = archive_text_id(it);
 	if (f->text_ids != NULL)
-		return bsearch(&it->id, f->text_ids, f->n_text_ids, sizeof *f->text_ids,
+		return bsearch(&text_id, f->text_ids, f->n_text_ids, sizeof *f->text_ids,
 			       archive_ll_cmp) != NULL;
 	sqlite3_stmt *s = st->text_one;
 	int rc = sqlite3_bind_text(s, 1, f->fts, -1, SQLITE_STATIC) == SQLITE_OK &&
-			 sqlite3_bind_int64(s, 2, it->id) == SQLITE_OK
+			 sqlite3_bind_int64(s, 2, text_id) == SQLITE_OK
 		 ? sqlite3_step(s)
 		 : SQLITE_ERROR;
 	storage_sqlite_done(s);
@@ -2098,6 +2151,8 @@ static int archive_text_ids(struct storage *st, struct archive_filter *f, long l
 {
 	sqlite3_stmt *s = st->text_ids;
 	size_t cap = 0;
+	/* A linked entry's words are under its sender's entry, a little older. */
+	lo = lo > ARCHIVE_LINK_SPAN ? lo - ARCHIVE_LINK_SPAN : 0;
 	if (sqlite3_bind_text(s, 1, f->fts, -1, SQLITE_STATIC) != SQLITE_OK ||
 	    sqlite3_bind_int64(s, 2, lo) != SQLITE_OK ||
 	    sqlite3_bind_int64(s, 3, hi > 0 ? hi : LLONG_MAX) != SQLITE_OK ||
@@ -2140,13 +2195,13 @@ static long long archive_count(struct storage *st, long long owner, const struct
 			count += w.n; /* wholly inside: its count is in the index */
 			continue;
 		}
-		long n = archive_load(st, w.rowid);
+		long n = archive_load(st, &st->dec, w.rowid);
 		if (n < 0) {
 			rc = -1;
 			break;
 		}
 		for (long i = 0; i < n; i++) {
-			const struct archive_item *it = &st->items[i];
+			const struct archive_item *it = &st->dec.items[i];
 			if (it->id <= lo || (hi > 0 && it->id >= hi))
 				continue;
 			int m = archive_matches(st, f, it);
@@ -2261,13 +2316,13 @@ static int storage_sqlite_archive_query(struct storage *st, const char *domain, 
 	bool done = false;
 	int rc = 0;
 	while (!done && (rc = archive_walk_next(&w)) == 1) {
-		long k = archive_load(st, w.rowid);
+		long k = archive_load(st, &st->dec, w.rowid);
 		if (k < 0) {
 			rc = -1;
 			break;
 		}
 		for (long j = 0; j < k && !done; j++) {
-			const struct archive_item *it = &st->items[q->from_end ? k - 1 - j : j];
+			const struct archive_item *it = &st->dec.items[q->from_end ? k - 1 - j : j];
 			if (it->id <= lo || (hi > 0 && it->id >= hi))
 				continue;
 			int m = archive_matches(st, &f, it);
@@ -2278,7 +2333,24 @@ static int storage_sqlite_archive_query(struct storage *st, const char *domain, 
 			}
 			if (m == 0)
 				continue;
-			if (n_rows == max || (n_rows > 0 && bytes + it->value_len > q->max_bytes)) {
+			const void *value = it->value;
+			size_t value_len = it->value_len;
+			if (it->flags & ARCHIVE_F_LINK) {
+				struct archive_item *src;
+				int rc2 = archive_find(st, &st->link_dec, it->with, it->link, &src,
+						       NULL);
+				if (rc2 < 0) {
+					rc = -1;
+					done = true;
+					break;
+				}
+				if (rc2 == 0)
+					log_error("storage sqlite: archive entry %lld links to %lld, "
+						  "which is not stored", it->id, it->link);
+				value = rc2 ? src->value : "";
+				value_len = rc2 ? src->value_len : 0;
+			}
+			if (n_rows == max || (n_rows > 0 && bytes + value_len > q->max_bytes)) {
 				*complete = false; /* one more matches beyond the page */
 				done = true;
 				break;
@@ -2287,10 +2359,10 @@ static int storage_sqlite_archive_query(struct storage *st, const char *domain, 
 			r->id = it->id;
 			r->outgoing = (it->flags & ARCHIVE_F_OUTGOING) != 0;
 			r->with = archive_with_name(st, it);
-			r->value = xmalloc(it->value_len ? it->value_len : 1);
-			memcpy(r->value, it->value, it->value_len);
-			r->len = it->value_len;
-			bytes += it->value_len;
+			r->value = xmalloc(value_len ? value_len : 1);
+			memcpy(r->value, value, value_len);
+			r->len = value_len;
+			bytes += value_len;
 		}
 	}
 	archive_walk_end(&w);
@@ -2323,26 +2395,77 @@ static int storage_sqlite_archive_has(struct storage *st, const char *domain, co
 		return -1;
 	snprintf(bare, sizeof bare, "%s%s%s", local, local[0] ? "@" : "", domain);
 	int rc = archive_owner_of(st, bare, &owner);
-	return rc <= 0 ? rc : archive_find(st, owner, id, &it);
+	return rc <= 0 ? rc : archive_find(st, &st->dec, owner, id, &it, NULL);
 }
 
 /* Deletes the entries below before_id of one block; its text goes with
  * them. Returns how many, or -1. */
+/* Before twin s (a sender's entry) goes: the entry linking to it, if
+ * still there, gets s's value and body (a COPY; the words stay under s's
+ * id). Returns 1 handed over, 0 no such entry, -1. */
+static int archive_hand_over(struct storage *st, const struct archive_item *s)
+{
+	struct archive_item *r;
+	long long rowid;
+	int rc = archive_find(st, &st->link_dec, s->with, s->link, &r, &rowid);
+	if (rc <= 0)
+		return rc;
+	if (!(r->flags & ARCHIVE_F_LINK) || r->link != s->id)
+		return 0;
+	long n = archive_load(st, &st->link_dec, rowid); /* for its count */
+	if (n < 0)
+		return -1;
+	struct buf b;
+	buf_init(&b);
+	unsigned char fmt = ARCHIVE_BLOCK_FORMAT;
+	buf_append(&b, &fmt, 1);
+	for (long i = 0; i < n; i++) {
+		struct archive_item it = st->link_dec.items[i];
+		if (it.id == s->link) {
+			it.flags = (it.flags & ~ARCHIVE_F_LINK) | ARCHIVE_F_COPY;
+			it.body = s->body;
+			it.body_len = s->body_len;
+			it.value = s->value;
+			it.value_len = s->value_len;
+		}
+		archive_encode(&b, &it);
+	}
+	sqlite3_stmt *u = st->block_update;
+	rc = sqlite3_bind_int64(u, 1, rowid) == SQLITE_OK &&
+			     sqlite3_bind_int64(u, 2, st->link_dec.items[0].id) == SQLITE_OK &&
+			     sqlite3_bind_int64(u, 3, n) == SQLITE_OK &&
+			     sqlite3_bind_blob64(u, 4, b.data, b.len, SQLITE_STATIC) == SQLITE_OK
+		     ? sqlite3_step(u)
+		     : SQLITE_ERROR;
+	storage_sqlite_done(u);
+	buf_free(&b);
+	if (rc != SQLITE_DONE)
+		return storage_sqlite_fail(st, "archive: hand over");
+	return 1;
+}
+
 static long long archive_expire_block(struct storage *st, long long rowid, long long before_id)
 {
-	long n = archive_load(st, rowid);
+	long n = archive_load(st, &st->dec, rowid);
 	if (n < 0)
 		return -1;
 	long gone = 0;
 	for (long i = 0; i < n; i++) {
-		const struct archive_item *it = &st->items[i];
+		const struct archive_item *it = &st->dec.items[i];
 		if (it->id >= before_id)
 			continue;
 		gone++;
-		if (!(it->flags & ARCHIVE_F_TEXT))
-			continue;
+		if (it->flags & ARCHIVE_F_TWIN) {
+			int h = archive_hand_over(st, it);
+			if (h < 0)
+				return -1;
+			if (h > 0)
+				continue; /* its words are the other entry's now */
+		}
+		if ((it->flags & (ARCHIVE_F_TEXT | ARCHIVE_F_LINK)) != ARCHIVE_F_TEXT)
+			continue; /* no words, or the linked entry's */
 		sqlite3_stmt *s = st->text_del;
-		int rc = sqlite3_bind_int64(s, 1, it->id) == SQLITE_OK &&
+		int rc = sqlite3_bind_int64(s, 1, archive_text_id(it)) == SQLITE_OK &&
 				 sqlite3_bind_text(s, 2, it->body, (int)it->body_len,
 						   SQLITE_STATIC) == SQLITE_OK
 			 ? sqlite3_step(s)
@@ -2362,10 +2485,10 @@ static long long archive_expire_block(struct storage *st, long long rowid, long 
 		unsigned char fmt = ARCHIVE_BLOCK_FORMAT;
 		buf_append(&st->scratch, &fmt, 1);
 		for (long i = gone; i < n; i++)
-			archive_encode(&st->scratch, &st->items[i]);
+			archive_encode(&st->scratch, &st->dec.items[i]);
 		s = st->block_update;
 		rc = sqlite3_bind_int64(s, 1, rowid) == SQLITE_OK &&
-				     sqlite3_bind_int64(s, 2, st->items[gone].id) == SQLITE_OK &&
+				     sqlite3_bind_int64(s, 2, st->dec.items[gone].id) == SQLITE_OK &&
 				     sqlite3_bind_int64(s, 3, n - gone) == SQLITE_OK &&
 				     sqlite3_bind_blob64(s, 4, st->scratch.data, st->scratch.len,
 							 SQLITE_STATIC) == SQLITE_OK

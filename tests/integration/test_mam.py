@@ -1065,9 +1065,12 @@ def _varint(data, pos):
             return value, pos
 
 
+LINK, TWIN, COPY = 4, 8, 16  # an entry's flags that add a link field
+
+
 def _block_entries(data):
-    """The entries of an archive block (storage_sqlite.c, "archives"):
-    [id, flags, with, resource, body, value]."""
+    """The entries of an archive block (storage_sqlite.c, "archive
+    blocks"): [id, flags, with, link, resource, body, value]."""
     assert data[0] == 1, "block format %d" % data[0]
     pos, entries = 1, []
     while pos < len(data):
@@ -1075,20 +1078,26 @@ def _block_entries(data):
         flags = data[pos + 8]
         with_ = int.from_bytes(data[pos + 9:pos + 17], "little", signed=True)
         pos += 17
+        link = 0
+        if flags & (LINK | TWIN | COPY):
+            link = int.from_bytes(data[pos:pos + 8], "little", signed=True)
+            pos += 8
         fields = []
         for _ in range(3):
             n, pos = _varint(data, pos)
             fields.append(bytes(data[pos:pos + n]))
             pos += n
-        entries.append([eid, flags, with_] + fields)
+        entries.append([eid, flags, with_, link] + fields)
     return entries
 
 
 def _block_bytes(entries):
     out = bytearray([1])
-    for eid, flags, with_, *fields in entries:
+    for eid, flags, with_, link, *fields in entries:
         out += eid.to_bytes(8, "little", signed=True) + bytes([flags])
         out += with_.to_bytes(8, "little", signed=True)
+        if flags & (LINK | TWIN | COPY):
+            out += link.to_bytes(8, "little", signed=True)
         for f in fields:
             n = len(f)
             while True:
@@ -1104,30 +1113,35 @@ def age_archive(server, before_id, days):
     """Makes every archive entry below before_id (all accounts' and
     rooms') `days` older, as if archived then, in natterd's database
     while natterd is stopped: archive ids are the time of archiving
-    (docs/archive.md), so the entry's id in its block and its full-text
-    row move together.  What the journal tests do with a segment file's
-    mtime."""
+    (docs/archive.md), so the entry's id in its block, the links between
+    the two entries of a local message and the full-text rows move
+    together.  What the journal tests do with a segment file's mtime."""
     shift = days * 86400 * 1000000
     before_id = int(before_id)
     aged = 0
     db = sqlite3.connect(Path(server.config["data_dir"]) / "natter.db")
     try:
         with db:
-            blocks = db.execute("SELECT id, data FROM archive_block WHERE first_id < ?",
-                                (before_id,)).fetchall()
+            # Every block: a link or a full-text row below before_id may
+            # belong to an entry above it.
+            blocks = db.execute("SELECT id, data FROM archive_block").fetchall()
             for rowid, data in blocks:
                 entries = _block_entries(data)
                 for e in entries:
-                    if e[0] >= before_id:
-                        continue
-                    if e[1] & 2:  # a row of the contentless full-text table
-                        body = e[4].decode()
+                    # The words of a contentless full-text row, under the
+                    # entry's id (a COPY: under its link); a LINK has none.
+                    text_id = e[3] if e[1] & COPY else e[0]
+                    if e[1] & 2 and not e[1] & LINK and text_id < before_id:
+                        body = e[5].decode()
                         db.execute("INSERT INTO archive_text (archive_text, rowid, body)"
-                                   " VALUES ('delete', ?, ?)", (e[0], body))
+                                   " VALUES ('delete', ?, ?)", (text_id, body))
                         db.execute("INSERT INTO archive_text (rowid, body) VALUES (?, ?)",
-                                   (e[0] - shift, body))
-                    e[0] -= shift
-                    aged += 1
+                                   (text_id - shift, body))
+                    if e[3] and e[3] < before_id:
+                        e[3] -= shift
+                    if e[0] < before_id:
+                        e[0] -= shift
+                        aged += 1
                 db.execute("UPDATE archive_block SET first_id = ?, last_id = ?, data = ?"
                            " WHERE id = ?", (entries[0][0], entries[-1][0],
                                              _block_bytes(entries), rowid))

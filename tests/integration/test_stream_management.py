@@ -179,8 +179,13 @@ async def test_resume_after_the_connection_is_cut(net, server):
         bob.send_raw(chat(ALICE, "m%d" % i))  # to the bare JID: still online
     await bob.barrier()
     assert not bob.inbox.find(msg(type="error"))
-    # Each message kept while detached went through HOOK_MESSAGE_QUEUED.
-    assert server.log[mark:].count("queued for %s (detached)" % a.jid) == 4
+    # Each message kept while detached went through HOOK_MESSAGE_QUEUED
+    # (the log arrives through a pipe: awaited line by line).
+    needle, since = "queued for %s (detached)" % a.jid, mark
+    for _ in range(4):
+        text = await server.await_log(needle, since=since)
+        since = text.index(needle, since) + len(needle)
+    assert server.log[mark:].count(needle) == 4
     a.h = handled
     b, answer = await sm_resume(net, server, a, source="127.0.0.2")
     assert answer.tag == sm("resumed"), ET.tostring(answer, "unicode")

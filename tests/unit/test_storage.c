@@ -1440,6 +1440,84 @@ static void test_archive_ref_shares_one_message(void **state)
 	assert_int_equal(bob_query(f, "later", v), 0);
 }
 
+/* How many rows of the full-text index hold word (sqlite, read beside
+ * the driver's handle). */
+static int text_rows(struct fixture *f, const char *word)
+{
+	char path[256];
+	sqlite3 *db;
+	sqlite3_stmt *stmt;
+	int n = 0;
+	snprintf(path, sizeof path, "%s/natter.db", f->data_dir);
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_prepare_v2(db, "SELECT rowid FROM archive_text WHERE archive_text"
+					    " MATCH ?1", -1, &stmt, NULL), SQLITE_OK);
+	sqlite3_bind_text(stmt, 1, word, -1, SQLITE_STATIC);
+	while (sqlite3_step(stmt) == SQLITE_ROW)
+		n++;
+	sqlite3_finalize(stmt);
+	sqlite3_close(db);
+	return n;
+}
+
+static void put_pair(struct fixture *f, long long id, const char *word)
+{
+	char value[32];
+	snprintf(value, sizeof value, "<m>%s</m>", word);
+	struct archive_entry sent = { .id = id, .with = "bob@localhost", .with_resource = "",
+				      .outgoing = 1, .body = word, .value = value,
+				      .len = strlen(value) };
+	struct archive_entry got = { .id = id + 1, .with = "alice@localhost",
+				     .with_resource = "pc", .ref = id };
+	assert_int_equal(f->drv->begin(f->st), 0);
+	assert_int_equal(f->drv->archive_put(f->st, "localhost", "alice", &sent), 0);
+	assert_int_equal(f->drv->archive_put(f->st, "localhost", "bob", &got), 0);
+	assert_int_equal(f->drv->end(f->st, 1), 0);
+}
+
+/* sqlite: written in one transaction (as the storage thread writes
+ * them), the two entries of a local message share one value and one row
+ * of the full-text index. Whichever side goes first, the other keeps the
+ * message and its words, and the index forgets them with the last. */
+static void test_archive_links_share_and_hand_over(void **state)
+{
+	struct fixture *f = *state;
+	char v[64];
+	put_pair(f, 500, "noon");
+	assert_int_equal(bob_query(f, NULL, v), 1);
+	assert_string_equal(v, "<m>noon</m>");
+	assert_int_equal(bob_query(f, "noon", v), 1);
+	assert_int_equal(text_rows(f, "noon"), 1);
+	/* The sender's side first: bob's entry gets the message. */
+	assert_int_equal(f->drv->archive_delete(f->st, "localhost", "alice", LLONG_MAX), 1);
+	assert_int_equal(bob_query(f, "noon", v), 1);
+	assert_string_equal(v, "<m>noon</m>");
+	assert_int_equal(text_rows(f, "noon"), 1);
+	assert_int_equal(f->drv->archive_delete(f->st, "localhost", "bob", LLONG_MAX), 1);
+	assert_int_equal(text_rows(f, "noon"), 0);
+	/* The recipient's side first. */
+	put_pair(f, 600, "dusk");
+	assert_int_equal(f->drv->archive_delete(f->st, "localhost", "bob", LLONG_MAX), 1);
+	assert_int_equal(text_rows(f, "dusk"), 1);
+	struct archive_query q = { .max = 5, .max_bytes = 1 << 20, .text = "dusk" };
+	struct page p;
+	bool complete;
+	assert_int_equal(archive_run(f, &q, &p, &complete, NULL), 1);
+	assert_string_equal(p.value[0], "<m>dusk</m>");
+	assert_int_equal(f->drv->archive_delete(f->st, "localhost", "alice", LLONG_MAX), 1);
+	assert_int_equal(text_rows(f, "dusk"), 0);
+	/* Both in one expiry, and expiry cutting between them. */
+	put_pair(f, 700, "dawn");
+	put_pair(f, 800, "eve");
+	assert_int_equal(f->drv->archive_delete(f->st, NULL, NULL, 801), 3);
+	assert_int_equal(text_rows(f, "dawn"), 0);
+	assert_int_equal(text_rows(f, "eve"), 1);
+	assert_int_equal(bob_query(f, "eve", v), 1);
+	assert_string_equal(v, "<m>eve</m>");
+	assert_int_equal(f->drv->archive_delete(f->st, NULL, NULL, LLONG_MAX), 1);
+	assert_int_equal(text_rows(f, "eve"), 0);
+}
+
 static void test_archive_has_delete_and_user_del(void **state)
 {
 	struct fixture *f = *state;
@@ -1512,6 +1590,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_archive_blocks_merge_late_entries, setup_sqlite,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_archive_blocks_expire_and_user_del,
+						setup_sqlite, teardown),
+		cmocka_unit_test_setup_teardown(test_archive_links_share_and_hand_over,
 						setup_sqlite, teardown),
 		cmocka_unit_test_setup_teardown(test_archive_has_delete_and_user_del, setup_sqlite,
 						teardown),
