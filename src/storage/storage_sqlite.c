@@ -321,14 +321,15 @@ static int archive_get_bytes(const unsigned char **p, const unsigned char *end, 
 	return 0;
 }
 
-/* Decodes a block into *items (grown as needed; *cap its room). Returns
- * the number of entries, or -1 for a block natter did not write. */
-static long archive_decode(const void *data, size_t len, struct archive_item **items, size_t *cap)
+/* Decodes a block into *items after the n entries there (grown as
+ * needed; *cap its room). Returns the number of entries then, or -1 for a
+ * block natter did not write. */
+static long archive_decode(const void *data, size_t len, struct archive_item **items, size_t *cap,
+			   size_t n)
 {
 	const unsigned char *p = data, *end = p + len;
 	if (len == 0 || *p++ != ARCHIVE_BLOCK_FORMAT)
 		return -1;
-	size_t n = 0;
 	while (p < end) {
 		if (n == *cap) {
 			*cap = *cap ? *cap * 2 : 64;
@@ -1685,30 +1686,6 @@ static void archive_pend_item(const struct storage *st, const struct archive_pen
 				     .value_len = p->value_len };
 }
 
-/* Steps stmt (bound already) for blocks as rowid, data, each copied to the
- * end of bytes; their rowids go to *rowids. Returns the count, or -1. */
-static long archive_read_blocks(struct storage *st, sqlite3_stmt *stmt, struct buf *bytes,
-				long long **rowids, size_t **offs, size_t *lens_cap, size_t **lens)
-{
-	long n = 0;
-	int rc;
-	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-		if ((size_t)n == *lens_cap) {
-			*lens_cap = *lens_cap ? *lens_cap * 2 : 16;
-			*rowids = xrealloc(*rowids, *lens_cap * sizeof **rowids);
-			*offs = xrealloc(*offs, *lens_cap * sizeof **offs);
-			*lens = xrealloc(*lens, *lens_cap * sizeof **lens);
-		}
-		(*rowids)[n] = sqlite3_column_int64(stmt, 0);
-		(*offs)[n] = bytes->len;
-		(*lens)[n] = (size_t)sqlite3_column_bytes(stmt, 1);
-		buf_append(bytes, sqlite3_column_blob(stmt, 1), (*lens)[n]);
-		n++;
-	}
-	storage_sqlite_done(stmt);
-	return rc == SQLITE_DONE ? n : storage_sqlite_fail(st, "archive: blocks");
-}
-
 /* Writes one owner's pending entries run[0..n) (sorted by id), merged
  * with the blocks they fall into when they are not all after them. */
 static int archive_flush_owner(struct storage *st, long long owner, struct archive_item *run,
@@ -1725,37 +1702,48 @@ static int archive_flush_owner(struct storage *st, long long owner, struct archi
 		return 0;
 	}
 	/* An entry older than the last block: the blocks from it on are
-	 * read, and written again with the new entries among theirs. */
+	 * read, and written again with the new entries among theirs. Their
+	 * bytes are kept (the entries point into them) until then. */
 	struct buf bytes;
 	buf_init(&bytes);
-	long long *rowids = NULL;
-	size_t *offs = NULL, *lens = NULL, cap = 0;
+	struct {
+		long long rowid;
+		size_t off, len;
+	} *blocks = NULL;
+	size_t n_blocks = 0, cap_blocks = 0;
 	struct archive_item *all = NULL;
 	size_t n_all = 0, cap_all = 0;
-	int ret = -1;
+	int ret = -1, rc;
 	sqlite3_stmt *stmt = st->block_from;
-	long m = sqlite3_bind_int64(stmt, 1, owner) == SQLITE_OK &&
+	rc = sqlite3_bind_int64(stmt, 1, owner) == SQLITE_OK &&
 			 sqlite3_bind_int64(stmt, 2, run[0].id) == SQLITE_OK
-		 ? archive_read_blocks(st, stmt, &bytes, &rowids, &offs, &cap, &lens)
-		 : -1;
-	if (m < 0)
+		 ? SQLITE_ROW
+		 : SQLITE_ERROR;
+	while (rc == SQLITE_ROW && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		if (n_blocks == cap_blocks) {
+			cap_blocks = cap_blocks ? cap_blocks * 2 : 8;
+			blocks = xrealloc(blocks, cap_blocks * sizeof *blocks);
+		}
+		blocks[n_blocks].rowid = sqlite3_column_int64(stmt, 0);
+		blocks[n_blocks].off = bytes.len;
+		blocks[n_blocks].len = (size_t)sqlite3_column_bytes(stmt, 1);
+		buf_append(&bytes, sqlite3_column_blob(stmt, 1), blocks[n_blocks].len);
+		n_blocks++;
+	}
+	storage_sqlite_done(stmt);
+	if (rc != SQLITE_DONE) {
+		storage_sqlite_fail(st, "archive: blocks");
 		goto out;
-	for (long i = 0; i < m; i++) {
-		struct archive_item *dec = NULL;
-		size_t dcap = 0;
-		long k = archive_decode(bytes.data + offs[i], lens[i], &dec, &dcap);
+	}
+	for (size_t i = 0; i < n_blocks; i++) {
+		long k = archive_decode(bytes.data + blocks[i].off, blocks[i].len, &all, &cap_all,
+					n_all);
 		if (k < 0) {
-			free(dec);
-			log_error("storage sqlite: archive block %lld is not natter's", rowids[i]);
+			log_error("storage sqlite: archive block %lld is not natter's",
+				  blocks[i].rowid);
 			goto out;
 		}
-		if (n_all + (size_t)k > cap_all) {
-			cap_all = (n_all + (size_t)k) * 2;
-			all = xrealloc(all, cap_all * sizeof *all);
-		}
-		memcpy(all + n_all, dec, (size_t)k * sizeof *dec);
-		n_all += (size_t)k;
-		free(dec);
+		n_all = (size_t)k;
 	}
 	if (n_all + n > cap_all) {
 		cap_all = n_all + n;
@@ -1764,10 +1752,10 @@ static int archive_flush_owner(struct storage *st, long long owner, struct archi
 	memcpy(all + n_all, run, n * sizeof *run);
 	n_all += n;
 	qsort(all, n_all, sizeof *all, archive_item_cmp);
-	for (long i = 0; i < m; i++) {
+	for (size_t i = 0; i < n_blocks; i++) {
 		sqlite3_stmt *del = st->block_del;
-		int rc = sqlite3_bind_int64(del, 1, rowids[i]) == SQLITE_OK ? sqlite3_step(del)
-									   : SQLITE_ERROR;
+		rc = sqlite3_bind_int64(del, 1, blocks[i].rowid) == SQLITE_OK ? sqlite3_step(del)
+									       : SQLITE_ERROR;
 		storage_sqlite_done(del);
 		if (rc != SQLITE_DONE) {
 			storage_sqlite_fail(st, "archive: merge");
@@ -1780,15 +1768,11 @@ static int archive_flush_owner(struct storage *st, long long owner, struct archi
 	ret = 0;
 out:
 	buf_free(&bytes);
-	free(rowids);
-	free(offs);
-	free(lens);
+	free(blocks);
 	free(all);
 	return ret;
 }
 
-/* Empties the pending entries; what a burst of big messages grew is
- * given back. */
 static void archive_pend_drop(struct storage *st)
 {
 	st->n_pend = 0;
@@ -1887,17 +1871,18 @@ static long archive_load(struct storage *st, struct archive_dec *d, long long ro
 	storage_sqlite_done(s);
 	if (rc != SQLITE_ROW)
 		return storage_sqlite_fail(st, "archive: block");
-	long n = archive_decode(d->bytes.data, d->bytes.len, &d->items, &d->cap);
+	long n = archive_decode(d->bytes.data, d->bytes.len, &d->items, &d->cap, 0);
 	if (n < 0)
 		log_error("storage sqlite: archive block %lld is not natter's", rowid);
 	return n;
 }
 
 /* Finds entry id in owner's archive: decodes its block into d and
- * points *it at the entry (and *rowid at the block, when not NULL).
- * Returns 1 found, 0 not, -1. The entry lives until d's next use. */
+ * points *it at the entry (and, when not NULL, *block at the block and
+ * *count at its number of entries). Returns 1 found, 0 not, -1. The
+ * entry lives until d's next use. */
 static int archive_find(struct storage *st, struct archive_dec *d, long long owner, long long id,
-			struct archive_item **it, long long *block)
+			struct archive_item **it, long long *block, long *count)
 {
 	sqlite3_stmt *stmt = st->block_at;
 	int rc = sqlite3_bind_int64(stmt, 1, owner) == SQLITE_OK &&
@@ -1917,6 +1902,8 @@ static int archive_find(struct storage *st, struct archive_dec *d, long long own
 			*it = &d->items[i];
 			if (block != NULL)
 				*block = rowid;
+			if (count != NULL)
+				*count = n;
 			return 1;
 		}
 	}
@@ -1962,7 +1949,7 @@ static int storage_sqlite_archive_put(struct storage *st, const char *domain, co
 			p.value_len = r->value_len;
 			ref_off = r->off + r->res_len;
 		} else {
-			int rc = archive_find(st, &st->dec, with, e->ref, &ref_it, NULL);
+			int rc = archive_find(st, &st->dec, with, e->ref, &ref_it, NULL, NULL);
 			if (rc > 0 && (ref_it->flags & ARCHIVE_F_LINK))
 				rc = 0; /* a link is no message of its own */
 			if (rc == 0)
@@ -2021,17 +2008,27 @@ static int archive_owner_of(struct storage *st, const char *bare, long long *id)
  * upwards or downwards, one decoded block at a time. */
 struct archive_walk {
 	struct storage *st;
-	long long owner, lo, hi;
+	long long lo, hi;
 	bool down;
-	int stage;             /* down: 0 the block holding hi, 1 the rest */
+	bool held;             /* the block at hand is next (down: the one
+				* holding hi, read before the rest) */
 	sqlite3_stmt *stmt;    /* blocks_up or blocks_down, while open */
 	long long rowid, first, last, n; /* the block at hand */
 };
 
+/* The block at hand from a row of block_at, blocks_up or blocks_down. */
+static void archive_walk_take(struct archive_walk *w, sqlite3_stmt *s)
+{
+	w->rowid = sqlite3_column_int64(s, 0);
+	w->first = sqlite3_column_int64(s, 1);
+	w->last = sqlite3_column_int64(s, 2);
+	w->n = sqlite3_column_int64(s, 3);
+}
+
 static int archive_walk_start(struct archive_walk *w, struct storage *st, long long owner,
 			      long long lo, long long hi, bool down)
 {
-	*w = (struct archive_walk){ .st = st, .owner = owner, .lo = lo, .hi = hi, .down = down };
+	*w = (struct archive_walk){ .st = st, .lo = lo, .hi = hi, .down = down };
 	if (down && hi > 0) {
 		/* The block holding hi first: it ends after hi. */
 		sqlite3_stmt *s = st->block_at;
@@ -2040,19 +2037,12 @@ static int archive_walk_start(struct archive_walk *w, struct storage *st, long l
 			 ? sqlite3_step(s)
 			 : SQLITE_ERROR;
 		if (rc == SQLITE_ROW && sqlite3_column_int64(s, 1) < hi) {
-			w->rowid = sqlite3_column_int64(s, 0);
-			w->first = sqlite3_column_int64(s, 1);
-			w->last = sqlite3_column_int64(s, 2);
-			w->n = sqlite3_column_int64(s, 3);
-			w->stage = 0;
-		} else {
-			w->stage = 1;
+			archive_walk_take(w, s);
+			w->held = true;
 		}
 		storage_sqlite_done(s);
 		if (rc != SQLITE_ROW && rc != SQLITE_DONE)
 			return storage_sqlite_fail(st, "archive: walk");
-	} else {
-		w->stage = 1;
 	}
 	w->stmt = down ? st->blocks_down : st->blocks_up;
 	long long from = down ? (hi > 0 ? hi : LLONG_MAX) : lo;
@@ -2061,24 +2051,19 @@ static int archive_walk_start(struct archive_walk *w, struct storage *st, long l
 		storage_sqlite_done(w->stmt);
 		return storage_sqlite_fail(st, "archive: walk");
 	}
-	if (w->stage == 0)
-		w->stage = -1; /* the held block is next */
 	return 0;
 }
 
 /* The next block's bounds into w: 1, 0 at the end, -1. */
 static int archive_walk_next(struct archive_walk *w)
 {
-	if (w->stage == -1) {
-		w->stage = 1;
+	if (w->held) {
+		w->held = false;
 		return 1;
 	}
 	int rc = sqlite3_step(w->stmt);
 	if (rc == SQLITE_ROW) {
-		w->rowid = sqlite3_column_int64(w->stmt, 0);
-		w->first = sqlite3_column_int64(w->stmt, 1);
-		w->last = sqlite3_column_int64(w->stmt, 2);
-		w->n = sqlite3_column_int64(w->stmt, 3);
+		archive_walk_take(w, w->stmt);
 		/* Past the far bound: done. */
 		if (w->down ? (w->lo > 0 && w->last <= w->lo) : (w->hi > 0 && w->first >= w->hi))
 			return 0;
@@ -2338,7 +2323,7 @@ static int storage_sqlite_archive_query(struct storage *st, const char *domain, 
 			if (it->flags & ARCHIVE_F_LINK) {
 				struct archive_item *src;
 				int rc2 = archive_find(st, &st->link_dec, it->with, it->link, &src,
-						       NULL);
+						       NULL, NULL);
 				if (rc2 < 0) {
 					rc = -1;
 					done = true;
@@ -2395,7 +2380,7 @@ static int storage_sqlite_archive_has(struct storage *st, const char *domain, co
 		return -1;
 	snprintf(bare, sizeof bare, "%s%s%s", local, local[0] ? "@" : "", domain);
 	int rc = archive_owner_of(st, bare, &owner);
-	return rc <= 0 ? rc : archive_find(st, &st->dec, owner, id, &it, NULL);
+	return rc <= 0 ? rc : archive_find(st, &st->dec, owner, id, &it, NULL, NULL);
 }
 
 /* Deletes the entries below before_id of one block; its text goes with
@@ -2407,14 +2392,12 @@ static int archive_hand_over(struct storage *st, const struct archive_item *s)
 {
 	struct archive_item *r;
 	long long rowid;
-	int rc = archive_find(st, &st->link_dec, s->with, s->link, &r, &rowid);
+	long n;
+	int rc = archive_find(st, &st->link_dec, s->with, s->link, &r, &rowid, &n);
 	if (rc <= 0)
 		return rc;
 	if (!(r->flags & ARCHIVE_F_LINK) || r->link != s->id)
 		return 0;
-	long n = archive_load(st, &st->link_dec, rowid); /* for its count */
-	if (n < 0)
-		return -1;
 	struct buf b;
 	buf_init(&b);
 	unsigned char fmt = ARCHIVE_BLOCK_FORMAT;
