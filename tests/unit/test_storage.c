@@ -15,6 +15,7 @@
 #include <string.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -775,7 +776,7 @@ static void test_sqlite_schema_version(void **state)
 	assert_int_equal(sqlite3_prepare_v2(db, "SELECT version FROM schema_version", -1,
 					    &stmt, NULL), SQLITE_OK);
 	assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
-	assert_int_equal(sqlite3_column_int(stmt, 0), 6);
+	assert_int_equal(sqlite3_column_int(stmt, 0), 7);
 	assert_int_equal(sqlite3_step(stmt), SQLITE_DONE);
 	sqlite3_finalize(stmt);
 	assert_int_equal(sqlite3_exec(db, "UPDATE schema_version SET version = 99", NULL, NULL,
@@ -832,6 +833,7 @@ static void test_sqlite_migrate_archive_from_v4(void **state)
 	 * schemas 3 to 5. */
 	assert_int_equal(sqlite3_exec(db,
 		"DROP TABLE archive_block; DROP TABLE archive_jid; DROP TABLE archive_text;"
+		"DROP TABLE archive_log;"
 		"CREATE VIRTUAL TABLE archive_text USING fts5(body,"
 		" tokenize = 'unicode61 remove_diacritics 2');"
 		"CREATE TABLE archive (id INTEGER PRIMARY KEY, domain TEXT NOT NULL,"
@@ -960,7 +962,7 @@ static void test_sqlite_migrate_from_v1(void **state)
 	assert_int_equal(sqlite3_prepare_v2(db, "SELECT version FROM schema_version", -1, &stmt,
 					    NULL), SQLITE_OK);
 	assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
-	assert_int_equal(sqlite3_column_int(stmt, 0), 6);
+	assert_int_equal(sqlite3_column_int(stmt, 0), 7);
 	assert_int_equal(sqlite3_step(stmt), SQLITE_DONE);
 	sqlite3_finalize(stmt);
 	assert_int_equal(sqlite3_close(db), SQLITE_OK);
@@ -1518,6 +1520,194 @@ static void test_archive_links_share_and_hand_over(void **state)
 	assert_int_equal(text_rows(f, "eve"), 0);
 }
 
+/* Rows of table in natter.db, read by a connection of the test's own. */
+static int table_rows(struct fixture *f, const char *table)
+{
+	char path[256], sql[128];
+	sqlite3 *db;
+	sqlite3_stmt *stmt;
+	snprintf(path, sizeof path, "%s/natter.db", f->data_dir);
+	snprintf(sql, sizeof sql, "SELECT count(*) FROM %s", table);
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &stmt, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
+	int n = sqlite3_column_int(stmt, 0);
+	sqlite3_finalize(stmt);
+	sqlite3_close(db);
+	return n;
+}
+
+/* sqlite: committed entries are held in archive_log, not in blocks yet,
+ * and a process that dies without closing its handle loses none: the
+ * next handle reads the log back, LINKs made across its rows included
+ * (the sender's entry logged before the recipient's linked to it), and
+ * writes the blocks before it reads. What a transaction undid is not in
+ * the log. The owners' ids (archive_jid: dummy 1, x 2, alice 3, bob 4)
+ * put alice's and bob's entries in slices the three commits (which write
+ * slices 0, 1 and 2 as blocks, in turn) do not write. */
+static void test_archive_log_survives_a_crash(void **state)
+{
+	struct fixture *f = *state;
+	f->drv->close(f->st);
+	f->st = NULL;
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		char err[512];
+		struct storage *st = f->drv->open(f->data_dir, err, sizeof err);
+		struct archive_entry sent = { .id = 900, .with = "bob@localhost",
+					      .with_resource = "", .outgoing = 1, .body = "crash",
+					      .value = "<m>crash</m>", .len = 12 };
+		struct archive_entry got = { .id = 901, .with = "alice@localhost",
+					     .with_resource = "pc", .ref = 900 };
+		struct archive_entry undone = { .id = 902, .with = "bob@localhost",
+						.with_resource = "", .body = "undone",
+						.value = "<m>undone</m>", .len = 13 };
+		struct archive_entry dummy = { .id = 800, .with = "x@localhost",
+					       .with_resource = "", .body = "dummy",
+					       .value = "dummy", .len = 5 };
+		int ok = st != NULL && f->drv->begin(st) == 0 &&
+			 f->drv->archive_put(st, "localhost", "dummy", &dummy) == 0 &&
+			 f->drv->end(st, 1) == 0 && f->drv->begin(st) == 0 &&
+			 f->drv->archive_put(st, "localhost", "alice", &sent) == 0 &&
+			 f->drv->end(st, 1) == 0 && f->drv->begin(st) == 0 &&
+			 f->drv->archive_put(st, "localhost", "bob", &got) == 0 &&
+			 f->drv->end(st, 1) == 0 && f->drv->begin(st) == 0 &&
+			 f->drv->archive_put(st, "localhost", "alice", &undone) == 0 &&
+			 f->drv->end(st, 0) == 0;
+		_exit(ok ? 0 : 1); /* no close: as if killed */
+	}
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	assert_int_equal(table_rows(f, "archive_log"), 2);
+	assert_int_equal(table_rows(f, "archive_block"), 1); /* dummy's */
+
+	char err[512], v[64];
+	f->st = f->drv->open(f->data_dir, err, sizeof err);
+	assert_non_null(f->st);
+	assert_int_equal(bob_query(f, "crash", v), 1);
+	assert_string_equal(v, "<m>crash</m>");
+	assert_int_equal(table_rows(f, "archive_log"), 0);
+	assert_int_equal(table_rows(f, "archive_block"), 3);
+	assert_int_equal(text_rows(f, "crash"), 1);
+	assert_int_equal(text_rows(f, "undone"), 0);
+	/* alice's entry was read back as the TWIN of bob's: deleting it
+	 * hands the message over. */
+	assert_int_equal(f->drv->archive_delete(f->st, "localhost", "alice", LLONG_MAX), 1);
+	assert_int_equal(bob_query(f, "crash", v), 1);
+	assert_string_equal(v, "<m>crash</m>");
+	assert_int_equal(text_rows(f, "crash"), 1);
+}
+
+/* sqlite: another handle (natterctl while natterd runs) that reads an
+ * archive writes the entries held in the log as blocks; the handle that
+ * held them sees the store changed and does not write them twice. */
+static void test_archive_log_two_handles(void **state)
+{
+	struct fixture *f = *state;
+	char err[512];
+	struct page p;
+	bool complete;
+	long long count;
+	assert_int_equal(f->drv->begin(f->st), 0);
+	archive_put_one(f, "alice", 10, "ten");
+	assert_int_equal(f->drv->end(f->st, 1), 0);
+	struct storage *other = f->drv->open(f->data_dir, err, sizeof err);
+	assert_non_null(other);
+	struct archive_query q = { .max = 8, .max_bytes = 1 << 20 };
+	memset(&p, 0, sizeof p);
+	assert_int_equal(f->drv->archive_query(other, "localhost", "alice", &q, page_add, &p,
+					       &complete, &count), 1);
+	assert_int_equal(table_rows(f, "archive_log"), 0);
+	assert_int_equal(f->drv->begin(f->st), 0);
+	archive_put_one(f, "alice", 20, "twenty");
+	assert_int_equal(f->drv->end(f->st, 1), 0);
+	assert_int_equal(archive_run(f, &q, &p, &complete, &count), 2);
+	assert_true(p.ids[0] == 10 && p.ids[1] == 20 && count == 2);
+	/* And the other way: what other holds, f reads. */
+	assert_int_equal(f->drv->begin(other), 0);
+	struct archive_entry e = { .id = 30, .with = "bob@localhost", .with_resource = "",
+				   .body = "thirty", .value = "thirty", .len = 6 };
+	assert_int_equal(f->drv->archive_put(other, "localhost", "alice", &e), 0);
+	assert_int_equal(f->drv->end(other, 1), 0);
+	assert_int_equal(archive_run(f, &q, &p, &complete, &count), 3);
+	assert_true(p.ids[2] == 30 && count == 3);
+	/* other writes f's held entries while f runs a transaction that
+	 * touches no archive: f's commit sees the log changed. */
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(f->drv->begin(f->st), 0);
+		archive_put_one(f, "alice", 40 + i, "later");
+		assert_int_equal(f->drv->end(f->st, 1), 0);
+	}
+	memset(&p, 0, sizeof p);
+	assert_int_equal(f->drv->archive_query(other, "localhost", "alice", &q, page_add, &p,
+					       &complete, &count), 5);
+	for (int turn = 0; turn < 16; turn++) { /* every slice's turn */
+		assert_int_equal(f->drv->begin(f->st), 0);
+		assert_int_equal(f->drv->end(f->st, 1), 0);
+	}
+	f->drv->close(other);
+	assert_int_equal(archive_run(f, &q, &p, &complete, &count), 5);
+	assert_true(p.ids[3] == 40 && p.ids[4] == 41 && count == 5);
+}
+
+/* Owners of slice `slice` (archive_jid id modulo 16) whose local part
+ * starts with u. */
+static int slice_owners(struct fixture *f, int slice)
+{
+	char path[256];
+	sqlite3 *db;
+	sqlite3_stmt *stmt;
+	snprintf(path, sizeof path, "%s/natter.db", f->data_dir);
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM archive_jid WHERE local"
+					    " LIKE 'u%' AND id % 16 = ?1", -1, &stmt, NULL),
+			 SQLITE_OK);
+	sqlite3_bind_int(stmt, 1, slice);
+	assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
+	int n = sqlite3_column_int(stmt, 0);
+	sqlite3_finalize(stmt);
+	sqlite3_close(db);
+	return n;
+}
+
+/* sqlite: each commit writes the held entries of one slice of the
+ * owners as blocks, in turn, and logs the rest, a row per slice; after
+ * 16 commits every entry of the first is in a block, one per owner. */
+static void test_archive_log_slices_in_turn(void **state)
+{
+	struct fixture *f = *state;
+	long long id = 1;
+	int blocks = 0;
+	for (int txn = 0; txn < 16; txn++) {
+		assert_int_equal(f->drv->begin(f->st), 0);
+		for (int i = 0; i < (txn == 0 ? 8192 : 1); i++) {
+			char local[16];
+			snprintf(local, sizeof local, "u%d", i % 1000);
+			archive_put_one(f, local, id++, "hi");
+		}
+		assert_int_equal(f->drv->end(f->st, 1), 0);
+		blocks += slice_owners(f, txn);
+		if (txn == 0) {
+			assert_true(blocks > 0);
+			assert_int_equal(table_rows(f, "archive_log"), 15);
+		}
+		assert_int_equal(table_rows(f, "archive_block"), blocks);
+	}
+	/* u0 (id 1, slice 1) got an entry in each commit: those after the
+	 * second are held, a row each. */
+	assert_int_equal(table_rows(f, "archive_log"), 14);
+	struct archive_query q = { .max = 3, .max_bytes = 1 << 20, .from_end = true };
+	struct page p;
+	bool complete;
+	long long count;
+	memset(&p, 0, sizeof p);
+	assert_int_equal(f->drv->archive_query(f->st, "localhost", "u7", &q, page_add, &p,
+					       &complete, &count), 3);
+	assert_true(count == 9 && p.ids[2] == 8008); /* i = 7, 1007, ..., 8007 */
+}
+
 static void test_archive_has_delete_and_user_del(void **state)
 {
 	struct fixture *f = *state;
@@ -1593,6 +1783,11 @@ int main(void)
 						setup_sqlite, teardown),
 		cmocka_unit_test_setup_teardown(test_archive_links_share_and_hand_over,
 						setup_sqlite, teardown),
+		cmocka_unit_test_setup_teardown(test_archive_log_survives_a_crash, setup_sqlite,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_archive_log_two_handles, setup_sqlite, teardown),
+		cmocka_unit_test_setup_teardown(test_archive_log_slices_in_turn, setup_sqlite,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_archive_has_delete_and_user_del, setup_sqlite,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_sqlite_schema_version, setup_sqlite, teardown),
