@@ -968,6 +968,12 @@ static int storage_sqlite_prepare_files(const char *data_dir, const char *path, 
 static int storage_sqlite_wal(sqlite3 *db, const char *path, char *err, size_t errlen)
 {
 	sqlite3_stmt *stmt;
+	/* A new file gets pages of 16 KiB (an existing one keeps its own):
+	 * a block fits a page or a few, and a commit writes fewer, bigger
+	 * frames to the WAL (storage thread at 20,000 msgs/s: 5.5-5.6 us per
+	 * message against 6.6-7.0 with 4 KiB; decision 0008, "The log"). */
+	if (storage_sqlite_exec(db, "PRAGMA page_size = 16384", err, errlen) < 0)
+		return -1;
 	if (sqlite3_prepare_v2(db, "PRAGMA journal_mode = WAL", -1, &stmt, NULL) != SQLITE_OK) {
 		storage_sqlite_err(err, errlen, "%s", sqlite3_errmsg(db));
 		return -1;

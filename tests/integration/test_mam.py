@@ -1054,6 +1054,29 @@ async def test_natterctl_mam_expire(server, net):
             % (who.boundjid.bare, items))
 
 
+async def test_natterctl_sees_what_natterd_holds(server, net):
+    """A commit keeps most archive entries in natterd's log before they
+    become blocks (docs/archive.md): natterctl, run meanwhile, deletes them
+    too, and natterd does not write them back later."""
+    alice, bob = await chat(net, server, "alice", "bob")
+    await send_settled(alice, BOB, ["h1"])
+    await delivered(bob, "h1")
+    # Answered once committed (the storage thread runs jobs in order),
+    # so h1's archive entries are committed; no archive is read.
+    await alice.iq(None, "<query xmlns='jabber:iq:private'><note xmlns="
+                   "'urn:example:held'>x</note></query>", "set")
+    out = server.ctl("mam", "expire", "--before", "2100-01-01T00:00:00Z",
+                     check=True).stdout
+    assert "2 archived message(s) deleted" in out, (
+        "natterctl deletes the sender's and the recipient's entry of h1, "
+        "committed and not read since: %r" % out)
+    for who in (alice, bob):
+        items, fin = await mam_query(who)
+        assert items == [] and fin.complete, (
+            "%s: what natterctl deleted stays deleted: %r"
+            % (who.boundjid.bare, items))
+
+
 def _varint(data, pos):
     value = shift = 0
     while True:
