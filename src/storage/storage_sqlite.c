@@ -164,11 +164,7 @@ static const char *const storage_sqlite_migrations[] = {
 	/* 6 -> 7: the archive's log, entries committed and not in blocks
 	 * yet (decision 0008, "The log"). */
 	"CREATE TABLE archive_log (id INTEGER PRIMARY KEY, slice INTEGER NOT NULL,"
-	" data BLOB NOT NULL);"
-	/* FTS5 merges 16 segments of a level rather than 4: a quarter less
-	 * CPU per message written (contentless, 1,000 rows a commit, best of
-	 * five: 5.7 -> 4.2 us), a few more segments for a search to read. */
-	"INSERT INTO archive_text (archive_text, rank) VALUES ('automerge', 16);",
+	" data BLOB NOT NULL);",
 };
 
 #define STORAGE_SQLITE_VERSION \
@@ -1073,11 +1069,6 @@ static struct storage *storage_sqlite_open(const char *data_dir, char *err, size
 	     * capacity up by about a tenth, p99 at 25,000 msgs/s 62 -> 5 ms). */
 	    storage_sqlite_exec(st->db, "PRAGMA cache_size = -32768", err, errlen) < 0 ||
 	    storage_sqlite_exec(st->db, "PRAGMA mmap_size = 268435456", err, errlen) < 0 ||
-	    /* Checkpoint every 128 MiB of log rather than 4: a page written
-	     * by many commits (an owner's index leaf) is copied back once.
-	     * archive-batch -r -t -b 1000 -u 2000: 15.1 us per message at
-	     * 32 MiB, 13.4 at 128 MiB (decision 0008). */
-	    storage_sqlite_exec(st->db, "PRAGMA wal_autocheckpoint = 32768", err, errlen) < 0 ||
 	    storage_sqlite_exec(st->db, "PRAGMA journal_size_limit = 268435456", err, errlen) < 0 ||
 	    storage_sqlite_exec(st->db, "PRAGMA foreign_keys = ON", err, errlen) < 0 ||
 	    storage_sqlite_migrate(st->db, err, errlen) < 0)
@@ -1092,6 +1083,20 @@ static struct storage *storage_sqlite_open(const char *data_dir, char *err, size
 			goto fail_path;
 		}
 	}
+	/* Checkpoint every 128 MiB of log rather than 4: a page written by
+	 * many commits (an owner's index leaf) is copied back once.
+	 * archive-batch -r -t -b 1000 -u 2000: 15.1 us per message at 32 MiB,
+	 * 13.4 at 128 MiB (decision 0008). In bytes, not pages: with 16 KiB
+	 * pages 32,768 of them made checkpoints that held the storage thread
+	 * for 0.3-0.6 s, and the loops behind it (p99 240 ms at 30,000
+	 * msgs/s); at 128 MiB they take about 0.2 s. */
+	sqlite3_stmt *ps;
+	long long page = 0;
+	if (sqlite3_prepare_v2(st->db, "PRAGMA page_size", -1, &ps, NULL) == SQLITE_OK &&
+	    sqlite3_step(ps) == SQLITE_ROW)
+		page = sqlite3_column_int64(ps, 0);
+	sqlite3_finalize(ps);
+	sqlite3_wal_autocheckpoint(st->db, (int)((128LL << 20) / (page > 0 ? page : 4096)));
 	return st;
 
 fail_path:
