@@ -1520,21 +1520,30 @@ static void test_archive_links_share_and_hand_over(void **state)
 	assert_int_equal(text_rows(f, "eve"), 0);
 }
 
-/* Rows of table in natter.db, read by a connection of the test's own. */
-static int table_rows(struct fixture *f, const char *table)
+/* The count sql (a SELECT count(*), with ?1 bound to arg) gives in
+ * natter.db, read by a connection of the test's own. */
+static int db_count(struct fixture *f, const char *sql, int arg)
 {
-	char path[256], sql[128];
+	char path[256];
 	sqlite3 *db;
 	sqlite3_stmt *stmt;
 	snprintf(path, sizeof path, "%s/natter.db", f->data_dir);
-	snprintf(sql, sizeof sql, "SELECT count(*) FROM %s", table);
 	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
 	assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &stmt, NULL), SQLITE_OK);
+	if (sqlite3_bind_parameter_count(stmt) > 0)
+		sqlite3_bind_int(stmt, 1, arg);
 	assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
 	int n = sqlite3_column_int(stmt, 0);
 	sqlite3_finalize(stmt);
 	sqlite3_close(db);
 	return n;
+}
+
+static int table_rows(struct fixture *f, const char *table)
+{
+	char sql[128];
+	snprintf(sql, sizeof sql, "SELECT count(*) FROM %s", table);
+	return db_count(f, sql, 0);
 }
 
 /* sqlite: committed entries are held in archive_log, not in blocks yet,
@@ -1656,20 +1665,8 @@ static void test_archive_log_two_handles(void **state)
  * starts with u. */
 static int slice_owners(struct fixture *f, int slice)
 {
-	char path[256];
-	sqlite3 *db;
-	sqlite3_stmt *stmt;
-	snprintf(path, sizeof path, "%s/natter.db", f->data_dir);
-	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-	assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM archive_jid WHERE local"
-					    " LIKE 'u%' AND id % 16 = ?1", -1, &stmt, NULL),
-			 SQLITE_OK);
-	sqlite3_bind_int(stmt, 1, slice);
-	assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
-	int n = sqlite3_column_int(stmt, 0);
-	sqlite3_finalize(stmt);
-	sqlite3_close(db);
-	return n;
+	return db_count(f, "SELECT count(*) FROM archive_jid WHERE local LIKE 'u%' AND id % 16 = ?1",
+			slice);
 }
 
 /* sqlite: each commit writes the held entries of one slice of the
