@@ -163,8 +163,7 @@ static const char *const storage_sqlite_migrations[] = {
 	"CREATE INDEX archive_block_owner ON archive_block (owner, last_id, first_id, n);",
 	/* 6 -> 7: the archive's log, entries committed and not in blocks
 	 * yet (decision 0008, "The log"). */
-	"CREATE TABLE archive_log (id INTEGER PRIMARY KEY, slice INTEGER NOT NULL,"
-	" data BLOB NOT NULL);",
+	"CREATE TABLE archive_log (id INTEGER PRIMARY KEY, slice INT NOT NULL, data BLOB NOT NULL);",
 };
 
 #define STORAGE_SQLITE_VERSION \
