@@ -1746,14 +1746,6 @@ static void archive_last_set(struct storage *st, long long owner, long long last
 	s->last = last;
 }
 
-static int archive_pend_cmp(const void *a, const void *b)
-{
-	const struct archive_pend *x = a, *y = b;
-	if (x->owner != y->owner)
-		return x->owner < y->owner ? -1 : 1;
-	return x->id < y->id ? -1 : x->id > y->id;
-}
-
 static struct archive_slice *archive_slice_of(struct storage *st, long long owner)
 {
 	return &st->held[(unsigned long long)owner % ARCHIVE_SLICES];
@@ -2010,10 +2002,14 @@ static int archive_log_sync(struct storage *st)
 	return archive_log_load(st);
 }
 
+/* Held entries (pointers to them) by owner, then id. */
 static int archive_pend_order_cmp(const void *a, const void *b)
 {
-	return archive_pend_cmp(*(const struct archive_pend *const *)a,
-				*(const struct archive_pend *const *)b);
+	const struct archive_pend *x = *(const struct archive_pend *const *)a;
+	const struct archive_pend *y = *(const struct archive_pend *const *)b;
+	if (x->owner != y->owner)
+		return x->owner < y->owner ? -1 : 1;
+	return x->id < y->id ? -1 : x->id > y->id;
 }
 
 static int archive_pend_id_cmp(const void *a, const void *b)
@@ -2097,6 +2093,9 @@ static int archive_write_held(struct storage *st, int only)
 	return 0;
 }
 
+static int storage_sqlite_begin(struct storage *st);
+static int storage_sqlite_end(struct storage *st, int commit);
+
 /* Writes every held entry as blocks (archive_write_held), in the
  * caller's transaction or in one of its own; the held entries are read
  * from archive_log first if need be. Returns 0 or -1. */
@@ -2105,24 +2104,14 @@ static int archive_flush(struct storage *st)
 	bool own = sqlite3_get_autocommit(st->db);
 	if (!own && st->log_loaded && st->log_checked && st->n_held == 0)
 		return 0;
-	if (own && storage_sqlite_run(st, st->begin, "archive: begin") < 0)
+	if (own && storage_sqlite_begin(st) < 0)
 		return -1;
 	int ret = archive_log_sync(st);
 	if (ret == 0)
 		ret = archive_write_held(st, -1);
-	if (own) {
-		st->log_checked = st->archive_broken = false;
-		if (ret == 0 && storage_sqlite_run(st, st->commit, "archive: commit") < 0)
-			ret = -1;
-		if (ret < 0 && !sqlite3_get_autocommit(st->db))
-			storage_sqlite_run(st, st->rollback, "archive: rollback");
-		if (ret < 0) {
-			/* What is held and what the store has may differ now. */
-			archive_held_drop(st);
-			st->log_loaded = false;
-			archive_lasts_forget(st);
-		}
-	}
+	/* (A failure undoes the transaction and forgets what is held.) */
+	if (own && storage_sqlite_end(st, ret == 0) < 0)
+		ret = -1;
 	return ret;
 }
 
@@ -2226,15 +2215,13 @@ static int archive_find(struct storage *st, struct archive_dec *d, long long own
 	return n < 0 ? -1 : 0;
 }
 
-static int storage_sqlite_end(struct storage *st, int commit);
-
 static int storage_sqlite_archive_put(struct storage *st, const char *domain, const char *local,
 				      const struct archive_entry *e)
 {
 	/* Outside a transaction (a batch that could not begin one, or a
 	 * tool) the entry is written at once, in one of its own. */
 	if (sqlite3_get_autocommit(st->db)) {
-		if (storage_sqlite_run(st, st->begin, "archive: begin") < 0)
+		if (storage_sqlite_begin(st) < 0)
 			return -1;
 		int rc = storage_sqlite_archive_put(st, domain, local, e);
 		return storage_sqlite_end(st, rc == 0) == 0 && rc == 0 ? 0 : -1;
