@@ -132,8 +132,12 @@ static void run_command(struct control_client *c)
 		return;
 	}
 	if (strcmp(c->line, "storage") == 0) {
-		buf_printf(&c->answer, "jobs_queued %zu\nwrites_uncommitted %zu\n",
-			   storeq_pending(srv->storeq), pending_count(srv->pending));
+		struct storeq_stats q;
+		storeq_stats(srv->storeq, &q);
+		buf_printf(&c->answer,
+			   "jobs_queued %zu\njobs_bytes %zu\nloop_waits %llu\n"
+			   "writes_uncommitted %zu\n",
+			   q.jobs, q.bytes, q.waits, pending_count(srv->pending));
 		reply(c, "ok");
 		return;
 	}

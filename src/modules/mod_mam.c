@@ -308,7 +308,8 @@ struct mam_put_job {
 	long long id;
 	long long ref; /* archive_entry.ref */
 	int outgoing;
-	size_t len; /* of value */
+	size_t len;  /* of value */
+	size_t size; /* of the allocation (STOREQ_MAX_BYTES) */
 	const char *domain, *local, *with, *with_resource, *body;
 	char value[];
 };
@@ -323,6 +324,7 @@ static struct mam_put_job *mam_job_new(const char *domain, const char *local, co
 	for (int i = 0; i < 5; i++)
 		size += (n[i] = strlen(src[i]) + 1);
 	struct mam_put_job *j = xmalloc(size);
+	j->size = size;
 	j->id = j->ref = 0;
 	j->outgoing = 0;
 	j->len = len;
@@ -381,7 +383,7 @@ static void mam_put(struct loop *l, const struct jid *owner, const struct jid *w
 	j->outgoing = outgoing;
 	j->id = id;
 	j->ref = ref;
-	storeq_call(l->srv->storeq, NULL, mam_put_run, mam_put_done, j);
+	storeq_call_sized(l->srv->storeq, NULL, mam_put_run, mam_put_done, j, j->size);
 }
 
 static enum status mam_on_sent(struct hook_ctx *c)
@@ -459,7 +461,7 @@ void mam_archive_room(struct loop *l, const char *service, const char *room, lon
 	}
 	memcpy(j->value + add, bytes + skip, len - skip);
 	j->id = id;
-	storeq_call(l->srv->storeq, NULL, mam_put_run, mam_put_done, j);
+	storeq_call_sized(l->srv->storeq, NULL, mam_put_run, mam_put_done, j, j->size);
 }
 
 long long mam_stanza_id_of(const char *xml, size_t len, const char *owner)

@@ -82,7 +82,7 @@ int offline_store(struct loop *l, const struct jid *to, struct xml_node *st)
 	p->max_bytes = lim->max_offline_size;
 	buf_init(&p->value);
 	xml_serialize(st, NS_CLIENT, &p->value);
-	storeq_call(l->srv->storeq, l, put_run, put_done, p);
+	storeq_call_sized(l->srv->storeq, l, put_run, put_done, p, sizeof *p + p->value.cap);
 	return 0;
 }
 

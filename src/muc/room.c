@@ -415,7 +415,7 @@ static void history_store(struct loop *l, const struct room *r, int keep, const 
 	j->len = len;
 	if (len > 0)
 		memcpy(j->value, value, len);
-	storeq_call(l->srv->storeq, NULL, history_run, history_done, j);
+	storeq_call_sized(l->srv->storeq, NULL, history_run, history_done, j, sizeof *j + len);
 }
 
 /* Keeps a message for joiners: in the ring, and for a persistent room in

@@ -21,6 +21,9 @@ struct storeq {
 	pthread_cond_t room;            /* signalled when a batch is taken */
 	struct storeq_job *head, *tail; /* under lock */
 	size_t pending;                 /* queued or in the running batch; under lock */
+	size_t pending_bytes;           /* what they hold (storeq_cost); under lock */
+	size_t waiting;                 /* submitters waiting for room; under lock */
+	unsigned long long waits;       /* submissions that waited; under lock */
 	size_t queued;                  /* in the list, not taken yet; under lock */
 	size_t awaited;                 /* of those, jobs with a loop waiting */
 	bool lingering;                 /* the thread waits for a fuller batch */
@@ -30,6 +33,12 @@ struct storeq {
 	size_t flushing;                /* storeq_flush callers waiting; under lock */
 	bool stop;                      /* under lock */
 };
+
+/* What a job counts against STOREQ_MAX_BYTES. */
+static size_t storeq_cost(const struct storeq_job *job)
+{
+	return sizeof *job + job->bytes;
+}
 
 /* On the job's loop: report and free the job. */
 static void storeq_done_one(struct loop *l, struct storeq_job *job)
@@ -170,11 +179,12 @@ static void *storeq_thread(void *arg)
 		storeq_linger(q, last_commit);
 		struct storeq_job *batch = q->head, *last = batch;
 		size_t n = 1;
-		size_t awaited = batch->loop != NULL;
+		size_t awaited = batch->loop != NULL, bytes = storeq_cost(batch);
 		while (last->next != NULL && n < STOREQ_BATCH) {
 			last = last->next;
 			n++;
 			awaited += last->loop != NULL;
+			bytes += storeq_cost(last);
 		}
 		q->awaited -= awaited;
 		q->head = last->next;
@@ -190,6 +200,7 @@ static void *storeq_thread(void *arg)
 		storeq_finish(batch);
 		pthread_mutex_lock(&q->lock);
 		q->pending -= n;
+		q->pending_bytes -= bytes;
 		q->finished += n;
 		pthread_cond_broadcast(&q->room);
 		pthread_mutex_unlock(&q->lock);
@@ -223,17 +234,29 @@ struct storeq *storeq_start(const struct storage_driver *drv, const char *data_d
 void storeq_submit(struct storeq *q, struct storeq_job *job)
 {
 	job->next = NULL;
+	size_t cost = storeq_cost(job);
 	pthread_mutex_lock(&q->lock);
 	/* Backpressure: a loop that outruns the store waits here, and so
 	 * stops reading its clients, rather than queueing without bound. */
-	while (q->pending >= STOREQ_MAX_PENDING && !q->stop)
+	bool waited = false;
+	while ((q->pending >= STOREQ_MAX_PENDING ||
+		(q->pending > 0 && q->pending_bytes + cost > STOREQ_MAX_BYTES)) &&
+	       !q->stop) {
+		if (!waited) {
+			waited = true;
+			q->waits++;
+		}
+		q->waiting++;
 		pthread_cond_wait(&q->room, &q->lock);
+		q->waiting--;
+	}
 	if (q->tail)
 		q->tail->next = job;
 	else
 		q->head = job;
 	q->tail = job;
 	q->pending++;
+	q->pending_bytes += cost;
 	q->queued++;
 	q->awaited += job->loop != NULL;
 	__atomic_add_fetch(&q->submitted, 1, __ATOMIC_RELEASE);
@@ -244,16 +267,24 @@ void storeq_submit(struct storeq *q, struct storeq_job *job)
 	pthread_mutex_unlock(&q->lock);
 }
 
-void storeq_call(struct storeq *q, struct loop *l,
-		 int (*run)(struct storage *st, const struct storage_driver *drv, void *arg),
-		 void (*done)(struct loop *l, void *arg, int rc), void *arg)
+void storeq_call_sized(struct storeq *q, struct loop *l,
+		       int (*run)(struct storage *st, const struct storage_driver *drv, void *arg),
+		       void (*done)(struct loop *l, void *arg, int rc), void *arg, size_t bytes)
 {
 	struct storeq_job *job = xcalloc(1, sizeof *job);
 	job->run = run;
 	job->done = done;
 	job->loop = l;
 	job->arg = arg;
+	job->bytes = bytes;
 	storeq_submit(q, job);
+}
+
+void storeq_call(struct storeq *q, struct loop *l,
+		 int (*run)(struct storage *st, const struct storage_driver *drv, void *arg),
+		 void (*done)(struct loop *l, void *arg, int rc), void *arg)
+{
+	storeq_call_sized(q, l, run, done, arg, 0);
 }
 
 bool storeq_busy(struct storeq *q)
@@ -274,12 +305,14 @@ void storeq_flush(struct storeq *q)
 	pthread_mutex_unlock(&q->lock);
 }
 
-size_t storeq_pending(struct storeq *q)
+void storeq_stats(struct storeq *q, struct storeq_stats *out)
 {
 	pthread_mutex_lock(&q->lock);
-	size_t n = q->pending;
+	out->jobs = q->pending;
+	out->bytes = q->pending_bytes;
+	out->waiting = q->waiting;
+	out->waits = q->waits;
 	pthread_mutex_unlock(&q->lock);
-	return n;
 }
 
 void storeq_stop(struct storeq *q)

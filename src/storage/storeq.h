@@ -39,11 +39,20 @@ struct storeq;
 /* Attempts to begin a batch's transaction while the store is locked. */
 #define STOREQ_BEGIN_TRIES 12
 
-/* Jobs queued at most; storeq_submit waits for room beyond (a loop that
- * writes faster than the store stops reading its clients meanwhile).
- * An archive job is one allocation of its stanza's size (about 20 MiB
- * for a full queue of chat messages). */
-#define STOREQ_MAX_PENDING 32768
+/* Jobs queued (or running) at most, and the bytes they hold at most (as
+ * their submitters counted them, each job's own size included);
+ * storeq_submit waits for room beyond either (a loop that writes faster
+ * than the store stops reading its clients meanwhile). A job bigger than
+ * the byte bound goes in alone when the queue is empty.
+ * The queue must absorb the thread's pauses: at 40,000 msgs/s (two
+ * archive jobs each, about 450 bytes) a batch that ends with a
+ * checkpoint held the thread for up to 0.5 s (it shares the cores with
+ * the loops), 40,000 jobs; with room for 32,768 the loops waited for it
+ * (up to 84 ms, p99 146 ms at 38,000 msgs/s; docs/performance.md, run
+ * 11). Full of chat messages the queue holds about 55 MiB; of big
+ * stanzas, the byte bound. */
+#define STOREQ_MAX_PENDING 131072
+#define STOREQ_MAX_BYTES (64u << 20)
 
 struct storeq_job {
 	/* Runs on the storage thread inside the batch's transaction; returns
@@ -59,6 +68,7 @@ struct storeq_job {
 	void (*done)(struct loop *l, void *arg, int rc);
 	struct loop *loop;  /* where done runs; NULL: on the storage thread */
 	void *arg;
+	size_t bytes;       /* held by arg, for STOREQ_MAX_BYTES (0: small) */
 	int rc;             /* set by the storage thread */
 	struct storeq_job *next;
 };
@@ -77,6 +87,10 @@ void storeq_submit(struct storeq *q, struct storeq_job *job);
 void storeq_call(struct storeq *q, struct loop *l,
 		 int (*run)(struct storage *st, const struct storage_driver *drv, void *arg),
 		 void (*done)(struct loop *l, void *arg, int rc), void *arg);
+/* The same for an arg that holds `bytes` (a stanza's copy). */
+void storeq_call_sized(struct storeq *q, struct loop *l,
+		       int (*run)(struct storage *st, const struct storage_driver *drv, void *arg),
+		       void (*done)(struct loop *l, void *arg, int rc), void *arg, size_t bytes);
 
 /* Whether some job submitted so far is not committed yet. A caller that
  * must answer only after everything before is durable queues behind them
@@ -89,8 +103,14 @@ bool storeq_busy(struct storeq *q);
  * the storage thread. */
 void storeq_flush(struct storeq *q);
 
-/* Jobs waiting or running now (a gauge for natterctl and tests). */
-size_t storeq_pending(struct storeq *q);
+/* The queue now (natterctl storage, tests). */
+struct storeq_stats {
+	size_t jobs;          /* waiting or running */
+	size_t bytes;         /* what they hold, against STOREQ_MAX_BYTES */
+	size_t waiting;       /* submitters waiting for room now */
+	unsigned long long waits; /* submissions that had to wait, so far */
+};
+void storeq_stats(struct storeq *q, struct storeq_stats *out);
 
 /* Runs what is queued, then stops the thread and closes its handle. Call
  * after the loops stopped (done callbacks then release only) and before

@@ -776,8 +776,16 @@ static void test_sqlite_schema_version(void **state)
 	assert_int_equal(sqlite3_prepare_v2(db, "SELECT version FROM schema_version", -1,
 					    &stmt, NULL), SQLITE_OK);
 	assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
-	assert_int_equal(sqlite3_column_int(stmt, 0), 7);
+	assert_int_equal(sqlite3_column_int(stmt, 0), 8);
 	assert_int_equal(sqlite3_step(stmt), SQLITE_DONE);
+	sqlite3_finalize(stmt);
+	/* 7 -> 8: FTS5's merges as decision 0008 ("The text") says. */
+	assert_int_equal(sqlite3_prepare_v2(db, "SELECT group_concat(k || '=' || v, ' ') FROM"
+					    " (SELECT k, v FROM archive_text_config WHERE k"
+					    " IN ('automerge', 'crisismerge') ORDER BY k)",
+					    -1, &stmt, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
+	assert_string_equal((const char *)sqlite3_column_text(stmt, 0), "automerge=8 crisismerge=64");
 	sqlite3_finalize(stmt);
 	assert_int_equal(sqlite3_exec(db, "UPDATE schema_version SET version = 99", NULL, NULL,
 				      NULL), SQLITE_OK);
@@ -962,8 +970,16 @@ static void test_sqlite_migrate_from_v1(void **state)
 	assert_int_equal(sqlite3_prepare_v2(db, "SELECT version FROM schema_version", -1, &stmt,
 					    NULL), SQLITE_OK);
 	assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
-	assert_int_equal(sqlite3_column_int(stmt, 0), 7);
+	assert_int_equal(sqlite3_column_int(stmt, 0), 8);
 	assert_int_equal(sqlite3_step(stmt), SQLITE_DONE);
+	sqlite3_finalize(stmt);
+	/* 7 -> 8: FTS5's merges as decision 0008 ("The text") says. */
+	assert_int_equal(sqlite3_prepare_v2(db, "SELECT group_concat(k || '=' || v, ' ') FROM"
+					    " (SELECT k, v FROM archive_text_config WHERE k"
+					    " IN ('automerge', 'crisismerge') ORDER BY k)",
+					    -1, &stmt, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
+	assert_string_equal((const char *)sqlite3_column_text(stmt, 0), "automerge=8 crisismerge=64");
 	sqlite3_finalize(stmt);
 	assert_int_equal(sqlite3_close(db), SQLITE_OK);
 	f->st = f->drv->open(f->data_dir, err, sizeof err);
