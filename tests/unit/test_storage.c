@@ -761,25 +761,17 @@ static void test_two_handles_stores(void **state)
 	f->drv->close(other);
 }
 
-/* sqlite only: the schema version is recorded, and a file from a newer
- * natter is refused rather than written with the old schema. */
-static void test_sqlite_schema_version(void **state)
+/* sqlite only: db is at the newest schema (8), FTS5's merges included
+ * (migration 7 -> 8; decision 0008, "The text and the queue"). */
+static void assert_schema_current(sqlite3 *db)
 {
-	struct fixture *f = *state;
-	char path[256], err[512] = "";
-	sqlite3 *db;
 	sqlite3_stmt *stmt;
-	f->drv->close(f->st);
-	f->st = NULL;
-	snprintf(path, sizeof path, "%s/natter.db", f->data_dir);
-	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-	assert_int_equal(sqlite3_prepare_v2(db, "SELECT version FROM schema_version", -1,
-					    &stmt, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_prepare_v2(db, "SELECT version FROM schema_version", -1, &stmt,
+					    NULL), SQLITE_OK);
 	assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
 	assert_int_equal(sqlite3_column_int(stmt, 0), 8);
 	assert_int_equal(sqlite3_step(stmt), SQLITE_DONE);
 	sqlite3_finalize(stmt);
-	/* 7 -> 8: FTS5's merges as decision 0008 ("The text") says. */
 	assert_int_equal(sqlite3_prepare_v2(db, "SELECT group_concat(k || '=' || v, ' ') FROM"
 					    " (SELECT k, v FROM archive_text_config WHERE k"
 					    " IN ('automerge', 'crisismerge') ORDER BY k)",
@@ -787,6 +779,20 @@ static void test_sqlite_schema_version(void **state)
 	assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
 	assert_string_equal((const char *)sqlite3_column_text(stmt, 0), "automerge=8 crisismerge=64");
 	sqlite3_finalize(stmt);
+}
+
+/* sqlite only: the schema version is recorded, and a file from a newer
+ * natter is refused rather than written with the old schema. */
+static void test_sqlite_schema_version(void **state)
+{
+	struct fixture *f = *state;
+	char path[256], err[512] = "";
+	sqlite3 *db;
+	f->drv->close(f->st);
+	f->st = NULL;
+	snprintf(path, sizeof path, "%s/natter.db", f->data_dir);
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_schema_current(db);
 	assert_int_equal(sqlite3_exec(db, "UPDATE schema_version SET version = 99", NULL, NULL,
 				      NULL), SQLITE_OK);
 	sqlite3_close(db);
@@ -967,20 +973,7 @@ static void test_sqlite_migrate_from_v1(void **state)
 
 	/* Version 2 recorded, once; a second open migrates nothing. */
 	assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
-	assert_int_equal(sqlite3_prepare_v2(db, "SELECT version FROM schema_version", -1, &stmt,
-					    NULL), SQLITE_OK);
-	assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
-	assert_int_equal(sqlite3_column_int(stmt, 0), 8);
-	assert_int_equal(sqlite3_step(stmt), SQLITE_DONE);
-	sqlite3_finalize(stmt);
-	/* 7 -> 8: FTS5's merges as decision 0008 ("The text") says. */
-	assert_int_equal(sqlite3_prepare_v2(db, "SELECT group_concat(k || '=' || v, ' ') FROM"
-					    " (SELECT k, v FROM archive_text_config WHERE k"
-					    " IN ('automerge', 'crisismerge') ORDER BY k)",
-					    -1, &stmt, NULL), SQLITE_OK);
-	assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
-	assert_string_equal((const char *)sqlite3_column_text(stmt, 0), "automerge=8 crisismerge=64");
-	sqlite3_finalize(stmt);
+	assert_schema_current(db);
 	assert_int_equal(sqlite3_close(db), SQLITE_OK);
 	f->st = f->drv->open(f->data_dir, err, sizeof err);
 	if (!f->st)
