@@ -124,6 +124,14 @@ async def test_room_history_is_stored_while_the_store_is_locked(natter_factory,
             lambda s: s.xml.findtext("{jabber:client}body") == "while-locked",
             "alice's message in the room, while the store is locked")
         assert lock.db.in_transaction
+        # The history entry waits on the storage thread and counts what
+        # it holds (the room's names and the message's copy; a job that
+        # said nothing would count its own 56 bytes) against the queue's
+        # bound; nothing had to wait for room.
+        await job_queued(server, "room history")
+        status = await asyncio.to_thread(storage_status, server)
+        assert status["jobs_bytes"] > 256, status
+        assert status["loop_waits"] == 0, status
     finally:
         lock.release()
     server = restart_on_same_data(natter_factory, server, keep_config=True)
@@ -133,12 +141,16 @@ async def test_room_history_is_stored_while_the_store_is_locked(natter_factory,
         [body_of(s) for s in joined.history])
 
 
+def storage_status(server):
+    """`natterctl storage`, as a dict of ints."""
+    proc = server.ctl("storage", check=True)
+    return {k: int(v) for k, v in (line.split() for line in proc.stdout.splitlines()
+                                   if len(line.split()) == 2)}
+
+
 def backlog(server):
     """`natterctl storage`: jobs queued on the storage thread."""
-    proc = server.ctl("storage", check=True)
-    fields = dict(line.split() for line in proc.stdout.splitlines()
-                  if len(line.split()) == 2)
-    return int(fields["jobs_queued"])
+    return storage_status(server)["jobs_queued"]
 
 
 async def job_queued(server, what):
