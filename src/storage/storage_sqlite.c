@@ -167,7 +167,8 @@ static const char *const storage_sqlite_migrations[] = {
 	/* 7 -> 8: FTS5 merges 8 segments of a level at a time instead of 4
 	 * (fewer levels, each word rewritten fewer times), and all of a
 	 * level at once only at 64 instead of 16, so that the bigger merges
-	 * stay spread over the commits (decision 0008, "The text"). */
+	 * stay spread over the commits (decision 0008, "The text and the
+	 * queue"). */
 	"INSERT INTO archive_text (archive_text, rank) VALUES ('automerge', 8);"
 	"INSERT INTO archive_text (archive_text, rank) VALUES ('crisismerge', 64);",
 };
