@@ -169,8 +169,7 @@ static const char *const storage_sqlite_migrations[] = {
 	 * level at once only at 64 instead of 16, so that the bigger merges
 	 * stay spread over the commits (decision 0008, "The text and the
 	 * queue"). */
-	"INSERT INTO archive_text (archive_text, rank) VALUES ('automerge', 8);"
-	"INSERT INTO archive_text (archive_text, rank) VALUES ('crisismerge', 64);",
+	"INSERT INTO archive_text (archive_text, rank) VALUES ('automerge', 8), ('crisismerge', 64);",
 };
 
 #define STORAGE_SQLITE_VERSION \
