@@ -24,6 +24,7 @@ struct storeq {
 	size_t pending_bytes;           /* what they hold (storeq_cost); under lock */
 	size_t waiting;                 /* submitters waiting for room; under lock */
 	unsigned long long waits;       /* submissions that waited; under lock */
+	uint64_t warned_ns;             /* when a wait was last logged; under lock */
 	size_t queued;                  /* in the list, not taken yet; under lock */
 	size_t awaited;                 /* of those, jobs with a loop waiting */
 	bool lingering;                 /* the thread waits for a fuller batch */
@@ -33,6 +34,9 @@ struct storeq {
 	size_t flushing;                /* storeq_flush callers waiting; under lock */
 	bool stop;                      /* under lock */
 };
+
+/* A loop that waited for room is logged at most this often. */
+#define STOREQ_WARN_EVERY_NS (60ull * 1000000000u)
 
 /* What a job counts against STOREQ_MAX_BYTES. */
 static size_t storeq_cost(const struct storeq_job *job)
@@ -238,17 +242,31 @@ void storeq_submit(struct storeq *q, struct storeq_job *job)
 	pthread_mutex_lock(&q->lock);
 	/* Backpressure: a loop that outruns the store waits here, and so
 	 * stops reading its clients, rather than queueing without bound. */
-	bool waited = false;
+	uint64_t waited_from = 0;
 	while ((q->pending >= STOREQ_MAX_PENDING ||
 		(q->pending > 0 && q->pending_bytes + cost > STOREQ_MAX_BYTES)) &&
 	       !q->stop) {
-		if (!waited) {
-			waited = true;
+		if (waited_from == 0) {
+			waited_from = storeq_now_ns();
 			q->waits++;
 		}
 		q->waiting++;
 		pthread_cond_wait(&q->room, &q->lock);
 		q->waiting--;
+	}
+	/* An operator hears of it, once a minute at most (a full queue
+	 * stalls a whole loop; natterctl storage counts every wait). */
+	char warning[200] = "";
+	if (waited_from != 0) {
+		uint64_t now = storeq_now_ns();
+		if (q->warned_ns == 0 || now - q->warned_ns >= STOREQ_WARN_EVERY_NS) {
+			q->warned_ns = now;
+			snprintf(warning, sizeof warning,
+				 "storage: the queue was full (%zu jobs, %zu bytes); an event loop "
+				 "waited %.1f ms for room (%llu waits so far)",
+				 q->pending, q->pending_bytes, (double)(now - waited_from) / 1e6,
+				 q->waits);
+		}
 	}
 	if (q->tail)
 		q->tail->next = job;
@@ -265,6 +283,8 @@ void storeq_submit(struct storeq *q, struct storeq_job *job)
 	if (!q->lingering || q->queued >= STOREQ_GROUP || job->loop != NULL)
 		pthread_cond_signal(&q->more);
 	pthread_mutex_unlock(&q->lock);
+	if (warning[0] != '\0')
+		log_warn("%s", warning);
 }
 
 void storeq_call_sized(struct storeq *q, struct loop *l,

@@ -1,12 +1,14 @@
 /* Tests of src/storage/storeq.c's bounds: a submitter waits while the
- * queued jobs hold STOREQ_MAX_BYTES, the jobs still run in order, and a
- * job bigger than the bound goes in alone rather than never. */
+ * queued jobs hold STOREQ_MAX_BYTES, the jobs still run in order, a wait
+ * is logged (once a minute at most), and a job bigger than the bound
+ * goes in alone rather than never. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,7 +19,7 @@
 #include "core/log.h"
 #include "storage/storeq.h"
 
-#define MAX_JOBS 8
+#define MAX_JOBS 16
 
 struct fixture {
 	char dir[64], data_dir[128];
@@ -106,6 +108,9 @@ static void submit(struct fixture *f, int tag, size_t bytes)
 /* Submits the gate and returns once it holds the storage thread. */
 static void close_gate(struct fixture *f)
 {
+	pthread_mutex_lock(&f->lock);
+	f->started = f->open = false;
+	pthread_mutex_unlock(&f->lock);
 	submit(f, 0, 0);
 	pthread_mutex_lock(&f->lock);
 	while (!f->started)
@@ -144,33 +149,63 @@ static void await_waiting(struct fixture *f)
 	fail_msg("no submitter waits for room (%zu jobs, %zu bytes queued)", s.jobs, s.bytes);
 }
 
+/* Counts the lines of the file at fd that contain what. */
+static int count_lines(int fd, const char *what)
+{
+	char buf[8192];
+	ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+	assert_true(n >= 0);
+	buf[n] = '\0';
+	int count = 0;
+	for (char *p = buf; (p = strstr(p, what)) != NULL; p++)
+		count++;
+	return count;
+}
+
 /* Four jobs of a quarter of the bound each behind a job that holds the
- * thread: three go in, the fourth waits until the first has run. */
+ * thread: three go in, the fourth waits until the first has run, and
+ * the wait is logged; a second wait within the minute is counted, not
+ * logged. */
 static void test_bytes_bound_waits_for_room(void **state)
 {
 	struct fixture *f = *state;
 	struct storeq_stats s;
-	close_gate(f);
-	f->each = STOREQ_MAX_BYTES / 4;
-	f->count = 4;
-	pthread_t t;
-	assert_int_equal(pthread_create(&t, NULL, submitter, f), 0);
-	await_waiting(f);
-	assert_int_equal(__atomic_load_n(&f->submitted, __ATOMIC_ACQUIRE), 3);
-	storeq_stats(f->q, &s);
-	assert_int_equal(s.jobs, 4);
-	assert_true(s.bytes > 3 * f->each && s.bytes <= STOREQ_MAX_BYTES);
-	open_gate(f);
-	assert_int_equal(pthread_join(t, NULL), 0);
-	storeq_flush(f->q);
-	assert_int_equal(f->n_ran, 5);
-	for (int i = 0; i < 5; i++)
-		assert_int_equal(f->ran[i], i);
-	storeq_stats(f->q, &s);
-	assert_int_equal(s.jobs, 0);
-	assert_int_equal(s.bytes, 0);
-	assert_int_equal(s.waiting, 0);
-	assert_int_equal(s.waits, 1);
+	char path[160];
+	snprintf(path, sizeof path, "%s/stderr", f->dir);
+	int log_fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	int saved = dup(2);
+	assert_true(log_fd >= 0 && saved >= 0);
+	assert_int_equal(dup2(log_fd, 2), 2);
+	for (int round = 1; round <= 2; round++) {
+		f->n_ran = 0;
+		__atomic_store_n(&f->submitted, 0, __ATOMIC_RELEASE);
+		close_gate(f);
+		f->each = STOREQ_MAX_BYTES / 4;
+		f->count = 4;
+		pthread_t t;
+		assert_int_equal(pthread_create(&t, NULL, submitter, f), 0);
+		await_waiting(f);
+		assert_int_equal(__atomic_load_n(&f->submitted, __ATOMIC_ACQUIRE), 3);
+		storeq_stats(f->q, &s);
+		assert_int_equal(s.jobs, 4);
+		assert_true(s.bytes > 3 * f->each && s.bytes <= STOREQ_MAX_BYTES);
+		open_gate(f);
+		assert_int_equal(pthread_join(t, NULL), 0);
+		storeq_flush(f->q);
+		assert_int_equal(f->n_ran, 5);
+		for (int i = 0; i < 5; i++)
+			assert_int_equal(f->ran[i], i);
+		storeq_stats(f->q, &s);
+		assert_int_equal(s.jobs, 0);
+		assert_int_equal(s.bytes, 0);
+		assert_int_equal(s.waiting, 0);
+		assert_int_equal(s.waits, (unsigned long long)round);
+	}
+	assert_int_equal(dup2(saved, 2), 2);
+	close(saved);
+	assert_int_equal(count_lines(log_fd, "the queue was full"), 1);
+	close(log_fd);
+	unlink(path);
 }
 
 /* A job bigger than the bound waits for an empty queue, then goes in. */
