@@ -243,11 +243,14 @@ void storeq_submit(struct storeq *q, struct storeq_job *job)
 	/* Backpressure: a loop that outruns the store waits here, and so
 	 * stops reading its clients, rather than queueing without bound. */
 	uint64_t waited_from = 0;
+	size_t full_jobs = 0, full_bytes = 0;
 	while ((q->pending >= STOREQ_MAX_PENDING ||
 		(q->pending > 0 && q->pending_bytes + cost > STOREQ_MAX_BYTES)) &&
 	       !q->stop) {
 		if (waited_from == 0) {
 			waited_from = storeq_now_ns();
+			full_jobs = q->pending;
+			full_bytes = q->pending_bytes;
 			q->waits++;
 		}
 		q->waiting++;
@@ -264,7 +267,7 @@ void storeq_submit(struct storeq *q, struct storeq_job *job)
 			snprintf(warning, sizeof warning,
 				 "storage: the queue was full (%zu jobs, %zu bytes); an event loop "
 				 "waited %.1f ms for room (%llu waits so far)",
-				 q->pending, q->pending_bytes, (double)(now - waited_from) / 1e6,
+				 full_jobs, full_bytes, (double)(now - waited_from) / 1e6,
 				 q->waits);
 		}
 	}
