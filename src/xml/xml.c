@@ -167,9 +167,15 @@ void xml_serialize(const struct xml_node *n, const char *context_ns, struct buf 
 		append_escaped(out, n->text, n->text_len, false);
 		return;
 	}
+	/* The XML namespace may not be declared as the default one: its
+	 * elements keep the xml: prefix, which needs no declaration, and
+	 * leave the default namespace of their children as it was. */
+	const char *prefix = strcmp(n->ns, NS_XML) == 0 ? "xml:" : "";
+	const char *inner = prefix[0] ? context_ns : n->ns;
 	buf_puts(out, "<");
+	buf_puts(out, prefix);
 	buf_puts(out, n->name);
-	if (strcmp(n->ns, context_ns) != 0) {
+	if (strcmp(inner, context_ns) != 0) {
 		buf_puts(out, " xmlns='");
 		append_escaped(out, n->ns, strlen(n->ns), true);
 		buf_puts(out, "'");
@@ -181,8 +187,9 @@ void xml_serialize(const struct xml_node *n, const char *context_ns, struct buf 
 	}
 	buf_puts(out, ">");
 	for (const struct xml_node *c = n->children; c; c = c->next)
-		xml_serialize(c, n->ns, out);
+		xml_serialize(c, inner, out);
 	buf_puts(out, "</");
+	buf_puts(out, prefix);
 	buf_puts(out, n->name);
 	buf_puts(out, ">");
 }

@@ -371,6 +371,13 @@ static void test_round_trip_examples(void **state)
 		"<message>\xf0\x9f\x98\x80 \xc3\xa9 &#x10FFFF; &#xFFFD;</message>",
 		"<a><b><c><d><e><f><g>deep</g></f></e></d></c></b></a>",
 		"<e a0='plain' xmlns:a0='urn:clash' a0:a0='qualified'/>",
+		/* Elements in the XML namespace (the xml: prefix needs no
+		 * declaration, and that namespace may not be the default one):
+		 * found by fuzz_xml, whose stanza serialised as
+		 * <ltive xmlns='http://www.w3.org/XML/1998/namespace'/>. */
+		"<xml:ltive xmlns='urn:xmpp:csi:0'/>",
+		"<message><xml:x xml:lang='en'><y/><xml:z>t</xml:z><w xmlns='urn:w'/></xml:x>"
+		"</message>",
 	};
 	(void)state;
 	for (size_t i = 0; i < COUNT(t); i++) {
