@@ -285,3 +285,22 @@ async def test_responses_are_never_answered(accounts):
     assert len(reply.findall(q(NS_CLIENT, "error"))) == 1
     pong = await alice.ping_server("after-responses")
     assert pong.get("id") == "after-responses"
+
+
+async def test_element_in_the_xml_namespace_reaches_the_recipient(accounts, net):
+    """An element in the XML namespace (the xml: prefix) inside a message:
+    natterd used to write it with that namespace as the default one, which
+    no parser accepts, and the recipient's stream broke. It arrives, and
+    the recipient's stream carries the next message too."""
+    alice = await net.login(accounts, ALICE + "/a", ALICE_PW)
+    bob = await net.login(accounts, BOB + "/b", BOB_PW)
+    alice.send_raw("<message to='%s/b' id='x1' type='chat'><body>odd</body>"
+                   "<xml:note xml:lang='en'><inner/></xml:note></message>" % BOB)
+    msg = await bob.next_message()
+    assert (msg["id"], msg["body"]) == ("x1", "odd")
+    note = msg.xml.find("{http://www.w3.org/XML/1998/namespace}note")
+    assert note is not None, ET.tostring(msg.xml)
+    assert note.find("{%s}inner" % NS_CLIENT) is not None, ET.tostring(msg.xml)
+    send(alice, BOB + "/b", "after", "x2")
+    msg = await bob.next_message()
+    assert (msg["id"], msg["body"]) == ("x2", "after")
