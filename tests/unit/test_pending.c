@@ -16,6 +16,7 @@
 #include "core/log.h"
 #include "storage/pending.h"
 #include "storage/storeq.h"
+#include "store_files.h"
 
 struct fixture {
 	const struct storage_driver *drv; /* underneath */
@@ -54,19 +55,12 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	struct fixture *f = *state;
-	static const char *const files[] = { "natter.db", "natter.db-wal", "natter.db-shm" };
-	char path[256];
 	storeq_stop(f->q);
 	f->pd->close(f->a);
 	f->pd->close(f->b);
 	pending_free(f->p);
 	f->drv->close(f->raw);
-	for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
-		snprintf(path, sizeof path, "%s/%s", f->data_dir, files[i]);
-		unlink(path);
-	}
-	rmdir(f->data_dir);
-	rmdir(f->dir);
+	store_dir_remove(f->data_dir, f->dir);
 	free(f);
 	return 0;
 }

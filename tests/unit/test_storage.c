@@ -21,6 +21,7 @@
 
 #include "core/log.h"
 #include "storage/storage.h"
+#include "store_files.h"
 
 struct fixture {
 	const struct storage_driver *drv;
@@ -54,16 +55,9 @@ static int setup_sqlite(void **state)
 static int teardown(void **state)
 {
 	struct fixture *f = *state;
-	static const char *const files[] = { "natter.db", "natter.db-wal", "natter.db-shm" };
-	char path[256];
 	if (f->st)
 		f->drv->close(f->st);
-	for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
-		snprintf(path, sizeof path, "%s/%s", f->data_dir, files[i]);
-		unlink(path);
-	}
-	rmdir(f->data_dir);
-	rmdir(f->dir);
+	store_dir_remove(f->data_dir, f->dir);
 	free(f);
 	return 0;
 }
@@ -899,7 +893,6 @@ static void test_sqlite_migrate_archive_from_v4(void **state)
 static void test_sqlite_migrate_from_v1(void **state)
 {
 	struct fixture *f = *state;
-	static const char *const files[] = { "natter.db", "natter.db-wal", "natter.db-shm" };
 	char path[256], err[512];
 	struct user_credentials c, out;
 	struct items it = { 0 };
@@ -909,10 +902,7 @@ static void test_sqlite_migrate_from_v1(void **state)
 
 	f->drv->close(f->st);
 	f->st = NULL;
-	for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
-		snprintf(path, sizeof path, "%s/%s", f->data_dir, files[i]);
-		unlink(path);
-	}
+	store_files_remove(f->data_dir);
 	snprintf(path, sizeof path, "%s/natter.db", f->data_dir);
 	int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	assert_true(fd >= 0);

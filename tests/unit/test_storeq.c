@@ -18,6 +18,7 @@
 
 #include "core/log.h"
 #include "storage/storeq.h"
+#include "store_files.h"
 
 #define MAX_JOBS 16
 
@@ -62,15 +63,8 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	struct fixture *f = *state;
-	static const char *const files[] = { "natter.db", "natter.db-wal", "natter.db-shm" };
-	char path[256];
 	storeq_stop(f->q);
-	for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
-		snprintf(path, sizeof path, "%s/%s", f->data_dir, files[i]);
-		unlink(path);
-	}
-	rmdir(f->data_dir);
-	rmdir(f->dir);
+	store_dir_remove(f->data_dir, f->dir);
 	pthread_mutex_destroy(&f->lock);
 	pthread_cond_destroy(&f->cond);
 	free(f);
