@@ -561,7 +561,7 @@ struct mam_query_job {
 	bool count;
 	struct archive_query q;
 	/* the answer, built on the storage thread */
-	int rc;                                 /* -1 error, -2 item-not-found */
+	int rc;                                 /* -1 error, -2 item-not-found, -3 busy */
 	struct buf out;                         /* the result messages */
 	size_t *ends;                           /* where each one ends in out */
 	long long first, last, total;
@@ -616,7 +616,7 @@ static int mam_query_run(struct storage *st, const struct storage_driver *drv, v
 	}
 	int n = drv->archive_query(st, j->domain, j->local, &j->q, mam_result, j, &j->complete,
 				   j->count ? &j->total : NULL);
-	j->rc = n < 0 ? -1 : 0;
+	j->rc = n == -2 ? -3 : n < 0 ? -1 : 0;
 	return 0;
 }
 
@@ -676,15 +676,22 @@ static void mam_query_done(struct loop *l, void *arg, int rc)
 	buf_init(&b);
 	int n = 0;
 	if (rc < 0 || j->rc < 0) {
-		const char *cond = j->rc == -2 ? "item-not-found" : "internal-server-error";
+		/* -3: a first search of a big archive, its words being
+		 * indexed (each query does a part). */
+		const char *cond = j->rc == -2   ? "item-not-found"
+				   : j->rc == -3 ? "resource-constraint"
+						 : "internal-server-error";
 		const char *type = j->rc == -2 ? "cancel" : "wait";
 		buf_puts(&b, "<iq type='error'");
 		mam_xml_attr(&b, "to", j->to);
 		mam_xml_attr(&b, "from", j->archive_jid);
 		if (j->iq_id)
 			mam_xml_attr(&b, "id", j->iq_id);
-		buf_printf(&b, "><error type='%s'><%s xmlns='" NS_STANZA_ERRORS "'/></error></iq>",
-			   type, cond);
+		buf_printf(&b, "><error type='%s'><%s xmlns='" NS_STANZA_ERRORS "'/>", type, cond);
+		if (j->rc == -3)
+			buf_puts(&b, "<text xmlns='" NS_STANZA_ERRORS "'>The archive is being"
+				     " indexed for its first search: ask again.</text>");
+		buf_puts(&b, "</error></iq>");
 	} else {
 		buf_append(&b, j->out.data, j->out.len);
 		n = j->n;

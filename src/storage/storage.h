@@ -167,7 +167,9 @@ struct storage_driver {
 	 * matches of the filter, whatever the page (RSM count), or -1 when
 	 * there are more than ARCHIVE_COUNT_MAX. fn's with is the entry's
 	 * with and resource ("bare/res" or "bare"). Returns the number of
-	 * entries in the page, or -1. */
+	 * entries in the page, -2 when a search finds the archive's words
+	 * still being indexed (its first search, of a big archive: ask
+	 * again; each call does a part), or -1. */
 	int (*archive_query)(struct storage *st, const char *domain, const char *local,
 			     const struct archive_query *q,
 			     void (*fn)(void *arg, long long id, const void *value, size_t len,

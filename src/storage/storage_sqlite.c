@@ -172,6 +172,12 @@ static const char *const storage_sqlite_migrations[] = {
 	 * stay spread over the commits (decision 0008, "The text and the
 	 * queue"). */
 	"INSERT INTO archive_text (archive_text, rank) VALUES ('automerge', 8), ('crisismerge', 64);",
+	/* 8 -> 9: an archive's words are indexed when it is first searched
+	 * (decision 0008, "Words on demand"): each owner's are up to upto
+	 * (owner 0: every owner's), and everything stored before is. */
+	"CREATE TABLE archive_text_upto (owner INTEGER PRIMARY KEY, upto INTEGER NOT NULL);"
+	"INSERT INTO archive_text_upto (owner, upto)"
+	" SELECT 0, coalesce(max(last_id), 0) FROM archive_block;",
 };
 
 #define STORAGE_SQLITE_VERSION \
@@ -254,6 +260,11 @@ static const char *const storage_sqlite_migrations[] = {
 /* A full-text query reads at most so many matching ids at once; beyond,
  * each entry of the archive is asked of FTS5 alone. */
 #define ARCHIVE_TEXT_IDS 100000
+/* A search indexes the words of at most so many entries, or so many
+ * bytes of bodies, of its archive not searched before
+ * (archive_text_catch_up); beyond, it answers that it is busy. */
+#define ARCHIVE_TEXT_CATCHUP 100000
+#define ARCHIVE_TEXT_CATCHUP_BYTES (32u << 20)
 /* A LINK is written within this many microseconds of the entry it
  * names (the same deliver_stanza; a minute is ample). */
 #define ARCHIVE_LINK_SPAN 60000000LL
@@ -505,6 +516,8 @@ struct storage {
 	sqlite3_stmt *text_del;
 	sqlite3_stmt *text_ids;
 	sqlite3_stmt *text_one;
+	sqlite3_stmt *upto_all;
+	sqlite3_stmt *upto_put;
 	sqlite3_stmt *jid_name;
 	sqlite3_stmt *expire_all;       /* every archive */
 	sqlite3_stmt *expire_one;
@@ -535,6 +548,11 @@ struct storage {
 	bool log_loaded, log_checked, log_mixed;
 	bool archive_broken; /* a write failed: the transaction must not commit */
 	struct archive_last *lasts; /* see archive_last_get */
+	/* archive_text_upto as read with the log (archive_covered): owner
+	 * 0's upto, and the other owners' sorted by owner. */
+	long long upto_all_owners;
+	struct archive_last *uptos;
+	size_t n_uptos, cap_uptos;
 	size_t n_lasts, size_lasts;
 	/* Blocks as read and decoded: dec for walks and lookups, link_dec
 	 * for the entries a LINK names; a block to write. */
@@ -654,11 +672,12 @@ static const char storage_sqlite_sql_jid_name[] =
 	"SELECT CASE local WHEN '' THEN domain ELSE local || '@' || domain END"
 	" FROM archive_jid WHERE id = ?1";
 static const char storage_sqlite_sql_expire_all[] =
-	"SELECT rowid FROM archive_block WHERE first_id < ?3";
+	"SELECT rowid, owner FROM archive_block WHERE first_id < ?3";
 static const char storage_sqlite_sql_expire_one[] =
-	"SELECT rowid FROM archive_block WHERE owner = " STORAGE_SQLITE_OWNER " AND first_id < ?3";
+	"SELECT rowid, owner FROM archive_block WHERE owner = " STORAGE_SQLITE_OWNER
+	" AND first_id < ?3";
 static const char storage_sqlite_sql_expire_domain[] =
-	"SELECT rowid FROM archive_block WHERE owner IN"
+	"SELECT rowid, owner FROM archive_block WHERE owner IN"
 	" (SELECT id FROM archive_jid WHERE domain = ?1) AND first_id < ?3";
 static const char storage_sqlite_sql_archive_last_id[] =
 	"SELECT coalesce(max(last_id), 0) FROM archive_block";
@@ -710,6 +729,9 @@ static const struct {
 	STORAGE_SQLITE_STMT(text_del, storage_sqlite_sql_text_del),
 	STORAGE_SQLITE_STMT(text_ids, storage_sqlite_sql_text_ids),
 	STORAGE_SQLITE_STMT(text_one, storage_sqlite_sql_text_one),
+	STORAGE_SQLITE_STMT(upto_all, "SELECT owner, upto FROM archive_text_upto ORDER BY owner"),
+	STORAGE_SQLITE_STMT(upto_put, "INSERT OR REPLACE INTO archive_text_upto (owner, upto)"
+				      " VALUES (?1, ?2)"),
 	STORAGE_SQLITE_STMT(jid_name, storage_sqlite_sql_jid_name),
 	STORAGE_SQLITE_STMT(expire_all, storage_sqlite_sql_expire_all),
 	STORAGE_SQLITE_STMT(expire_one, storage_sqlite_sql_expire_one),
@@ -1022,6 +1044,7 @@ static void storage_sqlite_close(struct storage *st)
 		buf_free(&st->held[i].bytes);
 	}
 	free(st->lasts);
+	free(st->uptos);
 	buf_free(&st->dec.bytes);
 	free(st->dec.items);
 	buf_free(&st->link_dec.bytes);
@@ -1989,6 +2012,91 @@ static int archive_log_load(struct storage *st)
 	return 0;
 }
 
+/* Reads archive_text_upto into the handle. Returns 0 or -1. */
+static int archive_uptos_load(struct storage *st)
+{
+	sqlite3_stmt *s = st->upto_all;
+	int rc;
+	st->upto_all_owners = 0;
+	st->n_uptos = 0;
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		long long owner = sqlite3_column_int64(s, 0), upto = sqlite3_column_int64(s, 1);
+		if (owner == 0) {
+			st->upto_all_owners = upto;
+			continue;
+		}
+		if (st->n_uptos == st->cap_uptos) {
+			st->cap_uptos = st->cap_uptos ? st->cap_uptos * 2 : 64;
+			st->uptos = xrealloc(st->uptos, st->cap_uptos * sizeof *st->uptos);
+		}
+		st->uptos[st->n_uptos++] = (struct archive_last){ owner, upto };
+	}
+	storage_sqlite_done(s);
+	return rc == SQLITE_DONE ? 0 : storage_sqlite_fail(st, "archive: text upto");
+}
+
+/* Where owner's row of archive_text_upto is, or would be, in st->uptos. */
+static size_t archive_upto_slot(const struct storage *st, long long owner)
+{
+	size_t lo = 0, hi = st->n_uptos;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (st->uptos[mid].owner < owner)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* Up to which id owner's words are indexed. */
+static long long archive_upto(const struct storage *st, long long owner)
+{
+	size_t i = archive_upto_slot(st, owner);
+	long long upto = i < st->n_uptos && st->uptos[i].owner == owner ? st->uptos[i].last : 0;
+	return upto > st->upto_all_owners ? upto : st->upto_all_owners;
+}
+
+/* Whether entry id of owner is at or below where its words are indexed:
+ * an entry there has its words in archive_text, or its twin has. */
+static bool archive_covered(const struct storage *st, long long owner, long long id)
+{
+	return id <= archive_upto(st, owner);
+}
+
+/* Whether the words of an entry with text of its own (not a LINK) are in
+ * archive_text: its owner's index reaches it, or (a TWIN) the index of
+ * the entry linking to it reaches that one (a COPY's are its own). */
+static bool archive_text_present(const struct storage *st, long long owner,
+				 const struct archive_item *it)
+{
+	return archive_covered(st, owner, it->id) ||
+	       ((it->flags & ARCHIVE_F_TWIN) && archive_covered(st, it->with, it->link));
+}
+
+static int archive_upto_set(struct storage *st, long long owner, long long upto)
+{
+	sqlite3_stmt *s = st->upto_put;
+	if (sqlite3_bind_int64(s, 1, owner) != SQLITE_OK ||
+	    sqlite3_bind_int64(s, 2, upto) != SQLITE_OK) {
+		storage_sqlite_done(s);
+		return storage_sqlite_fail(st, "archive: text upto");
+	}
+	if (storage_sqlite_run(st, s, "archive: text upto") < 0)
+		return -1;
+	size_t i = archive_upto_slot(st, owner);
+	if (i == st->n_uptos || st->uptos[i].owner != owner) {
+		if (st->n_uptos == st->cap_uptos) {
+			st->cap_uptos = st->cap_uptos ? st->cap_uptos * 2 : 64;
+			st->uptos = xrealloc(st->uptos, st->cap_uptos * sizeof *st->uptos);
+		}
+		memmove(&st->uptos[i + 1], &st->uptos[i], (st->n_uptos - i) * sizeof *st->uptos);
+		st->n_uptos++;
+	}
+	st->uptos[i] = (struct archive_last){ owner, upto };
+	return 0;
+}
+
 /* In a transaction: makes the held entries those of archive_log, unless
  * they are already (the store unchanged by any other handle since they
  * were read). Once per transaction. */
@@ -2007,7 +2115,13 @@ static int archive_log_sync(struct storage *st)
 		return 0;
 	st->log_version = v;
 	archive_lasts_forget(st); /* another handle may have written blocks */
-	return archive_log_load(st);
+	if (archive_log_load(st) < 0)
+		return -1;
+	if (archive_uptos_load(st) < 0) {
+		st->log_loaded = false;
+		return -1;
+	}
+	return 0;
 }
 
 /* Held entries (pointers to them) by owner, then id. */
@@ -2066,10 +2180,18 @@ static int archive_write_held(struct storage *st, int only)
 		i = j;
 	}
 	free(run);
+	/* The words of an owner not searched yet wait for its first search
+	 * (archive_text_catch_up); only an entry that arrives below where
+	 * an index already reaches (ids are taken on the loops) is indexed
+	 * now. */
 	size_t n_text = 0;
-	for (size_t i = 0; i < n && ret == 0; i++)
-		if ((order[i]->flags & (ARCHIVE_F_TEXT | ARCHIVE_F_LINK)) == ARCHIVE_F_TEXT)
+	for (size_t i = 0; i < n && ret == 0; i++) {
+		struct archive_item it;
+		archive_pend_item(st, order[i], &it);
+		if ((it.flags & (ARCHIVE_F_TEXT | ARCHIVE_F_LINK)) == ARCHIVE_F_TEXT &&
+		    archive_text_present(st, order[i]->owner, &it))
 			order[n_text++] = order[i];
+	}
 	qsort(order, n_text, sizeof *order, archive_pend_id_cmp);
 	for (size_t i = 0; i < n_text && ret == 0; i++) {
 		struct archive_item it;
@@ -2480,6 +2602,133 @@ static int archive_text_ids(struct storage *st, struct archive_filter *f, long l
 	return 0;
 }
 
+/* Words to index: the rowid, and the body at off in a buffer. */
+struct archive_words {
+	long long rowid;
+	size_t off, len;
+};
+
+static int archive_words_cmp(const void *a, const void *b)
+{
+	long long x = ((const struct archive_words *)a)->rowid;
+	long long y = ((const struct archive_words *)b)->rowid;
+	return x < y ? -1 : x > y;
+}
+
+/* Indexes the words of owner's entries beyond archive_upto (decision
+ * 0008, "Words on demand"), at most ARCHIVE_TEXT_CATCHUP entries or
+ * ARCHIVE_TEXT_CATCHUP_BYTES of bodies at once, whole blocks. An entry
+ * whose twin's index reaches that twin is left out (its words are there),
+ * and a LINK's words are its sender's body, under the sender's id.
+ * Returns 0 when the index reaches owner's last entry, 1 when there is
+ * more to do, -1 (the transaction marked broken). */
+static int archive_text_catch_up_run(struct storage *st, long long owner)
+{
+	long long from = archive_upto(st, owner), upto = from;
+	struct archive_walk w;
+	if (archive_walk_start(&w, st, owner, from, 0, false) < 0)
+		return -1;
+	struct buf bodies;
+	buf_init(&bodies);
+	struct archive_words *words = NULL;
+	size_t n_words = 0, cap = 0, entries = 0;
+	/* The block a LINK's words were last found in: the next LINK's are
+	 * most often there too. */
+	struct archive_dec src = { 0 };
+	long long src_owner = 0;
+	long n_src = 0;
+	int rc, more = 0;
+	while ((rc = archive_walk_next(&w)) == 1) {
+		if (entries >= ARCHIVE_TEXT_CATCHUP || bodies.len >= ARCHIVE_TEXT_CATCHUP_BYTES) {
+			more = 1;
+			break;
+		}
+		long n = archive_load(st, &st->dec, w.rowid);
+		if (n < 0) {
+			rc = -1;
+			break;
+		}
+		for (long i = 0; i < n && rc == 1; i++) {
+			const struct archive_item *it = &st->dec.items[i];
+			if (it->id <= from)
+				continue;
+			entries++;
+			if (!(it->flags & ARCHIVE_F_TEXT) ||
+			    ((it->flags & (ARCHIVE_F_LINK | ARCHIVE_F_TWIN)) &&
+			     archive_covered(st, it->with, it->link)))
+				continue;
+			const char *body = it->body;
+			size_t len = it->body_len;
+			if (it->flags & ARCHIVE_F_LINK) {
+				struct archive_item *s = NULL;
+				for (long k = 0; src_owner == it->with && k < n_src; k++)
+					if (src.items[k].id == it->link)
+						s = &src.items[k];
+				if (s == NULL) {
+					int f = archive_find(st, &src, it->with, it->link, &s, NULL,
+							     &n_src);
+					src_owner = f > 0 ? it->with : 0;
+					if (f < 0)
+						rc = -1;
+					if (f == 0)
+						log_error("storage sqlite: archive entry %lld links to "
+							  "%lld, which is not stored", it->id, it->link);
+					if (f <= 0)
+						continue;
+				}
+				body = s->body;
+				len = s->body_len;
+			}
+			if (n_words == cap) {
+				cap = cap ? cap * 2 : 256;
+				words = xrealloc(words, cap * sizeof *words);
+			}
+			words[n_words++] = (struct archive_words){ archive_text_id(it), bodies.len, len };
+			buf_append(&bodies, body, len);
+		}
+		if (rc == 1 && w.last > upto)
+			upto = w.last;
+	}
+	archive_walk_end(&w);
+	/* In rowid order: FTS5 writes out what it holds whenever a rowid is
+	 * lower than the last. */
+	if (rc >= 0 && n_words > 0)
+		qsort(words, n_words, sizeof *words, archive_words_cmp);
+	for (size_t i = 0; i < n_words && rc >= 0; i++) {
+		sqlite3_stmt *stmt = st->text_put;
+		if (sqlite3_bind_int64(stmt, 1, words[i].rowid) != SQLITE_OK ||
+		    sqlite3_bind_text(stmt, 2, bodies.data + words[i].off, (int)words[i].len,
+				      SQLITE_STATIC) != SQLITE_OK ||
+		    sqlite3_step(stmt) != SQLITE_DONE)
+			rc = storage_sqlite_fail(st, "archive: text");
+		storage_sqlite_done(stmt);
+	}
+	if (rc >= 0 && upto > from)
+		rc = archive_upto_set(st, owner, upto);
+	free(words);
+	buf_free(&bodies);
+	buf_free(&src.bytes);
+	free(src.items);
+	if (rc < 0) {
+		st->archive_broken = true;
+		return -1;
+	}
+	return more;
+}
+
+/* archive_text_catch_up_run in the caller's transaction or in one of its
+ * own. */
+static int archive_text_catch_up(struct storage *st, long long owner)
+{
+	bool own = sqlite3_get_autocommit(st->db);
+	if (own && storage_sqlite_begin(st) < 0)
+		return -1;
+	int ret = archive_text_catch_up_run(st, owner);
+	if (own && storage_sqlite_end(st, ret >= 0) < 0)
+		ret = -1;
+	return ret;
+}
+
 /* Counts the matches between lo and hi, up to ARCHIVE_COUNT_MAX + 1. */
 static long long archive_count(struct storage *st, long long owner, const struct archive_filter *f,
 			       long long lo, long long hi)
@@ -2591,6 +2840,11 @@ static int storage_sqlite_archive_query(struct storage *st, const char *domain, 
 		qsort(f.ids, (size_t)q->n_ids, sizeof *f.ids, archive_ll_cmp);
 	}
 	if (q->text != NULL) {
+		int more = archive_text_catch_up(st, owner);
+		if (more != 0) {
+			n = more > 0 ? -2 : -1;
+			goto out;
+		}
 		f.fts = fts.data;
 		if (archive_text_ids(st, &f, q->after_id, q->before_id) < 0)
 			goto out;
@@ -2741,7 +2995,8 @@ static int archive_hand_over(struct storage *st, const struct archive_item *s)
 	return 1;
 }
 
-static long long archive_expire_block(struct storage *st, long long rowid, long long before_id)
+static long long archive_expire_block(struct storage *st, long long rowid, long long owner,
+					long long before_id)
 {
 	long n = archive_load(st, &st->dec, rowid);
 	if (n < 0)
@@ -2752,15 +3007,20 @@ static long long archive_expire_block(struct storage *st, long long rowid, long 
 		if (it->id >= before_id)
 			continue;
 		gone++;
+		if ((it->flags & (ARCHIVE_F_TEXT | ARCHIVE_F_LINK)) != ARCHIVE_F_TEXT)
+			continue; /* no words, or the linked entry's */
+		bool present = archive_text_present(st, owner, it);
 		if (it->flags & ARCHIVE_F_TWIN) {
 			int h = archive_hand_over(st, it);
 			if (h < 0)
 				return -1;
-			if (h > 0)
-				continue; /* its words are the other entry's now */
+			/* The words are the other entry's now, a COPY: in
+			 * the index if its owner's index reaches it. */
+			if (h > 0 && (!present || archive_covered(st, it->with, it->link)))
+				continue;
 		}
-		if ((it->flags & (ARCHIVE_F_TEXT | ARCHIVE_F_LINK)) != ARCHIVE_F_TEXT)
-			continue; /* no words, or the linked entry's */
+		if (!present)
+			continue;
 		sqlite3_stmt *s = st->text_del;
 		int rc = sqlite3_bind_int64(s, 1, archive_text_id(it)) == SQLITE_OK &&
 				 sqlite3_bind_text(s, 2, it->body, (int)it->body_len,
@@ -2815,9 +3075,11 @@ static long long storage_sqlite_archive_delete(struct storage *st, const char *d
 	while (rc == SQLITE_ROW && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
 		if (n == cap) {
 			cap = cap ? cap * 2 : 64;
-			rowids = xrealloc(rowids, cap * sizeof *rowids);
+			rowids = xrealloc(rowids, cap * 2 * sizeof *rowids);
 		}
-		rowids[n++] = sqlite3_column_int64(stmt, 0);
+		rowids[2 * n] = sqlite3_column_int64(stmt, 0);
+		rowids[2 * n + 1] = sqlite3_column_int64(stmt, 1); /* its owner */
+		n++;
 	}
 	storage_sqlite_done(stmt);
 	if (rc != SQLITE_DONE) {
@@ -2826,7 +3088,7 @@ static long long storage_sqlite_archive_delete(struct storage *st, const char *d
 	}
 	ret = 0;
 	for (size_t i = 0; i < n; i++) {
-		long long gone = archive_expire_block(st, rowids[i], before_id);
+		long long gone = archive_expire_block(st, rowids[2 * i], rowids[2 * i + 1], before_id);
 		if (gone < 0) {
 			ret = -1;
 			break;

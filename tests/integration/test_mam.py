@@ -1145,21 +1145,33 @@ def age_archive(server, before_id, days):
     db = sqlite3.connect(Path(server.config["data_dir"]) / "natter.db")
     try:
         with db:
+            # Where each owner's full-text index reaches (owner 0: all):
+            # an archive's words are indexed at its first search.
+            upto = dict(db.execute("SELECT owner, upto FROM archive_text_upto"))
+
+            def covered(owner, eid):
+                return eid <= max(upto.get(0, 0), upto.get(owner, 0))
+
             # Every block: a link or a full-text row below before_id may
             # belong to an entry above it.
-            blocks = db.execute("SELECT id, data FROM archive_block").fetchall()
-            for rowid, data in blocks:
+            blocks = db.execute("SELECT id, owner, data FROM archive_block").fetchall()
+            for rowid, owner, data in blocks:
                 entries = _block_entries(data)
                 for e in entries:
                     # The words of a contentless full-text row, under the
                     # entry's id (a COPY: under its link); a LINK has none.
+                    # Every entry's words are indexed from here on (the
+                    # index's reach moves to the top below), under the
+                    # aged id.
                     text_id = e[3] if e[1] & COPY else e[0]
-                    if e[1] & 2 and not e[1] & LINK and text_id < before_id:
+                    if e[1] & 2 and not e[1] & LINK:
                         body = e[5].decode()
-                        db.execute("INSERT INTO archive_text (archive_text, rowid, body)"
-                                   " VALUES ('delete', ?, ?)", (text_id, body))
+                        if covered(owner, e[0]) or (e[1] & TWIN and covered(e[2], e[3])):
+                            db.execute("INSERT INTO archive_text (archive_text, rowid, body)"
+                                       " VALUES ('delete', ?, ?)", (text_id, body))
+                        new_id = text_id - shift if text_id < before_id else text_id
                         db.execute("INSERT INTO archive_text (rowid, body) VALUES (?, ?)",
-                                   (text_id - shift, body))
+                                   (new_id, body))
                     if e[3] and e[3] < before_id:
                         e[3] -= shift
                     if e[0] < before_id:
@@ -1168,6 +1180,9 @@ def age_archive(server, before_id, days):
                 db.execute("UPDATE archive_block SET first_id = ?, last_id = ?, data = ?"
                            " WHERE id = ?", (entries[0][0], entries[-1][0],
                                              _block_bytes(entries), rowid))
+            db.execute("DELETE FROM archive_text_upto")
+            db.execute("INSERT INTO archive_text_upto (owner, upto)"
+                       " SELECT 0, coalesce(max(last_id), 0) FROM archive_block")
     finally:
         db.close()
     return aged

@@ -755,16 +755,22 @@ static void test_two_handles_stores(void **state)
 	f->drv->close(other);
 }
 
-/* sqlite only: db is at the newest schema (8), FTS5's merges included
- * (migration 7 -> 8; decision 0008, "The text and the queue"). */
+/* sqlite only: db is at the newest schema (9), FTS5's merges included
+ * (migration 7 -> 8; decision 0008, "The text and the queue"), and
+ * where the full-text index reaches (8 -> 9, "Words on demand"). */
 static void assert_schema_current(sqlite3 *db)
 {
 	sqlite3_stmt *stmt;
 	assert_int_equal(sqlite3_prepare_v2(db, "SELECT version FROM schema_version", -1, &stmt,
 					    NULL), SQLITE_OK);
 	assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
-	assert_int_equal(sqlite3_column_int(stmt, 0), 8);
+	assert_int_equal(sqlite3_column_int(stmt, 0), 9);
 	assert_int_equal(sqlite3_step(stmt), SQLITE_DONE);
+	sqlite3_finalize(stmt);
+	assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM archive_text_upto"
+					    " WHERE owner = 0", -1, &stmt, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
+	assert_int_equal(sqlite3_column_int(stmt, 0), 1);
 	sqlite3_finalize(stmt);
 	assert_int_equal(sqlite3_prepare_v2(db, "SELECT group_concat(k || '=' || v, ' ') FROM"
 					    " (SELECT k, v FROM archive_text_config WHERE k"
@@ -841,7 +847,7 @@ static void test_sqlite_migrate_archive_from_v4(void **state)
 	 * schemas 3 to 5. */
 	assert_int_equal(sqlite3_exec(db,
 		"DROP TABLE archive_block; DROP TABLE archive_jid; DROP TABLE archive_text;"
-		"DROP TABLE archive_log;"
+		"DROP TABLE archive_log; DROP TABLE archive_text_upto;"
 		"CREATE VIRTUAL TABLE archive_text USING fts5(body,"
 		" tokenize = 'unicode61 remove_diacritics 2');"
 		"CREATE TABLE archive (id INTEGER PRIMARY KEY, domain TEXT NOT NULL,"
@@ -1479,14 +1485,21 @@ static void put_pair(struct fixture *f, long long id, const char *word)
 /* sqlite: written in one transaction (as the storage thread writes
  * them), the two entries of a local message share one value and one row
  * of the full-text index. Whichever side goes first, the other keeps the
- * message and its words, and the index forgets them with the last. */
+ * message and its words, and the index forgets them with the last. The
+ * words are indexed at an archive's first search (decision 0008, "Words
+ * on demand"), once for both sides, whichever searches first; a late
+ * entry below where an index reaches is indexed as it is written. */
 static void test_archive_links_share_and_hand_over(void **state)
 {
 	struct fixture *f = *state;
 	char v[64];
+	struct archive_query q = { .max = 5, .max_bytes = 1 << 20, .text = "dusk" };
+	struct page p;
+	bool complete;
 	put_pair(f, 500, "noon");
 	assert_int_equal(bob_query(f, NULL, v), 1);
 	assert_string_equal(v, "<m>noon</m>");
+	assert_int_equal(text_rows(f, "noon"), 0); /* nobody searched yet */
 	assert_int_equal(bob_query(f, "noon", v), 1);
 	assert_int_equal(text_rows(f, "noon"), 1);
 	/* The sender's side first: bob's entry gets the message. */
@@ -1496,27 +1509,85 @@ static void test_archive_links_share_and_hand_over(void **state)
 	assert_int_equal(text_rows(f, "noon"), 1);
 	assert_int_equal(f->drv->archive_delete(f->st, "localhost", "bob", LLONG_MAX), 1);
 	assert_int_equal(text_rows(f, "noon"), 0);
-	/* The recipient's side first. */
+	/* The recipient's side first, before anyone searched the message:
+	 * the sender's first search indexes it. */
 	put_pair(f, 600, "dusk");
 	assert_int_equal(f->drv->archive_delete(f->st, "localhost", "bob", LLONG_MAX), 1);
-	assert_int_equal(text_rows(f, "dusk"), 1);
-	struct archive_query q = { .max = 5, .max_bytes = 1 << 20, .text = "dusk" };
-	struct page p;
-	bool complete;
+	assert_int_equal(text_rows(f, "dusk"), 0);
 	assert_int_equal(archive_run(f, &q, &p, &complete, NULL), 1);
 	assert_string_equal(p.value[0], "<m>dusk</m>");
+	assert_int_equal(text_rows(f, "dusk"), 1);
 	assert_int_equal(f->drv->archive_delete(f->st, "localhost", "alice", LLONG_MAX), 1);
 	assert_int_equal(text_rows(f, "dusk"), 0);
-	/* Both in one expiry, and expiry cutting between them. */
+	/* Both in one expiry, and expiry cutting between them: bob's entry
+	 * of "eve" becomes a copy, indexed at his next search. */
 	put_pair(f, 700, "dawn");
 	put_pair(f, 800, "eve");
 	assert_int_equal(f->drv->archive_delete(f->st, NULL, NULL, 801), 3);
 	assert_int_equal(text_rows(f, "dawn"), 0);
-	assert_int_equal(text_rows(f, "eve"), 1);
+	assert_int_equal(text_rows(f, "eve"), 0);
 	assert_int_equal(bob_query(f, "eve", v), 1);
 	assert_string_equal(v, "<m>eve</m>");
+	assert_int_equal(text_rows(f, "eve"), 1);
 	assert_int_equal(f->drv->archive_delete(f->st, NULL, NULL, LLONG_MAX), 1);
 	assert_int_equal(text_rows(f, "eve"), 0);
+	/* Both search: one row. A message whose ids fall below where both
+	 * indexes reach is indexed at once, and both find it. */
+	put_pair(f, 900, "dew");
+	q.text = "dew";
+	assert_int_equal(archive_run(f, &q, &p, &complete, NULL), 1);
+	assert_int_equal(bob_query(f, "dew", v), 1);
+	assert_int_equal(text_rows(f, "dew"), 1);
+	put_pair(f, 850, "late");
+	assert_int_equal(bob_query(f, NULL, v), 2); /* a read: the log becomes blocks */
+	assert_int_equal(text_rows(f, "late"), 1);
+	q.text = "late";
+	assert_int_equal(archive_run(f, &q, &p, &complete, NULL), 1);
+	assert_int_equal(p.ids[0], 850);
+	assert_int_equal(bob_query(f, "late", v), 1);
+	assert_string_equal(v, "<m>late</m>");
+	/* bob's side first again, now both indexed: the row stays with
+	 * alice's entry, and goes with it. */
+	assert_int_equal(f->drv->archive_delete(f->st, "localhost", "bob", LLONG_MAX), 2);
+	assert_int_equal(text_rows(f, "late"), 1);
+	assert_int_equal(archive_run(f, &q, &p, &complete, NULL), 1);
+	assert_int_equal(f->drv->archive_delete(f->st, NULL, NULL, LLONG_MAX), 2);
+	assert_int_equal(text_rows(f, "late"), 0);
+	assert_int_equal(text_rows(f, "dew"), 0);
+}
+
+/* A first search of a big archive indexes a part of it per query
+ * (ARCHIVE_TEXT_CATCHUP entries, 100,000, in whole blocks of up to 256)
+ * and answers -2 (busy) until
+ * the index reaches the last entry. */
+static void test_archive_first_search_in_parts(void **state)
+{
+	struct fixture *f = *state;
+	char body[32], value[48];
+	assert_int_equal(f->drv->begin(f->st), 0);
+	for (long long i = 1; i <= 100500; i++) {
+		snprintf(body, sizeof body, i == 100400 ? "needle %lld" : "hay %lld", i);
+		snprintf(value, sizeof value, "<m>%s</m>", body);
+		struct archive_entry e = { .id = i, .with = "bob@example.org", .with_resource = "",
+					   .outgoing = 1, .body = body, .value = value,
+					   .len = strlen(value) };
+		assert_int_equal(f->drv->archive_put(f->st, "localhost", "alice", &e), 0);
+	}
+	assert_int_equal(f->drv->end(f->st, 1), 0);
+	struct archive_query q = { .max = 5, .max_bytes = 1 << 20, .text = "needle" };
+	struct page p;
+	bool complete;
+	assert_int_equal(archive_run(f, &q, &p, &complete, NULL), -2);
+	assert_in_range(text_rows(f, "hay"), 100000, 100000 + 255); /* whole blocks */
+	assert_int_equal(archive_run(f, &q, &p, &complete, NULL), 1);
+	assert_int_equal(p.ids[0], 100400);
+	assert_int_equal(text_rows(f, "hay"), 100499);
+	/* Then each search indexes only what came since. */
+	struct archive_entry e = { .id = 100501, .with = "bob@example.org", .with_resource = "",
+				   .outgoing = 0, .body = "needle again", .value = "<m/>", .len = 4 };
+	assert_int_equal(f->drv->archive_put(f->st, "localhost", "alice", &e), 0);
+	assert_int_equal(archive_run(f, &q, &p, &complete, NULL), 2);
+	assert_int_equal(p.ids[1], 100501);
 }
 
 /* The count sql (a SELECT count(*), with ?1 bound to arg) gives in
@@ -1778,6 +1849,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_archive_blocks_expire_and_user_del,
 						setup_sqlite, teardown),
 		cmocka_unit_test_setup_teardown(test_archive_links_share_and_hand_over,
+						setup_sqlite, teardown),
+		cmocka_unit_test_setup_teardown(test_archive_first_search_in_parts,
 						setup_sqlite, teardown),
 		cmocka_unit_test_setup_teardown(test_archive_log_survives_a_crash, setup_sqlite,
 						teardown),
