@@ -1230,6 +1230,66 @@ async def test_archive_expiry_deletes_older_messages(natter_factory, server,
     assert items == [], "the expired text is not found either: %r" % items
 
 
+def fill_archive(server, local, n, needle_at):
+    """Writes n entries (ids 1 to n, long before anything natterd
+    archived) into local@localhost's archive in natterd's database while
+    natterd is stopped, as blocks of 256 like natterd's, each a copy of
+    the archive's newest entry (an outgoing message with a body, whose
+    id and words are "seed"); the entry needle_at says "needle"
+    instead."""
+    db = sqlite3.connect(Path(server.config["data_dir"]) / "natter.db")
+    try:
+        with db:
+            owner, = db.execute("SELECT id FROM archive_jid WHERE domain = 'localhost'"
+                                " AND local = ?", (local,)).fetchone()
+            data, = db.execute("SELECT data FROM archive_block WHERE owner = ?"
+                               " ORDER BY last_id DESC LIMIT 1", (owner,)).fetchone()
+            seed = _block_entries(data)[-1]
+            assert seed[1] & 2 and b"seed" in seed[6], seed
+            for first in range(1, n + 1, 256):
+                entries = []
+                for eid in range(first, min(first + 256, n + 1)):
+                    e = [eid, seed[1] & ~(LINK | TWIN | COPY), seed[2], 0] + seed[4:]
+                    if eid == needle_at:
+                        e[5] = e[5].replace(b"seed", b"needle")
+                        e[6] = e[6].replace(b"seed", b"needle")
+                    entries.append(e)
+                db.execute("INSERT INTO archive_block (owner, first_id, last_id, n, data)"
+                           " VALUES (?, ?, ?, ?, ?)", (owner, entries[0][0], entries[-1][0],
+                                                       len(entries), _block_bytes(entries)))
+    finally:
+        db.close()
+
+
+async def test_first_search_of_a_big_archive_is_done_in_parts(natter_factory, server,
+                                                              net):
+    """An archive's words are indexed at its first search, at most
+    100,000 messages per query (docs/archive.md): the first search of an
+    archive of 100,300 messages is answered with resource-constraint, type
+    wait, and the next one, which indexes the rest, finds the one message
+    with the word."""
+    alice, bob = await chat(net, server, "alice", "bob")
+    send(alice, BOB, "seed", "seed words")
+    await delivered(bob, "seed")
+    items, _ = await mam_query(alice)
+    assert msg_ids(items) == ["seed"], items
+    problems = server.stop()
+    assert not problems, "natterd did not stop cleanly: %s" % problems
+    fill_archive(server, "alice", 100300, needle_at=100200)
+
+    server = natter_factory(**{k: v for k, v in server.config.items()
+                               if k != "listeners"})
+    alice, = await chat(net, server, "alice")
+    with pytest.raises(IqError) as e:
+        await mam_query(alice, fulltext="needle", timeout=60)
+    assert error_condition(e.value.iq) == "resource-constraint", e.value.iq
+    assert e.value.iq["error"]["type"] == "wait", e.value.iq
+    items, fin = await mam_query(alice, fulltext="needle", timeout=60)
+    assert msg_ids(items) == ["needle"] and fin.complete, items
+    items, fin = await mam_query(alice, fulltext="seed words", max_=2, before=True)
+    assert msg_ids(items) == ["seed", "seed"] and not fin.complete, items
+
+
 async def test_natterctl_user_del_removes_the_archive(server, net):
     alice, bob = await chat(net, server, "alice", "bob")
     await send_settled(alice, BOB, ["d1"])
