@@ -3,8 +3,8 @@
 # natter alone, one step of `natter-load chat` (1,000 pairs) at a fixed
 # rate; each thread's CPU time (from /proc) is read 4 s into the step and
 # again at its end, and printed per thread in seconds and in us per
-# message. The storage thread is natter-store, the event loops
-# natter-loopN.
+# message, with the bytes natterd wrote to its files in that time. The
+# storage thread is natter-store, the event loops natter-loopN.
 #
 #   bench/storage/chat_thread_cpu.sh [RATE [SECONDS [on|off]]]
 #
@@ -38,12 +38,18 @@ snap() {
 }
 # The window is a span of the step, not an event: the logins take about
 # 3 s on this kind of machine, so it starts 4 s in and ends with the step.
+# Bytes natterd had written to its files (the store, its WAL, the log).
+written() { awk '$1 == "write_bytes:" {print $2}' /proc/"$pid"/io; }
 sleep 4
 snap >"$dir/a"
+w0=$(written)
 sleep $((secs - 4))
 snap >"$dir/b"
+w1=$(written)
 wait "$load_pid" || true
 hz=$(getconf CLK_TCK)
 join "$dir/a" "$dir/b" | awk -v r="$rate" -v s=$((secs - 4)) -v hz="$hz" \
 	'$3 > $2 {d = ($3 - $2) / hz; printf "%-16s %6.2f s = %5.1f us/msg\n", $1, d, d * 1e6 / (r * s)}'
+awk -v a="$w0" -v b="$w1" -v r="$rate" -v s=$((secs - 4)) \
+	'BEGIN {printf "%-16s %6.1f MB = %5.0f bytes/msg\n", "written", (b - a) / 1e6, (b - a) / (r * s)}'
 head -n 1 "$dir/load.txt"

@@ -307,6 +307,11 @@ struct archive_last {
 	long long last;
 };
 
+/* A row of archive_text_upto: owner's words are indexed up to id upto. */
+struct archive_upto {
+	long long owner, upto;
+};
+
 static void archive_u64(struct buf *b, unsigned long long v)
 {
 	unsigned char p[8];
@@ -548,12 +553,12 @@ struct storage {
 	bool log_loaded, log_checked, log_mixed;
 	bool archive_broken; /* a write failed: the transaction must not commit */
 	struct archive_last *lasts; /* see archive_last_get */
+	size_t n_lasts, size_lasts;
 	/* archive_text_upto as read with the log (archive_covered): owner
 	 * 0's upto, and the other owners' sorted by owner. */
 	long long upto_all_owners;
-	struct archive_last *uptos;
+	struct archive_upto *uptos;
 	size_t n_uptos, cap_uptos;
-	size_t n_lasts, size_lasts;
 	/* Blocks as read and decoded: dec for walks and lookups, link_dec
 	 * for the entries a LINK names; a block to write. */
 	struct archive_dec dec, link_dec;
@@ -2029,7 +2034,7 @@ static int archive_uptos_load(struct storage *st)
 			st->cap_uptos = st->cap_uptos ? st->cap_uptos * 2 : 64;
 			st->uptos = xrealloc(st->uptos, st->cap_uptos * sizeof *st->uptos);
 		}
-		st->uptos[st->n_uptos++] = (struct archive_last){ owner, upto };
+		st->uptos[st->n_uptos++] = (struct archive_upto){ owner, upto };
 	}
 	storage_sqlite_done(s);
 	return rc == SQLITE_DONE ? 0 : storage_sqlite_fail(st, "archive: text upto");
@@ -2053,7 +2058,7 @@ static size_t archive_upto_slot(const struct storage *st, long long owner)
 static long long archive_upto(const struct storage *st, long long owner)
 {
 	size_t i = archive_upto_slot(st, owner);
-	long long upto = i < st->n_uptos && st->uptos[i].owner == owner ? st->uptos[i].last : 0;
+	long long upto = i < st->n_uptos && st->uptos[i].owner == owner ? st->uptos[i].upto : 0;
 	return upto > st->upto_all_owners ? upto : st->upto_all_owners;
 }
 
@@ -2093,7 +2098,7 @@ static int archive_upto_set(struct storage *st, long long owner, long long upto)
 		memmove(&st->uptos[i + 1], &st->uptos[i], (st->n_uptos - i) * sizeof *st->uptos);
 		st->n_uptos++;
 	}
-	st->uptos[i] = (struct archive_last){ owner, upto };
+	st->uptos[i] = (struct archive_upto){ owner, upto };
 	return 0;
 }
 
@@ -2661,7 +2666,7 @@ static int archive_text_catch_up_run(struct storage *st, long long owner)
 			size_t len = it->body_len;
 			if (it->flags & ARCHIVE_F_LINK) {
 				struct archive_item *s = NULL;
-				for (long k = 0; src_owner == it->with && k < n_src; k++)
+				for (long k = 0; src_owner == it->with && s == NULL && k < n_src; k++)
 					if (src.items[k].id == it->link)
 						s = &src.items[k];
 				if (s == NULL) {
