@@ -95,6 +95,9 @@ static void natterctl_usage(FILE *out)
 	      "                                          DATETIME (XEP-0082, e.g.\n"
 	      "                                          2026-01-01T00:00:00Z) of every archive\n"
 	      "                                          or of one account\n"
+	      "  mam index [--user JID]                  index the words of every archive (or\n"
+	      "                                          one account's) for search now, not at\n"
+	      "                                          its first search\n"
 	      "  dns DOMAIN [--target HOST] [--resolver ADDR[@PORT]]\n"
 	      "                                          print the SRV records to publish for\n"
 	      "                                          a configured host (pointing to HOST,\n"
@@ -1155,13 +1158,40 @@ static int natterctl_fast(struct natterctl *ctl, int argc, char **argv)
 	return 0;
 }
 
+/* natterctl mam index [--user JID]: the words of every archive (of one
+ * account's), that no search has indexed yet, so that no first search
+ * waits for them; natterd running or not. */
+static int natterctl_mam_index(struct natterctl *ctl, int argc, char **argv)
+{
+	const char *user = NULL;
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--user") == 0 && i + 1 < argc)
+			user = argv[++i];
+		else
+			return natterctl_error("mam index: unknown argument '%s'", argv[i]);
+	}
+	char local[JID_PART_MAX + 1], domain[JID_PART_MAX + 1];
+	if (user != NULL && natterctl_jid(&ctl->cfg, user, local, domain))
+		return 1;
+	if (natterctl_open(ctl))
+		return 1;
+	long long n = ctl->driver->archive_index(ctl->st, user ? domain : NULL, user ? local : NULL);
+	if (n < 0)
+		return natterctl_error("cannot index the archive");
+	printf("words of %lld archived message(s) indexed\n", n);
+	return 0;
+}
+
 /* natterctl mam expire --before DATETIME [--user JID]: on the store, with
  * natterd running or not (SQLite's WAL lets both write). */
 static int natterctl_mam(struct natterctl *ctl, int argc, char **argv)
 {
 	const char *before = NULL, *user = NULL;
+	if (argc >= 1 && strcmp(argv[0], "index") == 0)
+		return natterctl_mam_index(ctl, argc, argv);
 	if (argc < 1 || strcmp(argv[0], "expire") != 0)
-		return natterctl_error("usage: natterctl mam expire --before DATETIME [--user JID]");
+		return natterctl_error("usage: natterctl mam expire --before DATETIME [--user JID]\n"
+				       "       natterctl mam index [--user JID]");
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--before") == 0 && i + 1 < argc)
 			before = argv[++i];

@@ -659,6 +659,12 @@ static long long pending_archive_delete(struct storage *st, const char *domain,
 	return h->p->drv->archive_delete(h->inner, domain, local, before_id);
 }
 
+static long long pending_archive_index(struct storage *st, const char *domain, const char *local)
+{
+	struct pending_handle *h = handle_of(st);
+	return h->p->drv->archive_index(h->inner, domain, local);
+}
+
 static long long pending_archive_last_id(struct storage *st)
 {
 	struct pending_handle *h = handle_of(st);
@@ -704,6 +710,7 @@ const struct storage_driver storage_pending_driver = {
 	.archive_query = pending_archive_query,
 	.archive_has = pending_archive_has,
 	.archive_delete = pending_archive_delete,
+	.archive_index = pending_archive_index,
 	.archive_last_id = pending_archive_last_id,
 	.begin = pending_begin,
 	.end = pending_end,

@@ -185,6 +185,13 @@ struct storage_driver {
 	long long (*archive_delete)(struct storage *st, const char *domain, const char *local,
 				    long long before_id);
 	/* The greatest id in any archive (0 when empty), or -1. */
+	/* Indexes the words of one archive (domain and local), or of every
+	 * archive when domain is NULL, that no search has indexed yet (an
+	 * archive's words are indexed at its first search: decision 0008,
+	 * "Words on demand"), a part at a time: in the caller's transaction,
+	 * or each part in one of its own. Returns the number of messages
+	 * whose words it indexed, or -1. */
+	long long (*archive_index)(struct storage *st, const char *domain, const char *local);
 	long long (*archive_last_id)(struct storage *st);
 
 	/* Groups the writes between begin and end into one transaction

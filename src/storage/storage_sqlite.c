@@ -523,6 +523,7 @@ struct storage {
 	sqlite3_stmt *text_one;
 	sqlite3_stmt *upto_all;
 	sqlite3_stmt *upto_put;
+	sqlite3_stmt *block_owners;
 	sqlite3_stmt *jid_name;
 	sqlite3_stmt *expire_all;       /* every archive */
 	sqlite3_stmt *expire_one;
@@ -737,6 +738,7 @@ static const struct {
 	STORAGE_SQLITE_STMT(upto_all, "SELECT owner, upto FROM archive_text_upto ORDER BY owner"),
 	STORAGE_SQLITE_STMT(upto_put, "INSERT OR REPLACE INTO archive_text_upto (owner, upto)"
 				      " VALUES (?1, ?2)"),
+	STORAGE_SQLITE_STMT(block_owners, "SELECT DISTINCT owner FROM archive_block ORDER BY owner"),
 	STORAGE_SQLITE_STMT(jid_name, storage_sqlite_sql_jid_name),
 	STORAGE_SQLITE_STMT(expire_all, storage_sqlite_sql_expire_all),
 	STORAGE_SQLITE_STMT(expire_one, storage_sqlite_sql_expire_one),
@@ -2627,8 +2629,12 @@ static int archive_words_cmp(const void *a, const void *b)
  * and a LINK's words are its sender's body, under the sender's id.
  * Returns 0 when the index reaches owner's last entry, 1 when there is
  * more to do, -1 (the transaction marked broken). */
-static int archive_text_catch_up_run(struct storage *st, long long owner)
+static int archive_text_catch_up_run(struct storage *st, long long owner, size_t *indexed)
 {
+	/* Where the index reaches as this transaction sees it: another
+	 * handle (natterctl mam index, natterd) may have moved it. */
+	if (archive_log_sync(st) < 0)
+		return -1;
 	long long from = archive_upto(st, owner), upto = from;
 	struct archive_walk w;
 	if (archive_walk_start(&w, st, owner, from, 0, false) < 0)
@@ -2710,6 +2716,7 @@ static int archive_text_catch_up_run(struct storage *st, long long owner)
 	}
 	if (rc >= 0 && upto > from)
 		rc = archive_upto_set(st, owner, upto);
+	*indexed = n_words;
 	free(words);
 	buf_free(&bodies);
 	buf_free(&src.bytes);
@@ -2722,13 +2729,14 @@ static int archive_text_catch_up_run(struct storage *st, long long owner)
 }
 
 /* archive_text_catch_up_run in the caller's transaction or in one of its
- * own. */
-static int archive_text_catch_up(struct storage *st, long long owner)
+ * own; *indexed: how many entries' words it indexed. */
+static int archive_text_catch_up(struct storage *st, long long owner, size_t *indexed)
 {
 	bool own = sqlite3_get_autocommit(st->db);
+	*indexed = 0;
 	if (own && storage_sqlite_begin(st) < 0)
 		return -1;
-	int ret = archive_text_catch_up_run(st, owner);
+	int ret = archive_text_catch_up_run(st, owner, indexed);
 	if (own && storage_sqlite_end(st, ret >= 0) < 0)
 		ret = -1;
 	return ret;
@@ -2845,7 +2853,8 @@ static int storage_sqlite_archive_query(struct storage *st, const char *domain, 
 		qsort(f.ids, (size_t)q->n_ids, sizeof *f.ids, archive_ll_cmp);
 	}
 	if (q->text != NULL) {
-		int more = archive_text_catch_up(st, owner);
+		size_t indexed;
+		int more = archive_text_catch_up(st, owner, &indexed);
 		if (more != 0) {
 			n = more > 0 ? -2 : -1;
 			goto out;
@@ -3105,6 +3114,54 @@ out:
 	return ret;
 }
 
+static long long storage_sqlite_archive_index(struct storage *st, const char *domain,
+					      const char *local)
+{
+	if (archive_flush(st) < 0)
+		return -1;
+	/* The owners first: none is changed under the read. */
+	long long *owners = NULL, ret = -1;
+	size_t n = 0, cap = 0;
+	if (domain != NULL) {
+		char bare[2048];
+		snprintf(bare, sizeof bare, "%s%s%s", local, local[0] ? "@" : "", domain);
+		owners = xmalloc(sizeof *owners);
+		int known = archive_owner_of(st, bare, owners);
+		if (known <= 0) {
+			free(owners);
+			return known;
+		}
+		n = 1;
+	} else {
+		sqlite3_stmt *s = st->block_owners;
+		int rc;
+		while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+			if (n == cap) {
+				cap = cap ? cap * 2 : 64;
+				owners = xrealloc(owners, cap * sizeof *owners);
+			}
+			owners[n++] = sqlite3_column_int64(s, 0);
+		}
+		storage_sqlite_done(s);
+		if (rc != SQLITE_DONE) {
+			storage_sqlite_fail(st, "archive: owners");
+			goto out;
+		}
+	}
+	ret = 0;
+	for (size_t i = 0; i < n && ret >= 0; i++) {
+		int more;
+		do {
+			size_t indexed;
+			more = archive_text_catch_up(st, owners[i], &indexed);
+			ret = more < 0 ? -1 : ret + (long long)indexed;
+		} while (more > 0);
+	}
+out:
+	free(owners);
+	return ret;
+}
+
 static long long storage_sqlite_archive_last_id(struct storage *st)
 {
 	if (archive_flush(st) < 0)
@@ -3168,6 +3225,7 @@ const struct storage_driver storage_sqlite_driver = {
 	.archive_query = storage_sqlite_archive_query,
 	.archive_has = storage_sqlite_archive_has,
 	.archive_delete = storage_sqlite_archive_delete,
+	.archive_index = storage_sqlite_archive_index,
 	.archive_last_id = storage_sqlite_archive_last_id,
 	.begin = storage_sqlite_begin,
 	.end = storage_sqlite_end,

@@ -1290,6 +1290,34 @@ async def test_first_search_of_a_big_archive_is_done_in_parts(natter_factory, se
     assert msg_ids(items) == ["seed", "seed"] and not fin.complete, items
 
 
+async def test_natterctl_mam_index_indexes_ahead(natter_factory, server, net):
+    """`natterctl mam index` indexes the words no search has indexed yet,
+    of every archive (docs/archive.md): after it, the first search of an
+    archive of 100,300 messages is answered at once, and a second run
+    finds nothing left to do."""
+    alice, bob = await chat(net, server, "alice", "bob")
+    send(alice, BOB, "seed", "seed words")
+    await delivered(bob, "seed")
+    items, _ = await mam_query(bob)
+    assert msg_ids(items) == ["seed"], items
+    problems = server.stop()
+    assert not problems, "natterd did not stop cleanly: %s" % problems
+    fill_archive(server, "alice", 100300, needle_at=100200)
+    out = server.ctl("mam", "index", check=True).stdout
+    # alice's 100,300 and the message between the two, indexed once.
+    assert out.strip() == "words of 100301 archived message(s) indexed", out
+    out = server.ctl("mam", "index", "--user", ALICE, check=True).stdout
+    assert out.strip() == "words of 0 archived message(s) indexed", out
+
+    server = natter_factory(**{k: v for k, v in server.config.items()
+                               if k != "listeners"})
+    alice, bob = await chat(net, server, "alice", "bob")
+    items, fin = await mam_query(alice, fulltext="needle")
+    assert msg_ids(items) == ["needle"] and fin.complete, items
+    items, _ = await mam_query(bob, fulltext="seed")
+    assert msg_ids(items) == ["seed"], items
+
+
 async def test_natterctl_user_del_removes_the_archive(server, net):
     alice, bob = await chat(net, server, "alice", "bob")
     await send_settled(alice, BOB, ["d1"])

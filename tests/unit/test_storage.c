@@ -1556,6 +1556,36 @@ static void test_archive_links_share_and_hand_over(void **state)
 	assert_int_equal(text_rows(f, "dew"), 0);
 }
 
+/* archive_index (natterctl mam index) indexes ahead what no search has,
+ * one row per message whichever side it indexes first. */
+static void test_archive_index_ahead(void **state)
+{
+	struct fixture *f = *state;
+	char v[64];
+	put_pair(f, 500, "noon");
+	put_pair(f, 600, "dusk");
+	assert_int_equal(f->drv->archive_index(f->st, "localhost", "bob"), 2);
+	assert_int_equal(text_rows(f, "noon"), 1);
+	assert_int_equal(f->drv->archive_index(f->st, NULL, NULL), 0); /* alice's are there */
+	put_pair(f, 700, "dawn");
+	assert_int_equal(f->drv->archive_index(f->st, NULL, NULL), 1);
+	assert_int_equal(f->drv->archive_index(f->st, "localhost", "nobody"), 0);
+	assert_int_equal(text_rows(f, "dawn"), 1);
+	assert_int_equal(bob_query(f, "dawn", v), 1);
+	assert_string_equal(v, "<m>dawn</m>");
+	/* What another handle indexed (natterctl beside natterd) is not
+	 * indexed twice. */
+	char err[256];
+	struct storage *other = f->drv->open(f->data_dir, err, sizeof err);
+	assert_non_null(other);
+	put_pair(f, 800, "eve");
+	assert_int_equal(f->drv->archive_index(other, NULL, NULL), 1);
+	assert_int_equal(bob_query(f, "eve", v), 1);
+	assert_int_equal(f->drv->archive_index(f->st, NULL, NULL), 0);
+	assert_int_equal(text_rows(f, "eve"), 1);
+	f->drv->close(other);
+}
+
 /* A first search of a big archive indexes a part of it per query
  * (ARCHIVE_TEXT_CATCHUP entries, 100,000, in whole blocks of up to 256)
  * and answers -2 (busy) until
@@ -1851,6 +1881,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_archive_links_share_and_hand_over,
 						setup_sqlite, teardown),
 		cmocka_unit_test_setup_teardown(test_archive_first_search_in_parts,
+						setup_sqlite, teardown),
+		cmocka_unit_test_setup_teardown(test_archive_index_ahead,
 						setup_sqlite, teardown),
 		cmocka_unit_test_setup_teardown(test_archive_log_survives_a_crash, setup_sqlite,
 						teardown),
