@@ -1261,6 +1261,21 @@ def fill_archive(server, local, n, needle_at):
         db.close()
 
 
+async def big_archive(net, server):
+    """alice sends bob "seed" ("seed words"), both archive it, natterd
+    stops, and alice's archive gets 100,300 copies written beside it
+    (fill_archive, "needle" at 100,200)."""
+    alice, bob = await chat(net, server, "alice", "bob")
+    send(alice, BOB, "seed", "seed words")
+    await delivered(bob, "seed")
+    for who in (alice, bob):
+        items, _ = await mam_query(who)
+        assert msg_ids(items) == ["seed"], items
+    problems = server.stop()
+    assert not problems, "natterd did not stop cleanly: %s" % problems
+    fill_archive(server, "alice", 100300, needle_at=100200)
+
+
 async def test_first_search_of_a_big_archive_is_done_in_parts(natter_factory, server,
                                                               net):
     """An archive's words are indexed at its first search, at most
@@ -1268,14 +1283,7 @@ async def test_first_search_of_a_big_archive_is_done_in_parts(natter_factory, se
     archive of 100,300 messages is answered with resource-constraint, type
     wait, and the next one, which indexes the rest, finds the one message
     with the word."""
-    alice, bob = await chat(net, server, "alice", "bob")
-    send(alice, BOB, "seed", "seed words")
-    await delivered(bob, "seed")
-    items, _ = await mam_query(alice)
-    assert msg_ids(items) == ["seed"], items
-    problems = server.stop()
-    assert not problems, "natterd did not stop cleanly: %s" % problems
-    fill_archive(server, "alice", 100300, needle_at=100200)
+    await big_archive(net, server)
 
     server = natter_factory(**{k: v for k, v in server.config.items()
                                if k != "listeners"})
@@ -1295,14 +1303,7 @@ async def test_natterctl_mam_index_indexes_ahead(natter_factory, server, net):
     of every archive (docs/archive.md): after it, the first search of an
     archive of 100,300 messages is answered at once, and a second run
     finds nothing left to do."""
-    alice, bob = await chat(net, server, "alice", "bob")
-    send(alice, BOB, "seed", "seed words")
-    await delivered(bob, "seed")
-    items, _ = await mam_query(bob)
-    assert msg_ids(items) == ["seed"], items
-    problems = server.stop()
-    assert not problems, "natterd did not stop cleanly: %s" % problems
-    fill_archive(server, "alice", 100300, needle_at=100200)
+    await big_archive(net, server)
     out = server.ctl("mam", "index", check=True).stdout
     # alice's 100,300 and the message between the two, indexed once.
     assert out.strip() == "words of 100301 archived message(s) indexed", out
