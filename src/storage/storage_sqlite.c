@@ -2019,6 +2019,15 @@ static int archive_log_load(struct storage *st)
 	return 0;
 }
 
+/* Room in st->uptos for one more row. */
+static void archive_uptos_room(struct storage *st)
+{
+	if (st->n_uptos == st->cap_uptos) {
+		st->cap_uptos = st->cap_uptos ? st->cap_uptos * 2 : 64;
+		st->uptos = xrealloc(st->uptos, st->cap_uptos * sizeof *st->uptos);
+	}
+}
+
 /* Reads archive_text_upto into the handle. Returns 0 or -1. */
 static int archive_uptos_load(struct storage *st)
 {
@@ -2032,10 +2041,7 @@ static int archive_uptos_load(struct storage *st)
 			st->upto_all_owners = upto;
 			continue;
 		}
-		if (st->n_uptos == st->cap_uptos) {
-			st->cap_uptos = st->cap_uptos ? st->cap_uptos * 2 : 64;
-			st->uptos = xrealloc(st->uptos, st->cap_uptos * sizeof *st->uptos);
-		}
+		archive_uptos_room(st);
 		st->uptos[st->n_uptos++] = (struct archive_upto){ owner, upto };
 	}
 	storage_sqlite_done(s);
@@ -2093,10 +2099,7 @@ static int archive_upto_set(struct storage *st, long long owner, long long upto)
 		return -1;
 	size_t i = archive_upto_slot(st, owner);
 	if (i == st->n_uptos || st->uptos[i].owner != owner) {
-		if (st->n_uptos == st->cap_uptos) {
-			st->cap_uptos = st->cap_uptos ? st->cap_uptos * 2 : 64;
-			st->uptos = xrealloc(st->uptos, st->cap_uptos * sizeof *st->uptos);
-		}
+		archive_uptos_room(st);
 		memmove(&st->uptos[i + 1], &st->uptos[i], (st->n_uptos - i) * sizeof *st->uptos);
 		st->n_uptos++;
 	}
@@ -3114,50 +3117,51 @@ out:
 	return ret;
 }
 
+/* Indexes all of owner's words not indexed yet, a part at a time.
+ * Returns how many entries' words, or -1. */
+static long long archive_index_owner(struct storage *st, long long owner)
+{
+	long long ret = 0;
+	int more;
+	do {
+		size_t indexed;
+		more = archive_text_catch_up(st, owner, &indexed);
+		ret += (long long)indexed;
+	} while (more > 0);
+	return more < 0 ? -1 : ret;
+}
+
 static long long storage_sqlite_archive_index(struct storage *st, const char *domain,
 					      const char *local)
 {
 	if (archive_flush(st) < 0)
 		return -1;
-	/* The owners first: none is changed under the read. */
-	long long *owners = NULL, ret = -1;
-	size_t n = 0, cap = 0;
 	if (domain != NULL) {
 		char bare[2048];
+		long long owner;
 		snprintf(bare, sizeof bare, "%s%s%s", local, local[0] ? "@" : "", domain);
-		owners = xmalloc(sizeof *owners);
-		int known = archive_owner_of(st, bare, owners);
-		if (known <= 0) {
-			free(owners);
-			return known;
-		}
-		n = 1;
-	} else {
-		sqlite3_stmt *s = st->block_owners;
-		int rc;
-		while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-			if (n == cap) {
-				cap = cap ? cap * 2 : 64;
-				owners = xrealloc(owners, cap * sizeof *owners);
-			}
-			owners[n++] = sqlite3_column_int64(s, 0);
-		}
-		storage_sqlite_done(s);
-		if (rc != SQLITE_DONE) {
-			storage_sqlite_fail(st, "archive: owners");
-			goto out;
-		}
+		int known = archive_owner_of(st, bare, &owner);
+		return known <= 0 ? known : archive_index_owner(st, owner);
 	}
-	ret = 0;
+	/* The owners first: none is changed under the read. */
+	long long *owners = NULL, ret = 0;
+	size_t n = 0, cap = 0;
+	sqlite3_stmt *s = st->block_owners;
+	int rc;
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		if (n == cap) {
+			cap = cap ? cap * 2 : 64;
+			owners = xrealloc(owners, cap * sizeof *owners);
+		}
+		owners[n++] = sqlite3_column_int64(s, 0);
+	}
+	storage_sqlite_done(s);
+	if (rc != SQLITE_DONE)
+		ret = storage_sqlite_fail(st, "archive: owners");
 	for (size_t i = 0; i < n && ret >= 0; i++) {
-		int more;
-		do {
-			size_t indexed;
-			more = archive_text_catch_up(st, owners[i], &indexed);
-			ret = more < 0 ? -1 : ret + (long long)indexed;
-		} while (more > 0);
+		long long k = archive_index_owner(st, owners[i]);
+		ret = k < 0 ? -1 : ret + k;
 	}
-out:
 	free(owners);
 	return ret;
 }
