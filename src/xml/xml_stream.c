@@ -556,6 +556,8 @@ static size_t light_element(struct xml_stream *s, const char *p, size_t n, struc
 	}
 	if (ns == NULL || ns_len == 0 || n_at > s->limits.max_attributes)
 		return 0;
+	if (memchr(ns, NS_SEP, ns_len) != NULL)
+		return 0; /* expat refuses a namespace holding its separator */
 	static const char xml_ns[] = "http://www.w3.org/XML/1998/namespace",
 			  xmlns_ns[] = "http://www.w3.org/2000/xmlns/";
 	if ((ns_len == sizeof xml_ns - 1 && memcmp(ns, xml_ns, ns_len) == 0) ||

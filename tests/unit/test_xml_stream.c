@@ -1141,6 +1141,23 @@ static void test_released_stream_leaves_the_rest_to_expat(void **state)
 	assert_int_equal(feed(r, "<a xmlns='urn:x' h='1' h='2'/>"), XS_NOT_WELL_FORMED);
 }
 
+/* Expat refuses a namespace holding its separator (a space); the light
+ * path must not take what expat would refuse. */
+static void test_namespace_with_a_space_is_refused_either_way(void **state)
+{
+	struct rec *r = *state;
+	const char *el = "<r xmlns='urn:xmpp :sm:3'/>";
+	assert_int_equal(feed(r, STREAM_OPEN), XS_OK);
+	enum xml_stream_result parsed = feed(r, el);
+	assert_int_not_equal(parsed, XS_OK);
+	xml_stream_free(r->xs);
+	r->xs = xml_stream_new(&r->limits, &handlers, r);
+	assert_int_equal(feed(r, STREAM_OPEN), XS_OK);
+	assert_int_equal(xml_stream_release(r->xs), 0);
+	assert_int_equal(feed(r, el), parsed);
+	expect_log(r, "");
+}
+
 static void test_released_stream_restarts_on_a_light_element(void **state)
 {
 	struct rec *r = *state;
@@ -1164,6 +1181,7 @@ int main(void)
 		T(test_released_stream_takes_acks_without_a_parser),
 		T(test_released_stream_leaves_the_rest_to_expat),
 		T(test_released_stream_restarts_on_a_light_element),
+		T(test_namespace_with_a_space_is_refused_either_way),
 		T(test_header_without_default_namespace),
 		T(test_header_empty_default_namespace),
 		T(test_header_split_byte_by_byte),
