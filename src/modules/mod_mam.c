@@ -53,6 +53,10 @@
 #define MAM_PREF_SETS 4096
 #define MAM_PREF_WAYS 4
 #define MAM_PREF_KEY_MAX 160
+/* Locks over the sets (set modulo this): every archived message looks up
+ * its owner's preferences, from every loop, so one lock for all would
+ * serialise the loops. */
+#define MAM_PREF_LOCKS 64
 
 struct mam_prefs {
 	char key[MAM_PREF_KEY_MAX]; /* bare JID; "" free */
@@ -67,9 +71,16 @@ struct mam_prefs {
 
 struct mam {
 	long long last_id;          /* atomically advanced */
-	pthread_mutex_t lock;
-	unsigned long long tick;
+	pthread_mutex_t lock;       /* the horizons */
+	struct {
+		pthread_mutex_t lock;
+		unsigned long long tick; /* for mam_prefs.used */
+	} pref_locks[MAM_PREF_LOCKS];
 	struct mam_prefs prefs[MAM_PREF_SETS][MAM_PREF_WAYS];
+	/* Per set, advanced when an entry of it is forgotten: a read of the
+	 * store that began before must not be cached (it may predate the
+	 * change that made the entry go). Under the set's lock. */
+	unsigned gen[MAM_PREF_SETS];
 	struct {
 		uint64_t session;
 		long long horizon;
@@ -115,6 +126,8 @@ int mam_init(struct server *srv, char *err, size_t errlen)
 {
 	srv->mam = xcalloc(1, sizeof *srv->mam);
 	pthread_mutex_init(&srv->mam->lock, NULL);
+	for (int i = 0; i < MAM_PREF_LOCKS; i++)
+		pthread_mutex_init(&srv->mam->pref_locks[i].lock, NULL);
 	struct storage *st = srv->store_driver->open(srv->cfg->data_dir, err, errlen);
 	if (st == NULL)
 		return -1;
@@ -140,6 +153,8 @@ void mam_free(struct server *srv)
 		}
 	}
 	pthread_mutex_destroy(&m->lock);
+	for (int i = 0; i < MAM_PREF_LOCKS; i++)
+		pthread_mutex_destroy(&m->pref_locks[i].lock);
 	free(m);
 	srv->mam = NULL;
 }
@@ -205,6 +220,16 @@ static void mam_prefs_parse(struct mam_prefs *p, const char *xml, size_t len)
 	arena_reset(&a);
 }
 
+/* The way of set holding owner_bare's preferences, or NULL. Under the
+ * set's lock. */
+static struct mam_prefs *mam_prefs_way(struct mam_prefs *set, const char *owner_bare)
+{
+	for (int w = 0; w < MAM_PREF_WAYS; w++)
+		if (strcmp(set[w].key, owner_bare) == 0)
+			return &set[w];
+	return NULL;
+}
+
 /* Whether owner's preferences let a message with `with` (bare JID) into
  * its archive. Loads them on a miss (one small read). */
 static bool mam_prefs_allow(struct loop *l, const struct jid *owner, const char *owner_bare,
@@ -213,40 +238,50 @@ static bool mam_prefs_allow(struct loop *l, const struct jid *owner, const char 
 	struct mam *m = l->srv->mam;
 	if (strlen(owner_bare) >= MAM_PREF_KEY_MAX)
 		return mc->def == MAM_ALWAYS;
-	struct mam_prefs *set = m->prefs[str_hash(owner_bare) % MAM_PREF_SETS];
-	pthread_mutex_lock(&m->lock);
-	struct mam_prefs *p = NULL, *victim = &set[0];
-	for (int w = 0; w < MAM_PREF_WAYS; w++) {
-		if (strcmp(set[w].key, owner_bare) == 0) {
-			p = &set[w];
-			break;
-		}
-		if (set[w].used < victim->used)
-			victim = &set[w];
-	}
+	size_t k = str_hash(owner_bare) % MAM_PREF_SETS;
+	struct mam_prefs *set = m->prefs[k];
+	pthread_mutex_t *lock = &m->pref_locks[k % MAM_PREF_LOCKS].lock;
+	unsigned long long *tick = &m->pref_locks[k % MAM_PREF_LOCKS].tick;
+	pthread_mutex_lock(lock);
+	struct mam_prefs *p = mam_prefs_way(set, owner_bare);
+	struct mam_prefs fresh = { .def = -1 };
 	if (p == NULL) {
-		pthread_mutex_unlock(&m->lock);
+		unsigned gen = m->gen[k];
+		pthread_mutex_unlock(lock);
 		struct buf b;
 		buf_init(&b);
 		int rc = l->srv->storage->map_get(l->store, owner->domain, owner->local, STORE_MAM,
 						  "prefs", &b);
-		struct mam_prefs fresh = { .def = -1 };
 		if (rc == 0)
 			mam_prefs_parse(&fresh, b.data, b.len);
 		buf_free(&b);
-		pthread_mutex_lock(&m->lock);
-		p = victim;
-		free(p->always);
-		free(p->never);
-		*p = fresh;
-		snprintf(p->key, sizeof p->key, "%s", owner_bare);
+		pthread_mutex_lock(lock);
+		/* Another loop may have cached them meanwhile; a change may have
+		 * made them go (then what was read may be older: it answers this
+		 * message, and is not kept). */
+		p = mam_prefs_way(set, owner_bare);
+		if (p == NULL && m->gen[k] == gen) {
+			p = &set[0];
+			for (int w = 1; w < MAM_PREF_WAYS; w++)
+				if (set[w].used < p->used)
+					p = &set[w];
+			free(p->always);
+			free(p->never);
+			*p = fresh;
+			fresh.always = fresh.never = NULL;
+			snprintf(p->key, sizeof p->key, "%s", owner_bare);
+		} else if (p == NULL) {
+			p = &fresh;
+		}
 	}
-	p->used = ++m->tick;
+	p->used = ++*tick;
 	int def = p->def >= 0 ? p->def : (int)mc->def;
 	int verdict = mam_list_has(p->never, with) ? 0 : mam_list_has(p->always, with) ? 1
 						      : def == MAM_ALWAYS ? 1
 						      : def == MAM_NEVER  ? 0 : -1;
-	pthread_mutex_unlock(&m->lock);
+	pthread_mutex_unlock(lock);
+	free(fresh.always);
+	free(fresh.never);
 	if (verdict >= 0)
 		return verdict == 1;
 	struct arena a;
@@ -260,8 +295,11 @@ static bool mam_prefs_allow(struct loop *l, const struct jid *owner, const char 
 static void mam_prefs_forget(struct server *srv, const char *owner_bare)
 {
 	struct mam *m = srv->mam;
-	struct mam_prefs *set = m->prefs[str_hash(owner_bare) % MAM_PREF_SETS];
-	pthread_mutex_lock(&m->lock);
+	size_t k = str_hash(owner_bare) % MAM_PREF_SETS;
+	struct mam_prefs *set = m->prefs[k];
+	pthread_mutex_t *lock = &m->pref_locks[k % MAM_PREF_LOCKS].lock;
+	pthread_mutex_lock(lock);
+	m->gen[k]++;
 	for (int w = 0; w < MAM_PREF_WAYS; w++) {
 		if (strcmp(set[w].key, owner_bare) == 0) {
 			free(set[w].always);
@@ -269,7 +307,7 @@ static void mam_prefs_forget(struct server *srv, const char *owner_bare)
 			memset(&set[w], 0, sizeof set[w]);
 		}
 	}
-	pthread_mutex_unlock(&m->lock);
+	pthread_mutex_unlock(lock);
 }
 
 /* --- archiving --- */

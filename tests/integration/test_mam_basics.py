@@ -222,6 +222,25 @@ async def test_preferences(natter_factory, net):
     assert [j.text for j in prefs.iter("{%s}jid" % NS)] == [CAROL]
 
 
+async def test_preferences_apply_on_every_loop_at_once(natter_factory, net):
+    """Four loops share one cache of preferences: after each change's
+    result, messages to bob delivered by senders on any loop follow it
+    (eight senders: some land on other loops than bob's)."""
+    server = accounts(natter_factory(workers=4), "alice", "bob")
+    bob = await connect(net, server, "bob", available=True)
+    senders = [await connect(net, server, "alice", "s%d" % i) for i in range(8)]
+    kept = []
+    for turn, default in enumerate(["always", "never", "always", "never", "always"]):
+        await bob.iq(None, "<prefs xmlns='%s' default='%s'/>" % (NS, default), "set")
+        for i, s in enumerate(senders):
+            mid = "t%d-%d" % (turn, i)
+            chat(s, BOB, mid, mid)
+            await bob.inbox.get(msg(id=mid), mid)
+            if default == "always":
+                kept.append(mid)
+    assert (await query(bob, rsm=rsm(max_=100))).bodies == kept
+
+
 async def only_what_came_after(bob, device):
     """After device's catch-up query: a message bob sends now comes at its
     initial presence, and no offline copy of what the query gave comes
