@@ -72,7 +72,7 @@ struct mam_prefs {
 struct mam {
 	long long last_id;          /* atomically advanced */
 	pthread_mutex_t lock;       /* the horizons */
-	struct {
+	struct mam_pref_lock {
 		pthread_mutex_t lock;
 		unsigned long long tick; /* for mam_prefs.used */
 	} pref_locks[MAM_PREF_LOCKS];
@@ -220,6 +220,14 @@ static void mam_prefs_parse(struct mam_prefs *p, const char *xml, size_t len)
 	arena_reset(&a);
 }
 
+/* The set owner_bare's preferences go in (its index in *k) and the lock
+ * over it. */
+static struct mam_pref_lock *mam_prefs_set_of(struct mam *m, const char *owner_bare, size_t *k)
+{
+	*k = str_hash(owner_bare) % MAM_PREF_SETS;
+	return &m->pref_locks[*k % MAM_PREF_LOCKS];
+}
+
 /* The way of set holding owner_bare's preferences, or NULL. Under the
  * set's lock. */
 static struct mam_prefs *mam_prefs_way(struct mam_prefs *set, const char *owner_bare)
@@ -238,10 +246,10 @@ static bool mam_prefs_allow(struct loop *l, const struct jid *owner, const char 
 	struct mam *m = l->srv->mam;
 	if (strlen(owner_bare) >= MAM_PREF_KEY_MAX)
 		return mc->def == MAM_ALWAYS;
-	size_t k = str_hash(owner_bare) % MAM_PREF_SETS;
+	size_t k;
+	struct mam_pref_lock *pl = mam_prefs_set_of(m, owner_bare, &k);
 	struct mam_prefs *set = m->prefs[k];
-	pthread_mutex_t *lock = &m->pref_locks[k % MAM_PREF_LOCKS].lock;
-	unsigned long long *tick = &m->pref_locks[k % MAM_PREF_LOCKS].tick;
+	pthread_mutex_t *lock = &pl->lock;
 	pthread_mutex_lock(lock);
 	struct mam_prefs *p = mam_prefs_way(set, owner_bare);
 	struct mam_prefs fresh = { .def = -1 };
@@ -274,7 +282,7 @@ static bool mam_prefs_allow(struct loop *l, const struct jid *owner, const char 
 			p = &fresh;
 		}
 	}
-	p->used = ++*tick;
+	p->used = ++pl->tick;
 	int def = p->def >= 0 ? p->def : (int)mc->def;
 	int verdict = mam_list_has(p->never, with) ? 0 : mam_list_has(p->always, with) ? 1
 						      : def == MAM_ALWAYS ? 1
@@ -295,9 +303,9 @@ static bool mam_prefs_allow(struct loop *l, const struct jid *owner, const char 
 static void mam_prefs_forget(struct server *srv, const char *owner_bare)
 {
 	struct mam *m = srv->mam;
-	size_t k = str_hash(owner_bare) % MAM_PREF_SETS;
+	size_t k;
+	pthread_mutex_t *lock = &mam_prefs_set_of(m, owner_bare, &k)->lock;
 	struct mam_prefs *set = m->prefs[k];
-	pthread_mutex_t *lock = &m->pref_locks[k % MAM_PREF_LOCKS].lock;
 	pthread_mutex_lock(lock);
 	m->gen[k]++;
 	for (int w = 0; w < MAM_PREF_WAYS; w++) {
